@@ -1,0 +1,112 @@
+package groupcache_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/typedcache/groupcache"
+	"github.com/typedcache/groupcache/codec"
+)
+
+type UserID int64
+
+type Profile struct {
+	Name string
+	Age  int
+}
+
+// loadProfileFromDB stands in for a database query.
+func loadProfileFromDB(_ context.Context, id UserID) (Profile, error) {
+	if id <= 0 {
+		return Profile{}, fmt.Errorf("user %d: %w", id, groupcache.ErrNotFound)
+	}
+	return Profile{Name: "user" + strconv.FormatInt(int64(id), 10), Age: 30}, nil
+}
+
+// A typed cache: the loader, Get and the returned value all use UserID and Profile.
+func Example() {
+	users, err := groupcache.New[UserID, Profile]("users",
+		groupcache.LoaderFunc[UserID, Profile](loadProfileFromDB),
+		groupcache.WithMaxBytes(64<<20),
+	)
+	if err != nil {
+		panic(err)
+	}
+	defer users.Close()
+
+	ctx := context.Background()
+	p, _ := users.Get(ctx, 42) // a miss: the loader runs
+	p, _ = users.Get(ctx, 42)  // a hit: no load, no decoding
+	fmt.Println(p.Name, p.Age)
+
+	_, err = users.Get(ctx, -1)
+	fmt.Println(errors.Is(err, groupcache.ErrNotFound))
+
+	st := users.Stats()
+	fmt.Printf("gets=%d hits=%d loads=%d\n", st.Gets, st.Hits, st.Loads)
+	// Output:
+	// user42 30
+	// true
+	// gets=3 hits=1 loads=2
+}
+
+// profileCodec is a hand-written codec: "name|age".
+type profileCodec struct{}
+
+func (profileCodec) Append(dst []byte, p Profile) ([]byte, error) {
+	dst = append(dst, p.Name...)
+	dst = append(dst, '|')
+	return strconv.AppendInt(dst, int64(p.Age), 10), nil
+}
+
+func (profileCodec) Decode(data []byte) (Profile, error) {
+	name, age, ok := strings.Cut(string(data), "|")
+	if !ok {
+		return Profile{}, errors.New("profile: missing separator")
+	}
+	n, err := strconv.Atoi(age)
+	return Profile{Name: name, Age: n}, err
+}
+
+// A custom value codec replaces the default CBOR one. The codec measures each loaded value and,
+// in a cluster, encodes what travels between nodes.
+func ExampleWithCodec() {
+	users := groupcache.MustNew[UserID, Profile]("users",
+		groupcache.LoaderFunc[UserID, Profile](loadProfileFromDB),
+		groupcache.WithCodec[Profile](profileCodec{}),
+	)
+	defer users.Close()
+
+	p, err := users.Get(context.Background(), 7)
+	fmt.Println(p, err)
+	fmt.Println(users.Stats().Bytes > 0)
+	// Output:
+	// {user7 30} <nil>
+	// true
+}
+
+type Point struct{ X, Y int }
+
+// Keys of other than string and integer kinds need a key codec; the deterministic CBOR codec
+// serves for struct keys.
+func ExampleWithKeyCodec() {
+	dist := groupcache.MustNew[Point, int]("manhattan",
+		groupcache.LoaderFunc[Point, int](func(_ context.Context, p Point) (int, error) {
+			return max(p.X, -p.X) + max(p.Y, -p.Y), nil
+		}),
+		groupcache.WithKeyCodec(codec.CBOR[Point]()),
+	)
+	defer dist.Close()
+	d, _ := dist.Get(context.Background(), Point{3, -4})
+	fmt.Println(d)
+
+	_, err := groupcache.New[Point, int]("no-key-codec",
+		groupcache.LoaderFunc[Point, int](func(context.Context, Point) (int, error) { return 0, nil }))
+	fmt.Println(errors.Is(err, groupcache.ErrNoKeyCodec))
+	// Output:
+	// 7
+	// true
+}

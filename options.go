@@ -1,0 +1,216 @@
+package groupcache
+
+import (
+	"fmt"
+	"log/slog"
+	"reflect"
+	"time"
+
+	"github.com/typedcache/groupcache/codec"
+)
+
+// Defaults of the options. Each option's doc names its default too.
+const (
+	// DefaultMaxBytes is the byte bound of a cache made without WithMaxBytes.
+	DefaultMaxBytes = 64 << 20
+	// DefaultLoadTimeout is the load timeout of a cache made without WithLoadTimeout.
+	DefaultLoadTimeout = 10 * time.Second
+	// DefaultMaxKeyBytes is the key length limit of a cache made without WithMaxKeyBytes.
+	DefaultMaxKeyBytes = 4 << 10
+)
+
+// Clock tells the time. Caches use it for entry expiry; tests inject a fake one with WithClock.
+type Clock interface {
+	Now() time.Time
+}
+
+// Option configures a cache in New. Options check their own argument and New reports the first
+// invalid one as an error wrapping ErrInvalidOption.
+//
+// Options are not generic so that WithMaxBytes(64<<20) needs no type arguments. The few options that
+// carry a typed value (WithCodec, WithKeyCodec, WithSizer) are generic in that one type, inferred
+// from their argument; New checks that it matches the cache's K or V.
+type Option interface {
+	apply(*settings) error
+}
+
+type optionFunc func(*settings) error
+
+func (f optionFunc) apply(s *settings) error { return f(s) }
+
+// settings collects the options of one New call before they are checked and turned into a cache.
+type settings struct {
+	maxBytes      int64
+	maxValueBytes int64
+	maxKeyBytes   int
+	shards        int
+	loadTimeout   time.Duration
+	ttl           time.Duration
+	logger        *slog.Logger
+	clock         Clock
+
+	// Typed options, checked against K and V in New.
+	valueCodec typedOption
+	keyCodec   typedOption
+	sizer      typedOption
+}
+
+// typedOption is an option value of a type that New checks against the cache's K or V.
+type typedOption struct {
+	value any          // a codec.Codec[T] or a func(T) int64
+	of    reflect.Type // T
+	name  string       // the option's name, for error messages
+}
+
+func invalid(option, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalidOption, option, fmt.Sprintf(format, args...))
+}
+
+// WithMaxBytes bounds the memory of the cache: the sum of the costs of its entries never exceeds n.
+// An entry's cost is its encoded value size (or the WithSizer answer) plus its encoded key length
+// plus store.EntryOverhead. Default DefaultMaxBytes (64 MiB); valid range n > 0.
+func WithMaxBytes(n int64) Option {
+	return optionFunc(func(s *settings) error {
+		if n <= 0 {
+			return invalid("WithMaxBytes", "%d is not positive", n)
+		}
+		s.maxBytes = n
+		return nil
+	})
+}
+
+// WithMaxValueBytes bounds the cost of one value. A loaded value above it is returned to the caller
+// together with an error matching ErrTooLarge and is not cached. Default: the cache's max bytes
+// less the entry overhead (any value that can fit at all); valid range 0 < n <= max bytes.
+func WithMaxValueBytes(n int64) Option {
+	return optionFunc(func(s *settings) error {
+		if n <= 0 {
+			return invalid("WithMaxValueBytes", "%d is not positive", n)
+		}
+		s.maxValueBytes = n
+		return nil
+	})
+}
+
+// WithMaxKeyBytes bounds the length of an encoded key; Get of a longer key fails with
+// ErrInvalidKey before any load. Default DefaultMaxKeyBytes (4 KiB); valid range 1 to 1 MiB.
+func WithMaxKeyBytes(n int) Option {
+	return optionFunc(func(s *settings) error {
+		if n <= 0 || n > 1<<20 {
+			return invalid("WithMaxKeyBytes", "%d is outside 1..1048576", n)
+		}
+		s.maxKeyBytes = n
+		return nil
+	})
+}
+
+// WithShards sets the number of shards of the in-memory store. More shards mean less lock
+// contention between writers and more per-shard bookkeeping. Default: a power of two scaled by
+// GOMAXPROCS (see package store); valid values are powers of two from 1 to 65536.
+func WithShards(n int) Option {
+	return optionFunc(func(s *settings) error {
+		if n <= 0 || n > 1<<16 || n&(n-1) != 0 {
+			return invalid("WithShards", "%d is not a power of two in 1..65536", n)
+		}
+		s.shards = n
+		return nil
+	})
+}
+
+// WithLoadTimeout bounds one load. The load runs in a context detached from the callers' (so one
+// caller giving up does not fail the others) with this timeout; when it expires every waiting caller
+// gets an error matching ErrLoadTimeout. Default DefaultLoadTimeout (10 s); valid range d > 0.
+func WithLoadTimeout(d time.Duration) Option {
+	return optionFunc(func(s *settings) error {
+		if d <= 0 {
+			return invalid("WithLoadTimeout", "%v is not positive", d)
+		}
+		s.loadTimeout = d
+		return nil
+	})
+}
+
+// WithTTL makes entries expire d after they were loaded; an expired entry is a miss and is loaded
+// again. Default 0: entries never expire and leave only by eviction. Valid range d >= 0.
+func WithTTL(d time.Duration) Option {
+	return optionFunc(func(s *settings) error {
+		if d < 0 {
+			return invalid("WithTTL", "%v is negative", d)
+		}
+		s.ttl = d
+		return nil
+	})
+}
+
+// WithLogger sets the logger for events a caller does not see in a returned error (a loader panic
+// is logged with its stack as well as returned). Default slog.Default(); nil means the default.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(s *settings) error {
+		s.logger = l
+		return nil
+	})
+}
+
+// WithClock sets the clock used for entry expiry. Default: the system clock; nil means the default.
+// Tests use a fake clock to expire entries without sleeping.
+func WithClock(c Clock) Option {
+	return optionFunc(func(s *settings) error {
+		s.clock = c
+		return nil
+	})
+}
+
+// WithCodec sets the codec of the cache's values; V of the cache must be T (New checks).
+// Default codec.CBOR[V](). The codec measures the cost of a value (unless WithSizer is given) and,
+// in a cluster, encodes the bytes sent to peers, so every node of a cache must use the same codec.
+func WithCodec[T any](c codec.Codec[T]) Option {
+	return optionFunc(func(s *settings) error {
+		if c == nil {
+			return invalid("WithCodec", "nil codec")
+		}
+		s.valueCodec = typedOption{value: c, of: reflect.TypeFor[T](), name: "WithCodec"}
+		return nil
+	})
+}
+
+// WithKeyCodec sets how keys turn into bytes; K of the cache must be T (New checks). Every node must
+// map the same key to the same bytes. Default: codec.Key[K]() for string and integer kinds; any other
+// key type needs this option (New returns ErrNoKeyCodec without it). For struct keys,
+// codec.CBOR[T]() is deterministic and works.
+func WithKeyCodec[T any](c codec.Codec[T]) Option {
+	return optionFunc(func(s *settings) error {
+		if c == nil {
+			return invalid("WithKeyCodec", "nil codec")
+		}
+		s.keyCodec = typedOption{value: c, of: reflect.TypeFor[T](), name: "WithKeyCodec"}
+		return nil
+	})
+}
+
+// WithSizer sets a function that tells the cost in bytes of a value, used instead of its encoded
+// size; V of the cache must be T (New checks). It saves encoding each loaded value on a node that
+// serves no peers. It must be cheap, must not block, and must return a non-negative number.
+// Default: none (the encoded size is the cost).
+func WithSizer[T any](size func(T) int64) Option {
+	return optionFunc(func(s *settings) error {
+		if size == nil {
+			return invalid("WithSizer", "nil function")
+		}
+		s.sizer = typedOption{value: size, of: reflect.TypeFor[T](), name: "WithSizer"}
+		return nil
+	})
+}
+
+// typed returns the value of a typed option as T, or an error naming the mismatch.
+func typed[T any](o typedOption, role string, want reflect.Type) (T, bool, error) {
+	var zero T
+	if o.value == nil {
+		return zero, false, nil
+	}
+	v, ok := o.value.(T)
+	if !ok {
+		return zero, false, invalid(o.name, "given for %s, but the cache's %s type is %s",
+			o.of, role, want)
+	}
+	return v, true, nil
+}
