@@ -1,0 +1,144 @@
+package codec
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Codec encodes and decodes values of type T.
+//
+// Implementations are safe for concurrent use. Decode never retains data: the
+// caller may reuse the buffer as soon as Decode returns, so implementations
+// that return slices or strings must copy them.
+type Codec[T any] interface {
+	// Append appends the encoding of v to dst and returns the extended slice.
+	// On error the built-in codecs return dst with its length unchanged.
+	Append(dst []byte, v T) ([]byte, error)
+	// Decode decodes one value from data; data must be exactly one encoded
+	// value (trailing bytes are an error where the format can tell).
+	// On error the built-in codecs return the zero value of T.
+	Decode(data []byte) (T, error)
+}
+
+// Sentinel errors. Every error returned by a codec of this package matches
+// ErrEncode or ErrDecode with errors.Is; Key's construction error matches
+// ErrUnsupportedKey.
+var (
+	ErrEncode         = errors.New("codec: cannot encode")
+	ErrDecode         = errors.New("codec: cannot decode")
+	ErrUnsupportedKey = errors.New("codec: no built-in key codec for this type")
+)
+
+// Operation names used in Error.Op.
+const (
+	opEncode = "encode"
+	opDecode = "decode"
+)
+
+// Error reports which codec and which operation failed.
+//
+// errors.Is(err, ErrDecode) is true when Op is "decode", errors.Is(err,
+// ErrEncode) when Op is "encode". Unwrap returns Err, so the underlying cause
+// (for example a *json.SyntaxError) can be reached with errors.As.
+type Error struct {
+	Codec string // codec name: "cbor", "json", "bytes", "string", "binary", "func" or "key"
+	Op    string // "encode" or "decode"
+	Err   error  // underlying cause
+}
+
+// Error returns a message of the form "codec: cbor decode: <cause>".
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("codec: %s %s failed", e.Codec, e.Op)
+	}
+	return fmt.Sprintf("codec: %s %s: %v", e.Codec, e.Op, e.Err)
+}
+
+// Unwrap returns the underlying cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrEncode or ErrDecode matching e.Op.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrEncode:
+		return e.Op == opEncode
+	case ErrDecode:
+		return e.Op == opDecode
+	}
+	return false
+}
+
+func encodeError(codec string, err error) error {
+	return &Error{Codec: codec, Op: opEncode, Err: err}
+}
+
+func decodeError(codec string, err error) error {
+	return &Error{Codec: codec, Op: opDecode, Err: err}
+}
+
+// wrap returns err as an *Error for op, leaving it alone if it already is one
+// for the same operation (so that composed codecs do not stack prefixes).
+func wrap(codec, op string, err error) error {
+	if e, ok := errors.AsType[*Error](err); ok && e.Op == op {
+		return err
+	}
+	return &Error{Codec: codec, Op: op, Err: err}
+}
+
+// Func adapts a pair of functions to a Codec. Errors they return are wrapped
+// in an *Error (Codec "func") unless they already are an *Error for the same
+// operation. The functions must be safe for concurrent use, and decodeFn must
+// not retain data. Func panics if either function is nil.
+func Func[T any](appendFn func(dst []byte, v T) ([]byte, error), decodeFn func(data []byte) (T, error)) Codec[T] {
+	if appendFn == nil || decodeFn == nil {
+		panic("codec: Func with a nil function")
+	}
+	return funcCodec[T]{appendFn: appendFn, decodeFn: decodeFn}
+}
+
+type funcCodec[T any] struct {
+	appendFn func(dst []byte, v T) ([]byte, error)
+	decodeFn func(data []byte) (T, error)
+}
+
+func (c funcCodec[T]) Append(dst []byte, v T) ([]byte, error) {
+	out, err := c.appendFn(dst, v)
+	if err != nil {
+		return dst, wrap("func", opEncode, err)
+	}
+	return out, nil
+}
+
+func (c funcCodec[T]) Decode(data []byte) (T, error) {
+	v, err := c.decodeFn(data)
+	if err != nil {
+		var zero T
+		return zero, wrap("func", opDecode, err)
+	}
+	return v, nil
+}
+
+// Bytes returns a codec that stores a byte slice as is. Decode copies data and
+// always returns a non-nil slice: nil and empty slices both encode to zero
+// bytes and decode to an empty, non-nil slice. Decode never fails.
+func Bytes() Codec[[]byte] { return bytesCodec{} }
+
+type bytesCodec struct{}
+
+func (bytesCodec) Append(dst []byte, v []byte) ([]byte, error) { return append(dst, v...), nil }
+
+func (bytesCodec) Decode(data []byte) ([]byte, error) {
+	out := make([]byte, len(data))
+	copy(out, data)
+	return out, nil
+}
+
+// String returns a codec that stores a string as its raw bytes (no UTF-8
+// validation, no length prefix). Decode copies data and never fails.
+func String() Codec[string] { return stringCodec{} }
+
+type stringCodec struct{}
+
+func (stringCodec) Append(dst []byte, v string) ([]byte, error) { return append(dst, v...), nil }
+
+func (stringCodec) Decode(data []byte) (string, error) { return string(data), nil }
