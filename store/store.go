@@ -1,0 +1,339 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math/bits"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// EntryOverhead is the fixed number of bytes added to the cost of every entry to stand for the
+// memory the store itself spends on it: the entry header (key and value headers, hash, expiry,
+// size, policy links and counter), its share of the hash table (16-byte slots kept between 3/8 and
+// 3/4 full) and of the ghost queue (a hash in a ring plus a map slot, about one per entry).
+//
+// It was measured, not guessed: TestEntryOverheadEstimate (go test -v -run Overhead) counts the
+// growth of the Go heap per entry, not counting the key and value bytes that the caller's cost
+// already covers. On 64-bit Go it finds about 95 bytes for a store that has not yet evicted (a
+// 64- to 96-byte entry allocation plus its table slots), for string keys with []byte values as
+// for uint64 keys with pointer values, and about 165 bytes in a full store that has been evicting,
+// whose ghost then remembers about one hash per entry. 128 sits between the two.
+const EntryOverhead = 128
+
+var (
+	// ErrTooLarge is returned by Set for an entry whose cost plus EntryOverhead exceeds MaxBytes.
+	ErrTooLarge = errors.New("store: entry larger than the store")
+	// ErrInvalidConfig is wrapped by the error New returns for an invalid Config.
+	ErrInvalidConfig = errors.New("store: invalid config")
+	// ErrNegativeCost is returned by Set for a negative cost.
+	ErrNegativeCost = errors.New("store: negative cost")
+)
+
+// Config configures a Store. MaxBytes is required; the zero value of every other field means its
+// documented default.
+type Config[K comparable] struct {
+	// MaxBytes bounds the sum of (cost + EntryOverhead) over all entries. It must be > 0. The
+	// bound holds at every moment, also while many goroutines write concurrently.
+	MaxBytes int64
+	// Shards is the number of hash-table shards, a power of two. 0 means DefaultShards().
+	Shards int
+	// Hash hashes a key. nil means hash/maphash.Comparable with a seed chosen at random for each
+	// store. A custom hash must be deterministic; its quality matters (the store mixes it once
+	// more, so an identity hash of integers is fine).
+	Hash func(K) uint64
+	// Now returns the current time in unix nanoseconds. nil means time.Now().UnixNano(). It is
+	// called only for entries that have an expiry.
+	Now func() int64
+}
+
+// DefaultShards is the number of shards used when Config.Shards is 0: 16 per GOMAXPROCS, rounded
+// up to a power of two, between 16 and 1024.
+func DefaultShards() int {
+	n := 16 * runtime.GOMAXPROCS(0)
+	n = min(max(n, 16), 1024)
+	return 1 << bits.Len(uint(n-1))
+}
+
+// Stats is a snapshot of a store's counters. The counters are kept per shard and summed when
+// Stats is called, so a snapshot taken under concurrent use is not atomic across fields.
+type Stats struct {
+	// Hits is the number of Get calls that returned a value.
+	Hits int64
+	// Misses is the number of Get calls that returned no value: the key was absent or its entry
+	// had expired. Expired lookups are also counted in Expirations.
+	Misses int64
+	// Evictions is the number of entries the policy removed to make room for others (expired
+	// entries met by the policy included). Remove, Clear and replacing a key are not evictions.
+	Evictions int64
+	// Expirations is the number of Get calls that found an entry past its expiry (each is also
+	// a miss). Peek does not count.
+	Expirations int64
+	// Items is the number of entries held, expired ones not yet evicted included (same as Len).
+	Items int64
+	// Bytes is the sum of (cost + EntryOverhead) over the entries held (same as Bytes()).
+	Bytes int64
+}
+
+// entry is one key/value pair. key, val, hash, expiresAt and size never change after the entry is
+// published, so readers use them without a lock; a new value for the key is a new entry. freq is
+// the only field written by readers.
+type entry[K comparable, V any] struct {
+	key       K
+	val       V
+	hash      uint64
+	expiresAt int64
+	freq      atomic.Int32
+	queue     uint8 // guarded by Store.mu
+	size      int64 // cost + EntryOverhead
+	prev      *entry[K, V]
+	next      *entry[K, V]
+}
+
+// Store is a sharded, byte-bounded, concurrent in-memory key/value store with S3-FIFO eviction.
+// Get and Peek take no lock; Set, Remove and Clear serialize on one mutex. All methods are safe
+// for concurrent use.
+type Store[K comparable, V any] struct {
+	// Read-mostly fields used by Get.
+	shards   []shard[K, V]
+	shift    uint // 64 - log2(len(shards))
+	seed     maphash.Seed
+	userHash func(K) uint64
+	now      func() int64
+	tomb     *entry[K, V] // tombstone sentinel for table slots
+	max      int64
+	smallMax int64
+	_        [cacheLine]byte
+
+	mu    sync.Mutex
+	used  int64 // sum of entry sizes; guarded by mu
+	small list[K, V]
+	main  list[K, V]
+	ghost ghost
+	_     [cacheLine]byte
+
+	// Published copies for lock-free readers of Bytes, Len and Stats.
+	bytes     atomic.Int64
+	items     atomic.Int64
+	evictions atomic.Int64
+}
+
+// New returns an empty store. It returns an error wrapping ErrInvalidConfig if MaxBytes is not
+// positive or Shards is negative or not a power of two.
+func New[K comparable, V any](cfg Config[K]) (*Store[K, V], error) {
+	if cfg.MaxBytes <= 0 {
+		return nil, fmt.Errorf("%w: MaxBytes must be > 0, got %d", ErrInvalidConfig, cfg.MaxBytes)
+	}
+	n := cfg.Shards
+	if n == 0 {
+		n = DefaultShards()
+	}
+	if n < 0 || n&(n-1) != 0 || n > 1<<16 {
+		return nil, fmt.Errorf("%w: Shards must be a power of two (at most 65536), got %d", ErrInvalidConfig, cfg.Shards)
+	}
+	s := &Store[K, V]{
+		shards:   make([]shard[K, V], n),
+		shift:    uint(64 - bits.TrailingZeros(uint(n))),
+		seed:     maphash.MakeSeed(),
+		userHash: cfg.Hash,
+		now:      cfg.Now,
+		tomb:     new(entry[K, V]),
+		max:      cfg.MaxBytes,
+		smallMax: max(cfg.MaxBytes*smallPercent/100, 1),
+	}
+	if s.now == nil {
+		s.now = func() int64 { return time.Now().UnixNano() }
+	}
+	for i := range s.shards {
+		s.shards[i].tab.Store(newTable[K, V](minTableSize))
+	}
+	s.ghost.reset()
+	return s, nil
+}
+
+// hash returns the mixed hash of k: the top bits pick the shard, the low bits the table slot.
+func (s *Store[K, V]) hash(k K) uint64 {
+	var h uint64
+	if s.userHash != nil {
+		h = s.userHash(k)
+	} else {
+		h = maphash.Comparable(s.seed, k)
+	}
+	// Fibonacci mixing spreads a weak user hash over the top (shard) bits.
+	return h * 0x9e3779b97f4a7c15
+}
+
+func (s *Store[K, V]) shardOf(h uint64) *shard[K, V] {
+	return &s.shards[h>>s.shift&uint64(len(s.shards)-1)]
+}
+
+// Get returns the value for k and whether it was found. An entry past its expiry is not returned
+// (a miss, also counted as an expiration). A hit records the access for the eviction policy and
+// allocates nothing.
+func (s *Store[K, V]) Get(k K) (V, bool) {
+	h := s.hash(k)
+	sh := s.shardOf(h)
+	e := sh.tab.Load().find(h, k, s.tomb)
+	if e == nil {
+		sh.misses.Add(1)
+		var zero V
+		return zero, false
+	}
+	if e.expiresAt != 0 && s.now() >= e.expiresAt {
+		sh.misses.Add(1)
+		sh.expirations.Add(1)
+		var zero V
+		return zero, false
+	}
+	// Saturating 2-bit counter; no write once saturated, so hot entries stay read-only.
+	// Concurrent bumps may lose an increment, which the policy tolerates.
+	if f := e.freq.Load(); f < maxFreq {
+		e.freq.Store(f + 1)
+	}
+	sh.hits.Add(1)
+	return e.val, true
+}
+
+// Peek returns the value for k and its expiry (unix nanoseconds, 0 = never) without recording an
+// access or counting a hit or miss. Unlike Get it also returns an expired entry, so that a caller
+// can serve a stale value while it loads a fresh one.
+func (s *Store[K, V]) Peek(k K) (v V, expiresAt int64, ok bool) {
+	h := s.hash(k)
+	e := s.shardOf(h).tab.Load().find(h, k, s.tomb)
+	if e == nil {
+		return v, 0, false
+	}
+	return e.val, e.expiresAt, true
+}
+
+// Set stores v under k with the given cost in bytes and expiry (unix nanoseconds, 0 = never),
+// replacing any existing entry for k; the replacement keeps the old entry's place in the policy.
+// It evicts entries, if needed, before the new one becomes visible, so Bytes never exceeds
+// MaxBytes. If cost+EntryOverhead exceeds MaxBytes, Set removes any existing entry for k (so a
+// stale value is not served) and returns an error wrapping ErrTooLarge. A negative cost returns an
+// error wrapping ErrNegativeCost.
+func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) error {
+	if cost < 0 {
+		return fmt.Errorf("%w: %d", ErrNegativeCost, cost)
+	}
+	if cost > s.max-EntryOverhead {
+		s.Remove(k)
+		return fmt.Errorf("%w: cost %d + overhead %d > MaxBytes %d", ErrTooLarge, cost, EntryOverhead, s.max)
+	}
+	h := s.hash(k)
+	ne := &entry[K, V]{key: k, val: v, hash: h, expiresAt: expiresAt, size: cost + EntryOverhead}
+	sh := s.shardOf(h)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, _ := sh.tab.Load().lookup(h, k, s.tomb); i >= 0 {
+		old := sh.tab.Load().slots[i].e.Load()
+		// Make room while the old entry is still counted; the policy may evict it too.
+		for old.queue != qNone && s.used-old.size+ne.size > s.max {
+			s.evictOne()
+		}
+		if old.queue != qNone {
+			ne.freq.Store(old.freq.Load())
+			ne.queue = old.queue
+			if old.queue == qSmall {
+				s.small.replace(old, ne)
+			} else {
+				s.main.replace(old, ne)
+			}
+			old.queue = qNone
+			t := sh.tab.Load()
+			t.slots[t.indexOf(old)].e.Store(ne)
+			s.used += ne.size - old.size
+			s.bytes.Store(s.used)
+			return nil
+		}
+	}
+	for s.used+ne.size > s.max {
+		if !s.evictOne() {
+			break // unreachable: an entry that fits always fits an empty store
+		}
+	}
+	s.link(ne)
+	_, at := sh.tab.Load().lookup(h, k, s.tomb)
+	sh.insert(ne, at, s.tomb)
+	s.used += ne.size
+	s.bytes.Store(s.used)
+	s.items.Add(1)
+	return nil
+}
+
+// release accounts for an entry that left the table. Caller holds mu.
+func (s *Store[K, V]) release(e *entry[K, V]) {
+	s.used -= e.size
+	s.bytes.Store(s.used)
+	s.items.Add(-1)
+}
+
+// Remove deletes the entry for k and reports whether there was one.
+func (s *Store[K, V]) Remove(k K) bool {
+	h := s.hash(k)
+	sh := s.shardOf(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, _ := sh.tab.Load().lookup(h, k, s.tomb)
+	if i < 0 {
+		return false
+	}
+	e := sh.tab.Load().slots[i].e.Load()
+	s.unlink(e)
+	sh.remove(e, s.tomb)
+	s.release(e)
+	return true
+}
+
+// Clear deletes every entry. Counters other than Items and Bytes are kept.
+func (s *Store[K, V]) Clear() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.tab.Store(newTable[K, V](minTableSize))
+		sh.live, sh.tombs = 0, 0
+	}
+	// Unlink everything so that a reader still holding an old table pins only its own entries.
+	for _, l := range []*list[K, V]{&s.small, &s.main} {
+		for e := l.head; e != nil; {
+			next := e.next
+			e.prev, e.next, e.queue = nil, nil, qNone
+			e = next
+		}
+		*l = list[K, V]{}
+	}
+	s.ghost.reset()
+	s.used = 0
+	s.bytes.Store(0)
+	s.items.Store(0)
+}
+
+// Len returns the number of entries held, expired ones not yet evicted included.
+func (s *Store[K, V]) Len() int { return int(s.items.Load()) }
+
+// Bytes returns the sum of (cost + EntryOverhead) over the entries held; never more than
+// MaxBytes.
+func (s *Store[K, V]) Bytes() int64 { return s.bytes.Load() }
+
+// MaxBytes returns the configured bound.
+func (s *Store[K, V]) MaxBytes() int64 { return s.max }
+
+// Stats returns a snapshot of the counters.
+func (s *Store[K, V]) Stats() Stats {
+	var st Stats
+	for i := range s.shards {
+		sh := &s.shards[i]
+		st.Hits += sh.hits.Load()
+		st.Misses += sh.misses.Load()
+		st.Expirations += sh.expirations.Load()
+	}
+	st.Evictions = s.evictions.Load()
+	st.Items = s.items.Load()
+	st.Bytes = s.bytes.Load()
+	return st
+}
