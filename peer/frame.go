@@ -1,0 +1,376 @@
+package peer
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/klauspost/compress/s2"
+)
+
+// Version is the frame version byte this package writes and accepts.
+const Version = 1
+
+// Default limits (see Limits).
+const (
+	// DefaultMaxKeyBytes is the default longest key: 4 KiB.
+	DefaultMaxKeyBytes = 4 << 10
+	// DefaultMaxValueBytes is the default largest value: 64 MiB (the decoded size, for a
+	// compressed value).
+	DefaultMaxValueBytes = 64 << 20
+	// DefaultMaxCacheName is the default longest cache name: 255 bytes.
+	DefaultMaxCacheName = 255
+	// MaxMessageBytes is the longest message a response may carry. Servers cut longer messages
+	// (at a UTF-8 boundary); ParseResponse rejects longer ones.
+	MaxMessageBytes = 1024
+	// FrameOverhead is what MaxFrameBytes adds by default to the value, key and cache name
+	// limits: room for the header bytes, the length varints and a message.
+	FrameOverhead = MaxMessageBytes + 64
+
+	// Hard ceilings on configured limits.
+	maxKeyCeiling   = 1 << 20
+	maxValueCeiling = 1 << 30
+	maxNameCeiling  = 1 << 16
+	maxFrameCeiling = 1<<31 - 1
+
+	headerLen = 3 // version, op or status, flags
+	prefixLen = 4 // the length prefix of a frame on a stream
+)
+
+// Response flags.
+const (
+	flagCompressed = 1 << 0 // the value is an S2 block
+	flagExpires    = 1 << 1 // an 8-byte big-endian expiry follows the flags
+	knownFlags     = flagCompressed | flagExpires
+)
+
+// Limits bound what one side accepts and sends. A zero (or negative) field means its default.
+// Both sides check them: a client refuses to send a request over its limits and to read a reply
+// over them; a server refuses requests over its limits and does not send values over them.
+type Limits struct {
+	// MaxKeyBytes bounds the length of a key. Default DefaultMaxKeyBytes (4 KiB); at most 1 MiB.
+	MaxKeyBytes int
+	// MaxValueBytes bounds the length of a value: of its raw bytes, and of its decoded bytes when
+	// it is compressed. Default DefaultMaxValueBytes (64 MiB); at most 1 GiB.
+	MaxValueBytes int
+	// MaxCacheName bounds the length of a cache name. Default DefaultMaxCacheName (255); at most
+	// 64 KiB.
+	MaxCacheName int
+	// MaxFrameBytes bounds the length of one frame (after the 4-byte length prefix). It is
+	// checked against the prefix before any memory is allocated for the frame. Default
+	// MaxValueBytes + MaxKeyBytes + MaxCacheName + FrameOverhead; at most 2 GiB - 1.
+	MaxFrameBytes int
+}
+
+// withDefaults returns l with every zero or negative field replaced by its default.
+func (l Limits) withDefaults() Limits {
+	if l.MaxKeyBytes <= 0 {
+		l.MaxKeyBytes = DefaultMaxKeyBytes
+	}
+	if l.MaxValueBytes <= 0 {
+		l.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if l.MaxCacheName <= 0 {
+		l.MaxCacheName = DefaultMaxCacheName
+	}
+	if l.MaxFrameBytes <= 0 {
+		l.MaxFrameBytes = min(l.MaxValueBytes+l.MaxKeyBytes+l.MaxCacheName+FrameOverhead, maxFrameCeiling)
+	}
+	return l
+}
+
+// validate reports a field out of its range.
+func (l Limits) validate() error {
+	check := func(name string, v, ceiling int) error {
+		if v < 0 || v > ceiling {
+			return fmt.Errorf("%s %d is outside 0..%d", name, v, ceiling)
+		}
+		return nil
+	}
+	if err := check("MaxKeyBytes", l.MaxKeyBytes, maxKeyCeiling); err != nil {
+		return err
+	}
+	if err := check("MaxValueBytes", l.MaxValueBytes, maxValueCeiling); err != nil {
+		return err
+	}
+	if err := check("MaxCacheName", l.MaxCacheName, maxNameCeiling); err != nil {
+		return err
+	}
+	return check("MaxFrameBytes", l.MaxFrameBytes, maxFrameCeiling)
+}
+
+// Request is a request frame. In a parsed Request, Key aliases the frame.
+type Request struct {
+	// Op is the operation (OpGet).
+	Op Op
+	// Cache is the name of the cache: 1 to MaxCacheName bytes.
+	Cache string
+	// Key is the encoded key: 0 to MaxKeyBytes bytes.
+	Key []byte
+}
+
+// Response is a response frame. In a parsed Response, Value.Data aliases the frame.
+type Response struct {
+	// Status is StatusOK, or the reason there is no value.
+	Status Status
+	// Value is the value; only encoded when Status is StatusOK.
+	Value Value
+	// Msg is a human-readable message, usually empty for StatusOK; at most MaxMessageBytes
+	// (AppendResponse cuts a longer one).
+	Msg string
+}
+
+// AppendRequest appends the frame of r (without the stream's length prefix) to dst. It does not
+// check limits: the parser of the other side does.
+func AppendRequest(dst []byte, r *Request) []byte {
+	return appendRequest(dst, r.Op, r.Cache, r.Key)
+}
+
+func appendRequest(dst []byte, op Op, cache string, key []byte) []byte {
+	dst = append(dst, Version, byte(op), 0)
+	dst = binary.AppendUvarint(dst, uint64(len(cache)))
+	dst = append(dst, cache...)
+	dst = binary.AppendUvarint(dst, uint64(len(key)))
+	return append(dst, key...)
+}
+
+// ParseRequest parses a request frame (without the stream's length prefix). It is strict: every
+// byte must be accounted for and every length must be minimally encoded, so a frame that parses
+// re-encodes (AppendRequest) to the same bytes. Errors are *Error values with a Status the server
+// replies with: StatusBadVersion (matches ErrVersion) when the version byte is not Version, and
+// StatusBadRequest (matches ErrBadRequest) for a frame that is truncated, has trailing bytes,
+// non-zero flags, an unknown op, an empty cache name, or a field over lim. It never panics.
+// The returned Key aliases frame.
+func ParseRequest(frame []byte, lim Limits) (Request, error) {
+	return parseRequest(frame, lim.withDefaults(), nil)
+}
+
+// parseRequest parses with resolved limits. intern, when not nil, returns a string equal to its
+// argument, so a server connection can reuse the cache name of its previous request.
+func parseRequest(frame []byte, lim Limits, intern *string) (Request, error) {
+	if len(frame) > 0 && frame[0] != Version {
+		return Request{}, &Error{Status: StatusBadVersion,
+			Msg: fmt.Sprintf("request version %d, this server speaks %d", frame[0], Version)}
+	}
+	if len(frame) < headerLen {
+		return Request{}, badRequest("truncated header")
+	}
+	op := Op(frame[1])
+	if op != OpGet {
+		return Request{}, badRequest("unsupported op " + op.String())
+	}
+	if frame[2] != 0 {
+		return Request{}, badRequest("unknown request flags")
+	}
+	rest := frame[headerLen:]
+	name, rest, msg := field(rest, lim.MaxCacheName)
+	if msg != "" {
+		return Request{}, badRequest("cache name: " + msg)
+	}
+	if len(name) == 0 {
+		return Request{}, badRequest("empty cache name")
+	}
+	key, rest, msg := field(rest, lim.MaxKeyBytes)
+	if msg != "" {
+		return Request{}, badRequest("key: " + msg)
+	}
+	if len(rest) != 0 {
+		return Request{}, badRequest("trailing bytes")
+	}
+	var cache string
+	if intern != nil && *intern == string(name) {
+		cache = *intern
+	} else {
+		cache = string(name)
+		if intern != nil {
+			*intern = cache
+		}
+	}
+	return Request{Op: op, Cache: cache, Key: key[:len(key):len(key)]}, nil
+}
+
+func badRequest(msg string) error {
+	return &Error{Status: StatusBadRequest, Msg: msg}
+}
+
+// field reads a uvarint-length-prefixed field of at most max bytes from b. It returns the field,
+// the bytes after it, and a non-empty problem description when b does not hold a valid field.
+func field(b []byte, max int) (f, rest []byte, problem string) {
+	n, k := uvarint(b)
+	if k <= 0 {
+		return nil, nil, "bad length"
+	}
+	b = b[k:]
+	if n > uint64(max) {
+		return nil, nil, fmt.Sprintf("length %d over the limit of %d", n, max)
+	}
+	if n > uint64(len(b)) {
+		return nil, nil, "truncated"
+	}
+	return b[:n], b[n:], ""
+}
+
+// uvarint decodes a minimally encoded uvarint from b. It returns the value and the number of
+// bytes read, or k <= 0 when b is truncated, overflows 64 bits or is not minimal.
+func uvarint(b []byte) (v uint64, k int) {
+	var s uint
+	for i := 0; i < len(b) && i < binary.MaxVarintLen64; i++ {
+		c := b[i]
+		if c < 0x80 {
+			if i > 0 && c == 0 {
+				return 0, -1 // a longer encoding than needed
+			}
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				return 0, -1 // overflow
+			}
+			return v | uint64(c)<<s, i + 1
+		}
+		v |= uint64(c&0x7f) << s
+		s += 7
+	}
+	return 0, 0
+}
+
+// AppendResponse appends the frame of r (without the stream's length prefix) to dst. For a status
+// other than StatusOK the value is not encoded. A message longer than MaxMessageBytes is cut.
+func AppendResponse(dst []byte, r *Response) []byte {
+	dst = appendResponseHead(dst, r)
+	if r.Status == StatusOK {
+		dst = append(dst, r.Value.Data...)
+	}
+	return dst
+}
+
+// appendResponseHead appends the frame of r up to the value bytes: what follows is the value
+// (when r.Status is StatusOK), so a large value can be written from where it lies.
+func appendResponseHead(dst []byte, r *Response) []byte {
+	var flags byte
+	v := &r.Value
+	ok := r.Status == StatusOK
+	if ok && v.Compressed {
+		flags |= flagCompressed
+	}
+	if ok && v.Expires != 0 {
+		flags |= flagExpires
+	}
+	dst = append(dst, Version, byte(r.Status), flags)
+	if flags&flagExpires != 0 {
+		dst = binary.BigEndian.AppendUint64(dst, uint64(v.Expires))
+	}
+	msg := cutMessage(r.Msg)
+	dst = binary.AppendUvarint(dst, uint64(len(msg)))
+	dst = append(dst, msg...)
+	if ok {
+		dst = binary.AppendUvarint(dst, uint64(len(v.Data)))
+	}
+	return dst
+}
+
+// responseFrameLen returns the length of the frame AppendResponse(nil, r) returns.
+func responseFrameLen(headLen int, r *Response) int {
+	if r.Status == StatusOK {
+		return headLen + len(r.Value.Data)
+	}
+	return headLen
+}
+
+// cutMessage returns msg cut to at most MaxMessageBytes, at a UTF-8 boundary.
+func cutMessage(msg string) string {
+	if len(msg) <= MaxMessageBytes {
+		return msg
+	}
+	n := MaxMessageBytes
+	for n > 0 && !utf8.RuneStart(msg[n]) {
+		n--
+	}
+	return msg[:n]
+}
+
+// ParseResponse parses a response frame (without the stream's length prefix). It is strict like
+// ParseRequest, so a frame that parses re-encodes (AppendResponse) to the same bytes. Errors are
+// *Error values whose Err is: ErrVersion when the version byte is not Version; ErrTooLarge when
+// the value (or, for a compressed value, its decoded length as stated in its header) is over
+// lim.MaxValueBytes, so a decompression bomb is refused without inflating it; ErrProtocol for
+// anything else malformed (truncated, trailing bytes, unknown status or flags, a value or flags
+// with a non-OK status, a compressed value whose header is not S2, an over-long message). It never
+// panics. The returned Value.Data aliases frame.
+func ParseResponse(frame []byte, lim Limits) (Response, error) {
+	return parseResponse(frame, lim.withDefaults())
+}
+
+func parseResponse(frame []byte, lim Limits) (Response, error) {
+	if len(frame) > 0 && frame[0] != Version {
+		return Response{}, &Error{Err: ErrVersion,
+			Msg: fmt.Sprintf("reply version %d, this client speaks %d", frame[0], Version)}
+	}
+	if len(frame) < headerLen {
+		return Response{}, protocolError("truncated header")
+	}
+	st := Status(frame[1])
+	if st > maxStatus {
+		return Response{}, protocolError(fmt.Sprintf("unknown status %d", frame[1]))
+	}
+	flags := frame[2]
+	if flags&^knownFlags != 0 {
+		return Response{}, protocolError("unknown flags")
+	}
+	if st != StatusOK && flags != 0 {
+		return Response{}, protocolError("flags on a reply without value")
+	}
+	rest := frame[headerLen:]
+	var r Response
+	r.Status = st
+	if flags&flagExpires != 0 {
+		if len(rest) < 8 {
+			return Response{}, protocolError("truncated expiry")
+		}
+		r.Value.Expires = int64(binary.BigEndian.Uint64(rest))
+		if r.Value.Expires == 0 {
+			return Response{}, protocolError("zero expiry with the expiry flag")
+		}
+		rest = rest[8:]
+	}
+	msg, rest, problem := field(rest, MaxMessageBytes)
+	if problem != "" {
+		return Response{}, protocolError("message: " + problem)
+	}
+	if len(msg) > 0 {
+		r.Msg = string(msg)
+	}
+	if st == StatusOK {
+		n, k := uvarint(rest)
+		if k <= 0 {
+			return Response{}, protocolError("value: bad length")
+		}
+		rest = rest[k:]
+		if n > uint64(lim.MaxValueBytes) {
+			return Response{}, &Error{Err: ErrTooLarge,
+				Msg: fmt.Sprintf("value of %d bytes over the limit of %d", n, lim.MaxValueBytes)}
+		}
+		if n != uint64(len(rest)) {
+			if n > uint64(len(rest)) {
+				return Response{}, protocolError("value: truncated")
+			}
+			return Response{}, protocolError("trailing bytes")
+		}
+		r.Value.Data = rest[:n:n]
+		if flags&flagCompressed != 0 {
+			r.Value.Compressed = true
+			dlen, err := s2.DecodedLen(r.Value.Data)
+			if err != nil {
+				return Response{}, protocolError("compressed value: bad header")
+			}
+			if dlen > lim.MaxValueBytes {
+				return Response{}, &Error{Err: ErrTooLarge,
+					Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, lim.MaxValueBytes)}
+			}
+		}
+	} else if len(rest) != 0 {
+		return Response{}, protocolError("trailing bytes")
+	}
+	return r, nil
+}
+
+func protocolError(msg string) error {
+	return &Error{Err: ErrProtocol, Msg: msg}
+}
