@@ -1,0 +1,51 @@
+// Package fill is a typed single-flight: concurrent misses of one key run the load function
+// once, and every caller waiting for that key gets its result.
+//
+//	g := fill.New[string, *User](5 * time.Second)
+//	u, err, shared := g.Do(ctx, "user:42", func(ctx context.Context) (*User, error) {
+//		return db.LoadUser(ctx, 42)
+//	})
+//
+// Nothing is cached: a load is forgotten as soon as it ends, before its waiters are released, so
+// a Do issued after another Do of the same key returned starts (or joins) a newer load. Errors
+// are therefore never remembered either; the next Do after a failed load tries again. Caching is
+// the caller's business: the load function typically checks the cache again, loads, and stores.
+//
+// # Detached load contexts
+//
+// The load function runs in a goroutine of its own, with a context made by
+// context.WithoutCancel from the context of the caller that started the load. It keeps that
+// caller's values (trace IDs and the like) but not its deadline or cancellation: one impatient
+// caller must not fail a load that other callers still wait for. The load's context ends when
+//
+//   - the group's timeout (the argument of New) passes, or
+//   - the last caller waiting for the load has gone away, or
+//   - the load function has returned.
+//
+// A caller whose own context ends gets ctx.Err() from Do at once, while the load goes on for the
+// others.
+//
+// # Abandoned loads
+//
+// When the last waiting caller leaves, the load's context is cancelled and the load is removed
+// from the group at once, not when the load function returns. A load function should stop soon
+// after its context is cancelled, but it may not: if the load stayed in the group, a caller
+// arriving later would join a load that has been cancelled and would get its error (or wait for a
+// function that ignores its context). Removing it means the next caller starts a fresh load with
+// a live context. When the old load function finally returns, its result is dropped, and it does
+// not disturb a newer load of the same key.
+//
+// # Timeout
+//
+// With a timeout, every waiter also watches the load's context. When the timeout passes, all of
+// them get an error matching both ErrTimeout and context.DeadlineExceeded at once, even if the
+// load function ignores its context and never returns, and the load is removed from the group.
+// The goroutine running such a function lives on until the function returns; the group cannot
+// stop it. InFlight counts it until then.
+//
+// # Panics
+//
+// A panic in the load function is recovered in the load's goroutine and returned to every waiter
+// as a *PanicError holding the panic value and the stack of the panicking goroutine. The process
+// keeps running.
+package fill

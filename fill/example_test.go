@@ -1,0 +1,52 @@
+package fill_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/typedcache/groupcache/fill"
+)
+
+func Example() {
+	g := fill.New[int, string](time.Second)
+
+	// Concurrent callers of Do with the same key share one run of the load function; the
+	// caller that started it gets shared == false, the others true.
+	v, err, shared := g.Do(context.Background(), 42, func(ctx context.Context) (string, error) {
+		return "user 42", nil
+	})
+	fmt.Println(v, err, shared)
+
+	// Nothing is cached: the next Do runs the load function again.
+	v, _, _ = g.Do(context.Background(), 42, func(ctx context.Context) (string, error) {
+		return "user 42, reloaded", nil
+	})
+	fmt.Println(v)
+	// Output:
+	// user 42 <nil> false
+	// user 42, reloaded
+}
+
+func ExampleGroup_Do_timeout() {
+	g := fill.New[string, int](10 * time.Millisecond)
+	_, err, _ := g.Do(context.Background(), "slow", func(ctx context.Context) (int, error) {
+		<-ctx.Done() // the load's context ends after the group's timeout
+		return 0, ctx.Err()
+	})
+	fmt.Println(errors.Is(err, fill.ErrTimeout), errors.Is(err, context.DeadlineExceeded))
+	// Output: true true
+}
+
+func ExampleGroup_Do_panic() {
+	g := fill.New[string, int](0)
+	_, err, _ := g.Do(context.Background(), "bad", func(ctx context.Context) (int, error) {
+		panic("corrupt record")
+	})
+	var pe *fill.PanicError
+	if errors.As(err, &pe) {
+		fmt.Println("load panicked:", pe.Value)
+	}
+	// Output: load panicked: corrupt record
+}

@@ -1,0 +1,249 @@
+package fill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrTimeout is returned by Do when a load ran longer than the group's timeout. It also matches
+// context.DeadlineExceeded: both errors.Is(err, ErrTimeout) and
+// errors.Is(err, context.DeadlineExceeded) hold for every timeout error Do returns.
+var ErrTimeout error = timeoutError{}
+
+type timeoutError struct{}
+
+func (timeoutError) Error() string { return "fill: load timed out" }
+
+// Is reports whether target is context.DeadlineExceeded.
+func (timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// Timeout reports true, so the error also satisfies the net.Error-style Timeout check.
+func (timeoutError) Timeout() bool { return true }
+
+// errGoexit is returned to the waiters of a load whose function called runtime.Goexit (for
+// example t.FailNow inside a test's load function) instead of returning.
+var errGoexit = errors.New("fill: load function called runtime.Goexit")
+
+// PanicError is returned to every caller waiting for a load when the load function panicked. The
+// panic is recovered in the load's goroutine, so the process keeps running.
+type PanicError struct {
+	// Value is what was passed to panic.
+	Value any
+	// Stack is the stack of the panicking goroutine, as printed by runtime/debug.Stack.
+	Stack []byte
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("fill: load panicked: %v\n\n%s", e.Value, e.Stack)
+}
+
+// Unwrap returns the panic value when it is an error, so errors.Is and errors.As see through it.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}
+
+// Group deduplicates concurrent loads of the same key. Create one with New; the zero value also
+// works and has no timeout.
+//
+// A Group must not be copied after first use.
+type Group[K comparable, V any] struct {
+	timeout time.Duration // read-only after New
+
+	mu      sync.Mutex
+	flights map[K]*flight[V] // guarded by mu; the loads new callers of a key join
+	running int              // guarded by mu; load functions that have not returned yet
+}
+
+// flight is one load of one key: one goroutine running the load function, and the callers
+// waiting for its result.
+type flight[V any] struct {
+	// Set before the flight is published in Group.flights, then read-only.
+	ctx    context.Context    // the load's detached context
+	cancel context.CancelFunc // cancels ctx
+	// done is ctx.Done(). It is closed when the load has finished (after finished is set), when
+	// the group's timeout passes, or when the last waiter has left.
+	done <-chan struct{}
+
+	// Written by the load goroutine before it sets finished; read by waiters after they see
+	// finished set.
+	val      V
+	err      error
+	finished atomic.Bool
+
+	waiters int // guarded by Group.mu; callers still waiting for this flight
+}
+
+// New returns a Group whose loads run with the given timeout (0 = no timeout).
+func New[K comparable, V any](timeout time.Duration) *Group[K, V] {
+	if timeout < 0 {
+		timeout = 0
+	}
+	return &Group[K, V]{timeout: timeout, flights: make(map[K]*flight[V])}
+}
+
+// Do runs fn once for all concurrent callers of key and returns its result to each of them.
+// shared reports whether this caller got the result of a load started by another caller (a
+// deduplicated waiter); the caller that started the load gets shared == false.
+//
+// fn runs in its own goroutine with a context that is detached from ctx: it carries ctx's values,
+// but not its deadline or cancellation. Instead it ends when the group's timeout passes, or when
+// every caller waiting for the load has gone away.
+//
+// Do returns early in three cases, while fn may still be running:
+//   - ctx ends: Do returns ctx.Err(). The load goes on for the other waiters; when the last
+//     waiter leaves, the load's context is cancelled and the key is forgotten, so the next Do
+//     starts a new load.
+//   - the group's timeout passes: every waiter gets an error matching ErrTimeout and
+//     context.DeadlineExceeded, and the key is forgotten.
+//   - ctx has already ended when Do is called: Do returns ctx.Err() without starting a load.
+//
+// If fn ignores its context, its goroutine runs until fn returns; the result is then dropped.
+//
+// If fn panics, every waiter gets a *PanicError. Results are not cached: the key is forgotten
+// before the waiters are released, so a Do issued after another Do of the same key returned
+// always starts or joins a newer load.
+func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(ctx context.Context) (V, error)) (v V, err error, shared bool) {
+	if cerr := ctx.Err(); cerr != nil {
+		return v, cerr, false
+	}
+
+	g.mu.Lock()
+	f, shared := g.flights[key]
+	if shared {
+		f.waiters++
+		g.mu.Unlock()
+	} else {
+		f = g.start(ctx)
+		if g.flights == nil {
+			g.flights = make(map[K]*flight[V])
+		}
+		g.flights[key] = f
+		g.running++
+		g.mu.Unlock()
+		go g.run(key, f, fn)
+	}
+
+	select {
+	case <-f.done:
+		if f.finished.Load() {
+			return f.val, f.err, shared
+		}
+		// The load's context ended before the load did. It was not abandoned, as this caller
+		// still waits for it, so the group's timeout has passed.
+		g.mu.Lock()
+		g.forget(key, f)
+		g.mu.Unlock()
+		return v, ErrTimeout, shared
+
+	case <-ctx.Done():
+		if f.finished.Load() {
+			// Prefer a result that is already there.
+			return f.val, f.err, shared
+		}
+		g.leave(key, f)
+		return v, ctx.Err(), shared
+	}
+}
+
+// start returns a new flight with one waiter and its detached context.
+func (g *Group[K, V]) start(ctx context.Context) *flight[V] {
+	f := &flight[V]{waiters: 1}
+	detached := context.WithoutCancel(ctx)
+	if g.timeout > 0 {
+		f.ctx, f.cancel = context.WithTimeout(detached, g.timeout)
+	} else {
+		f.ctx, f.cancel = context.WithCancel(detached)
+	}
+	f.done = f.ctx.Done()
+	return f
+}
+
+// run calls fn and publishes its result to the waiters of f.
+func (g *Group[K, V]) run(key K, f *flight[V], fn func(ctx context.Context) (V, error)) {
+	returned := false
+	defer func() {
+		if !returned {
+			// fn panicked or called runtime.Goexit; recover tells the two apart.
+			if r := recover(); r != nil {
+				f.err = &PanicError{Value: r, Stack: debug.Stack()}
+			} else {
+				f.err = errGoexit
+			}
+		}
+		g.finish(key, f)
+	}()
+	f.val, f.err = fn(f.ctx)
+	returned = true
+}
+
+// finish forgets f, then publishes its result to the waiters and releases its context.
+func (g *Group[K, V]) finish(key K, f *flight[V]) {
+	if f.err != nil && f.ctx.Err() == context.DeadlineExceeded && errors.Is(f.err, context.DeadlineExceeded) &&
+		!errors.Is(f.err, ErrTimeout) {
+		// fn gave up because of the group's timeout: report it as the timeout it is.
+		f.err = fmt.Errorf("%w: %w", ErrTimeout, f.err)
+	}
+	g.mu.Lock()
+	g.forget(key, f)
+	g.running--
+	g.mu.Unlock()
+	f.finished.Store(true)
+	f.cancel() // closes done: wakes the waiters
+}
+
+// leave removes one waiter from f. The last waiter to leave cancels the load and forgets it, so
+// that a later Do does not join a load nobody waits for any more.
+func (g *Group[K, V]) leave(key K, f *flight[V]) {
+	g.mu.Lock()
+	f.waiters--
+	last := f.waiters == 0
+	if last {
+		g.forget(key, f)
+	}
+	g.mu.Unlock()
+	if last {
+		f.cancel()
+	}
+}
+
+// forget removes f from the map if it is still the flight of key; a newer flight of the same key
+// is left alone. g.mu must be held.
+func (g *Group[K, V]) forget(key K, f *flight[V]) {
+	if g.flights[key] == f {
+		delete(g.flights, key)
+	}
+}
+
+// Forget makes the next Do of key start a new load, even if one is in flight. Callers already
+// waiting for the old load keep waiting for it.
+func (g *Group[K, V]) Forget(key K) {
+	g.mu.Lock()
+	delete(g.flights, key)
+	g.mu.Unlock()
+}
+
+// InFlight reports how many load functions are running: started and not yet returned. It counts
+// loads that were abandoned (every waiter left, or the timeout passed) but whose function has
+// not returned yet, so it may be larger than the number of keys being loaded.
+func (g *Group[K, V]) InFlight() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.running
+}
+
+// waiting reports how many callers wait for the current flight of key (0 if there is none). It
+// is used by tests to synchronise with callers joining a flight.
+func (g *Group[K, V]) waiting(key K) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f, ok := g.flights[key]; ok {
+		return f.waiters
+	}
+	return 0
+}
