@@ -91,9 +91,11 @@ func New[K comparable, V any](timeout time.Duration) *Group[K, V] {
 // shared reports whether this caller got the result of a load started by another caller (a
 // deduplicated waiter); the caller that started the load gets shared == false.
 //
-// fn runs in its own goroutine with a context that is detached from ctx: it carries ctx's values,
-// but not its deadline or cancellation. Instead it ends when the group's timeout passes, or when
-// every caller waiting for the load has gone away.
+// fn runs in its own goroutine with a context detached from the ctx of the caller that started
+// the load (context.WithoutCancel): it carries that ctx's values, but not its deadline or
+// cancellation. Instead it ends when the group's timeout passes, when every caller waiting for the
+// load has gone away, or after fn has returned. Only the starter's fn runs; the fn of a caller that
+// joins a running load is ignored.
 //
 // Do returns early in three cases, while fn may still be running:
 //   - ctx ends: Do returns ctx.Err(). The load goes on for the other waiters; when the last
@@ -105,7 +107,8 @@ func New[K comparable, V any](timeout time.Duration) *Group[K, V] {
 //
 // If fn ignores its context, its goroutine runs until fn returns; the result is then dropped.
 //
-// If fn panics, every waiter gets a *PanicError. Results are not cached: the key is forgotten
+// If fn panics, every waiter gets a *PanicError; if it calls runtime.Goexit (t.FailNow in a test),
+// every waiter gets an error saying so. Results are not cached: the key is forgotten
 // before the waiters are released, so a Do issued after another Do of the same key returned
 // always starts or joins a newer load.
 func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(ctx context.Context) (V, error)) (v V, err error, shared bool) {
