@@ -43,8 +43,11 @@ var cborModes = sync.OnceValues(func() (cbor.UserBufferEncMode, cbor.DecMode) {
 // Encoding is deterministic (RFC 8949 Core Deterministic Encoding: map keys and
 // struct fields sorted, shortest integer and float forms, no indefinite
 // lengths), so equal values encode to equal bytes on every node; this makes
-// CBOR suitable as a key codec for struct keys as well. time.Time is encoded
-// as an RFC 3339 string with nanoseconds.
+// CBOR suitable as a key codec for struct keys as well. Floats use the
+// shortest form that keeps their value, and every NaN encodes the same way.
+// time.Time is encoded as an RFC 3339 string with nanoseconds and the UTC
+// offset (not the location name nor the monotonic clock reading); a time
+// outside the years 0 to 9999 cannot be encoded.
 //
 // Decoding is strict: it rejects trailing bytes, duplicate map keys,
 // indefinite-length items, nesting deeper than 32 levels (arrays, maps and

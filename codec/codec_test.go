@@ -455,6 +455,8 @@ func TestCBOREncodeErrors(t *testing.T) {
 	}
 	_, err = CBOR[func()]().Append(nil, func() {})
 	checkErr(t, err, "cbor", opEncode)
+	_, err = CBOR[time.Time]().Append(nil, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC))
+	checkErr(t, err, "cbor", opEncode)
 }
 
 func TestJSONErrors(t *testing.T) {
