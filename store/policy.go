@@ -133,13 +133,6 @@ func (g *ghost) take(h uint64) bool {
 	return false
 }
 
-// trim drops remembered hashes beyond limit (after the cache shrank).
-func (g *ghost) trim(limit int) {
-	for g.n > limit {
-		g.pop()
-	}
-}
-
 // link adds a new entry to the policy: to the main FIFO if its key was evicted from the small
 // FIFO recently (a ghost hit), else to the small FIFO.
 func (s *Store[K, V]) link(e *entry[K, V]) {
