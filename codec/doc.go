@@ -38,11 +38,16 @@
 // Decoding an integer key requires exactly 8 bytes holding a value that fits
 // K; an int8 key of 300, for example, is an error. Any other key type has no
 // built-in codec: Key returns an error matching [ErrUnsupportedKey], and the
-// key codec must be given explicitly. A key codec must be deterministic: the
-// same key must encode to the same bytes every time and on every node. CBOR
-// is, which makes codec.CBOR[MyKey]() a ready key codec for struct keys; JSON
-// is for structs and maps too. A custom key codec must not depend on map
-// iteration order, pointers or other per-process state.
+// key codec must be given explicitly.
+//
+// A key codec must be deterministic: the same key must encode to the same
+// bytes every time and on every node, so it must not depend on map iteration
+// order, pointers or other per-process state. It should also be injective:
+// distinct keys must encode to distinct bytes, or they share one entry. The
+// CBOR codec meets both for most key types, which makes codec.CBOR[MyKey]() a
+// ready key codec for struct keys; mind that it skips unexported fields and
+// fields tagged "-". JSON is not injective for strings that are not valid
+// UTF-8.
 //
 // # Rules for implementations
 //
