@@ -1,0 +1,5 @@
+//go:build race
+
+package localcache
+
+const raceEnabled = true
