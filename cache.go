@@ -13,6 +13,7 @@ import (
 
 	"github.com/typedcache/groupcache/codec"
 	"github.com/typedcache/groupcache/fill"
+	"github.com/typedcache/groupcache/peer"
 	"github.com/typedcache/groupcache/store"
 )
 
@@ -43,7 +44,10 @@ type Cache[K comparable, V any] struct {
 	values      codec.Codec[V]
 	keys        codec.Codec[K]
 	sizer       func(V) int64 // nil: the encoded size is the cost
-	store       *store.Store[K, V]
+	store       *store.Store[K, *item[V]] // main store: keys this node owns (all keys without a node)
+	hot         *store.Store[K, V]        // copies of keys owned by peers; nil without a node
+	promoter    Promoter                  // decides what enters hot; nil without a node
+	node        *Node                     // nil: the cache works alone
 	flights     *fill.Group[K, V]
 	ttl         time.Duration
 	loadTimeout time.Duration
@@ -56,11 +60,20 @@ type Cache[K comparable, V any] struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 
-	// Counters of the slow paths, all atomic. Hits and misses are counted by the store.
+	// Counters of the slow paths, all atomic. Hits and misses are counted by the stores.
 	loads      atomic.Int64
 	loadErrors atomic.Int64
 	dedup      atomic.Int64
 	tooLarge   atomic.Int64
+	cluster    clusterCounters
+}
+
+// item is what the main store keeps for a key: the typed value and, on a node, its wire form, so a
+// value served to many peers is encoded and compressed once.
+type item[V any] struct {
+	v      V
+	wire   peer.Value // zero without a node
+	rawLen int        // length of the encoded value before compression; 0 without a node
 }
 
 // New makes a cache named name whose misses are filled by loader. It returns an error wrapping
@@ -80,6 +93,7 @@ func New[K comparable, V any](name string, loader Loader[K, V], opts ...Option) 
 		maxBytes:    DefaultMaxBytes,
 		maxKeyBytes: DefaultMaxKeyBytes,
 		loadTimeout: DefaultLoadTimeout,
+		hotFraction: DefaultHotFraction,
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -125,11 +139,20 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		return nil, err
 	}
 
-	maxValue := s.maxBytes - store.EntryOverhead
+	// On a node, the hot store takes its share of the bytes; the main store has the rest.
+	var hotBytes int64
+	if s.node != nil {
+		hotBytes = int64(float64(s.maxBytes) * s.hotFraction)
+		if hotBytes <= store.EntryOverhead {
+			hotBytes = 0
+		}
+	}
+	mainBytes := s.maxBytes - hotBytes
+	maxValue := mainBytes - store.EntryOverhead
 	if s.maxValueBytes > 0 {
 		if s.maxValueBytes > maxValue {
-			return nil, invalid("WithMaxValueBytes", "%d is above the max bytes %d less the entry overhead %d",
-				s.maxValueBytes, s.maxBytes, store.EntryOverhead)
+			return nil, invalid("WithMaxValueBytes", "%d is above the main store's %d bytes less the entry overhead %d",
+				s.maxValueBytes, mainBytes, store.EntryOverhead)
 		}
 		maxValue = s.maxValueBytes
 	}
@@ -145,21 +168,14 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 	if log == nil {
 		log = slog.Default()
 	}
-	st, err := store.New[K, V](store.Config[K]{
-		MaxBytes: s.maxBytes,
-		Shards:   s.shards,
-		Now:      func() int64 { return clock.Now().UnixNano() },
-	})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
-	}
-	return &Cache[K, V]{
+	now := func() int64 { return clock.Now().UnixNano() }
+	c := &Cache[K, V]{
 		name:        name,
 		loader:      loader,
 		values:      values,
 		keys:        keys,
 		sizer:       sizer,
-		store:       st,
+		node:        s.node,
 		flights:     fill.New[K, V](s.loadTimeout),
 		ttl:         s.ttl,
 		loadTimeout: s.loadTimeout,
@@ -167,7 +183,25 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		maxKey:      s.maxKeyBytes,
 		clock:       clock,
 		log:         log.With(slog.String("cache", name)),
-	}, nil
+	}
+	if hotBytes > 0 {
+		if c.hot, err = store.New[K, V](store.Config[K]{MaxBytes: hotBytes, Shards: s.shards, Now: now}); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+		c.promoter = s.promoter
+		if c.promoter == nil {
+			c.promoter = NewFrequencyPromoter()
+		}
+	}
+	if c.store, err = store.New[K, *item[V]](store.Config[K]{MaxBytes: mainBytes, Shards: s.shards, Now: now}); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	if c.node != nil {
+		if err := c.node.register(name, c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 type systemClock struct{}
@@ -177,21 +211,29 @@ func (systemClock) Now() time.Time { return time.Now() }
 // Name returns the name the cache was made with.
 func (c *Cache[K, V]) Name() string { return c.name }
 
-// Get returns the value of key: from memory when it is there, otherwise from the loader, once for
-// all concurrent callers of the same key.
+// Get returns the value of key: from memory when it is there, otherwise, once for all concurrent
+// callers of the same key in this process, from the key's owner: the loader when this process owns
+// the key (or works alone), the owning peer otherwise. A peer that cannot be reached is skipped for
+// a back-off period and its keys are loaded locally meanwhile.
 //
 // A hit does not allocate and does not look at ctx. On a miss, a caller whose ctx ends stops
 // waiting at once and gets ctx's error, while the load goes on for the other callers. Errors: the
-// loader's own error (so errors.Is(err, ErrNotFound) works), ErrLoadTimeout, *PanicError,
-// ErrInvalidKey, ErrClosed, ctx's error; and for a value above the per-value limit, the value
-// itself together with a *TooLargeError (it is not cached).
+// loader's own error (so errors.Is(err, ErrNotFound) works; a remote owner's not-found matches
+// ErrNotFound too), ErrLoadTimeout, *PanicError, ErrInvalidKey, ErrClosed, ctx's error, a decoding
+// error (codec.ErrDecode) for a peer's value that this cache's codec cannot read; and for a value
+// above the per-value limit, the value itself together with a *TooLargeError (it is not cached).
 func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if c.closed.Load() {
 		var zero V
 		return zero, ErrClosed
 	}
-	if v, ok := c.store.Get(key); ok {
-		return v, nil
+	if it, ok := c.store.Get(key); ok {
+		return it.v, nil
+	}
+	if c.hot != nil {
+		if v, ok := c.hot.Get(key); ok {
+			return v, nil
+		}
 	}
 	return c.miss(ctx, key)
 }
@@ -202,81 +244,132 @@ func (c *Cache[K, V]) miss(ctx context.Context, key K) (V, error) {
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
-	keyLen, err := c.keyLen(key)
+	kb, err := c.encodeKey(key)
 	if err != nil {
 		return zero, err
 	}
 	v, err, shared := c.flights.Do(ctx, key, func(lctx context.Context) (V, error) {
-		return c.load(lctx, key, keyLen)
+		return c.fill(lctx, key, kb)
 	})
 	if shared {
 		c.dedup.Add(1)
 	}
-	if err != nil && errors.Is(err, fill.ErrTimeout) {
-		return zero, fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
-	}
-	return v, err
+	return v, c.timeout(err)
 }
 
-// keyLen encodes key to check it and returns the length of its encoding.
-func (c *Cache[K, V]) keyLen(key K) (int, error) {
-	bp := c.buffer()
-	defer c.buffers.Put(bp)
-	b, err := c.keys.Append((*bp)[:0], key)
-	*bp = b[:0]
+// timeout turns the single flight's timeout into this package's ErrLoadTimeout.
+func (c *Cache[K, V]) timeout(err error) error {
+	if err != nil && errors.Is(err, fill.ErrTimeout) {
+		return fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
+	}
+	return err
+}
+
+// encodeKey returns the key's bytes, checked against the key length limit.
+func (c *Cache[K, V]) encodeKey(key K) ([]byte, error) {
+	b, err := c.keys.Append(nil, key)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrInvalidKey, err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidKey, err)
 	}
 	if len(b) > c.maxKey {
-		return 0, fmt.Errorf("%w: encoded key of %d bytes exceeds the limit of %d", ErrInvalidKey, len(b), c.maxKey)
+		return nil, fmt.Errorf("%w: encoded key of %d bytes exceeds the limit of %d", ErrInvalidKey, len(b), c.maxKey)
 	}
-	return len(b), nil
+	return b, nil
 }
 
-// load runs inside the single flight of key: it checks the store once more (a load that finished
-// just before this flight started has filled it), calls the loader and stores the value before
-// any waiter is released, so a Get right after sees a hit.
-func (c *Cache[K, V]) load(ctx context.Context, key K, keyLen int) (V, error) {
-	var zero V
-	if v, expires, ok := c.store.Peek(key); ok && (expires == 0 || expires > c.clock.Now().UnixNano()) {
+// fill runs inside the single flight of key. It checks the stores once more (a load that finished
+// just before this flight started has filled them), then asks the key's owner: the loader when it
+// is this node, the owning peer otherwise. The value is stored before any waiter is released, so a
+// Get right after sees a hit.
+func (c *Cache[K, V]) fill(ctx context.Context, key K, kb []byte) (V, error) {
+	if v, ok := c.lookup(key); ok {
 		return v, nil
 	}
+	if c.node != nil && !c.node.closed.Load() {
+		if owner, self := c.node.owner(kb); !self {
+			if !c.node.healthy(owner) {
+				return c.fallback(ctx, key, kb)
+			}
+			v, err := c.fetch(ctx, owner, key, kb)
+			if err == nil || !c.canFallBack(ctx, owner, err) {
+				return v, err
+			}
+			return c.fallback(ctx, key, kb)
+		}
+	}
+	it, err := c.load(ctx, key, kb, false)
+	return it.v, err
+}
+
+// lookup finds a live entry without counting a hit or a miss.
+func (c *Cache[K, V]) lookup(key K) (V, bool) {
+	now := int64(-1)
+	live := func(expires int64) bool {
+		if expires == 0 {
+			return true
+		}
+		if now < 0 {
+			now = c.clock.Now().UnixNano()
+		}
+		return expires > now
+	}
+	if it, expires, ok := c.store.Peek(key); ok && live(expires) {
+		return it.v, true
+	}
+	if c.hot != nil {
+		if v, expires, ok := c.hot.Peek(key); ok && live(expires) {
+			return v, true
+		}
+	}
+	var zero V
+	return zero, false
+}
+
+// load calls the loader and stores the value in the main store. On a node the stored item keeps
+// the value's wire form too, ready for peers. forPeer counts the load as one run for a peer.
+func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer bool) (*item[V], error) {
 	c.loads.Add(1)
+	if forPeer {
+		c.cluster.peerLoads.Add(1)
+	}
 	v, err := c.callLoader(ctx, key)
 	if err != nil {
 		c.loadErrors.Add(1)
 		if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return zero, fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
+			return &item[V]{}, fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
 		}
-		return zero, err
+		return &item[V]{}, err
 	}
-	size, err := c.cost(v)
+	it, size, err := c.measure(v, len(kb))
 	if err != nil {
 		c.loadErrors.Add(1)
-		return zero, err
+		return it, err
 	}
-	size += int64(keyLen)
 	if size > c.maxValue {
 		c.tooLarge.Add(1)
 		c.log.Warn("value too large to cache", slog.Int64("size", size), slog.Int64("limit", c.maxValue))
-		return v, &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue}
+		return it, &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue}
 	}
-	if c.closed.Load() {
-		return v, nil
-	}
-	var expires int64
 	if c.ttl > 0 {
-		expires = c.clock.Now().Add(c.ttl).UnixNano()
+		it.wire.Expires = c.clock.Now().Add(c.ttl).UnixNano()
 	}
-	if err := c.store.Set(key, v, size, expires); err != nil {
-		// Unreachable while maxValue <= maxBytes - overhead; report rather than hide it.
-		return v, fmt.Errorf("groupcache: cache %q: %w", c.name, err)
-	}
-	if c.closed.Load() { // Close ran between the check above and Set: leave nothing behind.
-		c.store.Remove(key)
-	}
-	return v, nil
+	put(c, c.store, key, it, size, it.wire.Expires)
+	return it, nil
 }
+
+// put stores a value unless the cache is closed, and leaves nothing behind if Close runs meanwhile.
+func put[K comparable, T any](c interface{ isClosed() bool }, s *store.Store[K, T], key K, v T, size, expires int64) {
+	if c.isClosed() {
+		return
+	}
+	// The only error is a size above the store's bound, which maxValue rules out.
+	_ = s.Set(key, v, size, expires)
+	if c.isClosed() {
+		s.Remove(key)
+	}
+}
+
+func (c *Cache[K, V]) isClosed() bool { return c.closed.Load() }
 
 // callLoader calls the user's loader and turns a panic into a *PanicError.
 func (c *Cache[K, V]) callLoader(ctx context.Context, key K) (v V, err error) {
@@ -284,15 +377,35 @@ func (c *Cache[K, V]) callLoader(ctx context.Context, key K) (v V, err error) {
 	return c.loader.Load(ctx, key)
 }
 
-// cost measures a value: the sizer's answer, or its encoded size.
-func (c *Cache[K, V]) cost(v V) (n int64, err error) {
+// measure returns the item for v and its cost: the sizer's answer or the encoded size, plus the
+// key length, plus on a node the size of the wire form kept with it.
+func (c *Cache[K, V]) measure(v V, keyLen int) (it *item[V], n int64, err error) {
+	it = &item[V]{v: v}
 	defer c.recoverInto(&err, "codec")
-	if c.sizer != nil {
+	if c.sizer != nil && c.node == nil {
 		n = c.sizer(v)
 		if n < 0 {
-			return 0, fmt.Errorf("groupcache: cache %q: sizer returned %d", c.name, n)
+			return it, 0, fmt.Errorf("groupcache: cache %q: sizer returned %d", c.name, n)
 		}
-		return n, nil
+		return it, n + int64(keyLen), nil
+	}
+	if c.node != nil {
+		enc, err := c.values.Append(nil, v)
+		if err != nil {
+			return it, 0, fmt.Errorf("groupcache: cache %q: %w", c.name, err)
+		}
+		it.wire = peer.Compress(enc, c.node.compress)
+		it.rawLen = len(enc)
+		n = int64(len(enc))
+		if c.sizer != nil {
+			if n = c.sizer(v); n < 0 {
+				return it, 0, fmt.Errorf("groupcache: cache %q: sizer returned %d", c.name, n)
+			}
+		}
+		if it.wire.Compressed {
+			n += int64(len(it.wire.Data)) // the decoded value and the compressed bytes
+		}
+		return it, n + int64(keyLen), nil
 	}
 	bp := c.buffer()
 	defer c.buffers.Put(bp)
@@ -301,9 +414,9 @@ func (c *Cache[K, V]) cost(v V) (n int64, err error) {
 		*bp = b[:0]
 	}
 	if err != nil {
-		return 0, fmt.Errorf("groupcache: cache %q: %w", c.name, err)
+		return it, 0, fmt.Errorf("groupcache: cache %q: %w", c.name, err)
 	}
-	return int64(len(b)), nil
+	return it, int64(len(b)) + int64(keyLen), nil
 }
 
 // maxPooledBuffer bounds the scratch buffers kept for reuse, so one huge value does not pin its
@@ -327,14 +440,20 @@ func (c *Cache[K, V]) recoverInto(err *error, what string) {
 	}
 }
 
-// Close empties the cache and makes every later call return ErrClosed. Loads in flight finish for
-// the callers already waiting for them, but their values are not stored. Close is idempotent: the
-// first call returns nil, later ones ErrClosed.
+// Close empties the cache, detaches it from its node and makes every later call return ErrClosed.
+// Loads in flight finish for the callers already waiting for them, but their values are not
+// stored. Close is idempotent: the first call returns nil, later ones ErrClosed.
 func (c *Cache[K, V]) Close() error {
 	err := ErrClosed
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
+		if c.node != nil {
+			c.node.unregister(c.name, c)
+		}
 		c.store.Clear()
+		if c.hot != nil {
+			c.hot.Clear()
+		}
 		err = nil
 	})
 	return err

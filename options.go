@@ -17,6 +17,8 @@ const (
 	DefaultLoadTimeout = 10 * time.Second
 	// DefaultMaxKeyBytes is the key length limit of a cache made without WithMaxKeyBytes.
 	DefaultMaxKeyBytes = 4 << 10
+	// DefaultHotFraction is the share of a cache's bytes given to its hot store on a node.
+	DefaultHotFraction = 0.125
 )
 
 // Clock tells the time. Caches use it for entry expiry; tests inject a fake one with WithClock.
@@ -48,6 +50,9 @@ type settings struct {
 	ttl           time.Duration
 	logger        *slog.Logger
 	clock         Clock
+	node          *Node
+	hotFraction   float64
+	promoter      Promoter
 
 	// Typed options, checked against K and V in New.
 	valueCodec typedOption
@@ -75,6 +80,47 @@ func WithMaxBytes(n int64) Option {
 			return invalid("WithMaxBytes", "%d is not positive", n)
 		}
 		s.maxBytes = n
+		return nil
+	})
+}
+
+// WithNode attaches the cache to a node, which makes it one cache of a cluster: each key is owned
+// by one peer of the node's ring, which alone loads it; other nodes fetch it from the owner and may
+// keep popular keys in a hot store. Every node of the cluster must make a cache of the same name
+// with the same key and value codecs. Names are unique per node. Default: no node; the cache works
+// alone.
+func WithNode(n *Node) Option {
+	return optionFunc(func(s *settings) error {
+		if n == nil {
+			return invalid("WithNode", "nil node")
+		}
+		s.node = n
+		return nil
+	})
+}
+
+// WithHotFraction sets the share of the cache's bytes (WithMaxBytes) kept for the hot store:
+// copies of values owned by peers, promoted there by the Promoter so that popular remote keys are
+// not fetched on every Get. The main store gets the rest. Used only with WithNode.
+// Default DefaultHotFraction (1/8); valid range 0 (no hot store) to 0.5.
+func WithHotFraction(f float64) Option {
+	return optionFunc(func(s *settings) error {
+		if !(f >= 0 && f <= 0.5) {
+			return invalid("WithHotFraction", "%v is outside 0..0.5", f)
+		}
+		s.hotFraction = f
+		return nil
+	})
+}
+
+// WithPromoter sets the policy that decides which values fetched from peers enter the hot store.
+// Default: NewFrequencyPromoter(), which promotes a key on its second fetch within a while.
+func WithPromoter(p Promoter) Option {
+	return optionFunc(func(s *settings) error {
+		if p == nil {
+			return invalid("WithPromoter", "nil promoter")
+		}
+		s.promoter = p
 		return nil
 	})
 }

@@ -1,0 +1,261 @@
+package groupcache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/zeebo/xxh3"
+
+	"github.com/typedcache/groupcache/peer"
+	"github.com/typedcache/groupcache/store"
+)
+
+// clusterCounters count what a cache does as part of a cluster; all atomic.
+type clusterCounters struct {
+	remoteGets       atomic.Int64
+	remoteErrors     atomic.Int64
+	peerRequests     atomic.Int64
+	peerLoads        atomic.Int64
+	fallbackLoads    atomic.Int64
+	bytesSent        atomic.Int64
+	bytesSentRaw     atomic.Int64
+	bytesReceived    atomic.Int64
+	bytesReceivedRaw atomic.Int64
+}
+
+// fetch asks owner for the value of key, decodes it and may keep a copy in the hot store.
+func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte) (V, error) {
+	var zero V
+	c.cluster.remoteGets.Add(1)
+	val, err := c.node.transport.Get(ctx, owner, c.name, kb)
+	if err != nil {
+		c.cluster.remoteErrors.Add(1)
+		if errors.Is(err, peer.ErrNotFound) {
+			// The owner's word is final: no local load.
+			return zero, fmt.Errorf("groupcache: cache %q: owner %s: %w", c.name, owner, ErrNotFound)
+		}
+		return zero, err
+	}
+	c.cluster.bytesReceived.Add(int64(len(val.Data)))
+	raw, err := val.Raw(int(c.maxValue))
+	if err != nil {
+		c.cluster.remoteErrors.Add(1)
+		return zero, fmt.Errorf("groupcache: cache %q: value from %s: %w", c.name, owner, err)
+	}
+	c.cluster.bytesReceivedRaw.Add(int64(len(raw)))
+	v, err := c.decode(raw)
+	if err != nil {
+		c.cluster.remoteErrors.Add(1)
+		return zero, fmt.Errorf("groupcache: cache %q: value from %s: %w", c.name, owner, err)
+	}
+	if c.hot != nil && c.promoter.Promote(xxh3.Hash(kb), len(raw)) {
+		put(c, c.hot, key, v, int64(len(raw)+len(kb)), val.Expires)
+	}
+	return v, nil
+}
+
+// decode decodes a peer's value, turning a codec panic into a *PanicError.
+func (c *Cache[K, V]) decode(raw []byte) (v V, err error) {
+	defer c.recoverInto(&err, "codec")
+	return c.values.Decode(raw)
+}
+
+// canFallBack reports whether a failed fetch from owner should be answered by a local load, and
+// marks the owner down for the back-off period when the failure was the network's.
+func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) bool {
+	switch {
+	case errors.Is(err, peer.ErrUnavailable):
+		c.node.markDown(owner, err)
+		return ctx.Err() == nil // past the load timeout the flight is over anyway
+	case errors.Is(err, peer.ErrOverloaded), errors.Is(err, peer.ErrUnknownCache),
+		errors.Is(err, peer.ErrProtocol), errors.Is(err, peer.ErrVersion),
+		errors.Is(err, peer.ErrBadRequest), errors.Is(err, peer.ErrClosed):
+		c.log.Warn("peer could not serve, loading locally", slog.String("peer", owner), slog.Any("err", err))
+		return ctx.Err() == nil
+	}
+	// Not found, the owner's own load error, too large, a value this codec cannot decode: the
+	// same would happen here, or the caller must see it.
+	return false
+}
+
+// fallback loads a key owned by an unavailable peer. The value goes to the hot store (or the main
+// store when there is none): it is a copy of what the owner would hold.
+func (c *Cache[K, V]) fallback(ctx context.Context, key K, kb []byte) (V, error) {
+	c.cluster.fallbackLoads.Add(1)
+	if c.hot == nil {
+		it, err := c.load(ctx, key, kb, false)
+		return it.v, err
+	}
+	c.loads.Add(1)
+	v, err := c.callLoader(ctx, key)
+	if err != nil {
+		c.loadErrors.Add(1)
+		return v, err
+	}
+	_, size, err := c.measure(v, len(kb))
+	if err != nil {
+		c.loadErrors.Add(1)
+		return v, err
+	}
+	var expires int64
+	if c.ttl > 0 {
+		expires = c.clock.Now().Add(c.ttl).UnixNano()
+	}
+	if size <= c.hot.MaxBytes()-store.EntryOverhead {
+		put(c, c.hot, key, v, size, expires)
+	}
+	return v, nil
+}
+
+// serve answers a peer's request for key bytes kb: from the main store, or by loading the value
+// here. The owner never forwards a request, even when its ring says another peer owns the key, so
+// two nodes that briefly disagree on the ring cannot bounce a request between them.
+func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) {
+	if c.closed.Load() {
+		return peer.Value{}, fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+	}
+	c.cluster.peerRequests.Add(1)
+	if len(kb) > c.maxKey {
+		return peer.Value{}, fmt.Errorf("%w: key of %d bytes over the limit of %d", peer.ErrBadRequest, len(kb), c.maxKey)
+	}
+	key, err := c.keys.Decode(kb)
+	if err != nil {
+		return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
+	}
+	if it, ok := c.store.Get(key); ok && it.wire.Data != nil {
+		return c.sent(it), nil
+	}
+	kb = bytes.Clone(kb) // the load may outlive this request
+	var loaded *item[V]
+	v, err, shared := c.flights.Do(ctx, key, func(lctx context.Context) (V, error) {
+		if it, ok := c.liveItem(key); ok {
+			loaded = it
+			return it.v, nil
+		}
+		it, err := c.load(lctx, key, kb, true)
+		loaded = it
+		return it.v, err
+	})
+	if shared {
+		c.dedup.Add(1)
+	}
+	if err = c.timeout(err); err != nil {
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrNotFound, err)
+		case errors.Is(err, ErrTooLarge):
+			return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrTooLarge, err)
+		}
+		return peer.Value{}, err
+	}
+	if !shared && loaded != nil && loaded.wire.Data != nil {
+		return c.sent(loaded), nil
+	}
+	if it, ok := c.liveItem(key); ok && it.wire.Data != nil {
+		return c.sent(it), nil
+	}
+	// The value was produced by a flight that did not keep its wire form (a fetch or a fallback
+	// while the ring disagreed): encode it for this reply.
+	enc, err := c.encodeValue(v)
+	if err != nil {
+		return peer.Value{}, err
+	}
+	return c.sent(&item[V]{v: v, wire: peer.Compress(enc, c.node.compress), rawLen: len(enc)}), nil
+}
+
+// liveItem returns the main store's unexpired item for key without counting a lookup.
+func (c *Cache[K, V]) liveItem(key K) (*item[V], bool) {
+	it, expires, ok := c.store.Peek(key)
+	if !ok || (expires != 0 && expires <= c.clock.Now().UnixNano()) {
+		return nil, false
+	}
+	return it, true
+}
+
+// sent counts the bytes of a reply to a peer and returns its wire value.
+func (c *Cache[K, V]) sent(it *item[V]) peer.Value {
+	c.cluster.bytesSent.Add(int64(len(it.wire.Data)))
+	c.cluster.bytesSentRaw.Add(int64(it.rawLen))
+	return it.wire
+}
+
+// encodeValue encodes v with the value codec, turning a panic into a *PanicError.
+func (c *Cache[K, V]) encodeValue(v V) (b []byte, err error) {
+	defer c.recoverInto(&err, "codec")
+	if b, err = c.values.Append(nil, v); err != nil {
+		return nil, fmt.Errorf("groupcache: cache %q: %w", c.name, err)
+	}
+	return b, nil
+}
+
+// Promoter decides which values fetched from their owners are kept in the hot store, so that a
+// popular key owned by a peer is not fetched on every Get. It must be safe for concurrent use and
+// cheap: it is called once per remote fetch.
+type Promoter interface {
+	// Promote reports whether to keep a copy of the value of the key whose bytes hash (xxh3) to
+	// keyHash; size is the value's encoded size.
+	Promote(keyHash uint64, size int) bool
+}
+
+// PromoterFunc adapts a function to the Promoter interface.
+type PromoterFunc func(keyHash uint64, size int) bool
+
+// Promote calls f(keyHash, size).
+func (f PromoterFunc) Promote(keyHash uint64, size int) bool { return f(keyHash, size) }
+
+// NewFrequencyPromoter returns the default Promoter: it keeps a count-min sketch of recent fetches
+// and promotes a key from its second fetch on. Counts are halved periodically so that keys that
+// were popular long ago do not stay promotable for ever. A one-off key is therefore never copied,
+// and a key fetched again soon is.
+func NewFrequencyPromoter() Promoter {
+	return &frequencyPromoter{}
+}
+
+const (
+	sketchRows  = 4
+	sketchWidth = 1 << 12 // counters per row
+	// After sketchReset increments all counters are halved.
+	sketchReset = 10 * sketchWidth
+	// promoteAt is the estimated count (this fetch included) from which a key is promoted.
+	promoteAt = 2
+)
+
+type frequencyPromoter struct {
+	mu        sync.Mutex
+	counts    [sketchRows][sketchWidth]uint8 // guarded by mu
+	additions int                            // guarded by mu
+}
+
+func (p *frequencyPromoter) Promote(h uint64, _ int) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var idx [sketchRows]uint32
+	est := uint8(255)
+	for r := range sketchRows {
+		// Each row takes its own 16 bits of the (already well mixed) xxh3 hash, remixed per row.
+		idx[r] = uint32((h>>(16*r))^(h*uint64(2*r+1)>>40)) & (sketchWidth - 1)
+		est = min(est, p.counts[r][idx[r]])
+	}
+	if est < 255 {
+		est++
+		for r := range sketchRows { // conservative update: raise only the counters at the minimum
+			if p.counts[r][idx[r]] < est {
+				p.counts[r][idx[r]] = est
+			}
+		}
+	}
+	if p.additions++; p.additions >= sketchReset {
+		p.additions = 0
+		for r := range p.counts {
+			for i := range p.counts[r] {
+				p.counts[r][i] >>= 1
+			}
+		}
+	}
+	return est >= promoteAt
+}

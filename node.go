@@ -1,0 +1,378 @@
+package groupcache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/typedcache/groupcache/hash"
+	"github.com/typedcache/groupcache/peer"
+)
+
+// ErrSelfNotInPeers is returned by SetPeers and RemovePeers when the new peer set would not
+// contain the node itself: a node must own a share of the keys, or no peer could ever ask it.
+var ErrSelfNotInPeers = errors.New("groupcache: peer set does not contain this node")
+
+// DefaultPeerBackoff is how long a node skips a peer after a network failure talking to it,
+// when made without WithPeerBackoff.
+const DefaultPeerBackoff = 5 * time.Second
+
+// Node is one process's place in a cluster: its own address, the current peer set and its
+// consistent-hash ring, the server that answers peers and the client that asks them. Caches attach
+// to a node with WithNode; each key of each cache is then owned by one peer, which alone loads it,
+// and every other node asks the owner.
+//
+// A process runs one Node; many caches, each with its own types, share it. A Node is safe for
+// concurrent use.
+type Node struct {
+	self      string
+	log       *slog.Logger
+	transport peer.Transport
+	ownClient bool // transport was made by NewNode and is closed by Close
+	server    *peer.Server
+	ringOpts  []hash.Option
+	backoff   time.Duration
+	compress  int // compression threshold for values served to peers
+
+	ring    atomic.Pointer[hash.Ring]                // swapped whole; never nil
+	caches  atomic.Pointer[map[string]servedCache]    // copy on write under mu
+	health  sync.Map                                  // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
+	mu      sync.Mutex                                // serializes peer-set changes and cache registration
+	closed  atomic.Bool
+	closing sync.Once
+}
+
+// servedCache is the part of a Cache[K, V] that the node's server calls. It knows no K or V.
+type servedCache interface {
+	serve(ctx context.Context, key []byte) (peer.Value, error)
+}
+
+// NodeOption configures NewNode.
+type NodeOption interface {
+	applyNode(*nodeSettings) error
+}
+
+type nodeOptionFunc func(*nodeSettings) error
+
+func (f nodeOptionFunc) applyNode(s *nodeSettings) error { return f(s) }
+
+type nodeSettings struct {
+	peers         []string
+	transport     peer.Transport
+	clientOptions []peer.ClientOption
+	serverOptions []peer.ServerOption
+	ringOptions   []hash.Option
+	backoff       time.Duration
+	compress      int
+	logger        *slog.Logger
+}
+
+// WithPeers sets the initial peer set (addresses "host:port"; self is added if missing). Default:
+// the node alone. SetPeers, AddPeers and RemovePeers change it later.
+func WithPeers(peers ...string) NodeOption {
+	return nodeOptionFunc(func(s *nodeSettings) error {
+		s.peers = append([]string(nil), peers...)
+		return nil
+	})
+}
+
+// WithTransport replaces the default transport (peer.Client over HTTP-upgraded TCP) by another
+// implementation of peer.Transport, for example one over gRPC. The node does not close a transport
+// it was given. Default: a peer.Client made with WithClientOptions.
+func WithTransport(t peer.Transport) NodeOption {
+	return nodeOptionFunc(func(s *nodeSettings) error {
+		if t == nil {
+			return invalid("WithTransport", "nil transport")
+		}
+		s.transport = t
+		return nil
+	})
+}
+
+// WithClientOptions passes options to the default transport's peer.Client (timeouts, connections
+// per peer, limits). Default: peer's defaults.
+func WithClientOptions(opts ...peer.ClientOption) NodeOption {
+	return nodeOptionFunc(func(s *nodeSettings) error {
+		s.clientOptions = append(s.clientOptions, opts...)
+		return nil
+	})
+}
+
+// WithServerOptions passes options to the node's peer.Server (base path, limits, concurrency).
+// Default: peer's defaults.
+func WithServerOptions(opts ...peer.ServerOption) NodeOption {
+	return nodeOptionFunc(func(s *nodeSettings) error {
+		s.serverOptions = append(s.serverOptions, opts...)
+		return nil
+	})
+}
+
+// WithRingOptions passes options to the consistent-hash ring (replicas). Every node of a cluster
+// must use the same ones, or they will disagree on owners. Default: hash's defaults.
+func WithRingOptions(opts ...hash.Option) NodeOption {
+	return nodeOptionFunc(func(s *nodeSettings) error {
+		s.ringOptions = append(s.ringOptions, opts...)
+		return nil
+	})
+}
+
+// WithPeerBackoff sets how long the node skips a peer after a network failure (connection refused,
+// broken or timed out): keys it owns are loaded locally meanwhile, so a dead peer costs at most one
+// timeout per back-off period instead of one per Get. Default DefaultPeerBackoff (5 s); valid
+// range d > 0.
+func WithPeerBackoff(d time.Duration) NodeOption {
+	return nodeOptionFunc(func(s *nodeSettings) error {
+		if d <= 0 {
+			return invalid("WithPeerBackoff", "%v is not positive", d)
+		}
+		s.backoff = d
+		return nil
+	})
+}
+
+// WithCompressThreshold sets the encoded size from which values served to peers are compressed
+// (S2). Default peer.DefaultCompressThreshold; a negative value never compresses.
+func WithCompressThreshold(n int) NodeOption {
+	return nodeOptionFunc(func(s *nodeSettings) error {
+		s.compress = n
+		if n == 0 {
+			s.compress = peer.DefaultCompressThreshold
+		}
+		return nil
+	})
+}
+
+// WithNodeLogger sets the node's logger (peer failures, peer-set changes). Default slog.Default().
+func WithNodeLogger(l *slog.Logger) NodeOption {
+	return nodeOptionFunc(func(s *nodeSettings) error {
+		s.logger = l
+		return nil
+	})
+}
+
+// NewNode makes the node of this process; self is the address ("host:port") at which its peers
+// reach it, and must appear as it does in the peer sets of every other node. The node serves peers
+// once its Handler is mounted on an HTTP server, or through Serve or ListenAndServe.
+func NewNode(self string, opts ...NodeOption) (*Node, error) {
+	if err := checkAddr(self); err != nil {
+		return nil, invalid("NewNode", "self %q: %v", self, err)
+	}
+	s := nodeSettings{backoff: DefaultPeerBackoff, compress: peer.DefaultCompressThreshold}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o.applyNode(&s); err != nil {
+			return nil, err
+		}
+	}
+	n := &Node{
+		self:      self,
+		log:       s.logger,
+		transport: s.transport,
+		ringOpts:  s.ringOptions,
+		backoff:   s.backoff,
+		compress:  s.compress,
+	}
+	if n.log == nil {
+		n.log = slog.Default()
+	}
+	n.log = n.log.With(slog.String("node", self))
+	empty := map[string]servedCache{}
+	n.caches.Store(&empty)
+	if err := n.setPeers(append(s.peers, self), true); err != nil {
+		return nil, err
+	}
+	server, err := peer.NewServer(nodeBackend{n}, append([]peer.ServerOption{peer.WithServerLogger(n.log)}, s.serverOptions...)...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	n.server = server
+	if n.transport == nil {
+		client, err := peer.NewClient(s.clientOptions...)
+		if err != nil {
+			server.Close()
+			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		}
+		n.transport, n.ownClient = client, true
+	}
+	return n, nil
+}
+
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host == "" || port == "" {
+		return errors.New("want host:port")
+	}
+	return nil
+}
+
+// Self returns the node's own address.
+func (n *Node) Self() string { return n.self }
+
+// Peers returns the current peer set, sorted, self included.
+func (n *Node) Peers() []string { return n.ring.Load().Peers() }
+
+// SetPeers replaces the peer set. It must contain the node itself (ErrSelfNotInPeers otherwise);
+// duplicates are dropped and order does not matter. Gets running meanwhile see either the old ring
+// or the new one, never a mix.
+func (n *Node) SetPeers(peers ...string) error {
+	return n.setPeers(peers, false)
+}
+
+// AddPeers adds peers to the current set.
+func (n *Node) AddPeers(peers ...string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.setPeersLocked(append(n.ring.Load().Peers(), peers...), false)
+}
+
+// RemovePeers removes peers from the current set; removing the node itself is refused with
+// ErrSelfNotInPeers.
+func (n *Node) RemovePeers(peers ...string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	set := slices.DeleteFunc(n.ring.Load().Peers(), func(p string) bool { return slices.Contains(peers, p) })
+	return n.setPeersLocked(set, false)
+}
+
+func (n *Node) setPeers(peers []string, initial bool) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.setPeersLocked(peers, initial)
+}
+
+func (n *Node) setPeersLocked(peers []string, initial bool) error {
+	if n.closed.Load() {
+		return ErrClosed
+	}
+	if !slices.Contains(peers, n.self) {
+		return fmt.Errorf("%w: self %q missing from %d peers", ErrSelfNotInPeers, n.self, len(peers))
+	}
+	for _, p := range peers {
+		if err := checkAddr(p); err != nil {
+			return invalid("SetPeers", "peer %q: %v", p, err)
+		}
+	}
+	ring, err := hash.NewRing(peers, n.ringOpts...)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	old := n.ring.Swap(ring)
+	if !initial && old != nil && !slices.Equal(old.Peers(), ring.Peers()) {
+		n.log.Info("peer set changed", slog.Any("peers", ring.Peers()))
+	}
+	return nil
+}
+
+// owner returns the peer that owns key bytes and whether it is this node.
+func (n *Node) owner(key []byte) (string, bool) {
+	p, ok := n.ring.Load().Owner(key)
+	if !ok || p == n.self {
+		return n.self, true
+	}
+	return p, false
+}
+
+// healthy reports whether peer may be asked now (it has not failed within the back-off period).
+func (n *Node) healthy(peer string) bool {
+	v, ok := n.health.Load(peer)
+	return !ok || v.(*atomic.Int64).Load() <= time.Now().UnixNano()
+}
+
+// markDown makes the node skip peer for the back-off period.
+func (n *Node) markDown(peer string, err error) {
+	v, _ := n.health.LoadOrStore(peer, new(atomic.Int64))
+	until := time.Now().Add(n.backoff).UnixNano()
+	if v.(*atomic.Int64).Swap(until) <= time.Now().UnixNano() {
+		n.log.Warn("peer unavailable, loading its keys locally", slog.String("peer", peer),
+			slog.Duration("backoff", n.backoff), slog.Any("err", err))
+	}
+}
+
+// register attaches a cache under its name; names are unique per node.
+func (n *Node) register(name string, c servedCache) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed.Load() {
+		return ErrClosed
+	}
+	old := *n.caches.Load()
+	if _, dup := old[name]; dup {
+		return invalid("WithNode", "a cache named %q is already attached to node %s", name, n.self)
+	}
+	m := make(map[string]servedCache, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[name] = c
+	n.caches.Store(&m)
+	return nil
+}
+
+// unregister detaches the cache named name, if c is what is registered under it.
+func (n *Node) unregister(name string, c servedCache) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	old := *n.caches.Load()
+	if old[name] != c {
+		return
+	}
+	m := make(map[string]servedCache, len(old))
+	for k, v := range old {
+		if k != name {
+			m[k] = v
+		}
+	}
+	n.caches.Store(&m)
+}
+
+// Handler returns the handler that answers peers. Mount it at the transport's base path (default
+// peer.DefaultBasePath, "/_groupcache/") on the HTTP server that listens at the node's address:
+//
+//	mux.Handle(peer.DefaultBasePath, node.Handler())
+func (n *Node) Handler() http.Handler { return n.server }
+
+// Serve answers peers on l until Close. It returns after Close with peer.ErrClosed or
+// http.ErrServerClosed.
+func (n *Node) Serve(l net.Listener) error { return n.server.Serve(l) }
+
+// ListenAndServe listens on addr (usually the node's own address) and answers peers until Close.
+func (n *Node) ListenAndServe(addr string) error { return n.server.ListenAndServe(addr) }
+
+// Close stops serving peers, closes the connections to them and detaches every cache: caches stay
+// usable and load every key locally from then on. The first call returns nil, later ones ErrClosed.
+func (n *Node) Close() error {
+	err := ErrClosed
+	n.closing.Do(func() {
+		n.mu.Lock()
+		n.closed.Store(true)
+		n.mu.Unlock()
+		err = n.server.Close()
+		if n.ownClient {
+			err = errors.Join(err, n.transport.Close())
+		}
+	})
+	return err
+}
+
+// nodeBackend is the node's face towards its server: it finds the named cache.
+type nodeBackend struct{ n *Node }
+
+func (b nodeBackend) Get(ctx context.Context, cache string, key []byte) (peer.Value, error) {
+	c, ok := (*b.n.caches.Load())[cache]
+	if !ok {
+		return peer.Value{}, fmt.Errorf("cache %q on %s: %w", cache, b.n.self, peer.ErrUnknownCache)
+	}
+	return c.serve(ctx, key)
+}
