@@ -41,10 +41,10 @@ type Node struct {
 	backoff   time.Duration
 	compress  int // compression threshold for values served to peers
 
-	ring    atomic.Pointer[hash.Ring]                // swapped whole; never nil
-	caches  atomic.Pointer[map[string]servedCache]    // copy on write under mu
-	health  sync.Map                                  // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
-	mu      sync.Mutex                                // serializes peer-set changes and cache registration
+	ring    atomic.Pointer[hash.Ring]              // swapped whole; never nil
+	caches  atomic.Pointer[map[string]servedCache] // copy on write under mu
+	health  sync.Map                               // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
+	mu      sync.Mutex                             // serializes peer-set changes and cache registration
 	closed  atomic.Bool
 	closing sync.Once
 }
