@@ -221,7 +221,7 @@ type causeError struct {
 }
 
 func (e *causeError) Error() string {
-	return e.sentinel.Error() + ": " + e.cause.Error()
+	return e.sentinel.Error() + ": " + strings.TrimPrefix(e.cause.Error(), "peer: ")
 }
 
 func (e *causeError) Unwrap() []error { return []error{e.sentinel, e.cause} }

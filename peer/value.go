@@ -9,7 +9,7 @@ import (
 // DefaultCompressThreshold is the length from which Compress tries to compress a value when it is
 // passed a threshold of 0. Below it the saving in bytes is not worth the work on both sides (see
 // "Measurements" in docs/protocol.md).
-const DefaultCompressThreshold = 1024
+const DefaultCompressThreshold = 1400
 
 // Value is a value as it travels: encoded by the cache's codec and maybe compressed.
 //

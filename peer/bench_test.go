@@ -1,0 +1,382 @@
+package peer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Benchmarks. The loopback figures are meant to be read as ratios within one run:
+//
+//	go test -run '^$' -bench 'Get|RawTCP' -benchmem -count 5 ./peer/
+//
+// BenchmarkGet is a Client.Get of a value held by a Server's Backend over loopback TCP;
+// BenchmarkRawTCP is the floor: the same exchange (a request frame of the same size, a reply of
+// the same payload) between two goroutines over a bare TCP connection with a 4-byte length
+// prefix and nothing else. "par16" runs 16 callers at once (16 connections).
+
+var benchSizes = []struct {
+	name string
+	n    int
+}{{"1KiB", 1 << 10}, {"64KiB", 64 << 10}}
+
+const benchCallers = 16
+
+// parallel16 makes b.RunParallel run benchCallers goroutines.
+func parallel16(b *testing.B) {
+	procs := runtime.GOMAXPROCS(0)
+	b.SetParallelism((benchCallers + procs - 1) / procs)
+}
+
+// benchRequest is the request both benchmarks send: the key and cache name sizes of a typical Get.
+var benchRequest = Request{Op: OpGet, Cache: "profiles", Key: []byte("user:000012345")}
+
+func BenchmarkGet(b *testing.B) {
+	for _, sz := range benchSizes {
+		_, addr := startServer(b, valueBackend{Value{Data: random(sz.n)}})
+		c := newClient(b)
+		ctx := context.Background()
+		get := func(b *testing.B) {
+			v, err := c.Get(ctx, addr, benchRequest.Cache, benchRequest.Key)
+			if err != nil || len(v.Data) != sz.n {
+				b.Fatal(err)
+			}
+		}
+		b.Run(sz.name+"/serial", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(sz.n))
+			for b.Loop() {
+				get(b)
+			}
+		})
+		b.Run(sz.name+"/par16", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(sz.n))
+			parallel16(b)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					get(b)
+				}
+			})
+		})
+		b.Run(sz.name+"/serial-cancelctx", func(b *testing.B) {
+			// A context that can be cancelled costs a context.AfterFunc per request.
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			b.ReportAllocs()
+			b.SetBytes(int64(sz.n))
+			for b.Loop() {
+				if _, err := c.Get(ctx, addr, benchRequest.Cache, benchRequest.Key); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// valueBackend serves one value for every key.
+type valueBackend struct{ v Value }
+
+func (b valueBackend) Get(context.Context, string, []byte) (Value, error) { return b.v, nil }
+
+// rawServer is the floor: for every length-prefixed request it reads, it writes one
+// length-prefixed reply of a fixed payload.
+func rawServer(b *testing.B, payload []byte) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	reply := binary.BigEndian.AppendUint32(nil, uint32(len(payload)))
+	reply = append(reply, payload...)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				br := bufio.NewReaderSize(nc, serverReadBuffer)
+				for {
+					hdr, err := br.Peek(4)
+					if err != nil {
+						return
+					}
+					n := int(binary.BigEndian.Uint32(hdr))
+					if _, err := br.Discard(4 + n); err != nil {
+						return
+					}
+					if _, err := nc.Write(reply); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	b.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, nc := range conns {
+			nc.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return l.Addr().String()
+}
+
+// rawClient is one connection of the floor.
+type rawClient struct {
+	nc    net.Conn
+	br    *bufio.Reader
+	req   []byte
+	buf   []byte
+	fresh bool // read each reply into new memory, as Client.Get must
+}
+
+func newRawClient(b *testing.B, addr string) *rawClient {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	frame := AppendRequest(nil, &benchRequest)
+	req := binary.BigEndian.AppendUint32(nil, uint32(len(frame)))
+	return &rawClient{nc: nc, br: bufio.NewReaderSize(nc, clientReadBuffer), req: append(req, frame...)}
+}
+
+func (c *rawClient) roundTrip() (int, error) {
+	if _, err := c.nc.Write(c.req); err != nil {
+		return 0, err
+	}
+	hdr, err := c.br.Peek(4)
+	if err != nil {
+		return 0, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr))
+	c.br.Discard(4)
+	if c.fresh || cap(c.buf) < n {
+		c.buf = make([]byte, n)
+	}
+	_, err = io.ReadFull(c.br, c.buf[:n])
+	return n, err
+}
+
+func BenchmarkRawTCP(b *testing.B) {
+	for _, sz := range benchSizes {
+		addr := rawServer(b, random(sz.n))
+		b.Run(sz.name+"/serial", func(b *testing.B) {
+			c := newRawClient(b, addr)
+			defer c.nc.Close()
+			b.ReportAllocs()
+			b.SetBytes(int64(sz.n))
+			for b.Loop() {
+				if n, err := c.roundTrip(); err != nil || n != sz.n {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(sz.name+"/serial-alloc", func(b *testing.B) {
+			// The floor plus what Client.Get cannot avoid: the reply lands in new memory, since
+			// the returned value must not alias a reused buffer.
+			c := newRawClient(b, addr)
+			c.fresh = true
+			defer c.nc.Close()
+			b.ReportAllocs()
+			b.SetBytes(int64(sz.n))
+			for b.Loop() {
+				if n, err := c.roundTrip(); err != nil || n != sz.n {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(sz.name+"/par16", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(sz.n))
+			parallel16(b)
+			b.RunParallel(func(pb *testing.PB) {
+				c := newRawClient(b, addr)
+				defer c.nc.Close()
+				for pb.Next() {
+					if n, err := c.roundTrip(); err != nil || n != sz.n {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
+
+func BenchmarkAppendRequest(b *testing.B) {
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = AppendRequest(buf[:0], &benchRequest)
+	}
+}
+
+func BenchmarkParseRequest(b *testing.B) {
+	frame := AppendRequest(nil, &benchRequest)
+	b.ReportAllocs()
+	b.Run("fresh-name", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := ParseRequest(frame, Limits{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("interned-name", func(b *testing.B) {
+		// How a server connection parses: the cache name of the previous request is reused.
+		lim := Limits{}.withDefaults()
+		var name string
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := parseRequest(frame, lim, &name); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkAppendResponse(b *testing.B) {
+	for _, sz := range benchSizes {
+		r := Response{Value: Value{Data: random(sz.n), Expires: 1767225600000000000}}
+		buf := make([]byte, 0, sz.n+64)
+		b.Run(sz.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(sz.n))
+			for b.Loop() {
+				buf = AppendResponse(buf[:0], &r)
+			}
+		})
+	}
+}
+
+func BenchmarkParseResponse(b *testing.B) {
+	for _, sz := range benchSizes {
+		frame := AppendResponse(nil, &Response{Value: Value{Data: random(sz.n), Expires: 1767225600000000000}})
+		b.Run(sz.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(sz.n))
+			for b.Loop() {
+				if _, err := ParseResponse(frame, Limits{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCompress compares the candidate compressors on a compressible 64 KiB payload (JSON-like
+// text). The compressed size is reported as "ratio" (compressed/raw).
+func BenchmarkCompress(b *testing.B) {
+	raw := compressible(64 << 10)
+	zenc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
+	defer zenc.Close()
+	zencDef, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	defer zencDef.Close()
+	dst := make([]byte, 0, s2.MaxEncodedLen(len(raw)))
+	cases := []struct {
+		name string
+		enc  func() []byte
+	}{
+		{"s2", func() []byte { return s2.Encode(dst[:cap(dst)], raw) }},
+		{"s2-better", func() []byte { return s2.EncodeBetter(dst[:cap(dst)], raw) }},
+		{"zstd-fastest", func() []byte { return zenc.EncodeAll(raw, dst[:0]) }},
+		{"zstd-default", func() []byte { return zencDef.EncodeAll(raw, dst[:0]) }},
+	}
+	for _, c := range cases {
+		b.Run(c.name+"/64KiB", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(raw)))
+			var n int
+			for b.Loop() {
+				n = len(c.enc())
+			}
+			b.ReportMetric(float64(n)/float64(len(raw)), "ratio")
+		})
+	}
+}
+
+// BenchmarkDecompress compares decoding the same payload, as a receiver does once per Get.
+func BenchmarkDecompress(b *testing.B) {
+	raw := compressible(64 << 10)
+	zenc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
+	zdata := zenc.EncodeAll(raw, nil)
+	zenc.Close()
+	zdec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	defer zdec.Close()
+	s2v := Compress(raw, 1)
+	s2fast := s2.Encode(nil, raw)
+	cases := []struct {
+		name string
+		dec  func() ([]byte, error)
+	}{
+		{"s2-better/Raw", func() ([]byte, error) { return s2v.Raw(0) }},
+		{"s2", func() ([]byte, error) { return s2.Decode(nil, s2fast) }},
+		{"zstd-fastest", func() ([]byte, error) { return zdec.DecodeAll(zdata, nil) }},
+	}
+	for _, c := range cases {
+		b.Run(c.name+"/64KiB", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(raw)))
+			for b.Loop() {
+				out, err := c.dec()
+				if err != nil || !bytes.Equal(out[:16], raw[:16]) {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCompressThreshold measures S2 (as Compress uses it) on small compressible values, to
+// pick DefaultCompressThreshold: "saved" is bytes saved per value, to weigh against ns/op of
+// compressing (once per value, on the owner) plus decompressing (once per Get, on the caller).
+func BenchmarkCompressThreshold(b *testing.B) {
+	for _, n := range []int{128, 256, 512, 1024, 2048, 4096} {
+		raw := compressible(n)
+		v := Compress(raw, 1)
+		b.Run("encode/"+itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				v = Compress(raw, 1)
+			}
+			b.ReportMetric(float64(len(raw)-len(v.Data)), "saved")
+		})
+		b.Run("decode/"+itoa(n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Raw(0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func itoa(n int) string {
+	if n%1024 == 0 {
+		return strconv.Itoa(n/1024) + "KiB"
+	}
+	return strconv.Itoa(n) + "B"
+}

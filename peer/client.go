@@ -1,0 +1,584 @@
+package peer
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Transport is what a node uses to reach its peers. Client implements it over HTTP-upgraded TCP
+// connections; another transport (gRPC, say, in its own module) can be plugged in instead. Later
+// work adds Remove, Set and GetMany.
+type Transport interface {
+	// Get asks peer ("host:port") for the value of key in the named cache. Errors match the
+	// sentinels of this package (see Error).
+	Get(ctx context.Context, peer string, cache string, key []byte) (Value, error)
+	// Close releases the transport's connections; later calls fail with ErrClosed.
+	Close() error
+}
+
+var _ Transport = (*Client)(nil)
+
+// Client asks peers for values. It keeps, per peer address, a pool of upgraded connections; the
+// goroutine that calls Get writes the request and reads the reply itself, on a connection taken
+// from the pool, so a request costs no goroutine hand-off. A connection carries one request at a
+// time, so WithMaxConnsPerPeer also bounds the requests in flight to a peer; callers beyond it
+// wait for a free connection within their timeout and context. A connection whose exchange did
+// not complete (timeout, cancellation, malformed reply) is closed, never reused.
+//
+// A Client is safe for concurrent use and holds no goroutine of its own.
+type Client struct {
+	basePath        string
+	timeout         time.Duration
+	dialTimeout     time.Duration
+	idleConnTimeout time.Duration
+	maxConns        int
+	maxIdle         int
+	lim             Limits
+	dialer          net.Dialer
+
+	pools     sync.Map // peer address -> *pool
+	closed    atomic.Bool
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+	lastSweep atomic.Int64 // unix nanoseconds of the last sweep of idle connections
+
+	requests  atomic.Int64
+	errs      atomic.Int64
+	bytesSent atomic.Int64
+	bytesRecv atomic.Int64
+	dials     atomic.Int64
+	openConns atomic.Int64
+	waits     atomic.Int64
+	retries   atomic.Int64
+}
+
+// ClientStats are counters of a Client since NewClient.
+type ClientStats struct {
+	// Requests is the number of Get calls that passed the argument checks.
+	Requests int64
+	// Errors is the number of Get calls that returned an error, of any kind (ErrNotFound too).
+	Errors int64
+	// BytesSent and BytesReceived count frame bytes, length prefixes included.
+	BytesSent, BytesReceived int64
+	// Dials is the number of connections made (each with an upgrade handshake).
+	Dials int64
+	// OpenConns is the number of connections open now, idle or in use.
+	OpenConns int64
+	// Waits is the number of Get calls that found every connection to their peer in use and
+	// waited for one.
+	Waits int64
+	// Retries is the number of requests sent again on a new connection because a reused one
+	// turned out to be closed by the peer before it answered.
+	Retries int64
+}
+
+// NewClient returns a Client. Options are checked; the first invalid one is returned as an error
+// matching ErrBadRequest.
+func NewClient(opts ...ClientOption) (*Client, error) {
+	var cfg clientConfig
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o.applyClient(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	orDefault := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	if cfg.basePath == "" {
+		cfg.basePath = DefaultBasePath
+	}
+	orDefault(&cfg.timeout, DefaultTimeout)
+	orDefault(&cfg.dialTimeout, DefaultDialTimeout)
+	orDefault(&cfg.idleConnTimeout, DefaultIdleConnTimeout)
+	if cfg.maxConns == 0 {
+		cfg.maxConns = DefaultMaxConnsPerPeer
+	}
+	if cfg.maxIdle == 0 {
+		cfg.maxIdle = cfg.maxConns
+	}
+	if cfg.maxIdle > cfg.maxConns {
+		return nil, optionError("WithMaxIdlePerPeer", "%d is over the max conns per peer (%d)", cfg.maxIdle, cfg.maxConns)
+	}
+	c := &Client{
+		basePath:        cfg.basePath,
+		timeout:         cfg.timeout,
+		dialTimeout:     cfg.dialTimeout,
+		idleConnTimeout: cfg.idleConnTimeout,
+		maxConns:        cfg.maxConns,
+		maxIdle:         cfg.maxIdle,
+		lim:             cfg.limits.withDefaults(),
+		done:            make(chan struct{}),
+	}
+	c.lastSweep.Store(time.Now().UnixNano())
+	return c, nil
+}
+
+// Get asks peer ("host:port") for the value of key in the named cache.
+//
+// The returned Value owns its Data (it does not alias any buffer of the Client); a compressed
+// value's decoded length has been checked against the client's MaxValueBytes, so Raw with that
+// limit will not refuse it as too large.
+//
+// Errors are *Error values: ErrNotFound, ErrUnknownCache, ErrTooLarge, ErrOverloaded,
+// ErrInternal, ErrBadRequest and ErrVersion report the peer's answer (or, for ErrBadRequest and
+// ErrTooLarge, this side's refusal to send a request or accept a reply over its limits);
+// ErrProtocol reports malformed bytes from the peer; ErrUnavailable a network failure, a timeout
+// or the end of ctx (the error then also matches ctx.Err()); ErrClosed a closed Client.
+func (c *Client) Get(ctx context.Context, peer, cache string, key []byte) (Value, error) {
+	if c.closed.Load() {
+		return Value{}, &Error{Peer: peer, Op: OpGet, Err: ErrClosed}
+	}
+	if len(cache) == 0 || len(cache) > c.lim.MaxCacheName {
+		return Value{}, &Error{Peer: peer, Op: OpGet, Err: ErrBadRequest,
+			Msg: fmt.Sprintf("cache name of %d bytes outside 1..%d", len(cache), c.lim.MaxCacheName)}
+	}
+	if len(key) > c.lim.MaxKeyBytes {
+		return Value{}, &Error{Peer: peer, Op: OpGet, Err: ErrBadRequest,
+			Msg: fmt.Sprintf("key of %d bytes over the limit of %d", len(key), c.lim.MaxKeyBytes)}
+	}
+	c.requests.Add(1)
+	now := time.Now()
+	deadline := now.Add(c.timeout)
+	ctxDeadline := false
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline, ctxDeadline = d, true
+	}
+	if last := c.lastSweep.Load(); now.UnixNano()-last > int64(c.idleConnTimeout)/2 &&
+		c.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+		c.sweep(now)
+	}
+	p := c.pool(peer)
+	r := request{ctx: ctx, now: now, deadline: deadline, ctxDeadline: ctxDeadline, cache: cache, key: key}
+	resp, err := p.roundTrip(&r)
+	if err != nil {
+		c.errs.Add(1)
+		return Value{}, err
+	}
+	if resp.Status != StatusOK {
+		c.errs.Add(1)
+		return Value{}, &Error{Peer: peer, Op: OpGet, Status: resp.Status, Msg: resp.Msg}
+	}
+	return resp.Value, nil
+}
+
+// Close closes every connection, idle or in use (requests in flight fail with ErrClosed), and
+// makes later calls fail with ErrClosed. It is idempotent and returns nil.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		close(c.done)
+		c.pools.Range(func(_, v any) bool {
+			v.(*pool).closeAll()
+			return true
+		})
+	})
+	return nil
+}
+
+// Stats returns the client's counters. It is safe to call at any time.
+func (c *Client) Stats() ClientStats {
+	return ClientStats{
+		Requests:      c.requests.Load(),
+		Errors:        c.errs.Load(),
+		BytesSent:     c.bytesSent.Load(),
+		BytesReceived: c.bytesRecv.Load(),
+		Dials:         c.dials.Load(),
+		OpenConns:     c.openConns.Load(),
+		Waits:         c.waits.Load(),
+		Retries:       c.retries.Load(),
+	}
+}
+
+func (c *Client) pool(peer string) *pool {
+	if p, ok := c.pools.Load(peer); ok {
+		return p.(*pool)
+	}
+	p, _ := c.pools.LoadOrStore(peer, &pool{
+		c:      c,
+		addr:   peer,
+		tokens: make(chan struct{}, c.maxConns),
+		all:    make(map[*clientConn]struct{}),
+	})
+	return p.(*pool)
+}
+
+// sweep closes the connections that have been idle too long, in every pool.
+func (c *Client) sweep(now time.Time) {
+	c.pools.Range(func(_, v any) bool {
+		p := v.(*pool)
+		p.mu.Lock()
+		p.pruneLocked(now)
+		p.mu.Unlock()
+		return true
+	})
+}
+
+// request is one Get in progress.
+type request struct {
+	ctx         context.Context
+	now         time.Time
+	deadline    time.Time
+	ctxDeadline bool // deadline is ctx's
+	cache       string
+	key         []byte
+}
+
+// pool is the connections of a Client to one peer.
+type pool struct {
+	c      *Client
+	addr   string
+	tokens chan struct{} // one per request in flight
+
+	mu     sync.Mutex
+	idle   []*clientConn // most recently used last
+	all    map[*clientConn]struct{}
+	closed bool
+}
+
+// clientConn is one upgraded connection to a peer.
+type clientConn struct {
+	nc       net.Conn
+	br       *bufio.Reader
+	wbuf     []byte
+	poison   func() // sets a deadline in the past: the request's context ended
+	lastUsed time.Time
+	reused   bool
+	dead     bool // closed and removed from the pool; guarded by pool.mu
+}
+
+const clientReadBuffer = 8 << 10
+
+// aLongTimeAgo is a deadline that has passed, to interrupt a read or write at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+func (p *pool) roundTrip(r *request) (Response, error) {
+	if err := p.acquire(r); err != nil {
+		return Response{}, err
+	}
+	defer func() { <-p.tokens }()
+	for attempt := 0; ; attempt++ {
+		var cc *clientConn
+		if attempt == 0 {
+			cc = p.takeIdle(r.now)
+		}
+		if cc == nil {
+			var err error
+			if cc, err = p.dial(r); err != nil {
+				return Response{}, err
+			}
+		}
+		resp, retry, err := p.exchange(r, cc)
+		if err == nil {
+			return resp, nil
+		}
+		if retry && attempt == 0 && r.ctx.Err() == nil && time.Now().Before(r.deadline) && !p.c.closed.Load() {
+			p.c.retries.Add(1)
+			continue
+		}
+		return Response{}, err
+	}
+}
+
+// acquire takes a token for one request in flight, waiting for one within the request's
+// deadline and context.
+func (p *pool) acquire(r *request) error {
+	select {
+	case p.tokens <- struct{}{}:
+		return nil
+	default:
+	}
+	p.c.waits.Add(1)
+	t := time.NewTimer(time.Until(r.deadline))
+	defer t.Stop()
+	select {
+	case p.tokens <- struct{}{}:
+		return nil
+	case <-r.ctx.Done():
+		return p.netError(r, r.ctx.Err(), "waiting for a free connection")
+	case <-t.C:
+		return p.netError(r, os.ErrDeadlineExceeded, "waiting for a free connection")
+	case <-p.c.done:
+		return p.netError(r, nil, "")
+	}
+}
+
+// takeIdle pops the most recently used idle connection that has not been idle too long.
+func (p *pool) takeIdle(now time.Time) *clientConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for n := len(p.idle); n > 0; n = len(p.idle) {
+		cc := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		if now.Sub(cc.lastUsed) <= p.c.idleConnTimeout {
+			return cc
+		}
+		p.discardLocked(cc)
+	}
+	return nil
+}
+
+// put returns a healthy connection to the idle list, or closes it when the list is full.
+func (p *pool) put(cc *clientConn, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cc.dead {
+		return
+	}
+	if p.closed || len(p.idle) >= p.c.maxIdle {
+		p.discardLocked(cc)
+		return
+	}
+	cc.lastUsed = now
+	cc.reused = true
+	p.pruneLocked(now)
+	p.idle = append(p.idle, cc)
+}
+
+// pruneLocked closes the idle connections at the bottom of the list that have been idle too long.
+func (p *pool) pruneLocked(now time.Time) {
+	k := 0
+	for k < len(p.idle) && now.Sub(p.idle[k].lastUsed) > p.c.idleConnTimeout {
+		p.discardLocked(p.idle[k])
+		k++
+	}
+	if k > 0 {
+		n := copy(p.idle, p.idle[k:])
+		clear(p.idle[n:])
+		p.idle = p.idle[:n]
+	}
+}
+
+// discard closes a connection and forgets it.
+func (p *pool) discard(cc *clientConn) {
+	p.mu.Lock()
+	p.discardLocked(cc)
+	p.mu.Unlock()
+}
+
+func (p *pool) discardLocked(cc *clientConn) {
+	if cc.dead {
+		return
+	}
+	cc.dead = true
+	_ = cc.nc.Close()
+	delete(p.all, cc)
+	p.c.openConns.Add(-1)
+}
+
+func (p *pool) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for cc := range p.all {
+		p.discardLocked(cc)
+	}
+	clear(p.idle)
+	p.idle = p.idle[:0]
+}
+
+// netError describes a failure that is not an answer of the peer: ErrClosed when the client is
+// closed, otherwise ErrUnavailable wrapping the cause (the context's error when it ended).
+func (p *pool) netError(r *request, cause error, what string) error {
+	if p.c.closed.Load() {
+		return &Error{Peer: p.addr, Op: OpGet, Err: ErrClosed}
+	}
+	if err := r.ctx.Err(); err != nil {
+		cause = err
+	} else if r.ctxDeadline && errors.Is(cause, os.ErrDeadlineExceeded) {
+		cause = fmt.Errorf("%w (%w)", context.DeadlineExceeded, cause)
+	}
+	if errors.Is(cause, os.ErrDeadlineExceeded) && !errors.Is(cause, context.DeadlineExceeded) {
+		what += " (timed out)"
+	}
+	return &Error{Peer: p.addr, Op: OpGet, Msg: what, Err: wrapCause(ErrUnavailable, cause)}
+}
+
+// exchange sends the request on cc and reads the reply. On success cc goes back to the pool; on
+// failure it is closed. retry reports a failure that shows the peer closed a reused connection
+// before it read the request (so sending it again on a new connection is safe and sensible).
+func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, err error) {
+	nc := cc.nc
+	if err := nc.SetDeadline(r.deadline); err != nil {
+		p.discard(cc)
+		return Response{}, cc.reused, p.netError(r, err, "setting a deadline")
+	}
+	var stop func() bool
+	if r.ctx.Done() != nil {
+		if r.ctx.Err() != nil {
+			p.put(cc, r.now)
+			return Response{}, false, p.netError(r, nil, "before sending")
+		}
+		stop = context.AfterFunc(r.ctx, cc.poison)
+	}
+	fail := func(err error, retry bool) (Response, bool, error) {
+		if stop != nil {
+			stop()
+		}
+		p.discard(cc)
+		return Response{}, retry && cc.reused, err
+	}
+
+	buf := appendRequest(cc.wbuf[:prefixLen], OpGet, r.cache, r.key)
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)-prefixLen))
+	if cap(buf) <= keepBuffer {
+		cc.wbuf = buf[:0]
+	}
+	if _, err := nc.Write(buf); err != nil {
+		return fail(p.netError(r, err, "sending the request"), isClosedByPeer(err))
+	}
+	p.c.bytesSent.Add(int64(len(buf)))
+
+	hdr, err := cc.br.Peek(prefixLen)
+	if err != nil {
+		return fail(p.netError(r, err, "reading the reply"), len(hdr) == 0 && isClosedByPeer(err))
+	}
+	n := int(binary.BigEndian.Uint32(hdr))
+	_, _ = cc.br.Discard(prefixLen)
+	if n > p.c.lim.MaxFrameBytes {
+		return fail(&Error{Peer: p.addr, Op: OpGet, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
+			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, p.c.lim.MaxFrameBytes)}, false)
+	}
+	// Fresh memory: the value is handed to the caller.
+	frame, err := readFrame(cc.br, nil, n)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = fmt.Errorf("connection closed after %d of %d bytes: %w", len(frame), n, io.ErrUnexpectedEOF)
+		}
+		return fail(p.netError(r, err, "reading the reply"), false)
+	}
+	p.c.bytesRecv.Add(int64(n) + prefixLen)
+	resp, err = parseResponse(frame, p.c.lim)
+	if err != nil {
+		pe := err.(*Error)
+		pe.Peer, pe.Op = p.addr, OpGet
+		if errors.Is(pe.Err, ErrTooLarge) {
+			// A well-formed frame with a value over our limit: the stream is in step, the
+			// connection can serve the next request.
+			if stop == nil || stop() {
+				p.put(cc, r.now)
+			} else {
+				p.discard(cc)
+			}
+			return Response{}, false, pe
+		}
+		return fail(pe, false)
+	}
+	if stop != nil && !stop() {
+		// The context ended just as the reply arrived: the reply is complete, but the
+		// connection's deadline may have been spoiled.
+		p.discard(cc)
+		return resp, false, nil
+	}
+	p.put(cc, r.now)
+	return resp, false, nil
+}
+
+// isClosedByPeer reports an error that shows the peer had closed the connection.
+func isClosedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// dial connects to the peer and upgrades the connection.
+func (p *pool) dial(r *request) (*clientConn, error) {
+	deadline := r.deadline
+	if d := time.Now().Add(p.c.dialTimeout); d.Before(deadline) {
+		deadline = d
+	}
+	ctx, cancel := context.WithDeadline(r.ctx, deadline)
+	defer cancel()
+	nc, err := p.c.dialer.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, p.netError(r, err, "dialing")
+	}
+	p.c.dials.Add(1)
+	if err := p.handshake(ctx, nc, deadline); err != nil {
+		nc.Close()
+		var pe *Error
+		if errors.As(err, &pe) {
+			return nil, pe
+		}
+		return nil, p.netError(r, err, "upgrade handshake")
+	}
+	cc := &clientConn{nc: nc, br: bufio.NewReaderSize(nc, clientReadBuffer), wbuf: make([]byte, 0, 512)}
+	cc.poison = func() { _ = nc.SetDeadline(aLongTimeAgo) }
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.c.closed.Load() {
+		nc.Close()
+		return nil, &Error{Peer: p.addr, Op: OpGet, Err: ErrClosed}
+	}
+	p.all[cc] = struct{}{}
+	p.c.openConns.Add(1)
+	return cc, nil
+}
+
+// maxHandshake bounds the bytes of a peer's answer to the upgrade request.
+const maxHandshake = 16 << 10
+
+// handshake sends the upgrade request and checks the answer. Errors that are the peer's fault are
+// *Error values; others are network errors.
+func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) error {
+	if err := nc.SetDeadline(deadline); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
+	defer stop()
+	req := "GET " + p.c.basePath + " HTTP/1.1\r\nHost: " + p.addr +
+		"\r\nConnection: Upgrade\r\nUpgrade: " + UpgradeProtocol + "\r\n\r\n"
+	if _, err := io.WriteString(nc, req); err != nil {
+		return err
+	}
+	lr := &io.LimitedReader{R: nc, N: maxHandshake}
+	br := bufio.NewReaderSize(lr, 4<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) || isClosedByPeer(err) || ctx.Err() != nil {
+			return err
+		}
+		if lr.N == maxHandshake && errors.Is(err, io.ErrUnexpectedEOF) {
+			return io.EOF // closed without a byte: going away rather than speaking garbage
+		}
+		if lr.N == 0 {
+			return &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol,
+				Msg: fmt.Sprintf("answer to the upgrade request longer than %d bytes", maxHandshake)}
+		}
+		return &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol, Msg: "bad answer to the upgrade request: " + err.Error()}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+		sentinel := ErrProtocol
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			sentinel = ErrUnavailable
+		}
+		return &Error{Peer: p.addr, Op: OpGet, Err: sentinel,
+			Msg: fmt.Sprintf("upgrade refused: %s: %s", resp.Status, strings.TrimSpace(string(body)))}
+	}
+	if !headerHasToken(resp.Header, "Upgrade", UpgradeProtocol) {
+		return &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol,
+			Msg: fmt.Sprintf("upgraded to %q, not %s", resp.Header.Get("Upgrade"), UpgradeProtocol)}
+	}
+	if br.Buffered() > 0 {
+		return &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol, Msg: "unexpected bytes after the upgrade answer"}
+	}
+	return nil
+}

@@ -1,0 +1,237 @@
+package peer
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Defaults of the options. Each option's documentation names its default and range too.
+const (
+	// DefaultBasePath is the path a Server answers under and a Client asks at.
+	DefaultBasePath = "/_groupcache/"
+	// DefaultIdleTimeout is how long a Server keeps an upgraded connection on which no request
+	// arrives.
+	DefaultIdleTimeout = 2 * time.Minute
+	// DefaultTimeout bounds one Client.Get: waiting for a connection, dialing and the exchange.
+	DefaultTimeout = 5 * time.Second
+	// DefaultDialTimeout bounds dialing a peer and the upgrade handshake.
+	DefaultDialTimeout = 2 * time.Second
+	// DefaultMaxConnsPerPeer bounds a Client's connections, and so its requests in flight, to
+	// one peer.
+	DefaultMaxConnsPerPeer = 32
+	// DefaultIdleConnTimeout is how long a Client keeps an unused connection; it is below
+	// DefaultIdleTimeout so that the client, not the server, closes idle connections.
+	DefaultIdleConnTimeout = time.Minute
+)
+
+func optionError(name, format string, args ...any) error {
+	return &Error{Err: ErrBadRequest, Msg: "invalid option " + name + ": " + fmt.Sprintf(format, args...)}
+}
+
+func checkBasePath(name, p string) (string, error) {
+	if p == "" {
+		return DefaultBasePath, nil
+	}
+	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " \t\r\n?#") {
+		return "", optionError(name, "%q is not an absolute URL path", p)
+	}
+	if !strings.HasSuffix(p, "/") {
+		p += "/"
+	}
+	return p, nil
+}
+
+// ServerOption configures a Server in NewServer. Each option checks its argument; NewServer
+// returns the first error.
+type ServerOption interface {
+	applyServer(*serverConfig) error
+}
+
+// ClientOption configures a Client in NewClient. Each option checks its argument; NewClient
+// returns the first error.
+type ClientOption interface {
+	applyClient(*clientConfig) error
+}
+
+// Option is an option for both a Server and a Client (WithBasePath).
+type Option interface {
+	ServerOption
+	ClientOption
+}
+
+type serverOption func(*serverConfig) error
+
+func (f serverOption) applyServer(c *serverConfig) error { return f(c) }
+
+type clientOption func(*clientConfig) error
+
+func (f clientOption) applyClient(c *clientConfig) error { return f(c) }
+
+type basePathOption string
+
+func (p basePathOption) applyServer(c *serverConfig) (err error) {
+	c.basePath, err = checkBasePath("WithBasePath", string(p))
+	return err
+}
+
+func (p basePathOption) applyClient(c *clientConfig) (err error) {
+	c.basePath, err = checkBasePath("WithBasePath", string(p))
+	return err
+}
+
+type serverConfig struct {
+	basePath      string
+	limits        Limits
+	maxConcurrent int
+	logger        *slog.Logger
+	idleTimeout   time.Duration
+}
+
+// WithBasePath sets the path a Server answers under, or the path at which a Client asks its
+// peers (they must agree). A trailing slash is added if missing. Default DefaultBasePath
+// ("/_groupcache/"); it must start with "/". Mount the server at the same path on your mux:
+// mux.Handle(path, server).
+func WithBasePath(path string) Option {
+	return basePathOption(path)
+}
+
+// WithServerLimits sets the server's limits (zero fields mean their defaults, see Limits).
+// Requests over them are refused with StatusBadRequest, values over them with StatusTooLarge.
+// Each field must be within its documented range.
+func WithServerLimits(l Limits) ServerOption {
+	return serverOption(func(c *serverConfig) error {
+		if err := l.validate(); err != nil {
+			return optionError("WithServerLimits", "%v", err)
+		}
+		c.limits = l
+		return nil
+	})
+}
+
+// WithMaxConcurrent bounds the requests served at once, across all connections. A request beyond
+// the bound is answered at once with StatusOverloaded. Default 0: no bound; range n >= 0.
+func WithMaxConcurrent(n int) ServerOption {
+	return serverOption(func(c *serverConfig) error {
+		if n < 0 {
+			return optionError("WithMaxConcurrent", "%d is negative", n)
+		}
+		c.maxConcurrent = n
+		return nil
+	})
+}
+
+// WithServerLogger sets the logger for events worth a look: Backend panics at Error level,
+// refused or malformed requests at Debug level. Default slog.Default(); nil is refused.
+func WithServerLogger(l *slog.Logger) ServerOption {
+	return serverOption(func(c *serverConfig) error {
+		if l == nil {
+			return optionError("WithServerLogger", "nil logger")
+		}
+		c.logger = l
+		return nil
+	})
+}
+
+// WithIdleTimeout sets how long an upgraded connection may go without a request (or a reply
+// stall) before the server closes it; the timer is re-armed coarsely, so a connection may be
+// closed up to 1/16 of d early. Default DefaultIdleTimeout (2 minutes); range d > 0 (0 means the
+// default).
+func WithIdleTimeout(d time.Duration) ServerOption {
+	return serverOption(func(c *serverConfig) error {
+		if d < 0 {
+			return optionError("WithIdleTimeout", "%v is negative", d)
+		}
+		c.idleTimeout = d
+		return nil
+	})
+}
+
+type clientConfig struct {
+	basePath        string
+	timeout         time.Duration
+	dialTimeout     time.Duration
+	maxConns        int
+	maxIdle         int
+	idleConnTimeout time.Duration
+	limits          Limits
+}
+
+// WithTimeout bounds one Get as a whole: waiting for a free connection, dialing, sending and
+// reading the reply. A context deadline that comes earlier wins. Default DefaultTimeout (5 s);
+// range d > 0 (0 means the default).
+func WithTimeout(d time.Duration) ClientOption {
+	return clientOption(func(c *clientConfig) error {
+		if d < 0 {
+			return optionError("WithTimeout", "%v is negative", d)
+		}
+		c.timeout = d
+		return nil
+	})
+}
+
+// WithDialTimeout bounds dialing a peer and the upgrade handshake (within the request's own
+// timeout). Default DefaultDialTimeout (2 s); range d > 0 (0 means the default).
+func WithDialTimeout(d time.Duration) ClientOption {
+	return clientOption(func(c *clientConfig) error {
+		if d < 0 {
+			return optionError("WithDialTimeout", "%v is negative", d)
+		}
+		c.dialTimeout = d
+		return nil
+	})
+}
+
+// WithMaxConnsPerPeer bounds the connections to one peer, and so the requests in flight to it
+// (one request per connection at a time). Callers beyond the bound wait for a free connection,
+// within their timeout and context. Default DefaultMaxConnsPerPeer (32); range 1 to 65536 (0
+// means the default).
+func WithMaxConnsPerPeer(n int) ClientOption {
+	return clientOption(func(c *clientConfig) error {
+		if n < 0 || n > 1<<16 {
+			return optionError("WithMaxConnsPerPeer", "%d is outside 0..65536", n)
+		}
+		c.maxConns = n
+		return nil
+	})
+}
+
+// WithMaxIdlePerPeer bounds the unused connections kept open to one peer; a connection freed
+// beyond it is closed. Default: the max conns per peer (keeping fewer makes a steady load dial
+// again and again); range 1 to the max conns per peer (0 means the default).
+func WithMaxIdlePerPeer(n int) ClientOption {
+	return clientOption(func(c *clientConfig) error {
+		if n < 0 || n > 1<<16 {
+			return optionError("WithMaxIdlePerPeer", "%d is outside 0..65536", n)
+		}
+		c.maxIdle = n
+		return nil
+	})
+}
+
+// WithIdleConnTimeout sets how long an unused connection is kept before the client closes it.
+// Keep it below the peers' WithIdleTimeout. Default DefaultIdleConnTimeout (1 minute); range
+// d > 0 (0 means the default).
+func WithIdleConnTimeout(d time.Duration) ClientOption {
+	return clientOption(func(c *clientConfig) error {
+		if d < 0 {
+			return optionError("WithIdleConnTimeout", "%v is negative", d)
+		}
+		c.idleConnTimeout = d
+		return nil
+	})
+}
+
+// WithClientLimits sets the client's limits (zero fields mean their defaults, see Limits). A
+// request over them is refused before it is sent (ErrBadRequest); a reply over them is refused
+// (ErrTooLarge) and its connection closed. Each field must be within its documented range.
+func WithClientLimits(l Limits) ClientOption {
+	return clientOption(func(c *clientConfig) error {
+		if err := l.validate(); err != nil {
+			return optionError("WithClientLimits", "%v", err)
+		}
+		c.limits = l
+		return nil
+	})
+}

@@ -1,0 +1,582 @@
+package peer
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/s2"
+)
+
+// UpgradeProtocol is the token of the Upgrade header that switches an HTTP/1.1 connection to the
+// framed protocol. Its number is the version of the framing (length prefix and frame header),
+// which changes only with an incompatible change of the stream format.
+const UpgradeProtocol = "groupcache/1"
+
+// ContentType is the media type of a request or response frame in the body of a plain POST.
+const ContentType = "application/x-groupcache-frame"
+
+// Backend is what a Server serves from. The root package implements it.
+type Backend interface {
+	// Get returns the value of key in the named cache on this node. Errors matching ErrNotFound,
+	// ErrUnknownCache, ErrTooLarge, ErrOverloaded (and ErrBadRequest) map to their status;
+	// anything else is StatusInternal, and its message is passed to the caller, cut to
+	// MaxMessageBytes.
+	//
+	// key is only valid until Get returns: it aliases the connection's read buffer. ctx is
+	// cancelled when the connection ends or the Server is closed. A panic in Get is recovered
+	// and answered with StatusInternal.
+	Get(ctx context.Context, cache string, key []byte) (Value, error)
+}
+
+// Server answers peers' requests from a Backend. It is an http.Handler: mount it on a mux at its
+// base path (WithBasePath, default "/_groupcache/"), or let Serve or ListenAndServe do it.
+//
+// A request to the base path with "Connection: Upgrade" and "Upgrade: groupcache/1" is hijacked
+// and becomes a framed connection that carries one request at a time: the handler's goroutine
+// reads a request frame, calls the Backend, writes the reply, and repeats. A POST whose body is
+// one request frame is answered with one response frame (HTTP status 200, whatever the frame's
+// status). Anything else gets a plain-text HTTP error.
+type Server struct {
+	backend       Backend
+	basePath      string
+	lim           Limits
+	reqFrameMax   int // the longest request frame accepted
+	maxConcurrent int64
+	idleTimeout   time.Duration
+	log           *slog.Logger
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+
+	inflight atomic.Int64
+
+	mu      sync.Mutex
+	closed  bool
+	conns   map[*serverConn]struct{}
+	servers map[*http.Server]struct{}
+	wg      sync.WaitGroup // ServeHTTP calls in progress
+
+	// Totals of connections that ended and of POST requests; live connections count in their
+	// own counters (see Stats).
+	totals   connCounters
+	upgrades atomic.Int64
+}
+
+// connCounters are the counters of one upgraded connection, written by its goroutine only, so
+// they are never contended.
+type connCounters struct {
+	requests atomic.Int64
+	bytesIn  atomic.Int64
+	bytesOut atomic.Int64
+	panics   atomic.Int64
+	byStatus [maxStatus + 1]atomic.Int64
+}
+
+func (c *connCounters) addTo(dst *connCounters) {
+	dst.requests.Add(c.requests.Load())
+	dst.bytesIn.Add(c.bytesIn.Load())
+	dst.bytesOut.Add(c.bytesOut.Load())
+	dst.panics.Add(c.panics.Load())
+	for i := range c.byStatus {
+		dst.byStatus[i].Add(c.byStatus[i].Load())
+	}
+}
+
+// ServerStats are counters of a Server since NewServer.
+type ServerStats struct {
+	// Requests is the number of request frames handled (upgraded and POST).
+	Requests int64
+	// OK is the number of requests answered with a value.
+	OK int64
+	// Errors is the number of requests answered with any other status; the fields below split
+	// it by status.
+	Errors                                       int64
+	NotFound, UnknownCache, TooLarge, Overloaded int64
+	Internal, BadRequest, BadVersion             int64
+	// Panics is the number of Backend panics (answered with StatusInternal).
+	Panics int64
+	// BytesIn and BytesOut count frame bytes read and written, length prefixes included.
+	BytesIn, BytesOut int64
+	// ActiveConns is the number of upgraded connections open now.
+	ActiveConns int64
+	// Upgrades is the number of connections upgraded since NewServer.
+	Upgrades int64
+}
+
+// NewServer returns a Server that serves from b. Options are checked; the first invalid one is
+// returned as an error matching ErrBadRequest.
+func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
+	if b == nil {
+		return nil, optionError("NewServer", "nil Backend")
+	}
+	cfg := serverConfig{basePath: DefaultBasePath, logger: slog.Default(), idleTimeout: DefaultIdleTimeout}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o.applyServer(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.idleTimeout == 0 {
+		cfg.idleTimeout = DefaultIdleTimeout
+	}
+	lim := cfg.limits.withDefaults()
+	s := &Server{
+		backend:       b,
+		basePath:      cfg.basePath,
+		lim:           lim,
+		reqFrameMax:   min(lim.MaxFrameBytes, headerLen+2*binary.MaxVarintLen64+lim.MaxCacheName+lim.MaxKeyBytes),
+		maxConcurrent: int64(cfg.maxConcurrent),
+		idleTimeout:   cfg.idleTimeout,
+		log:           cfg.logger,
+		conns:         make(map[*serverConn]struct{}),
+		servers:       make(map[*http.Server]struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// BasePath returns the path the server answers under.
+func (s *Server) BasePath() string { return s.basePath }
+
+// enter registers a ServeHTTP call; it reports false once the server is closed.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// ServeHTTP answers an upgrade request, a POST of one frame, or an HTTP error.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != s.basePath && r.URL.Path != strings.TrimSuffix(s.basePath, "/") {
+		http.Error(w, "peer: no groupcache endpoint at "+r.URL.Path+"; it is at "+s.basePath, http.StatusNotFound)
+		return
+	}
+	if !s.enter() {
+		http.Error(w, "peer: server closed", http.StatusServiceUnavailable)
+		return
+	}
+	defer s.wg.Done()
+
+	if headerHasToken(r.Header, "Connection", "upgrade") && r.Header.Get("Upgrade") != "" {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", "GET, POST")
+			http.Error(w, "peer: an upgrade request must use GET", http.StatusMethodNotAllowed)
+			return
+		}
+		if !headerHasToken(r.Header, "Upgrade", UpgradeProtocol) {
+			w.Header().Set("Upgrade", UpgradeProtocol)
+			http.Error(w, fmt.Sprintf("peer: cannot upgrade to %q; this server speaks %s",
+				r.Header.Get("Upgrade"), UpgradeProtocol), http.StatusBadRequest)
+			return
+		}
+		s.serveUpgrade(w)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "peer: POST one request frame ("+ContentType+"), or GET with Connection: Upgrade and Upgrade: "+
+			UpgradeProtocol, http.StatusMethodNotAllowed)
+		return
+	}
+	s.servePost(w, r)
+}
+
+// headerHasToken reports whether a comma-separated header of h holds token (case-insensitive).
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for len(v) > 0 {
+			var t string
+			t, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *Server) servePost(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength > int64(s.reqFrameMax) {
+		http.Error(w, fmt.Sprintf("peer: request frame of %d bytes over the limit of %d", r.ContentLength, s.reqFrameMax),
+			http.StatusRequestEntityTooLarge)
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(s.reqFrameMax)+1))
+	if err != nil {
+		http.Error(w, "peer: reading the request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if len(body) > s.reqFrameMax {
+		http.Error(w, fmt.Sprintf("peer: request frame over the limit of %d bytes", s.reqFrameMax),
+			http.StatusRequestEntityTooLarge)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+
+	var c connCounters
+	resp := s.handleFrame(ctx, body, &c, nil)
+	frame := AppendResponse(make([]byte, 0, 64+len(resp.Value.Data)), &resp)
+	c.bytesOut.Add(int64(len(frame)))
+	c.addTo(&s.totals)
+	w.Header().Set("Content-Type", ContentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(frame)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(frame)
+}
+
+// handleFrame parses a request frame and answers it.
+func (s *Server) handleFrame(ctx context.Context, frame []byte, c *connCounters, intern *string) Response {
+	c.requests.Add(1)
+	c.bytesIn.Add(int64(len(frame)) + prefixLen)
+	req, err := parseRequest(frame, s.lim, intern)
+	var resp Response
+	if err != nil {
+		pe := err.(*Error)
+		s.log.Debug("peer: refused a request", "status", pe.Status.String(), "reason", pe.Msg)
+		resp = Response{Status: pe.Status, Msg: pe.Msg}
+	} else {
+		resp = s.handle(ctx, &req, c)
+	}
+	c.byStatus[resp.Status].Add(1)
+	return resp
+}
+
+// handle answers a parsed request.
+func (s *Server) handle(ctx context.Context, req *Request, c *connCounters) Response {
+	if s.maxConcurrent > 0 {
+		if s.inflight.Add(1) > s.maxConcurrent {
+			s.inflight.Add(-1)
+			return Response{Status: StatusOverloaded, Msg: "serving " + strconv.FormatInt(s.maxConcurrent, 10) + " requests already"}
+		}
+		defer s.inflight.Add(-1)
+	}
+	v, err := s.get(ctx, req, c)
+	if err != nil {
+		st := statusOf(err)
+		var msg string
+		if st != StatusNotFound {
+			msg = err.Error()
+		}
+		return Response{Status: st, Msg: cutMessage(msg)}
+	}
+	n := len(v.Data)
+	if v.Compressed {
+		dlen, err := s2.DecodedLen(v.Data)
+		if err != nil {
+			return Response{Status: StatusInternal, Msg: "backend returned a malformed compressed value"}
+		}
+		n = max(n, dlen)
+	}
+	if n > s.lim.MaxValueBytes {
+		return Response{Status: StatusTooLarge,
+			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", n, s.lim.MaxValueBytes)}
+	}
+	if frameLen := headerLen + 8 + 1 + binary.MaxVarintLen64 + len(v.Data); frameLen > s.lim.MaxFrameBytes {
+		return Response{Status: StatusTooLarge,
+			Msg: fmt.Sprintf("reply frame of about %d bytes over the limit of %d", frameLen, s.lim.MaxFrameBytes)}
+	}
+	return Response{Value: v}
+}
+
+// get calls the Backend, turning a panic into an error.
+func (s *Server) get(ctx context.Context, req *Request, c *connCounters) (v Value, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.panics.Add(1)
+			s.log.Error("peer: Backend.Get panicked", "cache", req.Cache, "panic", p, "stack", string(debug.Stack()))
+			v, err = Value{}, fmt.Errorf("backend panicked: %v", p)
+		}
+	}()
+	return s.backend.Get(ctx, req.Cache, req.Key)
+}
+
+// serverConn is one upgraded connection.
+type serverConn struct {
+	s       *Server
+	nc      net.Conn
+	br      *bufio.Reader
+	rbuf    []byte      // frames longer than br's buffer
+	wbuf    []byte      // replies, up to the value for large values
+	iov     net.Buffers // head and value of a large reply
+	cache   string      // the previous request's cache name, reused while it does not change
+	armedAt time.Time
+	st      connCounters
+}
+
+const (
+	serverReadBuffer = 8 << 10
+	// Replies with values up to smallReply bytes are copied into one buffer and written with one
+	// write; larger ones are written with writev from where the value lies.
+	smallReply = 16 << 10
+	// Buffers grown past keepBuffer for one frame are dropped after it.
+	keepBuffer = 64 << 10
+)
+
+func (s *Server) serveUpgrade(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "peer: this connection cannot be upgraded (HTTP/2?); POST frames instead",
+			http.StatusHTTPVersionNotSupported)
+		return
+	}
+	nc, rw, err := hj.Hijack()
+	if err != nil {
+		s.log.Debug("peer: hijack failed", "err", err)
+		return
+	}
+	var src io.Reader = nc
+	if n := rw.Reader.Buffered(); n > 0 {
+		// The client sent frames before our answer: keep them.
+		b, _ := rw.Reader.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(b)), nc)
+	}
+	c := &serverConn{
+		s:    s,
+		nc:   nc,
+		br:   bufio.NewReaderSize(src, serverReadBuffer),
+		wbuf: make([]byte, prefixLen, 4<<10),
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	s.upgrades.Add(1)
+	defer func() {
+		nc.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		c.st.addTo(&s.totals)
+		s.mu.Unlock()
+	}()
+
+	_ = nc.SetDeadline(time.Now().Add(s.idleTimeout))
+	if _, err := io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+
+		UpgradeProtocol+"\r\n\r\n"); err != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	c.serve(ctx)
+}
+
+// serve reads request frames and answers them until the connection ends.
+func (c *serverConn) serve(ctx context.Context) {
+	s := c.s
+	for {
+		c.arm()
+		hdr, err := c.br.Peek(prefixLen)
+		if err != nil {
+			return // closed by the client, idle timeout, or Close
+		}
+		n := int(binary.BigEndian.Uint32(hdr))
+		_, _ = c.br.Discard(prefixLen)
+		if n > s.reqFrameMax {
+			// A frame of any length cannot be skipped safely: answer and close.
+			c.st.requests.Add(1)
+			c.st.byStatus[StatusBadRequest].Add(1)
+			s.log.Debug("peer: refused a request frame", "bytes", n, "limit", s.reqFrameMax)
+			_ = c.reply(&Response{Status: StatusBadRequest,
+				Msg: fmt.Sprintf("request frame of %d bytes over the limit of %d", n, s.reqFrameMax)})
+			return
+		}
+		var frame []byte
+		peeked := n <= c.br.Size()
+		if peeked {
+			frame, err = c.br.Peek(n)
+		} else {
+			c.rbuf, err = readFrame(c.br, c.rbuf, n)
+			frame = c.rbuf
+		}
+		if err != nil {
+			return
+		}
+		resp := s.handleFrame(ctx, frame, &c.st, &c.cache)
+		if peeked {
+			_, _ = c.br.Discard(n)
+		} else if cap(c.rbuf) > keepBuffer {
+			c.rbuf = nil
+		}
+		if err := c.reply(&resp); err != nil {
+			return
+		}
+	}
+}
+
+// arm pushes the connection's deadline to now + the idle timeout, at most every 1/16 of it.
+func (c *serverConn) arm() {
+	now := time.Now()
+	if now.Sub(c.armedAt) >= c.s.idleTimeout/16 {
+		_ = c.nc.SetDeadline(now.Add(c.s.idleTimeout))
+		c.armedAt = now
+	}
+}
+
+// reply writes the response frame with its length prefix.
+func (c *serverConn) reply(r *Response) error {
+	head := appendResponseHead(c.wbuf[:prefixLen], r)
+	n := responseFrameLen(len(head)-prefixLen, r)
+	binary.BigEndian.PutUint32(head, uint32(n))
+	var err error
+	if r.Status != StatusOK || len(r.Value.Data) <= smallReply {
+		buf := head
+		if r.Status == StatusOK {
+			buf = append(head, r.Value.Data...)
+		}
+		_, err = c.nc.Write(buf)
+		if cap(buf) <= keepBuffer {
+			c.wbuf = buf[:prefixLen]
+		} else {
+			c.wbuf = make([]byte, prefixLen, 4<<10)
+		}
+	} else {
+		c.wbuf = head[:prefixLen]
+		c.iov = append(c.iov[:0], head, r.Value.Data)
+		_, err = c.iov.WriteTo(c.nc)
+		c.iov = c.iov[:0]
+	}
+	c.st.bytesOut.Add(int64(n) + prefixLen)
+	return err
+}
+
+// readFrame reads an n-byte frame from r into buf's memory (or new memory when buf is too small)
+// and returns it. A frame over 1 MiB is read in growing steps, so that memory is committed only
+// as fast as a peer actually sends bytes, not on the word of its length prefix.
+func readFrame(r io.Reader, buf []byte, n int) ([]byte, error) {
+	if cap(buf) >= n {
+		m, err := io.ReadFull(r, buf[:n])
+		return buf[:m], err
+	}
+	const step = 1 << 20
+	if n <= step {
+		buf = make([]byte, n)
+		m, err := io.ReadFull(r, buf)
+		return buf[:m], err
+	}
+	buf = make([]byte, 0, step)
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, min(n, 2*cap(buf))-cap(buf))...)[:len(buf)]
+		}
+		m, err := io.ReadFull(r, buf[len(buf):min(n, cap(buf))])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
+// Serve accepts connections on l and serves s at its base path with an http.Server until Close,
+// then returns an error matching both ErrClosed and http.ErrServerClosed. Any other error of the
+// http.Server is returned as is. l is closed when Serve returns.
+func (s *Server) Serve(l net.Listener) error {
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       s.idleTimeout,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.Close()
+		return wrapCause(ErrClosed, http.ErrServerClosed)
+	}
+	s.servers[srv] = struct{}{}
+	s.mu.Unlock()
+	err := srv.Serve(l)
+	s.mu.Lock()
+	delete(s.servers, srv)
+	s.mu.Unlock()
+	if errors.Is(err, http.ErrServerClosed) {
+		return wrapCause(ErrClosed, http.ErrServerClosed)
+	}
+	return err
+}
+
+// ListenAndServe listens on the TCP address addr ("host:port") and calls Serve.
+func (s *Server) ListenAndServe(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(l)
+}
+
+// Close stops the server: it closes the listeners of Serve and ListenAndServe with their
+// connections, closes every upgraded connection, cancels the contexts passed to the Backend, and
+// waits until every ServeHTTP call of this server has returned. POST requests that arrive through
+// another http.Server after Close get HTTP 503. Close is idempotent and always returns nil.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		s.cancel()
+		for srv := range s.servers {
+			_ = srv.Close()
+		}
+		for c := range s.conns {
+			_ = c.nc.Close()
+		}
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// Stats returns the server's counters. It is safe to call at any time.
+func (s *Server) Stats() ServerStats {
+	var sum connCounters
+	s.mu.Lock()
+	s.totals.addTo(&sum)
+	for c := range s.conns {
+		c.st.addTo(&sum)
+	}
+	active := int64(len(s.conns))
+	s.mu.Unlock()
+	st := ServerStats{
+		Requests:     sum.requests.Load(),
+		OK:           sum.byStatus[StatusOK].Load(),
+		NotFound:     sum.byStatus[StatusNotFound].Load(),
+		UnknownCache: sum.byStatus[StatusUnknownCache].Load(),
+		TooLarge:     sum.byStatus[StatusTooLarge].Load(),
+		Overloaded:   sum.byStatus[StatusOverloaded].Load(),
+		Internal:     sum.byStatus[StatusInternal].Load(),
+		BadRequest:   sum.byStatus[StatusBadRequest].Load(),
+		BadVersion:   sum.byStatus[StatusBadVersion].Load(),
+		Panics:       sum.panics.Load(),
+		BytesIn:      sum.bytesIn.Load(),
+		BytesOut:     sum.bytesOut.Load(),
+		ActiveConns:  active,
+		Upgrades:     s.upgrades.Load(),
+	}
+	st.Errors = st.NotFound + st.UnknownCache + st.TooLarge + st.Overloaded + st.Internal + st.BadRequest + st.BadVersion
+	return st
+}
