@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// child is this binary re-executed in another role. It prints "ADDR host:port" once it listens
+// and exits when its standard input closes.
+type child struct {
+	addr  string
+	cmd   *exec.Cmd
+	stdin io.Closer
+}
+
+func startChild(role string, size int) *child {
+	cmd := exec.Command(os.Args[0], "-role", role, "-size", strconv.Itoa(size))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	fatalIf(err)
+	stdout, err := cmd.StdoutPipe()
+	fatalIf(err)
+	fatalIf(cmd.Start())
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		log.Fatalf("child %s did not start: %v", role, err)
+	}
+	go io.Copy(io.Discard, stdout)
+	return &child{addr: strings.TrimPrefix(strings.TrimSpace(line), "ADDR "), cmd: cmd, stdin: stdin}
+}
+
+func (c *child) stop() {
+	c.stdin.Close()
+	done := make(chan struct{})
+	go func() { c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// control calls a child's control endpoint and decodes its JSON answer into out (if not nil).
+func (c *child) control(path string, q url.Values, out any) {
+	resp, err := http.Post("http://"+c.addr+path+"?"+q.Encode(), "text/plain", nil)
+	fatalIf(err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		log.Fatalf("%s %s: %s: %s", c.addr, path, resp.Status, b)
+	}
+	if out != nil {
+		fatalIf(json.Unmarshal(b, out))
+	}
+}
+
+// serveUntilStdinCloses announces l's address, serves h on it and returns when stdin closes.
+func serveUntilStdinCloses(l net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h}
+	go srv.Serve(l)
+	fmt.Printf("ADDR %s\n", l.Addr())
+	io.Copy(io.Discard, os.Stdin)
+	srv.Close()
+}
+
+func listenLoopback() net.Listener {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	fatalIf(err)
+	return l
+}
+
+// ---- the floor: a raw TCP request/response between two processes ----
+
+// runEcho answers each length-prefixed request with a length-prefixed payload of size bytes.
+func runEcho(size int) {
+	l := listenLoopback()
+	reply := make([]byte, 4+size)
+	binary.BigEndian.PutUint32(reply, uint32(size))
+	copy(reply[4:], payload("echo", size))
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReaderSize(c, 8<<10)
+				var hdr [4]byte
+				buf := make([]byte, 1024)
+				for {
+					if _, err := io.ReadFull(br, hdr[:]); err != nil {
+						return
+					}
+					n := binary.BigEndian.Uint32(hdr[:])
+					if int(n) > len(buf) {
+						return
+					}
+					if _, err := io.ReadFull(br, buf[:n]); err != nil {
+						return
+					}
+					if _, err := c.Write(reply); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	fmt.Printf("ADDR %s\n", l.Addr())
+	io.Copy(io.Discard, os.Stdin)
+	l.Close()
+}
+
+type floor struct {
+	child *child
+	size  int
+	mu    sync.Mutex
+	conns map[int]*floorConn
+}
+
+type floorConn struct {
+	c   net.Conn
+	br  *bufio.Reader
+	req []byte
+	buf []byte
+}
+
+func newFloor(size int) *floor {
+	return &floor{child: startChild("echo", size), size: size, conns: map[int]*floorConn{}}
+}
+
+func (f *floor) name() string { return "raw TCP floor" }
+
+func (f *floor) remoteKeys(n int) []int {
+	keys := make([]int, n)
+	for i := range keys {
+		keys[i] = i
+	}
+	return keys
+}
+
+func (f *floor) conn(caller int) *floorConn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fc, ok := f.conns[caller]
+	if !ok {
+		c, err := net.Dial("tcp", f.child.addr)
+		fatalIf(err)
+		fc = &floorConn{c: c, br: bufio.NewReaderSize(c, 64<<10), req: make([]byte, 0, 64), buf: make([]byte, f.size)}
+		f.conns[caller] = fc
+	}
+	return fc
+}
+
+func (f *floor) get(caller, i int) error {
+	fc := f.conn(caller)
+	key := keyName(i)
+	fc.req = binary.BigEndian.AppendUint32(fc.req[:0], uint32(len(key)))
+	fc.req = append(fc.req, key...)
+	if _, err := fc.c.Write(fc.req); err != nil {
+		return err
+	}
+	var hdr [4]byte
+	if _, err := io.ReadFull(fc.br, hdr[:]); err != nil {
+		return err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[:]))
+	if n != f.size {
+		return fmt.Errorf("reply of %d bytes", n)
+	}
+	_, err := io.ReadFull(fc.br, fc.buf[:n])
+	return err
+}
+
+func (f *floor) close() {
+	for _, fc := range f.conns {
+		fc.c.Close()
+	}
+	f.child.stop()
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/typedcache/groupcache"
+	"github.com/typedcache/groupcache/codec"
+	"github.com/typedcache/groupcache/hash"
+	"github.com/typedcache/groupcache/peer"
+)
+
+const cacheName = "bench"
+
+// ourNode is a node of this library with one cache of []byte values; loads are counted.
+type ourNode struct {
+	node  *groupcache.Node
+	cache *groupcache.Cache[string, []byte]
+	loads atomic.Int64
+}
+
+func newOurNode(self string, size int, opts ...groupcache.Option) *ourNode {
+	quiet := slog.New(slog.DiscardHandler)
+	n := &ourNode{}
+	node, err := groupcache.NewNode(self, groupcache.WithNodeLogger(quiet))
+	fatalIf(err)
+	n.node = node
+	n.cache, err = groupcache.New[string, []byte](cacheName, groupcache.LoaderFunc[string, []byte](
+		func(_ context.Context, k string) ([]byte, error) {
+			n.loads.Add(1)
+			return payload(k, size), nil
+		}), append([]groupcache.Option{groupcache.WithNode(node), groupcache.WithCodec(codec.Bytes()),
+		groupcache.WithMaxBytes(1 << 30), groupcache.WithLogger(quiet)}, opts...)...)
+	fatalIf(err)
+	return n
+}
+
+// handler serves the peer protocol and the control endpoints.
+func (n *ourNode) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(peer.DefaultBasePath, n.node.Handler())
+	mux.HandleFunc("POST /control/peers", func(w http.ResponseWriter, r *http.Request) {
+		if err := n.node.SetPeers(strings.Split(r.URL.Query().Get("peers"), ",")...); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+	})
+	mux.HandleFunc("POST /control/stats", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]int64{"loads": n.loads.Load()})
+	})
+	mux.HandleFunc("POST /control/fill", func(w http.ResponseWriter, r *http.Request) {
+		keys, _ := strconv.Atoi(r.URL.Query().Get("keys"))
+		goroutines, _ := strconv.Atoi(r.URL.Query().Get("goroutines"))
+		err := fill(keys, goroutines, func(k string) error { _, err := n.cache.Get(r.Context(), k); return err })
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	return mux
+}
+
+// fill makes goroutines ask for keys "cold-0".."cold-<keys-1>", each in its own order.
+func fill(keys, goroutines int, get func(string) error) error {
+	var wg sync.WaitGroup
+	var first atomic.Value
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range keys {
+				if err := get("cold-" + strconv.Itoa((i*7+g*131)%keys)); err != nil {
+					first.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := first.Load().(error); ok {
+		return err
+	}
+	return nil
+}
+
+func runNodeChild(size int) {
+	l := listenLoopback()
+	n := newOurNode(l.Addr().String(), size)
+	serveUntilStdinCloses(l, n.handler())
+	n.cache.Close()
+	n.node.Close()
+}
+
+// ourCluster is the measuring node (this process) and two child nodes.
+type ourCluster struct {
+	local    *ourNode
+	stop     func()
+	children []*child
+	addrs    []string
+}
+
+func startOurCluster(size int) *ourCluster {
+	l := listenLoopback()
+	// The measuring node keeps no copies of remote values, so every Get of a remote key is a
+	// remote hit.
+	local := newOurNode(l.Addr().String(), size, groupcache.WithHotFraction(0))
+	srv := &http.Server{Handler: local.handler()}
+	go srv.Serve(l)
+	c := &ourCluster{local: local, children: []*child{startChild("node", size), startChild("node", size)}}
+	c.addrs = []string{l.Addr().String(), c.children[0].addr, c.children[1].addr}
+	q := url.Values{"peers": {strings.Join(c.addrs, ",")}}
+	for _, ch := range c.children {
+		ch.control("/control/peers", q, nil)
+	}
+	fatalIf(local.node.SetPeers(c.addrs...))
+	c.stop = func() {
+		for _, ch := range c.children {
+			ch.stop()
+		}
+		local.cache.Close()
+		local.node.Close()
+		srv.Close()
+	}
+	return c
+}
+
+type ours struct{ *ourCluster }
+
+func newOurs(size int) *ours { return &ours{startOurCluster(size)} }
+
+func (o *ours) name() string { return "this library" }
+
+func (o *ours) remoteKeys(n int) []int {
+	ring, err := hash.NewRing(o.addrs)
+	fatalIf(err)
+	keys := codec.String()
+	var out []int
+	for i := 0; len(out) < n; i++ {
+		kb, _ := keys.Append(nil, keyName(i))
+		if owner, _ := ring.Owner(kb); owner != o.addrs[0] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func (o *ours) get(_ int, i int) error {
+	_, err := o.local.cache.Get(context.Background(), keyName(i))
+	return err
+}
+
+func (o *ours) close() { o.stop() }
+
+// coldFill starts 3 child nodes of role ("node" or "gcnode"), makes all of them ask for the same
+// fresh keys at once, and returns the loads counted across the 3 processes.
+func coldFill(role string, keys, goroutines int) (int64, time.Duration) {
+	children := []*child{startChild(role, 1024), startChild(role, 1024), startChild(role, 1024)}
+	defer func() {
+		for _, ch := range children {
+			ch.stop()
+		}
+	}()
+	var addrs []string
+	for _, ch := range children {
+		addrs = append(addrs, ch.addr)
+	}
+	for _, ch := range children {
+		ch.control("/control/peers", url.Values{"peers": {strings.Join(addrs, ",")}}, nil)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	q := url.Values{"keys": {strconv.Itoa(keys)}, "goroutines": {strconv.Itoa(goroutines)}}
+	for _, ch := range children {
+		wg.Add(1)
+		go func() { defer wg.Done(); ch.control("/control/fill", q, nil) }()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	var loads int64
+	for _, ch := range children {
+		var st map[string]int64
+		ch.control("/control/stats", nil, &st)
+		loads += st["loads"]
+	}
+	return loads, took
+}
