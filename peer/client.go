@@ -85,7 +85,7 @@ type ClientStats struct {
 }
 
 // NewClient returns a Client. Options are checked; the first invalid one is returned as an error
-// matching ErrBadRequest.
+// matching ErrInvalidOption.
 func NewClient(opts ...ClientOption) (*Client, error) {
 	var cfg clientConfig
 	for _, o := range opts {
@@ -456,39 +456,68 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 		return fail(&Error{Peer: p.addr, Op: OpGet, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
 			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, p.c.lim.MaxFrameBytes)}, false)
 	}
-	// Fresh memory: the value is handed to the caller.
-	frame, err := readFrame(cc.br, nil, n)
+	// The head of the frame (all of it but the value) is parsed where it lies in the read
+	// buffer; the value is read into memory of its own, exactly its size, that is handed to the
+	// caller.
+	head, err := cc.br.Peek(min(n, cc.br.Size()))
 	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			err = fmt.Errorf("connection closed after %d of %d bytes: %w", len(frame), n, io.ErrUnexpectedEOF)
-		}
-		return fail(p.netError(r, err, "reading the reply"), false)
+		return fail(p.netError(r, midReply(err, len(head), n), "reading the reply"), false)
 	}
-	p.c.bytesRecv.Add(int64(n) + prefixLen)
-	resp, err = parseResponse(frame, p.c.lim)
+	resp, off, err := parseResponseHead(head, n, p.c.lim)
 	if err != nil {
 		pe := err.(*Error)
 		pe.Peer, pe.Op = p.addr, OpGet
-		if errors.Is(pe.Err, ErrTooLarge) {
-			// A well-formed frame with a value over our limit: the stream is in step, the
-			// connection can serve the next request.
-			if stop == nil || stop() {
-				p.put(cc, r.now)
-			} else {
-				p.discard(cc)
-			}
-			return Response{}, false, pe
+		if !errors.Is(pe.Err, ErrTooLarge) {
+			return fail(pe, false)
 		}
-		return fail(pe, false)
+		// A well-formed frame with a value over our limit: skip it, and the connection can
+		// serve the next request.
+		if m, err := cc.br.Discard(n); err != nil {
+			return fail(p.netError(r, midReply(err, m, n), "skipping the reply"), false)
+		}
+		p.c.bytesRecv.Add(int64(n) + prefixLen)
+		p.release(cc, stop, r.now)
+		return Response{}, false, pe
 	}
-	if stop != nil && !stop() {
-		// The context ended just as the reply arrived: the reply is complete, but the
-		// connection's deadline may have been spoiled.
-		p.discard(cc)
-		return resp, false, nil
+	_, _ = cc.br.Discard(off)
+	if resp.Status == StatusOK {
+		data, err := readFrame(cc.br, nil, n-off)
+		if err != nil {
+			return fail(p.netError(r, midReply(err, off+len(data), n), "reading the reply"), false)
+		}
+		resp.Value.Data = data
+		if err := checkValue(&resp.Value, p.c.lim); err != nil {
+			pe := err.(*Error)
+			pe.Peer, pe.Op = p.addr, OpGet
+			if errors.Is(pe.Err, ErrTooLarge) {
+				p.c.bytesRecv.Add(int64(n) + prefixLen)
+				p.release(cc, stop, r.now)
+				return Response{}, false, pe
+			}
+			return fail(pe, false)
+		}
 	}
-	p.put(cc, r.now)
+	p.c.bytesRecv.Add(int64(n) + prefixLen)
+	p.release(cc, stop, r.now)
 	return resp, false, nil
+}
+
+// release returns cc, whose exchange is complete, to the pool; unless the request's context
+// ended meanwhile and may have spoiled the connection's deadline, in which case it is closed.
+func (p *pool) release(cc *clientConn, stop func() bool, now time.Time) {
+	if stop != nil && !stop() {
+		p.discard(cc)
+		return
+	}
+	p.put(cc, now)
+}
+
+// midReply describes a read that ended after got of the want bytes of a reply.
+func midReply(err error, got, want int) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("connection closed after %d of %d bytes: %w", got, want, io.ErrUnexpectedEOF)
+	}
+	return err
 }
 
 // isClosedByPeer reports an error that shows the peer had closed the connection.

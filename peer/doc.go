@@ -1,4 +1,66 @@
-// Package peer moves cache values between the nodes of a cluster: the frame format, the server
-// that answers peers, and the pooled client that asks them. It knows no user types: keys and
-// values arrive already encoded as []byte.
+// Package peer moves cache values between the nodes of a cluster: the frame format, the Server
+// that answers peers and the pooled Client that asks them. Every process is both: it serves the
+// keys it owns and asks the owners of the others.
+//
+// The package knows no user types. Keys and values arrive already encoded as []byte; a Value is
+// the encoded bytes, maybe compressed (Compress, Value.Raw), with an optional expiry.
+//
+// # Protocol
+//
+// A client opens a TCP connection with an HTTP/1.1 request to the server's base path carrying
+// "Connection: Upgrade" and "Upgrade: groupcache/1". The server hijacks the connection, answers
+// "101 Switching Protocols", and from then on the connection carries length-prefixed binary
+// frames, one request at a time: a 4-byte big-endian length, then the frame (a version byte, an
+// op or status byte, a flags byte and uvarint-length-prefixed fields). The server's goroutine for
+// the connection reads a request, calls the Backend inline, writes the reply and repeats: no
+// goroutine per request, no HTTP header per request. A plain POST whose body is one request frame
+// is answered with one response frame, for simple clients and for proxies that refuse upgrades.
+// AppendRequest, ParseRequest, AppendResponse and ParseResponse encode and decode frames;
+// docs/protocol.md in the repository describes the format byte by byte.
+//
+// # Serving
+//
+// A Server is an http.Handler over a Backend (the cache's side of the contract). Mount it on
+// your mux at its base path, or let it run its own listener:
+//
+//	srv, err := peer.NewServer(backend, peer.WithMaxConcurrent(1024))
+//	if err != nil { ... }
+//	mux.Handle(srv.BasePath(), srv) // "/_groupcache/" by default
+//	...
+//	defer srv.Close() // ends upgraded connections, which http.Server.Shutdown does not track
+//
+// or go srv.ListenAndServe("127.0.0.1:8080").
+//
+// # Asking
+//
+// A Client keeps, per peer address ("host:port"), a pool of upgraded connections, at most
+// WithMaxConnsPerPeer of them (32 by default): that is also the bound on requests in flight to
+// one peer, and callers beyond it wait for a free connection within their timeout. The calling
+// goroutine writes the request and reads the reply itself, with the connection's deadline
+// carrying the per-request timeout (WithTimeout, 5 s by default) and context.AfterFunc turning a
+// cancelled context into a past deadline. A connection whose reply was not read in full is
+// closed, never reused; a reused connection that the peer had closed is replaced and the request
+// sent once more (Get is idempotent).
+//
+//	c, err := peer.NewClient()
+//	if err != nil { ... }
+//	defer c.Close()
+//	v, err := c.Get(ctx, "10.0.0.7:8080", "profiles", key)
+//	raw, err := v.Raw(maxValueBytes) // inflate if compressed, within the limit
+//
+// # Limits
+//
+// Limits bound key, value, cache name and frame lengths on both sides (4 KiB, 64 MiB, 255 bytes
+// and their sum plus FrameOverhead by default). A frame's length prefix is checked before any
+// memory is allocated for it, and a compressed value's decoded length (stated in its S2 header)
+// is checked before it is inflated.
+//
+// # Errors
+//
+// Every error is an *Error (peer address, op, status, message, cause) that matches sentinels with
+// errors.Is: ErrNotFound, ErrUnknownCache, ErrTooLarge, ErrOverloaded, ErrInternal,
+// ErrBadRequest and ErrVersion carry the status a peer answered with; ErrProtocol means
+// malformed bytes from a peer; ErrUnavailable a network failure, a timeout or a cancelled
+// context (the error then also matches ctx.Err()); ErrClosed a closed Client or Server. A caller
+// that cannot get a value from its owner for a reason other than ErrNotFound may load it itself.
 package peer

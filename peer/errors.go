@@ -104,6 +104,8 @@ var (
 	ErrProtocol = errors.New("peer: protocol error")
 	// ErrClosed: the Client or Server was closed.
 	ErrClosed = errors.New("peer: closed")
+	// ErrInvalidOption: NewServer or NewClient was given an invalid option or argument.
+	ErrInvalidOption = errors.New("peer: invalid option")
 	// ErrUnavailable: a network-level failure: could not connect, the connection broke, the
 	// request timed out or the caller's context ended. The owner may be down or slow; the caller
 	// may fall back (for example load the value itself).

@@ -299,76 +299,109 @@ func ParseResponse(frame []byte, lim Limits) (Response, error) {
 }
 
 func parseResponse(frame []byte, lim Limits) (Response, error) {
-	if len(frame) > 0 && frame[0] != Version {
-		return Response{}, &Error{Err: ErrVersion,
-			Msg: fmt.Sprintf("reply version %d, this client speaks %d", frame[0], Version)}
+	r, off, err := parseResponseHead(frame, len(frame), lim)
+	if err != nil {
+		return Response{}, err
 	}
-	if len(frame) < headerLen {
-		return Response{}, protocolError("truncated header")
+	if r.Status == StatusOK {
+		r.Value.Data = frame[off:len(frame):len(frame)]
+		if err := checkValue(&r.Value, lim); err != nil {
+			return Response{}, err
+		}
 	}
-	st := Status(frame[1])
+	return r, nil
+}
+
+// maxResponseHead bounds the length of a response frame's head (everything before the value):
+// the header bytes, the expiry, the message with its length, and the value's length.
+const maxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes + binary.MaxVarintLen64
+
+// parseResponseHead parses the head of a response frame of n bytes: everything before the value.
+// b is the frame or a prefix of it holding at least min(n, maxResponseHead) bytes. It returns the
+// response without its value's data and the offset of the value, which runs to the end of the
+// frame (off == n for a status other than StatusOK). A value over lim.MaxValueBytes gives an error
+// matching ErrTooLarge: the frame itself is well formed.
+func parseResponseHead(b []byte, n int, lim Limits) (r Response, off int, err error) {
+	if len(b) > 0 && b[0] != Version {
+		return Response{}, 0, &Error{Err: ErrVersion,
+			Msg: fmt.Sprintf("reply version %d, this client speaks %d", b[0], Version)}
+	}
+	if len(b) < headerLen {
+		return Response{}, 0, protocolError("truncated header")
+	}
+	st := Status(b[1])
 	if st > maxStatus {
-		return Response{}, protocolError(fmt.Sprintf("unknown status %d", frame[1]))
+		return Response{}, 0, protocolError(fmt.Sprintf("unknown status %d", b[1]))
 	}
-	flags := frame[2]
+	flags := b[2]
 	if flags&^knownFlags != 0 {
-		return Response{}, protocolError("unknown flags")
+		return Response{}, 0, protocolError("unknown flags")
 	}
 	if st != StatusOK && flags != 0 {
-		return Response{}, protocolError("flags on a reply without value")
+		return Response{}, 0, protocolError("flags on a reply without value")
 	}
-	rest := frame[headerLen:]
-	var r Response
+	rest := b[headerLen:]
 	r.Status = st
 	if flags&flagExpires != 0 {
 		if len(rest) < 8 {
-			return Response{}, protocolError("truncated expiry")
+			return Response{}, 0, protocolError("truncated expiry")
 		}
 		r.Value.Expires = int64(binary.BigEndian.Uint64(rest))
 		if r.Value.Expires == 0 {
-			return Response{}, protocolError("zero expiry with the expiry flag")
+			return Response{}, 0, protocolError("zero expiry with the expiry flag")
 		}
 		rest = rest[8:]
 	}
 	msg, rest, problem := field(rest, MaxMessageBytes)
 	if problem != "" {
-		return Response{}, protocolError("message: " + problem)
+		return Response{}, 0, protocolError("message: " + problem)
 	}
 	if len(msg) > 0 {
 		r.Msg = string(msg)
 	}
-	if st == StatusOK {
-		n, k := uvarint(rest)
-		if k <= 0 {
-			return Response{}, protocolError("value: bad length")
+	off = len(b) - len(rest)
+	if st != StatusOK {
+		if off != n {
+			return Response{}, 0, protocolError("trailing bytes")
 		}
-		rest = rest[k:]
-		if n > uint64(lim.MaxValueBytes) {
-			return Response{}, &Error{Err: ErrTooLarge,
-				Msg: fmt.Sprintf("value of %d bytes over the limit of %d", n, lim.MaxValueBytes)}
-		}
-		if n != uint64(len(rest)) {
-			if n > uint64(len(rest)) {
-				return Response{}, protocolError("value: truncated")
-			}
-			return Response{}, protocolError("trailing bytes")
-		}
-		r.Value.Data = rest[:n:n]
-		if flags&flagCompressed != 0 {
-			r.Value.Compressed = true
-			dlen, err := s2.DecodedLen(r.Value.Data)
-			if err != nil {
-				return Response{}, protocolError("compressed value: bad header")
-			}
-			if dlen > lim.MaxValueBytes {
-				return Response{}, &Error{Err: ErrTooLarge,
-					Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, lim.MaxValueBytes)}
-			}
-		}
-	} else if len(rest) != 0 {
-		return Response{}, protocolError("trailing bytes")
+		return r, off, nil
 	}
-	return r, nil
+	vlen, k := uvarint(rest)
+	if k <= 0 {
+		return Response{}, 0, protocolError("value: bad length")
+	}
+	off += k
+	if vlen > uint64(lim.MaxValueBytes) {
+		return Response{}, 0, &Error{Err: ErrTooLarge,
+			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", vlen, lim.MaxValueBytes)}
+	}
+	if vlen != uint64(n-off) {
+		if vlen > uint64(n-off) {
+			return Response{}, 0, protocolError("value: truncated")
+		}
+		return Response{}, 0, protocolError("trailing bytes")
+	}
+	if flags&flagCompressed != 0 {
+		r.Value.Compressed = true
+	}
+	return r, off, nil
+}
+
+// checkValue checks the S2 header of a compressed value: well formed, and stating a decoded
+// length within lim.MaxValueBytes.
+func checkValue(v *Value, lim Limits) error {
+	if !v.Compressed {
+		return nil
+	}
+	dlen, err := s2.DecodedLen(v.Data)
+	if err != nil {
+		return protocolError("compressed value: bad header")
+	}
+	if dlen > lim.MaxValueBytes {
+		return &Error{Err: ErrTooLarge,
+			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, lim.MaxValueBytes)}
+	}
+	return nil
 }
 
 func protocolError(msg string) error {

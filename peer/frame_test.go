@@ -294,3 +294,10 @@ func TestLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestReadBufferHoldsResponseHead(t *testing.T) {
+	// The client parses a reply's head from its read buffer.
+	if clientReadBuffer < maxResponseHead {
+		t.Fatalf("read buffer of %d bytes, head up to %d", clientReadBuffer, maxResponseHead)
+	}
+}

@@ -45,6 +45,7 @@ func FuzzParseResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		for _, lim := range []Limits{{}, fuzzLimits} {
 			r, err := ParseResponse(frame, lim)
+			checkHeadAgrees(t, frame, lim.withDefaults(), r, err)
 			if err != nil {
 				var pe *Error
 				if !errors.As(err, &pe) ||
@@ -123,4 +124,40 @@ func FuzzValueRaw(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkHeadAgrees checks that parsing the head of frame from a prefix, as the Client does from
+// its read buffer, agrees with parsing the whole frame.
+func checkHeadAgrees(t *testing.T, frame []byte, lim Limits, r Response, err error) {
+	t.Helper()
+	head := frame[:min(len(frame), maxResponseHead)]
+	hr, off, herr := parseResponseHead(head, len(frame), lim)
+	switch {
+	case err == nil:
+		if herr != nil {
+			t.Fatalf("head: %v, frame: ok", herr)
+		}
+		if hr.Status != r.Status || hr.Msg != r.Msg || hr.Value.Expires != r.Value.Expires ||
+			hr.Value.Compressed != r.Value.Compressed || off != len(frame)-len(r.Value.Data) {
+			t.Fatalf("head %+v off %d, frame %+v", hr, off, r)
+		}
+	case herr == nil:
+		// Only the value's S2 header is checked after the head.
+		if !hr.Value.Compressed || !(errors.Is(err, ErrProtocol) || errors.Is(err, ErrTooLarge)) {
+			t.Fatalf("head ok, frame: %v", err)
+		}
+	default:
+		if !errors.Is(herr, errorKind(err)) {
+			t.Fatalf("head: %v, frame: %v", herr, err)
+		}
+	}
+}
+
+func errorKind(err error) error {
+	for _, k := range []error{ErrVersion, ErrTooLarge, ErrProtocol} {
+		if errors.Is(err, k) {
+			return k
+		}
+	}
+	return err
 }

@@ -27,7 +27,7 @@ const (
 )
 
 func optionError(name, format string, args ...any) error {
-	return &Error{Err: ErrBadRequest, Msg: "invalid option " + name + ": " + fmt.Sprintf(format, args...)}
+	return &Error{Err: ErrInvalidOption, Msg: name + ": " + fmt.Sprintf(format, args...)}
 }
 
 func checkBasePath(name, p string) (string, error) {

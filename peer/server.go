@@ -118,7 +118,7 @@ type ServerStats struct {
 }
 
 // NewServer returns a Server that serves from b. Options are checked; the first invalid one is
-// returned as an error matching ErrBadRequest.
+// returned as an error matching ErrInvalidOption.
 func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
 	if b == nil {
 		return nil, optionError("NewServer", "nil Backend")
@@ -320,8 +320,9 @@ type serverConn struct {
 	br      *bufio.Reader
 	rbuf    []byte      // frames longer than br's buffer
 	wbuf    []byte      // replies, up to the value for large values
-	iov     net.Buffers // head and value of a large reply
-	cache   string      // the previous request's cache name, reused while it does not change
+	iov     net.Buffers // head and value of a large reply, in iovArr
+	iovArr  [2][]byte
+	cache   string // the previous request's cache name, reused while it does not change
 	armedAt time.Time
 	st      connCounters
 }
@@ -457,9 +458,10 @@ func (c *serverConn) reply(r *Response) error {
 		}
 	} else {
 		c.wbuf = head[:prefixLen]
-		c.iov = append(c.iov[:0], head, r.Value.Data)
+		c.iovArr = [2][]byte{head, r.Value.Data}
+		c.iov = c.iovArr[:] // WriteTo consumes c.iov, not the array behind it
 		_, err = c.iov.WriteTo(c.nc)
-		c.iov = c.iov[:0]
+		c.iovArr = [2][]byte{}
 	}
 	c.st.bytesOut.Add(int64(n) + prefixLen)
 	return err

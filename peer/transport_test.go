@@ -560,6 +560,15 @@ func TestServerClose(t *testing.T) {
 	addr2 := ts.Listener.Addr().String()
 	_, err = c.Get(context.Background(), addr2, "c", []byte("k"))
 	checkErr(t, err, addr2, ErrUnavailable)
+	resp, err := ts.Client().Post(ts.URL+DefaultBasePath, ContentType,
+		bytes.NewReader(AppendRequest(nil, &Request{Op: OpGet, Cache: "c", Key: []byte("k")})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("POST after Close: %s", resp.Status)
+	}
 }
 
 func TestClientClose(t *testing.T) {
@@ -636,11 +645,11 @@ func TestOptions(t *testing.T) {
 		WithBasePath("relative"), WithServerLimits(Limits{MaxKeyBytes: -1}), WithMaxConcurrent(-1),
 		WithServerLogger(nil), WithIdleTimeout(-time.Second),
 	} {
-		if _, err := NewServer(b, o); !errors.Is(err, ErrBadRequest) {
+		if _, err := NewServer(b, o); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("server option accepted: %v", err)
 		}
 	}
-	if _, err := NewServer(nil); err == nil {
+	if _, err := NewServer(nil); !errors.Is(err, ErrInvalidOption) {
 		t.Error("nil backend accepted")
 	}
 	for _, o := range [][]ClientOption{
@@ -654,7 +663,7 @@ func TestOptions(t *testing.T) {
 			if err != nil {
 				t.Errorf("default base path refused: %v", err)
 			}
-		} else if !errors.Is(err, ErrBadRequest) {
+		} else if !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("client options accepted: %v", err)
 		}
 		if c != nil {
