@@ -133,10 +133,10 @@ func (g *ghost) take(h uint64) bool {
 	return false
 }
 
-// link adds a new entry to the policy: to the main FIFO if its key was evicted from the small
-// FIFO recently (a ghost hit), else to the small FIFO.
-func (s *Store[K, V]) link(e *entry[K, V]) {
-	if s.ghost.take(e.hash) {
+// link adds a new entry, whose key hashes to h, to the policy: to the main FIFO if its key was
+// evicted from the small FIFO recently (a ghost hit), else to the small FIFO.
+func (s *Store[K, V]) link(e *entry[K, V], h uint64) {
+	if s.ghost.take(h) {
 		e.queue = qMain
 		s.main.pushHead(e)
 	} else {
@@ -188,9 +188,9 @@ func (s *Store[K, V]) evictOne() bool {
 			}
 			continue
 		}
-		s.drop(t)
+		h := s.drop(t)
 		if t.expiresAt == 0 || !expired(t) {
-			s.ghost.add(t.hash, s.main.n+s.small.n)
+			s.ghost.add(h, s.main.n+s.small.n)
 		}
 		return true
 	}
@@ -220,10 +220,13 @@ func (s *Store[K, V]) evictMain(expired func(*entry[K, V]) bool) bool {
 	return false
 }
 
-// drop evicts e: out of its queue and its table, bytes released, eviction counted.
-func (s *Store[K, V]) drop(e *entry[K, V]) {
+// drop evicts e: out of its queue and its table, bytes released, eviction counted. It returns
+// the key's hash.
+func (s *Store[K, V]) drop(e *entry[K, V]) uint64 {
+	h := s.hash(e.key)
 	s.unlink(e)
-	s.shardOf(e.hash).remove(e, s.tomb)
+	s.shardOf(h).remove(e, h, s.tomb)
 	s.release(e)
 	s.evictions.Add(1)
+	return h
 }

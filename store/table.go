@@ -68,9 +68,10 @@ func (t *table[K, V]) lookup(h uint64, k K, tomb *entry[K, V]) (found int, inser
 	}
 }
 
-// indexOf returns the slot holding exactly e (writer only); e must be in the table.
-func (t *table[K, V]) indexOf(e *entry[K, V]) int {
-	for i := e.hash & t.mask; ; i = (i + 1) & t.mask {
+// indexOf returns the slot holding exactly e, whose hash is h (writer only); e must be in the
+// table.
+func (t *table[K, V]) indexOf(e *entry[K, V], h uint64) int {
+	for i := h & t.mask; ; i = (i + 1) & t.mask {
 		if t.slots[i].e.Load() == e {
 			return int(i)
 		}
@@ -94,19 +95,19 @@ type shard[K comparable, V any] struct {
 
 const cacheLine = 64
 
-// insert publishes e at slot index at (from lookup), growing or compacting the table first when
+// insert publishes e, whose hash is h, at slot index at (from lookup), growing or compacting the table first when
 // live entries plus tombstones would pass 3/4 of its slots. Writer only.
-func (sh *shard[K, V]) insert(e *entry[K, V], at int, tomb *entry[K, V]) {
+func (sh *shard[K, V]) insert(e *entry[K, V], h uint64, at int, tomb *entry[K, V]) {
 	t := sh.tab.Load()
 	s := &t.slots[at]
 	reuse := s.e.Load() == tomb
 	if !reuse && (sh.live+sh.tombs+1)*4 > len(t.slots)*3 {
 		t = sh.rebuild(t, tomb)
-		_, at = t.lookup(e.hash, e.key, tomb)
+		_, at = t.lookup(h, e.key, tomb)
 		s = &t.slots[at]
 	}
 	// Hash first, then the pointer: a reader that sees the new pointer also sees its hash.
-	s.hash.Store(e.hash)
+	s.hash.Store(h)
 	s.e.Store(e)
 	sh.live++
 	if reuse {
@@ -114,10 +115,10 @@ func (sh *shard[K, V]) insert(e *entry[K, V], at int, tomb *entry[K, V]) {
 	}
 }
 
-// remove turns e's slot into a tombstone. Writer only.
-func (sh *shard[K, V]) remove(e *entry[K, V], tomb *entry[K, V]) {
+// remove turns the slot of e, whose hash is h, into a tombstone. Writer only.
+func (sh *shard[K, V]) remove(e *entry[K, V], h uint64, tomb *entry[K, V]) {
 	t := sh.tab.Load()
-	t.slots[t.indexOf(e)].e.Store(tomb)
+	t.slots[t.indexOf(e, h)].e.Store(tomb)
 	sh.live--
 	sh.tombs++
 }
@@ -135,11 +136,12 @@ func (sh *shard[K, V]) rebuild(old *table[K, V], tomb *entry[K, V]) *table[K, V]
 		if e == nil || e == tomb {
 			continue
 		}
-		j := e.hash & t.mask
+		h := old.slots[i].hash.Load() // exact for a live slot: only writers store, under Store.mu
+		j := h & t.mask
 		for t.slots[j].e.Load() != nil {
 			j = (j + 1) & t.mask
 		}
-		t.slots[j].hash.Store(e.hash)
+		t.slots[j].hash.Store(h)
 		t.slots[j].e.Store(e)
 	}
 	sh.tombs = 0
