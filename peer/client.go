@@ -459,7 +459,9 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	// The head of the frame (all of it but the value) is parsed where it lies in the read
 	// buffer; the value is read into memory of its own, exactly its size, that is handed to the
 	// caller.
-	head, err := cc.br.Peek(min(n, cc.br.Size()))
+	// Peek no more than is buffered (at least the longest head): asking for more would cost a
+	// read for bytes that go to the value anyway.
+	head, err := cc.br.Peek(min(n, max(cc.br.Buffered(), maxResponseHead)))
 	if err != nil {
 		return fail(p.netError(r, midReply(err, len(head), n), "reading the reply"), false)
 	}

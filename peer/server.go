@@ -104,9 +104,10 @@ type ServerStats struct {
 	OK int64
 	// Errors is the number of requests answered with any other status; the fields below split
 	// it by status.
-	Errors                                       int64
-	NotFound, UnknownCache, TooLarge, Overloaded int64
-	Internal, BadRequest, BadVersion             int64
+	Errors int64
+	// NotFound, UnknownCache, TooLarge, Overloaded, Internal, BadRequest and BadVersion count
+	// the requests answered with each status.
+	NotFound, UnknownCache, TooLarge, Overloaded, Internal, BadRequest, BadVersion int64
 	// Panics is the number of Backend panics (answered with StatusInternal).
 	Panics int64
 	// BytesIn and BytesOut count frame bytes read and written, length prefixes included.
@@ -444,6 +445,7 @@ func (c *serverConn) reply(r *Response) error {
 	head := appendResponseHead(c.wbuf[:prefixLen], r)
 	n := responseFrameLen(len(head)-prefixLen, r)
 	binary.BigEndian.PutUint32(head, uint32(n))
+	c.st.bytesOut.Add(int64(n) + prefixLen) // before the write, so a reader of the reply sees it counted
 	var err error
 	if r.Status != StatusOK || len(r.Value.Data) <= smallReply {
 		buf := head
@@ -463,7 +465,6 @@ func (c *serverConn) reply(r *Response) error {
 		_, err = c.iov.WriteTo(c.nc)
 		c.iovArr = [2][]byte{}
 	}
-	c.st.bytesOut.Add(int64(n) + prefixLen)
 	return err
 }
 
