@@ -425,6 +425,7 @@ func (c *serverConn) serve(ctx context.Context) {
 		} else if cap(c.rbuf) > keepBuffer {
 			c.rbuf = nil
 		}
+		c.arm() // a slow Backend must not make the reply miss the idle deadline
 		if err := c.reply(&resp); err != nil {
 			return
 		}

@@ -512,6 +512,17 @@ func TestStaleConnectionRetried(t *testing.T) {
 	}
 }
 
+func TestSlowBackendOutlastsIdleTimeout(t *testing.T) {
+	b := newMapBackend()
+	b.set("k", Value{Data: []byte("v")})
+	b.hook = func(ctx context.Context, key string) { time.Sleep(150 * time.Millisecond) }
+	_, addr := startServer(t, b, WithIdleTimeout(50*time.Millisecond))
+	c := newClient(t)
+	if v := mustGet(t, c, addr, "k"); string(v.Data) != "v" {
+		t.Fatal(v)
+	}
+}
+
 func TestServerClose(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	b := newMapBackend()
