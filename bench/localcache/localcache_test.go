@@ -75,12 +75,12 @@ func benchThroughput[K Key](b *testing.B) {
 		name     string
 		capacity int
 	}{
-		{"capacity=100%", 2 * Keys}, // room for every key, with slack for otter's and ristretto's sizing
-		{"capacity=10%", Keys / 10},
+		{"cap=100%", 2 * Keys}, // room for every key, with slack for otter's and ristretto's sizing
+		{"cap=10%", Keys / 10},
 	} {
 		impls := append(Impls[K](), Impl[K]{"rwmutex-map", newRWMap[K]})
 		for _, impl := range impls {
-			b.Run(capCase.name+"/"+impl.Name, func(b *testing.B) {
+			b.Run(capCase.name+"/impl="+impl.Name, func(b *testing.B) {
 				c := impl.New(capCase.capacity, false)
 				if capCase.capacity >= Keys {
 					for _, k := range KeysOf[K](allRanks()) {
@@ -130,7 +130,7 @@ func BenchmarkHitRatio(b *testing.B) {
 		{"zipf+scans", KeysOf[string](ScanTrace(1_000_000, 1))},
 	} {
 		for _, impl := range Impls[string]() {
-			b.Run(fmt.Sprintf("%s/%s", tr.name, impl.Name), func(b *testing.B) {
+			b.Run(fmt.Sprintf("trace=%s/impl=%s", tr.name, impl.Name), func(b *testing.B) {
 				var hr float64
 				for range b.N {
 					hr = HitRatio(impl.New(Keys/10, true), tr.keys)
