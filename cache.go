@@ -248,8 +248,12 @@ func (c *Cache[K, V]) miss(ctx context.Context, key K) (V, error) {
 	if err != nil {
 		return zero, err
 	}
-	v, err, shared := c.flights.Do(ctx, key, func(lctx context.Context) (V, error) {
-		return c.fill(lctx, key, kb)
+	// A caller whose ctx can never end runs the flight itself (no goroutine, no hand-offs: most
+	// of the cost of a remote hit); the loader then runs detached, so the load timeout still frees
+	// this caller if the loader ignores its context.
+	detach := ctx.Done() == nil
+	v, err, shared := c.flights.DoHere(ctx, key, func(lctx context.Context) (V, error) {
+		return c.fill(lctx, key, kb, detach)
 	})
 	if shared {
 		c.dedup.Add(1)
@@ -281,23 +285,25 @@ func (c *Cache[K, V]) encodeKey(key K) ([]byte, error) {
 // just before this flight started has filled them), then asks the key's owner: the loader when it
 // is this node, the owning peer otherwise. The value is stored before any waiter is released, so a
 // Get right after sees a hit.
-func (c *Cache[K, V]) fill(ctx context.Context, key K, kb []byte) (V, error) {
+//
+// detach makes the loader run in a goroutine of its own, for flights run by their caller.
+func (c *Cache[K, V]) fill(ctx context.Context, key K, kb []byte, detach bool) (V, error) {
 	if v, ok := c.lookup(key); ok {
 		return v, nil
 	}
 	if c.node != nil && !c.node.closed.Load() {
 		if owner, self := c.node.owner(kb); !self {
 			if !c.node.healthy(owner) {
-				return c.fallback(ctx, key, kb)
+				return c.fallback(ctx, key, kb, detach)
 			}
 			v, err := c.fetch(ctx, owner, key, kb)
 			if err == nil || !c.canFallBack(ctx, owner, err) {
 				return v, err
 			}
-			return c.fallback(ctx, key, kb)
+			return c.fallback(ctx, key, kb, detach)
 		}
 	}
-	it, err := c.load(ctx, key, kb, false)
+	it, err := c.load(ctx, key, kb, false, detach)
 	return it.v, err
 }
 
@@ -327,12 +333,12 @@ func (c *Cache[K, V]) lookup(key K) (V, bool) {
 
 // load calls the loader and stores the value in the main store. On a node the stored item keeps
 // the value's wire form too, ready for peers. forPeer counts the load as one run for a peer.
-func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer bool) (*item[V], error) {
+func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detach bool) (*item[V], error) {
 	c.loads.Add(1)
 	if forPeer {
 		c.cluster.peerLoads.Add(1)
 	}
-	v, err := c.callLoader(ctx, key)
+	v, err := c.callLoader(ctx, key, detach)
 	if err != nil {
 		c.loadErrors.Add(1)
 		if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -371,8 +377,32 @@ func put[K comparable, T any](c interface{ isClosed() bool }, s *store.Store[K, 
 
 func (c *Cache[K, V]) isClosed() bool { return c.closed.Load() }
 
-// callLoader calls the user's loader and turns a panic into a *PanicError.
-func (c *Cache[K, V]) callLoader(ctx context.Context, key K) (v V, err error) {
+// callLoader calls the user's loader and turns a panic into a *PanicError. With detach the
+// loader runs in a goroutine of its own and callLoader returns when ctx ends even if the loader
+// ignores ctx; the loader's late result is then dropped.
+func (c *Cache[K, V]) callLoader(ctx context.Context, key K, detach bool) (V, error) {
+	if !detach {
+		return c.loadHere(ctx, key)
+	}
+	type result struct {
+		v   V
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := c.loadHere(ctx, key)
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero V
+		return zero, ctx.Err()
+	}
+}
+
+func (c *Cache[K, V]) loadHere(ctx context.Context, key K) (v V, err error) {
 	defer c.recoverInto(&err, "loader")
 	return c.loader.Load(ctx, key)
 }

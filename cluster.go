@@ -85,14 +85,14 @@ func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) 
 
 // fallback loads a key owned by an unavailable peer. The value goes to the hot store (or the main
 // store when there is none): it is a copy of what the owner would hold.
-func (c *Cache[K, V]) fallback(ctx context.Context, key K, kb []byte) (V, error) {
+func (c *Cache[K, V]) fallback(ctx context.Context, key K, kb []byte, detach bool) (V, error) {
 	c.cluster.fallbackLoads.Add(1)
 	if c.hot == nil {
-		it, err := c.load(ctx, key, kb, false)
+		it, err := c.load(ctx, key, kb, false, detach)
 		return it.v, err
 	}
 	c.loads.Add(1)
-	v, err := c.callLoader(ctx, key)
+	v, err := c.callLoader(ctx, key, detach)
 	if err != nil {
 		c.loadErrors.Add(1)
 		return v, err
@@ -137,7 +137,7 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 			loaded = it
 			return it.v, nil
 		}
-		it, err := c.load(lctx, key, kb, true)
+		it, err := c.load(lctx, key, kb, true, false)
 		loaded = it
 		return it.v, err
 	})

@@ -60,7 +60,7 @@ func stringCaches(t *testing.T, cl *testcluster.Cluster, name string, log *loadL
 }
 
 // ownerOf returns the index of the node owning key, computed with the same ring as the nodes.
-func ownerOf(t *testing.T, cl *testcluster.Cluster, key string) int {
+func ownerOf(t testing.TB, cl *testcluster.Cluster, key string) int {
 	t.Helper()
 	r, err := hash.NewRing(cl.Addrs)
 	if err != nil {

@@ -122,16 +122,52 @@ func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(ctx context.Context
 		f.waiters++
 		g.mu.Unlock()
 	} else {
-		f = g.start(ctx)
-		if g.flights == nil {
-			g.flights = make(map[K]*flight[V])
-		}
-		g.flights[key] = f
-		g.running++
+		f = g.begin(ctx, key)
 		g.mu.Unlock()
 		go g.run(key, f, fn)
 	}
+	return g.wait(ctx, key, f, shared)
+}
 
+// DoHere is Do, except that when ctx can never end (its Done channel is nil, as for
+// context.Background) and no load of key is in flight, fn runs in the calling goroutine instead of
+// a new one. Such a caller could not leave early anyway, so nothing is lost, and a load saves a
+// goroutine and two hand-offs between goroutines, which is most of the cost of a fast load such as
+// a request to another process. Other callers of key join and wait as with Do; they are released
+// at the group's timeout as with Do.
+//
+// The calling goroutine waits for fn to return, so fn must return promptly once its context ends
+// (at the group's timeout). Use Do for functions that may ignore their context.
+func (g *Group[K, V]) DoHere(ctx context.Context, key K, fn func(ctx context.Context) (V, error)) (v V, err error, shared bool) {
+	if ctx.Done() != nil {
+		return g.Do(ctx, key, fn)
+	}
+	g.mu.Lock()
+	f, shared := g.flights[key]
+	if shared {
+		f.waiters++
+		g.mu.Unlock()
+		return g.wait(ctx, key, f, true)
+	}
+	f = g.begin(ctx, key)
+	g.mu.Unlock()
+	g.run(key, f, fn)
+	return f.val, f.err, false
+}
+
+// begin starts a flight for key and registers it; g.mu must be held.
+func (g *Group[K, V]) begin(ctx context.Context, key K) *flight[V] {
+	f := g.start(ctx)
+	if g.flights == nil {
+		g.flights = make(map[K]*flight[V])
+	}
+	g.flights[key] = f
+	g.running++
+	return f
+}
+
+// wait waits for the result of f, for the end of ctx, or for the group's timeout.
+func (g *Group[K, V]) wait(ctx context.Context, key K, f *flight[V], shared bool) (v V, err error, _ bool) {
 	select {
 	case <-f.done:
 		if f.finished.Load() {

@@ -1,0 +1,61 @@
+package groupcache_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+
+	"github.com/typedcache/groupcache"
+	"github.com/typedcache/groupcache/codec"
+	"github.com/typedcache/groupcache/internal/testcluster"
+	"github.com/typedcache/groupcache/peer"
+)
+
+// BenchmarkRemoteHit measures a Get of a key owned by another node of an in-process cluster and
+// already cached there; the asking node keeps no copy. The "transport" variant asks the owner
+// through a bare peer.Client, to separate the cache's own cost from the transport's.
+func BenchmarkRemoteHit(b *testing.B) {
+	cl := testcluster.Start(b, 2)
+	value := make([]byte, 1024)
+	var caches []*groupcache.Cache[string, []byte]
+	for i, n := range cl.Nodes {
+		opts := []groupcache.Option{groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes())}
+		if i == 0 {
+			opts = append(opts, groupcache.WithHotFraction(0))
+		}
+		c := groupcache.MustNew[string, []byte]("b", groupcache.LoaderFunc[string, []byte](
+			func(context.Context, string) ([]byte, error) { return value, nil }), opts...)
+		b.Cleanup(func() { c.Close() })
+		caches = append(caches, c)
+	}
+	var keys []string
+	for i := 0; len(keys) < 256; i++ {
+		k := strconv.Itoa(i)
+		if ownerOf(b, cl, k) == 1 {
+			keys = append(keys, k)
+			caches[0].Get(context.Background(), k)
+		}
+	}
+	ctx := context.Background()
+	b.Run("cache", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := caches[0].Get(ctx, keys[i%len(keys)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("transport", func(b *testing.B) {
+		client, err := peer.NewClient()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer client.Close()
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := client.Get(ctx, cl.Addrs[1], "b", []byte(keys[i%len(keys)])); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
