@@ -126,11 +126,14 @@ func runEcho(size int) {
 	l.Close()
 }
 
+// floor is the raw TCP request/response: the calling process sends a key, an echo process
+// answers with size bytes. With servers = 2 the keys are spread over two echo processes, the same
+// topology as a 3-node cluster measured from one of its nodes.
 type floor struct {
-	child *child
-	size  int
-	mu    sync.Mutex
-	conns map[int]*floorConn
+	children []*child
+	size     int
+	mu       sync.Mutex
+	conns    map[[2]int]*floorConn
 }
 
 type floorConn struct {
@@ -140,11 +143,20 @@ type floorConn struct {
 	buf []byte
 }
 
-func newFloor(size int) *floor {
-	return &floor{child: startChild("echo", size), size: size, conns: map[int]*floorConn{}}
+func newFloor(size, servers int) *floor {
+	f := &floor{size: size, conns: map[[2]int]*floorConn{}}
+	for range servers {
+		f.children = append(f.children, startChild("echo", size))
+	}
+	return f
 }
 
-func (f *floor) name() string { return "raw TCP floor" }
+func (f *floor) name() string {
+	if len(f.children) == 1 {
+		return "raw TCP floor (1 server process)"
+	}
+	return fmt.Sprintf("raw TCP floor (%d server processes)", len(f.children))
+}
 
 func (f *floor) remoteKeys(n int) []int {
 	keys := make([]int, n)
@@ -154,21 +166,21 @@ func (f *floor) remoteKeys(n int) []int {
 	return keys
 }
 
-func (f *floor) conn(caller int) *floorConn {
+func (f *floor) conn(caller, server int) *floorConn {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	fc, ok := f.conns[caller]
+	fc, ok := f.conns[[2]int{caller, server}]
 	if !ok {
-		c, err := net.Dial("tcp", f.child.addr)
+		c, err := net.Dial("tcp", f.children[server].addr)
 		fatalIf(err)
 		fc = &floorConn{c: c, br: bufio.NewReaderSize(c, 64<<10), req: make([]byte, 0, 64), buf: make([]byte, f.size)}
-		f.conns[caller] = fc
+		f.conns[[2]int{caller, server}] = fc
 	}
 	return fc
 }
 
 func (f *floor) get(caller, i int) error {
-	fc := f.conn(caller)
+	fc := f.conn(caller, i%len(f.children))
 	key := keyName(i)
 	fc.req = binary.BigEndian.AppendUint32(fc.req[:0], uint32(len(key)))
 	fc.req = append(fc.req, key...)
@@ -191,5 +203,7 @@ func (f *floor) close() {
 	for _, fc := range f.conns {
 		fc.c.Close()
 	}
-	f.child.stop()
+	for _, c := range f.children {
+		c.stop()
+	}
 }

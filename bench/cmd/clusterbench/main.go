@@ -70,15 +70,18 @@ func main() {
 	fmt.Println("| value | system | p50 (1 caller) | p99 (1 caller) | ops/s (1 caller) | p50 (16) | p99 (16) | ops/s (16) | p50 / floor | ops/s(16) / floor |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, size := range sizes {
-		floor := measureSystem(newFloor(size))
+		floor := measureSystem(newFloor(size, 1))
+		floor2 := measureSystem(newFloor(size, 2))
+		transport := measureSystem(newTransportOnly(size))
 		ours := measureSystem(newOurs(size))
 		gc := measureSystem(newGC(size))
-		for _, r := range []result{floor, ours, gc} {
+		for _, r := range []result{floor, floor2, transport, ours, gc} {
 			fmt.Printf("| %s | %s | %s | %s | %.0f | %s | %s | %.0f | %.2f | %.2f |\n", sizeName(size), r.name,
 				us(r.single.p50), us(r.single.p99), r.single.ops, us(r.multi.p50), us(r.multi.p99), r.multi.ops,
 				float64(r.single.p50)/float64(floor.single.p50), r.multi.ops/floor.multi.ops)
 		}
-		fmt.Printf("| %s | ours / golang/groupcache | %.2f | | | | | %.2f | | |\n", sizeName(size),
+		fmt.Printf("| %s | this library / floor with 2 servers | | | | | | | | %.2f |\n", sizeName(size), ours.multi.ops/floor2.multi.ops)
+		fmt.Printf("| %s | this library / golang/groupcache | %.2f | | | | | %.2f | | |\n", sizeName(size),
 			float64(ours.single.p50)/float64(gc.single.p50), ours.multi.ops/gc.multi.ops)
 	}
 

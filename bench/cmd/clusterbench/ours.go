@@ -157,6 +157,37 @@ func (o *ours) get(_ int, i int) error {
 
 func (o *ours) close() { o.stop() }
 
+// transportOnly asks the owners through a bare peer.Client, without the cache on the asking side:
+// the transport's share of a remote hit.
+type transportOnly struct {
+	*ours
+	client *peer.Client
+	ring   *hash.Ring
+}
+
+func newTransportOnly(size int) *transportOnly {
+	client, err := peer.NewClient()
+	fatalIf(err)
+	t := &transportOnly{ours: newOurs(size), client: client}
+	t.ring, err = hash.NewRing(t.addrs)
+	fatalIf(err)
+	return t
+}
+
+func (t *transportOnly) name() string { return "peer.Client alone" }
+
+func (t *transportOnly) get(_ int, i int) error {
+	k := []byte(keyName(i))
+	owner, _ := t.ring.Owner(k)
+	_, err := t.client.Get(context.Background(), owner, cacheName, k)
+	return err
+}
+
+func (t *transportOnly) close() {
+	t.client.Close()
+	t.ours.close()
+}
+
 // coldFill starts 3 child nodes of role ("node" or "gcnode"), makes all of them ask for the same
 // fresh keys at once, and returns the loads counted across the 3 processes.
 func coldFill(role string, keys, goroutines int) (int64, time.Duration) {
