@@ -44,7 +44,7 @@ type Cache[K comparable, V any] struct {
 	values      codec.Codec[V]
 	keys        codec.Codec[K]
 	sizer       func(V) int64             // nil: the encoded size is the cost
-	store       *store.Store[K, *item[V]] // main store: keys this node owns (all keys without a node)
+	store       *store.Store[K, item[V]] // main store: keys this node owns (all keys without a node)
 	hot         *store.Store[K, V]        // copies of keys owned by peers; nil without a node
 	promoter    Promoter                  // decides what enters hot; nil without a node
 	node        *Node                     // nil: the cache works alone
@@ -70,10 +70,17 @@ type Cache[K comparable, V any] struct {
 
 // item is what the main store keeps for a key: the typed value and, on a node, its wire form, so a
 // value served to many peers is encoded and compressed once.
+//
+// The value is held inline (an item is stored by value), so a hit reads one entry and no more.
 type item[V any] struct {
-	v      V
-	wire   peer.Value // zero without a node
-	rawLen int        // length of the encoded value before compression; 0 without a node
+	v    V
+	wire *wireForm // nil without a node
+}
+
+// wireForm is a value as served to peers.
+type wireForm struct {
+	peer.Value
+	rawLen int // length of the encoded value before compression
 }
 
 // New makes a cache named name whose misses are filled by loader. It returns an error wrapping
@@ -193,7 +200,7 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 			c.promoter = NewFrequencyPromoter()
 		}
 	}
-	if c.store, err = store.New[K, *item[V]](store.Config[K]{MaxBytes: mainBytes, Shards: s.shards, Now: now}); err != nil {
+	if c.store, err = store.New[K, item[V]](store.Config[K]{MaxBytes: mainBytes, Shards: s.shards, Now: now}); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	if c.node != nil {
@@ -333,7 +340,7 @@ func (c *Cache[K, V]) lookup(key K) (V, bool) {
 
 // load calls the loader and stores the value in the main store. On a node the stored item keeps
 // the value's wire form too, ready for peers. forPeer counts the load as one run for a peer.
-func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detach bool) (*item[V], error) {
+func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detach bool) (item[V], error) {
 	c.loads.Add(1)
 	if forPeer {
 		c.cluster.peerLoads.Add(1)
@@ -342,9 +349,9 @@ func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detac
 	if err != nil {
 		c.loadErrors.Add(1)
 		if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return &item[V]{}, fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
+			return item[V]{}, fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
 		}
-		return &item[V]{}, err
+		return item[V]{}, err
 	}
 	it, size, err := c.measure(v, len(kb))
 	if err != nil {
@@ -356,10 +363,14 @@ func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detac
 		c.log.Warn("value too large to cache", slog.Int64("size", size), slog.Int64("limit", c.maxValue))
 		return it, &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue}
 	}
+	var expires int64
 	if c.ttl > 0 {
-		it.wire.Expires = c.clock.Now().Add(c.ttl).UnixNano()
+		expires = c.clock.Now().Add(c.ttl).UnixNano()
 	}
-	put(c, c.store, key, it, size, it.wire.Expires)
+	if it.wire != nil {
+		it.wire.Expires = expires
+	}
+	put(c, c.store, key, it, size, expires)
 	return it, nil
 }
 
@@ -409,8 +420,8 @@ func (c *Cache[K, V]) loadHere(ctx context.Context, key K) (v V, err error) {
 
 // measure returns the item for v and its cost: the sizer's answer or the encoded size, plus the
 // key length, plus on a node the size of the wire form kept with it.
-func (c *Cache[K, V]) measure(v V, keyLen int) (it *item[V], n int64, err error) {
-	it = &item[V]{v: v}
+func (c *Cache[K, V]) measure(v V, keyLen int) (it item[V], n int64, err error) {
+	it = item[V]{v: v}
 	defer c.recoverInto(&err, "codec")
 	if c.sizer != nil && c.node == nil {
 		n = c.sizer(v)
@@ -424,8 +435,7 @@ func (c *Cache[K, V]) measure(v V, keyLen int) (it *item[V], n int64, err error)
 		if err != nil {
 			return it, 0, fmt.Errorf("groupcache: cache %q: %w", c.name, err)
 		}
-		it.wire = peer.Compress(enc, c.node.compress)
-		it.rawLen = len(enc)
+		it.wire = &wireForm{Value: peer.Compress(enc, c.node.compress), rawLen: len(enc)}
 		n = int64(len(enc))
 		if c.sizer != nil {
 			if n = c.sizer(v); n < 0 {

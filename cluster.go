@@ -127,18 +127,18 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 	if err != nil {
 		return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
 	}
-	if it, ok := c.store.Get(key); ok && it.wire.Data != nil {
-		return c.sent(it), nil
+	if it, ok := c.store.Get(key); ok && it.wire != nil {
+		return c.sent(it.wire), nil
 	}
 	kb = bytes.Clone(kb) // the load may outlive this request
-	var loaded *item[V]
+	var loaded *wireForm
 	v, err, shared := c.flights.Do(ctx, key, func(lctx context.Context) (V, error) {
 		if it, ok := c.liveItem(key); ok {
-			loaded = it
+			loaded = it.wire
 			return it.v, nil
 		}
 		it, err := c.load(lctx, key, kb, true, false)
-		loaded = it
+		loaded = it.wire
 		return it.v, err
 	})
 	if shared {
@@ -153,11 +153,11 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 		}
 		return peer.Value{}, err
 	}
-	if !shared && loaded != nil && loaded.wire.Data != nil {
+	if !shared && loaded != nil {
 		return c.sent(loaded), nil
 	}
-	if it, ok := c.liveItem(key); ok && it.wire.Data != nil {
-		return c.sent(it), nil
+	if it, ok := c.liveItem(key); ok && it.wire != nil {
+		return c.sent(it.wire), nil
 	}
 	// The value was produced by a flight that did not keep its wire form (a fetch or a fallback
 	// while the ring disagreed): encode it for this reply.
@@ -165,23 +165,23 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 	if err != nil {
 		return peer.Value{}, err
 	}
-	return c.sent(&item[V]{v: v, wire: peer.Compress(enc, c.node.compress), rawLen: len(enc)}), nil
+	return c.sent(&wireForm{Value: peer.Compress(enc, c.node.compress), rawLen: len(enc)}), nil
 }
 
 // liveItem returns the main store's unexpired item for key without counting a lookup.
-func (c *Cache[K, V]) liveItem(key K) (*item[V], bool) {
+func (c *Cache[K, V]) liveItem(key K) (item[V], bool) {
 	it, expires, ok := c.store.Peek(key)
 	if !ok || (expires != 0 && expires <= c.clock.Now().UnixNano()) {
-		return nil, false
+		return item[V]{}, false
 	}
 	return it, true
 }
 
 // sent counts the bytes of a reply to a peer and returns its wire value.
-func (c *Cache[K, V]) sent(it *item[V]) peer.Value {
-	c.cluster.bytesSent.Add(int64(len(it.wire.Data)))
-	c.cluster.bytesSentRaw.Add(int64(it.rawLen))
-	return it.wire
+func (c *Cache[K, V]) sent(w *wireForm) peer.Value {
+	c.cluster.bytesSent.Add(int64(len(w.Data)))
+	c.cluster.bytesSentRaw.Add(int64(w.rawLen))
+	return w.Value
 }
 
 // encodeValue encodes v with the value codec, turning a panic into a *PanicError.

@@ -78,7 +78,7 @@ func benchThroughput[K Key](b *testing.B) {
 		{"cap=100%", 2 * Keys}, // room for every key, with slack for otter's and ristretto's sizing
 		{"cap=10%", Keys / 10},
 	} {
-		impls := append(Impls[K](), Impl[K]{"rwmutex-map", newRWMap[K]})
+		impls := append(Impls[K](), Impl[K]{"rwmutex-map", newRWMap[K]}, Impl[K]{"groupcache.Cache", newGroupcache[K]})
 		for _, impl := range impls {
 			b.Run(capCase.name+"/impl="+impl.Name, func(b *testing.B) {
 				c := impl.New(capCase.capacity, false)
