@@ -43,11 +43,11 @@ type Cache[K comparable, V any] struct {
 	loader      Loader[K, V]
 	values      codec.Codec[V]
 	keys        codec.Codec[K]
-	sizer       func(V) int64             // nil: the encoded size is the cost
+	sizer       func(V) int64            // nil: the encoded size is the cost
 	store       *store.Store[K, item[V]] // main store: keys this node owns (all keys without a node)
-	hot         *store.Store[K, V]        // copies of keys owned by peers; nil without a node
-	promoter    Promoter                  // decides what enters hot; nil without a node
-	node        *Node                     // nil: the cache works alone
+	hot         *store.Store[K, V]       // copies of keys owned by peers; nil without a node
+	promoter    Promoter                 // decides what enters hot; nil without a node
+	node        *Node                    // nil: the cache works alone
 	flights     *fill.Group[K, V]
 	ttl         time.Duration
 	loadTimeout time.Duration
