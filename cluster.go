@@ -11,6 +11,7 @@ import (
 
 	"github.com/zeebo/xxh3"
 
+	"github.com/typedcache/groupcache/codec"
 	"github.com/typedcache/groupcache/peer"
 	"github.com/typedcache/groupcache/store"
 )
@@ -48,7 +49,7 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte)
 		return zero, fmt.Errorf("groupcache: cache %q: value from %s: %w", c.name, owner, err)
 	}
 	c.cluster.bytesReceivedRaw.Add(int64(len(raw)))
-	v, err := c.decode(raw)
+	v, err := c.decode(raw) // raw is ours: fresh from the transport, or just decompressed
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
 		return zero, fmt.Errorf("groupcache: cache %q: value from %s: %w", c.name, owner, err)
@@ -59,9 +60,13 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte)
 	return v, nil
 }
 
-// decode decodes a peer's value, turning a codec panic into a *PanicError.
+// decode decodes a peer's value from a buffer this cache owns, turning a codec panic into a
+// *PanicError. A codec that can keep the buffer (codec.OwnedDecoder) saves a copy.
 func (c *Cache[K, V]) decode(raw []byte) (v V, err error) {
 	defer c.recoverInto(&err, "codec")
+	if od, ok := c.values.(codec.OwnedDecoder[V]); ok {
+		return od.DecodeOwned(raw)
+	}
 	return c.values.Decode(raw)
 }
 

@@ -85,7 +85,8 @@ func WithPeers(peers ...string) NodeOption {
 
 // WithTransport replaces the default transport (peer.Client over HTTP-upgraded TCP) by another
 // implementation of peer.Transport, for example one over gRPC. The node does not close a transport
-// it was given. Default: a peer.Client made with WithClientOptions.
+// it was given. Its Get must hand over the returned Value.Data for good (caches may keep it, as
+// peer.Client's does). Default: a peer.Client made with WithClientOptions.
 func WithTransport(t peer.Transport) NodeOption {
 	return nodeOptionFunc(func(s *nodeSettings) error {
 		if t == nil {

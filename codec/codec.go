@@ -3,6 +3,7 @@ package codec
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 )
 
 // Codec encodes and decodes values of type T.
@@ -118,6 +119,14 @@ func (c funcCodec[T]) Decode(data []byte) (T, error) {
 	return v, nil
 }
 
+// OwnedDecoder is implemented by codecs that can decode from a buffer handed over for good: the
+// decoded value may share data's memory, which saves a copy of large values. Callers use it only
+// for buffers they own and will never modify or reuse, such as a value just read from a peer.
+// Bytes and String implement it.
+type OwnedDecoder[T any] interface {
+	DecodeOwned(data []byte) (T, error)
+}
+
 // Bytes returns a codec that stores a byte slice as is. Decode copies data and
 // always returns a non-nil slice: nil and empty slices both encode to zero
 // bytes and decode to an empty, non-nil slice. Decode never fails.
@@ -133,6 +142,14 @@ func (bytesCodec) Decode(data []byte) ([]byte, error) {
 	return out, nil
 }
 
+// DecodeOwned returns data itself (an empty, non-nil slice for empty data): no copy.
+func (bytesCodec) DecodeOwned(data []byte) ([]byte, error) {
+	if data == nil {
+		data = []byte{}
+	}
+	return data, nil
+}
+
 // String returns a codec that stores a string as its raw bytes (no UTF-8
 // validation, no length prefix). Decode copies data and never fails.
 func String() Codec[string] { return stringCodec{} }
@@ -142,3 +159,11 @@ type stringCodec struct{}
 func (stringCodec) Append(dst []byte, v string) ([]byte, error) { return append(dst, v...), nil }
 
 func (stringCodec) Decode(data []byte) (string, error) { return string(data), nil }
+
+// DecodeOwned returns a string that shares data's memory: no copy. data must never change again.
+func (stringCodec) DecodeOwned(data []byte) (string, error) {
+	if len(data) == 0 {
+		return "", nil
+	}
+	return unsafe.String(&data[0], len(data)), nil
+}

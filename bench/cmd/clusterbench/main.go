@@ -18,6 +18,7 @@ import (
 	"log"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,14 +28,17 @@ import (
 )
 
 var (
-	role      = flag.String("role", "", "internal: run as a child (echo, node, gcnode)")
-	sizeFlag  = flag.Int("size", 1024, "internal: value size of a child")
-	sizesFlag = flag.String("sizes", "1024,65536", "value sizes to measure, comma-separated")
-	keysFlag  = flag.Int("keys", 3000, "keys in the measured set")
-	samples   = flag.Int("samples", 20000, "requests of the single-caller latency run")
-	duration  = flag.Duration("duration", 2*time.Second, "length of each 16-caller throughput run")
-	callers   = flag.Int("callers", 16, "concurrent callers of the throughput run")
-	coldKeys  = flag.Int("coldkeys", 2000, "keys of the cold-fill run")
+	role       = flag.String("role", "", "internal: run as a child (echo, node, gcnode)")
+	sizeFlag   = flag.Int("size", 1024, "internal: value size of a child")
+	sizesFlag  = flag.String("sizes", "1024,65536", "value sizes to measure, comma-separated")
+	keysFlag   = flag.Int("keys", 3000, "keys in the measured set")
+	samples    = flag.Int("samples", 20000, "requests of the single-caller latency run")
+	duration   = flag.Duration("duration", 2*time.Second, "length of each 16-caller throughput run")
+	callers    = flag.Int("callers", 16, "concurrent callers of the throughput run")
+	coldKeys   = flag.Int("coldkeys", 2000, "keys of the cold-fill run")
+	roundsFlag = flag.Int("rounds", 3, "rounds; every system is measured once per round")
+	only       = flag.String("only", "", "measure only the systems whose name contains this")
+	cpuprof    = flag.String("cpuprofile", "", "write a CPU profile of the measuring process")
 )
 
 func main() {
@@ -55,6 +59,12 @@ func main() {
 		log.Fatalf("unknown role %q", *role)
 	}
 
+	if *cpuprof != "" {
+		f, err := os.Create(*cpuprof)
+		fatalIf(err)
+		fatalIf(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
 	var sizes []int
 	for _, s := range strings.Split(*sizesFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -67,22 +77,75 @@ func main() {
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
 	fmt.Printf("keys=%d samples=%d duration=%v callers=%d\n\n", *keysFlag, *samples, *duration, *callers)
 
-	fmt.Println("| value | system | p50 (1 caller) | p99 (1 caller) | ops/s (1 caller) | p50 (16) | p99 (16) | ops/s (16) | p50 / floor | ops/s(16) / floor |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	type spec struct {
+		name string
+		make func(size int) system
+	}
+	specs := []spec{
+		{"floor1", func(n int) system { return newFloor(n, 1) }},
+		{"floor2", func(n int) system { return newFloor(n, 2) }},
+		{"transport", func(n int) system { return newTransportOnly(n) }},
+		{"ours", func(n int) system { return newOurs(n) }},
+		{"gc", func(n int) system { return newGC(n) }},
+	}
+	fmt.Println("Medians over the rounds; each ratio is taken within one round, then its median is shown.")
+	fmt.Println()
+	fmt.Println("| value | system | p50 (1 caller) | p99 (1 caller) | ops/s (1 caller) | p50 (16) | p99 (16) | ops/s (16) | p50 / floor(1) | ops/s(16) / floor(1) | ops/s(16) / floor(2) | ops/s(16) / golang/groupcache |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, size := range sizes {
-		floor := measureSystem(newFloor(size, 1))
-		floor2 := measureSystem(newFloor(size, 2))
-		transport := measureSystem(newTransportOnly(size))
-		ours := measureSystem(newOurs(size))
-		gc := measureSystem(newGC(size))
-		for _, r := range []result{floor, floor2, transport, ours, gc} {
-			fmt.Printf("| %s | %s | %s | %s | %.0f | %s | %s | %.0f | %.2f | %.2f |\n", sizeName(size), r.name,
-				us(r.single.p50), us(r.single.p99), r.single.ops, us(r.multi.p50), us(r.multi.p99), r.multi.ops,
-				float64(r.single.p50)/float64(floor.single.p50), r.multi.ops/floor.multi.ops)
+		rounds := make([]map[string]result, *roundsFlag)
+		for r := range rounds {
+			rounds[r] = map[string]result{}
+			for _, sp := range specs {
+				if *only != "" && !strings.Contains(sp.name, *only) && !strings.HasPrefix(sp.name, "floor") {
+					continue
+				}
+				rounds[r][sp.name] = measureSystem(sp.make(size))
+			}
 		}
-		fmt.Printf("| %s | this library / floor with 2 servers | | | | | | | | %.2f |\n", sizeName(size), ours.multi.ops/floor2.multi.ops)
-		fmt.Printf("| %s | this library / golang/groupcache | %.2f | | | | | %.2f | | |\n", sizeName(size),
-			float64(ours.single.p50)/float64(gc.single.p50), ours.multi.ops/gc.multi.ops)
+		for _, sp := range specs {
+			if _, ok := rounds[0][sp.name]; !ok {
+				continue
+			}
+			med := func(f func(map[string]result) float64) float64 {
+				var xs []float64
+				for _, rd := range rounds {
+					if x := f(rd); x == x { // skip NaN (a missing system)
+						xs = append(xs, x)
+					}
+				}
+				if len(xs) == 0 {
+					return 0
+				}
+				slices.Sort(xs)
+				return xs[len(xs)/2]
+			}
+			get := func(name string, f func(result) float64) func(map[string]result) float64 {
+				return func(rd map[string]result) float64 {
+					r, ok := rd[name]
+					if !ok {
+						return nan()
+					}
+					return f(r)
+				}
+			}
+			ratio := func(a, b func(map[string]result) float64) func(map[string]result) float64 {
+				return func(rd map[string]result) float64 { return a(rd) / b(rd) }
+			}
+			p50 := func(r result) float64 { return float64(r.single.p50) }
+			ops16 := func(r result) float64 { return r.multi.ops }
+			fmt.Printf("| %s | %s | %s | %s | %.0f | %s | %s | %.0f | %.2f | %.2f | %.2f | %.2f |\n", sizeName(size), rounds[0][sp.name].name,
+				us(time.Duration(med(get(sp.name, p50)))),
+				us(time.Duration(med(get(sp.name, func(r result) float64 { return float64(r.single.p99) })))),
+				med(get(sp.name, func(r result) float64 { return r.single.ops })),
+				us(time.Duration(med(get(sp.name, func(r result) float64 { return float64(r.multi.p50) })))),
+				us(time.Duration(med(get(sp.name, func(r result) float64 { return float64(r.multi.p99) })))),
+				med(get(sp.name, ops16)),
+				med(ratio(get(sp.name, p50), get("floor1", p50))),
+				med(ratio(get(sp.name, ops16), get("floor1", ops16))),
+				med(ratio(get(sp.name, ops16), get("floor2", ops16))),
+				med(ratio(get(sp.name, ops16), get("gc", ops16))))
+		}
 	}
 
 	fmt.Printf("\ncold fill: 3 nodes (3 child processes) ask for the same %d fresh keys at once, %d goroutines each\n\n", *coldKeys, *callers)
@@ -172,6 +235,8 @@ func run(s system, keys []int, callers, count int, d time.Duration) stat {
 		ops: float64(len(all)) / elapsed.Seconds(),
 	}
 }
+
+func nan() float64 { var zero float64; return zero / zero }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)) }
 
