@@ -5,6 +5,18 @@
 // checking them: addresses are validated and deduplicated, the node itself is always included, an
 // empty or failed report never empties the ring (the last good set stays), bursts of changes are
 // debounced, and every change and rejection is logged.
+//
+// A process typically runs, next to its node:
+//
+//	src := discovery.DNS("cache-peers.default.svc.cluster.local", 8080)
+//	go discovery.Run(ctx, node, src)
+//
+// NewRunner makes the same runner with counters (Runner.Stats) for metrics.
+//
+// The sources of this package are Static (a fixed list), DNS (the A and AAAA records of a name,
+// all nodes on one port) and SRV (SRV records, target:port); both DNS sources poll. A Source of
+// one's own only has to follow the Watch contract below: send full sets, select on ctx.Done()
+// when sending, return when ctx ends; Run does the checking, debouncing and restarting.
 package discovery
 
 import (
