@@ -253,14 +253,79 @@ type pool struct {
 }
 
 // clientConn is one upgraded connection to a peer.
+//
+// Its deadline is armed lazily: moving a deadline is a runtime timer operation, so an exchange
+// leaves in place one that is set no later than the request's deadline and not much earlier (see
+// arm). A read or write that hits such an early deadline pushes it to the request's deadline and
+// carries on (see Read and write), so a request still times out at its own deadline and no
+// earlier.
 type clientConn struct {
 	nc       net.Conn
-	br       *bufio.Reader
+	br       *bufio.Reader // reads from the clientConn itself (Read), not from nc
 	wbuf     []byte
 	poison   func() // sets a deadline in the past: the request's context ended
+	r        *request
+	armed    time.Time // the deadline set on nc; zero for none
 	lastUsed time.Time
 	reused   bool
 	dead     bool // closed and removed from the pool; guarded by pool.mu
+}
+
+// arm makes sure nc's deadline is due no later than r's deadline, and not in the first half of
+// the time left to it; otherwise it sets it to r's deadline.
+func (cc *clientConn) arm(r *request) error {
+	cc.r = r
+	if a := cc.armed; !a.IsZero() && !a.After(r.deadline) && a.Sub(r.now) >= r.deadline.Sub(r.now)/2 {
+		return nil
+	}
+	cc.armed = time.Time{}
+	if err := cc.nc.SetDeadline(r.deadline); err != nil {
+		return err
+	}
+	cc.armed = r.deadline
+	return nil
+}
+
+// rearm reports whether err is the early expiry of the deadline armed on nc, before the current
+// request's deadline and with its context still alive, after pushing the deadline to the
+// request's one.
+func (cc *clientConn) rearm(err error) bool {
+	r := cc.r
+	if r == nil || cc.armed.IsZero() || !cc.armed.Before(r.deadline) || !errors.Is(err, os.ErrDeadlineExceeded) ||
+		r.ctx.Err() != nil || !time.Now().Before(r.deadline) {
+		return false
+	}
+	if cc.nc.SetDeadline(r.deadline) != nil {
+		return false
+	}
+	cc.armed = r.deadline
+	// The context may have ended, and its AfterFunc poisoned the deadline, between the check
+	// above and the new deadline: that poison was overwritten, so give up.
+	return r.ctx.Err() == nil
+}
+
+// Read reads from nc for br, through early expiries of the armed deadline.
+func (cc *clientConn) Read(b []byte) (int, error) {
+	for {
+		n, err := cc.nc.Read(b)
+		if err == nil || n > 0 || !cc.rearm(err) {
+			return n, err
+		}
+	}
+}
+
+// write writes b to nc, through early expiries of the armed deadline.
+func (cc *clientConn) write(b []byte) error {
+	for {
+		n, err := cc.nc.Write(b)
+		if err == nil {
+			return nil
+		}
+		b = b[n:]
+		if !cc.rearm(err) {
+			return err
+		}
+	}
 }
 
 const clientReadBuffer = 8 << 10
@@ -348,6 +413,7 @@ func (p *pool) put(cc *clientConn, now time.Time) {
 	}
 	cc.lastUsed = now
 	cc.reused = true
+	cc.r = nil
 	p.pruneLocked(now)
 	p.idle = append(p.idle, cc)
 }
@@ -415,8 +481,7 @@ func (p *pool) netError(r *request, cause error, what string) error {
 // failure it is closed. retry reports a failure that shows the peer closed a reused connection
 // before it read the request (so sending it again on a new connection is safe and sensible).
 func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, err error) {
-	nc := cc.nc
-	if err := nc.SetDeadline(r.deadline); err != nil {
+	if err := cc.arm(r); err != nil {
 		p.discard(cc)
 		return Response{}, cc.reused, p.netError(r, err, "setting a deadline")
 	}
@@ -441,7 +506,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	if cap(buf) <= keepBuffer {
 		cc.wbuf = buf[:0]
 	}
-	if _, err := nc.Write(buf); err != nil {
+	if err := cc.write(buf); err != nil {
 		return fail(p.netError(r, err, "sending the request"), isClosedByPeer(err))
 	}
 	p.c.bytesSent.Add(int64(len(buf)))
@@ -548,7 +613,10 @@ func (p *pool) dial(r *request) (*clientConn, error) {
 		}
 		return nil, p.netError(r, err, "upgrade handshake")
 	}
-	cc := &clientConn{nc: nc, br: bufio.NewReaderSize(nc, clientReadBuffer), wbuf: make([]byte, 0, 512)}
+	// armed stays zero: the handshake's deadline may have been poisoned by the end of ctx, so
+	// the first exchange sets its own.
+	cc := &clientConn{nc: nc, wbuf: make([]byte, 0, 512)}
+	cc.br = bufio.NewReaderSize(cc, clientReadBuffer)
 	cc.poison = func() { _ = nc.SetDeadline(aLongTimeAgo) }
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -391,8 +391,9 @@ func (s *Server) serveUpgrade(w http.ResponseWriter) {
 // serve reads request frames and answers them until the connection ends.
 func (c *serverConn) serve(ctx context.Context) {
 	s := c.s
+	c.arm()
 	for {
-		c.arm()
+		// The deadline armed before the previous reply also covers the wait for this request.
 		hdr, err := c.br.Peek(prefixLen)
 		if err != nil {
 			return // closed by the client, idle timeout, or Close

@@ -369,6 +369,73 @@ func TestClientTimeout(t *testing.T) {
 	}
 }
 
+// TestLazyDeadline covers a connection whose deadline, armed by an earlier request, comes before
+// the deadline of the request it carries: the reply that arrives after the earlier deadline is
+// still read, and a request that gets no reply times out at its own deadline.
+func TestLazyDeadline(t *testing.T) {
+	const timeout = time.Second
+	var slowUntil atomic.Int64 // unix nanoseconds; the backend answers "slow" no sooner
+	b := newMapBackend()
+	b.set("fast", Value{Data: []byte("f")})
+	b.set("slow", Value{Data: []byte("s")})
+	b.hook = func(ctx context.Context, key string) {
+		switch key {
+		case "slow":
+			select {
+			case <-time.After(time.Until(time.Unix(0, slowUntil.Load()))):
+			case <-ctx.Done():
+			}
+		case "hang":
+			<-ctx.Done()
+		}
+	}
+	_, addr := startServer(t, b)
+	c := newClient(t, WithTimeout(timeout), WithMaxConnsPerPeer(1))
+	start := time.Now()
+	if _, err := c.Get(context.Background(), addr, "c", []byte("fast")); err != nil {
+		t.Fatal(err)
+	}
+	// The connection's deadline is now at least start+timeout. 400ms later a request runs past
+	// it (the deadline stays where it is while that is in the second half of the time left).
+	time.Sleep(timeout * 2 / 5)
+	slowUntil.Store(start.Add(timeout + timeout/10).UnixNano())
+	v, err := c.Get(context.Background(), addr, "c", []byte("slow"))
+	if err != nil || string(v.Data) != "s" {
+		t.Fatalf("%q, %v", v.Data, err)
+	}
+	// Same again, with no reply: the request must time out after its own timeout.
+	if _, err := c.Get(context.Background(), addr, "c", []byte("fast")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(timeout * 2 / 5)
+	hangStart := time.Now()
+	_, err = c.Get(context.Background(), addr, "c", []byte("hang"))
+	if d := time.Since(hangStart); d < timeout-timeout/20 || d > 3*timeout {
+		t.Fatalf("timed out after %v, want %v", d, timeout)
+	}
+	checkErr(t, err, addr, ErrUnavailable)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("%v is not a timeout", err)
+	}
+	// And a context cancelled while the request waits past an early deadline still ends it.
+	if _, err := c.Get(context.Background(), addr, "c", []byte("fast")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(timeout * 2 / 5)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(timeout*4/5, cancel) // after the early deadline, before the request's
+	defer cancel()
+	cancelStart := time.Now()
+	_, err = c.Get(ctx, addr, "c", []byte("hang"))
+	if d := time.Since(cancelStart); d > timeout*19/20 {
+		t.Fatalf("cancelled after %v", d)
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("%v does not match context.Canceled", err)
+	}
+}
+
 func TestMaxConcurrent(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{}, 1)
