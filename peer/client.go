@@ -263,9 +263,10 @@ type clientConn struct {
 	nc       net.Conn
 	br       *bufio.Reader // reads from the clientConn itself (Read), not from nc
 	wbuf     []byte
-	poison   func() // sets a deadline in the past: the request's context ended
-	r        *request
-	armed    time.Time // the deadline set on nc; zero for none
+	poison   func()          // sets a deadline in the past: the request's context ended
+	ctx      context.Context // of the request in progress (nil between requests)
+	deadline time.Time       // of the request in progress
+	armed    time.Time       // the deadline set on nc; zero for none
 	lastUsed time.Time
 	reused   bool
 	dead     bool // closed and removed from the pool; guarded by pool.mu
@@ -274,7 +275,7 @@ type clientConn struct {
 // arm makes sure nc's deadline is due no later than r's deadline, and not in the first half of
 // the time left to it; otherwise it sets it to r's deadline.
 func (cc *clientConn) arm(r *request) error {
-	cc.r = r
+	cc.ctx, cc.deadline = r.ctx, r.deadline
 	if a := cc.armed; !a.IsZero() && !a.After(r.deadline) && a.Sub(r.now) >= r.deadline.Sub(r.now)/2 {
 		return nil
 	}
@@ -290,18 +291,17 @@ func (cc *clientConn) arm(r *request) error {
 // request's deadline and with its context still alive, after pushing the deadline to the
 // request's one.
 func (cc *clientConn) rearm(err error) bool {
-	r := cc.r
-	if r == nil || cc.armed.IsZero() || !cc.armed.Before(r.deadline) || !errors.Is(err, os.ErrDeadlineExceeded) ||
-		r.ctx.Err() != nil || !time.Now().Before(r.deadline) {
+	if cc.ctx == nil || cc.armed.IsZero() || !cc.armed.Before(cc.deadline) || !errors.Is(err, os.ErrDeadlineExceeded) ||
+		cc.ctx.Err() != nil || !time.Now().Before(cc.deadline) {
 		return false
 	}
-	if cc.nc.SetDeadline(r.deadline) != nil {
+	if cc.nc.SetDeadline(cc.deadline) != nil {
 		return false
 	}
-	cc.armed = r.deadline
+	cc.armed = cc.deadline
 	// The context may have ended, and its AfterFunc poisoned the deadline, between the check
 	// above and the new deadline: that poison was overwritten, so give up.
-	return r.ctx.Err() == nil
+	return cc.ctx.Err() == nil
 }
 
 // Read reads from nc for br, through early expiries of the armed deadline.
@@ -413,7 +413,7 @@ func (p *pool) put(cc *clientConn, now time.Time) {
 	}
 	cc.lastUsed = now
 	cc.reused = true
-	cc.r = nil
+	cc.ctx = nil
 	p.pruneLocked(now)
 	p.idle = append(p.idle, cc)
 }
