@@ -2,16 +2,23 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// DefaultInterval is how often the DNS sources look their name up.
-const DefaultInterval = 30 * time.Second
+// Defaults of the DNS sources' options.
+const (
+	// DefaultInterval is how long the DNS sources wait between lookups.
+	DefaultInterval = 30 * time.Second
+	// DefaultLookupTimeout bounds each lookup of the DNS sources.
+	DefaultLookupTimeout = 10 * time.Second
+)
 
 // DNSOption configures DNS and SRV.
 type DNSOption interface {
@@ -24,17 +31,31 @@ func (f dnsOptionFunc) applyDNS(s *dnsSettings) error { return f(s) }
 
 type dnsSettings struct {
 	interval time.Duration
+	timeout  time.Duration
 	resolver *net.Resolver
 }
 
-// WithInterval sets how long a DNS source waits after each lookup before the next one; each
-// lookup is also given at most d. Default DefaultInterval (30 s); range d > 0.
+// WithInterval sets how long a DNS source waits after each lookup before the next one. Default
+// DefaultInterval (30 s); range d > 0.
 func WithInterval(d time.Duration) DNSOption {
 	return dnsOptionFunc(func(s *dnsSettings) error {
 		if d <= 0 {
 			return invalid("WithInterval", "%v is not positive", d)
 		}
 		s.interval = d
+		return nil
+	})
+}
+
+// WithLookupTimeout bounds each lookup of a DNS source; one that takes longer fails (and is
+// reported as an Update with Err). The resolver's own timeouts apply too. Default
+// DefaultLookupTimeout (10 s); range d > 0.
+func WithLookupTimeout(d time.Duration) DNSOption {
+	return dnsOptionFunc(func(s *dnsSettings) error {
+		if d <= 0 {
+			return invalid("WithLookupTimeout", "%v is not positive", d)
+		}
+		s.timeout = d
 		return nil
 	})
 }
@@ -56,7 +77,8 @@ func WithResolver(r *net.Resolver) DNSOption {
 // It suits a headless Kubernetes Service or any name that lists the cluster's nodes, all on the
 // same port; each node's own address (groupcache.NewNode's self) must then be its IP and that
 // port. A failed lookup, "no such host" included, is reported as an Update with Err and the source
-// keeps polling. A set is sent when it differs from the last one sent, and after a failure.
+// keeps polling; so is a failure of the A or the AAAA lookup alone (finding no record of one
+// family is no failure), lest a transient error drop the other family's peers. A set is sent when it differs from the last one sent, and after a failure.
 //
 // Invalid arguments (an empty name, a port outside 1..65535, a bad option) are reported by Watch,
 // which returns an error wrapping ErrInvalidOption; Run returns it.
@@ -71,7 +93,7 @@ func DNS(name string, port int, opts ...DNSOption) Source {
 	}
 	p := strconv.Itoa(port)
 	s.lookup = func(ctx context.Context) ([]string, error) {
-		addrs, err := s.resolver.LookupNetIP(ctx, "ip", name)
+		addrs, err := lookupIP(ctx, s.resolver, name)
 		if err != nil {
 			return nil, fmt.Errorf("discovery: DNS: %w", err)
 		}
@@ -82,6 +104,35 @@ func DNS(name string, port int, opts ...DNSOption) Source {
 		return peers, nil
 	}
 	return s
+}
+
+// lookupIP returns the IPv4 and IPv6 addresses of name. Unlike a lookup of network "ip", which
+// returns the addresses of one family when the other's lookup failed, it fails if either lookup
+// fails other than by finding no record: a transient failure must not shrink the peer set.
+func lookupIP(ctx context.Context, r *net.Resolver, name string) ([]netip.Addr, error) {
+	if a, err := netip.ParseAddr(name); err == nil {
+		return []netip.Addr{a}, nil
+	}
+	var all []netip.Addr
+	var notFound error
+	for _, network := range []string{"ip4", "ip6"} {
+		addrs, err := r.LookupNetIP(ctx, network, name)
+		dnsErr, addrErr := (*net.DNSError)(nil), (*net.AddrError)(nil)
+		if errors.As(err, &dnsErr) && dnsErr.IsNotFound || errors.As(err, &addrErr) {
+			// No record of this family, or only records of the other (an AAAA record holding an
+			// IPv4-mapped address): "no suitable address".
+			notFound = err
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, addrs...)
+	}
+	if len(all) == 0 && notFound != nil {
+		return nil, notFound
+	}
+	return all, nil
 }
 
 // SRV returns a Source that looks up the SRV records of _service._proto.name (of name itself if
@@ -130,7 +181,7 @@ type dnsSource struct {
 }
 
 func (s *dnsSource) configure(opts []DNSOption) error {
-	s.dnsSettings = dnsSettings{interval: DefaultInterval, resolver: net.DefaultResolver}
+	s.dnsSettings = dnsSettings{interval: DefaultInterval, timeout: DefaultLookupTimeout, resolver: net.DefaultResolver}
 	for _, o := range opts {
 		if o == nil {
 			continue
@@ -160,7 +211,7 @@ func (s *dnsSource) Watch(ctx context.Context, updates chan<- Update) error {
 			return ctx.Err()
 		case <-timer.C:
 		}
-		lctx, cancel := context.WithTimeout(ctx, s.interval)
+		lctx, cancel := context.WithTimeout(ctx, s.timeout)
 		peers, err := s.lookup(lctx)
 		cancel()
 		if ctx.Err() != nil {

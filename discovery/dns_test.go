@@ -98,6 +98,15 @@ func TestDNS(t *testing.T) {
 	}
 }
 
+func TestDNSLiteral(t *testing.T) {
+	for _, ip := range []string{"192.0.2.1", "2001:db8::1"} {
+		updates := watching(t, discovery.DNS(ip, 7946, discovery.WithInterval(poll)))
+		if u, want := next(t, updates), net.JoinHostPort(ip, "7946"); u.Err != nil || !slices.Equal(u.Peers, []string{want}) {
+			t.Errorf("DNS(%q): %+v, want [%s]", ip, u, want)
+		}
+	}
+}
+
 func TestSRV(t *testing.T) {
 	tests := []struct {
 		name                 string
@@ -153,6 +162,7 @@ func TestDNSPolls(t *testing.T) {
 	quietPolls := func() {
 		t.Helper()
 		q := srv.queries.Load()
+		// (A failed lookup would block the source the same way: its Update with Err is unread.)
 		waitFor(t, "three more polls", func() bool { return srv.queries.Load() >= q+3 })
 		select {
 		case u := <-updates:
@@ -180,6 +190,8 @@ func TestDNSErrors(t *testing.T) {
 		mend  func(s *dnsServer)
 	}{
 		{"SERVFAIL", func(s *dnsServer) { s.fail(rcodeServFail) }, func(s *dnsServer) { s.fail(0) }},
+		// The A lookup alone would find the set: a failed AAAA lookup still fails the poll.
+		{"AAAA SERVFAIL", func(s *dnsServer) { s.failType(typeAAAA, rcodeServFail) }, func(s *dnsServer) { s.fail(0) }},
 		{"NXDOMAIN", func(s *dnsServer) { s.set(name) }, func(s *dnsServer) { s.set(name, recA("192.0.2.1")) }},
 		{"no answer", func(s *dnsServer) { s.set(name, recSRV("x.test.", 1)) }, func(s *dnsServer) { s.set(name, recA("192.0.2.1")) }},
 	}

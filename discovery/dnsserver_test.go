@@ -24,7 +24,8 @@ type dnsServer struct {
 
 	mu      sync.Mutex
 	records map[string][]dnsRecord // by lower-case name with its trailing dot
-	rcode   uint16                 // non-zero: every reply carries this code and no answer
+	rcode   uint16                 // non-zero: replies carry this code and no answer
+	rcodeOf uint16                 // non-zero: only replies to questions of this type do
 	conns   map[net.Conn]struct{}
 
 	queries atomic.Int64 // questions received
@@ -86,10 +87,13 @@ func (s *dnsServer) set(name string, recs ...dnsRecord) {
 }
 
 // fail makes every reply carry rcode (rcodeServFail...), or answer normally again with 0.
-func (s *dnsServer) fail(rcode uint16) {
+func (s *dnsServer) fail(rcode uint16) { s.failType(0, rcode) }
+
+// failType makes the replies to questions of type qtype (0: all) carry rcode.
+func (s *dnsServer) failType(qtype, rcode uint16) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.rcode = rcode
+	s.rcode, s.rcodeOf = rcode, qtype
 }
 
 // resolver returns a Go resolver that asks this server, over TCP only if tcp is set.
@@ -182,6 +186,9 @@ func (s *dnsServer) reply(msg []byte) []byte {
 	}
 	s.mu.Lock()
 	rcode := s.rcode
+	if s.rcodeOf != 0 && s.rcodeOf != qtype {
+		rcode = 0
+	}
 	recs, found := s.records[name]
 	s.mu.Unlock()
 	if rcode == 0 && !found {

@@ -674,6 +674,7 @@ func TestRunMisconfiguredSource(t *testing.T) {
 		{"DNS nil resolver", DNS("cache.example", 80, WithResolver(nil))},
 		{"SRV empty name", SRV("cache", "tcp", "")},
 		{"SRV negative interval", SRV("cache", "tcp", "example", WithInterval(-time.Second))},
+		{"DNS zero lookup timeout", DNS("cache.example", 80, WithLookupTimeout(0))},
 		{"custom", SourceFunc(func(context.Context, chan<- Update) error {
 			return fmt.Errorf("etcd: %w: no endpoints", ErrInvalidOption)
 		})},
