@@ -107,14 +107,15 @@ func (r *Runner) Stats() Stats {
 // ErrRunning (another Run of r is in progress) or with the error of a Watch that wraps
 // ErrInvalidOption: a misconfigured source is not started again.
 //
-// Each set is checked: addresses that are not "host:port" with a non-empty host and a port in
-// 1..65535 are dropped (one log record per update lists them), duplicates are removed, the set is
+// Each set is checked: addresses that are not "host:port" with a non-empty host (free of spaces
+// and control characters) and a decimal port in 1..65535 are dropped (one log record per update lists them), duplicates are removed, the set is
 // sorted, and node.Self() is added if missing (logged). An update with Err set, or with no valid
 // address, is rejected: the last good set stays (logged and counted). The first good set of a Run
 // is applied at once; later changes wait until the source has been quiet for the debounce window
 // (WithDebounce), but never longer than the max delay (WithMaxDelay) after the first of them; a
 // set equal to the one applied last is not applied again. A set waiting for its window when ctx
 // ends is not applied. A SetPeers error is logged and counted, and the node keeps the set it had.
+// SetPeers runs on Run's goroutine: Run notices the end of ctx once it has returned.
 //
 // If Watch returns before ctx ends, whatever it returned, Run logs it and starts it again after a
 // back-off (WithBackoff); the node keeps its set meanwhile. A source that blocks without sending
