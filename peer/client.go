@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -211,10 +212,9 @@ func (c *Client) pool(peer string) *pool {
 		return p.(*pool)
 	}
 	p, _ := c.pools.LoadOrStore(peer, &pool{
-		c:      c,
-		addr:   peer,
-		tokens: make(chan struct{}, c.maxConns),
-		all:    make(map[*clientConn]struct{}),
+		c:    c,
+		addr: peer,
+		all:  make(map[*clientConn]struct{}),
 	})
 	return p.(*pool)
 }
@@ -236,20 +236,22 @@ type request struct {
 	now         time.Time
 	deadline    time.Time
 	ctxDeadline bool // deadline is ctx's
+	token       bool // holds one of its pool's tokens
 	cache       string
 	key         []byte
 }
 
 // pool is the connections of a Client to one peer.
 type pool struct {
-	c      *Client
-	addr   string
-	tokens chan struct{} // one per request in flight
+	c    *Client
+	addr string
 
-	mu     sync.Mutex
-	idle   []*clientConn // most recently used last
-	all    map[*clientConn]struct{}
-	closed bool
+	mu       sync.Mutex
+	inFlight int             // requests holding a token: at most maxConns
+	waiters  []chan struct{} // requests waiting for a token, first first; handed one by a send
+	idle     []*clientConn   // most recently used last
+	all      map[*clientConn]struct{}
+	closed   bool
 }
 
 // clientConn is one upgraded connection to a peer.
@@ -334,14 +336,22 @@ const clientReadBuffer = 8 << 10
 var aLongTimeAgo = time.Unix(1, 0)
 
 func (p *pool) roundTrip(r *request) (Response, error) {
-	if err := p.acquire(r); err != nil {
+	cc, err := p.acquire(r)
+	if err != nil {
 		return Response{}, err
 	}
-	defer func() { <-p.tokens }()
+	// A request that ends by putting its connection back gives its token back with it (put);
+	// otherwise here.
+	defer func() {
+		if r.token {
+			p.mu.Lock()
+			p.releaseLocked(r)
+			p.mu.Unlock()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
-		var cc *clientConn
-		if attempt == 0 {
-			cc = p.takeIdle(r.now)
+		if attempt > 0 {
+			cc = nil
 		}
 		if cc == nil {
 			var err error
@@ -362,32 +372,62 @@ func (p *pool) roundTrip(r *request) (Response, error) {
 }
 
 // acquire takes a token for one request in flight, waiting for one within the request's
-// deadline and context.
-func (p *pool) acquire(r *request) error {
-	select {
-	case p.tokens <- struct{}{}:
-		return nil
-	default:
+// deadline and context, and with it the most recently used idle connection, if there is one.
+func (p *pool) acquire(r *request) (*clientConn, error) {
+	p.mu.Lock()
+	if p.inFlight < p.c.maxConns {
+		p.inFlight++
+		r.token = true
+		cc := p.takeIdleLocked(r.now)
+		p.mu.Unlock()
+		return cc, nil
 	}
+	w := make(chan struct{}, 1)
+	p.waiters = append(p.waiters, w)
+	p.mu.Unlock()
 	p.c.waits.Add(1)
 	t := time.NewTimer(time.Until(r.deadline))
 	defer t.Stop()
+	var err error
 	select {
-	case p.tokens <- struct{}{}:
-		return nil
+	case <-w:
 	case <-r.ctx.Done():
-		return p.netError(r, r.ctx.Err(), "waiting for a free connection")
+		err = p.netError(r, r.ctx.Err(), "waiting for a free connection")
 	case <-t.C:
-		return p.netError(r, os.ErrDeadlineExceeded, "waiting for a free connection")
+		err = p.netError(r, os.ErrDeadlineExceeded, "waiting for a free connection")
 	case <-p.c.done:
-		return p.netError(r, nil, "")
+		err = p.netError(r, nil, "")
 	}
-}
-
-// takeIdle pops the most recently used idle connection that has not been idle too long.
-func (p *pool) takeIdle(now time.Time) *clientConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err == nil {
+		r.token = true
+		return p.takeIdleLocked(r.now), nil
+	}
+	if i := slices.Index(p.waiters, w); i >= 0 {
+		p.waiters = slices.Delete(p.waiters, i, i+1)
+	} else {
+		// Handed a token meanwhile: pass it on.
+		r.token = true
+		p.releaseLocked(r)
+	}
+	return nil, err
+}
+
+// releaseLocked gives r's token to the first waiting request, or back to the pool.
+func (p *pool) releaseLocked(r *request) {
+	r.token = false
+	if len(p.waiters) > 0 {
+		w := p.waiters[0]
+		p.waiters = slices.Delete(p.waiters, 0, 1)
+		w <- struct{}{}
+		return
+	}
+	p.inFlight--
+}
+
+// takeIdleLocked pops the most recently used idle connection that has not been idle too long.
+func (p *pool) takeIdleLocked(now time.Time) *clientConn {
 	for n := len(p.idle); n > 0; n = len(p.idle) {
 		cc := p.idle[n-1]
 		p.idle[n-1] = nil
@@ -400,10 +440,15 @@ func (p *pool) takeIdle(now time.Time) *clientConn {
 	return nil
 }
 
-// put returns a healthy connection to the idle list, or closes it when the list is full.
-func (p *pool) put(cc *clientConn, now time.Time) {
+// put returns a healthy connection to the idle list, or closes it when the list is full, and
+// gives r's token back.
+func (p *pool) put(cc *clientConn, r *request) {
+	now := r.now
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if r.token {
+		p.releaseLocked(r)
+	}
 	if cc.dead {
 		return
 	}
@@ -488,7 +533,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	var stop func() bool
 	if r.ctx.Done() != nil {
 		if r.ctx.Err() != nil {
-			p.put(cc, r.now)
+			p.put(cc, r)
 			return Response{}, false, p.netError(r, nil, "before sending")
 		}
 		stop = context.AfterFunc(r.ctx, cc.poison)
@@ -543,7 +588,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 			return fail(p.netError(r, midReply(err, m, n), "skipping the reply"), false)
 		}
 		p.c.bytesRecv.Add(int64(n) + prefixLen)
-		p.release(cc, stop, r.now)
+		p.release(cc, stop, r)
 		return Response{}, false, pe
 	}
 	_, _ = cc.br.Discard(off)
@@ -558,25 +603,25 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 			pe.Peer, pe.Op = p.addr, OpGet
 			if errors.Is(pe.Err, ErrTooLarge) {
 				p.c.bytesRecv.Add(int64(n) + prefixLen)
-				p.release(cc, stop, r.now)
+				p.release(cc, stop, r)
 				return Response{}, false, pe
 			}
 			return fail(pe, false)
 		}
 	}
 	p.c.bytesRecv.Add(int64(n) + prefixLen)
-	p.release(cc, stop, r.now)
+	p.release(cc, stop, r)
 	return resp, false, nil
 }
 
 // release returns cc, whose exchange is complete, to the pool; unless the request's context
 // ended meanwhile and may have spoiled the connection's deadline, in which case it is closed.
-func (p *pool) release(cc *clientConn, stop func() bool, now time.Time) {
+func (p *pool) release(cc *clientConn, stop func() bool, r *request) {
 	if stop != nil && !stop() {
 		p.discard(cc)
 		return
 	}
-	p.put(cc, now)
+	p.put(cc, r)
 }
 
 // midReply describes a read that ended after got of the want bytes of a reply.

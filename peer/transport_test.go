@@ -553,6 +553,48 @@ func TestMaxConnsPerPeer(t *testing.T) {
 	}
 	close(release)
 	<-done
+	mustGet(t, c1, addr, "k") // the request that gave up did not keep a token
+}
+
+// TestTokenHandOff races requests that wait for a connection, and give up, against the requests
+// that hand their tokens over: no token is lost or duplicated.
+func TestTokenHandOff(t *testing.T) {
+	b := newMapBackend()
+	b.set("k", Value{Data: []byte("v")})
+	b.hook = func(ctx context.Context, key string) { time.Sleep(time.Millisecond) }
+	_, addr := startServer(t, b)
+	c := newClient(t, WithMaxConnsPerPeer(2))
+	var wg sync.WaitGroup
+	var ok, gaveUp atomic.Int64
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 20 {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration((g+i)%4)*time.Millisecond)
+				_, err := c.Get(ctx, addr, "c", []byte("k"))
+				cancel()
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, ErrUnavailable):
+					gaveUp.Add(1)
+				default:
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if ok.Load() == 0 || gaveUp.Load() == 0 || c.Stats().Waits == 0 {
+		t.Fatalf("%d ok, %d gave up, stats %+v", ok.Load(), gaveUp.Load(), c.Stats())
+	}
+	p := c.pool(addr)
+	p.mu.Lock()
+	inFlight, waiters := p.inFlight, len(p.waiters)
+	p.mu.Unlock()
+	if inFlight != 0 || waiters != 0 {
+		t.Fatalf("%d tokens held and %d waiters after every request returned", inFlight, waiters)
+	}
+	mustGet(t, c, addr, "k")
 }
 
 func TestStaleConnectionRetried(t *testing.T) {
