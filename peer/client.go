@@ -55,10 +55,11 @@ type Client struct {
 	closeOnce sync.Once
 	lastSweep atomic.Int64 // unix nanoseconds of the last sweep of idle connections
 
+	// The counters, written by every request, do not share a cache line with the fields above,
+	// which every request reads.
+	_         [64]byte
 	requests  atomic.Int64
 	errs      atomic.Int64
-	bytesSent atomic.Int64
-	bytesRecv atomic.Int64
 	dials     atomic.Int64
 	openConns atomic.Int64
 	waits     atomic.Int64
@@ -195,11 +196,24 @@ func (c *Client) Close() error {
 
 // Stats returns the client's counters. It is safe to call at any time.
 func (c *Client) Stats() ClientStats {
+	var sent, recv int64
+	c.pools.Range(func(_, v any) bool {
+		p := v.(*pool)
+		p.mu.Lock()
+		for cc := range p.all {
+			sent += cc.sent.Load()
+			recv += cc.recv.Load()
+		}
+		sent += p.closedSent
+		recv += p.closedRecv
+		p.mu.Unlock()
+		return true
+	})
 	return ClientStats{
 		Requests:      c.requests.Load(),
 		Errors:        c.errs.Load(),
-		BytesSent:     c.bytesSent.Load(),
-		BytesReceived: c.bytesRecv.Load(),
+		BytesSent:     sent,
+		BytesReceived: recv,
 		Dials:         c.dials.Load(),
 		OpenConns:     c.openConns.Load(),
 		Waits:         c.waits.Load(),
@@ -252,6 +266,8 @@ type pool struct {
 	idle     []*clientConn   // most recently used last
 	all      map[*clientConn]struct{}
 	closed   bool
+	// Bytes sent and received on connections that were closed; open ones keep their own.
+	closedSent, closedRecv int64
 }
 
 // clientConn is one upgraded connection to a peer.
@@ -272,6 +288,9 @@ type clientConn struct {
 	lastUsed time.Time
 	reused   bool
 	dead     bool // closed and removed from the pool; guarded by pool.mu
+	// Bytes sent and received, written only by the request holding the connection (so never
+	// contended) and read by Stats.
+	sent, recv atomic.Int64
 }
 
 // arm makes sure nc's deadline is due no later than r's deadline, and not in the first half of
@@ -491,6 +510,8 @@ func (p *pool) discardLocked(cc *clientConn) {
 	cc.dead = true
 	_ = cc.nc.Close()
 	delete(p.all, cc)
+	p.closedSent += cc.sent.Load()
+	p.closedRecv += cc.recv.Load()
 	p.c.openConns.Add(-1)
 }
 
@@ -554,7 +575,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	if err := cc.write(buf); err != nil {
 		return fail(p.netError(r, err, "sending the request"), isClosedByPeer(err))
 	}
-	p.c.bytesSent.Add(int64(len(buf)))
+	cc.sent.Add(int64(len(buf)))
 
 	hdr, err := cc.br.Peek(prefixLen)
 	if err != nil {
@@ -587,7 +608,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 		if m, err := cc.br.Discard(n); err != nil {
 			return fail(p.netError(r, midReply(err, m, n), "skipping the reply"), false)
 		}
-		p.c.bytesRecv.Add(int64(n) + prefixLen)
+		cc.recv.Add(int64(n) + prefixLen)
 		p.release(cc, stop, r)
 		return Response{}, false, pe
 	}
@@ -602,14 +623,14 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 			pe := err.(*Error)
 			pe.Peer, pe.Op = p.addr, OpGet
 			if errors.Is(pe.Err, ErrTooLarge) {
-				p.c.bytesRecv.Add(int64(n) + prefixLen)
+				cc.recv.Add(int64(n) + prefixLen)
 				p.release(cc, stop, r)
 				return Response{}, false, pe
 			}
 			return fail(pe, false)
 		}
 	}
-	p.c.bytesRecv.Add(int64(n) + prefixLen)
+	cc.recv.Add(int64(n) + prefixLen)
 	p.release(cc, stop, r)
 	return resp, false, nil
 }
