@@ -341,6 +341,14 @@ func (c *Cache[K, V]) lookup(key K) (V, bool) {
 // load calls the loader and stores the value in the main store. On a node the stored item keeps
 // the value's wire form too, ready for peers. forPeer counts the load as one run for a peer.
 func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detach bool) (item[V], error) {
+	if c.node != nil {
+		if it, size, ok := c.handoff(ctx, key, kb); ok {
+			if size <= c.maxValue {
+				put(c, c.store, key, it, size, it.wire.Expires)
+			}
+			return it, nil
+		}
+	}
 	c.loads.Add(1)
 	if forPeer {
 		c.cluster.peerLoads.Add(1)

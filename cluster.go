@@ -18,6 +18,7 @@ import (
 
 // clusterCounters count what a cache does as part of a cluster; all atomic.
 type clusterCounters struct {
+	handoffs         atomic.Int64
 	remoteGets       atomic.Int64
 	remoteErrors     atomic.Int64
 	peerRequests     atomic.Int64
@@ -171,6 +172,57 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 		return peer.Value{}, err
 	}
 	return c.sent(&wireForm{Value: peer.Compress(enc, c.node.compress), rawLen: len(enc)}), nil
+}
+
+// peek answers a peer's hand-off request: the value of key bytes kb if the main store holds it,
+// peer.ErrNotFound otherwise. It never loads.
+func (c *Cache[K, V]) peek(kb []byte) (peer.Value, error) {
+	if c.closed.Load() {
+		return peer.Value{}, fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+	}
+	key, err := c.keys.Decode(kb)
+	if err != nil {
+		return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
+	}
+	it, ok := c.liveItem(key)
+	if !ok || it.wire == nil {
+		return peer.Value{}, peer.ErrNotFound
+	}
+	return c.sent(it.wire), nil
+}
+
+// handoff asks the key's owner before the last peer-set change for the value, so that a node that
+// has just become the owner takes the value over instead of loading it. It reports false when
+// there is no such peer or the peer does not hold the value.
+func (c *Cache[K, V]) handoff(ctx context.Context, key K, kb []byte) (item[V], int64, bool) {
+	prev, p, ok := c.node.previousOwner(kb)
+	if !ok {
+		return item[V]{}, 0, false
+	}
+	val, err := p.Peek(ctx, prev, c.name, kb)
+	if err != nil {
+		return item[V]{}, 0, false
+	}
+	raw, err := val.Raw(int(c.maxValue))
+	if err != nil {
+		return item[V]{}, 0, false
+	}
+	v, err := c.decode(raw)
+	if err != nil {
+		return item[V]{}, 0, false
+	}
+	if val.Expires != 0 && val.Expires <= c.clock.Now().UnixNano() {
+		return item[V]{}, 0, false
+	}
+	c.cluster.handoffs.Add(1)
+	c.cluster.bytesReceived.Add(int64(len(val.Data)))
+	c.cluster.bytesReceivedRaw.Add(int64(len(raw)))
+	w := &wireForm{Value: val, rawLen: len(raw)}
+	size := int64(len(raw) + len(kb))
+	if val.Compressed {
+		size += int64(len(val.Data))
+	}
+	return item[V]{v: v, wire: w}, size, true
 }
 
 // liveItem returns the main store's unexpired item for key without counting a lookup.

@@ -39,9 +39,11 @@ type Node struct {
 	server    *peer.Server
 	ringOpts  []hash.Option
 	backoff   time.Duration
-	compress  int // compression threshold for values served to peers
+	window    time.Duration // hand-off window
+	compress  int           // compression threshold for values served to peers
 
 	ring    atomic.Pointer[hash.Ring]              // swapped whole; never nil
+	handoff atomic.Pointer[handoffRing]            // the ring before the last change, while recent
 	caches  atomic.Pointer[map[string]servedCache] // copy on write under mu
 	health  sync.Map                               // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
 	mu      sync.Mutex                             // serializes peer-set changes and cache registration
@@ -49,9 +51,27 @@ type Node struct {
 	closing sync.Once
 }
 
+// handoffRing is the ring that was in force before the last peer-set change, and until when a new
+// owner asks the previous owner of a key for its value before loading it.
+type handoffRing struct {
+	ring  *hash.Ring
+	until int64 // unix nanoseconds
+}
+
+// DefaultHandoffWindow is how long after a peer-set change a node that became the owner of a key
+// first asks the key's previous owner for it, when made without WithHandoffWindow.
+const DefaultHandoffWindow = time.Minute
+
 // servedCache is the part of a Cache[K, V] that the node's server calls. It knows no K or V.
 type servedCache interface {
 	serve(ctx context.Context, key []byte) (peer.Value, error)
+	peek(key []byte) (peer.Value, error)
+}
+
+// peeker is implemented by transports that can ask a peer for a value it holds without making it
+// load one (peer.Client does). Without it, hand-off on membership changes is off.
+type peeker interface {
+	Peek(ctx context.Context, peer, cache string, key []byte) (peer.Value, error)
 }
 
 // NodeOption configures NewNode.
@@ -70,6 +90,7 @@ type nodeSettings struct {
 	serverOptions []peer.ServerOption
 	ringOptions   []hash.Option
 	backoff       time.Duration
+	window        time.Duration
 	compress      int
 	logger        *slog.Logger
 }
@@ -138,6 +159,20 @@ func WithPeerBackoff(d time.Duration) NodeOption {
 	})
 }
 
+// WithHandoffWindow sets how long after a peer-set change a node that became the owner of a key
+// first asks the key's previous owner for its value (a peek, which never makes the previous owner
+// load) before running the loader, so that scaling out does not turn into a load storm. 0 turns
+// hand-off off. Default DefaultHandoffWindow (1 min); valid range d >= 0.
+func WithHandoffWindow(d time.Duration) NodeOption {
+	return nodeOptionFunc(func(s *nodeSettings) error {
+		if d < 0 {
+			return invalid("WithHandoffWindow", "%v is negative", d)
+		}
+		s.window = d
+		return nil
+	})
+}
+
 // WithCompressThreshold sets the encoded size from which values served to peers are compressed
 // (S2). Default peer.DefaultCompressThreshold; a negative value never compresses.
 func WithCompressThreshold(n int) NodeOption {
@@ -165,7 +200,7 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 	if err := checkAddr(self); err != nil {
 		return nil, invalid("NewNode", "self %q: %v", self, err)
 	}
-	s := nodeSettings{backoff: DefaultPeerBackoff, compress: peer.DefaultCompressThreshold}
+	s := nodeSettings{backoff: DefaultPeerBackoff, window: DefaultHandoffWindow, compress: peer.DefaultCompressThreshold}
 	for _, o := range opts {
 		if o == nil {
 			continue
@@ -180,6 +215,7 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		transport: s.transport,
 		ringOpts:  s.ringOptions,
 		backoff:   s.backoff,
+		window:    s.window,
 		compress:  s.compress,
 	}
 	if n.log == nil {
@@ -270,10 +306,48 @@ func (n *Node) setPeersLocked(peers []string, initial bool) error {
 		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	old := n.ring.Swap(ring)
-	if !initial && old != nil && !slices.Equal(old.Peers(), ring.Peers()) {
+	if initial {
+		// A node that has just started takes its keys over from the cluster as it was without it.
+		others := slices.DeleteFunc(slices.Clone(peers), func(p string) bool { return p == n.self })
+		if len(others) > 0 {
+			if old, err = hash.NewRing(others, n.ringOpts...); err != nil {
+				return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+			}
+		}
+	} else if old != nil && !slices.Equal(old.Peers(), ring.Peers()) {
 		n.log.Info("peer set changed", slog.Any("peers", ring.Peers()))
+	} else {
+		return nil
+	}
+	if n.window > 0 && old != nil {
+		n.handoff.Store(&handoffRing{ring: old, until: time.Now().Add(n.window).UnixNano()})
 	}
 	return nil
+}
+
+// Owner returns the address of the peer that owns the key whose encoded bytes are key (self for an
+// empty ring). Every node with the same peer set gives the same answer.
+func (n *Node) Owner(key []byte) string {
+	owner, _ := n.owner(key)
+	return owner
+}
+
+// previousOwner returns the owner of key under the ring in force before the last peer-set change,
+// when that change is recent, that owner is another live peer, and the transport can peek.
+func (n *Node) previousOwner(key []byte) (string, peeker, bool) {
+	h := n.handoff.Load()
+	if h == nil || time.Now().UnixNano() > h.until {
+		return "", nil, false
+	}
+	p, ok := n.transport.(peeker)
+	if !ok {
+		return "", nil, false
+	}
+	prev, ok := h.ring.Owner(key)
+	if !ok || prev == n.self || !n.healthy(prev) {
+		return "", nil, false
+	}
+	return prev, p, true
 }
 
 // owner returns the peer that owns key bytes and whether it is this node.
@@ -371,9 +445,26 @@ func (n *Node) Close() error {
 type nodeBackend struct{ n *Node }
 
 func (b nodeBackend) Get(ctx context.Context, cache string, key []byte) (peer.Value, error) {
-	c, ok := (*b.n.caches.Load())[cache]
-	if !ok {
-		return peer.Value{}, fmt.Errorf("cache %q on %s: %w", cache, b.n.self, peer.ErrUnknownCache)
+	c, err := b.cache(cache)
+	if err != nil {
+		return peer.Value{}, err
 	}
 	return c.serve(ctx, key)
+}
+
+// Peek answers a hand-off request: the value if this node holds it, never a load.
+func (b nodeBackend) Peek(_ context.Context, cache string, key []byte) (peer.Value, error) {
+	c, err := b.cache(cache)
+	if err != nil {
+		return peer.Value{}, err
+	}
+	return c.peek(key)
+}
+
+func (b nodeBackend) cache(name string) (servedCache, error) {
+	c, ok := (*b.n.caches.Load())[name]
+	if !ok {
+		return nil, fmt.Errorf("cache %q on %s: %w", name, b.n.self, peer.ErrUnknownCache)
+	}
+	return c, nil
 }

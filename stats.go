@@ -45,6 +45,9 @@ type Stats struct {
 	// FallbackLoads is the number of loads run here for keys owned by a peer that could not serve
 	// them (down, overloaded, without the cache); they count in Loads too.
 	FallbackLoads int64
+	// Handoffs is the number of values taken over from their previous owner after a peer-set
+	// change instead of being loaded (see WithHandoffWindow).
+	Handoffs int64
 	// PeerRequests is the number of requests from peers for this cache; PeerLoads the number of
 	// loads they caused here (they count in Loads too).
 	PeerRequests, PeerLoads int64
@@ -70,6 +73,7 @@ func (c *Cache[K, V]) Stats() Stats {
 		Bytes:        st.Bytes,
 		MaxBytes:     c.store.MaxBytes(),
 
+		Handoffs:         c.cluster.handoffs.Load(),
 		RemoteGets:       c.cluster.remoteGets.Load(),
 		RemoteErrors:     c.cluster.remoteErrors.Load(),
 		FallbackLoads:    c.cluster.fallbackLoads.Load(),

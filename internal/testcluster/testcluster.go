@@ -19,6 +19,7 @@ type Cluster struct {
 	Addrs []string
 
 	t     testing.TB
+	opts  []groupcache.NodeOption
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	alive []bool // guarded by mu
@@ -28,33 +29,63 @@ type Cluster struct {
 // set. The nodes are closed when the test ends.
 func Start(t testing.TB, n int, opts ...groupcache.NodeOption) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, alive: make([]bool, n)}
+	c := &Cluster{t: t, opts: opts}
 	listeners := make([]net.Listener, n)
 	for i := range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		listeners[i] = l
-		c.Addrs = append(c.Addrs, l.Addr().String())
+		listeners[i] = c.listen()
+		c.Addrs = append(c.Addrs, listeners[i].Addr().String())
 	}
 	for i, l := range listeners {
-		node, err := groupcache.NewNode(c.Addrs[i], append([]groupcache.NodeOption{groupcache.WithPeers(c.Addrs...)}, opts...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Nodes = append(c.Nodes, node)
-		c.alive[i] = true
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			if err := node.Serve(l); err != nil && !errors.Is(err, peer.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
-				t.Errorf("node %s: serve: %v", node.Self(), err)
-			}
-		}()
+		c.serve(c.Addrs[i], l)
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+func (c *Cluster) listen() net.Listener {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return l
+}
+
+// serve makes the node at addr, with the cluster's current addresses as its peer set, and serves
+// it on l.
+func (c *Cluster) serve(addr string, l net.Listener) {
+	node, err := groupcache.NewNode(addr, append([]groupcache.NodeOption{groupcache.WithPeers(c.Addrs...)}, c.opts...)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.Nodes = append(c.Nodes, node)
+	c.alive = append(c.alive, true)
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if err := node.Serve(l); err != nil && !errors.Is(err, peer.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+			c.t.Errorf("node %s: serve: %v", node.Self(), err)
+		}
+	}()
+}
+
+// Add starts one more node, whose peer set is the whole cluster with it, and returns its index.
+// The other nodes do not know it until Announce.
+func (c *Cluster) Add() int {
+	l := c.listen()
+	c.Addrs = append(c.Addrs, l.Addr().String())
+	c.serve(c.Addrs[len(c.Addrs)-1], l)
+	return len(c.Nodes) - 1
+}
+
+// Announce gives every node the cluster's current peer set.
+func (c *Cluster) Announce() {
+	for _, n := range c.Nodes {
+		if err := n.SetPeers(c.Addrs...); err != nil {
+			c.t.Fatal(err)
+		}
+	}
 }
 
 // Kill closes node i: it stops serving and its listener is gone, as if its process had died.
