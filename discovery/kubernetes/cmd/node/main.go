@@ -1,0 +1,94 @@
+// Command node runs one groupcache node per Kubernetes pod. It learns its peers from the ready
+// endpoints of a Service (see examples/kubernetes in the repository) and serves, next to the peer
+// protocol, a tiny application on the same port:
+//
+//	GET /get?key=K   the value of K, loaded once in the whole cluster by K's owner
+//	GET /stats       the cache's statistics as JSON
+//
+// Settings come from the environment, filled by the downward API in deployment.yaml: POD_IP,
+// POD_NAMESPACE, GROUPCACHE_SERVICE, GROUPCACHE_PORT_NAME and GROUPCACHE_PORT.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/typedcache/groupcache"
+	"github.com/typedcache/groupcache/discovery"
+	gck8s "github.com/typedcache/groupcache/discovery/kubernetes"
+	"github.com/typedcache/groupcache/peer"
+)
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if err := run(log); err != nil {
+		log.Error("node stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger) error {
+	port := os.Getenv("GROUPCACHE_PORT")
+	self := net.JoinHostPort(os.Getenv("POD_IP"), port) // as the EndpointSlices list this pod
+	node, err := groupcache.NewNode(self, groupcache.WithNodeLogger(log))
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	hostname, _ := os.Hostname()
+	pages, err := groupcache.New[string, string]("pages",
+		groupcache.LoaderFunc[string, string](func(ctx context.Context, key string) (string, error) {
+			// The slow source of truth (a database, an API) would be called here.
+			return "page " + key + " rendered by " + hostname + " at " + time.Now().UTC().Format(time.RFC3339), nil
+		}),
+		groupcache.WithNode(node), groupcache.WithMaxBytes(64<<20), groupcache.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	defer pages.Close()
+
+	mux := http.NewServeMux()
+	mux.Handle(peer.DefaultBasePath, node.Handler())
+	mux.HandleFunc("GET /get", func(w http.ResponseWriter, r *http.Request) {
+		v, err := pages.Get(r.Context(), r.URL.Query().Get("key"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Write([]byte(v + "\n"))
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(pages.Stats())
+	})
+	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.ListenAndServe() }()
+
+	// The pods of the Service, ready ones only, on the port named GROUPCACHE_PORT_NAME.
+	src, err := gck8s.InCluster(os.Getenv("POD_NAMESPACE"), os.Getenv("GROUPCACHE_SERVICE"), os.Getenv("GROUPCACHE_PORT_NAME"))
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go discovery.Run(ctx, node, src, discovery.WithLogger(log)) // keeps the ring equal to the ready pods
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return err
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
