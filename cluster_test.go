@@ -413,3 +413,40 @@ func TestNodeRejectsDuplicateCacheNames(t *testing.T) {
 	}
 	c2.Close()
 }
+
+func TestClusterHandoffOnScaleOut(t *testing.T) {
+	const keys = 10_000
+	cl := testcluster.Start(t, 3)
+	log := newLoadLog()
+	caches := stringCaches(t, cl, "c", log, nil)
+	ctx := context.Background()
+	get := func(i int) {
+		k := "key-" + strconv.Itoa(i)
+		if v, err := caches[i%len(caches)].Get(ctx, k); err != nil || v != "value-"+k {
+			t.Fatalf("Get(%s) = %q, %v", k, v, err)
+		}
+	}
+	for i := range keys {
+		get(i)
+	}
+	if n := log.total.Load(); n != keys {
+		t.Fatalf("first pass: %d loads, want %d", n, keys)
+	}
+
+	// A fourth node joins: it takes over about a quarter of the keys.
+	fourth := cl.Add()
+	caches = append(caches, stringCaches(t, &testcluster.Cluster{Nodes: cl.Nodes[fourth:]}, "c", log, nil)...)
+	cl.Announce()
+	for i := range keys {
+		get(i)
+	}
+	second := log.total.Load() - keys
+	handoffs := caches[fourth].Stats().Handoffs
+	t.Logf("second pass: %d loads, %d values handed off to the new node", second, handoffs)
+	if second > keys/100 {
+		t.Fatalf("second pass loaded %d keys, more than 1%% of %d", second, keys)
+	}
+	if handoffs < keys/8 {
+		t.Fatalf("only %d hand-offs to the new node", handoffs)
+	}
+}

@@ -144,15 +144,27 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 // ErrProtocol reports malformed bytes from the peer; ErrUnavailable a network failure, a timeout
 // or the end of ctx (the error then also matches ctx.Err()); ErrClosed a closed Client.
 func (c *Client) Get(ctx context.Context, peer, cache string, key []byte) (Value, error) {
+	return c.do(ctx, OpGet, peer, cache, key)
+}
+
+// Peek asks peer for the value of key in the named cache only if the peer holds it: a peer that
+// does not answers with StatusNotFound (ErrNotFound) and loads nothing. A node that has just become
+// the owner of a key uses it to take the value over from the key's previous owner. Errors are as
+// for Get.
+func (c *Client) Peek(ctx context.Context, peer, cache string, key []byte) (Value, error) {
+	return c.do(ctx, OpPeek, peer, cache, key)
+}
+
+func (c *Client) do(ctx context.Context, op Op, peer, cache string, key []byte) (Value, error) {
 	if c.closed.Load() {
-		return Value{}, &Error{Peer: peer, Op: OpGet, Err: ErrClosed}
+		return Value{}, &Error{Peer: peer, Op: op, Err: ErrClosed}
 	}
 	if len(cache) == 0 || len(cache) > c.lim.MaxCacheName {
-		return Value{}, &Error{Peer: peer, Op: OpGet, Err: ErrBadRequest,
+		return Value{}, &Error{Peer: peer, Op: op, Err: ErrBadRequest,
 			Msg: fmt.Sprintf("cache name of %d bytes outside 1..%d", len(cache), c.lim.MaxCacheName)}
 	}
 	if len(key) > c.lim.MaxKeyBytes {
-		return Value{}, &Error{Peer: peer, Op: OpGet, Err: ErrBadRequest,
+		return Value{}, &Error{Peer: peer, Op: op, Err: ErrBadRequest,
 			Msg: fmt.Sprintf("key of %d bytes over the limit of %d", len(key), c.lim.MaxKeyBytes)}
 	}
 	c.requests.Add(1)
@@ -167,7 +179,7 @@ func (c *Client) Get(ctx context.Context, peer, cache string, key []byte) (Value
 		c.sweep(now)
 	}
 	p := c.pool(peer)
-	r := request{ctx: ctx, now: now, deadline: deadline, ctxDeadline: ctxDeadline, cache: cache, key: key}
+	r := request{op: op, ctx: ctx, now: now, deadline: deadline, ctxDeadline: ctxDeadline, cache: cache, key: key}
 	resp, err := p.roundTrip(&r)
 	if err != nil {
 		c.errs.Add(1)
@@ -175,7 +187,7 @@ func (c *Client) Get(ctx context.Context, peer, cache string, key []byte) (Value
 	}
 	if resp.Status != StatusOK {
 		c.errs.Add(1)
-		return Value{}, &Error{Peer: peer, Op: OpGet, Status: resp.Status, Msg: resp.Msg}
+		return Value{}, &Error{Peer: peer, Op: op, Status: resp.Status, Msg: resp.Msg}
 	}
 	return resp.Value, nil
 }
@@ -246,6 +258,7 @@ func (c *Client) sweep(now time.Time) {
 
 // request is one Get in progress.
 type request struct {
+	op          Op
 	ctx         context.Context
 	now         time.Time
 	deadline    time.Time
@@ -530,7 +543,7 @@ func (p *pool) closeAll() {
 // closed, otherwise ErrUnavailable wrapping the cause (the context's error when it ended).
 func (p *pool) netError(r *request, cause error, what string) error {
 	if p.c.closed.Load() {
-		return &Error{Peer: p.addr, Op: OpGet, Err: ErrClosed}
+		return &Error{Peer: p.addr, Op: r.op, Err: ErrClosed}
 	}
 	if err := r.ctx.Err(); err != nil {
 		cause = err
@@ -540,7 +553,7 @@ func (p *pool) netError(r *request, cause error, what string) error {
 	if errors.Is(cause, os.ErrDeadlineExceeded) && !errors.Is(cause, context.DeadlineExceeded) {
 		what += " (timed out)"
 	}
-	return &Error{Peer: p.addr, Op: OpGet, Msg: what, Err: wrapCause(ErrUnavailable, cause)}
+	return &Error{Peer: p.addr, Op: r.op, Msg: what, Err: wrapCause(ErrUnavailable, cause)}
 }
 
 // exchange sends the request on cc and reads the reply. On success cc goes back to the pool; on
@@ -567,7 +580,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 		return Response{}, retry && cc.reused, err
 	}
 
-	buf := appendRequest(cc.wbuf[:prefixLen], OpGet, r.cache, r.key)
+	buf := appendRequest(cc.wbuf[:prefixLen], r.op, r.cache, r.key)
 	binary.BigEndian.PutUint32(buf, uint32(len(buf)-prefixLen))
 	if cap(buf) <= keepBuffer {
 		cc.wbuf = buf[:0]
@@ -584,7 +597,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	n := int(binary.BigEndian.Uint32(hdr))
 	_, _ = cc.br.Discard(prefixLen)
 	if n > p.c.lim.MaxFrameBytes {
-		return fail(&Error{Peer: p.addr, Op: OpGet, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
+		return fail(&Error{Peer: p.addr, Op: r.op, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
 			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, p.c.lim.MaxFrameBytes)}, false)
 	}
 	// The head of the frame (all of it but the value) is parsed where it lies in the read
@@ -599,7 +612,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	resp, off, err := parseResponseHead(head, n, p.c.lim)
 	if err != nil {
 		pe := err.(*Error)
-		pe.Peer, pe.Op = p.addr, OpGet
+		pe.Peer, pe.Op = p.addr, r.op
 		if !errors.Is(pe.Err, ErrTooLarge) {
 			return fail(pe, false)
 		}
@@ -621,7 +634,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 		resp.Value.Data = data
 		if err := checkValue(&resp.Value, p.c.lim); err != nil {
 			pe := err.(*Error)
-			pe.Peer, pe.Op = p.addr, OpGet
+			pe.Peer, pe.Op = p.addr, r.op
 			if errors.Is(pe.Err, ErrTooLarge) {
 				cc.recv.Add(int64(n) + prefixLen)
 				p.release(cc, stop, r)
@@ -688,7 +701,7 @@ func (p *pool) dial(r *request) (*clientConn, error) {
 	defer p.mu.Unlock()
 	if p.closed || p.c.closed.Load() {
 		nc.Close()
-		return nil, &Error{Peer: p.addr, Op: OpGet, Err: ErrClosed}
+		return nil, &Error{Peer: p.addr, Op: r.op, Err: ErrClosed}
 	}
 	p.all[cc] = struct{}{}
 	p.c.openConns.Add(1)

@@ -9,11 +9,14 @@ import (
 // Op is the operation byte of a request frame.
 type Op uint8
 
-// Operations. Only OpGet is implemented; the numbers 2 to 5 are reserved for Remove, Set, GetMany
-// and Peek (see docs/protocol.md) and are refused as bad requests until they are implemented.
+// Operations. OpGet and OpPeek are implemented; the numbers 2 to 4 are reserved for Remove, Set
+// and GetMany (see docs/protocol.md) and are refused as bad requests until they are implemented.
 const (
-	// OpGet asks the owner of a key for its value.
+	// OpGet asks the owner of a key for its value, which the owner loads if it must.
 	OpGet Op = 1
+	// OpPeek asks a peer for the value of a key only if it holds it; it never loads. Its request
+	// and response frames are those of OpGet.
+	OpPeek Op = 5
 )
 
 // String returns the lower-case name of the operation, or "op(N)" for an unknown one.
@@ -27,7 +30,7 @@ func (o Op) String() string {
 		return "set"
 	case 4:
 		return "getmany"
-	case 5:
+	case OpPeek:
 		return "peek"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))

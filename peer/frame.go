@@ -101,7 +101,7 @@ func (l Limits) validate() error {
 
 // Request is a request frame. In a parsed Request, Key aliases the frame.
 type Request struct {
-	// Op is the operation (OpGet).
+	// Op is the operation (OpGet or OpPeek).
 	Op Op
 	// Cache is the name of the cache: 1 to MaxCacheName bytes.
 	Cache string
@@ -156,7 +156,7 @@ func parseRequest(frame []byte, lim Limits, intern *string) (Request, error) {
 		return Request{}, badRequest("truncated header")
 	}
 	op := Op(frame[1])
-	if op != OpGet {
+	if op != OpGet && op != OpPeek {
 		return Request{}, badRequest("unsupported op " + op.String())
 	}
 	if frame[2] != 0 {

@@ -42,6 +42,15 @@ type Backend interface {
 	Get(ctx context.Context, cache string, key []byte) (Value, error)
 }
 
+// PeekBackend is a Backend that also answers OpPeek: the value of key if this node holds it, an
+// error matching ErrNotFound if not, and never a load. A Server whose Backend does not implement
+// it answers OpPeek with StatusBadRequest.
+type PeekBackend interface {
+	Backend
+	// Peek is Get without loading; key and ctx are as for Get.
+	Peek(ctx context.Context, cache string, key []byte) (Value, error)
+}
+
 // Server answers peers' requests from a Backend. It is an http.Handler: mount it on a mux at its
 // base path (WithBasePath, default "/_groupcache/"), or let Serve or ListenAndServe do it.
 //
@@ -302,15 +311,22 @@ func (s *Server) handle(ctx context.Context, req *Request, c *connCounters) Resp
 	return Response{Value: v}
 }
 
-// get calls the Backend, turning a panic into an error.
+// get calls the Backend (Get, or Peek for OpPeek), turning a panic into an error.
 func (s *Server) get(ctx context.Context, req *Request, c *connCounters) (v Value, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			c.panics.Add(1)
-			s.log.Error("peer: Backend.Get panicked", "cache", req.Cache, "panic", p, "stack", string(debug.Stack()))
+			s.log.Error("peer: Backend panicked", "op", req.Op, "cache", req.Cache, "panic", p, "stack", string(debug.Stack()))
 			v, err = Value{}, fmt.Errorf("backend panicked: %v", p)
 		}
 	}()
+	if req.Op == OpPeek {
+		pb, ok := s.backend.(PeekBackend)
+		if !ok {
+			return Value{}, fmt.Errorf("%w: this server does not answer peek", ErrBadRequest)
+		}
+		return pb.Peek(ctx, req.Cache, req.Key)
+	}
 	return s.backend.Get(ctx, req.Cache, req.Key)
 }
 
