@@ -119,3 +119,21 @@ func memberIndexes(addrs, members []string) []int {
 	}
 	return out
 }
+
+func TestClosingTheNodeStopsDiscovery(t *testing.T) {
+	cl := testcluster.Start(t, 2)
+	done := make(chan error, 1)
+	go func() {
+		done <- discovery.Run(context.Background(), cl.Nodes[0], discovery.Static(cl.Addrs...),
+			discovery.WithLogger(slog.New(slog.DiscardHandler)))
+	}()
+	cl.Kill(0)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run returned nil")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the node was closed")
+	}
+}

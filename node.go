@@ -48,6 +48,7 @@ type Node struct {
 	health  sync.Map                               // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
 	mu      sync.Mutex                             // serializes peer-set changes and cache registration
 	closed  atomic.Bool
+	done    chan struct{} // closed by Close
 	closing sync.Once
 }
 
@@ -210,6 +211,7 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		}
 	}
 	n := &Node{
+		done:      make(chan struct{}),
 		self:      self,
 		log:       s.logger,
 		transport: s.transport,
@@ -253,6 +255,9 @@ func checkAddr(addr string) error {
 	}
 	return nil
 }
+
+// Done returns a channel that is closed when the node is closed; discovery.Run stops then.
+func (n *Node) Done() <-chan struct{} { return n.done }
 
 // Self returns the node's own address.
 func (n *Node) Self() string { return n.self }
@@ -433,6 +438,7 @@ func (n *Node) Close() error {
 		n.mu.Lock()
 		n.closed.Store(true)
 		n.mu.Unlock()
+		close(n.done)
 		err = n.server.Close()
 		if n.ownClient {
 			err = errors.Join(err, n.transport.Close())

@@ -103,7 +103,8 @@ func (r *Runner) Stats() Stats {
 }
 
 // Run starts the source's Watch on a goroutine of its own and applies the peer sets it reports
-// to the node until ctx ends, then returns ctx.Err() (never nil). It returns earlier only with
+// to the node until ctx ends, or until the node is closed if it has a Done method that says so
+// (groupcache.Node has), then returns ctx.Err() or context.Canceled (never nil). It returns earlier only with
 // ErrRunning (another Run of r is in progress) or with the error of a Watch that wraps
 // ErrInvalidOption: a misconfigured source is not started again.
 //
@@ -127,6 +128,19 @@ func (r *Runner) Run(ctx context.Context) error {
 		return ErrRunning
 	}
 	defer r.running.Store(false)
+	if d, ok := r.node.(interface{ Done() <-chan struct{} }); ok {
+		// A node that can be closed (groupcache.Node) ends the run when it is.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-d.Done():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
