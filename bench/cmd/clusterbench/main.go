@@ -44,6 +44,15 @@ var (
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
+	if *role != "" {
+		// Children profile themselves when asked: CLUSTERBENCH_CHILD_PROFILE=dir.
+		if dir := os.Getenv("CLUSTERBENCH_CHILD_PROFILE"); dir != "" {
+			f, err := os.Create(fmt.Sprintf("%s/%s-%d.prof", dir, *role, os.Getpid()))
+			fatalIf(err)
+			fatalIf(pprof.StartCPUProfile(f))
+			defer pprof.StopCPUProfile()
+		}
+	}
 	switch *role {
 	case "echo":
 		runEcho(*sizeFlag)
