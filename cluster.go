@@ -201,6 +201,9 @@ func (c *Cache[K, V]) handoff(ctx context.Context, key K, kb []byte) (item[V], i
 	}
 	val, err := p.Peek(ctx, prev, c.name, kb)
 	if err != nil {
+		if errors.Is(err, peer.ErrUnavailable) {
+			c.node.markDown(prev, err) // a departed owner costs one failed peek per back-off
+		}
 		return item[V]{}, 0, false
 	}
 	raw, err := val.Raw(int(c.maxValue))
