@@ -17,6 +17,7 @@ import (
 
 	"github.com/typedcache/groupcache/discovery"
 	gcetcd "github.com/typedcache/groupcache/discovery/etcd"
+	"github.com/typedcache/groupcache/internal/discoverytest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -214,14 +215,15 @@ func newSource(t *testing.T, cli *clientv3.Client, peer string) *gcetcd.Source {
 	return s
 }
 
-// watcher runs Watch on a source in the background and checks what it sends.
+// watcher runs Watch on a source in the background (discoverytest.Watch) and checks what it
+// sends.
 type watcher struct {
 	t       *testing.T
 	name    string
 	updates chan discovery.Update
-	cancel  context.CancelFunc
 	done    chan struct{} // closed when Watch returned, with its error in err
 	err     error
+	stop    func() error // cancels the Watch and waits for it to return; it returns Watch's error
 	last    []string
 	n       int // sets received
 	errs    int // errors received
@@ -229,26 +231,9 @@ type watcher struct {
 
 func watch(t *testing.T, name string, s *gcetcd.Source) *watcher {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{t: t, name: name, updates: make(chan discovery.Update), cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		w.err = s.Watch(ctx, w.updates)
-	}()
-	t.Cleanup(func() { w.stop() })
+	w := &watcher{t: t, name: name}
+	w.updates, w.done, w.stop = discoverytest.Watch(t, name, s, &w.err)
 	return w
-}
-
-// stop cancels the Watch and waits for it to return; it returns Watch's error.
-func (w *watcher) stop() error {
-	w.cancel()
-	select {
-	case <-w.done:
-		return w.err
-	case <-time.After(5 * time.Second):
-		w.t.Errorf("%s: Watch did not return within 5s of its context ending", w.name)
-		return nil
-	}
 }
 
 // receive handles one update: errors are counted, sets must differ from the previous one.

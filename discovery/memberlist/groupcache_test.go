@@ -1,59 +1,25 @@
 package memberlist_test
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"net"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/typedcache/groupcache"
-	"github.com/typedcache/groupcache/discovery"
 	gcmemberlist "github.com/typedcache/groupcache/discovery/memberlist"
+	"github.com/typedcache/groupcache/internal/discoverytest"
 )
 
-// gcMember is one process of the test: a groupcache node serving on 127.0.0.1, fed its peer set
-// by a memberlist source.
+// gcMember is a member (see discoverytest.Member) fed its peer set by a memberlist source.
 type gcMember struct {
-	node    *groupcache.Node
-	src     *gcmemberlist.Source
-	cache   *groupcache.Cache[string, string]
-	applied chan []string // each peer set applied to the node
-	cancel  context.CancelFunc
-	done    chan struct{}
+	*discoverytest.Member
+	src *gcmemberlist.Source
 }
 
-// startMember starts the node, its source (joining seeds) and discovery.Run between them.
-func startMember(t *testing.T, loads *loadCount, seeds ...string) *gcMember {
+// startMember starts a member whose source joins seeds; Stop shuts the source down.
+func startMember(t *testing.T, loads *discoverytest.LoadCount, seeds ...string) *gcMember {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	quiet := slog.New(slog.DiscardHandler)
-	node, err := groupcache.NewNode(addr, groupcache.WithNodeLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		node.Serve(l)
-	}()
-	cache, err := groupcache.New[string, string]("users", groupcache.LoaderFunc[string, string](func(_ context.Context, k string) (string, error) {
-		loads.add(addr, k)
-		return "value-" + k, nil
-	}), groupcache.WithNode(node), groupcache.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := discoverytest.NewMember(t, loads)
 	src, err := gcmemberlist.New(gcmemberlist.Config{
-		PeerAddr:         addr, // the groupcache address, not the gossip one
+		PeerAddr:         m.Node.Self(), // the groupcache address, not the gossip one
 		BindAddr:         "127.0.0.1",
 		Join:             seeds,
 		MemberlistConfig: fastConfig(),
@@ -61,133 +27,45 @@ func startMember(t *testing.T, loads *loadCount, seeds ...string) *gcMember {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &gcMember{node: node, src: src, cache: cache, applied: make(chan []string, 64), cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(m.done)
-		err := discovery.Run(ctx, node, src, discovery.WithLogger(quiet), discovery.WithOnApply(func(peers []string, err error) {
-			if err != nil {
-				t.Errorf("%s: SetPeers(%v): %v", addr, peers, err)
-				return
-			}
-			select {
-			case m.applied <- peers:
-			default:
-			}
-		}))
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("%s: Run = %v, want context.Canceled", addr, err)
-		}
-	}()
-	t.Cleanup(func() {
-		m.stop()
-		cache.Close()
-		node.Close()
-		<-served
-	})
-	return m
-}
-
-func (m *gcMember) stop() {
-	m.cancel()
-	<-m.done
-	m.src.Shutdown()
-}
-
-// waitPeers waits until the node's applied peer set is want.
-func (m *gcMember) waitPeers(t *testing.T, want []string, timeout time.Duration) {
-	t.Helper()
-	want = slices.Sorted(slices.Values(want))
-	if slices.Equal(m.node.Peers(), want) {
-		return
-	}
-	deadline := time.After(timeout)
-	for {
-		select {
-		case got := <-m.applied:
-			if slices.Equal(got, want) {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("%s: peers %v, want %v after %v", m.node.Self(), m.node.Peers(), want, timeout)
-		}
-	}
-}
-
-type loadCount struct {
-	mu     sync.Mutex
-	byKey  map[string]int
-	byNode map[string]int
-}
-
-func (l *loadCount) add(node, key string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.byKey[key]++
-	l.byNode[node]++
+	m.Run(src, func() { src.Shutdown() })
+	return &gcMember{Member: m, src: src}
 }
 
 // Three groupcache nodes find each other through memberlist and discovery.Run alone (no static
 // peer list): every key is then loaded exactly once in the whole cluster, by its owner, whichever
 // node asks. After a member leaves, the other two re-shard between themselves.
 func TestFeedsGroupcacheNodes(t *testing.T) {
-	loads := &loadCount{byKey: map[string]int{}, byNode: map[string]int{}}
+	loads := new(discoverytest.LoadCount)
 	start := time.Now()
 	ms := []*gcMember{startMember(t, loads)}
 	seed := ms[0].src.GossipAddr()
 	ms = append(ms, startMember(t, loads, seed), startMember(t, loads, seed))
 	var addrs []string
 	for _, m := range ms {
-		addrs = append(addrs, m.node.Self())
+		addrs = append(addrs, m.Node.Self())
 	}
 	for _, m := range ms {
-		m.waitPeers(t, addrs, 10*time.Second)
+		m.WaitPeers(t, addrs, 10*time.Second)
 	}
 	t.Logf("3 groupcache nodes have the full peer set %v after start", time.Since(start).Round(time.Millisecond))
 
-	ctx := context.Background()
 	const keys = 60
 	for _, m := range ms {
-		for i := range keys {
-			k := fmt.Sprint("k", i)
-			if v, err := m.cache.Get(ctx, k); err != nil || v != "value-"+k {
-				t.Fatalf("%s: Get(%s) = %q, %v", m.node.Self(), k, v, err)
-			}
-		}
+		m.GetKeys(t, "k", keys)
 	}
-	loads.mu.Lock()
-	for k, n := range loads.byKey {
-		if n != 1 {
-			t.Errorf("key %s loaded %d times, want once in the cluster", k, n)
-		}
-	}
-	if len(loads.byKey) != keys || len(loads.byNode) != 3 {
-		t.Errorf("%d keys loaded by %d nodes (%v), want %d keys spread over 3 nodes", len(loads.byKey), len(loads.byNode), loads.byNode, keys)
-	}
-	loads.mu.Unlock()
+	loads.CheckSpread(t, keys, 3)
 
 	// Member 2 leaves gracefully; the two others shard between themselves.
 	start = time.Now()
 	if err := ms[2].src.Leave(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	ms[2].stop()
-	ms[0].waitPeers(t, addrs[:2], 10*time.Second)
-	ms[1].waitPeers(t, addrs[:2], 10*time.Second)
+	ms[2].Stop()
+	ms[0].WaitPeers(t, addrs[:2], 10*time.Second)
+	ms[1].WaitPeers(t, addrs[:2], 10*time.Second)
 	t.Logf("after a Leave, the others apply the 2-node set in %v", time.Since(start).Round(time.Millisecond))
 	for _, m := range ms[:2] {
-		for i := range keys {
-			k := fmt.Sprint("new", i)
-			if v, err := m.cache.Get(ctx, k); err != nil || v != "value-"+k {
-				t.Fatalf("%s: Get(%s) = %q, %v", m.node.Self(), k, v, err)
-			}
-		}
+		m.GetKeys(t, "new", keys)
 	}
-	loads.mu.Lock()
-	defer loads.mu.Unlock()
-	for i := range keys {
-		if n := loads.byKey[fmt.Sprint("new", i)]; n != 1 {
-			t.Errorf("key new%d loaded %d times after the leave, want once", i, n)
-		}
-	}
+	loads.CheckOnce(t, "new", keys, "after the leave")
 }

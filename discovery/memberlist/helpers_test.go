@@ -1,7 +1,6 @@
 package memberlist_test
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/typedcache/groupcache/discovery"
 	gcmemberlist "github.com/typedcache/groupcache/discovery/memberlist"
+	"github.com/typedcache/groupcache/internal/discoverytest"
 )
 
 // fastConfig is memberlist's local-network configuration with intervals short enough for a
@@ -48,40 +48,24 @@ func newSource(t *testing.T, i int, seeds ...string) *gcmemberlist.Source {
 	return s
 }
 
-// watcher runs Watch on a source in the background and checks what it sends.
+// watcher runs Watch on a source in the background (discoverytest.Watch) and checks what it
+// sends.
 type watcher struct {
 	t       *testing.T
 	name    string
 	updates chan discovery.Update
-	cancel  context.CancelFunc
 	done    chan struct{} // closed when Watch returned, with its error in err
 	err     error
+	stop    func() error // cancels the Watch and waits for it to return; it returns Watch's error
 	last    []string
 	n       int // updates received
 }
 
 func watch(t *testing.T, name string, s *gcmemberlist.Source) *watcher {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{t: t, name: name, updates: make(chan discovery.Update), cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		w.err = s.Watch(ctx, w.updates)
-	}()
-	t.Cleanup(func() { w.stop() })
+	w := &watcher{t: t, name: name}
+	w.updates, w.done, w.stop = discoverytest.Watch(t, name, s, &w.err)
 	return w
-}
-
-// stop cancels the Watch and waits for it to return; it returns Watch's error.
-func (w *watcher) stop() error {
-	w.cancel()
-	select {
-	case <-w.done:
-		return w.err
-	case <-time.After(5 * time.Second):
-		w.t.Errorf("%s: Watch did not return within 5s of its context ending", w.name)
-		return nil
-	}
 }
 
 // waitFor reads updates until one carries exactly want (in any order) and returns how long it took.
