@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/codec"
@@ -109,4 +111,55 @@ func ExampleWithKeyCodec() {
 	// Output:
 	// 7
 	// true
+}
+
+// Two nodes on 127.0.0.1, each with the same cache: every key is loaded once, by its owner, and
+// the other node fetches it from there.
+func ExampleNewNode() {
+	var listeners []net.Listener
+	var addrs []string
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		listeners = append(listeners, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	var loads atomic.Int64
+	var caches []*groupcache.Cache[string, string]
+	for i, l := range listeners {
+		node, err := groupcache.NewNode(addrs[i], groupcache.WithPeers(addrs...))
+		if err != nil {
+			panic(err)
+		}
+		defer node.Close()
+		go node.Serve(l) // or mount node.Handler() on your own mux
+		c := groupcache.MustNew[string, string]("greetings",
+			groupcache.LoaderFunc[string, string](func(_ context.Context, name string) (string, error) {
+				loads.Add(1)
+				return "hello, " + name, nil
+			}),
+			groupcache.WithNode(node))
+		defer c.Close()
+		caches = append(caches, c)
+	}
+	for _, c := range caches {
+		for _, name := range []string{"ada", "grace", "edsger"} {
+			v, err := c.Get(context.Background(), name)
+			if err != nil {
+				panic(err)
+			}
+			fmt.Println(v)
+		}
+	}
+	fmt.Println("loads:", loads.Load())
+	// Output:
+	// hello, ada
+	// hello, grace
+	// hello, edsger
+	// hello, ada
+	// hello, grace
+	// hello, edsger
+	// loads: 3
 }
