@@ -1,20 +1,28 @@
-// Package groupcache is a typed, loading, in-memory cache in the family of Go's groupcache.
+// Package groupcache is a distributed, typed, loading cache in the family of Go's groupcache.
 //
-// A Cache[K, V] answers Get(ctx, key) from memory when it can. On a miss it calls the cache's
-// Loader once, however many goroutines ask for the same key at the same time: the first caller
-// starts the load, the others wait for its result, and the value is stored before any of them
-// returns, so the next Get is a hit. The store is bounded in bytes (WithMaxBytes) and evicts with
-// S3-FIFO, which keeps a hot set through scans of one-off keys. Entries may expire (WithTTL).
+// A Cache[K, V] answers Get(ctx, key) from memory when it can. On a miss, one load runs however
+// many goroutines ask for the key at the same moment: the first caller starts it, the others wait
+// for its result, and the value is stored before any of them returns. Alone, a cache loads with
+// its Loader. Attached to a Node (WithNode), each key has one owner in the cluster, chosen by a
+// consistent-hash ring of the node's peers: the owner loads the key, every other node fetches it
+// from the owner over the peer protocol and may keep a hot copy of popular keys. A peer that
+// cannot be reached is skipped for a while and its keys are loaded locally meanwhile.
 //
 // Keys and values stay typed from the loader to the caller: a hit returns the stored V with no
-// decoding and no allocation. Values are encoded only to measure their cost (see WithSizer to skip
-// that) and, in a cluster, to travel between nodes; the codec is pluggable (WithCodec, CBOR by
-// default). Keys of string and integer kinds need no setup; other key types take WithKeyCodec.
+// decoding and no allocation. Values are encoded only to measure their cost (see WithSizer) and to
+// travel between nodes; the codec is pluggable (WithCodec, CBOR by default). Keys of string and
+// integer kinds need no setup; other key types take WithKeyCodec. Memory is bounded in bytes
+// (WithMaxBytes) and the store evicts with S3-FIFO, which keeps a hot set through scans. Entries
+// may expire (WithTTL).
 //
 // Values returned by Get are shared: treat them as read-only.
 //
+// The peer set of a node is pushed with SetPeers, AddPeers and RemovePeers, or pulled from a
+// source by package discovery (static lists, DNS, and memberlist, etcd and Kubernetes in their
+// own modules).
+//
 // Errors are exported sentinels and types for errors.Is and errors.As: ErrNotFound (returned by a
-// loader for a missing key), ErrClosed, ErrLoadTimeout, ErrInvalidKey, ErrTooLarge with
-// *TooLargeError, ErrNoKeyCodec and ErrInvalidOption from New, and *PanicError for a loader that
-// panicked.
+// loader for a missing key, or by a key's owner), ErrClosed, ErrLoadTimeout, ErrInvalidKey,
+// ErrTooLarge with *TooLargeError, ErrNoKeyCodec, ErrInvalidOption and ErrSelfNotInPeers, and
+// *PanicError for a loader that panicked.
 package groupcache
