@@ -403,6 +403,13 @@ func (c *Cache[K, V]) callLoader(ctx context.Context, key K, detach bool) (V, er
 	if !detach {
 		return c.loadHere(ctx, key)
 	}
+	if d, ok := ctx.Deadline(); ok && ctx.Done() == nil {
+		// A flight run by its caller has a deadline but no timer (fill.DoHere); the loader gets a
+		// context that really ends at the deadline.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d)
+		defer cancel()
+	}
 	type result struct {
 		v   V
 		err error

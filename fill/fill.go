@@ -75,6 +75,7 @@ type flight[V any] struct {
 	val      V
 	err      error
 	finished atomic.Bool
+	closed   atomic.Bool // done is closed (flights run by DoHere's caller only)
 
 	waiters int // guarded by Group.mu; callers still waiting for this flight
 }
@@ -132,12 +133,15 @@ func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(ctx context.Context
 // DoHere is Do, except that when ctx can never end (its Done channel is nil, as for
 // context.Background) and no load of key is in flight, fn runs in the calling goroutine instead of
 // a new one. Such a caller could not leave early anyway, so nothing is lost, and a load saves a
-// goroutine and two hand-offs between goroutines, which is most of the cost of a fast load such as
-// a request to another process. Other callers of key join and wait as with Do; they are released
-// at the group's timeout as with Do.
+// goroutine, two hand-offs between goroutines and a timer, which is most of the cost of a fast
+// load such as a request to another process. Other callers of key join and wait as with Do.
 //
-// The calling goroutine waits for fn to return, so fn must return promptly once its context ends
-// (at the group's timeout). Use Do for functions that may ignore their context.
+// fn's context then carries the group's timeout as its deadline but has no Done channel (no timer
+// is armed): fn must honour ctx.Deadline, as network calls do by setting it on their connection,
+// or run anything that may block past it under a context of its own made with
+// context.WithDeadline. The caller and the callers that joined get fn's result when fn returns;
+// one that fails with context.DeadlineExceeded after the deadline is reported as ErrTimeout. Use
+// Do for functions that may ignore their deadline.
 func (g *Group[K, V]) DoHere(ctx context.Context, key K, fn func(ctx context.Context) (V, error)) (v V, err error, shared bool) {
 	if ctx.Done() != nil {
 		return g.Do(ctx, key, fn)
@@ -149,10 +153,50 @@ func (g *Group[K, V]) DoHere(ctx context.Context, key K, fn func(ctx context.Con
 		g.mu.Unlock()
 		return g.wait(ctx, key, f, true)
 	}
-	f = g.begin(ctx, key)
+	f = g.beginHere(ctx, key)
 	g.mu.Unlock()
 	g.run(key, f, fn)
 	return f.val, f.err, false
+}
+
+// beginHere starts and registers a flight run by its caller, whose ctx can never end; g.mu must
+// be held. Its context carries the group's deadline but no timer: nothing but the deadline can
+// end it, fn (which must honour its context) sees the deadline, and done is closed when fn
+// returns. This spares a detached context, a timer and their allocations per load.
+func (g *Group[K, V]) beginHere(ctx context.Context, key K) *flight[V] {
+	done := make(chan struct{})
+	f := &flight[V]{waiters: 1, ctx: ctx, done: done}
+	if g.timeout > 0 {
+		f.ctx = deadlineCtx{Context: ctx, deadline: time.Now().Add(g.timeout)}
+	}
+	f.cancel = func() {
+		if f.closed.CompareAndSwap(false, true) {
+			close(done)
+		}
+	}
+	if g.flights == nil {
+		g.flights = make(map[K]*flight[V])
+	}
+	g.flights[key] = f
+	g.running++
+	return f
+}
+
+// deadlineCtx is a context that only a deadline ends, and that has no Done channel of its own:
+// DoHere's flights pass it to functions that honour deadlines (a network call sets them on its
+// connection) without arming a timer. Err reports the deadline once it has passed.
+type deadlineCtx struct {
+	context.Context // can never end: its Done is nil
+	deadline        time.Time
+}
+
+func (c deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c deadlineCtx) Err() error {
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // begin starts a flight for key and registers it; g.mu must be held.

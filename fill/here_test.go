@@ -101,8 +101,18 @@ func TestDoHereWaitersJoin(t *testing.T) {
 func TestDoHereTimeout(t *testing.T) {
 	g := New[string, int](20 * time.Millisecond)
 	_, err, _ := g.DoHere(context.Background(), "k", func(ctx context.Context) (int, error) {
-		<-ctx.Done() // honours its context, as DoHere requires
-		return 0, ctx.Err()
+		d, ok := ctx.Deadline()
+		if !ok || ctx.Done() != nil || ctx.Err() != nil {
+			return 0, errors.New("want a deadline, no Done channel, no error yet")
+		}
+		// Honour the deadline, as DoHere requires (a network call would set it on its connection).
+		lctx, cancel := context.WithDeadline(context.Background(), d)
+		defer cancel()
+		<-lctx.Done()
+		if ctx.Err() != context.DeadlineExceeded {
+			return 0, errors.New("ctx.Err() is not DeadlineExceeded after the deadline")
+		}
+		return 0, lctx.Err()
 	})
 	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
