@@ -10,11 +10,13 @@
 // A client opens a TCP connection with an HTTP/1.1 request to the server's base path carrying
 // "Connection: Upgrade" and "Upgrade: groupcache/1". The server hijacks the connection, answers
 // "101 Switching Protocols", and from then on the connection carries length-prefixed binary
-// frames, one request at a time: a 4-byte big-endian length, then the frame (a version byte, an
+// frames: a 4-byte big-endian length, then the frame (a version byte, an
 // op or status byte, a flags byte and uvarint-length-prefixed fields). The server's goroutine for
 // the connection reads a request, calls the Backend inline, writes the reply and repeats: no
-// goroutine per request, no HTTP header per request. A plain POST whose body is one request frame
-// is answered with one response frame, for simple clients and for proxies that refuse upgrades.
+// goroutine per request, no HTTP header per request. Requests sent without waiting for the replies
+// (pipelined) are answered in order, and the replies to requests that arrived together go out in
+// one write. A plain POST whose body is one request frame is answered with one response frame,
+// for simple clients and for proxies that refuse upgrades.
 // AppendRequest, ParseRequest, AppendResponse and ParseResponse encode and decode frames;
 // docs/protocol.md in the repository describes the format byte by byte.
 //

@@ -55,10 +55,12 @@ type PeekBackend interface {
 // base path (WithBasePath, default "/_groupcache/"), or let Serve or ListenAndServe do it.
 //
 // A request to the base path with "Connection: Upgrade" and "Upgrade: groupcache/1" is hijacked
-// and becomes a framed connection that carries one request at a time: the handler's goroutine
-// reads a request frame, calls the Backend, writes the reply, and repeats. A POST whose body is
-// one request frame is answered with one response frame (HTTP status 200, whatever the frame's
-// status). Anything else gets a plain-text HTTP error.
+// and becomes a framed connection: the handler's goroutine reads a request frame, calls the
+// Backend, writes the reply, and repeats. Requests that a client sends without waiting for the
+// replies (pipelined) are answered in order, and while the next request is already buffered its
+// reply joins the same write. A POST whose body is one request frame is answered with one
+// response frame (HTTP status 200, whatever the frame's status). Anything else gets a plain-text
+// HTTP error.
 type Server struct {
 	backend       Backend
 	basePath      string
@@ -336,7 +338,7 @@ type serverConn struct {
 	nc      net.Conn
 	br      *bufio.Reader
 	rbuf    []byte      // frames longer than br's buffer
-	wbuf    []byte      // replies, up to the value for large values
+	wbuf    []byte      // replies not yet written, up to the value for a large value
 	iov     net.Buffers // head and value of a large reply, in iovArr
 	iovArr  [2][]byte
 	cache   string // the previous request's cache name, reused while it does not change
@@ -375,7 +377,7 @@ func (s *Server) serveUpgrade(w http.ResponseWriter) {
 		s:    s,
 		nc:   nc,
 		br:   bufio.NewReaderSize(src, serverReadBuffer),
-		wbuf: make([]byte, prefixLen, 4<<10),
+		wbuf: make([]byte, 0, 4<<10),
 	}
 	s.mu.Lock()
 	if s.closed {
@@ -422,7 +424,7 @@ func (c *serverConn) serve(ctx context.Context) {
 			c.st.byStatus[StatusBadRequest].Add(1)
 			s.log.Debug("peer: refused a request frame", "bytes", n, "limit", s.reqFrameMax)
 			_ = c.reply(&Response{Status: StatusBadRequest,
-				Msg: fmt.Sprintf("request frame of %d bytes over the limit of %d", n, s.reqFrameMax)})
+				Msg: fmt.Sprintf("request frame of %d bytes over the limit of %d", n, s.reqFrameMax)}, true)
 			return
 		}
 		var frame []byte
@@ -443,10 +445,25 @@ func (c *serverConn) serve(ctx context.Context) {
 			c.rbuf = nil
 		}
 		c.arm() // a slow Backend must not make the reply miss the idle deadline
-		if err := c.reply(&resp); err != nil {
+		// A client that pipelines may have sent the next request already: while a whole frame
+		// of it is buffered, answer it before writing, so the replies go out in one write.
+		if err := c.reply(&resp, !c.nextBuffered()); err != nil {
 			return
 		}
 	}
+}
+
+// nextBuffered reports whether br holds a whole request frame (or one over the limit, which is
+// refused without reading it), so the next request can be answered without waiting on the
+// network.
+func (c *serverConn) nextBuffered() bool {
+	b := c.br.Buffered()
+	if b < prefixLen {
+		return false
+	}
+	hdr, _ := c.br.Peek(prefixLen)
+	n := int(binary.BigEndian.Uint32(hdr))
+	return n > c.s.reqFrameMax || b-prefixLen >= n
 }
 
 // arm pushes the connection's deadline to now + the idle timeout, at most every 1/16 of it.
@@ -458,11 +475,14 @@ func (c *serverConn) arm() {
 	}
 }
 
-// reply writes the response frame with its length prefix.
-func (c *serverConn) reply(r *Response) error {
-	head := appendResponseHead(c.wbuf[:prefixLen], r)
-	n := responseFrameLen(len(head)-prefixLen, r)
-	binary.BigEndian.PutUint32(head, uint32(n))
+// reply appends the response frame, with its length prefix, to the replies not yet written, and
+// writes them all when flush is set, when they grow past keepBuffer, or when the value is large
+// (written from where it lies).
+func (c *serverConn) reply(r *Response, flush bool) error {
+	start := len(c.wbuf)
+	head := appendResponseHead(append(c.wbuf, 0, 0, 0, 0), r)
+	n := responseFrameLen(len(head)-start-prefixLen, r)
+	binary.BigEndian.PutUint32(head[start:], uint32(n))
 	c.st.bytesOut.Add(int64(n) + prefixLen) // before the write, so a reader of the reply sees it counted
 	var err error
 	if r.Status != StatusOK || len(r.Value.Data) <= smallReply {
@@ -470,18 +490,22 @@ func (c *serverConn) reply(r *Response) error {
 		if r.Status == StatusOK {
 			buf = append(head, r.Value.Data...)
 		}
-		_, err = c.nc.Write(buf)
-		if cap(buf) <= keepBuffer {
-			c.wbuf = buf[:prefixLen]
-		} else {
-			c.wbuf = make([]byte, prefixLen, 4<<10)
+		c.wbuf = buf
+		if !flush && len(buf) < keepBuffer {
+			return nil
 		}
+		_, err = c.nc.Write(buf)
 	} else {
-		c.wbuf = head[:prefixLen]
+		c.wbuf = head
 		c.iovArr = [2][]byte{head, r.Value.Data}
 		c.iov = c.iovArr[:] // WriteTo consumes c.iov, not the array behind it
 		_, err = c.iov.WriteTo(c.nc)
 		c.iovArr = [2][]byte{}
+	}
+	if cap(c.wbuf) <= keepBuffer {
+		c.wbuf = c.wbuf[:0]
+	} else {
+		c.wbuf = make([]byte, 0, 4<<10)
 	}
 	return err
 }
