@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# The etcd discovery tests start a real etcd server (Debian's etcd-server package).
+if ! command -v etcd >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	echo "== installing etcd-server for the etcd discovery tests"
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null) || true
+fi
+if ! command -v etcd >/dev/null 2>&1; then
+	echo "== etcd not found: the etcd discovery tests are SKIPPED (install Debian's etcd-server to run them)"
+	export GROUPCACHE_SKIP_ETCD=1
+fi
+
 status=0
 while IFS= read -r mod; do
 	dir=$(dirname "$mod")
