@@ -316,26 +316,29 @@ func (c *Cache[K, V]) fill(ctx context.Context, key K, kb []byte, detach bool) (
 
 // lookup finds a live entry without counting a hit or a miss.
 func (c *Cache[K, V]) lookup(key K) (V, bool) {
-	now := int64(-1)
-	live := func(expires int64) bool {
-		if expires == 0 {
-			return true
-		}
-		if now < 0 {
-			now = c.clock.Now().UnixNano()
-		}
-		return expires > now
-	}
-	if it, expires, ok := c.store.Peek(key); ok && live(expires) {
+	if it, ok := c.liveItem(key); ok {
 		return it.v, true
 	}
 	if c.hot != nil {
-		if v, expires, ok := c.hot.Peek(key); ok && live(expires) {
+		if v, expires, ok := c.hot.Peek(key); ok && c.live(expires) {
 			return v, true
 		}
 	}
 	var zero V
 	return zero, false
+}
+
+// live reports whether an entry with this expiry (unix nanoseconds, 0 = never) is still valid.
+func (c *Cache[K, V]) live(expires int64) bool {
+	return expires == 0 || expires > c.clock.Now().UnixNano()
+}
+
+// expiry returns the deadline of an entry stored now: the cache's TTL from now, or 0 (never).
+func (c *Cache[K, V]) expiry() int64 {
+	if c.ttl > 0 {
+		return c.clock.Now().Add(c.ttl).UnixNano()
+	}
+	return 0
 }
 
 // load calls the loader and stores the value in the main store. On a node the stored item keeps
@@ -371,10 +374,7 @@ func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detac
 		c.log.Warn("value too large to cache", slog.Int64("size", size), slog.Int64("limit", c.maxValue))
 		return it, &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue}
 	}
-	var expires int64
-	if c.ttl > 0 {
-		expires = c.clock.Now().Add(c.ttl).UnixNano()
-	}
+	expires := c.expiry()
 	if it.wire != nil {
 		it.wire.Expires = expires
 	}

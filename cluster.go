@@ -108,12 +108,8 @@ func (c *Cache[K, V]) fallback(ctx context.Context, key K, kb []byte, detach boo
 		c.loadErrors.Add(1)
 		return v, err
 	}
-	var expires int64
-	if c.ttl > 0 {
-		expires = c.clock.Now().Add(c.ttl).UnixNano()
-	}
 	if size <= c.hot.MaxBytes()-store.EntryOverhead {
-		put(c, c.hot, key, v, size, expires)
+		put(c, c.hot, key, v, size, c.expiry())
 	}
 	return v, nil
 }
@@ -214,7 +210,7 @@ func (c *Cache[K, V]) handoff(ctx context.Context, key K, kb []byte) (item[V], i
 	if err != nil {
 		return item[V]{}, 0, false
 	}
-	if val.Expires != 0 && val.Expires <= c.clock.Now().UnixNano() {
+	if !c.live(val.Expires) {
 		return item[V]{}, 0, false
 	}
 	c.cluster.handoffs.Add(1)
@@ -231,7 +227,7 @@ func (c *Cache[K, V]) handoff(ctx context.Context, key K, kb []byte) (item[V], i
 // liveItem returns the main store's unexpired item for key without counting a lookup.
 func (c *Cache[K, V]) liveItem(key K) (item[V], bool) {
 	it, expires, ok := c.store.Peek(key)
-	if !ok || (expires != 0 && expires <= c.clock.Now().UnixNano()) {
+	if !ok || !c.live(expires) {
 		return item[V]{}, false
 	}
 	return it, true
