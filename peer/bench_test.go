@@ -247,10 +247,10 @@ func BenchmarkParseRequest(b *testing.B) {
 	b.Run("interned-name", func(b *testing.B) {
 		// How a server connection parses: the cache name of the previous request is reused.
 		lim := Limits{}.withDefaults()
-		var name string
+		var sc reqScratch
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := parseRequest(frame, lim, &name); err != nil {
+			if _, err := parseRequest(frame, lim, &sc); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -16,23 +16,39 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/klauspost/compress/s2"
 )
 
 // Transport is what a node uses to reach its peers. Client implements it over HTTP-upgraded TCP
-// connections; another transport (gRPC, say, in its own module) can be plugged in instead. Later
-// work adds Remove, Set and GetMany.
+// connections; another transport (gRPC, say, in its own module) can be plugged in instead. Every
+// method is idempotent, so a transport may send a request again when it cannot tell whether the
+// peer received it.
 type Transport interface {
 	// Get asks peer ("host:port") for the value of key in the named cache. Errors match the
 	// sentinels of this package (see Error).
 	Get(ctx context.Context, peer string, cache string, key []byte) (Value, error)
+	// GetMany asks peer for the values of keys in the named cache, in one request. It returns
+	// one Result per key, in order (len(result) == len(keys)), or an error for the whole
+	// request. A Result whose Err matches ErrOverloaded was not looked up: ask for that key
+	// again (singly or in a later batch).
+	GetMany(ctx context.Context, peer string, cache string, keys [][]byte) ([]Result, error)
+	// Set stores v under key in the named cache at peer.
+	Set(ctx context.Context, peer string, cache string, key []byte, v Value) error
+	// Remove drops keys from the named cache at peer (from its main and hot stores); absent keys
+	// are not an error.
+	Remove(ctx context.Context, peer string, cache string, keys [][]byte) error
+	// Clear drops every entry of the named cache at peer, which adopts generation (at least 1).
+	Clear(ctx context.Context, peer string, cache string, generation uint64) error
 	// Close releases the transport's connections; later calls fail with ErrClosed.
 	Close() error
 }
 
 var _ Transport = (*Client)(nil)
 
-// Client asks peers for values. It keeps, per peer address, a pool of upgraded connections; the
-// goroutine that calls Get writes the request and reads the reply itself, on a connection taken
+// Client asks peers for values (and stores, removes and clears them). It keeps, per peer address,
+// a pool of upgraded connections; the goroutine that calls Get (or another method) writes the
+// request and reads the reply itself, on a connection taken
 // from the pool, so a request costs no goroutine hand-off. A connection carries one request at a
 // time, so WithMaxConnsPerPeer also bounds the requests in flight to a peer; callers beyond it
 // wait for a free connection within their timeout and context. A connection whose exchange did
@@ -68,9 +84,11 @@ type Client struct {
 
 // ClientStats are counters of a Client since NewClient.
 type ClientStats struct {
-	// Requests is the number of Get calls that passed the argument checks.
+	// Requests is the number of calls (Get, Peek, GetMany, Set, Remove, Clear) that passed the
+	// argument checks; a GetMany counts once, whatever its number of keys.
 	Requests int64
-	// Errors is the number of Get calls that returned an error, of any kind (ErrNotFound too).
+	// Errors is the number of those calls that returned an error, of any kind (ErrNotFound
+	// too). A GetMany whose batch reply arrived is not an error, whatever its entries say.
 	Errors int64
 	// BytesSent and BytesReceived count frame bytes, length prefixes included.
 	BytesSent, BytesReceived int64
@@ -78,8 +96,8 @@ type ClientStats struct {
 	Dials int64
 	// OpenConns is the number of connections open now, idle or in use.
 	OpenConns int64
-	// Waits is the number of Get calls that found every connection to their peer in use and
-	// waited for one.
+	// Waits is the number of calls that found every connection to their peer in use and waited
+	// for one.
 	Waits int64
 	// Retries is the number of requests sent again on a new connection because a reused one
 	// turned out to be closed by the peer before it answered.
@@ -144,7 +162,9 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 // ErrProtocol reports malformed bytes from the peer; ErrUnavailable a network failure, a timeout
 // or the end of ctx (the error then also matches ctx.Err()); ErrClosed a closed Client.
 func (c *Client) Get(ctx context.Context, peer, cache string, key []byte) (Value, error) {
-	return c.do(ctx, OpGet, peer, cache, key)
+	r := request{Request: Request{Op: OpGet, Cache: cache, Key: key}}
+	resp, err := c.do(ctx, peer, &r)
+	return resp.Value, err
 }
 
 // Peek asks peer for the value of key in the named cache only if the peer holds it: a peer that
@@ -152,20 +172,118 @@ func (c *Client) Get(ctx context.Context, peer, cache string, key []byte) (Value
 // the owner of a key uses it to take the value over from the key's previous owner. Errors are as
 // for Get.
 func (c *Client) Peek(ctx context.Context, peer, cache string, key []byte) (Value, error) {
-	return c.do(ctx, OpPeek, peer, cache, key)
+	r := request{Request: Request{Op: OpPeek, Cache: cache, Key: key}}
+	resp, err := c.do(ctx, peer, &r)
+	return resp.Value, err
 }
 
-func (c *Client) do(ctx context.Context, op Op, peer, cache string, key []byte) (Value, error) {
+// GetMany asks peer for the values of keys in the named cache, in one request and one reply. It
+// returns one Result per key, in order, or an error for the whole request (errors as for Get; a
+// peer whose Backend does not answer GetMany replies ErrBadRequest). A Result's Err is an *Error
+// with Peer and Op set: ErrNotFound, ErrUnknownCache, ErrInternal and so on from the peer;
+// ErrOverloaded for the keys the peer could not fit in its reply frame (ask for them again, singly
+// or in a later batch); ErrTooLarge for a value over the client's limits, which fails that entry
+// alone.
+//
+// The reply frame is read into one new buffer of exactly its size, and the Results' Value.Data
+// alias it (each capacity-capped, so appending to one does not overwrite the next): the Results
+// share that buffer, and keeping one value keeps the whole buffer alive, so copy a small value
+// that is kept long out of a large batch. Compressed values' decoded lengths have been checked
+// against the client's MaxValueBytes.
+//
+// keys must number 1 to MaxBatchKeys (of the client's limits), each of at most MaxKeyBytes;
+// otherwise GetMany returns ErrBadRequest without sending anything.
+func (c *Client) GetMany(ctx context.Context, peer, cache string, keys [][]byte) ([]Result, error) {
+	r := request{Request: Request{Op: OpGetMany, Cache: cache, Keys: keys}}
+	if _, err := c.do(ctx, peer, &r); err != nil {
+		return nil, err
+	}
+	return r.results, nil
+}
+
+// Set stores v under key in the named cache at peer (see WriteBackend.Set). A value over the
+// client's MaxValueBytes (for a compressed value: its decoded length, as stated in its S2 header)
+// is refused before sending with ErrTooLarge, a compressed value whose S2 header is malformed with
+// ErrBadRequest. Other errors are as for Get.
+func (c *Client) Set(ctx context.Context, peer, cache string, key []byte, v Value) error {
+	r := request{Request: Request{Op: OpSet, Cache: cache, Key: key, Value: v}}
+	_, err := c.do(ctx, peer, &r)
+	return err
+}
+
+// Remove drops keys from the named cache at peer: from its main and hot stores (see
+// WriteBackend.Remove). Absent keys are not an error. keys must number 1 to MaxBatchKeys, each of
+// at most MaxKeyBytes (ErrBadRequest otherwise). Other errors are as for Get.
+func (c *Client) Remove(ctx context.Context, peer, cache string, keys [][]byte) error {
+	r := request{Request: Request{Op: OpRemove, Cache: cache, Keys: keys}}
+	_, err := c.do(ctx, peer, &r)
+	return err
+}
+
+// Clear drops every entry of the named cache at peer, which adopts generation (see
+// WriteBackend.Clear). A generation of 0 is refused with ErrBadRequest. Other errors are as for
+// Get.
+func (c *Client) Clear(ctx context.Context, peer, cache string, generation uint64) error {
+	r := request{Request: Request{Op: OpClear, Cache: cache, Generation: generation}}
+	_, err := c.do(ctx, peer, &r)
+	return err
+}
+
+// check refuses a request over the client's limits, before anything is sent.
+func (c *Client) check(peer string, r *Request) error {
+	lim := &c.lim
+	bad := func(sentinel error, format string, args ...any) error {
+		return &Error{Peer: peer, Op: r.Op, Err: sentinel, Msg: fmt.Sprintf(format, args...)}
+	}
+	if len(r.Cache) == 0 || len(r.Cache) > lim.MaxCacheName {
+		return bad(ErrBadRequest, "cache name of %d bytes outside 1..%d", len(r.Cache), lim.MaxCacheName)
+	}
+	switch r.Op {
+	case OpGetMany, OpRemove:
+		if len(r.Keys) == 0 || len(r.Keys) > lim.MaxBatchKeys {
+			return bad(ErrBadRequest, "%d keys outside 1..%d", len(r.Keys), lim.MaxBatchKeys)
+		}
+		for i, k := range r.Keys {
+			if len(k) > lim.MaxKeyBytes {
+				return bad(ErrBadRequest, "key %d of %d bytes over the limit of %d", i, len(k), lim.MaxKeyBytes)
+			}
+		}
+		return nil
+	case OpClear:
+		if r.Generation == 0 {
+			return bad(ErrBadRequest, "generation 0")
+		}
+		return nil
+	}
+	if len(r.Key) > lim.MaxKeyBytes {
+		return bad(ErrBadRequest, "key of %d bytes over the limit of %d", len(r.Key), lim.MaxKeyBytes)
+	}
+	if r.Op == OpSet {
+		v := &r.Value
+		if len(v.Data) > lim.MaxValueBytes {
+			return bad(ErrTooLarge, "value of %d bytes over the limit of %d", len(v.Data), lim.MaxValueBytes)
+		}
+		if v.Compressed {
+			dlen, err := s2.DecodedLen(v.Data)
+			if err != nil {
+				return bad(ErrBadRequest, "compressed value: bad header")
+			}
+			if dlen > lim.MaxValueBytes {
+				return bad(ErrTooLarge, "compressed value inflates to %d bytes, over the limit of %d", dlen, lim.MaxValueBytes)
+			}
+		}
+	}
+	return nil
+}
+
+// do checks the request r (whose Request is filled in), sends it and reads the reply. A reply
+// with a status other than StatusOK is returned as an error.
+func (c *Client) do(ctx context.Context, peer string, r *request) (Response, error) {
 	if c.closed.Load() {
-		return Value{}, &Error{Peer: peer, Op: op, Err: ErrClosed}
+		return Response{}, &Error{Peer: peer, Op: r.Op, Err: ErrClosed}
 	}
-	if len(cache) == 0 || len(cache) > c.lim.MaxCacheName {
-		return Value{}, &Error{Peer: peer, Op: op, Err: ErrBadRequest,
-			Msg: fmt.Sprintf("cache name of %d bytes outside 1..%d", len(cache), c.lim.MaxCacheName)}
-	}
-	if len(key) > c.lim.MaxKeyBytes {
-		return Value{}, &Error{Peer: peer, Op: op, Err: ErrBadRequest,
-			Msg: fmt.Sprintf("key of %d bytes over the limit of %d", len(key), c.lim.MaxKeyBytes)}
+	if err := c.check(peer, &r.Request); err != nil {
+		return Response{}, err
 	}
 	c.requests.Add(1)
 	now := time.Now()
@@ -179,17 +297,17 @@ func (c *Client) do(ctx context.Context, op Op, peer, cache string, key []byte) 
 		c.sweep(now)
 	}
 	p := c.pool(peer)
-	r := request{op: op, ctx: ctx, now: now, deadline: deadline, ctxDeadline: ctxDeadline, cache: cache, key: key}
-	resp, err := p.roundTrip(&r)
+	r.ctx, r.now, r.deadline, r.ctxDeadline = ctx, now, deadline, ctxDeadline
+	resp, err := p.roundTrip(r)
 	if err != nil {
 		c.errs.Add(1)
-		return Value{}, err
+		return Response{}, err
 	}
 	if resp.Status != StatusOK {
 		c.errs.Add(1)
-		return Value{}, &Error{Peer: peer, Op: op, Status: resp.Status, Msg: resp.Msg}
+		return Response{}, &Error{Peer: peer, Op: r.Op, Status: resp.Status, Msg: resp.Msg}
 	}
-	return resp.Value, nil
+	return resp, nil
 }
 
 // Close closes every connection, idle or in use (requests in flight fail with ErrClosed), and
@@ -256,16 +374,15 @@ func (c *Client) sweep(now time.Time) {
 	})
 }
 
-// request is one Get in progress.
+// request is one call in progress.
 type request struct {
-	op          Op
+	Request
 	ctx         context.Context
 	now         time.Time
 	deadline    time.Time
-	ctxDeadline bool // deadline is ctx's
-	token       bool // holds one of its pool's tokens
-	cache       string
-	key         []byte
+	ctxDeadline bool     // deadline is ctx's
+	token       bool     // holds one of its pool's tokens
+	results     []Result // the answer to an OpGetMany
 }
 
 // pool is the connections of a Client to one peer.
@@ -344,6 +461,19 @@ func (cc *clientConn) Read(b []byte) (int, error) {
 		n, err := cc.nc.Read(b)
 		if err == nil || n > 0 || !cc.rearm(err) {
 			return n, err
+		}
+	}
+}
+
+// writev writes the buffers to nc (consuming them), through early expiries of the armed deadline.
+func (cc *clientConn) writev(bufs net.Buffers) error {
+	for {
+		_, err := bufs.WriteTo(cc.nc)
+		if err == nil || len(bufs) == 0 {
+			return err
+		}
+		if !cc.rearm(err) {
+			return err
 		}
 	}
 }
@@ -543,7 +673,7 @@ func (p *pool) closeAll() {
 // closed, otherwise ErrUnavailable wrapping the cause (the context's error when it ended).
 func (p *pool) netError(r *request, cause error, what string) error {
 	if p.c.closed.Load() {
-		return &Error{Peer: p.addr, Op: r.op, Err: ErrClosed}
+		return &Error{Peer: p.addr, Op: r.Op, Err: ErrClosed}
 	}
 	if err := r.ctx.Err(); err != nil {
 		cause = err
@@ -553,7 +683,7 @@ func (p *pool) netError(r *request, cause error, what string) error {
 	if errors.Is(cause, os.ErrDeadlineExceeded) && !errors.Is(cause, context.DeadlineExceeded) {
 		what += " (timed out)"
 	}
-	return &Error{Peer: p.addr, Op: r.op, Msg: what, Err: wrapCause(ErrUnavailable, cause)}
+	return &Error{Peer: p.addr, Op: r.Op, Msg: what, Err: wrapCause(ErrUnavailable, cause)}
 }
 
 // exchange sends the request on cc and reads the reply. On success cc goes back to the pool; on
@@ -580,15 +710,29 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 		return Response{}, retry && cc.reused, err
 	}
 
-	buf := appendRequest(cc.wbuf[:prefixLen], r.op, r.cache, r.key)
-	binary.BigEndian.PutUint32(buf, uint32(len(buf)-prefixLen))
+	// A large value (of a Set) is written from where it lies, after the rest of the frame.
+	buf := appendRequestHead(cc.wbuf[:prefixLen], &r.Request)
+	var tail []byte
+	if r.Op == OpSet {
+		if len(r.Value.Data) <= smallReply {
+			buf = append(buf, r.Value.Data...)
+		} else {
+			tail = r.Value.Data
+		}
+	}
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)+len(tail)-prefixLen))
 	if cap(buf) <= keepBuffer {
 		cc.wbuf = buf[:0]
 	}
-	if err := cc.write(buf); err != nil {
+	if tail == nil {
+		err = cc.write(buf)
+	} else {
+		err = cc.writev(net.Buffers{buf, tail})
+	}
+	if err != nil {
 		return fail(p.netError(r, err, "sending the request"), isClosedByPeer(err))
 	}
-	cc.sent.Add(int64(len(buf)))
+	cc.sent.Add(int64(len(buf) + len(tail)))
 
 	hdr, err := cc.br.Peek(prefixLen)
 	if err != nil {
@@ -597,9 +741,20 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	n := int(binary.BigEndian.Uint32(hdr))
 	_, _ = cc.br.Discard(prefixLen)
 	if n > p.c.lim.MaxFrameBytes {
-		return fail(&Error{Peer: p.addr, Op: r.op, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
+		return fail(&Error{Peer: p.addr, Op: r.Op, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
 			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, p.c.lim.MaxFrameBytes)}, false)
 	}
+	if r.Op == OpGetMany {
+		resp, err := p.readBatch(r, cc, n)
+		if err != nil {
+			return fail(err, false)
+		}
+		cc.recv.Add(int64(n) + prefixLen)
+		p.release(cc, stop, r)
+		return resp, false, nil
+	}
+	// The replies to Set, Remove and Clear are acknowledgments: no value, no flags.
+	ack := r.Op == OpSet || r.Op == OpRemove || r.Op == OpClear
 	// The head of the frame (all of it but the value) is parsed where it lies in the read
 	// buffer; the value is read into memory of its own, exactly its size, that is handed to the
 	// caller.
@@ -610,9 +765,15 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 		return fail(p.netError(r, midReply(err, len(head), n), "reading the reply"), false)
 	}
 	resp, off, err := parseResponseHead(head, n, p.c.lim)
+	if err == nil && ack && resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.Expires != 0) {
+		err = protocolError("acknowledgment with a value or flags")
+	}
 	if err != nil {
 		pe := err.(*Error)
-		pe.Peer, pe.Op = p.addr, r.op
+		pe.Peer, pe.Op = p.addr, r.Op
+		if ack && errors.Is(pe.Err, ErrTooLarge) {
+			pe.Err = ErrProtocol // any value on an acknowledgment is one too many
+		}
 		if !errors.Is(pe.Err, ErrTooLarge) {
 			return fail(pe, false)
 		}
@@ -634,7 +795,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 		resp.Value.Data = data
 		if err := checkValue(&resp.Value, p.c.lim); err != nil {
 			pe := err.(*Error)
-			pe.Peer, pe.Op = p.addr, r.op
+			pe.Peer, pe.Op = p.addr, r.Op
 			if errors.Is(pe.Err, ErrTooLarge) {
 				cc.recv.Add(int64(n) + prefixLen)
 				p.release(cc, stop, r)
@@ -646,6 +807,38 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	cc.recv.Add(int64(n) + prefixLen)
 	p.release(cc, stop, r)
 	return resp, false, nil
+}
+
+// readBatch reads the n-byte reply frame of a GetMany into new memory of exactly its size and
+// parses it; r.results alias that memory. Errors are *Error values, after which the connection
+// must be closed.
+func (p *pool) readBatch(r *request, cc *clientConn, n int) (Response, error) {
+	frame, err := readFrame(cc.br, nil, n)
+	if err != nil {
+		return Response{}, p.netError(r, midReply(err, len(frame), n), "reading the reply")
+	}
+	// The batch body is bounded by the frame, not by the limit on one value.
+	blim := p.c.lim
+	blim.MaxValueBytes = n
+	resp, off, err := parseResponseHead(frame, n, blim)
+	if err == nil && resp.Status == StatusOK {
+		if resp.Value.Compressed || resp.Value.Expires != 0 || resp.Msg != "" {
+			err = protocolError("batch reply with flags or a message")
+		} else {
+			r.results, err = parseBatch(frame[off:n:n], len(r.Keys), p.c.lim)
+		}
+	}
+	if err != nil {
+		pe := err.(*Error)
+		pe.Peer, pe.Op = p.addr, r.Op
+		return Response{}, pe
+	}
+	for i := range r.results {
+		if pe, ok := r.results[i].Err.(*Error); ok {
+			pe.Peer, pe.Op = p.addr, r.Op
+		}
+	}
+	return resp, nil
 }
 
 // release returns cc, whose exchange is complete, to the pool; unless the request's context
@@ -701,7 +894,7 @@ func (p *pool) dial(r *request) (*clientConn, error) {
 	defer p.mu.Unlock()
 	if p.closed || p.c.closed.Load() {
 		nc.Close()
-		return nil, &Error{Peer: p.addr, Op: r.op, Err: ErrClosed}
+		return nil, &Error{Peer: p.addr, Op: r.Op, Err: ErrClosed}
 	}
 	p.all[cc] = struct{}{}
 	p.c.openConns.Add(1)

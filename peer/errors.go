@@ -9,14 +9,25 @@ import (
 // Op is the operation byte of a request frame.
 type Op uint8
 
-// Operations. OpGet and OpPeek are implemented; the numbers 2 to 4 are reserved for Remove, Set
-// and GetMany (see docs/protocol.md) and are refused as bad requests until they are implemented.
+// Operations. Every request frame carries one; docs/protocol.md describes the fields of each.
 const (
 	// OpGet asks the owner of a key for its value, which the owner loads if it must.
-	OpGet Op = 1
+	OpGet Op = 0x01
+	// OpRemove drops one or more keys of a cache from the peer's stores (main and hot). An
+	// absent key is not an error.
+	OpRemove Op = 0x02
+	// OpSet stores a value at the peer.
+	OpSet Op = 0x03
+	// OpGetMany asks for the values of several keys of one cache; the reply carries one entry
+	// (a value or a status) per key, in request order.
+	OpGetMany Op = 0x04
 	// OpPeek asks a peer for the value of a key only if it holds it; it never loads. Its request
 	// and response frames are those of OpGet.
-	OpPeek Op = 5
+	OpPeek Op = 0x05
+	// OpClear drops every entry of a cache at the peer, which adopts a generation number.
+	OpClear Op = 0x06
+
+	maxOp = OpClear
 )
 
 // String returns the lower-case name of the operation, or "op(N)" for an unknown one.
@@ -24,14 +35,16 @@ func (o Op) String() string {
 	switch o {
 	case OpGet:
 		return "get"
-	case 2:
+	case OpRemove:
 		return "remove"
-	case 3:
+	case OpSet:
 		return "set"
-	case 4:
+	case OpGetMany:
 		return "getmany"
 	case OpPeek:
 		return "peek"
+	case OpClear:
+		return "clear"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

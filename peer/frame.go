@@ -20,6 +20,8 @@ const (
 	DefaultMaxValueBytes = 64 << 20
 	// DefaultMaxCacheName is the default longest cache name: 255 bytes.
 	DefaultMaxCacheName = 255
+	// DefaultMaxBatchKeys is the default longest key list of a Remove or GetMany request: 4096.
+	DefaultMaxBatchKeys = 4096
 	// MaxMessageBytes is the longest message a response may carry. Servers cut longer messages
 	// (at a UTF-8 boundary); ParseResponse rejects longer ones.
 	MaxMessageBytes = 1024
@@ -31,13 +33,14 @@ const (
 	maxKeyCeiling   = 1 << 20
 	maxValueCeiling = 1 << 30
 	maxNameCeiling  = 1 << 16
+	maxBatchCeiling = 1 << 16
 	maxFrameCeiling = 1<<31 - 1
 
 	headerLen = 3 // version, op or status, flags
 	prefixLen = 4 // the length prefix of a frame on a stream
 )
 
-// Response flags.
+// Flags of a response, of a batch entry and of an OpSet request (the other requests have none).
 const (
 	flagCompressed = 1 << 0 // the value is an S2 block
 	flagExpires    = 1 << 1 // an 8-byte big-endian expiry follows the flags
@@ -56,6 +59,9 @@ type Limits struct {
 	// MaxCacheName bounds the length of a cache name. Default DefaultMaxCacheName (255); at most
 	// 64 KiB.
 	MaxCacheName int
+	// MaxBatchKeys bounds the number of keys of a Remove or GetMany request. Default
+	// DefaultMaxBatchKeys (4096); at most 65536.
+	MaxBatchKeys int
 	// MaxFrameBytes bounds the length of one frame (after the 4-byte length prefix). It is
 	// checked against the prefix before any memory is allocated for the frame. Default
 	// MaxValueBytes + MaxKeyBytes + MaxCacheName + FrameOverhead; at most 2 GiB - 1.
@@ -72,6 +78,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxCacheName <= 0 {
 		l.MaxCacheName = DefaultMaxCacheName
+	}
+	if l.MaxBatchKeys <= 0 {
+		l.MaxBatchKeys = DefaultMaxBatchKeys
 	}
 	if l.MaxFrameBytes <= 0 {
 		l.MaxFrameBytes = min(l.MaxValueBytes+l.MaxKeyBytes+l.MaxCacheName+FrameOverhead, maxFrameCeiling)
@@ -96,17 +105,36 @@ func (l Limits) validate() error {
 	if err := check("MaxCacheName", l.MaxCacheName, maxNameCeiling); err != nil {
 		return err
 	}
+	if err := check("MaxBatchKeys", l.MaxBatchKeys, maxBatchCeiling); err != nil {
+		return err
+	}
 	return check("MaxFrameBytes", l.MaxFrameBytes, maxFrameCeiling)
 }
 
-// Request is a request frame. In a parsed Request, Key aliases the frame.
+// Request is a request frame. Which fields an op uses:
+//
+//	OpGet, OpPeek: Cache, Key
+//	OpSet:         Cache, Key, Value (Data, Compressed, Expires)
+//	OpRemove:      Cache, Keys
+//	OpGetMany:     Cache, Keys
+//	OpClear:       Cache, Generation
+//
+// AppendRequest ignores the fields an op does not use; ParseRequest leaves them zero. In a parsed
+// Request, Key, Keys and Value.Data alias the frame.
 type Request struct {
-	// Op is the operation (OpGet or OpPeek).
+	// Op is the operation.
 	Op Op
 	// Cache is the name of the cache: 1 to MaxCacheName bytes.
 	Cache string
 	// Key is the encoded key: 0 to MaxKeyBytes bytes.
 	Key []byte
+	// Keys are the encoded keys: 1 to MaxBatchKeys of them, each 0 to MaxKeyBytes bytes.
+	Keys [][]byte
+	// Value is the value to store: at most MaxValueBytes bytes, and for a compressed value a
+	// decoded length (stated in its S2 header) of at most MaxValueBytes.
+	Value Value
+	// Generation is the generation number the peer's cache adopts; at least 1.
+	Generation uint64
 }
 
 // Response is a response frame. In a parsed Response, Value.Data aliases the frame.
@@ -121,33 +149,106 @@ type Response struct {
 }
 
 // AppendRequest appends the frame of r (without the stream's length prefix) to dst. It does not
-// check limits: the parser of the other side does.
+// check limits: the parser of the other side does. An op this package does not know is encoded
+// with the fields of OpGet.
 func AppendRequest(dst []byte, r *Request) []byte {
-	return appendRequest(dst, r.Op, r.Cache, r.Key)
+	dst = appendRequestHead(dst, r)
+	if r.Op == OpSet {
+		dst = append(dst, r.Value.Data...)
+	}
+	return dst
 }
 
-func appendRequest(dst []byte, op Op, cache string, key []byte) []byte {
-	dst = append(dst, Version, byte(op), 0)
-	dst = binary.AppendUvarint(dst, uint64(len(cache)))
-	dst = append(dst, cache...)
-	dst = binary.AppendUvarint(dst, uint64(len(key)))
-	return append(dst, key...)
+// appendRequestHead appends the frame of r up to the value bytes of an OpSet request (all of the
+// frame for the other ops), so a large value can be written from where it lies.
+func appendRequestHead(dst []byte, r *Request) []byte {
+	var flags byte
+	if r.Op == OpSet {
+		if r.Value.Compressed {
+			flags |= flagCompressed
+		}
+		if r.Value.Expires != 0 {
+			flags |= flagExpires
+		}
+	}
+	dst = append(dst, Version, byte(r.Op), flags)
+	if flags&flagExpires != 0 {
+		dst = binary.BigEndian.AppendUint64(dst, uint64(r.Value.Expires))
+	}
+	dst = appendField(dst, r.Cache)
+	switch r.Op {
+	case OpRemove, OpGetMany:
+		dst = binary.AppendUvarint(dst, uint64(len(r.Keys)))
+		for _, k := range r.Keys {
+			dst = appendField(dst, k)
+		}
+	case OpClear:
+		dst = binary.AppendUvarint(dst, r.Generation)
+	case OpSet:
+		dst = appendField(dst, r.Key)
+		dst = binary.AppendUvarint(dst, uint64(len(r.Value.Data)))
+	default:
+		dst = appendField(dst, r.Key)
+	}
+	return dst
+}
+
+// appendField appends f with its uvarint length.
+func appendField[T string | []byte](dst []byte, f T) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(f)))
+	return append(dst, f...)
+}
+
+// requestFrameMax returns the length of the longest request frame valid under lim, of any op.
+func requestFrameMax(lim Limits) int {
+	const v = binary.MaxVarintLen64
+	name := v + lim.MaxCacheName
+	key := v + lim.MaxKeyBytes
+	get := headerLen + name + key
+	set := headerLen + 8 + name + key + v + lim.MaxValueBytes
+	batch := headerLen + name + v + lim.MaxBatchKeys*(uvarintLen(uint64(lim.MaxKeyBytes))+lim.MaxKeyBytes)
+	clr := headerLen + name + v
+	return max(get, set, batch, clr)
+}
+
+// uvarintLen returns the length of the uvarint encoding of x.
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
 }
 
 // ParseRequest parses a request frame (without the stream's length prefix). It is strict: every
 // byte must be accounted for and every length must be minimally encoded, so a frame that parses
 // re-encodes (AppendRequest) to the same bytes. Errors are *Error values with a Status the server
-// replies with: StatusBadVersion (matches ErrVersion) when the version byte is not Version, and
-// StatusBadRequest (matches ErrBadRequest) for a frame that is truncated, has trailing bytes,
-// non-zero flags, an unknown op, an empty cache name, or a field over lim. It never panics.
-// The returned Key aliases frame.
+// replies with: StatusBadVersion (matches ErrVersion) when the version byte is not Version;
+// StatusTooLarge (matches ErrTooLarge) for an OpSet value over lim.MaxValueBytes, or a compressed
+// one whose decoded length (stated in its S2 header) is, so a decompression bomb is refused
+// without inflating it; and StatusBadRequest (matches ErrBadRequest) for anything else: a frame
+// that is truncated, has trailing bytes, flags other than those of OpSet, an unknown op, an empty
+// cache name, a field over lim, a key count of 0 or over lim.MaxBatchKeys, a generation of 0, a
+// zero expiry with the expiry flag, or a compressed value whose S2 header is malformed. It never
+// panics. The returned Key, Keys and Value.Data alias frame.
 func ParseRequest(frame []byte, lim Limits) (Request, error) {
 	return parseRequest(frame, lim.withDefaults(), nil)
 }
 
-// parseRequest parses with resolved limits. intern, when not nil, returns a string equal to its
-// argument, so a server connection can reuse the cache name of its previous request.
-func parseRequest(frame []byte, lim Limits, intern *string) (Request, error) {
+// reqScratch is what a server connection reuses from one request to the next.
+type reqScratch struct {
+	cache string   // the previous request's cache name, returned again while it does not change
+	keys  [][]byte // the key list of the previous batch request
+	body  []byte   // the batch body of the previous GetMany reply
+}
+
+// maxKeptKeys bounds the key list a reqScratch keeps between requests.
+const maxKeptKeys = 1024
+
+// parseRequest parses with resolved limits. sc, when not nil, lends the key list and returns the
+// cache name of the previous request when it is the same.
+func parseRequest(frame []byte, lim Limits, sc *reqScratch) (Request, error) {
 	if len(frame) > 0 && frame[0] != Version {
 		return Request{}, &Error{Status: StatusBadVersion,
 			Msg: fmt.Sprintf("request version %d, this server speaks %d", frame[0], Version)}
@@ -156,13 +257,25 @@ func parseRequest(frame []byte, lim Limits, intern *string) (Request, error) {
 		return Request{}, badRequest("truncated header")
 	}
 	op := Op(frame[1])
-	if op != OpGet && op != OpPeek {
+	if op == 0 || op > maxOp {
 		return Request{}, badRequest("unsupported op " + op.String())
 	}
-	if frame[2] != 0 {
+	flags := frame[2]
+	if (op != OpSet && flags != 0) || flags&^knownFlags != 0 {
 		return Request{}, badRequest("unknown request flags")
 	}
+	r := Request{Op: op}
 	rest := frame[headerLen:]
+	if flags&flagExpires != 0 {
+		if len(rest) < 8 {
+			return Request{}, badRequest("truncated expiry")
+		}
+		r.Value.Expires = int64(binary.BigEndian.Uint64(rest))
+		if r.Value.Expires == 0 {
+			return Request{}, badRequest("zero expiry with the expiry flag")
+		}
+		rest = rest[8:]
+	}
 	name, rest, msg := field(rest, lim.MaxCacheName)
 	if msg != "" {
 		return Request{}, badRequest("cache name: " + msg)
@@ -170,23 +283,106 @@ func parseRequest(frame []byte, lim Limits, intern *string) (Request, error) {
 	if len(name) == 0 {
 		return Request{}, badRequest("empty cache name")
 	}
-	key, rest, msg := field(rest, lim.MaxKeyBytes)
-	if msg != "" {
-		return Request{}, badRequest("key: " + msg)
+	switch op {
+	case OpRemove, OpGetMany:
+		n, k := uvarint(rest)
+		if k <= 0 {
+			return Request{}, badRequest("key count: bad encoding")
+		}
+		rest = rest[k:]
+		if n == 0 || n > uint64(lim.MaxBatchKeys) {
+			return Request{}, badRequest(fmt.Sprintf("key count %d outside 1..%d", n, lim.MaxBatchKeys))
+		}
+		if n > uint64(len(rest)) { // every key takes at least its length byte
+			return Request{}, badRequest("keys: truncated")
+		}
+		var keys [][]byte
+		if sc != nil && cap(sc.keys) >= int(n) {
+			keys = sc.keys[:0]
+		} else {
+			keys = make([][]byte, 0, n)
+			if sc != nil && n <= maxKeptKeys {
+				sc.keys = keys
+			}
+		}
+		for i := range int(n) {
+			var key []byte
+			key, rest, msg = field(rest, lim.MaxKeyBytes)
+			if msg != "" {
+				return Request{}, badRequest(fmt.Sprintf("key %d: %s", i, msg))
+			}
+			keys = append(keys, key[:len(key):len(key)])
+		}
+		r.Keys = keys
+	case OpClear:
+		g, k := uvarint(rest)
+		if k <= 0 {
+			return Request{}, badRequest("generation: bad encoding")
+		}
+		if g == 0 {
+			return Request{}, badRequest("generation 0")
+		}
+		r.Generation = g
+		rest = rest[k:]
+	default: // OpGet, OpPeek, OpSet
+		key, after, msg := field(rest, lim.MaxKeyBytes)
+		if msg != "" {
+			return Request{}, badRequest("key: " + msg)
+		}
+		r.Key = key[:len(key):len(key)]
+		rest = after
+		if op == OpSet {
+			if err := parseSetValue(rest, flags, lim, &r.Value); err != nil {
+				return Request{}, err
+			}
+			rest = nil
+		}
 	}
 	if len(rest) != 0 {
 		return Request{}, badRequest("trailing bytes")
 	}
-	var cache string
-	if intern != nil && *intern == string(name) {
-		cache = *intern
+	if sc != nil && sc.cache == string(name) {
+		r.Cache = sc.cache
 	} else {
-		cache = string(name)
-		if intern != nil {
-			*intern = cache
+		r.Cache = string(name)
+		if sc != nil {
+			sc.cache = r.Cache
 		}
 	}
-	return Request{Op: op, Cache: cache, Key: key[:len(key):len(key)]}, nil
+	return r, nil
+}
+
+// parseSetValue parses the value field of an OpSet request, which runs to the end of b, into v.
+func parseSetValue(b []byte, flags byte, lim Limits, v *Value) error {
+	n, k := uvarint(b)
+	if k <= 0 {
+		return badRequest("value: bad length")
+	}
+	b = b[k:]
+	if n > uint64(lim.MaxValueBytes) {
+		return &Error{Status: StatusTooLarge,
+			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", n, lim.MaxValueBytes)}
+	}
+	if n != uint64(len(b)) {
+		if n > uint64(len(b)) {
+			return badRequest("value: truncated")
+		}
+		return badRequest("trailing bytes")
+	}
+	v.Data = b[:len(b):len(b)]
+	if flags&flagCompressed == 0 {
+		return nil
+	}
+	v.Compressed = true
+	dlen, err := s2.DecodedLen(v.Data)
+	if err != nil {
+		return badRequest("compressed value: bad header")
+	}
+	if dlen > lim.MaxValueBytes {
+		return &Error{Status: StatusTooLarge,
+			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, lim.MaxValueBytes)}
+	}
+	return nil
 }
 
 func badRequest(msg string) error {

@@ -333,7 +333,8 @@ func TestServerSurvivesBadClients(t *testing.T) {
 func TestPlainPOST(t *testing.T) {
 	b := newMapBackend()
 	b.set("k", Value{Data: []byte("value"), Expires: 99})
-	s, addr := startServer(t, b, WithServerLimits(Limits{MaxKeyBytes: 100}))
+	// Limits under which the longest valid request frame of any op is under 1000 bytes.
+	s, addr := startServer(t, b, WithServerLimits(Limits{MaxKeyBytes: 100, MaxValueBytes: 100, MaxBatchKeys: 4}))
 	url := "http://" + addr + "/_groupcache/"
 	hc := &http.Client{Transport: &http.Transport{}}
 	defer hc.CloseIdleConnections()

@@ -17,8 +17,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/klauspost/compress/s2"
 )
 
 // UpgradeProtocol is the token of the Upgrade header that switches an HTTP/1.1 connection to the
@@ -51,6 +49,40 @@ type PeekBackend interface {
 	Peek(ctx context.Context, cache string, key []byte) (Value, error)
 }
 
+// BatchBackend is a Backend that also answers OpGetMany. A Server whose Backend does not implement
+// it answers OpGetMany with StatusBadRequest.
+type BatchBackend interface {
+	Backend
+	// GetMany returns one Result per key, in order: a value, or an error mapped to the entry's
+	// status as Get's errors are (a NotFound entry carries no message). A non-nil error answers
+	// the whole request instead (ErrUnknownCache, say); a slice of another length than keys is
+	// answered with StatusInternal. Values are checked as Get's are (over MaxValueBytes:
+	// StatusTooLarge for that entry; malformed compressed: StatusInternal), and the entries that
+	// do not fit in the reply frame (MaxFrameBytes) are answered with StatusOverloaded, for the
+	// caller to ask again.
+	//
+	// keys alias the connection's read buffer: they are valid until GetMany returns. ctx and
+	// panics are as for Get.
+	GetMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error)
+}
+
+// WriteBackend is a Backend that also answers OpSet, OpRemove and OpClear. A Server whose Backend
+// does not implement it answers those ops with StatusBadRequest. Errors map to statuses as Get's
+// do; ctx and panics are as for Get.
+type WriteBackend interface {
+	Backend
+	// Set stores v under key in the named cache. key and v.Data alias the connection's read
+	// buffer: copy them to keep them. v has been checked against the server's limits (a
+	// compressed value's decoded length too), not decoded.
+	Set(ctx context.Context, cache string, key []byte, v Value) error
+	// Remove drops keys from the named cache; an absent key is fine. keys alias the
+	// connection's read buffer: they are valid until Remove returns.
+	Remove(ctx context.Context, cache string, keys [][]byte) error
+	// Clear drops every entry of the named cache and adopts generation (at least 1; see the root
+	// package's Clear).
+	Clear(ctx context.Context, cache string, generation uint64) error
+}
+
 // Server answers peers' requests from a Backend. It is an http.Handler: mount it on a mux at its
 // base path (WithBasePath, default "/_groupcache/"), or let Serve or ListenAndServe do it.
 //
@@ -65,7 +97,7 @@ type Server struct {
 	backend       Backend
 	basePath      string
 	lim           Limits
-	reqFrameMax   int // the longest request frame accepted
+	reqFrameMax   int // the longest request frame accepted: the longest valid one of any op
 	maxConcurrent int64
 	idleTimeout   time.Duration
 	log           *slog.Logger
@@ -95,6 +127,7 @@ type connCounters struct {
 	bytesOut atomic.Int64
 	panics   atomic.Int64
 	byStatus [maxStatus + 1]atomic.Int64
+	byOp     [maxOp + 1]atomic.Int64
 }
 
 func (c *connCounters) addTo(dst *connCounters) {
@@ -105,13 +138,22 @@ func (c *connCounters) addTo(dst *connCounters) {
 	for i := range c.byStatus {
 		dst.byStatus[i].Add(c.byStatus[i].Load())
 	}
+	for i := range c.byOp {
+		dst.byOp[i].Add(c.byOp[i].Load())
+	}
 }
 
 // ServerStats are counters of a Server since NewServer.
 type ServerStats struct {
-	// Requests is the number of request frames handled (upgraded and POST).
+	// Requests is the number of request frames handled (upgraded and POST). A batch request
+	// (OpGetMany, OpRemove) counts once, whatever its number of keys.
 	Requests int64
-	// OK is the number of requests answered with a value.
+	// ByOp splits Requests by op: ByOp[OpGetMany] is the number of GetMany requests, and so on.
+	// Requests refused before their op was known (malformed, over a limit, of another version)
+	// count in Requests only.
+	ByOp [maxOp + 1]int64
+	// OK is the number of requests answered with StatusOK: a value, a GetMany batch (whatever
+	// the statuses of its entries) or the acknowledgment of a Set, Remove or Clear.
 	OK int64
 	// Errors is the number of requests answered with any other status; the fields below split
 	// it by status.
@@ -152,7 +194,7 @@ func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
 		backend:       b,
 		basePath:      cfg.basePath,
 		lim:           lim,
-		reqFrameMax:   min(lim.MaxFrameBytes, headerLen+2*binary.MaxVarintLen64+lim.MaxCacheName+lim.MaxKeyBytes),
+		reqFrameMax:   min(lim.MaxFrameBytes, requestFrameMax(lim)),
 		maxConcurrent: int64(cfg.maxConcurrent),
 		idleTimeout:   cfg.idleTimeout,
 		log:           cfg.logger,
@@ -259,25 +301,27 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(frame)
 }
 
-// handleFrame parses a request frame and answers it.
-func (s *Server) handleFrame(ctx context.Context, frame []byte, c *connCounters, intern *string) Response {
+// handleFrame parses a request frame and answers it. sc is the connection's scratch (nil for a
+// POST); a GetMany reply's batch body may lie in it until the next request.
+func (s *Server) handleFrame(ctx context.Context, frame []byte, c *connCounters, sc *reqScratch) Response {
 	c.requests.Add(1)
 	c.bytesIn.Add(int64(len(frame)) + prefixLen)
-	req, err := parseRequest(frame, s.lim, intern)
+	req, err := parseRequest(frame, s.lim, sc)
 	var resp Response
 	if err != nil {
 		pe := err.(*Error)
 		s.log.Debug("peer: refused a request", "status", pe.Status.String(), "reason", pe.Msg)
 		resp = Response{Status: pe.Status, Msg: pe.Msg}
 	} else {
-		resp = s.handle(ctx, &req, c)
+		c.byOp[req.Op].Add(1)
+		resp = s.handle(ctx, &req, c, sc)
 	}
 	c.byStatus[resp.Status].Add(1)
 	return resp
 }
 
 // handle answers a parsed request.
-func (s *Server) handle(ctx context.Context, req *Request, c *connCounters) Response {
+func (s *Server) handle(ctx context.Context, req *Request, c *connCounters, sc *reqScratch) Response {
 	if s.maxConcurrent > 0 {
 		if s.inflight.Add(1) > s.maxConcurrent {
 			s.inflight.Add(-1)
@@ -285,26 +329,21 @@ func (s *Server) handle(ctx context.Context, req *Request, c *connCounters) Resp
 		}
 		defer s.inflight.Add(-1)
 	}
+	switch req.Op {
+	case OpGetMany:
+		return s.getMany(ctx, req, c, sc)
+	case OpSet, OpRemove, OpClear:
+		if err := s.write(ctx, req, c); err != nil {
+			return errorResponse(err)
+		}
+		return Response{}
+	}
 	v, err := s.get(ctx, req, c)
 	if err != nil {
-		st := statusOf(err)
-		var msg string
-		if st != StatusNotFound {
-			msg = err.Error()
-		}
-		return Response{Status: st, Msg: cutMessage(msg)}
+		return errorResponse(err)
 	}
-	n := len(v.Data)
-	if v.Compressed {
-		dlen, err := s2.DecodedLen(v.Data)
-		if err != nil {
-			return Response{Status: StatusInternal, Msg: "backend returned a malformed compressed value"}
-		}
-		n = max(n, dlen)
-	}
-	if n > s.lim.MaxValueBytes {
-		return Response{Status: StatusTooLarge,
-			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", n, s.lim.MaxValueBytes)}
+	if st, msg := checkOutgoing(&v, s.lim); st != StatusOK {
+		return Response{Status: st, Msg: msg}
 	}
 	if frameLen := headerLen + 8 + 1 + binary.MaxVarintLen64 + len(v.Data); frameLen > s.lim.MaxFrameBytes {
 		return Response{Status: StatusTooLarge,
@@ -313,15 +352,15 @@ func (s *Server) handle(ctx context.Context, req *Request, c *connCounters) Resp
 	return Response{Value: v}
 }
 
+// errorResponse is the reply to a request the Backend answered with err.
+func errorResponse(err error) Response {
+	st, msg := replyStatus(err)
+	return Response{Status: st, Msg: msg}
+}
+
 // get calls the Backend (Get, or Peek for OpPeek), turning a panic into an error.
 func (s *Server) get(ctx context.Context, req *Request, c *connCounters) (v Value, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			c.panics.Add(1)
-			s.log.Error("peer: Backend panicked", "op", req.Op, "cache", req.Cache, "panic", p, "stack", string(debug.Stack()))
-			v, err = Value{}, fmt.Errorf("backend panicked: %v", p)
-		}
-	}()
+	defer s.recoverBackend(req, c, &err)
 	if req.Op == OpPeek {
 		pb, ok := s.backend.(PeekBackend)
 		if !ok {
@@ -330,6 +369,67 @@ func (s *Server) get(ctx context.Context, req *Request, c *connCounters) (v Valu
 		return pb.Peek(ctx, req.Cache, req.Key)
 	}
 	return s.backend.Get(ctx, req.Cache, req.Key)
+}
+
+// recoverBackend, deferred, turns a panic of the Backend into *err.
+func (s *Server) recoverBackend(req *Request, c *connCounters, err *error) {
+	if p := recover(); p != nil {
+		c.panics.Add(1)
+		s.log.Error("peer: Backend panicked", "op", req.Op, "cache", req.Cache, "panic", p, "stack", string(debug.Stack()))
+		*err = fmt.Errorf("backend panicked: %v", p)
+	}
+}
+
+// getMany answers OpGetMany: the batch body goes into sc's buffer when there is one.
+func (s *Server) getMany(ctx context.Context, req *Request, c *connCounters, sc *reqScratch) Response {
+	rs, err := s.batch(ctx, req, c)
+	if err != nil {
+		return errorResponse(err)
+	}
+	if len(rs) != len(req.Keys) {
+		return Response{Status: StatusInternal,
+			Msg: fmt.Sprintf("backend returned %d results for %d keys", len(rs), len(req.Keys))}
+	}
+	var buf []byte
+	if sc != nil {
+		buf = sc.body[:0]
+	}
+	body, ok := appendBatchReply(buf, rs, s.lim)
+	if !ok {
+		return Response{Status: StatusTooLarge,
+			Msg: fmt.Sprintf("a reply to %d keys does not fit in the frame limit of %d bytes", len(rs), s.lim.MaxFrameBytes)}
+	}
+	if sc != nil && cap(body) <= keepBuffer {
+		sc.body = body[:0]
+	}
+	return Response{Value: Value{Data: body}}
+}
+
+// batch calls the Backend's GetMany, turning a panic into an error.
+func (s *Server) batch(ctx context.Context, req *Request, c *connCounters) (rs []Result, err error) {
+	defer s.recoverBackend(req, c, &err)
+	bb, ok := s.backend.(BatchBackend)
+	if !ok {
+		return nil, fmt.Errorf("%w: this server does not answer getmany", ErrBadRequest)
+	}
+	return bb.GetMany(ctx, req.Cache, req.Keys)
+}
+
+// write calls the Backend's Set, Remove or Clear, turning a panic into an error.
+func (s *Server) write(ctx context.Context, req *Request, c *connCounters) (err error) {
+	defer s.recoverBackend(req, c, &err)
+	wb, ok := s.backend.(WriteBackend)
+	if !ok {
+		return fmt.Errorf("%w: this server does not answer %v", ErrBadRequest, req.Op)
+	}
+	switch req.Op {
+	case OpSet:
+		return wb.Set(ctx, req.Cache, req.Key, req.Value)
+	case OpRemove:
+		return wb.Remove(ctx, req.Cache, req.Keys)
+	default:
+		return wb.Clear(ctx, req.Cache, req.Generation)
+	}
 }
 
 // serverConn is one upgraded connection.
@@ -341,7 +441,7 @@ type serverConn struct {
 	wbuf    []byte      // replies not yet written, up to the value for a large value
 	iov     net.Buffers // head and value of a large reply, in iovArr
 	iovArr  [2][]byte
-	cache   string // the previous request's cache name, reused while it does not change
+	scratch reqScratch // what one request lends the next: cache name, key list, batch body
 	armedAt time.Time
 	st      connCounters
 }
@@ -438,7 +538,7 @@ func (c *serverConn) serve(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		resp := s.handleFrame(ctx, frame, &c.st, &c.cache)
+		resp := s.handleFrame(ctx, frame, &c.st, &c.scratch)
 		if peeked {
 			_, _ = c.br.Discard(n)
 		} else if cap(c.rbuf) > keepBuffer {
@@ -621,6 +721,9 @@ func (s *Server) Stats() ServerStats {
 		BytesOut:     sum.bytesOut.Load(),
 		ActiveConns:  active,
 		Upgrades:     s.upgrades.Load(),
+	}
+	for i := range sum.byOp {
+		st.ByOp[i] = sum.byOp[i].Load()
 	}
 	st.Errors = st.NotFound + st.UnknownCache + st.TooLarge + st.Overloaded + st.Internal + st.BadRequest + st.BadVersion
 	return st
