@@ -41,21 +41,36 @@ func (f LoaderFunc[K, V]) Load(ctx context.Context, key K) (V, error) { return f
 type Cache[K comparable, V any] struct {
 	name        string
 	loader      Loader[K, V]
+	batch       BatchLoader[K, V] // the loader, when it also loads in batches; else nil
 	values      codec.Codec[V]
 	keys        codec.Codec[K]
 	sizer       func(V) int64            // nil: the encoded size is the cost
 	store       *store.Store[K, item[V]] // main store: keys this node owns (all keys without a node)
-	hot         *store.Store[K, V]       // copies of keys owned by peers; nil without a node
+	hot         *store.Store[K, item[V]] // copies of keys owned by peers; nil without a node
 	promoter    Promoter                 // decides what enters hot; nil without a node
 	node        *Node                    // nil: the cache works alone
 	flights     *fill.Group[K, V]
 	ttl         time.Duration
+	jitter      float64
+	negativeTTL time.Duration
+	stale       time.Duration // stale-while-revalidate window
+	hotTTL      time.Duration
+	batchSize   int
 	loadTimeout time.Duration
 	maxValue    int64
 	maxKey      int
 	clock       Clock
 	log         *slog.Logger
 	buffers     sync.Pool // *[]byte scratch space for encoding keys and values
+
+	// Versions that let a load tell whether Remove, Set or Clear ran while it was in flight (see
+	// stamp): the generation of Clear, and per stripe of keys a count of removals and sets.
+	gen     atomic.Uint64
+	stripes *[stripeCount]atomic.Uint64
+
+	refreshing sync.Map       // keys with a stale-while-revalidate refresh running
+	background sync.WaitGroup // refresh goroutines, waited for by Close
+	bgMu       sync.Mutex     // orders background.Add after Close's check
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -65,16 +80,21 @@ type Cache[K comparable, V any] struct {
 	loadErrors atomic.Int64
 	dedup      atomic.Int64
 	tooLarge   atomic.Int64
+	fresh      freshCounters
 	cluster    clusterCounters
 }
 
-// item is what the main store keeps for a key: the typed value and, on a node, its wire form, so a
+// item is what the stores keep for a key: the typed value and, on a node, its wire form, so a
 // value served to many peers is encoded and compressed once.
 //
 // The value is held inline (an item is stored by value), so a hit reads one entry and no more.
 type item[V any] struct {
 	v    V
-	wire *wireForm // nil without a node
+	wire *wireForm // nil without a node, in the hot store, and for a cached "not found"
+	// stale is when an entry kept for stale-while-revalidate stops being fresh (unix
+	// nanoseconds); the store drops it at the end of the window. 0 for every other entry.
+	stale int64
+	err   error // a cached "not found" (WithNegativeTTL): the loader's error; v is zero
 }
 
 // wireForm is a value as served to peers.
@@ -101,6 +121,8 @@ func New[K comparable, V any](name string, loader Loader[K, V], opts ...Option) 
 		maxKeyBytes: DefaultMaxKeyBytes,
 		loadTimeout: DefaultLoadTimeout,
 		hotFraction: DefaultHotFraction,
+		hotTTL:      DefaultHotTTL,
+		batchSize:   DefaultBatchSize,
 	}
 	for _, o := range opts {
 		if o == nil {
@@ -185,14 +207,21 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		node:        s.node,
 		flights:     fill.New[K, V](s.loadTimeout),
 		ttl:         s.ttl,
+		jitter:      s.jitter,
+		negativeTTL: s.negativeTTL,
+		stale:       s.stale,
+		hotTTL:      s.hotTTL,
+		batchSize:   s.batchSize,
+		stripes:     new([stripeCount]atomic.Uint64),
 		loadTimeout: s.loadTimeout,
 		maxValue:    maxValue,
 		maxKey:      s.maxKeyBytes,
 		clock:       clock,
 		log:         log.With(slog.String("cache", name)),
 	}
+	c.batch, _ = loader.(BatchLoader[K, V])
 	if hotBytes > 0 {
-		if c.hot, err = store.New[K, V](store.Config[K]{MaxBytes: hotBytes, Shards: s.shards, Now: now}); err != nil {
+		if c.hot, err = store.New[K, item[V]](store.Config[K]{MaxBytes: hotBytes, Shards: s.shards, Now: now}); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 		c.promoter = s.promoter
@@ -235,11 +264,17 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 		return zero, ErrClosed
 	}
 	if it, ok := c.store.Get(key); ok {
-		return it.v, nil
+		if it.stale == 0 && it.err == nil {
+			return it.v, nil
+		}
+		return c.special(key, it)
 	}
 	if c.hot != nil {
-		if v, ok := c.hot.Get(key); ok {
-			return v, nil
+		if it, ok := c.hot.Get(key); ok {
+			if it.err == nil {
+				return it.v, nil
+			}
+			return c.special(key, it)
 		}
 	}
 	return c.miss(ctx, key)
@@ -295,37 +330,37 @@ func (c *Cache[K, V]) encodeKey(key K) ([]byte, error) {
 //
 // detach makes the loader run in a goroutine of its own, for flights run by their caller.
 func (c *Cache[K, V]) fill(ctx context.Context, key K, kb []byte, detach bool) (V, error) {
-	if v, ok := c.lookup(key); ok {
-		return v, nil
+	st := c.stamp(kb) // before the lookup: a Remove after it keeps what this flight finds from being stored
+	if it, ok := c.lookup(key); ok {
+		return it.v, it.err
 	}
 	if c.node != nil && !c.node.closed.Load() {
 		if owner, self := c.node.owner(kb); !self {
 			if !c.node.healthy(owner) {
-				return c.fallback(ctx, key, kb, detach)
+				return c.fallback(ctx, key, kb, detach, st)
 			}
-			v, err := c.fetch(ctx, owner, key, kb)
+			v, err := c.fetch(ctx, owner, key, kb, st)
 			if err == nil || !c.canFallBack(ctx, owner, err) {
 				return v, err
 			}
-			return c.fallback(ctx, key, kb, detach)
+			return c.fallback(ctx, key, kb, detach, st)
 		}
 	}
-	it, err := c.load(ctx, key, kb, false, detach)
+	it, err := c.load(ctx, key, kb, false, detach, st)
 	return it.v, err
 }
 
-// lookup finds a live entry without counting a hit or a miss.
-func (c *Cache[K, V]) lookup(key K) (V, bool) {
+// lookup finds a fresh entry, or a cached "not found", without counting a hit or a miss.
+func (c *Cache[K, V]) lookup(key K) (item[V], bool) {
 	if it, ok := c.liveItem(key); ok {
-		return it.v, true
+		return it, true
 	}
 	if c.hot != nil {
-		if v, expires, ok := c.hot.Peek(key); ok && c.live(expires) {
-			return v, true
+		if it, expires, ok := c.hot.Peek(key); ok && c.live(expires) {
+			return it, true
 		}
 	}
-	var zero V
-	return zero, false
+	return item[V]{}, false
 }
 
 // live reports whether an entry with this expiry (unix nanoseconds, 0 = never) is still valid.
@@ -333,21 +368,14 @@ func (c *Cache[K, V]) live(expires int64) bool {
 	return expires == 0 || expires > c.clock.Now().UnixNano()
 }
 
-// expiry returns the deadline of an entry stored now: the cache's TTL from now, or 0 (never).
-func (c *Cache[K, V]) expiry() int64 {
-	if c.ttl > 0 {
-		return c.clock.Now().Add(c.ttl).UnixNano()
-	}
-	return 0
-}
-
 // load calls the loader and stores the value in the main store. On a node the stored item keeps
 // the value's wire form too, ready for peers. forPeer counts the load as one run for a peer.
-func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detach bool) (item[V], error) {
+func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detach bool, st stamp) (item[V], error) {
 	if c.node != nil {
 		if it, size, ok := c.handoff(ctx, key, kb); ok {
 			if size <= c.maxValue {
-				put(c, c.store, key, it, size, it.wire.Expires)
+				it.stale = c.staleAt(it.wire.Expires)
+				c.put(c.store, key, it, size, c.hardDeadline(it.wire.Expires), st)
 			}
 			return it, nil
 		}
@@ -356,14 +384,45 @@ func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detac
 	if forPeer {
 		c.cluster.peerLoads.Add(1)
 	}
-	v, err := c.callLoader(ctx, key, detach)
+	v, ttl, err := c.callLoader(ctx, key, detach)
 	if err != nil {
-		c.loadErrors.Add(1)
-		if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			return item[V]{}, fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
-		}
-		return item[V]{}, err
+		return item[V]{}, c.loadFailed(ctx, c.store, key, kb, err, st)
 	}
+	return c.keep(c.store, key, kb, v, ttl, st)
+}
+
+// loadFailed counts a failed load, caches a "not found" when WithNegativeTTL asks for it, and
+// returns the error to report.
+func (c *Cache[K, V]) loadFailed(ctx context.Context, s *store.Store[K, item[V]], key K, kb []byte, err error, st stamp) error {
+	c.loadErrors.Add(1)
+	if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
+	}
+	if errors.Is(err, ErrNotFound) {
+		c.notFound(s, key, kb, err, c.negativeTTL, st)
+	}
+	return err
+}
+
+// notFound keeps err, a loader's or an owner's "not found", in s for ttl (nothing when ttl is 0).
+func (c *Cache[K, V]) notFound(s *store.Store[K, item[V]], key K, kb []byte, err error, ttl time.Duration, st stamp) {
+	if ttl <= 0 {
+		if it, ok := c.liveOrStale(s, key); ok && it.stale != 0 {
+			s.Remove(key) // a refresh learnt that the key is gone: do not serve the old value
+		}
+		return
+	}
+	c.fresh.negativeEntries.Add(1)
+	expires := c.deadline(ttl)
+	if s == c.hot {
+		expires = c.hotDeadline(expires)
+	}
+	c.put(s, key, item[V]{err: err}, int64(len(kb)+len(err.Error())), expires, st)
+}
+
+// keep measures a value just loaded and stores it in s with its TTL (0: the cache's), returning
+// the stored item. A value over the per-value limit is returned with a *TooLargeError.
+func (c *Cache[K, V]) keep(s *store.Store[K, item[V]], key K, kb []byte, v V, ttl time.Duration, st stamp) (item[V], error) {
 	it, size, err := c.measure(v, len(kb))
 	if err != nil {
 		c.loadErrors.Add(1)
@@ -374,34 +433,46 @@ func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detac
 		c.log.Warn("value too large to cache", slog.Int64("size", size), slog.Int64("limit", c.maxValue))
 		return it, &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue}
 	}
-	expires := c.expiry()
+	expires := c.deadline(ttl)
 	if it.wire != nil {
 		it.wire.Expires = expires
 	}
-	put(c, c.store, key, it, size, expires)
+	if s == c.hot {
+		if size > c.hot.MaxBytes()-store.EntryOverhead {
+			return it, nil
+		}
+		it.wire = nil
+		c.put(s, key, it, size, c.hotDeadline(expires), st)
+		return it, nil
+	}
+	it.stale = c.staleAt(expires)
+	c.put(s, key, it, size, c.hardDeadline(expires), st)
 	return it, nil
 }
 
-// put stores a value unless the cache is closed, and leaves nothing behind if Close runs meanwhile.
-func put[K comparable, T any](c interface{ isClosed() bool }, s *store.Store[K, T], key K, v T, size, expires int64) {
-	if c.isClosed() {
+// put stores an item unless the cache is closed or the key was removed, set or cleared since st
+// was taken, and leaves nothing behind if that happens while it stores.
+func (c *Cache[K, V]) put(s *store.Store[K, item[V]], key K, it item[V], size, expires int64, st stamp) {
+	if c.closed.Load() || !c.current(st) {
 		return
 	}
 	// The only error is a size above the store's bound, which maxValue rules out.
-	_ = s.Set(key, v, size, expires)
-	if c.isClosed() {
+	_ = s.Set(key, it, size, expires)
+	if c.closed.Load() || !c.current(st) {
 		s.Remove(key)
 	}
 }
 
-func (c *Cache[K, V]) isClosed() bool { return c.closed.Load() }
-
-// callLoader calls the user's loader and turns a panic into a *PanicError. With detach the
-// loader runs in a goroutine of its own and callLoader returns when ctx ends even if the loader
-// ignores ctx; the loader's late result is then dropped.
-func (c *Cache[K, V]) callLoader(ctx context.Context, key K, detach bool) (V, error) {
+// callLoader calls the user's loader and turns a panic into a *PanicError; ttl is what the loader
+// asked for with SetTTL (0: the cache's). With detach the loader runs in a goroutine of its own and
+// callLoader returns when ctx ends even if the loader ignores ctx; the loader's late result is then
+// dropped.
+func (c *Cache[K, V]) callLoader(ctx context.Context, key K, detach bool) (v V, ttl time.Duration, err error) {
+	box := new(entryTTL)
+	ctx = context.WithValue(ctx, entryTTLKey{}, box)
 	if !detach {
-		return c.loadHere(ctx, key)
+		v, err = c.loadHere(ctx, key)
+		return v, box.get(), err
 	}
 	if d, ok := ctx.Deadline(); ok && ctx.Done() == nil {
 		// A flight run by its caller has a deadline but no timer (fill.DoHere); the loader gets a
@@ -421,10 +492,9 @@ func (c *Cache[K, V]) callLoader(ctx context.Context, key K, detach bool) (V, er
 	}()
 	select {
 	case r := <-done:
-		return r.v, r.err
+		return r.v, box.get(), r.err
 	case <-ctx.Done():
-		var zero V
-		return zero, ctx.Err()
+		return v, 0, ctx.Err()
 	}
 }
 
@@ -497,7 +567,8 @@ func (c *Cache[K, V]) recoverInto(err *error, what string) {
 
 // Close empties the cache, detaches it from its node and makes every later call return ErrClosed.
 // Loads in flight finish for the callers already waiting for them, but their values are not
-// stored. Close is idempotent: the first call returns nil, later ones ErrClosed.
+// stored. Close waits for background refreshes (WithStaleWhileRevalidate), each bounded by the
+// load timeout. Close is idempotent: the first call returns nil, later ones ErrClosed.
 func (c *Cache[K, V]) Close() error {
 	err := ErrClosed
 	c.closeOnce.Do(func() {
@@ -509,6 +580,9 @@ func (c *Cache[K, V]) Close() error {
 		if c.hot != nil {
 			c.hot.Clear()
 		}
+		c.bgMu.Lock() // no refresh starts after this
+		c.bgMu.Unlock()
+		c.background.Wait()
 		err = nil
 	})
 	return err

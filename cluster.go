@@ -13,7 +13,6 @@ import (
 
 	"github.com/typedcache/groupcache/codec"
 	"github.com/typedcache/groupcache/peer"
-	"github.com/typedcache/groupcache/store"
 )
 
 // clusterCounters count what a cache does as part of a cluster; all atomic.
@@ -31,7 +30,7 @@ type clusterCounters struct {
 }
 
 // fetch asks owner for the value of key, decodes it and may keep a copy in the hot store.
-func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte) (V, error) {
+func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte, st stamp) (V, error) {
 	var zero V
 	c.cluster.remoteGets.Add(1)
 	val, err := c.node.transport.Get(ctx, owner, c.name, kb)
@@ -39,10 +38,18 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte)
 		c.cluster.remoteErrors.Add(1)
 		if errors.Is(err, peer.ErrNotFound) {
 			// The owner's word is final: no local load.
-			return zero, fmt.Errorf("groupcache: cache %q: owner %s: %w", c.name, owner, ErrNotFound)
+			err = fmt.Errorf("groupcache: cache %q: owner %s: %w", c.name, owner, ErrNotFound)
+			c.remoteNotFound(key, kb, err, st)
 		}
 		return zero, err
 	}
+	return c.received(owner, key, kb, val, false, st)
+}
+
+// received decodes a value fetched from owner and may keep a copy in the hot store. With copied,
+// the value's bytes are copied before a codec that keeps its input could keep them.
+func (c *Cache[K, V]) received(owner string, key K, kb []byte, val peer.Value, shared bool, st stamp) (V, error) {
+	var zero V
 	c.cluster.bytesReceived.Add(int64(len(val.Data)))
 	raw, err := val.Raw(int(c.maxValue))
 	if err != nil {
@@ -50,15 +57,30 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte)
 		return zero, fmt.Errorf("groupcache: cache %q: value from %s: %w", c.name, owner, err)
 	}
 	c.cluster.bytesReceivedRaw.Add(int64(len(raw)))
-	v, err := c.decode(raw) // raw is ours: fresh from the transport, or just decompressed
+	var v V
+	if shared && !val.Compressed {
+		v, err = c.decodeCopy(raw) // raw aliases a buffer shared by other values
+	} else {
+		v, err = c.decode(raw) // raw is ours: fresh from the transport, or just decompressed
+	}
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
 		return zero, fmt.Errorf("groupcache: cache %q: value from %s: %w", c.name, owner, err)
 	}
-	if c.hot != nil && c.promoter.Promote(xxh3.Hash(kb), len(raw)) {
-		put(c, c.hot, key, v, int64(len(raw)+len(kb)), val.Expires)
+	if c.hot != nil && c.live(val.Expires) && c.promoter.Promote(xxh3.Hash(kb), len(raw)) {
+		c.put(c.hot, key, item[V]{v: v}, int64(len(raw)+len(kb)), c.hotDeadline(val.Expires), st)
 	}
 	return v, nil
+}
+
+// remoteNotFound keeps an owner's "not found" answer in the hot store for the negative TTL
+// (bounded by the hot TTL), when WithNegativeTTL asks for it.
+func (c *Cache[K, V]) remoteNotFound(key K, kb []byte, err error, st stamp) {
+	if c.hot == nil || c.negativeTTL <= 0 {
+		return
+	}
+	c.fresh.negativeEntries.Add(1)
+	c.put(c.hot, key, item[V]{err: err}, int64(len(kb)+len(err.Error())), c.hotDeadline(c.deadline(c.negativeTTL)), st)
 }
 
 // decode decodes a peer's value from a buffer this cache owns, turning a codec panic into a
@@ -68,6 +90,13 @@ func (c *Cache[K, V]) decode(raw []byte) (v V, err error) {
 	if od, ok := c.values.(codec.OwnedDecoder[V]); ok {
 		return od.DecodeOwned(raw)
 	}
+	return c.values.Decode(raw)
+}
+
+// decodeCopy decodes a peer's value from a buffer this cache does not own (the codec may not keep
+// it), turning a codec panic into a *PanicError.
+func (c *Cache[K, V]) decodeCopy(raw []byte) (v V, err error) {
+	defer c.recoverInto(&err, "codec")
 	return c.values.Decode(raw)
 }
 
@@ -91,27 +120,19 @@ func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) 
 
 // fallback loads a key owned by an unavailable peer. The value goes to the hot store (or the main
 // store when there is none): it is a copy of what the owner would hold.
-func (c *Cache[K, V]) fallback(ctx context.Context, key K, kb []byte, detach bool) (V, error) {
+func (c *Cache[K, V]) fallback(ctx context.Context, key K, kb []byte, detach bool, st stamp) (V, error) {
 	c.cluster.fallbackLoads.Add(1)
 	if c.hot == nil {
-		it, err := c.load(ctx, key, kb, false, detach)
+		it, err := c.load(ctx, key, kb, false, detach, st)
 		return it.v, err
 	}
 	c.loads.Add(1)
-	v, err := c.callLoader(ctx, key, detach)
+	v, ttl, err := c.callLoader(ctx, key, detach)
 	if err != nil {
-		c.loadErrors.Add(1)
-		return v, err
+		return v, c.loadFailed(ctx, c.hot, key, kb, err, st)
 	}
-	_, size, err := c.measure(v, len(kb))
-	if err != nil {
-		c.loadErrors.Add(1)
-		return v, err
-	}
-	if size <= c.hot.MaxBytes()-store.EntryOverhead {
-		put(c, c.hot, key, v, size, c.expiry())
-	}
-	return v, nil
+	it, err := c.keep(c.hot, key, kb, v, ttl, st)
+	return it.v, err
 }
 
 // serve answers a peer's request for key bytes kb: from the main store, or by loading the value
@@ -129,17 +150,18 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 	if err != nil {
 		return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
 	}
-	if it, ok := c.store.Get(key); ok && it.wire != nil {
-		return c.sent(it.wire), nil
+	if w, err, ok := c.served(key); ok {
+		return w, err
 	}
 	kb = bytes.Clone(kb) // the load may outlive this request
 	var loaded *wireForm
 	v, err, shared := c.flights.Do(ctx, key, func(lctx context.Context) (V, error) {
+		st := c.stamp(kb)
 		if it, ok := c.liveItem(key); ok {
 			loaded = it.wire
-			return it.v, nil
+			return it.v, it.err
 		}
-		it, err := c.load(lctx, key, kb, true, false)
+		it, err := c.load(lctx, key, kb, true, false, st)
 		loaded = it.wire
 		return it.v, err
 	})
@@ -147,27 +169,58 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 		c.dedup.Add(1)
 	}
 	if err = c.timeout(err); err != nil {
-		switch {
-		case errors.Is(err, ErrNotFound):
-			return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrNotFound, err)
-		case errors.Is(err, ErrTooLarge):
-			return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrTooLarge, err)
-		}
-		return peer.Value{}, err
+		return peer.Value{}, wireError(err)
 	}
 	if !shared && loaded != nil {
 		return c.sent(loaded), nil
 	}
+	return c.reply(key, v)
+}
+
+// served answers a peer's request from the main store: ok reports a hit (a value, which may be
+// stale and then starts a refresh, or a cached "not found").
+func (c *Cache[K, V]) served(key K) (peer.Value, error, bool) {
+	it, ok := c.store.Get(key)
+	if !ok {
+		return peer.Value{}, nil, false
+	}
+	if it.err != nil {
+		c.fresh.negativeHits.Add(1)
+		return peer.Value{}, wireError(it.err), true
+	}
+	if it.wire == nil {
+		return peer.Value{}, nil, false
+	}
+	if it.stale != 0 && c.clock.Now().UnixNano() >= it.stale {
+		c.fresh.staleHits.Add(1)
+		c.refresh(key)
+	}
+	return c.sent(it.wire), nil, true
+}
+
+// reply returns the wire form of v, a value a flight produced without handing its wire form over:
+// the stored one, or else v encoded for this reply (a flight that fetched or fell back while the
+// ring disagreed keeps no wire form).
+func (c *Cache[K, V]) reply(key K, v V) (peer.Value, error) {
 	if it, ok := c.liveItem(key); ok && it.wire != nil {
 		return c.sent(it.wire), nil
 	}
-	// The value was produced by a flight that did not keep its wire form (a fetch or a fallback
-	// while the ring disagreed): encode it for this reply.
 	enc, err := c.encodeValue(v)
 	if err != nil {
 		return peer.Value{}, err
 	}
 	return c.sent(&wireForm{Value: peer.Compress(enc, c.node.compress), rawLen: len(enc)}), nil
+}
+
+// wireError maps a load's error to what the transport answers for it.
+func wireError(err error) error {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return fmt.Errorf("%w: %w", peer.ErrNotFound, err)
+	case errors.Is(err, ErrTooLarge):
+		return fmt.Errorf("%w: %w", peer.ErrTooLarge, err)
+	}
+	return err
 }
 
 // peek answers a peer's hand-off request: the value of key bytes kb if the main store holds it,
@@ -181,7 +234,7 @@ func (c *Cache[K, V]) peek(kb []byte) (peer.Value, error) {
 		return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
 	}
 	it, ok := c.liveItem(key)
-	if !ok || it.wire == nil {
+	if !ok || it.wire == nil { // a cached "not found" is not handed off: the new owner asks again
 		return peer.Value{}, peer.ErrNotFound
 	}
 	return c.sent(it.wire), nil
@@ -222,15 +275,6 @@ func (c *Cache[K, V]) handoff(ctx context.Context, key K, kb []byte) (item[V], i
 		size += int64(len(val.Data))
 	}
 	return item[V]{v: v, wire: w}, size, true
-}
-
-// liveItem returns the main store's unexpired item for key without counting a lookup.
-func (c *Cache[K, V]) liveItem(key K) (item[V], bool) {
-	it, expires, ok := c.store.Peek(key)
-	if !ok || !c.live(expires) {
-		return item[V]{}, false
-	}
-	return it, true
 }
 
 // sent counts the bytes of a reply to a peer and returns its wire value.

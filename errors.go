@@ -31,6 +31,12 @@ var (
 	// cache's key or value type.
 	ErrInvalidOption = errors.New("groupcache: invalid option")
 
+	// ErrIncomplete matches the error of a Set, Remove, RemoveMany or Clear that did what it must
+	// on the key's owner (or here) but could not tell every other peer: those peers may serve a
+	// copy of the old value until it expires (at most the hot TTL, WithHotTTL). The error says
+	// which peers, and why.
+	ErrIncomplete = errors.New("groupcache: not every peer was told")
+
 	// ErrLoadTimeout is returned by Get when a load ran longer than the load timeout
 	// (WithLoadTimeout). It also matches context.DeadlineExceeded.
 	ErrLoadTimeout error = loadTimeoutError{}

@@ -66,7 +66,11 @@ const DefaultHandoffWindow = time.Minute
 // servedCache is the part of a Cache[K, V] that the node's server calls. It knows no K or V.
 type servedCache interface {
 	serve(ctx context.Context, key []byte) (peer.Value, error)
+	serveMany(ctx context.Context, keys [][]byte) ([]peer.Result, error)
 	peek(key []byte) (peer.Value, error)
+	setFromPeer(key []byte, v peer.Value) error
+	removeFromPeer(keys [][]byte) error
+	clearFromPeer(generation uint64) error
 }
 
 // peeker is implemented by transports that can ask a peer for a value it holds without making it
@@ -355,6 +359,13 @@ func (n *Node) previousOwner(key []byte) (string, peeker, bool) {
 	return prev, p, true
 }
 
+// handingOff reports whether a peer-set change is recent enough that new owners still ask previous
+// owners for values before loading them.
+func (n *Node) handingOff() bool {
+	h := n.handoff.Load()
+	return h != nil && time.Now().UnixNano() <= h.until
+}
+
 // owner returns the peer that owns key bytes and whether it is this node.
 func (n *Node) owner(key []byte) (string, bool) {
 	p, ok := n.ring.Load().Owner(key)
@@ -465,6 +476,42 @@ func (b nodeBackend) Peek(_ context.Context, cache string, key []byte) (peer.Val
 		return peer.Value{}, err
 	}
 	return c.peek(key)
+}
+
+// GetMany answers a batch request: one result per key, loading the keys missed here together.
+func (b nodeBackend) GetMany(ctx context.Context, cache string, keys [][]byte) ([]peer.Result, error) {
+	c, err := b.cache(cache)
+	if err != nil {
+		return nil, err
+	}
+	return c.serveMany(ctx, keys)
+}
+
+// Set stores a value a peer sends to its owner.
+func (b nodeBackend) Set(_ context.Context, cache string, key []byte, v peer.Value) error {
+	c, err := b.cache(cache)
+	if err != nil {
+		return err
+	}
+	return c.setFromPeer(key, v)
+}
+
+// Remove drops keys from both stores.
+func (b nodeBackend) Remove(_ context.Context, cache string, keys [][]byte) error {
+	c, err := b.cache(cache)
+	if err != nil {
+		return err
+	}
+	return c.removeFromPeer(keys)
+}
+
+// Clear empties a cache and adopts a generation.
+func (b nodeBackend) Clear(_ context.Context, cache string, generation uint64) error {
+	c, err := b.cache(cache)
+	if err != nil {
+		return err
+	}
+	return c.clearFromPeer(generation)
 }
 
 func (b nodeBackend) cache(name string) (servedCache, error) {

@@ -19,6 +19,12 @@ const (
 	DefaultMaxKeyBytes = 4 << 10
 	// DefaultHotFraction is the share of a cache's bytes given to its hot store on a node.
 	DefaultHotFraction = 0.125
+	// DefaultHotTTL bounds how long a copy of a peer's value stays in the hot store, when made
+	// without WithHotTTL.
+	DefaultHotTTL = time.Minute
+	// DefaultBatchSize is the largest number of keys GetMany and RemoveMany send to one peer in
+	// one request, and pass to one BatchLoader.LoadMany call, when made without WithBatchSize.
+	DefaultBatchSize = 1000
 )
 
 // Clock tells the time. Caches use it for entry expiry; tests inject a fake one with WithClock.
@@ -53,6 +59,11 @@ type settings struct {
 	node          *Node
 	hotFraction   float64
 	promoter      Promoter
+	jitter        float64
+	negativeTTL   time.Duration
+	stale         time.Duration
+	hotTTL        time.Duration
+	batchSize     int
 
 	// Typed options, checked against K and V in New.
 	valueCodec typedOption
@@ -184,6 +195,79 @@ func WithTTL(d time.Duration) Option {
 			return invalid("WithTTL", "%v is negative", d)
 		}
 		s.ttl = d
+		return nil
+	})
+}
+
+// WithTTLJitter shortens each entry's TTL (the cache's, a loader's SetTTL, a Set's WithEntryTTL)
+// by a random amount of up to f of it, so that keys loaded together do not all expire, and reload,
+// together. Default 0 (no jitter); valid range 0 <= f < 1.
+func WithTTLJitter(f float64) Option {
+	return optionFunc(func(s *settings) error {
+		if !(f >= 0 && f < 1) {
+			return invalid("WithTTLJitter", "%v is outside 0..1 (1 excluded)", f)
+		}
+		s.jitter = f
+		return nil
+	})
+}
+
+// WithNegativeTTL caches "not found" for d: when the loader returns an error matching ErrNotFound,
+// the error is kept and returned to every Get of the key for d without calling the loader again,
+// so a popular missing key does not reach the database on every Get. On a node the owner keeps it
+// and answers peers "not found"; a peer keeps that answer in its hot store for d too (at most the
+// hot TTL). Set, Remove and Clear drop it like any entry. Default 0: misses are not cached; valid
+// range d >= 0.
+func WithNegativeTTL(d time.Duration) Option {
+	return optionFunc(func(s *settings) error {
+		if d < 0 {
+			return invalid("WithNegativeTTL", "%v is negative", d)
+		}
+		s.negativeTTL = d
+		return nil
+	})
+}
+
+// WithStaleWhileRevalidate keeps an expired entry for a further window d. A Get in that window
+// returns the old value at once and starts one background refresh of the key (single-flight with
+// any other load of it, bounded by the load timeout); the refreshed value replaces the old one.
+// A refresh that fails keeps the old value until the window ends (and counts in
+// Stats.RefreshErrors); one that says ErrNotFound drops it. Entries without a TTL never go stale.
+// Default 0 (an expired entry is a miss); valid range d >= 0.
+func WithStaleWhileRevalidate(d time.Duration) Option {
+	return optionFunc(func(s *settings) error {
+		if d < 0 {
+			return invalid("WithStaleWhileRevalidate", "%v is negative", d)
+		}
+		s.stale = d
+		return nil
+	})
+}
+
+// WithHotTTL bounds how long a copy of a value owned by a peer (in the hot store, or loaded here
+// while its owner was down) is served: at most d, and never past the owner's own expiry of the
+// value. It is also the longest a node can go on serving a value removed or changed elsewhere when
+// the node could not be told (it was unreachable during Remove, Set or Clear). Used only with
+// WithNode. Default DefaultHotTTL (1 minute); valid range d > 0.
+func WithHotTTL(d time.Duration) Option {
+	return optionFunc(func(s *settings) error {
+		if d <= 0 {
+			return invalid("WithHotTTL", "%v is not positive", d)
+		}
+		s.hotTTL = d
+		return nil
+	})
+}
+
+// WithBatchSize bounds the keys of one request to a peer (GetMany, RemoveMany) and of one
+// BatchLoader.LoadMany call; larger sets are split into several. Default DefaultBatchSize (1000);
+// valid range 1 to 4096 (the transport's default limit, peer.DefaultMaxBatchKeys).
+func WithBatchSize(n int) Option {
+	return optionFunc(func(s *settings) error {
+		if n <= 0 || n > 4096 {
+			return invalid("WithBatchSize", "%d is outside 1..4096", n)
+		}
+		s.batchSize = n
 		return nil
 	})
 }

@@ -33,6 +33,23 @@ type Stats struct {
 	// MaxBytes is the cache's byte bound (main and hot store together).
 	MaxBytes int64
 
+	// NegativeEntries is the number of "not found" answers cached (WithNegativeTTL), from the
+	// loader here or, in the hot store, from an owning peer; NegativeHits the number of Gets (and
+	// peers' requests) answered by one of them. NegativeHits count in Hits too.
+	NegativeEntries, NegativeHits int64
+	// StaleHits is the number of Gets (and peers' requests) answered with a value past its TTL,
+	// within the stale-while-revalidate window (WithStaleWhileRevalidate); they count in Hits
+	// too. Refreshes is the number of background refreshes those started, RefreshErrors the
+	// number of those that failed (the stale value was kept).
+	StaleHits, Refreshes, RefreshErrors int64
+	// Sets is the number of Set calls on this cache that stored a value; Removes the number of
+	// keys passed to Remove and RemoveMany on it; Clears the number of Clear calls on it.
+	Sets, Removes, Clears int64
+	// BatchGets is the number of GetMany calls, BatchKeys the number of keys they asked for
+	// (duplicates included). BatchRequests is the number of GetMany requests sent to peers.
+	// BatchLoads is the number of BatchLoader.LoadMany calls.
+	BatchGets, BatchKeys, BatchRequests, BatchLoads int64
+
 	// The fields below stay zero for a cache without a node.
 
 	// HotHits is the number of Gets answered from the hot store (copies of keys owned by peers).
@@ -72,6 +89,19 @@ func (c *Cache[K, V]) Stats() Stats {
 		Items:        st.Items,
 		Bytes:        st.Bytes,
 		MaxBytes:     c.store.MaxBytes(),
+
+		NegativeEntries: c.fresh.negativeEntries.Load(),
+		NegativeHits:    c.fresh.negativeHits.Load(),
+		StaleHits:       c.fresh.staleHits.Load(),
+		Refreshes:       c.fresh.refreshes.Load(),
+		RefreshErrors:   c.fresh.refreshErrors.Load(),
+		Sets:            c.fresh.sets.Load(),
+		Removes:         c.fresh.removes.Load(),
+		Clears:          c.fresh.clears.Load(),
+		BatchGets:       c.fresh.batchGets.Load(),
+		BatchKeys:       c.fresh.batchKeys.Load(),
+		BatchRequests:   c.fresh.batchRequests.Load(),
+		BatchLoads:      c.fresh.batchLoads.Load(),
 
 		Handoffs:         c.cluster.handoffs.Load(),
 		RemoteGets:       c.cluster.remoteGets.Load(),
