@@ -43,6 +43,23 @@
 // The goroutine running such a function lives on until the function returns; the group cannot
 // stop it. InFlight counts it until then.
 //
+// # Batches
+//
+// DoMany loads several keys with one call of a batch function (one SQL query, one request per
+// peer) while keeping the single-flight guarantees per key. The keys somebody is already loading
+// are joined; the others are registered as loads, one per key, that later Do, DoHere and DoMany
+// callers of those keys join, and are passed together to the batch function. It reports each
+// key with set(i, v, err), which releases that key's waiters at once, so a key found early does
+// not wait for the slowest one. The batch shares one detached context and one timer; a key whose
+// callers all went away is forgotten on its own while the batch goes on for the other keys.
+//
+//	res := g.DoMany(ctx, ids, func(ctx context.Context, ids []int, set func(int, *User, error)) {
+//		users, err := db.LoadUsers(ctx, ids) // one query; ids are the keys nobody else was loading
+//		for i, id := range ids {
+//			set(i, users[id], err)
+//		}
+//	})
+//
 // # Panics
 //
 // A panic in the load function is recovered in the load's goroutine and returned to every waiter

@@ -50,3 +50,27 @@ func ExampleGroup_Do_panic() {
 	}
 	// Output: load panicked: corrupt record
 }
+
+func ExampleGroup_DoMany() {
+	g := fill.New[int, string](time.Second)
+	users := map[int]string{1: "ann", 2: "bob"}
+
+	// One call of the batch function loads every key nobody else is loading; each key's result
+	// is reported with set, by its index in the keys the function was given.
+	res := g.DoMany(context.Background(), []int{1, 2, 3}, func(ctx context.Context, ids []int, set func(int, string, error)) {
+		for i, id := range ids {
+			if name, ok := users[id]; ok {
+				set(i, name, nil)
+			} else {
+				set(i, "", fmt.Errorf("user %d not found", id))
+			}
+		}
+	})
+	for _, r := range res {
+		fmt.Printf("%q %v %v\n", r.Val, r.Err, r.Shared)
+	}
+	// Output:
+	// "ann" <nil> false
+	// "bob" <nil> false
+	// "" user 3 not found false
+}

@@ -75,7 +75,9 @@ type flight[V any] struct {
 	val      V
 	err      error
 	finished atomic.Bool
-	closed   atomic.Bool // done is closed (flights run by DoHere's caller only)
+	// Flights with a plain done channel (DoHere's and DoMany's) only: the flight has finished,
+	// so done is closed or about to be. DoMany's flights set it under Group.mu.
+	closed atomic.Bool
 
 	waiters int // guarded by Group.mu; callers still waiting for this flight
 }
@@ -267,10 +269,8 @@ func (g *Group[K, V]) run(key K, f *flight[V], fn func(ctx context.Context) (V, 
 
 // finish forgets f, then publishes its result to the waiters and releases its context.
 func (g *Group[K, V]) finish(key K, f *flight[V]) {
-	if f.err != nil && f.ctx.Err() == context.DeadlineExceeded && errors.Is(f.err, context.DeadlineExceeded) &&
-		!errors.Is(f.err, ErrTimeout) {
-		// fn gave up because of the group's timeout: report it as the timeout it is.
-		f.err = fmt.Errorf("%w: %w", ErrTimeout, f.err)
+	if f.err != nil {
+		f.err = asTimeout(f.ctx, f.err)
 	}
 	g.mu.Lock()
 	g.forget(key, f)
@@ -280,12 +280,23 @@ func (g *Group[K, V]) finish(key K, f *flight[V]) {
 	f.cancel() // closes done: wakes the waiters
 }
 
+// asTimeout returns err, the non-nil error of a load whose context is ctx, as an error matching
+// ErrTimeout if the load gave up because the group's timeout passed.
+func asTimeout(ctx context.Context, err error) error {
+	if ctx.Err() == context.DeadlineExceeded && errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, ErrTimeout) {
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	return err
+}
+
 // leave removes one waiter from f. The last waiter to leave cancels the load and forgets it, so
 // that a later Do does not join a load nobody waits for any more.
 func (g *Group[K, V]) leave(key K, f *flight[V]) {
 	g.mu.Lock()
 	f.waiters--
-	last := f.waiters == 0
+	// A closed flight (DoHere's or DoMany's) has finished and been forgotten: nothing to cancel.
+	last := f.waiters == 0 && !f.closed.Load()
 	if last {
 		g.forget(key, f)
 	}
@@ -313,7 +324,9 @@ func (g *Group[K, V]) Forget(key K) {
 
 // InFlight reports how many load functions are running: started and not yet returned. It counts
 // loads that were abandoned (every waiter left, or the timeout passed) but whose function has
-// not returned yet, so it may be larger than the number of keys being loaded.
+// not returned yet, so it may be larger than the number of keys being loaded. A DoMany batch
+// counts as one function, however many keys it loads, until its function returns (which may be
+// after DoMany has returned, if the function set every key before returning).
 func (g *Group[K, V]) InFlight() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
