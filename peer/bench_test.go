@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -379,4 +380,102 @@ func itoa(n int) string {
 		return strconv.Itoa(n/1024) + "KiB"
 	}
 	return strconv.Itoa(n) + "B"
+}
+
+// batchValueBackend serves one value for every key, to Get and GetMany.
+type batchValueBackend struct{ valueBackend }
+
+func (b batchValueBackend) GetMany(_ context.Context, _ string, keys [][]byte) ([]Result, error) {
+	rs := make([]Result, len(keys))
+	for i := range rs {
+		rs[i].Value = b.v
+	}
+	return rs, nil
+}
+
+const benchBatch = 100
+
+// benchKeys returns n keys of the size of benchRequest's.
+func benchKeys(n int) [][]byte {
+	keys := make([][]byte, n)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "user:%09d", i)
+	}
+	return keys
+}
+
+// BenchmarkGetMany compares one Client.GetMany of 100 keys with 100 sequential Client.Get calls,
+// against the same server, for values of 1 KiB. An op is 100 values either way.
+//
+//	go test -run '^$' -bench 'GetMany' -benchmem -count 5 ./peer/
+func BenchmarkGetMany(b *testing.B) {
+	const size = 1 << 10
+	_, addr := startServer(b, batchValueBackend{valueBackend{Value{Data: random(size)}}})
+	c := newClient(b)
+	ctx := context.Background()
+	keys := benchKeys(benchBatch)
+	b.Run("getmany100", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(benchBatch * size)
+		for b.Loop() {
+			rs, err := c.GetMany(ctx, addr, benchRequest.Cache, keys)
+			if err != nil || len(rs) != benchBatch || len(rs[benchBatch-1].Value.Data) != size {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("get100", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(benchBatch * size)
+		for b.Loop() {
+			for _, k := range keys {
+				v, err := c.Get(ctx, addr, benchRequest.Cache, k)
+				if err != nil || len(v.Data) != size {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}
+
+func benchResults() []Result {
+	rs := make([]Result, benchBatch)
+	for i := range rs {
+		rs[i].Value = Value{Data: random(1 << 10), Expires: 1767225600000000000}
+	}
+	return rs
+}
+
+// BenchmarkAppendBatch encodes the batch body of 100 values of 1 KiB: as AppendBatch, and as a
+// Server does (appendBatchReply, with its checks and frame budget, into a reused buffer).
+func BenchmarkAppendBatch(b *testing.B) {
+	rs := benchResults()
+	buf := make([]byte, 0, 128<<10)
+	b.Run("AppendBatch", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(benchBatch << 10)
+		for b.Loop() {
+			buf = AppendBatch(buf[:0], rs)
+		}
+	})
+	b.Run("server", func(b *testing.B) {
+		lim := Limits{}.withDefaults()
+		b.ReportAllocs()
+		b.SetBytes(benchBatch << 10)
+		for b.Loop() {
+			buf, _ = appendBatchReply(buf[:0], rs, lim)
+		}
+	})
+}
+
+// BenchmarkParseBatch parses the batch body of 100 values of 1 KiB (the values are not copied).
+func BenchmarkParseBatch(b *testing.B) {
+	body := AppendBatch(nil, benchResults())
+	b.ReportAllocs()
+	b.SetBytes(benchBatch << 10)
+	for b.Loop() {
+		if _, err := ParseBatch(body, benchBatch, Limits{}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -156,7 +156,7 @@ func TestParseRequestErrors(t *testing.T) {
 		{"version only", "00", Limits{}, ErrVersion},
 		{"short header", "01 01", Limits{}, ErrBadRequest},
 		{"op zero", "01 00 00 01 63 00", Limits{}, ErrBadRequest},
-		{"reserved op", "01 02 00 01 63 00", Limits{}, ErrBadRequest},
+		{"remove without keys", "01 02 00 01 63 00", Limits{}, ErrBadRequest},
 		{"flags", "01 01 01 01 63 00", Limits{}, ErrBadRequest},
 		{"no name", "01 01 00", Limits{}, ErrBadRequest},
 		{"empty name", "01 01 00 00 00", Limits{}, ErrBadRequest},

@@ -12,27 +12,136 @@ import (
 //
 //	go test -run '^$' -fuzz '^FuzzParseRequest$' -fuzztime 10s ./peer/
 
-var fuzzLimits = Limits{MaxKeyBytes: 64, MaxValueBytes: 1 << 16, MaxCacheName: 16}
+var fuzzLimits = Limits{MaxKeyBytes: 64, MaxValueBytes: 1 << 16, MaxCacheName: 16, MaxBatchKeys: 4}
 
 func FuzzParseRequest(f *testing.F) {
 	f.Add(AppendRequest(nil, &Request{Op: OpGet, Cache: "users", Key: []byte("alice")}))
 	f.Add(AppendRequest(nil, &Request{Op: OpGet, Cache: "c"}))
+	f.Add(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Value{Data: []byte("v"), Expires: 1}}))
+	f.Add(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Compress(bytes.Repeat([]byte("ab"), 64), 1)}))
+	f.Add(AppendRequest(nil, &Request{Op: OpGetMany, Cache: "c", Keys: [][]byte{[]byte("a"), nil, []byte("b")}}))
+	f.Add(AppendRequest(nil, &Request{Op: OpRemove, Cache: "c", Keys: [][]byte{[]byte("a")}}))
+	f.Add(AppendRequest(nil, &Request{Op: OpClear, Cache: "c", Generation: 300}))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		for _, lim := range []Limits{{}, fuzzLimits} {
 			r, err := ParseRequest(frame, lim)
 			if err != nil {
 				var pe *Error
-				if !errors.As(err, &pe) || !(errors.Is(err, ErrBadRequest) || errors.Is(err, ErrVersion)) {
+				if !errors.As(err, &pe) || !(errors.Is(err, ErrBadRequest) || errors.Is(err, ErrVersion) ||
+					(errors.Is(err, ErrTooLarge) && len(frame) > 1 && Op(frame[1]) == OpSet)) {
 					t.Fatalf("unexpected error %T %v", err, err)
 				}
 				continue
 			}
-			l := lim.withDefaults()
-			if r.Op != OpGet || r.Cache == "" || len(r.Cache) > l.MaxCacheName || len(r.Key) > l.MaxKeyBytes {
-				t.Fatalf("parsed an invalid request %+v", r)
-			}
+			checkParsedRequest(t, r, lim.withDefaults())
 			if again := AppendRequest(nil, &r); !bytes.Equal(again, frame) {
 				t.Fatalf("re-encoding differs:\n%x\n%x", frame, again)
+			}
+			if len(frame) > requestFrameMax(lim.withDefaults()) {
+				t.Fatalf("a valid frame of %d bytes over the server's request frame limit", len(frame))
+			}
+		}
+	})
+}
+
+// checkParsedRequest checks that r, as ParseRequest returned it, is within lim and uses only the
+// fields of its op.
+func checkParsedRequest(t *testing.T, r Request, l Limits) {
+	t.Helper()
+	if r.Cache == "" || len(r.Cache) > l.MaxCacheName {
+		t.Fatalf("parsed an invalid cache name %q", r.Cache)
+	}
+	if len(r.Key) > l.MaxKeyBytes {
+		t.Fatalf("parsed a key of %d bytes", len(r.Key))
+	}
+	for _, k := range r.Keys {
+		if len(k) > l.MaxKeyBytes {
+			t.Fatalf("parsed a key of %d bytes", len(k))
+		}
+	}
+	if (r.Op == OpGetMany || r.Op == OpRemove) != (r.Keys != nil) ||
+		(len(r.Keys) > l.MaxBatchKeys) || (r.Keys != nil && len(r.Keys) == 0) {
+		t.Fatalf("parsed %d keys for %v", len(r.Keys), r.Op)
+	}
+	if (r.Op == OpClear) != (r.Generation != 0) {
+		t.Fatalf("parsed generation %d for %v", r.Generation, r.Op)
+	}
+	switch r.Op {
+	case OpGet, OpPeek, OpGetMany, OpRemove, OpClear:
+		if r.Value.Data != nil || r.Value.Compressed || r.Value.Expires != 0 {
+			t.Fatalf("parsed a value for %v", r.Op)
+		}
+		if r.Op != OpGet && r.Op != OpPeek && r.Key != nil {
+			t.Fatalf("parsed a key for %v", r.Op)
+		}
+	case OpSet:
+		if len(r.Value.Data) > l.MaxValueBytes {
+			t.Fatalf("parsed a value of %d bytes", len(r.Value.Data))
+		}
+		if r.Value.Compressed {
+			if n, err := s2.DecodedLen(r.Value.Data); err != nil || n > l.MaxValueBytes {
+				t.Fatalf("parsed a compressed value inflating to %d bytes (%v)", n, err)
+			}
+		}
+	default:
+		t.Fatalf("parsed op %v", r.Op)
+	}
+}
+
+// FuzzParseBatch parses the body of a GetMany reply answering n keys.
+func FuzzParseBatch(f *testing.F) {
+	f.Add(AppendBatch(nil, []Result{
+		{Value: Value{Data: []byte("hello"), Expires: 1767225600000000000}},
+		{Err: ErrNotFound},
+		{Err: errors.New("db down")},
+	}), uint16(3))
+	f.Add(AppendBatch(nil, []Result{{Value: Compress(bytes.Repeat([]byte("abcd"), 64), 1)}}), uint16(1))
+	f.Add(AppendBatch(nil, []Result{{Value: Compress(make([]byte, 1<<20), 1)}, {}}), uint16(2))
+	f.Add(AppendBatch(nil, []Result{{Err: &Error{Status: StatusOverloaded, Msg: batchFullMsg}}}), uint16(1))
+	f.Fuzz(func(t *testing.T, body []byte, n uint16) {
+		for _, lim := range []Limits{{}, fuzzLimits} {
+			rs, err := ParseBatch(body, int(n), lim)
+			if err != nil {
+				var pe *Error
+				if !errors.As(err, &pe) || !errors.Is(err, ErrProtocol) || rs != nil {
+					t.Fatalf("unexpected error %T %v", err, err)
+				}
+				continue
+			}
+			if len(rs) != int(n) {
+				t.Fatalf("%d results for %d keys", len(rs), n)
+			}
+			l := lim.withDefaults()
+			local := false // an entry failed on this side's limits: it does not re-encode as it came
+			for i, r := range rs {
+				if r.Err != nil {
+					var pe *Error
+					if !errors.As(r.Err, &pe) || r.Value.Data != nil || r.Value.Compressed || r.Value.Expires != 0 {
+						t.Fatalf("entry %d: %+v", i, r)
+					}
+					if pe.Status == StatusOK {
+						if !errors.Is(r.Err, ErrTooLarge) {
+							t.Fatalf("entry %d: %v", i, r.Err)
+						}
+						local = true
+					} else if pe.Status > maxEntryStatus || len(pe.Msg) > MaxMessageBytes {
+						t.Fatalf("entry %d: %v", i, r.Err)
+					}
+					continue
+				}
+				if len(r.Value.Data) > l.MaxValueBytes || cap(r.Value.Data) != len(r.Value.Data) {
+					t.Fatalf("entry %d: value of %d bytes, capacity %d", i, len(r.Value.Data), cap(r.Value.Data))
+				}
+				if r.Value.Compressed {
+					if dlen, err := s2.DecodedLen(r.Value.Data); err != nil || dlen > l.MaxValueBytes {
+						t.Fatalf("entry %d: compressed value inflating to %d bytes (%v)", i, dlen, err)
+					}
+				}
+			}
+			if !local {
+				if again := AppendBatch(nil, rs); !bytes.Equal(again, body) {
+					t.Fatalf("re-encoding differs:\n%x\n%x", body, again)
+				}
 			}
 		}
 	})
