@@ -249,9 +249,10 @@ func BenchmarkParseRequest(b *testing.B) {
 		// How a server connection parses: the cache name of the previous request is reused.
 		lim := Limits{}.withDefaults()
 		var sc reqScratch
+		var r Request
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := parseRequest(frame, lim, &sc); err != nil {
+			if err := parseRequest(frame, lim, &sc, &r); err != nil {
 				b.Fatal(err)
 			}
 		}

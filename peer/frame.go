@@ -232,8 +232,11 @@ func uvarintLen(x uint64) int {
 // cache name, a field over lim, a key count of 0 or over lim.MaxBatchKeys, a generation of 0, a
 // zero expiry with the expiry flag, or a compressed value whose S2 header is malformed. It never
 // panics. The returned Key, Keys and Value.Data alias frame.
-func ParseRequest(frame []byte, lim Limits) (Request, error) {
-	return parseRequest(frame, lim.withDefaults(), nil)
+func ParseRequest(frame []byte, lim Limits) (r Request, err error) {
+	if err = parseRequest(frame, lim.withDefaults(), nil, &r); err != nil {
+		r = Request{}
+	}
+	return r, err
 }
 
 // reqScratch is what a server connection reuses from one request to the next.
@@ -246,55 +249,56 @@ type reqScratch struct {
 // maxKeptKeys bounds the key list a reqScratch keeps between requests.
 const maxKeptKeys = 1024
 
-// parseRequest parses with resolved limits. sc, when not nil, lends the key list and returns the
-// cache name of the previous request when it is the same.
-func parseRequest(frame []byte, lim Limits, sc *reqScratch) (Request, error) {
+// parseRequest parses with resolved limits into r (which it overwrites, also on failure). sc,
+// when not nil, lends the key list and returns the cache name of the previous request when it is
+// the same.
+func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 	if len(frame) > 0 && frame[0] != Version {
-		return Request{}, &Error{Status: StatusBadVersion,
+		return &Error{Status: StatusBadVersion,
 			Msg: fmt.Sprintf("request version %d, this server speaks %d", frame[0], Version)}
 	}
 	if len(frame) < headerLen {
-		return Request{}, badRequest("truncated header")
+		return badRequest("truncated header")
 	}
 	op := Op(frame[1])
 	if op == 0 || op > maxOp {
-		return Request{}, badRequest("unsupported op " + op.String())
+		return badRequest("unsupported op " + op.String())
 	}
 	flags := frame[2]
 	if (op != OpSet && flags != 0) || flags&^knownFlags != 0 {
-		return Request{}, badRequest("unknown request flags")
+		return badRequest("unknown request flags")
 	}
-	r := Request{Op: op}
+	*r = Request{Op: op}
 	rest := frame[headerLen:]
 	if flags&flagExpires != 0 {
 		if len(rest) < 8 {
-			return Request{}, badRequest("truncated expiry")
+			return badRequest("truncated expiry")
 		}
 		r.Value.Expires = int64(binary.BigEndian.Uint64(rest))
 		if r.Value.Expires == 0 {
-			return Request{}, badRequest("zero expiry with the expiry flag")
+			return badRequest("zero expiry with the expiry flag")
 		}
 		rest = rest[8:]
 	}
 	name, rest, msg := field(rest, lim.MaxCacheName)
 	if msg != "" {
-		return Request{}, badRequest("cache name: " + msg)
+		return badRequest("cache name: " + msg)
 	}
 	if len(name) == 0 {
-		return Request{}, badRequest("empty cache name")
+		return badRequest("empty cache name")
 	}
 	switch op {
 	case OpRemove, OpGetMany:
 		n, k := uvarint(rest)
 		if k <= 0 {
-			return Request{}, badRequest("key count: bad encoding")
+			return badRequest("key count: bad encoding")
 		}
 		rest = rest[k:]
 		if n == 0 || n > uint64(lim.MaxBatchKeys) {
-			return Request{}, badRequest(fmt.Sprintf("key count %d outside 1..%d", n, lim.MaxBatchKeys))
+			return badRequest(fmt.Sprintf("key count %d outside 1..%d", n, lim.MaxBatchKeys))
 		}
 		if n > uint64(len(rest)) { // every key takes at least its length byte
-			return Request{}, badRequest("keys: truncated")
+			return badRequest("keys: truncated")
 		}
 		var keys [][]byte
 		if sc != nil && cap(sc.keys) >= int(n) {
@@ -309,7 +313,7 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch) (Request, error) {
 			var key []byte
 			key, rest, msg = field(rest, lim.MaxKeyBytes)
 			if msg != "" {
-				return Request{}, badRequest(fmt.Sprintf("key %d: %s", i, msg))
+				return badRequest(fmt.Sprintf("key %d: %s", i, msg))
 			}
 			keys = append(keys, key[:len(key):len(key)])
 		}
@@ -317,29 +321,29 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch) (Request, error) {
 	case OpClear:
 		g, k := uvarint(rest)
 		if k <= 0 {
-			return Request{}, badRequest("generation: bad encoding")
+			return badRequest("generation: bad encoding")
 		}
 		if g == 0 {
-			return Request{}, badRequest("generation 0")
+			return badRequest("generation 0")
 		}
 		r.Generation = g
 		rest = rest[k:]
 	default: // OpGet, OpPeek, OpSet
 		key, after, msg := field(rest, lim.MaxKeyBytes)
 		if msg != "" {
-			return Request{}, badRequest("key: " + msg)
+			return badRequest("key: " + msg)
 		}
 		r.Key = key[:len(key):len(key)]
 		rest = after
 		if op == OpSet {
 			if err := parseSetValue(rest, flags, lim, &r.Value); err != nil {
-				return Request{}, err
+				return err
 			}
 			rest = nil
 		}
 	}
 	if len(rest) != 0 {
-		return Request{}, badRequest("trailing bytes")
+		return badRequest("trailing bytes")
 	}
 	if sc != nil && sc.cache == string(name) {
 		r.Cache = sc.cache
@@ -349,7 +353,7 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch) (Request, error) {
 			sc.cache = r.Cache
 		}
 	}
-	return r, nil
+	return nil
 }
 
 // parseSetValue parses the value field of an OpSet request, which runs to the end of b, into v.

@@ -306,7 +306,8 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleFrame(ctx context.Context, frame []byte, c *connCounters, sc *reqScratch) Response {
 	c.requests.Add(1)
 	c.bytesIn.Add(int64(len(frame)) + prefixLen)
-	req, err := parseRequest(frame, s.lim, sc)
+	var req Request
+	err := parseRequest(frame, s.lim, sc, &req)
 	var resp Response
 	if err != nil {
 		pe := err.(*Error)
