@@ -214,16 +214,8 @@ func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool
 	if used+n*fullLen > budget {
 		return dst, false
 	}
-	size := used
-	for i := range rs {
-		if rs[i].Err == nil {
-			size += 2 + 8 + binary.MaxVarintLen32 + len(rs[i].Value.Data)
-		} else {
-			size += fullLen
-		}
-	}
-	if size > cap(dst)-len(dst) {
-		dst = append(make([]byte, 0, len(dst)+min(size, budget)), dst...)
+	if size := batchReplyHint(rs, lim); size > cap(dst)-len(dst) {
+		dst = append(make([]byte, 0, len(dst)+size), dst...)
 	}
 	dst = binary.AppendUvarint(dst, uint64(n))
 	full := false
@@ -247,6 +239,21 @@ func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool
 		used += fullLen
 	}
 	return dst, true
+}
+
+// batchReplyHint estimates the length of the batch body appendBatchReply appends for rs: exact
+// when every value fits, less when errors carry long messages.
+func batchReplyHint(rs []Result, lim Limits) int {
+	const fullLen = 2 + 1 + len(batchFullMsg)
+	size := binary.MaxVarintLen32
+	for i := range rs {
+		if rs[i].Err == nil {
+			size += 2 + 8 + binary.MaxVarintLen32 + len(rs[i].Value.Data)
+		} else {
+			size += fullLen
+		}
+	}
+	return min(size, lim.MaxFrameBytes)
 }
 
 // replyStatus returns the status and message a Server answers a Backend's error with: the

@@ -2,6 +2,12 @@
 // that answers peers and the pooled Client that asks them. Every process is both: it serves the
 // keys it owns and asks the owners of the others.
 //
+// The operations are Get (the value of a key, loaded by its owner if needed), Peek (the value only
+// if the peer holds it), GetMany (the values of several keys of one cache in one exchange), Set
+// (store a value at a peer), Remove (drop keys from a peer's stores) and Clear (drop every entry of
+// a cache, adopting a generation number). A Server answers Get from its Backend, and the others
+// when its Backend also implements PeekBackend, BatchBackend or WriteBackend.
+//
 // The package knows no user types. Keys and values arrive already encoded as []byte; a Value is
 // the encoded bytes, maybe compressed (Compress, Value.Raw), with an optional expiry.
 //
@@ -17,8 +23,9 @@
 // (pipelined) are answered in order, and the replies to requests that arrived together go out in
 // one write. A plain POST whose body is one request frame is answered with one response frame,
 // for simple clients and for proxies that refuse upgrades.
-// AppendRequest, ParseRequest, AppendResponse and ParseResponse encode and decode frames;
-// docs/protocol.md in the repository describes the format byte by byte.
+// AppendRequest, ParseRequest, AppendResponse and ParseResponse encode and decode frames, and
+// AppendBatch and ParseBatch the body of a GetMany reply; docs/protocol.md in the repository
+// describes the format byte by byte.
 //
 // # Serving
 //
@@ -42,18 +49,22 @@
 // carrying the per-request timeout (WithTimeout, 5 s by default) and context.AfterFunc turning a
 // cancelled context into a past deadline. A connection whose reply was not read in full is
 // closed, never reused; a reused connection that the peer had closed is replaced and the request
-// sent once more (Get is idempotent).
+// sent once more (every operation is idempotent).
 //
 //	c, err := peer.NewClient()
 //	if err != nil { ... }
 //	defer c.Close()
 //	v, err := c.Get(ctx, "10.0.0.7:8080", "profiles", key)
 //	raw, err := v.Raw(maxValueBytes) // inflate if compressed, within the limit
+//	rs, err := c.GetMany(ctx, "10.0.0.7:8080", "profiles", keys) // one Result per key
+//
+// A GetMany reply is one frame, read into one buffer that the Results' values share. An entry
+// the peer could not fit in its reply frame comes back as ErrOverloaded: ask for it again.
 //
 // # Limits
 //
 // Limits bound key, value, cache name and frame lengths on both sides (4 KiB, 64 MiB, 255 bytes
-// and their sum plus FrameOverhead by default). A frame's length prefix is checked before any
+// and their sum plus FrameOverhead by default), and the keys of a GetMany or Remove (4096). A frame's length prefix is checked before any
 // memory is allocated for it, and a compressed value's decoded length (stated in its S2 header)
 // is checked before it is inflated.
 //

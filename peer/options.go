@@ -14,7 +14,8 @@ const (
 	// DefaultIdleTimeout is how long a Server keeps an upgraded connection on which no request
 	// arrives.
 	DefaultIdleTimeout = 2 * time.Minute
-	// DefaultTimeout bounds one Client.Get: waiting for a connection, dialing and the exchange.
+	// DefaultTimeout bounds one call of a Client (Get, GetMany, Set...): waiting for a
+	// connection, dialing and the exchange.
 	DefaultTimeout = 5 * time.Second
 	// DefaultDialTimeout bounds dialing a peer and the upgrade handshake.
 	DefaultDialTimeout = 2 * time.Second
@@ -98,7 +99,9 @@ func WithBasePath(path string) Option {
 }
 
 // WithServerLimits sets the server's limits (zero fields mean their defaults, see Limits).
-// Requests over them are refused with StatusBadRequest, values over them with StatusTooLarge.
+// Requests over them are refused with StatusBadRequest, values over them (in a reply, or in a Set
+// request) with StatusTooLarge. The server accepts request frames up to the longest valid request
+// of any op under these limits (a Set of MaxValueBytes, usually), capped at MaxFrameBytes.
 // Each field must be within its documented range.
 func WithServerLimits(l Limits) ServerOption {
 	return serverOption(func(c *serverConfig) error {
@@ -110,8 +113,9 @@ func WithServerLimits(l Limits) ServerOption {
 	})
 }
 
-// WithMaxConcurrent bounds the requests served at once, across all connections. A request beyond
-// the bound is answered at once with StatusOverloaded. Default 0: no bound; range n >= 0.
+// WithMaxConcurrent bounds the requests served at once, across all connections; a GetMany or
+// Remove counts as one request, whatever its number of keys. A request beyond the bound is
+// answered at once with StatusOverloaded. Default 0: no bound; range n >= 0.
 func WithMaxConcurrent(n int) ServerOption {
 	return serverOption(func(c *serverConfig) error {
 		if n < 0 {
@@ -158,8 +162,8 @@ type clientConfig struct {
 	limits          Limits
 }
 
-// WithTimeout bounds one Get as a whole: waiting for a free connection, dialing, sending and
-// reading the reply. A context deadline that comes earlier wins. Default DefaultTimeout (5 s);
+// WithTimeout bounds one call (Get, GetMany, Set...) as a whole: waiting for a free connection,
+// dialing, sending and reading the reply. A context deadline that comes earlier wins. Default DefaultTimeout (5 s);
 // range d > 0 (0 means the default).
 func WithTimeout(d time.Duration) ClientOption {
 	return clientOption(func(c *clientConfig) error {
@@ -224,8 +228,9 @@ func WithIdleConnTimeout(d time.Duration) ClientOption {
 }
 
 // WithClientLimits sets the client's limits (zero fields mean their defaults, see Limits). A
-// request over them is refused before it is sent (ErrBadRequest); a reply over them is refused
-// (ErrTooLarge) and its connection closed. Each field must be within its documented range.
+// request over them is refused before it is sent (ErrBadRequest; ErrTooLarge for the value of a
+// Set); a reply frame over them is refused (ErrTooLarge) and its connection closed, and a value
+// over them fails its Get, or its GetMany entry, with ErrTooLarge. Each field must be within its documented range.
 func WithClientLimits(l Limits) ClientOption {
 	return clientOption(func(c *clientConfig) error {
 		if err := l.validate(); err != nil {

@@ -393,14 +393,21 @@ func (s *Server) getMany(ctx context.Context, req *Request, c *connCounters, sc 
 	}
 	var buf []byte
 	if sc != nil {
+		// The connection's buffer, or for a body larger than that one from the server's pool
+		// (which serve puts back once the reply is written).
 		buf = sc.body[:0]
+		if batchReplyHint(rs, s.lim) > cap(buf) {
+			if p, _ := batchBodies.Get().(*[]byte); p != nil {
+				buf = (*p)[:0]
+			}
+		}
 	}
 	body, ok := appendBatchReply(buf, rs, s.lim)
 	if !ok {
 		return Response{Status: StatusTooLarge,
 			Msg: fmt.Sprintf("a reply to %d keys does not fit in the frame limit of %d bytes", len(rs), s.lim.MaxFrameBytes)}
 	}
-	if sc != nil && cap(body) <= keepBuffer {
+	if sc != nil {
 		sc.body = body[:0]
 	}
 	return Response{Value: Value{Data: body}}
@@ -432,6 +439,14 @@ func (s *Server) write(ctx context.Context, req *Request, c *connCounters) (err 
 		return wb.Clear(ctx, req.Cache, req.Generation)
 	}
 }
+
+// batchBodies holds batch body buffers (*[]byte) of more than keepBuffer bytes, which a
+// connection does not keep for itself, for the GetMany replies of every connection of every
+// Server: a large reply costs no allocation in steady state.
+var batchBodies sync.Pool
+
+// maxPooledBody bounds the batch body buffers kept in batchBodies.
+const maxPooledBody = 4 << 20
 
 // serverConn is one upgraded connection.
 type serverConn struct {
@@ -550,6 +565,14 @@ func (c *serverConn) serve(ctx context.Context) {
 		// of it is buffered, answer it before writing, so the replies go out in one write.
 		if err := c.reply(&resp, !c.nextBuffered()); err != nil {
 			return
+		}
+		if b := c.scratch.body; cap(b) > keepBuffer {
+			// The reply is written, or copied into wbuf: a large batch body goes back to the
+			// pool, for the next large reply of any connection.
+			c.scratch.body = nil
+			if cap(b) <= maxPooledBody {
+				batchBodies.Put(&b)
+			}
 		}
 	}
 }
