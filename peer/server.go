@@ -448,6 +448,14 @@ var batchBodies sync.Pool
 // maxPooledBody bounds the batch body buffers kept in batchBodies.
 const maxPooledBody = 4 << 20
 
+// putBody puts b into batchBodies, unless it is larger than maxPooledBody. (Its own function, so
+// that the pointer Put needs is allocated only when a body is put.)
+func putBody(b []byte) {
+	if cap(b) <= maxPooledBody {
+		batchBodies.Put(&b)
+	}
+}
+
 // serverConn is one upgraded connection.
 type serverConn struct {
 	s       *Server
@@ -566,13 +574,11 @@ func (c *serverConn) serve(ctx context.Context) {
 		if err := c.reply(&resp, !c.nextBuffered()); err != nil {
 			return
 		}
-		if b := c.scratch.body; cap(b) > keepBuffer {
+		if cap(c.scratch.body) > keepBuffer {
 			// The reply is written, or copied into wbuf: a large batch body goes back to the
 			// pool, for the next large reply of any connection.
+			putBody(c.scratch.body)
 			c.scratch.body = nil
-			if cap(b) <= maxPooledBody {
-				batchBodies.Put(&b)
-			}
 		}
 	}
 }
