@@ -108,10 +108,10 @@ func entryLen(st Status, v *Value, msg string) int {
 // decoded length as stated in its header) fails alone: its Result's Err matches ErrTooLarge, since
 // the frame itself is well formed. It never panics. The returned values' Data alias body.
 func ParseBatch(body []byte, n int, lim Limits) ([]Result, error) {
-	return parseBatch(body, n, lim.withDefaults())
+	return parseBatch(body, n, lim.withDefaults().MaxValueBytes)
 }
 
-func parseBatch(b []byte, n int, lim Limits) ([]Result, error) {
+func parseBatch(b []byte, n int, maxValue int) ([]Result, error) {
 	count, k := uvarint(b)
 	if k <= 0 {
 		return nil, protocolError("batch: bad entry count")
@@ -126,7 +126,7 @@ func parseBatch(b []byte, n int, lim Limits) ([]Result, error) {
 	rs := make([]Result, n)
 	for i := range rs {
 		var err error
-		if b, err = parseEntry(b, &rs[i], lim); err != nil {
+		if b, err = parseEntry(b, &rs[i], maxValue); err != nil {
 			pe := err.(*Error)
 			pe.Msg = fmt.Sprintf("batch entry %d: %s", i, pe.Msg)
 			return nil, pe
@@ -139,7 +139,7 @@ func parseBatch(b []byte, n int, lim Limits) ([]Result, error) {
 }
 
 // parseEntry parses one batch entry from b into r and returns the bytes after it.
-func parseEntry(b []byte, r *Result, lim Limits) ([]byte, error) {
+func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	if len(b) < 2 {
 		return nil, protocolError("truncated")
 	}
@@ -182,15 +182,15 @@ func parseEntry(b []byte, r *Result, lim Limits) ([]byte, error) {
 		return nil, protocolError("value: truncated")
 	}
 	data, rest := b[:vlen:vlen], b[vlen:]
-	if vlen > uint64(lim.MaxValueBytes) {
+	if vlen > uint64(maxValue) {
 		*r = Result{Err: &Error{Err: ErrTooLarge,
-			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", vlen, lim.MaxValueBytes)}}
+			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", vlen, maxValue)}}
 		return rest, nil
 	}
 	v.Data = data
 	if flags&flagCompressed != 0 {
 		v.Compressed = true
-		if err := checkValue(v, lim); err != nil {
+		if err := checkValue(v, maxValue); err != nil {
 			if !errors.Is(err, ErrTooLarge) {
 				return nil, err
 			}

@@ -764,7 +764,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	if err != nil {
 		return fail(p.netError(r, midReply(err, len(head), n), "reading the reply"), false)
 	}
-	resp, off, err := parseResponseHead(head, n, p.c.lim)
+	resp, off, err := parseResponseHead(head, n, p.c.lim.MaxValueBytes)
 	if err == nil && ack && resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.Expires != 0) {
 		err = protocolError("acknowledgment with a value or flags")
 	}
@@ -793,7 +793,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 			return fail(p.netError(r, midReply(err, off+len(data), n), "reading the reply"), false)
 		}
 		resp.Value.Data = data
-		if err := checkValue(&resp.Value, p.c.lim); err != nil {
+		if err := checkValue(&resp.Value, p.c.lim.MaxValueBytes); err != nil {
 			pe := err.(*Error)
 			pe.Peer, pe.Op = p.addr, r.Op
 			if errors.Is(pe.Err, ErrTooLarge) {
@@ -818,14 +818,12 @@ func (p *pool) readBatch(r *request, cc *clientConn, n int) (Response, error) {
 		return Response{}, p.netError(r, midReply(err, len(frame), n), "reading the reply")
 	}
 	// The batch body is bounded by the frame, not by the limit on one value.
-	blim := p.c.lim
-	blim.MaxValueBytes = n
-	resp, off, err := parseResponseHead(frame, n, blim)
+	resp, off, err := parseResponseHead(frame, n, n)
 	if err == nil && resp.Status == StatusOK {
 		if resp.Value.Compressed || resp.Value.Expires != 0 || resp.Msg != "" {
 			err = protocolError("batch reply with flags or a message")
 		} else {
-			r.results, err = parseBatch(frame[off:n:n], len(r.Keys), p.c.lim)
+			r.results, err = parseBatch(frame[off:n:n], len(r.Keys), p.c.lim.MaxValueBytes)
 		}
 	}
 	if err != nil {

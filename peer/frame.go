@@ -495,17 +495,17 @@ func cutMessage(msg string) string {
 // with a non-OK status, a compressed value whose header is not S2, an over-long message). It never
 // panics. The returned Value.Data aliases frame.
 func ParseResponse(frame []byte, lim Limits) (Response, error) {
-	return parseResponse(frame, lim.withDefaults())
+	return parseResponse(frame, lim.withDefaults().MaxValueBytes)
 }
 
-func parseResponse(frame []byte, lim Limits) (Response, error) {
-	r, off, err := parseResponseHead(frame, len(frame), lim)
+func parseResponse(frame []byte, maxValue int) (Response, error) {
+	r, off, err := parseResponseHead(frame, len(frame), maxValue)
 	if err != nil {
 		return Response{}, err
 	}
 	if r.Status == StatusOK {
 		r.Value.Data = frame[off:len(frame):len(frame)]
-		if err := checkValue(&r.Value, lim); err != nil {
+		if err := checkValue(&r.Value, maxValue); err != nil {
 			return Response{}, err
 		}
 	}
@@ -519,9 +519,9 @@ const maxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes 
 // parseResponseHead parses the head of a response frame of n bytes: everything before the value.
 // b is the frame or a prefix of it holding at least min(n, maxResponseHead) bytes. It returns the
 // response without its value's data and the offset of the value, which runs to the end of the
-// frame (off == n for a status other than StatusOK). A value over lim.MaxValueBytes gives an error
+// frame (off == n for a status other than StatusOK). A value over maxValue bytes gives an error
 // matching ErrTooLarge: the frame itself is well formed.
-func parseResponseHead(b []byte, n int, lim Limits) (r Response, off int, err error) {
+func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err error) {
 	if len(b) > 0 && b[0] != Version {
 		return Response{}, 0, &Error{Err: ErrVersion,
 			Msg: fmt.Sprintf("reply version %d, this client speaks %d", b[0], Version)}
@@ -571,9 +571,9 @@ func parseResponseHead(b []byte, n int, lim Limits) (r Response, off int, err er
 		return Response{}, 0, protocolError("value: bad length")
 	}
 	off += k
-	if vlen > uint64(lim.MaxValueBytes) {
+	if vlen > uint64(maxValue) {
 		return Response{}, 0, &Error{Err: ErrTooLarge,
-			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", vlen, lim.MaxValueBytes)}
+			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", vlen, maxValue)}
 	}
 	if vlen != uint64(n-off) {
 		if vlen > uint64(n-off) {
@@ -588,8 +588,8 @@ func parseResponseHead(b []byte, n int, lim Limits) (r Response, off int, err er
 }
 
 // checkValue checks the S2 header of a compressed value: well formed, and stating a decoded
-// length within lim.MaxValueBytes.
-func checkValue(v *Value, lim Limits) error {
+// length of at most maxValue bytes.
+func checkValue(v *Value, maxValue int) error {
 	if !v.Compressed {
 		return nil
 	}
@@ -597,9 +597,9 @@ func checkValue(v *Value, lim Limits) error {
 	if err != nil {
 		return protocolError("compressed value: bad header")
 	}
-	if dlen > lim.MaxValueBytes {
+	if dlen > maxValue {
 		return &Error{Err: ErrTooLarge,
-			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, lim.MaxValueBytes)}
+			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, maxValue)}
 	}
 	return nil
 }
