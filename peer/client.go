@@ -829,6 +829,9 @@ func (p *pool) readBatch(r *request, cc *clientConn, n int) (Response, error) {
 	if err != nil {
 		pe := err.(*Error)
 		pe.Peer, pe.Op = p.addr, r.Op
+		if errors.Is(pe.Err, ErrTooLarge) {
+			pe.Err = ErrProtocol // a body longer than its frame (entries over a limit are Results)
+		}
 		return Response{}, pe
 	}
 	for i := range r.results {

@@ -114,6 +114,12 @@ func TestHostileBatchReplies(t *testing.T) {
 			f[4]++ // the body's length
 			return f
 		}},
+		{"huge body length", func(n int) []byte {
+			return append([]byte{Version, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f, 3, 0, 0, 1, 'v')
+		}},
+		{"a Get reply", func(n int) []byte {
+			return AppendResponse(nil, &Response{Value: Value{Data: []byte("value"), Expires: 9}})
+		}},
 	}
 	c := newClient(t, WithTimeout(2*time.Second))
 	ctx := context.Background()

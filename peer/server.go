@@ -148,10 +148,10 @@ type ServerStats struct {
 	// Requests is the number of request frames handled (upgraded and POST). A batch request
 	// (OpGetMany, OpRemove) counts once, whatever its number of keys.
 	Requests int64
-	// ByOp splits Requests by op: ByOp[OpGetMany] is the number of GetMany requests, and so on.
-	// Requests refused before their op was known (malformed, over a limit, of another version)
-	// count in Requests only.
-	ByOp [maxOp + 1]int64
+	// ByOp splits Requests by op, indexed by Op: ByOp[OpGetMany] is the number of GetMany
+	// requests, and so on. Requests the server could not parse (malformed, over a limit, of
+	// another version) count in Requests only.
+	ByOp [OpClear + 1]int64
 	// OK is the number of requests answered with StatusOK: a value, a GetMany batch (whatever
 	// the statuses of its entries) or the acknowledgment of a Set, Remove or Clear.
 	OK int64
@@ -403,12 +403,12 @@ func (s *Server) getMany(ctx context.Context, req *Request, c *connCounters, sc 
 		}
 	}
 	body, ok := appendBatchReply(buf, rs, s.lim)
+	if sc != nil {
+		sc.body = body[:0]
+	}
 	if !ok {
 		return Response{Status: StatusTooLarge,
 			Msg: fmt.Sprintf("a reply to %d keys does not fit in the frame limit of %d bytes", len(rs), s.lim.MaxFrameBytes)}
-	}
-	if sc != nil {
-		sc.body = body[:0]
 	}
 	return Response{Value: Value{Data: body}}
 }
