@@ -372,14 +372,15 @@ func (c *Cache[K, V]) live(expires int64) bool {
 // the value's wire form too, ready for peers. forPeer counts the load as one run for a peer.
 func (c *Cache[K, V]) load(ctx context.Context, key K, kb []byte, forPeer, detach bool, st stamp) (item[V], error) {
 	if c.node != nil {
-		if it, size, ok := c.handoff(ctx, key, kb); ok {
-			if size <= c.maxValue {
-				it.stale = c.staleAt(it.wire.Expires)
-				c.put(c.store, key, it, size, c.hardDeadline(it.wire.Expires), st)
-			}
+		if it, ok := c.handoff(ctx, key, kb, st); ok {
 			return it, nil
 		}
 	}
+	return c.loadNew(ctx, key, kb, forPeer, detach, st)
+}
+
+// loadNew is load without asking a previous owner first.
+func (c *Cache[K, V]) loadNew(ctx context.Context, key K, kb []byte, forPeer, detach bool, st stamp) (item[V], error) {
 	c.loads.Add(1)
 	if forPeer {
 		c.cluster.peerLoads.Add(1)

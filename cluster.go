@@ -241,40 +241,136 @@ func (c *Cache[K, V]) peek(kb []byte) (peer.Value, error) {
 }
 
 // handoff asks the key's owner before the last peer-set change for the value, so that a node that
-// has just become the owner takes the value over instead of loading it. It reports false when
-// there is no such peer or the peer does not hold the value.
-func (c *Cache[K, V]) handoff(ctx context.Context, key K, kb []byte) (item[V], int64, bool) {
+// has just become the owner takes the value over instead of loading it, and stores it. It reports
+// false when there is no such peer or the peer does not hold the value.
+func (c *Cache[K, V]) handoff(ctx context.Context, key K, kb []byte, st stamp) (item[V], bool) {
 	prev, p, ok := c.node.previousOwner(kb)
 	if !ok {
-		return item[V]{}, 0, false
+		return item[V]{}, false
 	}
 	val, err := p.Peek(ctx, prev, c.name, kb)
 	if err != nil {
 		if errors.Is(err, peer.ErrUnavailable) {
 			c.node.markDown(prev, err) // a departed owner costs one failed peek per back-off
 		}
-		return item[V]{}, 0, false
+		return item[V]{}, false
+	}
+	return c.takeOver(key, kb, val, false, st)
+}
+
+// takeOver decodes a value handed over by a key's previous owner and stores it in the main store.
+// With shared, val's bytes alias a buffer shared with other values, and are copied.
+func (c *Cache[K, V]) takeOver(key K, kb []byte, val peer.Value, shared bool, st stamp) (item[V], bool) {
+	if !c.live(val.Expires) {
+		return item[V]{}, false
 	}
 	raw, err := val.Raw(int(c.maxValue))
 	if err != nil {
-		return item[V]{}, 0, false
+		return item[V]{}, false
+	}
+	if shared { // raw is fresh when it was decompressed
+		if val.Compressed {
+			val.Data = bytes.Clone(val.Data)
+		} else {
+			raw = bytes.Clone(raw)
+			val.Data = raw
+		}
 	}
 	v, err := c.decode(raw)
 	if err != nil {
-		return item[V]{}, 0, false
-	}
-	if !c.live(val.Expires) {
-		return item[V]{}, 0, false
+		return item[V]{}, false
 	}
 	c.cluster.handoffs.Add(1)
 	c.cluster.bytesReceived.Add(int64(len(val.Data)))
 	c.cluster.bytesReceivedRaw.Add(int64(len(raw)))
-	w := &wireForm{Value: val, rawLen: len(raw)}
+	it := item[V]{v: v, wire: &wireForm{Value: val, rawLen: len(raw)}, stale: c.staleAt(val.Expires)}
 	size := int64(len(raw) + len(kb))
 	if val.Compressed {
 		size += int64(len(val.Data))
 	}
-	return item[V]{v: v, wire: w}, size, true
+	if size <= c.maxValue {
+		c.put(c.store, key, it, size, c.hardDeadline(val.Expires), st)
+	}
+	return it, true
+}
+
+// handoffMany is handoff for the keys idx of a batch, with one request per previous owner when
+// the transport can peek in batches. It returns the keys that were not handed over.
+func (c *Cache[K, V]) handoffMany(ctx context.Context, b *batch[K, V], idx []int) []int {
+	if !c.node.handingOff() {
+		return idx
+	}
+	bp, ok := c.node.transport.(batchPeeker)
+	if !ok {
+		// One peek per key, a few at once.
+		var mu sync.Mutex
+		var rest []int
+		c.parallel(idx, func(i int) {
+			if it, ok := c.handoff(ctx, b.ks[i], b.kbs[i], b.sts[i]); ok {
+				b.set(i, it.v, nil)
+				return
+			}
+			mu.Lock()
+			rest = append(rest, i)
+			mu.Unlock()
+		})
+		return rest
+	}
+	var rest []int
+	byPrev := map[string][]int{}
+	for _, i := range idx {
+		if prev, _, ok := c.node.previousOwner(b.kbs[i]); ok {
+			byPrev[prev] = append(byPrev[prev], i)
+		} else {
+			rest = append(rest, i)
+		}
+	}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for prev, idx := range byPrev {
+		wg.Go(func() {
+			var left []int
+			for len(idx) > 0 {
+				chunk := idx[:min(len(idx), c.batchSize)]
+				idx = idx[len(chunk):]
+				kbs := make([][]byte, len(chunk))
+				for j, i := range chunk {
+					kbs[j] = b.kbs[i]
+				}
+				rs, err := bp.PeekMany(ctx, prev, c.name, kbs)
+				if err != nil {
+					if errors.Is(err, peer.ErrUnavailable) {
+						c.node.markDown(prev, err)
+					}
+					left = append(left, chunk...)
+					left = append(left, idx...)
+					break
+				}
+				for j, i := range chunk {
+					if rs[j].Err == nil {
+						if it, ok := c.takeOver(b.ks[i], b.kbs[i], rs[j].Value, true, b.sts[i]); ok {
+							b.set(i, it.v, nil)
+							continue
+						}
+					}
+					left = append(left, i)
+				}
+			}
+			mu.Lock()
+			rest = append(rest, left...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return rest
+}
+
+// batchPeeker is implemented by transports that can peek many keys in one request (peer.Client
+// does).
+type batchPeeker interface {
+	PeekMany(ctx context.Context, peer, cache string, keys [][]byte) ([]peer.Result, error)
 }
 
 // sent counts the bytes of a reply to a peer and returns its wire value.

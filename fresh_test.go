@@ -506,6 +506,7 @@ func TestGetManyJoinsFlights(t *testing.T) {
 	done := make(chan []Result[string])
 	go func() { done <- c.GetMany(ctx, []string{"a", "b"}) }()
 	// b is loaded by GetMany's flight (versionLoader's Load, one key at a time); a joins the Get.
+	<-l.started // b's load has started: GetMany has joined a's flight and claimed b
 	l.gate <- nil
 	l.gate <- nil
 	res := <-done

@@ -221,28 +221,27 @@ func (c *Cache[K, V]) loadMany(ctx context.Context, b *batch[K, V], idx []int, f
 	if len(idx) == 0 {
 		return
 	}
-	if c.batch == nil || (!fallback && c.node != nil && c.node.handingOff()) {
-		// One load per key, a few at once. While values are being handed over after a peer-set
-		// change, the per-key path asks each key's previous owner first.
-		sem := make(chan struct{}, maxParallelLoads)
-		var wg sync.WaitGroup
-		for _, i := range idx {
-			sem <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-sem }()
-				var v V
-				var err error
-				if fallback {
-					v, err = c.fallback(ctx, b.ks[i], b.kbs[i], false, b.sts[i])
-				} else {
-					var it item[V]
-					it, err = c.load(ctx, b.ks[i], b.kbs[i], false, false, b.sts[i])
-					v = it.v
-				}
-				b.set(i, v, err)
-			})
+	if !fallback && c.node != nil {
+		// While values are being handed over after a peer-set change, ask the keys' previous
+		// owners first.
+		if idx = c.handoffMany(ctx, b, idx); len(idx) == 0 {
+			return
 		}
-		wg.Wait()
+	}
+	if c.batch == nil {
+		// One load per key, a few at once.
+		c.parallel(idx, func(i int) {
+			var v V
+			var err error
+			if fallback {
+				v, err = c.fallback(ctx, b.ks[i], b.kbs[i], false, b.sts[i])
+			} else {
+				var it item[V]
+				it, err = c.loadNew(ctx, b.ks[i], b.kbs[i], false, false, b.sts[i])
+				v = it.v
+			}
+			b.set(i, v, err)
+		})
 		return
 	}
 	s := c.store
@@ -285,6 +284,21 @@ func (c *Cache[K, V]) loadMany(ctx context.Context, b *batch[K, V], idx []int, f
 			}
 		}
 	}
+}
+
+// parallel calls f for each of idx, at most maxParallelLoads at once, and returns when all have
+// returned.
+func (c *Cache[K, V]) parallel(idx []int, f func(i int)) {
+	sem := make(chan struct{}, maxParallelLoads)
+	var wg sync.WaitGroup
+	for _, i := range idx {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f(i)
+		})
+	}
+	wg.Wait()
 }
 
 // callBatch calls the BatchLoader, turning a panic into a *PanicError.

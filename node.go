@@ -441,6 +441,25 @@ func (n *Node) Serve(l net.Listener) error { return n.server.Serve(l) }
 // ListenAndServe listens on addr (usually the node's own address) and answers peers until Close.
 func (n *Node) ListenAndServe(addr string) error { return n.server.ListenAndServe(addr) }
 
+// NodeStats are the counters of a node's transport: what its server answered to peers and what its
+// client asked them.
+type NodeStats struct {
+	// Server counts the requests peers sent to this node.
+	Server peer.ServerStats
+	// Client counts the requests this node sent to peers; zero when the node was given its
+	// transport with WithTransport and that transport is not a *peer.Client.
+	Client peer.ClientStats
+}
+
+// Stats returns the node's transport counters. Each cache has its own in Cache.Stats.
+func (n *Node) Stats() NodeStats {
+	s := NodeStats{Server: n.server.Stats()}
+	if c, ok := n.transport.(*peer.Client); ok {
+		s.Client = c.Stats()
+	}
+	return s
+}
+
 // Close stops serving peers, closes the connections to them and detaches every cache: caches stay
 // usable and load every key locally from then on. The first call returns nil, later ones ErrClosed.
 func (n *Node) Close() error {
