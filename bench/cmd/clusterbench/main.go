@@ -10,6 +10,7 @@
 //
 //	go run ./cmd/clusterbench                 # from the bench module
 //	go run ./cmd/clusterbench -sizes 1024 -duration 3s
+//	go run ./cmd/clusterbench -sizes 1024 -only getmany   # GetMany of 100 keys against 100 Gets
 package main
 
 import (
@@ -39,6 +40,7 @@ var (
 	roundsFlag = flag.Int("rounds", 3, "rounds; every system is measured once per round")
 	only       = flag.String("only", "", "measure only the systems whose name contains this")
 	cpuprof    = flag.String("cpuprofile", "", "write a CPU profile of the measuring process")
+	batchFlag  = flag.Int("batch", 100, "keys per GetMany in the GetMany comparison; 0 skips it")
 )
 
 func main() {
@@ -96,6 +98,10 @@ func main() {
 		{"transport", func(n int) system { return newTransportOnly(n) }},
 		{"ours", func(n int) system { return newOurs(n) }},
 		{"gc", func(n int) system { return newGC(n) }},
+	}
+	if *only == "getmany" {
+		printGetMany(sizes)
+		return
 	}
 	fmt.Println("Medians over the rounds; each ratio is taken within one round, then its median is shown.")
 	fmt.Println()
@@ -163,6 +169,9 @@ func main() {
 	for _, sys := range []struct{ name, role string }{{"this library", "node"}, {"golang/groupcache", "gcnode"}} {
 		loads, took := coldFill(sys.role, *coldKeys, *callers)
 		fmt.Printf("| %s | %d | %d | %v |\n", sys.name, loads, *coldKeys, took.Round(time.Millisecond))
+	}
+	if *batchFlag > 0 && *only == "" {
+		printGetMany(sizes)
 	}
 }
 
