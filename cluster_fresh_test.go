@@ -499,3 +499,36 @@ func TestClusterHostileBatchReply(t *testing.T) {
 		})
 	}
 }
+
+// TestClusterBatchesAreSplit: more keys than the batch size are sent in several requests, not
+// refused; duplicates are asked for once.
+func TestClusterBatchesAreSplit(t *testing.T) {
+	cl := testcluster.Start(t, 2)
+	log := newLoadLog()
+	caches := stringCaches(t, cl, "c", log, nil, groupcache.WithBatchSize(10))
+	var keys []string
+	for i := 0; len(keys) < 45; i++ {
+		if k := fmt.Sprint("k", i); ownerOf(t, cl, k) == 1 {
+			keys = append(keys, k)
+		}
+	}
+	asked := append(append([]string(nil), keys...), keys[:5]...) // 5 duplicates
+	for i, r := range caches[0].GetMany(context.Background(), asked) {
+		if r.Err != nil || r.Value != "value-"+asked[i] {
+			t.Fatalf("%s = %q, %v", asked[i], r.Value, r.Err)
+		}
+	}
+	if st := caches[0].Stats(); st.BatchRequests != 5 {
+		t.Fatalf("batch requests = %d for 45 keys in batches of 10, want 5", st.BatchRequests)
+	}
+	if n := log.total.Load(); n != 45 {
+		t.Fatalf("loads = %d, want 45 (duplicates once)", n)
+	}
+	before := cl.Nodes[1].Stats().Server.ByOp[peer.OpRemove]
+	if err := caches[0].RemoveMany(context.Background(), keys); err != nil {
+		t.Fatal(err)
+	}
+	if n := cl.Nodes[1].Stats().Server.ByOp[peer.OpRemove] - before; n != 5 {
+		t.Fatalf("Remove requests = %d for 45 keys in batches of 10, want 5", n)
+	}
+}

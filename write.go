@@ -224,6 +224,7 @@ func (c *Cache[K, V]) adopt(gen uint64) bool {
 			return false
 		}
 		if c.gen.CompareAndSwap(cur, gen) { // first: a load that stores after this backs out
+			c.flights.ForgetAll()
 			c.store.Clear()
 			if c.hot != nil {
 				c.hot.Clear()

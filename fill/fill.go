@@ -322,6 +322,13 @@ func (g *Group[K, V]) Forget(key K) {
 	g.mu.Unlock()
 }
 
+// ForgetAll is Forget for every key in flight.
+func (g *Group[K, V]) ForgetAll() {
+	g.mu.Lock()
+	clear(g.flights)
+	g.mu.Unlock()
+}
+
 // InFlight reports how many load functions are running: started and not yet returned. It counts
 // loads that were abandoned (every waiter left, or the timeout passed) but whose function has
 // not returned yet, so it may be larger than the number of keys being loaded. A DoMany batch

@@ -789,3 +789,33 @@ func TestDoStress(t *testing.T) {
 		})
 	}
 }
+
+func TestForgetAll(t *testing.T) {
+	g := New[string, int](0)
+	release := make(chan struct{})
+	started := make(chan struct{}, 2)
+	var calls atomic.Int64
+	load := func(context.Context) (int, error) {
+		n := calls.Add(1)
+		started <- struct{}{}
+		<-release
+		return int(n), nil
+	}
+	done := make(chan int, 2)
+	for _, k := range []string{"a", "b"} {
+		go func() { v, _, _ := g.Do(context.Background(), k, load); done <- v }()
+	}
+	<-started
+	<-started
+	g.ForgetAll()
+	// A Do after ForgetAll starts a new load instead of joining the old one.
+	go func() { v, _, _ := g.Do(context.Background(), "a", load); done <- v }()
+	<-started
+	close(release)
+	for range 3 {
+		<-done
+	}
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("loads = %d, want 3", n)
+	}
+}
