@@ -23,7 +23,9 @@ import (
 // ctx is detached from the callers' contexts (it keeps their values, not their cancellation) and
 // carries the load timeout; it is cancelled early only when every caller waiting for the key has
 // gone. A loader says that a key does not exist by returning ErrNotFound (wrapped or not). Errors are
-// not cached: the next Get of the key calls the loader again.
+// not cached (the next Get of the key calls the loader again), except "not found" when
+// WithNegativeTTL asks for it. A loader can give its value a TTL of its own with SetTTL; a loader
+// that also implements BatchLoader serves GetMany in batches.
 type Loader[K comparable, V any] interface {
 	Load(ctx context.Context, key K) (V, error)
 }

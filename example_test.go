@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/codec"
@@ -162,4 +163,89 @@ func ExampleNewNode() {
 	// hello, grace
 	// hello, edsger
 	// loads: 3
+}
+
+// profileStore stands in for a database that can read many rows in one query.
+type profileStore struct{ queries atomic.Int64 }
+
+func (s *profileStore) Load(ctx context.Context, id UserID) (Profile, error) {
+	s.queries.Add(1)
+	return loadProfileFromDB(ctx, id)
+}
+
+// LoadMany makes profileStore a BatchLoader: GetMany loads its misses with one query.
+func (s *profileStore) LoadMany(ctx context.Context, ids []UserID) ([]groupcache.Loaded[Profile], error) {
+	s.queries.Add(1)
+	out := make([]groupcache.Loaded[Profile], len(ids))
+	for i, id := range ids {
+		out[i].Value, out[i].Err = loadProfileFromDB(ctx, id)
+	}
+	return out, nil
+}
+
+// GetMany fills the keys it misses together: with one LoadMany call here, and with one request
+// per owning peer on a node. Each key gets its own value or error.
+func ExampleCache_GetMany() {
+	db := &profileStore{}
+	users := groupcache.MustNew[UserID, Profile]("users", db)
+	defer users.Close()
+
+	for _, r := range users.GetMany(context.Background(), []UserID{1, 2, -3, 2}) {
+		if r.Err != nil {
+			fmt.Println("error:", errors.Is(r.Err, groupcache.ErrNotFound))
+			continue
+		}
+		fmt.Println(r.Value.Name)
+	}
+	fmt.Println("queries:", db.queries.Load())
+	// Output:
+	// user1
+	// user2
+	// error: true
+	// user2
+	// queries: 1
+}
+
+// Set replaces a value on its owner (and drops copies on other nodes); Remove makes the next Get
+// load it again.
+func ExampleCache_Set() {
+	db := &profileStore{}
+	users := groupcache.MustNew[UserID, Profile]("users", db)
+	defer users.Close()
+	ctx := context.Background()
+
+	if err := users.Set(ctx, 7, Profile{Name: "renamed", Age: 31}); err != nil {
+		panic(err)
+	}
+	p, _ := users.Get(ctx, 7)
+	fmt.Println(p.Name, "queries:", db.queries.Load())
+
+	users.Remove(ctx, 7)
+	p, _ = users.Get(ctx, 7)
+	fmt.Println(p.Name, "queries:", db.queries.Load())
+	// Output:
+	// renamed queries: 0
+	// user7 queries: 1
+}
+
+// A loader can give its value a TTL of its own; a missing key can be remembered for a while.
+func ExampleSetTTL() {
+	db := &profileStore{}
+	users := groupcache.MustNew[UserID, Profile]("users",
+		groupcache.LoaderFunc[UserID, Profile](func(ctx context.Context, id UserID) (Profile, error) {
+			if id == 1 {
+				groupcache.SetTTL(ctx, 5*time.Second) // the admin's profile changes often
+			}
+			return db.Load(ctx, id)
+		}),
+		groupcache.WithTTL(10*time.Minute),
+		groupcache.WithNegativeTTL(30*time.Second),
+	)
+	defer users.Close()
+	ctx := context.Background()
+	users.Get(ctx, -1)
+	_, err := users.Get(ctx, -1) // answered from the cached "not found"
+	fmt.Println(errors.Is(err, groupcache.ErrNotFound), "queries:", db.queries.Load())
+	// Output:
+	// true queries: 1
 }
