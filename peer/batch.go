@@ -8,14 +8,14 @@ import (
 	"github.com/klauspost/compress/s2"
 )
 
-// Result is the answer for one key of a GetMany.
+// Result is the answer for one key of a GetMany or PeekMany.
 type Result struct {
 	// Value is the value, when Err is nil.
 	Value Value
 	// Err is nil, or why there is no value: an *Error whose Status is the entry's status (it
 	// matches ErrNotFound, ErrUnknownCache, ErrTooLarge, ErrOverloaded, ErrInternal or
 	// ErrBadRequest), or, for a value over this side's limits, an *Error matching ErrTooLarge with
-	// Status StatusOK. Results returned by Client.GetMany have Peer and Op set.
+	// Status StatusOK. Results returned by Client.GetMany and Client.PeekMany have Peer and Op set.
 	Err error
 }
 
@@ -30,13 +30,13 @@ const minEntryLen = 3
 // batchFullMsg is the message of the entries a server could not fit in its reply frame.
 const batchFullMsg = "batch reply full; ask again"
 
-// AppendBatch appends the batch body of rs (the value field of a successful GetMany reply: the
-// entry count, then one entry per result) to dst. A Result with a nil Err is encoded as an entry
-// with StatusOK and its value; otherwise the entry carries the status and message of Err: those
-// of an *Error with a status other than StatusOK (as ParseBatch returns them), or else the status
-// Err maps to (as a Server maps a Backend's errors: ErrNotFound, ErrUnknownCache, ErrTooLarge,
-// ErrOverloaded, ErrBadRequest, anything else StatusInternal) with Err's text as the message,
-// except for StatusNotFound, which carries none. Messages are cut to MaxMessageBytes. Like
+// AppendBatch appends the batch body of rs (the value field of a successful GetMany or PeekMany
+// reply: the entry count, then one entry per result) to dst. A Result with a nil Err is encoded as
+// an entry with StatusOK and its value; otherwise the entry carries the status and message of Err:
+// those of an *Error with a status other than StatusOK (as ParseBatch returns them), or else the
+// status Err maps to (as a Server maps a Backend's errors: ErrNotFound, ErrUnknownCache,
+// ErrTooLarge, ErrOverloaded, ErrBadRequest, anything else StatusInternal) with Err's text as the
+// message, except for StatusNotFound, which carries none. Messages are cut to MaxMessageBytes. Like
 // AppendRequest, it does not check limits.
 func AppendBatch(dst []byte, rs []Result) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(rs)))
@@ -97,13 +97,13 @@ func entryLen(st Status, v *Value, msg string) int {
 	return n
 }
 
-// ParseBatch parses the batch body of a GetMany reply (the value field of a response frame with
-// StatusOK) that answers a request for n keys. It is strict like ParseResponse, so a body whose
-// results all carry the peer's answers (no local ErrTooLarge, below) re-encodes (AppendBatch) to
-// the same bytes. The frame is refused with an *Error matching ErrProtocol when it is truncated,
-// has trailing bytes, states an entry count other than n, or holds an entry with an unknown
-// status (or StatusBadVersion), unknown flags, flags with a status other than StatusOK, a zero
-// expiry with the expiry flag, a message over MaxMessageBytes, or a compressed value whose S2
+// ParseBatch parses the batch body of a GetMany or PeekMany reply (the value field of a response
+// frame with StatusOK) that answers a request for n keys. It is strict like ParseResponse, so a
+// body whose results all carry the peer's answers (no local ErrTooLarge, below) re-encodes
+// (AppendBatch) to the same bytes. The frame is refused with an *Error matching ErrProtocol when it
+// is truncated, has trailing bytes, states an entry count other than n, or holds an entry with an
+// unknown status (or StatusBadVersion), unknown flags, flags with a status other than StatusOK, a
+// zero expiry with the expiry flag, a message over MaxMessageBytes, or a compressed value whose S2
 // header is malformed. An entry whose value is over lim.MaxValueBytes (for a compressed value, its
 // decoded length as stated in its header) fails alone: its Result's Err matches ErrTooLarge, since
 // the frame itself is well formed. It never panics. The returned values' Data alias body.

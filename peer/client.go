@@ -84,11 +84,12 @@ type Client struct {
 
 // ClientStats are counters of a Client since NewClient.
 type ClientStats struct {
-	// Requests is the number of calls (Get, Peek, GetMany, Set, Remove, Clear) that passed the
-	// argument checks; a GetMany counts once, whatever its number of keys.
+	// Requests is the number of calls (Get, Peek, GetMany, PeekMany, Set, Remove, Clear) that
+	// passed the argument checks; a GetMany or PeekMany counts once, whatever its number of keys.
 	Requests int64
 	// Errors is the number of those calls that returned an error, of any kind (ErrNotFound
-	// too). A GetMany whose batch reply arrived is not an error, whatever its entries say.
+	// too). A GetMany or PeekMany whose batch reply arrived is not an error, whatever its entries
+	// say.
 	Errors int64
 	// BytesSent and BytesReceived count frame bytes, length prefixes included.
 	BytesSent, BytesReceived int64
@@ -201,6 +202,20 @@ func (c *Client) GetMany(ctx context.Context, peer, cache string, keys [][]byte)
 	return r.results, nil
 }
 
+// PeekMany is the batch form of Peek: it asks peer for the values of keys in the named cache that
+// the peer holds, in one request and one reply, and the peer loads nothing. An entry the peer does
+// not hold comes back as a Result whose Err matches ErrNotFound. A node that has just become the
+// owner of many keys uses it to take their values over from their previous owner with one request
+// instead of one Peek per key. Results, limits and errors are as for GetMany (a peer whose Backend
+// does not answer PeekMany replies ErrBadRequest); the Results' Op is OpPeekMany.
+func (c *Client) PeekMany(ctx context.Context, peer, cache string, keys [][]byte) ([]Result, error) {
+	r := request{Request: Request{Op: OpPeekMany, Cache: cache, Keys: keys}}
+	if _, err := c.do(ctx, peer, &r); err != nil {
+		return nil, err
+	}
+	return r.results, nil
+}
+
 // Set stores v under key in the named cache at peer (see WriteBackend.Set). A value over the
 // client's MaxValueBytes (for a compressed value: its decoded length, as stated in its S2 header)
 // is refused before sending with ErrTooLarge, a compressed value whose S2 header is malformed with
@@ -239,7 +254,7 @@ func (c *Client) check(peer string, r *Request) error {
 		return bad(ErrBadRequest, "cache name of %d bytes outside 1..%d", len(r.Cache), lim.MaxCacheName)
 	}
 	switch r.Op {
-	case OpGetMany, OpRemove:
+	case OpGetMany, OpPeekMany, OpRemove:
 		if len(r.Keys) == 0 || len(r.Keys) > lim.MaxBatchKeys {
 			return bad(ErrBadRequest, "%d keys outside 1..%d", len(r.Keys), lim.MaxBatchKeys)
 		}
@@ -382,7 +397,7 @@ type request struct {
 	deadline    time.Time
 	ctxDeadline bool     // deadline is ctx's
 	token       bool     // holds one of its pool's tokens
-	results     []Result // the answer to an OpGetMany
+	results     []Result // the answer to an OpGetMany or OpPeekMany
 }
 
 // pool is the connections of a Client to one peer.
@@ -744,7 +759,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 		return fail(&Error{Peer: p.addr, Op: r.Op, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
 			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, p.c.lim.MaxFrameBytes)}, false)
 	}
-	if r.Op == OpGetMany {
+	if r.Op == OpGetMany || r.Op == OpPeekMany {
 		resp, err := p.readBatch(r, cc, n)
 		if err != nil {
 			return fail(err, false)
@@ -809,9 +824,9 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	return resp, false, nil
 }
 
-// readBatch reads the n-byte reply frame of a GetMany into new memory of exactly its size and
-// parses it; r.results alias that memory. Errors are *Error values, after which the connection
-// must be closed.
+// readBatch reads the n-byte reply frame of a GetMany or PeekMany into new memory of exactly its
+// size and parses it; r.results alias that memory. Errors are *Error values, after which the
+// connection must be closed.
 func (p *pool) readBatch(r *request, cc *clientConn, n int) (Response, error) {
 	frame, err := readFrame(cc.br, nil, n)
 	if err != nil {

@@ -3,10 +3,11 @@
 // keys it owns and asks the owners of the others.
 //
 // The operations are Get (the value of a key, loaded by its owner if needed), Peek (the value only
-// if the peer holds it), GetMany (the values of several keys of one cache in one exchange), Set
-// (store a value at a peer), Remove (drop keys from a peer's stores) and Clear (drop every entry of
-// a cache, adopting a generation number). A Server answers Get from its Backend, and the others
-// when its Backend also implements PeekBackend, BatchBackend or WriteBackend.
+// if the peer holds it), GetMany (the values of several keys of one cache in one exchange),
+// PeekMany (the batch form of Peek), Set (store a value at a peer), Remove (drop keys from a
+// peer's stores) and Clear (drop every entry of a cache, adopting a generation number). A Server
+// answers Get from its Backend, and the others when its Backend also implements PeekBackend,
+// BatchBackend, BatchPeekBackend or WriteBackend.
 //
 // The package knows no user types. Keys and values arrive already encoded as []byte; a Value is
 // the encoded bytes, maybe compressed (Compress, Value.Raw), with an optional expiry.
@@ -24,8 +25,8 @@
 // one write. A plain POST whose body is one request frame is answered with one response frame,
 // for simple clients and for proxies that refuse upgrades.
 // AppendRequest, ParseRequest, AppendResponse and ParseResponse encode and decode frames, and
-// AppendBatch and ParseBatch the body of a GetMany reply; docs/protocol.md in the repository
-// describes the format byte by byte.
+// AppendBatch and ParseBatch the body of a GetMany or PeekMany reply; docs/protocol.md in the
+// repository describes the format byte by byte.
 //
 // # Serving
 //
@@ -58,15 +59,16 @@
 //	raw, err := v.Raw(maxValueBytes) // inflate if compressed, within the limit
 //	rs, err := c.GetMany(ctx, "10.0.0.7:8080", "profiles", keys) // one Result per key
 //
-// A GetMany reply is one frame, read into one buffer that the Results' values share. An entry
-// the peer could not fit in its reply frame comes back as ErrOverloaded: ask for it again.
+// A GetMany (or PeekMany) reply is one frame, read into one buffer that the Results' values
+// share. An entry the peer could not fit in its reply frame comes back as ErrOverloaded: ask for it
+// again.
 //
 // # Limits
 //
 // Limits bound key, value, cache name and frame lengths on both sides (4 KiB, 64 MiB, 255 bytes
-// and their sum plus FrameOverhead by default), and the keys of a GetMany or Remove (4096). A frame's length prefix is checked before any
-// memory is allocated for it, and a compressed value's decoded length (stated in its S2 header)
-// is checked before it is inflated.
+// and their sum plus FrameOverhead by default), and the keys of a GetMany, PeekMany or Remove
+// (4096). A frame's length prefix is checked before any memory is allocated for it, and a
+// compressed value's decoded length (stated in its S2 header) is checked before it is inflated.
 //
 // # Errors
 //

@@ -26,8 +26,12 @@ const (
 	OpPeek Op = 0x05
 	// OpClear drops every entry of a cache at the peer, which adopts a generation number.
 	OpClear Op = 0x06
+	// OpPeekMany is the batch form of OpPeek: the values of several keys of one cache that the
+	// peer holds, never loading (an entry it does not hold is StatusNotFound). Its request and
+	// response frames are those of OpGetMany.
+	OpPeekMany Op = 0x07
 
-	maxOp = OpClear
+	maxOp = OpPeekMany
 )
 
 // String returns the lower-case name of the operation, or "op(N)" for an unknown one.
@@ -45,6 +49,8 @@ func (o Op) String() string {
 		return "peek"
 	case OpClear:
 		return "clear"
+	case OpPeekMany:
+		return "peekmany"
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }

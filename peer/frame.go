@@ -20,7 +20,8 @@ const (
 	DefaultMaxValueBytes = 64 << 20
 	// DefaultMaxCacheName is the default longest cache name: 255 bytes.
 	DefaultMaxCacheName = 255
-	// DefaultMaxBatchKeys is the default longest key list of a Remove or GetMany request: 4096.
+	// DefaultMaxBatchKeys is the default longest key list of a Remove, GetMany or PeekMany
+	// request: 4096.
 	DefaultMaxBatchKeys = 4096
 	// MaxMessageBytes is the longest message a response may carry. Servers cut longer messages
 	// (at a UTF-8 boundary); ParseResponse rejects longer ones.
@@ -59,7 +60,7 @@ type Limits struct {
 	// MaxCacheName bounds the length of a cache name. Default DefaultMaxCacheName (255); at most
 	// 64 KiB.
 	MaxCacheName int
-	// MaxBatchKeys bounds the number of keys of a Remove or GetMany request. Default
+	// MaxBatchKeys bounds the number of keys of a Remove, GetMany or PeekMany request. Default
 	// DefaultMaxBatchKeys (4096); at most 65536.
 	MaxBatchKeys int
 	// MaxFrameBytes bounds the length of one frame (after the 4-byte length prefix). It is
@@ -113,11 +114,11 @@ func (l Limits) validate() error {
 
 // Request is a request frame. Which fields an op uses:
 //
-//	OpGet, OpPeek: Cache, Key
-//	OpSet:         Cache, Key, Value (Data, Compressed, Expires)
-//	OpRemove:      Cache, Keys
-//	OpGetMany:     Cache, Keys
-//	OpClear:       Cache, Generation
+//	OpGet, OpPeek:         Cache, Key
+//	OpSet:                 Cache, Key, Value (Data, Compressed, Expires)
+//	OpRemove:              Cache, Keys
+//	OpGetMany, OpPeekMany: Cache, Keys
+//	OpClear:               Cache, Generation
 //
 // AppendRequest ignores the fields an op does not use; ParseRequest leaves them zero. In a parsed
 // Request, Key, Keys and Value.Data alias the frame.
@@ -177,7 +178,7 @@ func appendRequestHead(dst []byte, r *Request) []byte {
 	}
 	dst = appendField(dst, r.Cache)
 	switch r.Op {
-	case OpRemove, OpGetMany:
+	case OpRemove, OpGetMany, OpPeekMany:
 		dst = binary.AppendUvarint(dst, uint64(len(r.Keys)))
 		for _, k := range r.Keys {
 			dst = appendField(dst, k)
@@ -243,7 +244,7 @@ func ParseRequest(frame []byte, lim Limits) (r Request, err error) {
 type reqScratch struct {
 	cache string   // the previous request's cache name, returned again while it does not change
 	keys  [][]byte // the key list of the previous batch request
-	body  []byte   // the batch body of the previous GetMany reply
+	body  []byte   // the batch body of the previous GetMany or PeekMany reply
 }
 
 // maxKeptKeys bounds the key list a reqScratch keeps between requests.
@@ -288,7 +289,7 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 		return badRequest("empty cache name")
 	}
 	switch op {
-	case OpRemove, OpGetMany:
+	case OpRemove, OpGetMany, OpPeekMany:
 		n, k := uvarint(rest)
 		if k <= 0 {
 			return badRequest("key count: bad encoding")

@@ -22,6 +22,8 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add(AppendRequest(nil, &Request{Op: OpGetMany, Cache: "c", Keys: [][]byte{[]byte("a"), nil, []byte("b")}}))
 	f.Add(AppendRequest(nil, &Request{Op: OpRemove, Cache: "c", Keys: [][]byte{[]byte("a")}}))
 	f.Add(AppendRequest(nil, &Request{Op: OpClear, Cache: "c", Generation: 300}))
+	f.Add(AppendRequest(nil, &Request{Op: OpPeek, Cache: "c", Key: []byte("k")}))
+	f.Add(AppendRequest(nil, &Request{Op: OpPeekMany, Cache: "c", Keys: [][]byte{[]byte("a"), nil, []byte("b")}}))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		for _, lim := range []Limits{{}, fuzzLimits} {
 			r, err := ParseRequest(frame, lim)
@@ -59,7 +61,7 @@ func checkParsedRequest(t *testing.T, r Request, l Limits) {
 			t.Fatalf("parsed a key of %d bytes", len(k))
 		}
 	}
-	if (r.Op == OpGetMany || r.Op == OpRemove) != (r.Keys != nil) ||
+	if (r.Op == OpGetMany || r.Op == OpPeekMany || r.Op == OpRemove) != (r.Keys != nil) ||
 		(len(r.Keys) > l.MaxBatchKeys) || (r.Keys != nil && len(r.Keys) == 0) {
 		t.Fatalf("parsed %d keys for %v", len(r.Keys), r.Op)
 	}
@@ -67,7 +69,7 @@ func checkParsedRequest(t *testing.T, r Request, l Limits) {
 		t.Fatalf("parsed generation %d for %v", r.Generation, r.Op)
 	}
 	switch r.Op {
-	case OpGet, OpPeek, OpGetMany, OpRemove, OpClear:
+	case OpGet, OpPeek, OpGetMany, OpPeekMany, OpRemove, OpClear:
 		if r.Value.Data != nil || r.Value.Compressed || r.Value.Expires != 0 {
 			t.Fatalf("parsed a value for %v", r.Op)
 		}

@@ -543,6 +543,13 @@ func TestOpsClientSideLimits(t *testing.T) {
 		}(), ErrBadRequest},
 		{"getmany long key", OpGetMany, func() error { _, err := c.GetMany(ctx, addr, "c", keysOf("a", "bbbbb")); return err }(), ErrBadRequest},
 		{"getmany no cache", OpGetMany, func() error { _, err := c.GetMany(ctx, addr, "", keysOf("a")); return err }(), ErrBadRequest},
+		{"peekmany no keys", OpPeekMany, func() error { _, err := c.PeekMany(ctx, addr, "c", nil); return err }(), ErrBadRequest},
+		{"peekmany too many keys", OpPeekMany, func() error {
+			_, err := c.PeekMany(ctx, addr, "c", keysOf("a", "b", "c", "d"))
+			return err
+		}(), ErrBadRequest},
+		{"peekmany long key", OpPeekMany, func() error { _, err := c.PeekMany(ctx, addr, "c", keysOf("a", "bbbbb")); return err }(), ErrBadRequest},
+		{"peekmany no cache", OpPeekMany, func() error { _, err := c.PeekMany(ctx, addr, "", keysOf("a")); return err }(), ErrBadRequest},
 		{"remove no keys", OpRemove, c.Remove(ctx, addr, "c", [][]byte{}), ErrBadRequest},
 		{"remove too many keys", OpRemove, c.Remove(ctx, addr, "c", keysOf("a", "b", "c", "d")), ErrBadRequest},
 		{"remove long key", OpRemove, c.Remove(ctx, addr, "c", keysOf("bbbbb")), ErrBadRequest},

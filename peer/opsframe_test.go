@@ -10,8 +10,8 @@ import (
 	"testing"
 )
 
-// TestPinnedOpRequestBytes pins the encoding of the version-1 requests of Set, Remove, GetMany and
-// Clear (see TestPinnedRequestBytes): the bytes are those of docs/protocol.md.
+// TestPinnedOpRequestBytes pins the encoding of the version-1 requests of Set, Remove, GetMany,
+// Clear and PeekMany (see TestPinnedRequestBytes): the bytes are those of docs/protocol.md.
 func TestPinnedOpRequestBytes(t *testing.T) {
 	cases := []struct {
 		r    Request
@@ -40,6 +40,11 @@ func TestPinnedOpRequestBytes(t *testing.T) {
 		{
 			Request{Op: OpClear, Cache: "users", Generation: 300},
 			"01" + "06" + "00" + "05" + "7573657273" + "ac02",
+		},
+		{
+			// The layout of GetMany; only the op byte differs.
+			Request{Op: OpPeekMany, Cache: "users", Keys: keysOf("alice", "bob", "carol")},
+			"01" + "07" + "00" + "05" + "7573657273" + "03" + "05" + "616c696365" + "03" + "626f62" + "05" + "6361726f6c",
 		},
 	}
 	for _, c := range cases {
@@ -129,6 +134,8 @@ func TestOpRequestRoundTrip(t *testing.T) {
 		{Op: OpRemove, Cache: "c", Keys: keysOf("")},
 		{Op: OpRemove, Cache: "c", Keys: [][]byte{long, nil, long}},
 		{Op: OpGetMany, Cache: "ünïcode", Keys: many},
+		{Op: OpPeekMany, Cache: "c", Keys: [][]byte{long, nil, long}},
+		{Op: OpPeekMany, Cache: "ünïcode", Keys: many},
 		{Op: OpClear, Cache: "c", Generation: 1},
 		{Op: OpClear, Cache: "c", Generation: 1<<64 - 1},
 	} {
@@ -170,12 +177,13 @@ func TestParseOpRequestErrors(t *testing.T) {
 		lim   Limits
 		want  Status
 	}{
-		{"op 0x07", "01 07 00 01 63 00", Limits{}, StatusBadRequest},
+		{"op 0x08", "01 08 00 01 63 01 00", Limits{}, StatusBadRequest},
 		{"op 0xff", "01 ff 00 01 63 00", Limits{}, StatusBadRequest},
 		{"flags on get", "01 01 02 01 63 00", Limits{}, StatusBadRequest},
 		{"flags on peek", "01 05 01 01 63 00", Limits{}, StatusBadRequest},
 		{"flags on remove", "01 02 01 01 63 01 00", Limits{}, StatusBadRequest},
 		{"flags on getmany", "01 04 02 01 63 01 00", Limits{}, StatusBadRequest},
+		{"flags on peekmany", "01 07 01 01 63 01 00", Limits{}, StatusBadRequest},
 		{"flags on clear", "01 06 01 01 63 01", Limits{}, StatusBadRequest},
 		{"unknown set flag", "01 03 04 01 63 00 00", Limits{}, StatusBadRequest},
 
@@ -206,6 +214,19 @@ func TestParseOpRequestErrors(t *testing.T) {
 		{"getmany: key over limit", "01 04 00 01 63 02 00 03 616161", Limits{MaxKeyBytes: 2}, StatusBadRequest},
 		{"getmany: non-minimal key length", "01 04 00 01 63 01 8100", Limits{}, StatusBadRequest},
 		{"getmany: empty cache name", "01 04 00 00 01 00", Limits{}, StatusBadRequest},
+		{"peekmany: no count", "01 07 00 01 63", Limits{}, StatusBadRequest},
+		{"peekmany: count 0", "01 07 00 01 63 00", Limits{}, StatusBadRequest},
+		{"peekmany: count over limit", "01 07 00 01 63 03 00 00 00", Limits{MaxBatchKeys: 2}, StatusBadRequest},
+		{"peekmany: count over default limit", "01 07 00 01 63 812000", Limits{}, StatusBadRequest},
+		{"peekmany: huge count", "01 07 00 01 63 ffffffffffffffff7f", Limits{}, StatusBadRequest},
+		{"peekmany: non-minimal count", "01 07 00 01 63 8100 00", Limits{}, StatusBadRequest},
+		{"peekmany: fewer keys than count", "01 07 00 01 63 02 01 61", Limits{}, StatusBadRequest},
+		{"peekmany: key truncated", "01 07 00 01 63 02 02 61 00", Limits{}, StatusBadRequest},
+		{"peekmany: trailing", "01 07 00 01 63 01 01 61 00", Limits{}, StatusBadRequest},
+		{"peekmany: key over limit", "01 07 00 01 63 02 00 03 616161", Limits{MaxKeyBytes: 2}, StatusBadRequest},
+		{"peekmany: non-minimal key length", "01 07 00 01 63 01 8100", Limits{}, StatusBadRequest},
+		{"peekmany: a Peek's key instead of a count and keys", "01 07 00 01 63 01 6b", Limits{}, StatusBadRequest},
+		{"peekmany: empty cache name", "01 07 00 00 01 00", Limits{}, StatusBadRequest},
 		{"remove: count 0", "01 02 00 01 63 00", Limits{}, StatusBadRequest},
 		{"remove: count over limit", "01 02 00 01 63 02 00 00", Limits{MaxBatchKeys: 1}, StatusBadRequest},
 		{"remove: trailing", "01 02 00 01 63 01 00 00", Limits{}, StatusBadRequest},
@@ -233,6 +254,7 @@ func TestParseOpRequestErrors(t *testing.T) {
 	}{
 		{"01 03 00 01 63 00 02 6161", Limits{MaxValueBytes: 2}},
 		{"01 04 00 01 63 02 00 00", Limits{MaxBatchKeys: 2}},
+		{"01 07 00 01 63 02 00 00", Limits{MaxBatchKeys: 2}},
 		{"01 06 00 01 63 ffffffffffffffffff01", Limits{}},
 	} {
 		if _, err := ParseRequest(hexFrame(t, c.frame), c.lim); err != nil {
@@ -433,7 +455,7 @@ func TestBatchLimitAndOpNames(t *testing.T) {
 		t.Fatalf("negative batch limit: %v", err)
 	}
 	names := map[Op]string{OpGet: "get", OpRemove: "remove", OpSet: "set", OpGetMany: "getmany", OpPeek: "peek",
-		OpClear: "clear", 7: "op(7)"}
+		OpClear: "clear", OpPeekMany: "peekmany", 8: "op(8)"}
 	for op, want := range names {
 		if op.String() != want {
 			t.Errorf("%d: %q, want %q", op, op.String(), want)

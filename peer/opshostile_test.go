@@ -23,13 +23,13 @@ func (h *hostileConn) readRequest() (Request, error) {
 	return ParseRequest(frame, Limits{})
 }
 
-// honestReply is a well-formed reply to req: a hit for Get, one hit per key for GetMany, an
-// acknowledgment otherwise.
+// honestReply is a well-formed reply to req: a hit for Get and Peek, one hit per key for GetMany
+// and PeekMany, an acknowledgment otherwise.
 func honestReply(req Request) []byte {
 	switch req.Op {
 	case OpGet, OpPeek:
 		return AppendResponse(nil, &Response{Value: Value{Data: []byte("value")}})
-	case OpGetMany:
+	case OpGetMany, OpPeekMany:
 		return batchReply(hits(len(req.Keys)))
 	}
 	return AppendResponse(nil, &Response{})
@@ -68,71 +68,87 @@ func serveWith(bad func(req Request) []byte) func(h *hostileConn) {
 	}
 }
 
+// hostileBatchReplies are malformed replies to a GetMany or PeekMany of n keys (n >= 2).
+var hostileBatchReplies = []struct {
+	name  string
+	reply func(n int) []byte // the reply to a GetMany or PeekMany of n keys
+}{
+	{"fewer entries", func(n int) []byte { return batchReply(hits(n - 1)) }},
+	{"more entries", func(n int) []byte { return batchReply(hits(n + 1)) }},
+	{"no entries", func(n int) []byte { return batchReply(nil) }},
+	{"garbage body", func(n int) []byte {
+		return AppendResponse(nil, &Response{Value: Value{Data: []byte{0xff, 0xfe, 0x00, 0x13, 0x37}}})
+	}},
+	{"garbage frame", func(n int) []byte { return []byte{Version, 0, 0, 0xde, 0xad, 0xbe, 0xef} }},
+	{"trailing bytes after the entries", func(n int) []byte {
+		return AppendResponse(nil, &Response{Value: Value{Data: append(AppendBatch(nil, hits(n)), 0)}})
+	}},
+	{"unknown entry status", func(n int) []byte {
+		body := AppendBatch(nil, hits(n))
+		body[1] = 0x09 // the first entry's status
+		return AppendResponse(nil, &Response{Value: Value{Data: body}})
+	}},
+	{"flags on an error entry", func(n int) []byte {
+		body := AppendBatch(nil, append([]Result{{Err: ErrNotFound}}, hits(n-1)...))
+		body[2] = flagCompressed
+		return AppendResponse(nil, &Response{Value: Value{Data: body}})
+	}},
+	{"compressed flag on the batch reply", func(n int) []byte {
+		return AppendResponse(nil, &Response{Value: Value{Data: AppendBatch(nil, hits(n)), Compressed: true}})
+	}},
+	{"expiry on the batch reply", func(n int) []byte {
+		return AppendResponse(nil, &Response{Value: Value{Data: AppendBatch(nil, hits(n)), Expires: 5}})
+	}},
+	{"message on the batch reply", func(n int) []byte {
+		return AppendResponse(nil, &Response{Value: Value{Data: AppendBatch(nil, hits(n))}, Msg: "hi"})
+	}},
+	{"malformed compressed entry", func(n int) []byte {
+		rs := hits(n)
+		rs[1].Value = Value{Data: []byte{0xff}, Compressed: true}
+		return batchReply(rs)
+	}},
+	{"body length past the frame", func(n int) []byte {
+		f := batchReply(hits(n))
+		f[4]++ // the body's length
+		return f
+	}},
+	{"huge body length", func(n int) []byte {
+		return append([]byte{Version, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f, 3, 0, 0, 1, 'v')
+	}},
+	{"a Get reply", func(n int) []byte {
+		return AppendResponse(nil, &Response{Value: Value{Data: []byte("value"), Expires: 9}})
+	}},
+}
+
 // TestHostileBatchReplies: a GetMany reply with missing, extra or malformed entries is
 // ErrProtocol; its connection is closed and the client goes on working.
 func TestHostileBatchReplies(t *testing.T) {
-	cases := []struct {
-		name  string
-		reply func(n int) []byte // the reply to a GetMany of n keys
-	}{
-		{"fewer entries", func(n int) []byte { return batchReply(hits(n - 1)) }},
-		{"more entries", func(n int) []byte { return batchReply(hits(n + 1)) }},
-		{"no entries", func(n int) []byte { return batchReply(nil) }},
-		{"garbage body", func(n int) []byte {
-			return AppendResponse(nil, &Response{Value: Value{Data: []byte{0xff, 0xfe, 0x00, 0x13, 0x37}}})
-		}},
-		{"garbage frame", func(n int) []byte { return []byte{Version, 0, 0, 0xde, 0xad, 0xbe, 0xef} }},
-		{"trailing bytes after the entries", func(n int) []byte {
-			return AppendResponse(nil, &Response{Value: Value{Data: append(AppendBatch(nil, hits(n)), 0)}})
-		}},
-		{"unknown entry status", func(n int) []byte {
-			body := AppendBatch(nil, hits(n))
-			body[1] = 0x09 // the first entry's status
-			return AppendResponse(nil, &Response{Value: Value{Data: body}})
-		}},
-		{"flags on an error entry", func(n int) []byte {
-			body := AppendBatch(nil, append([]Result{{Err: ErrNotFound}}, hits(n-1)...))
-			body[2] = flagCompressed
-			return AppendResponse(nil, &Response{Value: Value{Data: body}})
-		}},
-		{"compressed flag on the batch reply", func(n int) []byte {
-			return AppendResponse(nil, &Response{Value: Value{Data: AppendBatch(nil, hits(n)), Compressed: true}})
-		}},
-		{"expiry on the batch reply", func(n int) []byte {
-			return AppendResponse(nil, &Response{Value: Value{Data: AppendBatch(nil, hits(n)), Expires: 5}})
-		}},
-		{"message on the batch reply", func(n int) []byte {
-			return AppendResponse(nil, &Response{Value: Value{Data: AppendBatch(nil, hits(n))}, Msg: "hi"})
-		}},
-		{"malformed compressed entry", func(n int) []byte {
-			rs := hits(n)
-			rs[1].Value = Value{Data: []byte{0xff}, Compressed: true}
-			return batchReply(rs)
-		}},
-		{"body length past the frame", func(n int) []byte {
-			f := batchReply(hits(n))
-			f[4]++ // the body's length
-			return f
-		}},
-		{"huge body length", func(n int) []byte {
-			return append([]byte{Version, 0, 0, 0}, 0xff, 0xff, 0xff, 0xff, 0x0f, 3, 0, 0, 1, 'v')
-		}},
-		{"a Get reply", func(n int) []byte {
-			return AppendResponse(nil, &Response{Value: Value{Data: []byte("value"), Expires: 9}})
-		}},
-	}
+	testHostileBatchReplies(t, OpGetMany)
+}
+
+// TestHostilePeekManyReplies: the same for PeekMany, whose reply is a GetMany's.
+func TestHostilePeekManyReplies(t *testing.T) {
+	testHostileBatchReplies(t, OpPeekMany)
+}
+
+func testHostileBatchReplies(t *testing.T, op Op) {
+	cases := hostileBatchReplies
 	c := newClient(t, WithTimeout(2*time.Second))
+	call := c.GetMany
+	if op == OpPeekMany {
+		call = c.PeekMany
+	}
 	ctx := context.Background()
 	for i, tc := range cases {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
 			addr := hostile(t, serveWith(func(req Request) []byte {
-				if req.Op == OpGetMany {
+				if req.Op == op {
 					return tc.reply(len(req.Keys))
 				}
 				return nil
 			}))
-			rs, err := c.GetMany(ctx, addr, "c", keysOf("a", "b", "c"))
-			checkOpErr(t, err, addr, OpGetMany, ErrProtocol)
+			rs, err := call(ctx, addr, "c", keysOf("a", "b", "c"))
+			checkOpErr(t, err, addr, op, ErrProtocol)
 			if rs != nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTooLarge) {
 				t.Fatalf("%v, %v", rs, err)
 			}
@@ -244,13 +260,16 @@ func TestOpsRetriedOnStaleConnection(t *testing.T) {
 	if rs, err := c.GetMany(ctx, addr, "c", keysOf("a", "b")); err != nil || len(rs) != 2 || string(rs[1].Value.Data) != "v" {
 		t.Fatalf("%+v, %v", rs, err)
 	}
+	if rs, err := c.PeekMany(ctx, addr, "c", keysOf("a", "b", "c")); err != nil || len(rs) != 3 || string(rs[2].Value.Data) != "v" {
+		t.Fatalf("%+v, %v", rs, err)
+	}
 	if err := c.Remove(ctx, addr, "c", keysOf("a")); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Clear(ctx, addr, "c", 9); err != nil {
 		t.Fatal(err)
 	}
-	if st := c.Stats(); st.Dials != 4 || st.Retries != 3 || st.Errors != 0 || st.Requests != 4 {
+	if st := c.Stats(); st.Dials != 5 || st.Retries != 4 || st.Errors != 0 || st.Requests != 5 {
 		t.Fatalf("stats %+v", st)
 	}
 }

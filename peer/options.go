@@ -113,8 +113,8 @@ func WithServerLimits(l Limits) ServerOption {
 	})
 }
 
-// WithMaxConcurrent bounds the requests served at once, across all connections; a GetMany or
-// Remove counts as one request, whatever its number of keys. A request beyond the bound is
+// WithMaxConcurrent bounds the requests served at once, across all connections; a GetMany,
+// PeekMany or Remove counts as one request, whatever its number of keys. A request beyond the bound is
 // answered at once with StatusOverloaded. Default 0: no bound; range n >= 0.
 func WithMaxConcurrent(n int) ServerOption {
 	return serverOption(func(c *serverConfig) error {
@@ -230,7 +230,7 @@ func WithIdleConnTimeout(d time.Duration) ClientOption {
 // WithClientLimits sets the client's limits (zero fields mean their defaults, see Limits). A
 // request over them is refused before it is sent (ErrBadRequest; ErrTooLarge for the value of a
 // Set); a reply frame over them is refused (ErrTooLarge) and its connection closed, and a value
-// over them fails its Get, or its GetMany entry, with ErrTooLarge. Each field must be within its documented range.
+// over them fails its Get, or its GetMany or PeekMany entry, with ErrTooLarge. Each field must be within its documented range.
 func WithClientLimits(l Limits) ClientOption {
 	return clientOption(func(c *clientConfig) error {
 		if err := l.validate(); err != nil {

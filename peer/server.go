@@ -66,6 +66,18 @@ type BatchBackend interface {
 	GetMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error)
 }
 
+// BatchPeekBackend is a Backend that also answers OpPeekMany: for each key, the value if this node
+// holds it, ErrNotFound if not, never a load. A Server whose Backend does not implement it answers
+// OpPeekMany with StatusBadRequest.
+type BatchPeekBackend interface {
+	Backend
+	// PeekMany is GetMany without loading: one Result per key, in order, an entry the node does
+	// not hold matching ErrNotFound. Results, errors, keys, ctx and panics are as for
+	// BatchBackend.GetMany, and so are the checks of the values and the entries that do not fit
+	// in the reply frame.
+	PeekMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error)
+}
+
 // WriteBackend is a Backend that also answers OpSet, OpRemove and OpClear. A Server whose Backend
 // does not implement it answers those ops with StatusBadRequest. Errors map to statuses as Get's
 // do; ctx and panics are as for Get.
@@ -146,14 +158,14 @@ func (c *connCounters) addTo(dst *connCounters) {
 // ServerStats are counters of a Server since NewServer.
 type ServerStats struct {
 	// Requests is the number of request frames handled (upgraded and POST). A batch request
-	// (OpGetMany, OpRemove) counts once, whatever its number of keys.
+	// (OpGetMany, OpPeekMany, OpRemove) counts once, whatever its number of keys.
 	Requests int64
 	// ByOp splits Requests by op, indexed by Op: ByOp[OpGetMany] is the number of GetMany
 	// requests, and so on. Requests the server could not parse (malformed, over a limit, of
 	// another version) count in Requests only.
-	ByOp [OpClear + 1]int64
-	// OK is the number of requests answered with StatusOK: a value, a GetMany batch (whatever
-	// the statuses of its entries) or the acknowledgment of a Set, Remove or Clear.
+	ByOp [OpPeekMany + 1]int64
+	// OK is the number of requests answered with StatusOK: a value, a GetMany or PeekMany batch
+	// (whatever the statuses of its entries) or the acknowledgment of a Set, Remove or Clear.
 	OK int64
 	// Errors is the number of requests answered with any other status; the fields below split
 	// it by status.
@@ -302,7 +314,7 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request) {
 }
 
 // handleFrame parses a request frame and answers it. sc is the connection's scratch (nil for a
-// POST); a GetMany reply's batch body may lie in it until the next request.
+// POST); a GetMany or PeekMany reply's batch body may lie in it until the next request.
 func (s *Server) handleFrame(ctx context.Context, frame []byte, c *connCounters, sc *reqScratch) Response {
 	c.requests.Add(1)
 	c.bytesIn.Add(int64(len(frame)) + prefixLen)
@@ -331,7 +343,7 @@ func (s *Server) handle(ctx context.Context, req *Request, c *connCounters, sc *
 		defer s.inflight.Add(-1)
 	}
 	switch req.Op {
-	case OpGetMany:
+	case OpGetMany, OpPeekMany:
 		return s.getMany(ctx, req, c, sc)
 	case OpSet, OpRemove, OpClear:
 		if err := s.write(ctx, req, c); err != nil {
@@ -381,7 +393,8 @@ func (s *Server) recoverBackend(req *Request, c *connCounters, err *error) {
 	}
 }
 
-// getMany answers OpGetMany: the batch body goes into sc's buffer when there is one.
+// getMany answers OpGetMany and OpPeekMany: the batch body goes into sc's buffer when there is
+// one.
 func (s *Server) getMany(ctx context.Context, req *Request, c *connCounters, sc *reqScratch) Response {
 	rs, err := s.batch(ctx, req, c)
 	if err != nil {
@@ -413,9 +426,16 @@ func (s *Server) getMany(ctx context.Context, req *Request, c *connCounters, sc 
 	return Response{Value: Value{Data: body}}
 }
 
-// batch calls the Backend's GetMany, turning a panic into an error.
+// batch calls the Backend's GetMany (PeekMany for OpPeekMany), turning a panic into an error.
 func (s *Server) batch(ctx context.Context, req *Request, c *connCounters) (rs []Result, err error) {
 	defer s.recoverBackend(req, c, &err)
+	if req.Op == OpPeekMany {
+		pb, ok := s.backend.(BatchPeekBackend)
+		if !ok {
+			return nil, fmt.Errorf("%w: this server does not answer peekmany", ErrBadRequest)
+		}
+		return pb.PeekMany(ctx, req.Cache, req.Keys)
+	}
 	bb, ok := s.backend.(BatchBackend)
 	if !ok {
 		return nil, fmt.Errorf("%w: this server does not answer getmany", ErrBadRequest)
@@ -441,8 +461,8 @@ func (s *Server) write(ctx context.Context, req *Request, c *connCounters) (err 
 }
 
 // batchBodies holds batch body buffers (*[]byte) of more than keepBuffer bytes, which a
-// connection does not keep for itself, for the GetMany replies of every connection of every
-// Server: a large reply costs no allocation in steady state.
+// connection does not keep for itself, for the GetMany and PeekMany replies of every connection
+// of every Server: a large reply costs no allocation in steady state.
 var batchBodies sync.Pool
 
 // maxPooledBody bounds the batch body buffers kept in batchBodies.
