@@ -93,11 +93,42 @@ type Cache[K comparable, V any] struct {
 type item[V any] struct {
 	v    V
 	wire *wireForm // nil without a node, in the hot store, and for a cached "not found"
+	meta *itemMeta // nil for a plain value: a hit checks one pointer
+}
+
+// itemMeta is what an entry that is not a plain value carries.
+type itemMeta struct {
 	// stale is when an entry kept for stale-while-revalidate stops being fresh (unix
 	// nanoseconds); the store drops it at the end of the window. 0 for every other entry.
 	stale int64
 	err   error // a cached "not found" (WithNegativeTTL): the loader's error; v is zero
 }
+
+// staleMark returns the item's stale mark (see itemMeta), 0 if it has none.
+func (it *item[V]) staleMark() int64 {
+	if it.meta == nil {
+		return 0
+	}
+	return it.meta.stale
+}
+
+// failure returns the error of a cached "not found", nil for a value.
+func (it *item[V]) failure() error {
+	if it.meta == nil {
+		return nil
+	}
+	return it.meta.err
+}
+
+// markStale gives the item the stale mark mark (no mark when 0).
+func (it *item[V]) markStale(mark int64) {
+	if mark != 0 {
+		it.meta = &itemMeta{stale: mark}
+	}
+}
+
+// negative returns the item of a cached "not found".
+func negative[V any](err error) item[V] { return item[V]{meta: &itemMeta{err: err}} }
 
 // wireForm is a value as served to peers.
 type wireForm struct {
@@ -266,14 +297,14 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 		return zero, ErrClosed
 	}
 	if it, ok := c.store.Get(key); ok {
-		if it.stale == 0 && it.err == nil {
+		if it.meta == nil {
 			return it.v, nil
 		}
 		return c.special(key, it)
 	}
 	if c.hot != nil {
 		if it, ok := c.hot.Get(key); ok {
-			if it.err == nil {
+			if it.meta == nil {
 				return it.v, nil
 			}
 			return c.special(key, it)
@@ -334,7 +365,7 @@ func (c *Cache[K, V]) encodeKey(key K) ([]byte, error) {
 func (c *Cache[K, V]) fill(ctx context.Context, key K, kb []byte, detach bool) (V, error) {
 	st := c.stamp(kb) // before the lookup: a Remove after it keeps what this flight finds from being stored
 	if it, ok := c.lookup(key); ok {
-		return it.v, it.err
+		return it.v, it.failure()
 	}
 	if c.node != nil && !c.node.closed.Load() {
 		if owner, self := c.node.owner(kb); !self {
@@ -410,7 +441,7 @@ func (c *Cache[K, V]) loadFailed(ctx context.Context, s *store.Store[K, item[V]]
 // notFound keeps err, a loader's or an owner's "not found", in s for ttl (nothing when ttl is 0).
 func (c *Cache[K, V]) notFound(s *store.Store[K, item[V]], key K, kb []byte, err error, ttl time.Duration, st stamp) {
 	if ttl <= 0 {
-		if it, ok := c.liveOrStale(s, key); ok && it.stale != 0 {
+		if it, ok := c.liveOrStale(s, key); ok && it.staleMark() != 0 {
 			s.Remove(key) // a refresh learnt that the key is gone: do not serve the old value
 		}
 		return
@@ -420,7 +451,7 @@ func (c *Cache[K, V]) notFound(s *store.Store[K, item[V]], key K, kb []byte, err
 	if s == c.hot {
 		expires = c.hotDeadline(expires)
 	}
-	c.put(s, key, item[V]{err: err}, int64(len(kb)+len(err.Error())), expires, st)
+	c.put(s, key, negative[V](err), int64(len(kb)+len(err.Error())), expires, st)
 }
 
 // keep measures a value just loaded and stores it in s with its TTL (0: the cache's), returning
@@ -448,7 +479,7 @@ func (c *Cache[K, V]) keep(s *store.Store[K, item[V]], key K, kb []byte, v V, tt
 		c.put(s, key, it, size, c.hotDeadline(expires), st)
 		return it, nil
 	}
-	it.stale = c.staleAt(expires)
+	it.markStale(c.staleAt(expires))
 	c.put(s, key, it, size, c.hardDeadline(expires), st)
 	return it, nil
 }

@@ -80,7 +80,7 @@ func (c *Cache[K, V]) remoteNotFound(key K, kb []byte, err error, st stamp) {
 		return
 	}
 	c.fresh.negativeEntries.Add(1)
-	c.put(c.hot, key, item[V]{err: err}, int64(len(kb)+len(err.Error())), c.hotDeadline(c.deadline(c.negativeTTL)), st)
+	c.put(c.hot, key, negative[V](err), int64(len(kb)+len(err.Error())), c.hotDeadline(c.deadline(c.negativeTTL)), st)
 }
 
 // decode decodes a peer's value from a buffer this cache owns, turning a codec panic into a
@@ -159,7 +159,7 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 		st := c.stamp(kb)
 		if it, ok := c.liveItem(key); ok {
 			loaded = it.wire
-			return it.v, it.err
+			return it.v, it.failure()
 		}
 		it, err := c.load(lctx, key, kb, true, false, st)
 		loaded = it.wire
@@ -184,14 +184,14 @@ func (c *Cache[K, V]) served(key K) (peer.Value, error, bool) {
 	if !ok {
 		return peer.Value{}, nil, false
 	}
-	if it.err != nil {
+	if err := it.failure(); err != nil {
 		c.fresh.negativeHits.Add(1)
-		return peer.Value{}, wireError(it.err), true
+		return peer.Value{}, wireError(err), true
 	}
 	if it.wire == nil {
 		return peer.Value{}, nil, false
 	}
-	if it.stale != 0 && c.clock.Now().UnixNano() >= it.stale {
+	if mark := it.staleMark(); mark != 0 && c.clock.Now().UnixNano() >= mark {
 		c.fresh.staleHits.Add(1)
 		c.refresh(key)
 	}
@@ -240,6 +240,18 @@ func (c *Cache[K, V]) peek(kb []byte) (peer.Value, error) {
 	return c.sent(it.wire), nil
 }
 
+// peekMany is peek for many keys.
+func (c *Cache[K, V]) peekMany(kbs [][]byte) ([]peer.Result, error) {
+	if c.closed.Load() {
+		return nil, fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+	}
+	res := make([]peer.Result, len(kbs))
+	for i, kb := range kbs {
+		res[i].Value, res[i].Err = c.peek(kb)
+	}
+	return res, nil
+}
+
 // handoff asks the key's owner before the last peer-set change for the value, so that a node that
 // has just become the owner takes the value over instead of loading it, and stores it. It reports
 // false when there is no such peer or the peer does not hold the value.
@@ -283,7 +295,8 @@ func (c *Cache[K, V]) takeOver(key K, kb []byte, val peer.Value, shared bool, st
 	c.cluster.handoffs.Add(1)
 	c.cluster.bytesReceived.Add(int64(len(val.Data)))
 	c.cluster.bytesReceivedRaw.Add(int64(len(raw)))
-	it := item[V]{v: v, wire: &wireForm{Value: val, rawLen: len(raw)}, stale: c.staleAt(val.Expires)}
+	it := item[V]{v: v, wire: &wireForm{Value: val, rawLen: len(raw)}}
+	it.markStale(c.staleAt(val.Expires))
 	size := int64(len(raw) + len(kb))
 	if val.Compressed {
 		size += int64(len(val.Data))

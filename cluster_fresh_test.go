@@ -269,7 +269,9 @@ func TestClusterStaleWhileRevalidate(t *testing.T) {
 }
 
 func TestClusterGetMany(t *testing.T) {
-	cl := testcluster.Start(t, 3)
+	// Hand-off off: a freshly started node first peeks the cluster it joins (one PeekMany per
+	// previous owner), which TestClusterGetManyHandsOff checks; this counts GetMany alone.
+	cl := testcluster.Start(t, 3, groupcache.WithHandoffWindow(0))
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, nil)
 	keys := make([]string, 1000)
@@ -530,5 +532,48 @@ func TestClusterBatchesAreSplit(t *testing.T) {
 	}
 	if n := cl.Nodes[1].Stats().Server.ByOp[peer.OpRemove] - before; n != 5 {
 		t.Fatalf("Remove requests = %d for 45 keys in batches of 10, want 5", n)
+	}
+}
+
+// TestClusterGetManyHandsOff: after a node joins, GetMany of keys it now owns takes them over from
+// their previous owners with one PeekMany per previous owner, instead of loading them again.
+func TestClusterGetManyHandsOff(t *testing.T) {
+	cl := testcluster.Start(t, 2)
+	log := newLoadLog()
+	caches := stringCaches(t, cl, "c", log, nil)
+	keys := make([]string, 300)
+	for i := range keys {
+		keys[i] = fmt.Sprint("k", i)
+	}
+	caches[0].GetMany(context.Background(), keys)
+	if n := log.total.Load(); n != 300 {
+		t.Fatalf("loads = %d, want 300", n)
+	}
+	i := cl.Add()
+	cl.Announce()
+	c, err := groupcache.New[string, string]("c", groupcache.LoaderFunc[string, string](func(_ context.Context, k string) (string, error) {
+		log.add(cl.Nodes[i].Self(), k)
+		return "value-" + k, nil
+	}), groupcache.WithNode(cl.Nodes[i]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	before := cl.Nodes[i].Stats().Client.Requests
+	for j, r := range c.GetMany(context.Background(), keys) {
+		if r.Err != nil || r.Value != "value-"+keys[j] {
+			t.Fatalf("%s = %q, %v", keys[j], r.Value, r.Err)
+		}
+	}
+	if n := log.total.Load(); n != 300 {
+		t.Fatalf("loads = %d after the new node's GetMany, want still 300 (values handed over)", n)
+	}
+	st := c.Stats()
+	if st.Handoffs == 0 {
+		t.Fatalf("stats %+v: no value handed over", st)
+	}
+	// Two GetMany (one per other node) and at most two PeekMany (one per previous owner).
+	if n := cl.Nodes[i].Stats().Client.Requests - before; n > 4 {
+		t.Fatalf("the new node sent %d requests, want at most 4", n)
 	}
 }

@@ -95,11 +95,11 @@ func (c *Cache[K, V]) hotDeadline(expires int64) int64 {
 // special answers a hit on an entry that is not a plain fresh value: a cached "not found", or a
 // stale value (which starts a refresh).
 func (c *Cache[K, V]) special(key K, it item[V]) (V, error) {
-	if it.err != nil {
+	if err := it.failure(); err != nil {
 		c.fresh.negativeHits.Add(1)
-		return it.v, it.err
+		return it.v, err
 	}
-	if c.clock.Now().UnixNano() >= it.stale {
+	if c.clock.Now().UnixNano() >= it.staleMark() {
 		c.fresh.staleHits.Add(1)
 		c.refresh(key)
 	}
@@ -110,7 +110,7 @@ func (c *Cache[K, V]) special(key K, it item[V]) (V, error) {
 // counting a lookup. A stale item (kept for stale-while-revalidate) does not count.
 func (c *Cache[K, V]) liveItem(key K) (item[V], bool) {
 	it, expires, ok := c.store.Peek(key)
-	if !ok || !c.live(expires) || (it.stale != 0 && !c.live(it.stale)) {
+	if !ok || !c.live(expires) || (it.staleMark() != 0 && !c.live(it.staleMark())) {
 		return item[V]{}, false
 	}
 	return it, true

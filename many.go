@@ -84,7 +84,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) []Result[V] {
 // cached is Get's lookup in memory: ok reports a hit, a value or a cached "not found".
 func (c *Cache[K, V]) cached(key K) (V, error, bool) {
 	if it, ok := c.store.Get(key); ok {
-		if it.stale == 0 && it.err == nil {
+		if it.meta == nil {
 			return it.v, nil, true
 		}
 		v, err := c.special(key, it)
@@ -92,7 +92,7 @@ func (c *Cache[K, V]) cached(key K) (V, error, bool) {
 	}
 	if c.hot != nil {
 		if it, ok := c.hot.Get(key); ok {
-			if it.err == nil {
+			if it.meta == nil {
 				return it.v, nil, true
 			}
 			v, err := c.special(key, it)
@@ -119,7 +119,7 @@ func (c *Cache[K, V]) fillMany(ctx context.Context, ks []K, kbs map[K][]byte, se
 		b.kbs[i] = kb
 		b.sts[i] = c.stamp(kb)
 		if it, ok := c.lookup(k); ok {
-			set(i, it.v, it.err)
+			set(i, it.v, it.failure())
 			continue
 		}
 		if clustered {
@@ -350,7 +350,7 @@ func (c *Cache[K, V]) serveMany(ctx context.Context, kbs [][]byte) ([]peer.Resul
 				b.kbs[i] = owned[k]
 				b.sts[i] = c.stamp(b.kbs[i])
 				if it, ok := c.liveItem(k); ok {
-					set(i, it.v, it.err)
+					set(i, it.v, it.failure())
 					continue
 				}
 				local = append(local, i)

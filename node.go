@@ -68,6 +68,7 @@ type servedCache interface {
 	serve(ctx context.Context, key []byte) (peer.Value, error)
 	serveMany(ctx context.Context, keys [][]byte) ([]peer.Result, error)
 	peek(key []byte) (peer.Value, error)
+	peekMany(keys [][]byte) ([]peer.Result, error)
 	setFromPeer(key []byte, v peer.Value) error
 	removeFromPeer(keys [][]byte) error
 	clearFromPeer(generation uint64) error
@@ -495,6 +496,15 @@ func (b nodeBackend) Peek(_ context.Context, cache string, key []byte) (peer.Val
 		return peer.Value{}, err
 	}
 	return c.peek(key)
+}
+
+// PeekMany answers a batched hand-off request: the values this node holds, never a load.
+func (b nodeBackend) PeekMany(_ context.Context, cache string, keys [][]byte) ([]peer.Result, error) {
+	c, err := b.cache(cache)
+	if err != nil {
+		return nil, err
+	}
+	return c.peekMany(keys)
 }
 
 // GetMany answers a batch request: one result per key, loading the keys missed here together.

@@ -116,7 +116,7 @@ func (c *Cache[K, V]) setLocal(key K, kb []byte, it item[V], size, expires int64
 	if expires != 0 && !c.live(expires) {
 		return
 	}
-	it.stale = c.staleAt(expires)
+	it.markStale(c.staleAt(expires))
 	c.put(c.store, key, it, size, c.hardDeadline(expires), c.stamp(kb))
 }
 
