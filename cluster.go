@@ -345,21 +345,20 @@ func (c *Cache[K, V]) handoffMany(ctx context.Context, b *batch[K, V], idx []int
 	for prev, idx := range byPrev {
 		wg.Go(func() {
 			var left []int
-			for len(idx) > 0 {
-				chunk := idx[:min(len(idx), c.batchSize)]
-				idx = idx[len(chunk):]
-				kbs := make([][]byte, len(chunk))
-				for j, i := range chunk {
-					kbs[j] = b.kbs[i]
+			down := false
+			for chunk, kbs := range b.chunks(idx, c.batchSize) {
+				if down {
+					left = append(left, chunk...)
+					continue
 				}
 				rs, err := bp.PeekMany(ctx, prev, c.name, kbs)
 				if err != nil {
 					if errors.Is(err, peer.ErrUnavailable) {
 						c.node.markDown(prev, err)
+						down = true
 					}
 					left = append(left, chunk...)
-					left = append(left, idx...)
-					break
+					continue
 				}
 				for j, i := range chunk {
 					if rs[j].Err == nil {

@@ -16,18 +16,7 @@ import (
 // through a bare peer.Client, to separate the cache's own cost from the transport's.
 func BenchmarkRemoteHit(b *testing.B) {
 	cl := testcluster.Start(b, 2)
-	value := make([]byte, 1024)
-	var caches []*groupcache.Cache[string, []byte]
-	for i, n := range cl.Nodes {
-		opts := []groupcache.Option{groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes())}
-		if i == 0 {
-			opts = append(opts, groupcache.WithHotFraction(0))
-		}
-		c := groupcache.MustNew[string, []byte]("b", groupcache.LoaderFunc[string, []byte](
-			func(context.Context, string) ([]byte, error) { return value, nil }), opts...)
-		b.Cleanup(func() { c.Close() })
-		caches = append(caches, c)
-	}
+	caches := benchCaches(b, cl)
 	var keys []string
 	for i := 0; len(keys) < 256; i++ {
 		k := strconv.Itoa(i)
@@ -65,18 +54,7 @@ func BenchmarkRemoteHit(b *testing.B) {
 // with 100 sequential Gets of the same keys. One op is 100 keys either way.
 func BenchmarkGetMany(b *testing.B) {
 	cl := testcluster.Start(b, 3)
-	value := make([]byte, 1024)
-	var caches []*groupcache.Cache[string, []byte]
-	for i, n := range cl.Nodes {
-		opts := []groupcache.Option{groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes())}
-		if i == 0 {
-			opts = append(opts, groupcache.WithHotFraction(0))
-		}
-		c := groupcache.MustNew[string, []byte]("b", groupcache.LoaderFunc[string, []byte](
-			func(context.Context, string) ([]byte, error) { return value, nil }), opts...)
-		b.Cleanup(func() { c.Close() })
-		caches = append(caches, c)
-	}
+	caches := benchCaches(b, cl)
 	ctx := context.Background()
 	var keys []string
 	for i := 0; len(keys) < 1000; i++ {
@@ -108,4 +86,22 @@ func BenchmarkGetMany(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchCaches makes a cache "b" of 1 KiB values on every node of cl; node 0 keeps no hot copies,
+// so each Get there of a key owned elsewhere is a remote hit.
+func benchCaches(b *testing.B, cl *testcluster.Cluster) []*groupcache.Cache[string, []byte] {
+	value := make([]byte, 1024)
+	var caches []*groupcache.Cache[string, []byte]
+	for i, n := range cl.Nodes {
+		opts := []groupcache.Option{groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes())}
+		if i == 0 {
+			opts = append(opts, groupcache.WithHotFraction(0))
+		}
+		c := groupcache.MustNew[string, []byte]("b", groupcache.LoaderFunc[string, []byte](
+			func(context.Context, string) ([]byte, error) { return value, nil }), opts...)
+		b.Cleanup(func() { c.Close() })
+		caches = append(caches, c)
+	}
+	return caches
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"sync"
 
 	"github.com/typedcache/groupcache/peer"
@@ -156,17 +157,28 @@ type batch[K comparable, V any] struct {
 	set func(int, V, error)
 }
 
+// chunks yields idx in pieces of at most size, each with the bytes of its keys.
+func (b *batch[K, V]) chunks(idx []int, size int) iter.Seq2[[]int, [][]byte] {
+	return func(yield func([]int, [][]byte) bool) {
+		for len(idx) > 0 {
+			chunk := idx[:min(len(idx), size)]
+			idx = idx[len(chunk):]
+			kbs := make([][]byte, len(chunk))
+			for j, i := range chunk {
+				kbs[j] = b.kbs[i]
+			}
+			if !yield(chunk, kbs) {
+				return
+			}
+		}
+	}
+}
+
 // fetchMany asks owner for the keys idx of b, in requests of at most the batch size. Keys the owner
 // cannot serve are loaded here when Get would load them here.
 func (c *Cache[K, V]) fetchMany(ctx context.Context, owner string, b *batch[K, V], idx []int) {
 	var zero V
-	for len(idx) > 0 {
-		chunk := idx[:min(len(idx), c.batchSize)]
-		idx = idx[len(chunk):]
-		kbs := make([][]byte, len(chunk))
-		for j, i := range chunk {
-			kbs[j] = b.kbs[i]
-		}
+	for chunk, kbs := range b.chunks(idx, c.batchSize) {
 		c.fresh.batchRequests.Add(1)
 		c.cluster.remoteGets.Add(int64(len(chunk)))
 		rs, err := c.node.transport.GetMany(ctx, owner, c.name, kbs)

@@ -60,17 +60,17 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, v V, opts ...SetOption) er
 	if err != nil {
 		return err
 	}
-	if c.node != nil && !c.node.closed.Load() {
-		// On a node measure always encodes: the value travels, or is kept for peers, encoded.
-		it, size, err := c.measure(v, len(kb))
-		if err != nil {
-			return err
-		}
-		if size > c.maxValue {
-			c.tooLarge.Add(1)
-			return &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue}
-		}
-		expires := c.deadline(so.ttl)
+	// On a node measure encodes the value: it travels, or is kept for peers, encoded.
+	it, size, err := c.measure(v, len(kb))
+	if err != nil {
+		return err
+	}
+	if size > c.maxValue {
+		c.tooLarge.Add(1)
+		return &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue}
+	}
+	expires := c.deadline(so.ttl)
+	if c.node != nil && !c.node.closed.Load() && it.wire != nil {
 		it.wire.Expires = expires
 		owner, self := c.node.owner(kb)
 		if self {
@@ -96,15 +96,7 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, v V, opts ...SetOption) er
 			return [][]byte{kb}
 		})
 	}
-	it, size, err := c.measure(v, len(kb))
-	if err != nil {
-		return err
-	}
-	if size > c.maxValue {
-		c.tooLarge.Add(1)
-		return &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue}
-	}
-	c.setLocal(key, kb, it, size, c.deadline(so.ttl))
+	c.setLocal(key, kb, it, size, expires)
 	c.fresh.sets.Add(1)
 	return nil
 }
