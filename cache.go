@@ -72,7 +72,8 @@ type Cache[K comparable, V any] struct {
 
 	refreshing sync.Map       // keys with a stale-while-revalidate refresh running
 	background sync.WaitGroup // refresh goroutines, waited for by Close
-	bgMu       sync.Mutex     // orders background.Add after Close's check
+	bgMu       sync.Mutex     // guards bgStopped, so no refresh starts after Close waits
+	bgStopped  bool
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -614,7 +615,8 @@ func (c *Cache[K, V]) Close() error {
 		if c.hot != nil {
 			c.hot.Clear()
 		}
-		c.bgMu.Lock() // no refresh starts after this
+		c.bgMu.Lock()
+		c.bgStopped = true
 		c.bgMu.Unlock()
 		c.background.Wait()
 		err = nil

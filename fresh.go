@@ -132,7 +132,7 @@ func (c *Cache[K, V]) refresh(key K) {
 		return
 	}
 	c.bgMu.Lock()
-	if c.closed.Load() {
+	if c.bgStopped {
 		c.bgMu.Unlock()
 		c.refreshing.Delete(key)
 		return
