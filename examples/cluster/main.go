@@ -3,7 +3,8 @@
 // happened: loads, hits, remote fetches, hot copies and bytes on the wire.
 //
 // The point to see: 3 nodes x 8 goroutines read the same 2,000 products, yet the "database" is
-// queried once per product in the whole cluster, each time by the product's owner.
+// queried once per product in the whole cluster, each time by the product's owner. Then a Set, a
+// Remove and a GetMany show how writes and bulk reads reach every node.
 package main
 
 import (
@@ -78,7 +79,8 @@ func main() {
 	}
 	var members []member
 	for i, l := range listeners {
-		node, err := groupcache.NewNode(addrs[i], groupcache.WithPeers(addrs...))
+		// The nodes start together, so no node has values to hand over to another: no hand-off.
+		node, err := groupcache.NewNode(addrs[i], groupcache.WithPeers(addrs...), groupcache.WithHandoffWindow(0))
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -139,6 +141,44 @@ func main() {
 	fmt.Printf("\n%d reads in %v, %d failed\n", int64(*nodes**readers**reads), elapsed.Round(time.Millisecond), failures.Load())
 	fmt.Printf("database queries: %d for %d distinct products cached by their owners: one load per key in the whole cluster\n",
 		queries.Load(), distinct)
+
+	// Writes and bulk reads, seen from every node.
+	ctx := context.Background()
+	last := members[len(members)-1]
+	p, _ := last.cache.Get(ctx, 7)
+	p.PriceCents = 1
+	if err := last.cache.Set(ctx, 7, p); err != nil { // stored on product 7's owner; copies dropped
+		log.Fatal(err)
+	}
+	var prices []string
+	for _, m := range members {
+		p, _ := m.cache.Get(ctx, 7)
+		prices = append(prices, fmt.Sprint(p.PriceCents))
+	}
+	fmt.Printf("\nSet product 7 to 1 cent on %s; every node now reads: %s\n", last.node.Self(), strings.Join(prices, ", "))
+
+	before := queries.Load()
+	members[0].cache.Remove(ctx, 8) // gone on its owner and from every hot store
+	for _, m := range members {
+		m.cache.Get(ctx, 8)
+	}
+	fmt.Printf("Removed product 8; the next reads on every node queried the database %d time(s)\n", queries.Load()-before)
+
+	ids := make([]ProductID, 100)
+	for i := range ids {
+		ids[i] = ProductID(*products + i) // not cached yet
+	}
+	before = queries.Load()
+	sent := members[0].node.Stats().Client.Requests
+	results := members[0].cache.GetMany(ctx, ids)
+	ok := 0
+	for i, r := range results {
+		if r.Err == nil && r.Value.ID == ids[i] {
+			ok++
+		}
+	}
+	fmt.Printf("GetMany of %d new products on %s: %d values, %d database queries, %d requests to peers\n",
+		len(ids), members[0].node.Self(), ok, queries.Load()-before, members[0].node.Stats().Client.Requests-sent)
 
 	for _, m := range members {
 		m.cache.Close()
