@@ -137,8 +137,9 @@ func (c *Cache[K, V]) Remove(ctx context.Context, key K) error {
 // Errors: ErrClosed, ctx's error, ErrInvalidKey (nothing removed); an owner that could not be
 // told (a *peer.Error matching peer.ErrUnavailable, peer.ErrUnknownCache, ...) keeps its value and
 // the error says which; other peers that could not be told are reported with an error matching
-// ErrIncomplete, and their copies are served until they expire (at most the hot TTL). A peer
-// marked unavailable (WithPeerBackoff) is not asked.
+// ErrIncomplete, and their copies are served until they expire (at most the hot TTL). An owner is
+// asked even when it is marked unavailable (WithPeerBackoff); another peer so marked is not, and
+// is reported with ErrIncomplete.
 func (c *Cache[K, V]) RemoveMany(ctx context.Context, keys []K) error {
 	if c.closed.Load() {
 		return ErrClosed
