@@ -121,6 +121,46 @@ func runChildNode() error {
 		wg.Wait()
 		json.NewEncoder(w).Encode(res)
 	})
+	mux.HandleFunc("POST /control/get", func(w http.ResponseWriter, r *http.Request) {
+		v, err := cache.Get(r.Context(), r.URL.Query().Get("key"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, v)
+	})
+	mux.HandleFunc("POST /control/set", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if err := cache.Set(r.Context(), q.Get("key"), q.Get("value")); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	mux.HandleFunc("POST /control/remove", func(w http.ResponseWriter, r *http.Request) {
+		if err := cache.Remove(r.Context(), r.URL.Query().Get("key")); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	mux.HandleFunc("POST /control/getmany", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		n, _ := strconv.Atoi(q.Get("keys"))
+		keys := make([]string, n)
+		for i := range keys {
+			keys[i] = q.Get("prefix") + strconv.Itoa(i)
+		}
+		var res runResult
+		for i, got := range cache.GetMany(r.Context(), keys) {
+			res.Gets++
+			if got.Err != nil {
+				res.Errors++
+				if res.FirstErr == "" {
+					res.FirstErr = got.Err.Error()
+				}
+			} else if got.Value != "value-"+keys[i] {
+				res.Wrong++
+			}
+		}
+		json.NewEncoder(w).Encode(res)
+	})
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(l)
 	fmt.Printf("ADDR %s\n", self)
@@ -272,5 +312,58 @@ func TestClusterProcesses(t *testing.T) {
 		if st := n.stats(t); st["fallback"] == 0 {
 			t.Fatalf("node %d: no fallback loads after its peer died: %v", i, st)
 		}
+	}
+}
+
+// TestClusterProcessesWrites: Set, Remove and GetMany between nodes that are separate OS processes.
+func TestClusterProcessesWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	nodes := []*childNode{startChild(t), startChild(t), startChild(t)}
+	var addrs []string
+	for _, n := range nodes {
+		addrs = append(addrs, n.addr)
+	}
+	for _, n := range nodes {
+		n.post(t, "/control/peers", strings.Join(addrs, " "))
+	}
+	getAll := func(want string) {
+		t.Helper()
+		for i, n := range nodes {
+			// Twice: the second Get is answered from the node's hot copy once it has one.
+			for range 2 {
+				if v := string(n.post(t, "/control/get?key=k", "")); v != want {
+					t.Fatalf("node %d: Get(k) = %q, want %q", i, v, want)
+				}
+			}
+		}
+	}
+	getAll("value-k")
+	nodes[0].post(t, "/control/set?key=k&value=written", "")
+	getAll("written")
+	nodes[1].post(t, "/control/remove?key=k", "")
+	getAll("value-k")
+	var loads int64
+	for _, n := range nodes {
+		loads += n.stats(t)["loads"]
+	}
+	if loads != 2 {
+		t.Fatalf("loads of k = %d, want 2 (before the Set, after the Remove)", loads)
+	}
+
+	var res runResult
+	if err := json.Unmarshal(nodes[2].post(t, "/control/getmany?prefix=batch-&keys=1000", ""), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Gets != 1000 || res.Errors != 0 || res.Wrong != 0 {
+		t.Fatalf("GetMany of 1,000 keys: %+v", res)
+	}
+	loads = 0
+	for _, n := range nodes {
+		loads += n.stats(t)["loads"]
+	}
+	if loads != 1002 {
+		t.Fatalf("loads after GetMany = %d, want 1002", loads)
 	}
 }
