@@ -80,6 +80,23 @@ type flight[V any] struct {
 	closed atomic.Bool
 
 	waiters int // guarded by Group.mu; callers still waiting for this flight
+
+	// A flight run by its caller (DoHere) keeps its context and channel here, so that starting
+	// one costs one allocation besides the channel; cancel is nil then.
+	here   deadlineCtx
+	hereCh chan struct{}
+}
+
+// release closes done: by cancelling the flight's context, or for a flight run by its caller
+// (whose context has no Done channel) by closing its channel once.
+func (f *flight[V]) release() {
+	if f.hereCh == nil {
+		f.cancel()
+		return
+	}
+	if f.closed.CompareAndSwap(false, true) {
+		close(f.hereCh)
+	}
 }
 
 // New returns a Group whose loads run with the given timeout (0 = no timeout).
@@ -167,14 +184,10 @@ func (g *Group[K, V]) DoHere(ctx context.Context, key K, fn func(ctx context.Con
 // returns. This spares a detached context, a timer and their allocations per load.
 func (g *Group[K, V]) beginHere(ctx context.Context, key K) *flight[V] {
 	done := make(chan struct{})
-	f := &flight[V]{waiters: 1, ctx: ctx, done: done}
+	f := &flight[V]{waiters: 1, ctx: ctx, done: done, hereCh: done}
 	if g.timeout > 0 {
-		f.ctx = deadlineCtx{Context: ctx, deadline: time.Now().Add(g.timeout)}
-	}
-	f.cancel = func() {
-		if f.closed.CompareAndSwap(false, true) {
-			close(done)
-		}
+		f.here = deadlineCtx{Context: ctx, deadline: time.Now().Add(g.timeout)}
+		f.ctx = &f.here
 	}
 	if g.flights == nil {
 		g.flights = make(map[K]*flight[V])
@@ -277,7 +290,7 @@ func (g *Group[K, V]) finish(key K, f *flight[V]) {
 	g.running--
 	g.mu.Unlock()
 	f.finished.Store(true)
-	f.cancel() // closes done: wakes the waiters
+	f.release() // closes done: wakes the waiters
 }
 
 // asTimeout returns err, the non-nil error of a load whose context is ctx, as an error matching
@@ -302,7 +315,7 @@ func (g *Group[K, V]) leave(key K, f *flight[V]) {
 	}
 	g.mu.Unlock()
 	if last {
-		f.cancel()
+		f.release()
 	}
 }
 
