@@ -54,7 +54,12 @@ var _ Transport = (*Client)(nil)
 // wait for a free connection within their timeout and context. A connection whose exchange did
 // not complete (timeout, cancellation, malformed reply) is closed, never reused.
 //
-// A Client is safe for concurrent use and holds no goroutine of its own.
+// With WithPipelining, requests to a peer share a few connections instead, many in flight on
+// each: requests that arrive together share writes, and their replies share reads (see
+// WithPipelining for how, and for what it costs when some requests are slow).
+//
+// A Client is safe for concurrent use and holds no goroutine of its own (with pipelining, but
+// for a short-lived one that finishes a write blocked by the peer when its caller left).
 type Client struct {
 	basePath        string
 	timeout         time.Duration
@@ -64,6 +69,10 @@ type Client struct {
 	maxIdle         int
 	lim             Limits
 	dialer          net.Dialer
+	pipeConns       int // connections per peer of the pipelined mode; 0: pipelining off
+	pipeDepth       int // requests in flight per pipelined connection
+	// wrapConn, when set (tests), wraps every connection after the upgrade handshake.
+	wrapConn func(net.Conn) net.Conn
 
 	pools     sync.Map // peer address -> *pool
 	closed    atomic.Bool
@@ -97,12 +106,20 @@ type ClientStats struct {
 	Dials int64
 	// OpenConns is the number of connections open now, idle or in use.
 	OpenConns int64
-	// Waits is the number of calls that found every connection to their peer in use and waited
-	// for one.
+	// Waits is the number of calls that found every connection to their peer in use (with
+	// pipelining: every connection with its 64 requests in flight) and waited for one.
 	Waits int64
 	// Retries is the number of requests sent again on a new connection because a reused one
-	// turned out to be closed by the peer before it answered.
+	// turned out to be closed by the peer before it answered; with pipelining also because
+	// their connection broke before their request was written, or because the peer was late
+	// with an earlier reply on it (see WithPipelining).
 	Retries int64
+	// SharedWrites is the number of requests (pipelining only) whose frame went out in one
+	// write together with the frames of other requests.
+	SharedWrites int64
+	// SharedReads is the number of requests (pipelining only) whose reply was read by the
+	// goroutine of another request on the same connection, and handed over.
+	SharedReads int64
 }
 
 // NewClient returns a Client. Options are checked; the first invalid one is returned as an error
@@ -137,6 +154,9 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 	if cfg.maxIdle > cfg.maxConns {
 		return nil, optionError("WithMaxIdlePerPeer", "%d is over the max conns per peer (%d)", cfg.maxIdle, cfg.maxConns)
 	}
+	if !cfg.pipeSet {
+		cfg.pipeConns = DefaultPipelining
+	}
 	c := &Client{
 		basePath:        cfg.basePath,
 		timeout:         cfg.timeout,
@@ -145,6 +165,8 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		maxConns:        cfg.maxConns,
 		maxIdle:         cfg.maxIdle,
 		lim:             cfg.limits.withDefaults(),
+		pipeConns:       cfg.pipeConns,
+		pipeDepth:       pipelineDepth,
 		done:            make(chan struct{}),
 	}
 	c.lastSweep.Store(time.Now().UnixNano())
@@ -313,7 +335,18 @@ func (c *Client) do(ctx context.Context, peer string, r *request) (Response, err
 	}
 	p := c.pool(peer)
 	r.ctx, r.now, r.deadline, r.ctxDeadline = ctx, now, deadline, ctxDeadline
-	resp, err := p.roundTrip(r)
+	var resp Response
+	var err error
+	// Peek and PeekMany are a node's hand-off, which it sends while it serves a peer's request
+	// (a new owner asks the previous one before loading): queued on a pipelined connection, that
+	// request could wait behind requests that wait for the one being served (the peer serves a
+	// connection's requests one after the other), a cycle across nodes that only timeouts would
+	// break. They go one request per connection: the peer answers them on their own, from memory.
+	if c.pipeConns > 0 && r.Op != OpPeek && r.Op != OpPeekMany {
+		resp, err = p.pipeRoundTrip(r)
+	} else {
+		resp, err = p.roundTrip(r)
+	}
 	if err != nil {
 		c.errs.Add(1)
 		return Response{}, err
@@ -341,7 +374,7 @@ func (c *Client) Close() error {
 
 // Stats returns the client's counters. It is safe to call at any time.
 func (c *Client) Stats() ClientStats {
-	var sent, recv int64
+	var sent, recv, sharedW, sharedR int64
 	c.pools.Range(func(_, v any) bool {
 		p := v.(*pool)
 		p.mu.Lock()
@@ -349,8 +382,16 @@ func (c *Client) Stats() ClientStats {
 			sent += cc.sent.Load()
 			recv += cc.recv.Load()
 		}
+		for _, pc := range p.pipes {
+			sent += pc.sent.Load()
+			recv += pc.recv.Load()
+			sharedW += pc.sharedWrites.Load()
+			sharedR += pc.sharedReads.Load()
+		}
 		sent += p.closedSent
 		recv += p.closedRecv
+		sharedW += p.closedSharedWrites
+		sharedR += p.closedSharedReads
 		p.mu.Unlock()
 		return true
 	})
@@ -363,6 +404,8 @@ func (c *Client) Stats() ClientStats {
 		OpenConns:     c.openConns.Load(),
 		Waits:         c.waits.Load(),
 		Retries:       c.retries.Load(),
+		SharedWrites:  sharedW,
+		SharedReads:   sharedR,
 	}
 }
 
@@ -413,6 +456,13 @@ type pool struct {
 	closed   bool
 	// Bytes sent and received on connections that were closed; open ones keep their own.
 	closedSent, closedRecv int64
+
+	// Pipelining (see pipeline_client.go).
+	pipes       []*pipeConn     // open (or just broken, until pruned) pipelined connections
+	dialing     int             // pipelined connections being dialed
+	pipeWaiters []chan struct{} // requests waiting for room on a pipelined connection
+	// Shared writes and reads counted on pipelined connections that were pruned.
+	closedSharedWrites, closedSharedReads int64
 }
 
 // clientConn is one upgraded connection to a peer.
@@ -640,8 +690,10 @@ func (p *pool) put(cc *clientConn, r *request) {
 	p.idle = append(p.idle, cc)
 }
 
-// pruneLocked closes the idle connections at the bottom of the list that have been idle too long.
+// pruneLocked closes the idle connections at the bottom of the list that have been idle too long,
+// and the pipelined connections on which no request has waited for as long.
 func (p *pool) pruneLocked(now time.Time) {
+	p.prunePipesLocked(now)
 	k := 0
 	for k < len(p.idle) && now.Sub(p.idle[k].lastUsed) > p.c.idleConnTimeout {
 		p.discardLocked(p.idle[k])
@@ -682,23 +734,29 @@ func (p *pool) closeAll() {
 	}
 	clear(p.idle)
 	p.idle = p.idle[:0]
+	p.closePipesLocked()
 }
 
 // netError describes a failure that is not an answer of the peer: ErrClosed when the client is
 // closed, otherwise ErrUnavailable wrapping the cause (the context's error when it ended).
 func (p *pool) netError(r *request, cause error, what string) error {
+	return p.netErr(r.Op, r.ctx, r.ctxDeadline, cause, what)
+}
+
+// netErr is netError for a request of op, context ctx, whose deadline is ctx's when ctxDeadline.
+func (p *pool) netErr(op Op, ctx context.Context, ctxDeadline bool, cause error, what string) error {
 	if p.c.closed.Load() {
-		return &Error{Peer: p.addr, Op: r.Op, Err: ErrClosed}
+		return &Error{Peer: p.addr, Op: op, Err: ErrClosed}
 	}
-	if err := r.ctx.Err(); err != nil {
+	if err := ctx.Err(); err != nil {
 		cause = err
-	} else if r.ctxDeadline && errors.Is(cause, os.ErrDeadlineExceeded) {
+	} else if ctxDeadline && errors.Is(cause, os.ErrDeadlineExceeded) {
 		cause = fmt.Errorf("%w (%w)", context.DeadlineExceeded, cause)
 	}
 	if errors.Is(cause, os.ErrDeadlineExceeded) && !errors.Is(cause, context.DeadlineExceeded) {
 		what += " (timed out)"
 	}
-	return &Error{Peer: p.addr, Op: r.Op, Msg: what, Err: wrapCause(ErrUnavailable, cause)}
+	return &Error{Peer: p.addr, Op: op, Msg: what, Err: wrapCause(ErrUnavailable, cause)}
 }
 
 // exchange sends the request on cc and reads the reply. On success cc goes back to the pool; on
@@ -749,112 +807,212 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	}
 	cc.sent.Add(int64(len(buf) + len(tail)))
 
-	hdr, err := cc.br.Peek(prefixLen)
-	if err != nil {
-		return fail(p.netError(r, err, "reading the reply"), len(hdr) == 0 && isClosedByPeer(err))
-	}
-	n := int(binary.BigEndian.Uint32(hdr))
-	_, _ = cc.br.Discard(prefixLen)
-	if n > p.c.lim.MaxFrameBytes {
-		return fail(&Error{Peer: p.addr, Op: r.Op, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
-			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, p.c.lim.MaxFrameBytes)}, false)
-	}
-	if r.Op == OpGetMany || r.Op == OpPeekMany {
-		resp, err := p.readBatch(r, cc, n)
-		if err != nil {
-			return fail(err, false)
-		}
-		cc.recv.Add(int64(n) + prefixLen)
-		p.release(cc, stop, r)
-		return resp, false, nil
-	}
-	// The replies to Set, Remove and Clear are acknowledgments: no value, no flags.
-	ack := r.Op == OpSet || r.Op == OpRemove || r.Op == OpClear
-	// The head of the frame (all of it but the value) is parsed where it lies in the read
-	// buffer; the value is read into memory of its own, exactly its size, that is handed to the
-	// caller.
-	// Peek no more than is buffered (at least the longest head): asking for more would cost a
-	// read for bytes that go to the value anyway.
-	head, err := cc.br.Peek(min(n, max(cc.br.Buffered(), maxResponseHead)))
-	if err != nil {
-		return fail(p.netError(r, midReply(err, len(head), n), "reading the reply"), false)
-	}
-	resp, off, err := parseResponseHead(head, n, p.c.lim.MaxValueBytes)
-	if err == nil && ack && resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.Expires != 0) {
-		err = protocolError("acknowledgment with a value or flags")
-	}
-	if err != nil {
-		pe := err.(*Error)
-		pe.Peer, pe.Op = p.addr, r.Op
-		if ack && errors.Is(pe.Err, ErrTooLarge) {
-			pe.Err = ErrProtocol // any value on an acknowledgment is one too many
-		}
-		if !errors.Is(pe.Err, ErrTooLarge) {
+	var st replyState
+	resp, err = p.readReply(cc.br, r.Op, len(r.Keys), false, &st)
+	if st.stage != replyDone {
+		if pe, ok := err.(*Error); ok {
 			return fail(pe, false)
 		}
-		// A well-formed frame with a value over our limit: skip it, and the connection can
-		// serve the next request.
-		if m, err := cc.br.Discard(n); err != nil {
-			return fail(p.netError(r, midReply(err, m, n), "skipping the reply"), false)
+		if st.stage == replyPrefix {
+			return fail(p.netError(r, err, "reading the reply"), st.read == 0 && isClosedByPeer(err))
 		}
-		cc.recv.Add(int64(n) + prefixLen)
-		p.release(cc, stop, r)
-		return Response{}, false, pe
+		return fail(p.netError(r, midReply(err, st.read, st.n), "reading the reply"), false)
 	}
-	_, _ = cc.br.Discard(off)
-	if resp.Status == StatusOK {
-		data, err := readFrame(cc.br, nil, n-off)
-		if err != nil {
-			return fail(p.netError(r, midReply(err, off+len(data), n), "reading the reply"), false)
-		}
-		resp.Value.Data = data
-		if err := checkValue(&resp.Value, p.c.lim.MaxValueBytes); err != nil {
-			pe := err.(*Error)
-			pe.Peer, pe.Op = p.addr, r.Op
-			if errors.Is(pe.Err, ErrTooLarge) {
-				cc.recv.Add(int64(n) + prefixLen)
-				p.release(cc, stop, r)
-				return Response{}, false, pe
-			}
-			return fail(pe, false)
-		}
-	}
-	cc.recv.Add(int64(n) + prefixLen)
+	cc.recv.Add(int64(st.n) + prefixLen)
+	r.results = st.results
 	p.release(cc, stop, r)
+	if err != nil {
+		return Response{}, false, err
+	}
 	return resp, false, nil
 }
 
-// readBatch reads the n-byte reply frame of a GetMany or PeekMany into new memory of exactly its
-// size and parses it; r.results alias that memory. Errors are *Error values, after which the
-// connection must be closed.
-func (p *pool) readBatch(r *request, cc *clientConn, n int) (Response, error) {
-	frame, err := readFrame(cc.br, nil, n)
-	if err != nil {
-		return Response{}, p.netError(r, midReply(err, len(frame), n), "reading the reply")
-	}
-	// The batch body is bounded by the frame, not by the limit on one value.
-	resp, off, err := parseResponseHead(frame, n, n)
-	if err == nil && resp.Status == StatusOK {
-		if resp.Value.Compressed || resp.Value.Expires != 0 || resp.Msg != "" {
-			err = protocolError("batch reply with flags or a message")
-		} else {
-			r.results, err = parseBatch(frame[off:n:n], len(r.Keys), p.c.lim.MaxValueBytes)
-		}
-	}
-	if err != nil {
+// Stages of reading a reply frame (replyState.stage).
+const (
+	replyPrefix = iota // before the length prefix
+	replyHead          // the prefix is read, the head is not parsed yet
+	replyFill          // reading the value, or a whole batch frame, into new memory
+	replySkip          // skipping the rest of the frame
+	replyDone          // the frame is read; the connection can carry the next reply
+	replyBad           // the frame is malformed: the connection must be closed
+)
+
+// replyState is the progress of reading one reply frame. An I/O error leaves it where the read
+// stopped, so that the reading can be resumed, by the same goroutine or (pipelining) another.
+type replyState struct {
+	stage   uint8
+	batch   bool     // replyFill: the buffer is a whole GetMany or PeekMany frame
+	n       int      // the frame's length, after its prefix
+	read    int      // bytes of the frame consumed (replyPrefix: of the prefix, after an error)
+	resp    Response // replyFill: the parsed head of a value reply
+	buf     []byte   // replyFill: the memory being filled; len is what has arrived
+	want    int      // replyFill: the length buf must reach
+	skip    int      // replySkip: bytes left to skip
+	err     error    // replySkip: the request's error once skipped (a value over the limit)
+	results []Result // replyDone: the Results of a GetMany or PeekMany
+}
+
+// readReply reads from br the reply frame to a request of op (with nkeys keys, for a batch), or
+// resumes st's frame. discard skips a frame not yet started without parsing it (its request
+// was abandoned). It is the reply-reading path of both the one-request-per-connection and the
+// pipelined exchanges.
+//
+// When st.stage ends at replyDone the frame is consumed and the connection can carry the next
+// reply: resp is the reply (with its value, or for a batch st.results, in new memory) and err
+// is nil or an error of this request alone (a value over the limits, ErrTooLarge). Otherwise
+// err is either an *Error for malformed bytes from the peer (the connection must be closed), or
+// the I/O error that interrupted the read, st keeping its progress.
+func (p *pool) readReply(br *bufio.Reader, op Op, nkeys int, discard bool, st *replyState) (resp Response, err error) {
+	lim := &p.c.lim
+	peerError := func(err error) error {
 		pe := err.(*Error)
-		pe.Peer, pe.Op = p.addr, r.Op
-		if errors.Is(pe.Err, ErrTooLarge) {
-			pe.Err = ErrProtocol // a body longer than its frame (entries over a limit are Results)
+		pe.Peer, pe.Op = p.addr, op
+		return pe
+	}
+	if st.stage == replyPrefix {
+		hdr, err := br.Peek(prefixLen)
+		if err != nil {
+			st.read = len(hdr)
+			return Response{}, err
 		}
+		n := int(binary.BigEndian.Uint32(hdr))
+		_, _ = br.Discard(prefixLen)
+		st.n, st.read = n, 0
+		if n > lim.MaxFrameBytes {
+			st.stage = replyBad
+			return Response{}, &Error{Peer: p.addr, Op: op, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
+				Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, lim.MaxFrameBytes)}
+		}
+		switch {
+		case discard:
+			st.stage, st.skip = replySkip, n
+		case op == OpGetMany || op == OpPeekMany:
+			st.stage, st.batch, st.want = replyFill, true, n
+		default:
+			st.stage = replyHead
+		}
+	}
+	if st.stage == replyHead {
+		// The replies to Set, Remove and Clear are acknowledgments: no value, no flags.
+		ack := op == OpSet || op == OpRemove || op == OpClear
+		// The head of the frame (all of it but the value) is parsed where it lies in the read
+		// buffer; the value is read into memory of its own, exactly its size, that is handed to
+		// the caller. Peek no more than is buffered (at least the longest head): asking for
+		// more would cost a read for bytes that go to the value anyway.
+		n := st.n
+		head, err := br.Peek(min(n, max(br.Buffered(), maxResponseHead)))
+		if err != nil {
+			st.read = len(head)
+			return Response{}, err
+		}
+		resp, off, err := parseResponseHead(head, n, lim.MaxValueBytes)
+		if err == nil && ack && resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.Expires != 0) {
+			err = protocolError("acknowledgment with a value or flags")
+		}
+		if err != nil {
+			pe := peerError(err).(*Error)
+			if ack && errors.Is(pe.Err, ErrTooLarge) {
+				pe.Err = ErrProtocol // any value on an acknowledgment is one too many
+			}
+			if !errors.Is(pe.Err, ErrTooLarge) {
+				st.stage = replyBad
+				return Response{}, pe
+			}
+			// A well-formed frame with a value over our limit: skip it, and the connection
+			// can carry the next reply.
+			st.stage, st.skip, st.err = replySkip, n, pe
+		} else {
+			_, _ = br.Discard(off)
+			st.read = off
+			if resp.Status != StatusOK {
+				st.stage = replyDone
+				return resp, nil
+			}
+			st.stage, st.resp, st.want = replyFill, resp, n-off
+		}
+	}
+	if st.stage == replySkip {
+		m, err := br.Discard(st.skip)
+		st.skip -= m
+		st.read += m
+		if err != nil {
+			return Response{}, err
+		}
+		st.stage = replyDone
+		return Response{}, st.err
+	}
+	// replyFill
+	buf, err := fillFrame(br, st.buf, st.want)
+	st.read += len(buf) - len(st.buf)
+	st.buf = buf
+	if err != nil {
+		return Response{}, err
+	}
+	st.buf = nil
+	if st.batch {
+		// The batch body is bounded by the frame, not by the limit on one value.
+		resp, off, err := parseResponseHead(buf, st.n, st.n)
+		if err == nil && resp.Status == StatusOK {
+			if resp.Value.Compressed || resp.Value.Expires != 0 || resp.Msg != "" {
+				err = protocolError("batch reply with flags or a message")
+			} else {
+				st.results, err = parseBatch(buf[off:st.n:st.n], nkeys, lim.MaxValueBytes)
+			}
+		}
+		if err != nil {
+			pe := peerError(err).(*Error)
+			if errors.Is(pe.Err, ErrTooLarge) {
+				pe.Err = ErrProtocol // a body longer than its frame (entries over a limit are Results)
+			}
+			st.stage = replyBad
+			return Response{}, pe
+		}
+		for i := range st.results {
+			if pe, ok := st.results[i].Err.(*Error); ok {
+				pe.Peer, pe.Op = p.addr, op
+			}
+		}
+		st.stage = replyDone
+		return resp, nil
+	}
+	resp = st.resp
+	resp.Value.Data = buf
+	if err := checkValue(&resp.Value, lim.MaxValueBytes); err != nil {
+		pe := peerError(err).(*Error)
+		if !errors.Is(pe.Err, ErrTooLarge) {
+			st.stage = replyBad
+			return Response{}, pe
+		}
+		st.stage = replyDone
 		return Response{}, pe
 	}
-	for i := range r.results {
-		if pe, ok := r.results[i].Err.(*Error); ok {
-			pe.Peer, pe.Op = p.addr, r.Op
+	st.stage = replyDone
+	return resp, nil
+}
+
+// fillFrame reads from r until buf holds n bytes, and returns it (buf's progress survives an
+// error). The memory is allocated exactly n bytes long, but for n over 1 MiB it grows in steps
+// as the bytes arrive, so that memory is committed only as fast as a peer actually sends bytes,
+// not on the word of its length prefix.
+func fillFrame(r io.Reader, buf []byte, n int) ([]byte, error) {
+	const step = 1 << 20
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			c := n
+			if n > step {
+				c = min(n, max(step, 2*cap(buf)))
+			}
+			nb := make([]byte, len(buf), c)
+			copy(nb, buf)
+			buf = nb
+		}
+		m, err := io.ReadFull(r, buf[len(buf):min(n, cap(buf))])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			return buf, err
 		}
 	}
-	return resp, nil
+	return buf, nil
 }
 
 // release returns cc, whose exchange is complete, to the pool; unless the request's context
@@ -882,6 +1040,29 @@ func isClosedByPeer(err error) bool {
 
 // dial connects to the peer and upgrades the connection.
 func (p *pool) dial(r *request) (*clientConn, error) {
+	nc, err := p.connect(r)
+	if err != nil {
+		return nil, err
+	}
+	// armed stays zero: the handshake's deadline may have been poisoned by the end of ctx, so
+	// the first exchange sets its own.
+	cc := &clientConn{nc: nc, wbuf: make([]byte, 0, 512)}
+	cc.br = bufio.NewReaderSize(cc, clientReadBuffer)
+	cc.poison = func() { _ = nc.SetDeadline(aLongTimeAgo) }
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.c.closed.Load() {
+		nc.Close()
+		return nil, &Error{Peer: p.addr, Op: r.Op, Err: ErrClosed}
+	}
+	p.all[cc] = struct{}{}
+	p.c.openConns.Add(1)
+	return cc, nil
+}
+
+// connect dials the peer and upgrades the connection, within the dial timeout and r's deadline
+// and context.
+func (p *pool) connect(r *request) (net.Conn, error) {
 	deadline := r.deadline
 	if d := time.Now().Add(p.c.dialTimeout); d.Before(deadline) {
 		deadline = d
@@ -901,20 +1082,10 @@ func (p *pool) dial(r *request) (*clientConn, error) {
 		}
 		return nil, p.netError(r, err, "upgrade handshake")
 	}
-	// armed stays zero: the handshake's deadline may have been poisoned by the end of ctx, so
-	// the first exchange sets its own.
-	cc := &clientConn{nc: nc, wbuf: make([]byte, 0, 512)}
-	cc.br = bufio.NewReaderSize(cc, clientReadBuffer)
-	cc.poison = func() { _ = nc.SetDeadline(aLongTimeAgo) }
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed || p.c.closed.Load() {
-		nc.Close()
-		return nil, &Error{Peer: p.addr, Op: r.Op, Err: ErrClosed}
+	if p.c.wrapConn != nil {
+		nc = p.c.wrapConn(nc)
 	}
-	p.all[cc] = struct{}{}
-	p.c.openConns.Add(1)
-	return cc, nil
+	return nc, nil
 }
 
 // maxHandshake bounds the bytes of a peer's answer to the upgrade request.

@@ -52,6 +52,15 @@
 // closed, never reused; a reused connection that the peer had closed is replaced and the request
 // sent once more (every operation is idempotent).
 //
+// WithPipelining(n) makes a Client send its requests to a peer over at most n shared connections,
+// up to 64 in flight on each: the frames of requests that arrive while a write is in progress go
+// out together in the next write, and one waiting caller at a time reads, handing the other callers
+// their replies (which come back in request order) from what it read. A timeout or cancellation
+// releases its caller at once (its reply is dropped when it comes), and the protocol is the same.
+// It raises the throughput of many callers asking for small values, but a request queued behind a
+// slow one waits for it, so it is off by default. Peek and PeekMany (the hand-off a node sends
+// while it serves a request) always go one request per connection.
+//
 //	c, err := peer.NewClient()
 //	if err != nil { ... }
 //	defer c.Close()

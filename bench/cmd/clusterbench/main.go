@@ -11,6 +11,8 @@
 //	go run ./cmd/clusterbench                 # from the bench module
 //	go run ./cmd/clusterbench -sizes 1024 -duration 3s
 //	go run ./cmd/clusterbench -sizes 1024 -only getmany   # GetMany of 100 keys against 100 Gets
+//	go run ./cmd/clusterbench -sizes 1024 -only transport -pipeline 1   # pipelined peer.Client
+//	go run ./cmd/clusterbench -sizes 1024 -only transport -syscalls     # and system calls per request
 package main
 
 import (
@@ -29,18 +31,22 @@ import (
 )
 
 var (
-	role       = flag.String("role", "", "internal: run as a child (echo, node, gcnode)")
-	sizeFlag   = flag.Int("size", 1024, "internal: value size of a child")
-	sizesFlag  = flag.String("sizes", "1024,65536", "value sizes to measure, comma-separated")
-	keysFlag   = flag.Int("keys", 3000, "keys in the measured set")
-	samples    = flag.Int("samples", 20000, "requests of the single-caller latency run")
-	duration   = flag.Duration("duration", 2*time.Second, "length of each 16-caller throughput run")
-	callers    = flag.Int("callers", 16, "concurrent callers of the throughput run")
-	coldKeys   = flag.Int("coldkeys", 2000, "keys of the cold-fill run")
-	roundsFlag = flag.Int("rounds", 3, "rounds; every system is measured once per round")
-	only       = flag.String("only", "", "measure only the systems whose name contains this")
-	cpuprof    = flag.String("cpuprofile", "", "write a CPU profile of the measuring process")
-	batchFlag  = flag.Int("batch", 100, "keys per GetMany in the GetMany comparison; 0 skips it")
+	role         = flag.String("role", "", "internal: run as a child (echo, node, gcnode)")
+	sizeFlag     = flag.Int("size", 1024, "internal: value size of a child")
+	sizesFlag    = flag.String("sizes", "1024,65536", "value sizes to measure, comma-separated")
+	keysFlag     = flag.Int("keys", 3000, "keys in the measured set")
+	samples      = flag.Int("samples", 20000, "requests of the single-caller latency run")
+	duration     = flag.Duration("duration", 2*time.Second, "length of each 16-caller throughput run")
+	callers      = flag.Int("callers", 16, "concurrent callers of the throughput run")
+	coldKeys     = flag.Int("coldkeys", 2000, "keys of the cold-fill run")
+	roundsFlag   = flag.Int("rounds", 3, "rounds; every system is measured once per round")
+	only         = flag.String("only", "", "measure only the systems whose name contains this")
+	cpuprof      = flag.String("cpuprofile", "", "write a CPU profile of the measuring process")
+	batchFlag    = flag.Int("batch", 100, "keys per GetMany in the GetMany comparison; 0 skips it")
+	syscallsFlag = flag.Bool("syscalls", false, "also report the read and write system calls per request of the 16-caller run, "+
+		"in the measuring process and in the server processes (Linux /proc/PID/io)")
+	pipeline = flag.Int("pipeline", -1, "pipelined connections per peer of the measuring node's peer.Client and of the bare one "+
+		"(peer.WithPipelining); 0: one request per connection; -1: the peer package's default")
 )
 
 func main() {
@@ -161,6 +167,13 @@ func main() {
 				med(ratio(get(sp.name, ops16), get("floor2", ops16))),
 				med(ratio(get(sp.name, ops16), get("gc", ops16))))
 		}
+		if *syscallsFlag {
+			var names []string
+			for _, sp := range specs {
+				names = append(names, sp.name)
+			}
+			printSyscalls(size, rounds, names)
+		}
 	}
 
 	fmt.Printf("\ncold fill: 3 nodes (3 child processes) ask for the same %d fresh keys at once, %d goroutines each\n\n", *coldKeys, *callers)
@@ -188,11 +201,16 @@ type system interface {
 type stat struct {
 	p50, p99 time.Duration
 	ops      float64
+	requests int
 }
 
 type result struct {
 	name          string
 	single, multi stat
+	// System calls per request of the 16-caller run (-syscalls): client reads, client writes,
+	// server reads, server writes.
+	sys   [4]float64
+	sysOK bool
 }
 
 func measureSystem(s system) result {
@@ -207,8 +225,10 @@ func measureSystem(s system) result {
 		}
 	}
 	single := run(s, keys, 1, *samples, 0)
+	before := readIO(s)
 	multi := run(s, keys, *callers, 0, *duration)
-	return result{name: s.name(), single: single, multi: multi}
+	sys, sysOK := perRequest(before, readIO(s), multi.requests)
+	return result{name: s.name(), single: single, multi: multi, sys: sys, sysOK: sysOK}
 }
 
 // run makes callers goroutines issue gets until count requests in all (count > 0) or for d.
@@ -248,10 +268,41 @@ func run(s system, keys []int, callers, count int, d time.Duration) stat {
 	}
 	slices.Sort(all)
 	return stat{
-		p50: all[len(all)/2],
-		p99: all[len(all)*99/100],
-		ops: float64(len(all)) / elapsed.Seconds(),
+		p50:      all[len(all)/2],
+		p99:      all[len(all)*99/100],
+		ops:      float64(len(all)) / elapsed.Seconds(),
+		requests: len(all),
 	}
+}
+
+// printSyscalls prints the system calls per request of the 16-caller runs of the systems named,
+// medians over the rounds.
+func printSyscalls(size int, rounds []map[string]result, names []string) {
+	fmt.Printf("\n%s, %d callers: read and write system calls per request (EAGAIN included), medians over the rounds\n\n", sizeName(size), *callers)
+	fmt.Println("| system | client reads | client writes | server reads | server writes |")
+	fmt.Println("|---|---|---|---|---|")
+	for _, name := range names {
+		var cols [4][]float64
+		label := ""
+		for _, rd := range rounds {
+			if r, ok := rd[name]; ok && r.sysOK {
+				label = r.name
+				for i := range cols {
+					cols[i] = append(cols[i], r.sys[i])
+				}
+			}
+		}
+		if label == "" {
+			continue
+		}
+		fmt.Printf("| %s |", label)
+		for _, c := range cols {
+			slices.Sort(c)
+			fmt.Printf(" %.2f |", c[len(c)/2])
+		}
+		fmt.Println()
+	}
+	fmt.Println()
 }
 
 func nan() float64 { var zero float64; return zero / zero }

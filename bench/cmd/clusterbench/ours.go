@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -27,10 +28,10 @@ type ourNode struct {
 	loads atomic.Int64
 }
 
-func newOurNode(self string, size int, opts ...groupcache.Option) *ourNode {
+func newOurNode(self string, size int, nodeOpts []groupcache.NodeOption, opts ...groupcache.Option) *ourNode {
 	quiet := slog.New(slog.DiscardHandler)
 	n := &ourNode{}
-	node, err := groupcache.NewNode(self, groupcache.WithNodeLogger(quiet))
+	node, err := groupcache.NewNode(self, append([]groupcache.NodeOption{groupcache.WithNodeLogger(quiet)}, nodeOpts...)...)
 	fatalIf(err)
 	n.node = node
 	n.cache, err = groupcache.New[string, []byte](cacheName, groupcache.LoaderFunc[string, []byte](
@@ -91,7 +92,7 @@ func fill(keys, goroutines int, get func(string) error) error {
 
 func runNodeChild(size int) {
 	l := listenLoopback()
-	n := newOurNode(l.Addr().String(), size)
+	n := newOurNode(l.Addr().String(), size, nil)
 	serveUntilStdinCloses(l, n.handler())
 	n.cache.Close()
 	n.node.Close()
@@ -109,7 +110,8 @@ func startOurCluster(size int) *ourCluster {
 	l := listenLoopback()
 	// The measuring node keeps no copies of remote values, so every Get of a remote key is a
 	// remote hit.
-	local := newOurNode(l.Addr().String(), size, groupcache.WithHotFraction(0))
+	local := newOurNode(l.Addr().String(), size, []groupcache.NodeOption{groupcache.WithClientOptions(clientOptions()...)},
+		groupcache.WithHotFraction(0))
 	srv := &http.Server{Handler: local.handler()}
 	go srv.Serve(l)
 	c := &ourCluster{local: local, children: []*child{startChild("node", size), startChild("node", size)}}
@@ -134,7 +136,7 @@ type ours struct{ *ourCluster }
 
 func newOurs(size int) *ours { return &ours{startOurCluster(size)} }
 
-func (o *ours) name() string { return "this library" }
+func (o *ours) name() string { return "this library" + pipelineName() }
 
 func (o *ours) remoteKeys(n int) []int {
 	ring, err := hash.NewRing(o.addrs)
@@ -166,7 +168,7 @@ type transportOnly struct {
 }
 
 func newTransportOnly(size int) *transportOnly {
-	client, err := peer.NewClient()
+	client, err := peer.NewClient(clientOptions()...)
 	fatalIf(err)
 	t := &transportOnly{ours: newOurs(size), client: client}
 	t.ring, err = hash.NewRing(t.addrs)
@@ -174,7 +176,25 @@ func newTransportOnly(size int) *transportOnly {
 	return t
 }
 
-func (t *transportOnly) name() string { return "peer.Client alone" }
+func (t *transportOnly) name() string { return "peer.Client alone" + pipelineName() }
+
+// clientOptions are the options of the measuring node's peer.Client and of the bare one (-pipeline).
+func clientOptions() []peer.ClientOption {
+	if *pipeline < 0 {
+		return nil
+	}
+	return []peer.ClientOption{peer.WithPipelining(*pipeline)}
+}
+
+func pipelineName() string {
+	switch {
+	case *pipeline == 0:
+		return ", not pipelined"
+	case *pipeline > 0:
+		return fmt.Sprintf(", pipelined over %d conns/peer", *pipeline)
+	}
+	return ""
+}
 
 func (t *transportOnly) get(_ int, i int) error {
 	k := []byte(keyName(i))

@@ -1,0 +1,36 @@
+//go:build !race
+
+package peer
+
+import (
+	"context"
+	"testing"
+)
+
+// TestPipelinedAllocs pins the allocations of a pipelined remote hit, client and server together:
+// the value only (the call's state is pooled), as without pipelining; a cancellable context adds
+// its context.AfterFunc.
+func TestPipelinedAllocs(t *testing.T) {
+	_, addr := startServer(t, valueBackend{Value{Data: random(1 << 10)}})
+	c := newClient(t, WithPipelining(1))
+	ctx := context.Background()
+	key := []byte("k")
+	if _, err := c.Get(ctx, addr, "c", key); err != nil { // dial
+		t.Fatal(err)
+	}
+	get := testing.AllocsPerRun(200, func() {
+		if _, err := c.Get(ctx, addr, "c", key); err != nil {
+			t.Fatal(err)
+		}
+	})
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	withCancel := testing.AllocsPerRun(200, func() {
+		if _, err := c.Get(cctx, addr, "c", key); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if get > 1 || withCancel > 4 {
+		t.Fatalf("Get: %v allocations, with a cancellable context: %v", get, withCancel)
+	}
+}

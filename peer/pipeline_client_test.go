@@ -1,0 +1,1176 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// echoBackend answers every op with replies derived from the request, so a client can check that
+// it got the reply to its own request: Get of k is "get:k", Peek "peek:k", the entries of GetMany
+// and PeekMany likewise; a key starting with "nf" is not found, one starting with "e-" fails with
+// StatusInternal and the key as message; Set, Remove and Clear succeed when the key (the first key, the generation) is
+// even-numbered and fail with StatusInternal and the key as message otherwise. hook, if set, is
+// called first with the (first) key of every request.
+type echoBackend struct {
+	hook func(ctx context.Context, key string)
+}
+
+func (b *echoBackend) enter(ctx context.Context, key string) {
+	if b.hook != nil {
+		b.hook(ctx, key)
+	}
+}
+
+func echoValue(prefix string, key []byte) (Value, error) {
+	if bytes.HasPrefix(key, []byte("nf")) {
+		return Value{}, fmt.Errorf("%s: %w", key, ErrNotFound)
+	}
+	if bytes.HasPrefix(key, []byte("e-")) {
+		return Value{}, errors.New(string(key))
+	}
+	return Value{Data: append([]byte(prefix), key...)}, nil
+}
+
+func (b *echoBackend) Get(ctx context.Context, _ string, key []byte) (Value, error) {
+	b.enter(ctx, string(key))
+	return echoValue("get:", key)
+}
+
+func (b *echoBackend) Peek(ctx context.Context, _ string, key []byte) (Value, error) {
+	b.enter(ctx, string(key))
+	return echoValue("peek:", key)
+}
+
+func (b *echoBackend) many(ctx context.Context, prefix string, keys [][]byte) ([]Result, error) {
+	b.enter(ctx, string(keys[0]))
+	rs := make([]Result, len(keys))
+	for i, k := range keys {
+		rs[i].Value, rs[i].Err = echoValue(prefix, k)
+	}
+	return rs, nil
+}
+
+func (b *echoBackend) GetMany(ctx context.Context, _ string, keys [][]byte) ([]Result, error) {
+	return b.many(ctx, "get:", keys)
+}
+
+func (b *echoBackend) PeekMany(ctx context.Context, _ string, keys [][]byte) ([]Result, error) {
+	return b.many(ctx, "peek:", keys)
+}
+
+// evenKey reports whether a key ends with an even number.
+func evenKey(key string) bool {
+	n, _ := strconv.Atoi(key[strings.LastIndexAny(key, "-:")+1:])
+	return n%2 == 0
+}
+
+func (b *echoBackend) ack(ctx context.Context, key string) error {
+	b.enter(ctx, key)
+	if evenKey(key) {
+		return nil
+	}
+	return errors.New(key)
+}
+
+func (b *echoBackend) Set(ctx context.Context, _ string, key []byte, v Value) error {
+	if string(v.Data) != "set:"+string(key) {
+		return fmt.Errorf("value %q for %q: %w", v.Data, key, ErrBadRequest)
+	}
+	return b.ack(ctx, string(key))
+}
+
+func (b *echoBackend) Remove(ctx context.Context, _ string, keys [][]byte) error {
+	return b.ack(ctx, string(keys[0]))
+}
+
+func (b *echoBackend) Clear(ctx context.Context, _ string, gen uint64) error {
+	return b.ack(ctx, "gen-"+strconv.FormatUint(gen, 10))
+}
+
+var (
+	_ BatchPeekBackend = (*echoBackend)(nil)
+	_ BatchBackend     = (*echoBackend)(nil)
+	_ PeekBackend      = (*echoBackend)(nil)
+	_ WriteBackend     = (*echoBackend)(nil)
+)
+
+// echoOp sends one request of op (0..6: Get, Peek, GetMany, PeekMany, Set, Remove, Clear) for
+// key number n on c, and checks that the outcome is the reply to that request. It returns the
+// error of the call when it is not an answer of the peer (ErrUnavailable, ...), nil otherwise.
+func echoOp(ctx context.Context, c *Client, addr string, op, n int) error {
+	key := fmt.Sprintf("k-%d", n)
+	switch n % 7 {
+	case 3:
+		key = fmt.Sprintf("nf-%d", n)
+	case 5:
+		key = fmt.Sprintf("e-%d", n)
+	}
+	answered := func(err error) bool {
+		var pe *Error
+		return errors.As(err, &pe) && pe.Status != StatusOK
+	}
+	// check checks the value (or error) v, err for key k.
+	check := func(prefix, k string, v Value, err error) error {
+		if err != nil && !answered(err) {
+			return err // not an answer: the caller decides
+		}
+		if strings.HasPrefix(k, "nf") {
+			if !errors.Is(err, ErrNotFound) {
+				return fmt.Errorf("%s%s: got %q, %v; want not found", prefix, k, v.Data, err)
+			}
+			return nil
+		}
+		if strings.HasPrefix(k, "e-") {
+			var pe *Error
+			if !errors.Is(err, ErrInternal) || !errors.As(err, &pe) || pe.Msg != k {
+				return fmt.Errorf("%s%s: got %q, %v; want the error %q", prefix, k, v.Data, err, k)
+			}
+			return nil
+		}
+		if err != nil || string(v.Data) != prefix+k {
+			return fmt.Errorf("%s%s: got %q, %v", prefix, k, v.Data, err)
+		}
+		return nil
+	}
+	wantValue := func(prefix string, v Value, err error) error { return check(prefix, key, v, err) }
+	wantBatch := func(prefix string, rs []Result, err error) error {
+		if err != nil {
+			if answered(err) {
+				return fmt.Errorf("%s many %s: %v", prefix, key, err)
+			}
+			return err
+		}
+		want := []string{key, "b" + key, "nf" + key}
+		if len(rs) != len(want) {
+			return fmt.Errorf("%s many %s: %d results", prefix, key, len(rs))
+		}
+		for i, k := range want {
+			if err := check(prefix, k, rs[i].Value, rs[i].Err); err != nil {
+				return fmt.Errorf("many, entry %d: %w", i, err)
+			}
+		}
+		return nil
+	}
+	wantAck := func(what, key string, err error) error {
+		if evenKey(key) {
+			if err != nil && answered(err) {
+				return fmt.Errorf("%s %s: %v", what, key, err)
+			}
+			return err
+		}
+		var pe *Error
+		if !errors.Is(err, ErrInternal) || !errors.As(err, &pe) || pe.Msg != key {
+			if err == nil || answered(err) {
+				return fmt.Errorf("%s %s: %v, want the peer's error %q", what, key, err, key)
+			}
+			return err
+		}
+		return nil
+	}
+	switch op % 7 {
+	case 0:
+		v, err := c.Get(ctx, addr, "c", []byte(key))
+		return wantValue("get:", v, err)
+	case 1:
+		v, err := c.Peek(ctx, addr, "c", []byte(key))
+		return wantValue("peek:", v, err)
+	case 2:
+		rs, err := c.GetMany(ctx, addr, "c", keysOf(key, "b"+key, "nf"+key))
+		return wantBatch("get:", rs, err)
+	case 3:
+		rs, err := c.PeekMany(ctx, addr, "c", keysOf(key, "b"+key, "nf"+key))
+		return wantBatch("peek:", rs, err)
+	case 4:
+		return wantAck("set", key, c.Set(ctx, addr, "c", []byte(key), Value{Data: []byte("set:" + key)}))
+	case 5:
+		return wantAck("remove", key, c.Remove(ctx, addr, "c", keysOf(key, "x")))
+	default:
+		return wantAck("clear", fmt.Sprintf("gen-%d", n+1), c.Clear(ctx, addr, "c", uint64(n+1)))
+	}
+}
+
+// pipelinedOps are the ops of echoOp that a pipelined client pipelines (all but Peek and
+// PeekMany, which go one request per connection).
+var pipelinedOps = []int{0, 2, 4, 5, 6}
+
+// pipeOp returns the i-th of pipelinedOps, round robin.
+func pipeOp(i int) int { return pipelinedOps[i%len(pipelinedOps)] }
+
+// connCounter counts the Write and Read calls on the connections it wraps, and the bytes read;
+// beforeWrite, when set, is called before each Write.
+type connCounter struct {
+	writes, reads, bytesRead atomic.Int64
+	beforeWrite              atomic.Value // func()
+}
+
+type countedConn struct {
+	net.Conn
+	n *connCounter
+}
+
+func (c *countedConn) Write(b []byte) (int, error) {
+	c.n.writes.Add(1)
+	if f, ok := c.n.beforeWrite.Load().(func()); ok {
+		f()
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *countedConn) Read(b []byte) (int, error) {
+	c.n.reads.Add(1)
+	n, err := c.Conn.Read(b)
+	c.n.bytesRead.Add(int64(n))
+	return n, err
+}
+
+// countedListener wraps the connections it accepts in countedConns.
+type countedListener struct {
+	net.Listener
+	n *connCounter
+}
+
+func (l countedListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countedConn{Conn: nc, n: l.n}, nil
+}
+
+// startCountedServer serves b like startServer, counting the reads and writes of its
+// connections (the upgrade handshake's included).
+func startCountedServer(t testing.TB, b Backend) (*Server, *connCounter, string) {
+	t.Helper()
+	s, err := NewServer(b, WithServerLogger(quietLogger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &connCounter{}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(countedListener{Listener: l, n: n}) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-done; !errors.Is(err, ErrClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return s, n, l.Addr().String()
+}
+
+// pipelined returns a client with one pipelined connection per peer whose connections are counted.
+func pipelined(t testing.TB, opts ...ClientOption) (*Client, *connCounter) {
+	t.Helper()
+	c := newClient(t, append([]ClientOption{WithPipelining(1)}, opts...)...)
+	n := &connCounter{}
+	c.wrapConn = func(nc net.Conn) net.Conn { return &countedConn{Conn: nc, n: n} }
+	return c, n
+}
+
+// waitUntil waits, yielding, until cond holds (it fails the test after 10 s). cond reads state
+// that other goroutines change without telling the test.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		runtime.Gosched()
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// onlyPipe returns the single pipelined connection of the client to addr.
+func onlyPipe(t testing.TB, c *Client, addr string) *pipeConn {
+	t.Helper()
+	p := c.pool(addr)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var live []*pipeConn
+	for _, pc := range p.pipes {
+		if !pc.dead.Load() {
+			live = append(live, pc)
+		}
+	}
+	if len(live) != 1 {
+		t.Fatalf("%d pipelined connections", len(live))
+	}
+	return live[0]
+}
+
+// queued returns the number of calls queued on pc, and how many of them are still waiting.
+func (pc *pipeConn) queued() (n, live int) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.rn, pc.live
+}
+
+// gate blocks the backend's requests for chosen keys until released.
+type gate struct {
+	mu      sync.Mutex
+	keys    map[string]chan struct{}
+	entered chan string
+}
+
+func newGate(keys ...string) *gate {
+	g := &gate{keys: map[string]chan struct{}{}, entered: make(chan string, 64)}
+	for _, k := range keys {
+		g.keys[k] = make(chan struct{})
+	}
+	return g
+}
+
+func (g *gate) hook(ctx context.Context, key string) {
+	g.mu.Lock()
+	ch := g.keys[key]
+	g.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	g.entered <- key
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+}
+
+func (g *gate) release(key string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ch := g.keys[key]; ch != nil {
+		close(ch)
+		delete(g.keys, key)
+	}
+}
+
+func (g *gate) releaseAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, ch := range g.keys {
+		close(ch)
+		delete(g.keys, k)
+	}
+}
+
+// TestPipelinedOpsManyCallers: many goroutines send every pipelined op through one pipelined
+// connection and each gets the reply to its own request; requests share writes and reads, on both
+// sides.
+func TestPipelinedOpsManyCallers(t *testing.T) {
+	_, srv, addr := startCountedServer(t, &echoBackend{})
+	c, cli := pipelined(t)
+	const goroutines, each = 32, 70
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				n := g*each + i
+				if err := echoOp(context.Background(), c, addr, pipeOp(n), n/5); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := c.Stats()
+	const requests = goroutines * each
+	t.Logf("%d requests: client %d writes, %d reads; server %d reads, %d writes; %+v",
+		requests, cli.writes.Load(), cli.reads.Load(), srv.reads.Load(), srv.writes.Load(), st)
+	if st.Dials != 1 || st.Requests != requests || st.Retries != 0 || st.OpenConns != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if st.SharedWrites == 0 || st.SharedReads == 0 || cli.writes.Load() >= requests || srv.reads.Load() >= requests ||
+		srv.writes.Load() >= requests {
+		t.Fatalf("no sharing: client %d writes; server %d reads, %d writes; %+v",
+			cli.writes.Load(), srv.reads.Load(), srv.writes.Load(), st)
+	}
+}
+
+// TestPipelinedWritesCombine holds a write in progress while requests queue up: they go out
+// together in the next write, the server answers them with one write, and one read of the client
+// brings all the replies.
+func TestPipelinedWritesCombine(t *testing.T) {
+	_, srv, addr := startCountedServer(t, &echoBackend{})
+	c, cli := pipelined(t)
+	if err := echoOp(context.Background(), c, addr, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	pc := onlyPipe(t, c, addr)
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	cli.beforeWrite.Store(func() {
+		once.Do(func() {
+			close(held)
+			<-release
+		})
+	})
+	const n = 20
+	errs := make(chan error, n+1)
+	go func() { errs <- echoOp(context.Background(), c, addr, 0, 1000) }()
+	<-held // the first request's write is in progress
+	for i := range n {
+		go func() { errs <- echoOp(context.Background(), c, addr, pipeOp(i), i) }()
+	}
+	waitUntil(t, "all the requests are queued", func() bool { q, _ := pc.queued(); return q == n+1 })
+	w0, sw0, sr0, r0 := cli.writes.Load(), srv.writes.Load(), srv.reads.Load(), cli.reads.Load()
+	close(release)
+	for range n + 1 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	st := c.Stats()
+	t.Logf("client %d writes, %d reads; server %d reads, %d writes; %+v", cli.writes.Load()-w0,
+		cli.reads.Load()-r0, srv.reads.Load()-sr0, srv.writes.Load()-sw0, st)
+	// The write held (counted before it was held), then one write for the n requests.
+	if got := cli.writes.Load() - w0; got != 1 || st.SharedWrites != n {
+		t.Fatalf("%d writes after the held one, %d shared writes; want 1 and %d", got, st.SharedWrites, n)
+	}
+	// The server reads the n requests at once (a few reads at most) and answers them together.
+	if got := srv.writes.Load() - sw0; got > 4 {
+		t.Fatalf("server: %d writes for %d requests", got, n+1)
+	}
+	if st.SharedReads < n/2 {
+		t.Fatalf("%d replies read by another caller", st.SharedReads)
+	}
+}
+
+// TestPipelinedLateReplyMovesOthers: a request whose deadline passes while the peer has not
+// answered it (the backend holds that key) fails alone with a timeout; the requests queued behind
+// it on its connection are sent again on a new connection and succeed, and the old connection,
+// with nobody waiting on it, is closed.
+func TestPipelinedLateReplyMovesOthers(t *testing.T) {
+	g := newGate("slow")
+	defer g.releaseAll()
+	_, addr := startServer(t, &echoBackend{hook: g.hook})
+	c, _ := pipelined(t)
+	if err := echoOp(context.Background(), c, addr, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	pc := onlyPipe(t, c, addr)
+	slow := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, err := c.Get(ctx, addr, "c", []byte("slow"))
+		slow <- err
+	}()
+	<-g.entered
+	const n = 10
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- echoOp(context.Background(), c, addr, pipeOp(i), i) }()
+	}
+	waitUntil(t, "all the requests are queued", func() bool { q, _ := pc.queued(); return q == n+1 })
+	err := <-slow
+	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
+		t.Errorf("the late request returned after %v", d)
+	}
+	checkErr(t, err, addr, ErrUnavailable)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%v does not match context.DeadlineExceeded", err)
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if st := c.Stats(); st.Dials != 2 || st.Retries != n || st.OpenConns != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if !pc.dead.Load() || !pc.draining.Load() {
+		t.Fatal("the connection of the late reply is still open")
+	}
+	if err := echoOp(context.Background(), c, addr, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPipelinedTimeout: with WithTimeout, a request that gets no reply fails at its deadline with
+// a timeout; its connection is replaced.
+func TestPipelinedTimeout(t *testing.T) {
+	g := newGate("slow")
+	defer g.releaseAll()
+	_, addr := startServer(t, &echoBackend{hook: g.hook})
+	c, _ := pipelined(t, WithTimeout(200*time.Millisecond))
+	if err := echoOp(context.Background(), c, addr, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := c.Get(context.Background(), addr, "c", []byte("slow"))
+	if d := time.Since(start); d < 150*time.Millisecond || d > 2*time.Second {
+		t.Errorf("timed out after %v", d)
+	}
+	checkErr(t, err, addr, ErrUnavailable)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("%v is not a timeout", err)
+	}
+	if err := echoOp(context.Background(), c, addr, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Dials != 2 || st.OpenConns != 1 || st.Retries != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestPipelinedCancel cancels requests in flight: the reader (the first request, whose reply the
+// backend holds) and one in the middle of the queue. Both return at once with the context's
+// error; the others get their replies when the backend goes on, on the same connection.
+func TestPipelinedCancel(t *testing.T) {
+	g := newGate("slow")
+	defer g.releaseAll()
+	_, addr := startServer(t, &echoBackend{hook: g.hook})
+	c, _ := pipelined(t)
+	if err := echoOp(context.Background(), c, addr, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	pc := onlyPipe(t, c, addr)
+	readerCtx, cancelReader := context.WithCancel(context.Background())
+	defer cancelReader()
+	readerErr := make(chan error, 1)
+	go func() {
+		_, err := c.Get(readerCtx, addr, "c", []byte("slow"))
+		readerErr <- err
+	}()
+	<-g.entered
+	isReader := func() bool {
+		pc.mu.Lock()
+		defer pc.mu.Unlock()
+		return pc.rn > 0 && pc.reader == pc.at(0)
+	}
+	waitUntil(t, "the first request reads", isReader)
+	const n = 8
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- echoOp(context.Background(), c, addr, pipeOp(i), i) }()
+	}
+	waitUntil(t, "the requests are queued", func() bool { q, _ := pc.queued(); return q == n+1 })
+	middleCtx, cancelMiddle := context.WithCancel(context.Background())
+	defer cancelMiddle()
+	middleErr := make(chan error, 1)
+	go func() {
+		_, err := c.Get(middleCtx, addr, "c", []byte("k-2"))
+		middleErr <- err
+	}()
+	waitUntil(t, "the middle request is queued", func() bool { q, _ := pc.queued(); return q == n+2 })
+	if !isReader() {
+		t.Fatal("the first request does not hold the reader role")
+	}
+
+	for _, tc := range []struct {
+		cancel func()
+		done   chan error
+	}{{cancelReader, readerErr}, {cancelMiddle, middleErr}} {
+		start := time.Now()
+		tc.cancel()
+		err := <-tc.done
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("cancelled request returned after %v", d)
+		}
+		checkErr(t, err, addr, ErrUnavailable)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("%v does not match context.Canceled", err)
+		}
+	}
+	if q, live := pc.queued(); q != n+2 || live != n {
+		t.Fatalf("%d queued, %d waiting; want %d and %d", q, live, n+2, n)
+	}
+	g.release("slow")
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if err := echoOp(context.Background(), c, addr, 0, 4); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Dials != 1 || st.OpenConns != 1 || st.Retries != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if q, live := pc.queued(); q != 0 || live != 0 {
+		t.Fatalf("%d queued, %d waiting after every reply", q, live)
+	}
+}
+
+// TestPipelinedPeeksNotPipelined: Peek and PeekMany, which a node sends while it serves a peer's
+// request (hand-off), go one request per connection on a pipelining client: they are answered
+// even while the pipelined connection waits behind a slow request.
+func TestPipelinedPeeksNotPipelined(t *testing.T) {
+	g := newGate("slow")
+	defer g.releaseAll()
+	_, addr := startServer(t, &echoBackend{hook: g.hook})
+	c, _ := pipelined(t)
+	slow := make(chan error, 1)
+	go func() { _, err := c.Get(context.Background(), addr, "c", []byte("slow")); slow <- err }()
+	<-g.entered
+	pc := onlyPipe(t, c, addr)
+	for i := range 10 {
+		if err := echoOp(ctxTimeout(t, 2*time.Second), c, addr, 1+2*(i%2), i); err != nil { // Peek, PeekMany
+			t.Fatal(err)
+		}
+	}
+	if q, _ := pc.queued(); q != 1 {
+		t.Fatalf("%d requests on the pipelined connection", q)
+	}
+	if st := c.Stats(); st.Dials != 2 || st.Requests != 11 {
+		t.Fatalf("stats %+v", st)
+	}
+	g.release("slow")
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hostileFirst starts a server whose first connection reads n requests and then runs bad (the
+// connection is closed when it returns); later connections answer honestly.
+func hostileFirst(t *testing.T, n int, bad func(h *hostileConn, reqs []Request)) string {
+	var conns atomic.Int64
+	return hostile(t, func(h *hostileConn) {
+		if !h.upgrade() {
+			return
+		}
+		if conns.Add(1) == 1 {
+			var reqs []Request
+			for len(reqs) < n {
+				req, err := h.readRequest()
+				if err != nil {
+					return
+				}
+				reqs = append(reqs, req)
+			}
+			bad(h, reqs)
+			return
+		}
+		for {
+			req, err := h.readRequest()
+			if err != nil {
+				return
+			}
+			h.writeFrame(honestReply(req))
+		}
+	})
+}
+
+// TestPipelinedBrokenConnection: a peer that sends garbage, a reply of another version, a frame
+// over the limit, or closes the connection, fails every request in flight on the connection with
+// the error a one-request connection would report; the next request gets a new connection.
+func TestPipelinedBrokenConnection(t *testing.T) {
+	hit := AppendResponse(nil, &Response{Value: Value{Data: []byte("value")}})
+	cases := []struct {
+		name    string
+		bad     func(h *hostileConn, reqs []Request)
+		want    error
+		ok      int // requests that succeed (the first ones, or retried ones)
+		retries int64
+	}{
+		{"garbage frame", func(h *hostileConn, _ []Request) {
+			h.writeFrame([]byte{Version, 0, 0xf0, 0, 0})
+			h.drain()
+		}, ErrProtocol, 0, 0},
+		{"newer version", func(h *hostileConn, _ []Request) {
+			f := bytes.Clone(hit)
+			f[0] = Version + 1
+			h.writeFrame(f)
+			h.drain()
+		}, ErrVersion, 0, 0},
+		{"huge length prefix", func(h *hostileConn, _ []Request) {
+			h.nc.Write([]byte{0xff, 0xff, 0xff, 0xff, 1, 2, 3})
+			h.drain()
+		}, ErrTooLarge, 0, 0},
+		{"garbage after a good reply", func(h *hostileConn, reqs []Request) {
+			h.writeFrame(honestReply(reqs[0]))
+			h.writeFrame([]byte{Version, 0, 0, 0xde, 0xad})
+			h.drain()
+		}, ErrProtocol, 1, 0},
+		{"closes mid-reply", func(h *hostileConn, _ []Request) {
+			h.nc.Write(binary.BigEndian.AppendUint32(nil, uint32(len(hit))))
+			h.nc.Write(hit[:len(hit)-2])
+		}, io.ErrUnexpectedEOF, 0, 0},
+		{"closes without a reply", func(h *hostileConn, _ []Request) {}, ErrUnavailable, 0, 0},
+		// A connection that has answered and is closed before any byte of the next replies:
+		// those requests are sent again.
+		{"closes after a reply", func(h *hostileConn, reqs []Request) {
+			h.writeFrame(honestReply(reqs[0]))
+		}, nil, 5, 4},
+	}
+	const n = 5
+	for _, tc := range cases {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			addr := hostileFirst(t, n, tc.bad)
+			c, _ := pipelined(t, WithTimeout(2*time.Second))
+			// The first request dials; the others wait for the dial and share the connection.
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			first := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					if i > 0 {
+						<-first
+					}
+					_, errs[i] = c.Get(context.Background(), addr, "c", []byte(fmt.Sprint("k", i)))
+				})
+				if i == 0 {
+					p := c.pool(addr)
+					waitUntil(t, "the first request dials", func() bool {
+						p.mu.Lock()
+						defer p.mu.Unlock()
+						return p.dialing == 1 || len(p.pipes) == 1
+					})
+					close(first)
+				}
+			}
+			wg.Wait()
+			ok := 0
+			for _, err := range errs {
+				if err == nil {
+					ok++
+					continue
+				}
+				var pe *Error
+				if !errors.As(err, &pe) || pe.Peer != addr || pe.Op != OpGet || !errors.Is(err, tc.want) {
+					t.Fatalf("%v: want an *Error of %s matching %v", err, addr, tc.want)
+				}
+				if errors.Is(tc.want, ErrUnavailable) != errors.Is(err, ErrUnavailable) && tc.want != io.ErrUnexpectedEOF {
+					t.Fatalf("%v: matches ErrUnavailable: %v", err, errors.Is(err, ErrUnavailable))
+				}
+				if tc.want == io.ErrUnexpectedEOF && !errors.Is(err, ErrUnavailable) {
+					t.Fatalf("%v does not match ErrUnavailable", err)
+				}
+				t.Log(err)
+			}
+			if ok != tc.ok {
+				t.Fatalf("%d requests succeeded, want %d: %v", ok, tc.ok, errs)
+			}
+			if st := c.Stats(); st.Retries != tc.retries || st.Dials < 1 {
+				t.Fatalf("stats %+v", st)
+			}
+			if v, err := c.Get(context.Background(), addr, "c", []byte("again")); err != nil || string(v.Data) != "value" {
+				t.Fatalf("after the broken connection: %q, %v", v.Data, err)
+			}
+			if st := c.Stats(); st.Dials != 2 || st.OpenConns != 1 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
+// TestPipelinedReaderLeavesMidReply: the reader's context ends while it is in the middle of a
+// reply (the peer sent half of a large value and stalls). It returns at once; the next reader
+// resumes the frame where it stopped, drops it, and reads its own reply.
+func TestPipelinedReaderLeavesMidReply(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
+	halfSent, goOn := make(chan struct{}), make(chan struct{})
+	addr := hostile(t, func(h *hostileConn) {
+		if !h.upgrade() {
+			return
+		}
+		var reqs []Request
+		for len(reqs) < 2 {
+			req, err := h.readRequest()
+			if err != nil {
+				return
+			}
+			reqs = append(reqs, req)
+		}
+		f := AppendResponse(nil, &Response{Value: Value{Data: big}})
+		f = append(binary.BigEndian.AppendUint32(nil, uint32(len(f))), f...)
+		h.nc.Write(f[:len(f)/2])
+		close(halfSent)
+		<-goOn
+		h.nc.Write(f[len(f)/2:])
+		h.writeFrame(honestReply(reqs[1]))
+		for {
+			req, err := h.readRequest()
+			if err != nil {
+				return
+			}
+			h.writeFrame(honestReply(req))
+		}
+	})
+	c, cli := pipelined(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Get(ctx, addr, "c", []byte("big"))
+		first <- err
+	}()
+	var pc *pipeConn
+	waitUntil(t, "the first request reads", func() bool {
+		p := c.pool(addr)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.pipes) == 0 {
+			return false
+		}
+		pc = p.pipes[0]
+		pc.mu.Lock()
+		defer pc.mu.Unlock()
+		return pc.rn == 1 && pc.reader == pc.at(0)
+	})
+	second := make(chan error, 1)
+	go func() {
+		v, err := c.Get(context.Background(), addr, "c", []byte("k"))
+		if err == nil && string(v.Data) != "value" {
+			err = fmt.Errorf("got %q", v.Data)
+		}
+		second <- err
+	}()
+	<-halfSent
+	waitUntil(t, "the client has read half of the value", func() bool { return cli.bytesRead.Load() > int64(len(big)/2) })
+	start := time.Now()
+	cancel()
+	err := <-first
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the reader returned after %v", d)
+	}
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("%v: want ErrUnavailable and context.Canceled", err)
+	}
+	close(goOn)
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	// Once more, with nobody waiting when the reader leaves: the next request resumes alone.
+	if v, err := c.Get(context.Background(), addr, "c", []byte("k")); err != nil || string(v.Data) != "value" {
+		t.Fatalf("%q, %v", v.Data, err)
+	}
+	if st := c.Stats(); st.Dials != 1 || st.OpenConns != 1 || st.Retries != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestPipelinedWriterLeavesMidWrite: the writer's context ends while its write is blocked (the
+// peer does not read). It returns at once; a goroutine finishes the write, for the request queued
+// behind it, which gets its reply when the peer reads again.
+func TestPipelinedWriterLeavesMidWrite(t *testing.T) {
+	upgraded, startReading := make(chan struct{}), make(chan struct{})
+	addr := hostile(t, func(h *hostileConn) {
+		if !h.upgrade() {
+			return
+		}
+		close(upgraded)
+		<-startReading
+		for {
+			req, err := h.readRequest()
+			if err != nil {
+				return
+			}
+			h.writeFrame(honestReply(req))
+		}
+	})
+	defer func() {
+		select {
+		case <-startReading:
+		default:
+			close(startReading)
+		}
+	}()
+	c, _ := pipelined(t)
+	// More than the socket buffers of both sides hold.
+	value := bytes.Repeat([]byte("x"), 24<<20)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	setErr := make(chan error, 1)
+	go func() { setErr <- c.Set(ctx, addr, "c", []byte("k"), Value{Data: value}) }()
+	<-upgraded
+	var pc *pipeConn
+	waitUntil(t, "the Set writes", func() bool {
+		p := c.pool(addr)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.pipes) == 0 {
+			return false
+		}
+		pc = p.pipes[0]
+		pc.mu.Lock()
+		defer pc.mu.Unlock()
+		return pc.writer != nil && pc.writer == pc.at(0)
+	})
+	getErr := make(chan error, 1)
+	go func() {
+		v, err := c.Get(context.Background(), addr, "c", []byte("k"))
+		if err == nil && string(v.Data) != "value" {
+			err = fmt.Errorf("got %q", v.Data)
+		}
+		getErr <- err
+	}()
+	waitUntil(t, "the Get is queued", func() bool { q, _ := pc.queued(); return q == 2 })
+	start := time.Now()
+	cancel()
+	err := <-setErr
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("the writer returned after %v", d)
+	}
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("%v: want ErrUnavailable and context.Canceled", err)
+	}
+	close(startReading)
+	if err := <-getErr; err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Dials != 1 || st.OpenConns != 1 || st.BytesSent < int64(len(value)) {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestPipelinedDepth: a connection carries at most pipeDepth requests; beyond it, requests use
+// another connection (up to WithPipelining's number) or wait for room, within their deadline.
+func TestPipelinedDepth(t *testing.T) {
+	g := newGate("slow-0", "slow-1", "slow-2", "slow-3")
+	defer g.releaseAll()
+	_, addr := startServer(t, &echoBackend{hook: g.hook})
+	c, _ := pipelined(t, WithPipelining(2))
+	c.pipeDepth = 2
+	errs := make(chan error, 8)
+	get := func(ctx context.Context, key string) {
+		v, err := c.Get(ctx, addr, "c", []byte(key))
+		if err == nil && string(v.Data) != "get:"+key {
+			err = fmt.Errorf("%s: got %q", key, v.Data)
+		}
+		errs <- err
+	}
+	inFlight := func() (n int) {
+		p := c.pool(addr)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, pc := range p.pipes {
+			q, _ := pc.queued()
+			n += q
+		}
+		return n
+	}
+	// Two requests held by the backend: each on a connection of its own (the one with the
+	// fewest requests in flight, while there may be more connections).
+	go get(context.Background(), "slow-0")
+	<-g.entered
+	go get(context.Background(), "slow-1")
+	<-g.entered
+	if st := c.Stats(); st.Dials != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	// Two more fill both connections to the depth.
+	go get(context.Background(), "slow-2")
+	go get(context.Background(), "slow-3")
+	waitUntil(t, "four requests in flight", func() bool { return inFlight() == 4 })
+	// The next one waits, and gives up at its deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	get(ctx, "k-0")
+	err := <-errs
+	checkErr(t, err, addr, ErrUnavailable)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%v does not match context.DeadlineExceeded", err)
+	}
+	// Another waits until a reply makes room (on slow-0's connection, behind slow-2).
+	go get(context.Background(), "k-2")
+	waitUntil(t, "a request waits", func() bool { return c.Stats().Waits == 2 })
+	g.release("slow-0")
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the waiting request is queued", func() bool { return inFlight() == 4 })
+	g.releaseAll()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := c.Stats(); st.Dials != 2 || st.OpenConns != 2 || st.Waits != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestPipelinedValueOverLimit: a value over the client's limit fails its request alone; the
+// connection goes on carrying the others.
+func TestPipelinedValueOverLimit(t *testing.T) {
+	_, addr := startServer(t, &echoBackend{})
+	c, _ := pipelined(t, WithClientLimits(Limits{MaxValueBytes: 100}))
+	big := strings.Repeat("b", 200)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				key := fmt.Sprintf("k-%d", g*50+i)
+				if i%5 == 0 {
+					key = big
+				}
+				v, err := c.Get(context.Background(), addr, "c", []byte(key))
+				switch {
+				case key == big && !errors.Is(err, ErrTooLarge):
+					t.Errorf("big value: %v", err)
+				case key != big && (err != nil || string(v.Data) != "get:"+key):
+					t.Errorf("%s: %q, %v", key, v.Data, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if st := c.Stats(); st.Dials != 1 || st.OpenConns != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestPipelinedClientClose: Close ends the requests in flight with ErrClosed.
+func TestPipelinedClientClose(t *testing.T) {
+	g := newGate("slow")
+	defer g.releaseAll()
+	_, addr := startServer(t, &echoBackend{hook: g.hook})
+	c, _ := pipelined(t)
+	errs := make(chan error, 5)
+	go func() { _, err := c.Get(context.Background(), addr, "c", []byte("slow")); errs <- err }()
+	<-g.entered
+	pc := onlyPipe(t, c, addr)
+	for i := range 4 {
+		go func() { errs <- echoOp(context.Background(), c, addr, pipeOp(i), i) }()
+	}
+	waitUntil(t, "the requests are queued", func() bool { q, _ := pc.queued(); return q == 5 })
+	c.Close()
+	for range 5 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrClosed) {
+				t.Fatalf("%v does not match ErrClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a request in flight did not end at Close")
+		}
+	}
+	if st := c.Stats(); st.OpenConns != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := c.Get(context.Background(), addr, "c", []byte("k")); !errors.Is(err, ErrClosed) {
+		t.Fatal(err)
+	}
+}
+
+// TestPipelinedIdleAndStale: an idle pipelined connection is closed by the client's sweep; one
+// that the server closed is replaced, and the request sent again.
+func TestPipelinedIdleAndStale(t *testing.T) {
+	s, addr := startServer(t, &echoBackend{}, WithIdleTimeout(50*time.Millisecond))
+	c, _ := pipelined(t)
+	if err := echoOp(context.Background(), c, addr, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.sweep(time.Now().Add(DefaultIdleConnTimeout + time.Second))
+	if st := c.Stats(); st.OpenConns != 0 || st.Dials != 1 {
+		t.Fatalf("after the sweep: %+v", st)
+	}
+	if err := echoOp(context.Background(), c, addr, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the server closes the idle connection", func() bool { return s.Stats().ActiveConns == 0 })
+	if err := echoOp(context.Background(), c, addr, 0, 4); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Stats(); st.Dials != 3 || st.Retries != 1 || st.OpenConns != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestPipelinedStress: 64 goroutines send random ops through two pipelined connections of small
+// depth to a server that delays some requests, and cancel some requests or give them short
+// deadlines. Every reply is the one to its request, and every other failure is ErrUnavailable.
+func TestPipelinedStress(t *testing.T) {
+	b := &echoBackend{hook: func(ctx context.Context, key string) {
+		if h := len(key); h > 0 && key[h-1]%4 == 0 {
+			// Latency of the backend, as a real one has.
+			time.Sleep(time.Duration(key[h-1]%3) * time.Millisecond)
+		}
+	}}
+	_, addr := startServer(t, b)
+	c, _ := pipelined(t, WithPipelining(2), WithTimeout(time.Second))
+	c.pipeDepth = 8
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			for i := range 60 {
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				switch rng.IntN(6) {
+				case 0:
+					ctx, cancel = context.WithTimeout(context.Background(), time.Duration(rng.IntN(3000))*time.Microsecond)
+				case 1:
+					ctx, cancel = context.WithCancel(context.Background())
+					time.AfterFunc(time.Duration(rng.IntN(2000))*time.Microsecond, cancel)
+				}
+				err := echoOp(ctx, c, addr, rng.IntN(7), g*100+i)
+				cancel()
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errors.Is(err, ErrUnavailable):
+					failed.Add(1)
+				default:
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := c.Stats()
+	t.Logf("%d ok, %d unavailable; %+v", ok.Load(), failed.Load(), st)
+	if ok.Load() < 64*60/2 {
+		t.Fatalf("only %d requests succeeded", ok.Load())
+	}
+	// Nothing is left behind: every connection's queue holds abandoned calls only.
+	p := c.pool(addr)
+	p.mu.Lock()
+	for _, pc := range p.pipes {
+		pc.mu.Lock()
+		if pc.live != 0 || pc.reader != nil || pc.writing || int(pc.inflight.Load()) != pc.rn {
+			t.Errorf("connection left with %d waiting, reader %v, writing %v, %d in flight for %d queued",
+				pc.live, pc.reader != nil, pc.writing, pc.inflight.Load(), pc.rn)
+		}
+		pc.mu.Unlock()
+	}
+	waiters := len(p.pipeWaiters)
+	p.mu.Unlock()
+	if waiters != 0 {
+		t.Fatalf("%d waiters left", waiters)
+	}
+	for i := range 20 {
+		if err := echoOp(context.Background(), c, addr, i, i); err != nil { // Peek and PeekMany too
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestPipeliningOption(t *testing.T) {
+	for _, n := range []int{-1, 1025} {
+		if _, err := NewClient(WithPipelining(n)); !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("WithPipelining(%d): %v", n, err)
+		}
+	}
+	for _, n := range []int{0, 1, 1024} {
+		c, err := NewClient(WithPipelining(n))
+		if err != nil || c.pipeConns != n {
+			t.Errorf("WithPipelining(%d): %v", n, err)
+		}
+		c.Close()
+	}
+	c, err := NewClient()
+	if err != nil || c.pipeConns != DefaultPipelining {
+		t.Fatalf("default: %d, %v", c.pipeConns, err)
+	}
+	c.Close()
+}
