@@ -36,8 +36,24 @@ type Backend interface {
 	//
 	// key is only valid until Get returns: it aliases the connection's read buffer. ctx is
 	// cancelled when the connection ends or the Server is closed. A panic in Get is recovered
-	// and answered with StatusInternal.
+	// and answered with StatusInternal. The returned Value's Data must not change afterwards:
+	// the Server may write it after Get returned (and so for every method below that returns
+	// values).
 	Get(ctx context.Context, cache string, key []byte) (Value, error)
+}
+
+// InlineBackend is a Backend that can tell a Get it answers at once from one that may block. On a
+// multiplexed connection (UpgradeMultiplexed) the Server calls GetInline on the connection's
+// goroutine first, and only when it reports ok false calls Get on a goroutine of its own, so a
+// request that loads holds up none of the others and a hit costs no goroutine. Without it, every
+// Get of a multiplexed connection runs on its own goroutine.
+type InlineBackend interface {
+	Backend
+	// GetInline answers as Get would (a value, or an error such as one matching ErrNotFound)
+	// with ok true when it can do so without blocking: from memory, without loading, waiting or
+	// I/O. With ok false it has done nothing and Get is called. key is as for Get; a panic is
+	// recovered and answered with StatusInternal.
+	GetInline(cache string, key []byte) (v Value, ok bool, err error)
 }
 
 // PeekBackend is a Backend that also answers OpPeek: the value of key if this node holds it, an
@@ -129,6 +145,8 @@ type Server struct {
 	// own counters (see Stats).
 	totals   connCounters
 	upgrades atomic.Int64
+	muxConns atomic.Int64 // upgrades to the multiplexed framing
+	detached atomic.Int64 // requests of multiplexed connections served on their own goroutine
 }
 
 // connCounters are the counters of one upgraded connection, written by its goroutine only, so
@@ -179,8 +197,13 @@ type ServerStats struct {
 	BytesIn, BytesOut int64
 	// ActiveConns is the number of upgraded connections open now.
 	ActiveConns int64
-	// Upgrades is the number of connections upgraded since NewServer.
-	Upgrades int64
+	// Upgrades is the number of connections upgraded since NewServer; Multiplexed counts those
+	// upgraded to the multiplexed framing (UpgradeMultiplexed).
+	Upgrades, Multiplexed int64
+	// Detached is the number of requests of multiplexed connections that were served on a
+	// goroutine of their own (a load, a write, a batch) rather than answered at once on the
+	// connection's goroutine (a hit through InlineBackend, a Peek, a refusal).
+	Detached int64
 }
 
 // NewServer returns a Server that serves from b. Options are checked; the first invalid one is
@@ -249,13 +272,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "peer: an upgrade request must use GET", http.StatusMethodNotAllowed)
 			return
 		}
-		if !headerHasToken(r.Header, "Upgrade", UpgradeProtocol) {
-			w.Header().Set("Upgrade", UpgradeProtocol)
-			http.Error(w, fmt.Sprintf("peer: cannot upgrade to %q; this server speaks %s",
-				r.Header.Get("Upgrade"), UpgradeProtocol), http.StatusBadRequest)
+		proto := pickUpgrade(r.Header)
+		if proto == "" {
+			w.Header().Set("Upgrade", UpgradeMultiplexed+", "+UpgradeProtocol)
+			http.Error(w, fmt.Sprintf("peer: cannot upgrade to %q; this server speaks %s and %s",
+				r.Header.Get("Upgrade"), UpgradeMultiplexed, UpgradeProtocol), http.StatusBadRequest)
 			return
 		}
-		s.serveUpgrade(w)
+		s.serveUpgrade(w, proto)
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -265,6 +289,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.servePost(w, r)
+}
+
+// pickUpgrade returns the first token of the request's Upgrade header that the server speaks
+// (UpgradeMultiplexed or UpgradeProtocol), or "" for none.
+func pickUpgrade(h http.Header) string {
+	for _, v := range h.Values("Upgrade") {
+		for len(v) > 0 {
+			var t string
+			t, v, _ = strings.Cut(v, ",")
+			switch t = strings.TrimSpace(t); {
+			case strings.EqualFold(t, UpgradeMultiplexed):
+				return UpgradeMultiplexed
+			case strings.EqualFold(t, UpgradeProtocol):
+				return UpgradeProtocol
+			}
+		}
+	}
+	return ""
 }
 
 // headerHasToken reports whether a comma-separated header of h holds token (case-insensitive).
@@ -352,6 +394,11 @@ func (s *Server) handle(ctx context.Context, req *Request, c *connCounters, sc *
 		return Response{}
 	}
 	v, err := s.get(ctx, req, c)
+	return s.valueResponse(v, err)
+}
+
+// valueResponse is the reply to a Get or Peek the Backend answered with v or err.
+func (s *Server) valueResponse(v Value, err error) Response {
 	if err != nil {
 		return errorResponse(err)
 	}
@@ -499,7 +546,7 @@ const (
 	keepBuffer = 64 << 10
 )
 
-func (s *Server) serveUpgrade(w http.ResponseWriter) {
+func (s *Server) serveUpgrade(w http.ResponseWriter, proto string) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		http.Error(w, "peer: this connection cannot be upgraded (HTTP/2?); POST frames instead",
@@ -542,11 +589,15 @@ func (s *Server) serveUpgrade(w http.ResponseWriter) {
 
 	_ = nc.SetDeadline(time.Now().Add(s.idleTimeout))
 	if _, err := io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+
-		UpgradeProtocol+"\r\n\r\n"); err != nil {
+		proto+"\r\n\r\n"); err != nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
+	if proto == UpgradeMultiplexed {
+		c.serveMux(ctx, cancel)
+		return
+	}
 	c.serve(ctx)
 }
 
@@ -771,6 +822,8 @@ func (s *Server) Stats() ServerStats {
 		BytesOut:     sum.bytesOut.Load(),
 		ActiveConns:  active,
 		Upgrades:     s.upgrades.Load(),
+		Multiplexed:  s.muxConns.Load(),
+		Detached:     s.detached.Load(),
 	}
 	for i := range sum.byOp {
 		st.ByOp[i] = sum.byOp[i].Load()
