@@ -54,9 +54,10 @@ var _ Transport = (*Client)(nil)
 // wait for a free connection within their timeout and context. A connection whose exchange did
 // not complete (timeout, cancellation, malformed reply) is closed, never reused.
 //
-// With WithPipelining, requests to a peer share a few connections instead, many in flight on
-// each: requests that arrive together share writes, and their replies share reads (see
-// WithPipelining for how, and for what it costs when some requests are slow).
+// With WithPipelining, requests to a peer share a few multiplexed connections instead (framing 2,
+// replies in any order), many in flight on each: requests that arrive together share writes, and
+// their replies share reads (see WithPipelining). A peer that speaks framing 1 only is asked one
+// request per connection, as without the option.
 //
 // A Client is safe for concurrent use and holds no goroutine of its own (with pipelining, but
 // for a short-lived one that finishes a write blocked by the peer when its caller left).
@@ -69,8 +70,8 @@ type Client struct {
 	maxIdle         int
 	lim             Limits
 	dialer          net.Dialer
-	pipeConns       int // connections per peer of the pipelined mode; 0: pipelining off
-	pipeDepth       int // requests in flight per pipelined connection
+	pipeConns       int // multiplexed connections per peer; 0: pipelining off
+	pipeDepth       int // requests in flight per multiplexed connection (at most maxMuxDepth)
 	// wrapConn, when set (tests), wraps every connection after the upgrade handshake.
 	wrapConn func(net.Conn) net.Conn
 
@@ -89,6 +90,9 @@ type Client struct {
 	openConns atomic.Int64
 	waits     atomic.Int64
 	retries   atomic.Int64
+	muxConns  atomic.Int64
+	// framing1Fallbacks counts the multiplexed upgrades answered with framing 1.
+	framing1Fallbacks atomic.Int64
 }
 
 // ClientStats are counters of a Client since NewClient.
@@ -107,12 +111,12 @@ type ClientStats struct {
 	// OpenConns is the number of connections open now, idle or in use.
 	OpenConns int64
 	// Waits is the number of calls that found every connection to their peer in use (with
-	// pipelining: every connection with its 64 requests in flight) and waited for one.
+	// pipelining: every multiplexed connection with its 64 requests in flight) and waited for
+	// one.
 	Waits int64
 	// Retries is the number of requests sent again on a new connection because a reused one
 	// turned out to be closed by the peer before it answered; with pipelining also because
-	// their connection broke before their request was written, or because the peer was late
-	// with an earlier reply on it (see WithPipelining).
+	// their connection broke before their request was written.
 	Retries int64
 	// SharedWrites is the number of requests (pipelining only) whose frame went out in one
 	// write together with the frames of other requests.
@@ -120,6 +124,12 @@ type ClientStats struct {
 	// SharedReads is the number of requests (pipelining only) whose reply was read by the
 	// goroutine of another request on the same connection, and handed over.
 	SharedReads int64
+	// MuxConns is the number of open connections (counted in OpenConns too) on the
+	// multiplexed framing (pipelining only).
+	MuxConns int64
+	// Framing1Fallbacks is the number of connections dialed for pipelining whose peer answered
+	// that it speaks framing 1 only (an older server); see WithPipelining.
+	Framing1Fallbacks int64
 }
 
 // NewClient returns a Client. Options are checked; the first invalid one is returned as an error
@@ -337,12 +347,7 @@ func (c *Client) do(ctx context.Context, peer string, r *request) (Response, err
 	r.ctx, r.now, r.deadline, r.ctxDeadline = ctx, now, deadline, ctxDeadline
 	var resp Response
 	var err error
-	// Peek and PeekMany are a node's hand-off, which it sends while it serves a peer's request
-	// (a new owner asks the previous one before loading): queued on a pipelined connection, that
-	// request could wait behind requests that wait for the one being served (the peer serves a
-	// connection's requests one after the other), a cycle across nodes that only timeouts would
-	// break. They go one request per connection: the peer answers them on their own, from memory.
-	if c.pipeConns > 0 && r.Op != OpPeek && r.Op != OpPeekMany {
+	if c.pipeConns > 0 {
 		resp, err = p.pipeRoundTrip(r)
 	} else {
 		resp, err = p.roundTrip(r)
@@ -382,7 +387,7 @@ func (c *Client) Stats() ClientStats {
 			sent += cc.sent.Load()
 			recv += cc.recv.Load()
 		}
-		for _, pc := range p.pipes {
+		for _, pc := range p.muxes {
 			sent += pc.sent.Load()
 			recv += pc.recv.Load()
 			sharedW += pc.sharedWrites.Load()
@@ -406,6 +411,9 @@ func (c *Client) Stats() ClientStats {
 		Retries:       c.retries.Load(),
 		SharedWrites:  sharedW,
 		SharedReads:   sharedR,
+		MuxConns:      c.muxConns.Load(),
+
+		Framing1Fallbacks: c.framing1Fallbacks.Load(),
 	}
 }
 
@@ -457,12 +465,15 @@ type pool struct {
 	// Bytes sent and received on connections that were closed; open ones keep their own.
 	closedSent, closedRecv int64
 
-	// Pipelining (see pipeline_client.go).
-	pipes       []*pipeConn     // open (or just broken, until pruned) pipelined connections
-	dialing     int             // pipelined connections being dialed
-	pipeWaiters []chan struct{} // requests waiting for room on a pipelined connection
-	// Shared writes and reads counted on pipelined connections that were pruned.
+	// Pipelining (see mux_client.go).
+	muxes      []*muxClientConn // open (or just broken, until pruned) multiplexed connections
+	muxDialing int              // multiplexed connections being dialed
+	muxWaiters []chan struct{}  // requests waiting for room on a multiplexed connection
+	// Shared writes and reads counted on multiplexed connections that were pruned.
 	closedSharedWrites, closedSharedReads int64
+	// Unix nanoseconds until which the peer is taken to speak framing 1 only (it answered a
+	// multiplexed upgrade with framing 1); 0: not known to.
+	framing1Until int64
 }
 
 // clientConn is one upgraded connection to a peer.
@@ -691,9 +702,9 @@ func (p *pool) put(cc *clientConn, r *request) {
 }
 
 // pruneLocked closes the idle connections at the bottom of the list that have been idle too long,
-// and the pipelined connections on which no request has waited for as long.
+// and the multiplexed connections on which no request has waited for as long.
 func (p *pool) pruneLocked(now time.Time) {
-	p.prunePipesLocked(now)
+	p.pruneMuxesLocked(now)
 	k := 0
 	for k < len(p.idle) && now.Sub(p.idle[k].lastUsed) > p.c.idleConnTimeout {
 		p.discardLocked(p.idle[k])
@@ -734,7 +745,7 @@ func (p *pool) closeAll() {
 	}
 	clear(p.idle)
 	p.idle = p.idle[:0]
-	p.closePipesLocked()
+	p.closeMuxesLocked()
 }
 
 // netError describes a failure that is not an answer of the peer: ErrClosed when the client is
@@ -838,7 +849,8 @@ const (
 )
 
 // replyState is the progress of reading one reply frame. An I/O error leaves it where the read
-// stopped, so that the reading can be resumed, by the same goroutine or (pipelining) another.
+// stopped, so that the reading can be resumed, by the same goroutine or (multiplexed connections)
+// another.
 type replyState struct {
 	stage   uint8
 	batch   bool     // replyFill: the buffer is a whole GetMany or PeekMany frame
@@ -852,10 +864,9 @@ type replyState struct {
 	results []Result // replyDone: the Results of a GetMany or PeekMany
 }
 
-// readReply reads from br the reply frame to a request of op (with nkeys keys, for a batch), or
-// resumes st's frame. discard skips a frame not yet started without parsing it (its request
-// was abandoned). It is the reply-reading path of both the one-request-per-connection and the
-// pipelined exchanges.
+// readReply reads from br the framing-1 reply frame to a request of op (with nkeys keys, for a
+// batch), or resumes st's frame. discard skips a frame not yet started without parsing it (its
+// request was abandoned).
 //
 // When st.stage ends at replyDone the frame is consumed and the connection can carry the next
 // reply: resp is the reply (with its value, or for a batch st.results, in new memory) and err
@@ -863,12 +874,6 @@ type replyState struct {
 // err is either an *Error for malformed bytes from the peer (the connection must be closed), or
 // the I/O error that interrupted the read, st keeping its progress.
 func (p *pool) readReply(br *bufio.Reader, op Op, nkeys int, discard bool, st *replyState) (resp Response, err error) {
-	lim := &p.c.lim
-	peerError := func(err error) error {
-		pe := err.(*Error)
-		pe.Peer, pe.Op = p.addr, op
-		return pe
-	}
 	if st.stage == replyPrefix {
 		hdr, err := br.Peek(prefixLen)
 		if err != nil {
@@ -877,20 +882,43 @@ func (p *pool) readReply(br *bufio.Reader, op Op, nkeys int, discard bool, st *r
 		}
 		n := int(binary.BigEndian.Uint32(hdr))
 		_, _ = br.Discard(prefixLen)
-		st.n, st.read = n, 0
-		if n > lim.MaxFrameBytes {
-			st.stage = replyBad
-			return Response{}, &Error{Peer: p.addr, Op: op, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
-				Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, lim.MaxFrameBytes)}
+		if err := p.beginReply(st, n, op, discard); err != nil {
+			return Response{}, err
 		}
-		switch {
-		case discard:
-			st.stage, st.skip = replySkip, n
-		case op == OpGetMany || op == OpPeekMany:
-			st.stage, st.batch, st.want = replyFill, true, n
-		default:
-			st.stage = replyHead
-		}
+	}
+	return p.continueReply(br, op, nkeys, st)
+}
+
+// beginReply starts st on a reply frame of n bytes (after its prefix) to a request of op: it
+// checks n against the limits (an *Error, st.stage replyBad, for a frame over them). discard
+// skips the frame without parsing it.
+func (p *pool) beginReply(st *replyState, n int, op Op, discard bool) error {
+	lim := &p.c.lim
+	st.n, st.read = n, 0
+	if n > lim.MaxFrameBytes {
+		st.stage = replyBad
+		return &Error{Peer: p.addr, Op: op, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
+			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, lim.MaxFrameBytes)}
+	}
+	switch {
+	case discard:
+		st.stage, st.skip = replySkip, n
+	case op == OpGetMany || op == OpPeekMany:
+		st.stage, st.batch, st.want = replyFill, true, n
+	default:
+		st.stage = replyHead
+	}
+	return nil
+}
+
+// continueReply reads the rest of st's frame, past its prefix (see beginReply): it is the
+// reply-reading path of both framings, and returns as readReply does.
+func (p *pool) continueReply(br *bufio.Reader, op Op, nkeys int, st *replyState) (resp Response, err error) {
+	lim := &p.c.lim
+	peerError := func(err error) error {
+		pe := err.(*Error)
+		pe.Peer, pe.Op = p.addr, op
+		return pe
 	}
 	if st.stage == replyHead {
 		// The replies to Set, Remove and Clear are acknowledgments: no value, no flags.
@@ -1038,31 +1066,49 @@ func isClosedByPeer(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-// dial connects to the peer and upgrades the connection.
+// dial connects to the peer and upgrades the connection to framing 1.
 func (p *pool) dial(r *request) (*clientConn, error) {
-	nc, err := p.connect(r)
+	nc, _, err := p.connect(r, false)
 	if err != nil {
 		return nil, err
 	}
-	// armed stays zero: the handshake's deadline may have been poisoned by the end of ctx, so
-	// the first exchange sets its own.
-	cc := &clientConn{nc: nc, wbuf: make([]byte, 0, 512)}
-	cc.br = bufio.NewReaderSize(cc, clientReadBuffer)
-	cc.poison = func() { _ = nc.SetDeadline(aLongTimeAgo) }
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || p.c.closed.Load() {
 		nc.Close()
 		return nil, &Error{Peer: p.addr, Op: r.Op, Err: ErrClosed}
 	}
+	return p.addLocked(nc), nil
+}
+
+// addLocked makes nc, upgraded to framing 1, one of the pool's connections.
+func (p *pool) addLocked(nc net.Conn) *clientConn {
+	// armed stays zero: the handshake's deadline may have been poisoned by the end of ctx, so
+	// the first exchange sets its own.
+	cc := &clientConn{nc: nc, wbuf: make([]byte, 0, 512)}
+	cc.br = bufio.NewReaderSize(cc, clientReadBuffer)
+	cc.poison = func() { _ = nc.SetDeadline(aLongTimeAgo) }
 	p.all[cc] = struct{}{}
 	p.c.openConns.Add(1)
-	return cc, nil
+	return cc
+}
+
+// adoptLocked makes nc, a connection dialed for multiplexing that the peer upgraded to framing 1,
+// an idle connection of the pool, for the next request to take.
+func (p *pool) adoptLocked(nc net.Conn, now time.Time) {
+	cc := p.addLocked(nc)
+	if len(p.idle) >= p.c.maxIdle {
+		p.discardLocked(cc)
+		return
+	}
+	cc.lastUsed = now
+	p.idle = append(p.idle, cc)
 }
 
 // connect dials the peer and upgrades the connection, within the dial timeout and r's deadline
-// and context.
-func (p *pool) connect(r *request) (net.Conn, error) {
+// and context. With mux it offers the multiplexed framing and framing 1, otherwise framing 1
+// only; it returns the framing the peer chose (UpgradeMultiplexed or UpgradeProtocol).
+func (p *pool) connect(r *request, mux bool) (net.Conn, string, error) {
 	deadline := r.deadline
 	if d := time.Now().Add(p.c.dialTimeout); d.Before(deadline) {
 		deadline = d
@@ -1071,38 +1117,47 @@ func (p *pool) connect(r *request) (net.Conn, error) {
 	defer cancel()
 	nc, err := p.c.dialer.DialContext(ctx, "tcp", p.addr)
 	if err != nil {
-		return nil, p.netError(r, err, "dialing")
+		return nil, "", p.netError(r, err, "dialing")
 	}
 	p.c.dials.Add(1)
-	if err := p.handshake(ctx, nc, deadline); err != nil {
+	proto, err := p.handshake(ctx, nc, deadline, mux)
+	if err != nil {
 		nc.Close()
 		var pe *Error
 		if errors.As(err, &pe) {
-			return nil, pe
+			return nil, "", pe
 		}
-		return nil, p.netError(r, err, "upgrade handshake")
+		return nil, "", p.netError(r, err, "upgrade handshake")
 	}
 	if p.c.wrapConn != nil {
 		nc = p.c.wrapConn(nc)
 	}
-	return nc, nil
+	return nc, proto, nil
 }
+
+// offerMux is the Upgrade header of a client that speaks both framings, preferred first.
+const offerMux = UpgradeMultiplexed + ", " + UpgradeProtocol
 
 // maxHandshake bounds the bytes of a peer's answer to the upgrade request.
 const maxHandshake = 16 << 10
 
-// handshake sends the upgrade request and checks the answer. Errors that are the peer's fault are
-// *Error values; others are network errors.
-func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) error {
+// handshake sends the upgrade request, offering the multiplexed framing too when mux is set, and
+// checks the answer; it returns the framing the peer chose (UpgradeMultiplexed, or
+// UpgradeProtocol). Errors that are the peer's fault are *Error values; others are network errors.
+func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time, mux bool) (string, error) {
 	if err := nc.SetDeadline(deadline); err != nil {
-		return err
+		return "", err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
 	defer stop()
+	offer := UpgradeProtocol
+	if mux {
+		offer = offerMux
+	}
 	req := "GET " + p.c.basePath + " HTTP/1.1\r\nHost: " + p.addr +
-		"\r\nConnection: Upgrade\r\nUpgrade: " + UpgradeProtocol + "\r\n\r\n"
+		"\r\nConnection: Upgrade\r\nUpgrade: " + offer + "\r\n\r\n"
 	if _, err := io.WriteString(nc, req); err != nil {
-		return err
+		return "", err
 	}
 	lr := &io.LimitedReader{R: nc, N: maxHandshake}
 	br := bufio.NewReaderSize(lr, 4<<10)
@@ -1110,16 +1165,16 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) || isClosedByPeer(err) || ctx.Err() != nil {
-			return err
+			return "", err
 		}
 		if lr.N == maxHandshake && errors.Is(err, io.ErrUnexpectedEOF) {
-			return io.EOF // closed without a byte: going away rather than speaking garbage
+			return "", io.EOF // closed without a byte: going away rather than speaking garbage
 		}
 		if lr.N == 0 {
-			return &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol,
+			return "", &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol,
 				Msg: fmt.Sprintf("answer to the upgrade request longer than %d bytes", maxHandshake)}
 		}
-		return &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol, Msg: "bad answer to the upgrade request: " + err.Error()}
+		return "", &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol, Msg: "bad answer to the upgrade request: " + err.Error()}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusSwitchingProtocols {
@@ -1128,15 +1183,28 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 		if resp.StatusCode == http.StatusServiceUnavailable {
 			sentinel = ErrUnavailable
 		}
-		return &Error{Peer: p.addr, Op: OpGet, Err: sentinel,
+		return "", &Error{Peer: p.addr, Op: OpGet, Err: sentinel,
 			Msg: fmt.Sprintf("upgrade refused: %s: %s", resp.Status, strings.TrimSpace(string(body)))}
 	}
-	if !headerHasToken(resp.Header, "Upgrade", UpgradeProtocol) {
-		return &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol,
-			Msg: fmt.Sprintf("upgraded to %q, not %s", resp.Header.Get("Upgrade"), UpgradeProtocol)}
+	proto := ""
+	if mux {
+		// The peer names the one it chose.
+		switch got := strings.TrimSpace(resp.Header.Get("Upgrade")); {
+		case len(resp.Header.Values("Upgrade")) != 1:
+		case strings.EqualFold(got, UpgradeMultiplexed):
+			proto = UpgradeMultiplexed
+		case strings.EqualFold(got, UpgradeProtocol):
+			proto = UpgradeProtocol
+		}
+	} else if headerHasToken(resp.Header, "Upgrade", UpgradeProtocol) {
+		proto = UpgradeProtocol
+	}
+	if proto == "" {
+		return "", &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol,
+			Msg: fmt.Sprintf("upgraded to %q, not to %s", resp.Header.Get("Upgrade"), offer)}
 	}
 	if br.Buffered() > 0 {
-		return &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol, Msg: "unexpected bytes after the upgrade answer"}
+		return "", &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol, Msg: "unexpected bytes after the upgrade answer"}
 	}
-	return nil
+	return proto, nil
 }

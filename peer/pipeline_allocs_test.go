@@ -7,16 +7,26 @@ import (
 	"testing"
 )
 
-// TestPipelinedAllocs pins the allocations of a pipelined remote hit, client and server together:
-// the value only (the call's state is pooled), as without pipelining; a cancellable context adds
-// its context.AfterFunc.
+// inlineValueBackend is valueBackend answering inline (InlineBackend), as the root package's
+// nodes answer hits: a multiplexed server answers it on the connection's goroutine, without a
+// goroutine or a copy of the request of its own.
+type inlineValueBackend struct{ valueBackend }
+
+func (b inlineValueBackend) GetInline(string, []byte) (Value, bool, error) { return b.v, true, nil }
+
+// TestPipelinedAllocs pins the allocations of a remote hit on a multiplexed connection, client
+// and server together: the value only (the call's state is pooled), as without pipelining; a
+// cancellable context adds its context.AfterFunc.
 func TestPipelinedAllocs(t *testing.T) {
-	_, addr := startServer(t, valueBackend{Value{Data: random(1 << 10)}})
+	_, addr := startServer(t, inlineValueBackend{valueBackend{Value{Data: random(1 << 10)}}})
 	c := newClient(t, WithPipelining(1))
 	ctx := context.Background()
 	key := []byte("k")
 	if _, err := c.Get(ctx, addr, "c", key); err != nil { // dial
 		t.Fatal(err)
+	}
+	if st := c.Stats(); st.MuxConns != 1 {
+		t.Fatalf("stats %+v", st)
 	}
 	get := testing.AllocsPerRun(200, func() {
 		if _, err := c.Get(ctx, addr, "c", key); err != nil {

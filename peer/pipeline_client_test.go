@@ -3,10 +3,8 @@ package peer
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"runtime"
@@ -202,12 +200,27 @@ func echoOp(ctx context.Context, c *Client, addr string, op, n int) error {
 	}
 }
 
-// pipelinedOps are the ops of echoOp that a pipelined client pipelines (all but Peek and
-// PeekMany, which go one request per connection).
-var pipelinedOps = []int{0, 2, 4, 5, 6}
+// pipelinedOps are the ops of echoOp (all of them: with pipelining, every op goes on the
+// multiplexed connections).
+var pipelinedOps = []int{0, 1, 2, 3, 4, 5, 6}
 
 // pipeOp returns the i-th of pipelinedOps, round robin.
 func pipeOp(i int) int { return pipelinedOps[i%len(pipelinedOps)] }
+
+// inlineEcho is an echoBackend that answers Gets inline (InlineBackend), as the root package's
+// nodes answer hits, unless its hook is set or the key starts with "slow": those are served on
+// their own goroutine by a multiplexed server.
+type inlineEcho struct{ echoBackend }
+
+func (b *inlineEcho) GetInline(_ string, key []byte) (Value, bool, error) {
+	if b.hook != nil || bytes.HasPrefix(key, []byte("slow")) {
+		return Value{}, false, nil
+	}
+	v, err := echoValue("get:", key)
+	return v, true, err
+}
+
+var _ InlineBackend = (*inlineEcho)(nil)
 
 // connCounter counts the Write and Read calls on the connections it wraps, and the bytes read;
 // beforeWrite, when set, is called before each Write.
@@ -274,7 +287,8 @@ func startCountedServer(t testing.TB, b Backend) (*Server, *connCounter, string)
 	return s, n, l.Addr().String()
 }
 
-// pipelined returns a client with one pipelined connection per peer whose connections are counted.
+// pipelined returns a client with one multiplexed connection per peer whose connections are
+// counted.
 func pipelined(t testing.TB, opts ...ClientOption) (*Client, *connCounter) {
 	t.Helper()
 	c := newClient(t, append([]ClientOption{WithPipelining(1)}, opts...)...)
@@ -296,29 +310,61 @@ func waitUntil(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// onlyPipe returns the single pipelined connection of the client to addr.
-func onlyPipe(t testing.TB, c *Client, addr string) *pipeConn {
-	t.Helper()
+// liveMuxes returns the multiplexed connections of the client to addr that are open.
+func liveMuxes(c *Client, addr string) []*muxClientConn {
 	p := c.pool(addr)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var live []*pipeConn
-	for _, pc := range p.pipes {
+	var live []*muxClientConn
+	for _, pc := range p.muxes {
 		if !pc.dead.Load() {
 			live = append(live, pc)
 		}
 	}
+	return live
+}
+
+// onlyMux returns the single multiplexed connection of the client to addr.
+func onlyMux(t testing.TB, c *Client, addr string) *muxClientConn {
+	t.Helper()
+	live := liveMuxes(c, addr)
 	if len(live) != 1 {
-		t.Fatalf("%d pipelined connections", len(live))
+		t.Fatalf("%d multiplexed connections", len(live))
 	}
 	return live[0]
 }
 
-// queued returns the number of calls queued on pc, and how many of them are still waiting.
-func (pc *pipeConn) queued() (n, live int) {
+// queued returns the number of ids in flight on pc, and how many of their callers still wait.
+func (pc *muxClientConn) queued() (n, live int) {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	return pc.rn, pc.live
+	return pc.n, pc.live
+}
+
+// holdsRole reports whether pc's reader role is held by a call.
+func (pc *muxClientConn) holdsRole() bool {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.reader != nil
+}
+
+// checkIdle checks that nothing is left on pc but abandoned ids: no caller waits, nobody holds
+// the reader role or writes, and the count of calls given the connection is that of its ids.
+func (pc *muxClientConn) checkIdle(t testing.TB) {
+	t.Helper()
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	inTable := 0
+	for _, c := range pc.calls {
+		if c != nil {
+			inTable++
+		}
+	}
+	if pc.live != 0 || pc.reader != nil || pc.writing || int(pc.inflight.Load()) != pc.n || inTable != pc.n ||
+		len(pc.free)+pc.n != len(pc.calls) && !pc.dead.Load() {
+		t.Errorf("connection left with %d waiting, reader %v, writing %v, %d in flight for %d ids (%d in the table, %d free)",
+			pc.live, pc.reader != nil, pc.writing, pc.inflight.Load(), pc.n, inTable, len(pc.free))
+	}
 }
 
 // gate blocks the backend's requests for chosen keys until released.
@@ -368,11 +414,10 @@ func (g *gate) releaseAll() {
 	}
 }
 
-// TestPipelinedOpsManyCallers: many goroutines send every pipelined op through one pipelined
-// connection and each gets the reply to its own request; requests share writes and reads, on both
-// sides.
+// TestPipelinedOpsManyCallers: many goroutines send every op through one multiplexed connection
+// and each gets the reply to its own request; requests share writes and reads, on both sides.
 func TestPipelinedOpsManyCallers(t *testing.T) {
-	_, srv, addr := startCountedServer(t, &echoBackend{})
+	s, srv, addr := startCountedServer(t, &inlineEcho{})
 	c, cli := pipelined(t)
 	const goroutines, each = 32, 70
 	var wg sync.WaitGroup
@@ -392,8 +437,12 @@ func TestPipelinedOpsManyCallers(t *testing.T) {
 	const requests = goroutines * each
 	t.Logf("%d requests: client %d writes, %d reads; server %d reads, %d writes; %+v",
 		requests, cli.writes.Load(), cli.reads.Load(), srv.reads.Load(), srv.writes.Load(), st)
-	if st.Dials != 1 || st.Requests != requests || st.Retries != 0 || st.OpenConns != 1 {
+	if st.Dials != 1 || st.Requests != requests || st.Retries != 0 || st.OpenConns != 1 || st.MuxConns != 1 ||
+		st.Framing1Fallbacks != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+	if sst := s.Stats(); sst.Multiplexed != 1 || sst.Requests != requests {
+		t.Fatalf("server stats %+v", sst)
 	}
 	if st.SharedWrites == 0 || st.SharedReads == 0 || cli.writes.Load() >= requests || srv.reads.Load() >= requests ||
 		srv.writes.Load() >= requests {
@@ -403,15 +452,15 @@ func TestPipelinedOpsManyCallers(t *testing.T) {
 }
 
 // TestPipelinedWritesCombine holds a write in progress while requests queue up: they go out
-// together in the next write, the server answers them with one write, and one read of the client
-// brings all the replies.
+// together in the next write, the server answers them (inline) with one write, and the replies
+// are read by few callers.
 func TestPipelinedWritesCombine(t *testing.T) {
-	_, srv, addr := startCountedServer(t, &echoBackend{})
+	_, srv, addr := startCountedServer(t, &inlineEcho{})
 	c, cli := pipelined(t)
 	if err := echoOp(context.Background(), c, addr, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	pc := onlyPipe(t, c, addr)
+	pc := onlyMux(t, c, addr)
 	held, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	cli.beforeWrite.Store(func() {
@@ -425,7 +474,7 @@ func TestPipelinedWritesCombine(t *testing.T) {
 	go func() { errs <- echoOp(context.Background(), c, addr, 0, 1000) }()
 	<-held // the first request's write is in progress
 	for i := range n {
-		go func() { errs <- echoOp(context.Background(), c, addr, pipeOp(i), i) }()
+		go func() { errs <- echoOp(context.Background(), c, addr, 0, i) }()
 	}
 	waitUntil(t, "all the requests are queued", func() bool { q, _ := pc.queued(); return q == n+1 })
 	w0, sw0, sr0, r0 := cli.writes.Load(), srv.writes.Load(), srv.reads.Load(), cli.reads.Load()
@@ -451,60 +500,88 @@ func TestPipelinedWritesCombine(t *testing.T) {
 	}
 }
 
-// TestPipelinedLateReplyMovesOthers: a request whose deadline passes while the peer has not
-// answered it (the backend holds that key) fails alone with a timeout; the requests queued behind
-// it on its connection are sent again on a new connection and succeed, and the old connection,
-// with nobody waiting on it, is closed.
-func TestPipelinedLateReplyMovesOthers(t *testing.T) {
+// TestPipelinedSlowRequestHoldsUpNone: a request that the peer serves slowly (its backend holds
+// it) holds up none of the requests sent after it on the same connection: they are all answered,
+// of every op, while it is still pending; then it gets its own reply.
+func TestPipelinedSlowRequestHoldsUpNone(t *testing.T) {
 	g := newGate("slow")
 	defer g.releaseAll()
 	_, addr := startServer(t, &echoBackend{hook: g.hook})
 	c, _ := pipelined(t)
-	if err := echoOp(context.Background(), c, addr, 0, 0); err != nil {
-		t.Fatal(err)
-	}
-	pc := onlyPipe(t, c, addr)
 	slow := make(chan error, 1)
-	start := time.Now()
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		defer cancel()
-		_, err := c.Get(ctx, addr, "c", []byte("slow"))
+		v, err := c.Get(context.Background(), addr, "c", []byte("slow"))
+		if err == nil && string(v.Data) != "get:slow" {
+			err = fmt.Errorf("got %q", v.Data)
+		}
 		slow <- err
 	}()
 	<-g.entered
-	const n = 10
-	errs := make(chan error, n)
-	for i := range n {
-		go func() { errs <- echoOp(context.Background(), c, addr, pipeOp(i), i) }()
+	pc := onlyMux(t, c, addr)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 30 {
+				n := g*30 + i
+				if err := echoOp(ctxTimeout(t, 5*time.Second), c, addr, pipeOp(n), n); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
 	}
-	waitUntil(t, "all the requests are queued", func() bool { q, _ := pc.queued(); return q == n+1 })
-	err := <-slow
-	if d := time.Since(start); d < 250*time.Millisecond || d > 2*time.Second {
-		t.Errorf("the late request returned after %v", d)
+	wg.Wait()
+	select {
+	case err := <-slow:
+		t.Fatalf("the slow request returned before its backend let it go: %v", err)
+	default:
 	}
-	checkErr(t, err, addr, ErrUnavailable)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("%v does not match context.DeadlineExceeded", err)
+	if q, live := pc.queued(); q != 1 || live != 1 {
+		t.Fatalf("%d ids in flight, %d waiting; want the slow one only", q, live)
 	}
-	for range n {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
+	g.release("slow")
+	if err := <-slow; err != nil {
+		t.Fatal(err)
 	}
-	if st := c.Stats(); st.Dials != 2 || st.Retries != n || st.OpenConns != 1 {
+	if st := c.Stats(); st.Dials != 1 || st.MuxConns != 1 || st.Requests != 241 || st.Retries != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	if !pc.dead.Load() || !pc.draining.Load() {
-		t.Fatal("the connection of the late reply is still open")
+}
+
+// TestPipelinedPeek: Peek and PeekMany go on the multiplexed connection like every op, and are
+// answered while a slow request is pending on it (the server answers them from memory at once).
+func TestPipelinedPeek(t *testing.T) {
+	g := newGate("slow")
+	defer g.releaseAll()
+	s, addr := startServer(t, &echoBackend{hook: g.hook})
+	c, _ := pipelined(t)
+	slow := make(chan error, 1)
+	go func() { _, err := c.Get(context.Background(), addr, "c", []byte("slow")); slow <- err }()
+	<-g.entered
+	pc := onlyMux(t, c, addr)
+	for i := range 10 {
+		if err := echoOp(ctxTimeout(t, 2*time.Second), c, addr, 1+2*(i%2), i); err != nil { // Peek, PeekMany
+			t.Fatal(err)
+		}
 	}
-	if err := echoOp(context.Background(), c, addr, 0, 2); err != nil {
+	if q, _ := pc.queued(); q != 1 {
+		t.Fatalf("%d requests on the connection", q)
+	}
+	if st := c.Stats(); st.Dials != 1 || st.Requests != 11 {
+		t.Fatalf("stats %+v", st)
+	}
+	if st := s.Stats(); st.ByOp[OpPeek] != 5 || st.ByOp[OpPeekMany] != 5 || st.Multiplexed != 1 {
+		t.Fatalf("server stats %+v", st)
+	}
+	g.release("slow")
+	if err := <-slow; err != nil {
 		t.Fatal(err)
 	}
 }
 
 // TestPipelinedTimeout: with WithTimeout, a request that gets no reply fails at its deadline with
-// a timeout; its connection is replaced.
+// a timeout; its id stays in flight and the connection goes on carrying the next requests. When
+// the late reply comes, it is read and dropped.
 func TestPipelinedTimeout(t *testing.T) {
 	g := newGate("slow")
 	defer g.releaseAll()
@@ -513,6 +590,7 @@ func TestPipelinedTimeout(t *testing.T) {
 	if err := echoOp(context.Background(), c, addr, 0, 0); err != nil {
 		t.Fatal(err)
 	}
+	pc := onlyMux(t, c, addr)
 	start := time.Now()
 	_, err := c.Get(context.Background(), addr, "c", []byte("slow"))
 	if d := time.Since(start); d < 150*time.Millisecond || d > 2*time.Second {
@@ -523,26 +601,40 @@ func TestPipelinedTimeout(t *testing.T) {
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("%v is not a timeout", err)
 	}
+	if q, live := pc.queued(); q != 1 || live != 0 {
+		t.Fatalf("%d ids in flight, %d waiting; want the abandoned one", q, live)
+	}
 	if err := echoOp(context.Background(), c, addr, 0, 2); err != nil {
 		t.Fatal(err)
 	}
-	if st := c.Stats(); st.Dials != 2 || st.OpenConns != 1 || st.Retries != 0 {
+	g.release("slow")
+	// The next request's reader reads the late reply too (or it is already in).
+	for i := 4; ; i += 2 {
+		if err := echoOp(context.Background(), c, addr, 0, i); err != nil {
+			t.Fatal(err)
+		}
+		if q, _ := pc.queued(); q == 0 {
+			break
+		}
+	}
+	pc.checkIdle(t)
+	if st := c.Stats(); st.Dials != 1 || st.OpenConns != 1 || st.Retries != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
 
 // TestPipelinedCancel cancels requests in flight: the reader (the first request, whose reply the
-// backend holds) and one in the middle of the queue. Both return at once with the context's
-// error; the others get their replies when the backend goes on, on the same connection.
+// backend holds) and another one held. Both return at once with the context's error; the others
+// get their replies on the same connection without waiting for the held ones.
 func TestPipelinedCancel(t *testing.T) {
-	g := newGate("slow")
+	g := newGate("slow", "slow-2")
 	defer g.releaseAll()
 	_, addr := startServer(t, &echoBackend{hook: g.hook})
 	c, _ := pipelined(t)
 	if err := echoOp(context.Background(), c, addr, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	pc := onlyPipe(t, c, addr)
+	pc := onlyMux(t, c, addr)
 	readerCtx, cancelReader := context.WithCancel(context.Background())
 	defer cancelReader()
 	readerErr := make(chan error, 1)
@@ -551,34 +643,19 @@ func TestPipelinedCancel(t *testing.T) {
 		readerErr <- err
 	}()
 	<-g.entered
-	isReader := func() bool {
-		pc.mu.Lock()
-		defer pc.mu.Unlock()
-		return pc.rn > 0 && pc.reader == pc.at(0)
-	}
-	waitUntil(t, "the first request reads", isReader)
-	const n = 8
-	errs := make(chan error, n)
-	for i := range n {
-		go func() { errs <- echoOp(context.Background(), c, addr, pipeOp(i), i) }()
-	}
-	waitUntil(t, "the requests are queued", func() bool { q, _ := pc.queued(); return q == n+1 })
-	middleCtx, cancelMiddle := context.WithCancel(context.Background())
-	defer cancelMiddle()
-	middleErr := make(chan error, 1)
+	waitUntil(t, "the first request reads", pc.holdsRole)
+	otherCtx, cancelOther := context.WithCancel(context.Background())
+	defer cancelOther()
+	otherErr := make(chan error, 1)
 	go func() {
-		_, err := c.Get(middleCtx, addr, "c", []byte("k-2"))
-		middleErr <- err
+		_, err := c.Get(otherCtx, addr, "c", []byte("slow-2"))
+		otherErr <- err
 	}()
-	waitUntil(t, "the middle request is queued", func() bool { q, _ := pc.queued(); return q == n+2 })
-	if !isReader() {
-		t.Fatal("the first request does not hold the reader role")
-	}
-
+	<-g.entered
 	for _, tc := range []struct {
 		cancel func()
 		done   chan error
-	}{{cancelReader, readerErr}, {cancelMiddle, middleErr}} {
+	}{{cancelReader, readerErr}, {cancelOther, otherErr}} {
 		start := time.Now()
 		tc.cancel()
 		err := <-tc.done
@@ -590,344 +667,29 @@ func TestPipelinedCancel(t *testing.T) {
 			t.Fatalf("%v does not match context.Canceled", err)
 		}
 	}
-	if q, live := pc.queued(); q != n+2 || live != n {
-		t.Fatalf("%d queued, %d waiting; want %d and %d", q, live, n+2, n)
+	if q, live := pc.queued(); q != 2 || live != 0 {
+		t.Fatalf("%d ids in flight, %d waiting; want 2 and 0", q, live)
 	}
-	g.release("slow")
-	for range n {
-		if err := <-errs; err != nil {
-			t.Error(err)
-		}
-	}
-	if err := echoOp(context.Background(), c, addr, 0, 4); err != nil {
-		t.Fatal(err)
-	}
-	if st := c.Stats(); st.Dials != 1 || st.OpenConns != 1 || st.Retries != 0 {
-		t.Fatalf("stats %+v", st)
-	}
-	if q, live := pc.queued(); q != 0 || live != 0 {
-		t.Fatalf("%d queued, %d waiting after every reply", q, live)
-	}
-}
-
-// TestPipelinedPeeksNotPipelined: Peek and PeekMany, which a node sends while it serves a peer's
-// request (hand-off), go one request per connection on a pipelining client: they are answered
-// even while the pipelined connection waits behind a slow request.
-func TestPipelinedPeeksNotPipelined(t *testing.T) {
-	g := newGate("slow")
-	defer g.releaseAll()
-	_, addr := startServer(t, &echoBackend{hook: g.hook})
-	c, _ := pipelined(t)
-	slow := make(chan error, 1)
-	go func() { _, err := c.Get(context.Background(), addr, "c", []byte("slow")); slow <- err }()
-	<-g.entered
-	pc := onlyPipe(t, c, addr)
-	for i := range 10 {
-		if err := echoOp(ctxTimeout(t, 2*time.Second), c, addr, 1+2*(i%2), i); err != nil { // Peek, PeekMany
+	// The others go on while the cancelled ones' ids are in flight.
+	for i := range 20 {
+		if err := echoOp(context.Background(), c, addr, pipeOp(i), i); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if q, _ := pc.queued(); q != 1 {
-		t.Fatalf("%d requests on the pipelined connection", q)
+	if q, _ := pc.queued(); q != 2 {
+		t.Fatalf("%d ids in flight; want the 2 abandoned ones", q)
 	}
-	if st := c.Stats(); st.Dials != 2 || st.Requests != 11 {
-		t.Fatalf("stats %+v", st)
-	}
-	g.release("slow")
-	if err := <-slow; err != nil {
-		t.Fatal(err)
-	}
-}
-
-// hostileFirst starts a server whose first connection reads n requests and then runs bad (the
-// connection is closed when it returns); later connections answer honestly.
-func hostileFirst(t *testing.T, n int, bad func(h *hostileConn, reqs []Request)) string {
-	var conns atomic.Int64
-	return hostile(t, func(h *hostileConn) {
-		if !h.upgrade() {
-			return
+	g.releaseAll()
+	for i := 0; ; i++ {
+		if err := echoOp(context.Background(), c, addr, 0, i); err != nil {
+			t.Fatal(err)
 		}
-		if conns.Add(1) == 1 {
-			var reqs []Request
-			for len(reqs) < n {
-				req, err := h.readRequest()
-				if err != nil {
-					return
-				}
-				reqs = append(reqs, req)
-			}
-			bad(h, reqs)
-			return
+		if q, _ := pc.queued(); q == 0 {
+			break
 		}
-		for {
-			req, err := h.readRequest()
-			if err != nil {
-				return
-			}
-			h.writeFrame(honestReply(req))
-		}
-	})
-}
-
-// TestPipelinedBrokenConnection: a peer that sends garbage, a reply of another version, a frame
-// over the limit, or closes the connection, fails every request in flight on the connection with
-// the error a one-request connection would report; the next request gets a new connection.
-func TestPipelinedBrokenConnection(t *testing.T) {
-	hit := AppendResponse(nil, &Response{Value: Value{Data: []byte("value")}})
-	cases := []struct {
-		name    string
-		bad     func(h *hostileConn, reqs []Request)
-		want    error
-		ok      int // requests that succeed (the first ones, or retried ones)
-		retries int64
-	}{
-		{"garbage frame", func(h *hostileConn, _ []Request) {
-			h.writeFrame([]byte{Version, 0, 0xf0, 0, 0})
-			h.drain()
-		}, ErrProtocol, 0, 0},
-		{"newer version", func(h *hostileConn, _ []Request) {
-			f := bytes.Clone(hit)
-			f[0] = Version + 1
-			h.writeFrame(f)
-			h.drain()
-		}, ErrVersion, 0, 0},
-		{"huge length prefix", func(h *hostileConn, _ []Request) {
-			h.nc.Write([]byte{0xff, 0xff, 0xff, 0xff, 1, 2, 3})
-			h.drain()
-		}, ErrTooLarge, 0, 0},
-		{"garbage after a good reply", func(h *hostileConn, reqs []Request) {
-			h.writeFrame(honestReply(reqs[0]))
-			h.writeFrame([]byte{Version, 0, 0, 0xde, 0xad})
-			h.drain()
-		}, ErrProtocol, 1, 0},
-		{"closes mid-reply", func(h *hostileConn, _ []Request) {
-			h.nc.Write(binary.BigEndian.AppendUint32(nil, uint32(len(hit))))
-			h.nc.Write(hit[:len(hit)-2])
-		}, io.ErrUnexpectedEOF, 0, 0},
-		{"closes without a reply", func(h *hostileConn, _ []Request) {}, ErrUnavailable, 0, 0},
-		// A connection that has answered and is closed before any byte of the next replies:
-		// those requests are sent again.
-		{"closes after a reply", func(h *hostileConn, reqs []Request) {
-			h.writeFrame(honestReply(reqs[0]))
-		}, nil, 5, 4},
 	}
-	const n = 5
-	for _, tc := range cases {
-		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
-			addr := hostileFirst(t, n, tc.bad)
-			c, _ := pipelined(t, WithTimeout(2*time.Second))
-			// The first request dials; the others wait for the dial and share the connection.
-			errs := make([]error, n)
-			var wg sync.WaitGroup
-			first := make(chan struct{})
-			for i := range n {
-				wg.Go(func() {
-					if i > 0 {
-						<-first
-					}
-					_, errs[i] = c.Get(context.Background(), addr, "c", []byte(fmt.Sprint("k", i)))
-				})
-				if i == 0 {
-					p := c.pool(addr)
-					waitUntil(t, "the first request dials", func() bool {
-						p.mu.Lock()
-						defer p.mu.Unlock()
-						return p.dialing == 1 || len(p.pipes) == 1
-					})
-					close(first)
-				}
-			}
-			wg.Wait()
-			ok := 0
-			for _, err := range errs {
-				if err == nil {
-					ok++
-					continue
-				}
-				var pe *Error
-				if !errors.As(err, &pe) || pe.Peer != addr || pe.Op != OpGet || !errors.Is(err, tc.want) {
-					t.Fatalf("%v: want an *Error of %s matching %v", err, addr, tc.want)
-				}
-				if errors.Is(tc.want, ErrUnavailable) != errors.Is(err, ErrUnavailable) && tc.want != io.ErrUnexpectedEOF {
-					t.Fatalf("%v: matches ErrUnavailable: %v", err, errors.Is(err, ErrUnavailable))
-				}
-				if tc.want == io.ErrUnexpectedEOF && !errors.Is(err, ErrUnavailable) {
-					t.Fatalf("%v does not match ErrUnavailable", err)
-				}
-				t.Log(err)
-			}
-			if ok != tc.ok {
-				t.Fatalf("%d requests succeeded, want %d: %v", ok, tc.ok, errs)
-			}
-			if st := c.Stats(); st.Retries != tc.retries || st.Dials < 1 {
-				t.Fatalf("stats %+v", st)
-			}
-			if v, err := c.Get(context.Background(), addr, "c", []byte("again")); err != nil || string(v.Data) != "value" {
-				t.Fatalf("after the broken connection: %q, %v", v.Data, err)
-			}
-			if st := c.Stats(); st.Dials != 2 || st.OpenConns != 1 {
-				t.Fatalf("stats %+v", st)
-			}
-		})
-	}
-}
-
-// TestPipelinedReaderLeavesMidReply: the reader's context ends while it is in the middle of a
-// reply (the peer sent half of a large value and stalls). It returns at once; the next reader
-// resumes the frame where it stopped, drops it, and reads its own reply.
-func TestPipelinedReaderLeavesMidReply(t *testing.T) {
-	big := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
-	halfSent, goOn := make(chan struct{}), make(chan struct{})
-	addr := hostile(t, func(h *hostileConn) {
-		if !h.upgrade() {
-			return
-		}
-		var reqs []Request
-		for len(reqs) < 2 {
-			req, err := h.readRequest()
-			if err != nil {
-				return
-			}
-			reqs = append(reqs, req)
-		}
-		f := AppendResponse(nil, &Response{Value: Value{Data: big}})
-		f = append(binary.BigEndian.AppendUint32(nil, uint32(len(f))), f...)
-		h.nc.Write(f[:len(f)/2])
-		close(halfSent)
-		<-goOn
-		h.nc.Write(f[len(f)/2:])
-		h.writeFrame(honestReply(reqs[1]))
-		for {
-			req, err := h.readRequest()
-			if err != nil {
-				return
-			}
-			h.writeFrame(honestReply(req))
-		}
-	})
-	c, cli := pipelined(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	first := make(chan error, 1)
-	go func() {
-		_, err := c.Get(ctx, addr, "c", []byte("big"))
-		first <- err
-	}()
-	var pc *pipeConn
-	waitUntil(t, "the first request reads", func() bool {
-		p := c.pool(addr)
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if len(p.pipes) == 0 {
-			return false
-		}
-		pc = p.pipes[0]
-		pc.mu.Lock()
-		defer pc.mu.Unlock()
-		return pc.rn == 1 && pc.reader == pc.at(0)
-	})
-	second := make(chan error, 1)
-	go func() {
-		v, err := c.Get(context.Background(), addr, "c", []byte("k"))
-		if err == nil && string(v.Data) != "value" {
-			err = fmt.Errorf("got %q", v.Data)
-		}
-		second <- err
-	}()
-	<-halfSent
-	waitUntil(t, "the client has read half of the value", func() bool { return cli.bytesRead.Load() > int64(len(big)/2) })
-	start := time.Now()
-	cancel()
-	err := <-first
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("the reader returned after %v", d)
-	}
-	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("%v: want ErrUnavailable and context.Canceled", err)
-	}
-	close(goOn)
-	if err := <-second; err != nil {
-		t.Fatal(err)
-	}
-	// Once more, with nobody waiting when the reader leaves: the next request resumes alone.
-	if v, err := c.Get(context.Background(), addr, "c", []byte("k")); err != nil || string(v.Data) != "value" {
-		t.Fatalf("%q, %v", v.Data, err)
-	}
+	pc.checkIdle(t)
 	if st := c.Stats(); st.Dials != 1 || st.OpenConns != 1 || st.Retries != 0 {
-		t.Fatalf("stats %+v", st)
-	}
-}
-
-// TestPipelinedWriterLeavesMidWrite: the writer's context ends while its write is blocked (the
-// peer does not read). It returns at once; a goroutine finishes the write, for the request queued
-// behind it, which gets its reply when the peer reads again.
-func TestPipelinedWriterLeavesMidWrite(t *testing.T) {
-	upgraded, startReading := make(chan struct{}), make(chan struct{})
-	addr := hostile(t, func(h *hostileConn) {
-		if !h.upgrade() {
-			return
-		}
-		close(upgraded)
-		<-startReading
-		for {
-			req, err := h.readRequest()
-			if err != nil {
-				return
-			}
-			h.writeFrame(honestReply(req))
-		}
-	})
-	defer func() {
-		select {
-		case <-startReading:
-		default:
-			close(startReading)
-		}
-	}()
-	c, _ := pipelined(t)
-	// More than the socket buffers of both sides hold.
-	value := bytes.Repeat([]byte("x"), 24<<20)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	setErr := make(chan error, 1)
-	go func() { setErr <- c.Set(ctx, addr, "c", []byte("k"), Value{Data: value}) }()
-	<-upgraded
-	var pc *pipeConn
-	waitUntil(t, "the Set writes", func() bool {
-		p := c.pool(addr)
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if len(p.pipes) == 0 {
-			return false
-		}
-		pc = p.pipes[0]
-		pc.mu.Lock()
-		defer pc.mu.Unlock()
-		return pc.writer != nil && pc.writer == pc.at(0)
-	})
-	getErr := make(chan error, 1)
-	go func() {
-		v, err := c.Get(context.Background(), addr, "c", []byte("k"))
-		if err == nil && string(v.Data) != "value" {
-			err = fmt.Errorf("got %q", v.Data)
-		}
-		getErr <- err
-	}()
-	waitUntil(t, "the Get is queued", func() bool { q, _ := pc.queued(); return q == 2 })
-	start := time.Now()
-	cancel()
-	err := <-setErr
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("the writer returned after %v", d)
-	}
-	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("%v: want ErrUnavailable and context.Canceled", err)
-	}
-	close(startReading)
-	if err := <-getErr; err != nil {
-		t.Fatal(err)
-	}
-	if st := c.Stats(); st.Dials != 1 || st.OpenConns != 1 || st.BytesSent < int64(len(value)) {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -949,10 +711,7 @@ func TestPipelinedDepth(t *testing.T) {
 		errs <- err
 	}
 	inFlight := func() (n int) {
-		p := c.pool(addr)
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, pc := range p.pipes {
+		for _, pc := range liveMuxes(c, addr) {
 			q, _ := pc.queued()
 			n += q
 		}
@@ -964,13 +723,15 @@ func TestPipelinedDepth(t *testing.T) {
 	<-g.entered
 	go get(context.Background(), "slow-1")
 	<-g.entered
-	if st := c.Stats(); st.Dials != 2 {
+	if st := c.Stats(); st.Dials != 2 || st.MuxConns != 2 {
 		t.Fatalf("stats %+v", st)
 	}
 	// Two more fill both connections to the depth.
 	go get(context.Background(), "slow-2")
 	go get(context.Background(), "slow-3")
-	waitUntil(t, "four requests in flight", func() bool { return inFlight() == 4 })
+	for range 2 {
+		<-g.entered
+	}
 	// The next one waits, and gives up at its deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -980,16 +741,20 @@ func TestPipelinedDepth(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("%v does not match context.DeadlineExceeded", err)
 	}
-	// Another waits until a reply makes room (on slow-0's connection, behind slow-2).
+	// Another waits until a reply makes room.
 	go get(context.Background(), "k-2")
 	waitUntil(t, "a request waits", func() bool { return c.Stats().Waits == 2 })
 	g.release("slow-0")
-	if err := <-errs; err != nil {
-		t.Fatal(err)
+	for range 2 { // slow-0, and k-2 in the room it made
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
-	waitUntil(t, "the waiting request is queued", func() bool { return inFlight() == 4 })
+	if n := inFlight(); n != 3 {
+		t.Fatalf("%d requests in flight, want 3", n)
+	}
 	g.releaseAll()
-	for range 4 {
+	for range 3 {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
@@ -1002,7 +767,7 @@ func TestPipelinedDepth(t *testing.T) {
 // TestPipelinedValueOverLimit: a value over the client's limit fails its request alone; the
 // connection goes on carrying the others.
 func TestPipelinedValueOverLimit(t *testing.T) {
-	_, addr := startServer(t, &echoBackend{})
+	_, addr := startServer(t, &inlineEcho{})
 	c, _ := pipelined(t, WithClientLimits(Limits{MaxValueBytes: 100}))
 	big := strings.Repeat("b", 200)
 	var wg sync.WaitGroup
@@ -1031,18 +796,17 @@ func TestPipelinedValueOverLimit(t *testing.T) {
 
 // TestPipelinedClientClose: Close ends the requests in flight with ErrClosed.
 func TestPipelinedClientClose(t *testing.T) {
-	g := newGate("slow")
+	g := newGate("slow-0", "slow-1", "slow-2", "slow-3", "slow-4")
 	defer g.releaseAll()
 	_, addr := startServer(t, &echoBackend{hook: g.hook})
 	c, _ := pipelined(t)
 	errs := make(chan error, 5)
-	go func() { _, err := c.Get(context.Background(), addr, "c", []byte("slow")); errs <- err }()
-	<-g.entered
-	pc := onlyPipe(t, c, addr)
-	for i := range 4 {
-		go func() { errs <- echoOp(context.Background(), c, addr, pipeOp(i), i) }()
+	for i := range 5 {
+		go func() { _, err := c.Get(context.Background(), addr, "c", []byte(fmt.Sprint("slow-", i))); errs <- err }()
 	}
-	waitUntil(t, "the requests are queued", func() bool { q, _ := pc.queued(); return q == 5 })
+	for range 5 {
+		<-g.entered
+	}
 	c.Close()
 	for range 5 {
 		select {
@@ -1054,7 +818,7 @@ func TestPipelinedClientClose(t *testing.T) {
 			t.Fatal("a request in flight did not end at Close")
 		}
 	}
-	if st := c.Stats(); st.OpenConns != 0 {
+	if st := c.Stats(); st.OpenConns != 0 || st.MuxConns != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 	if _, err := c.Get(context.Background(), addr, "c", []byte("k")); !errors.Is(err, ErrClosed) {
@@ -1062,7 +826,7 @@ func TestPipelinedClientClose(t *testing.T) {
 	}
 }
 
-// TestPipelinedIdleAndStale: an idle pipelined connection is closed by the client's sweep; one
+// TestPipelinedIdleAndStale: an idle multiplexed connection is closed by the client's sweep; one
 // that the server closed is replaced, and the request sent again.
 func TestPipelinedIdleAndStale(t *testing.T) {
 	s, addr := startServer(t, &echoBackend{}, WithIdleTimeout(50*time.Millisecond))
@@ -1071,7 +835,7 @@ func TestPipelinedIdleAndStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.sweep(time.Now().Add(DefaultIdleConnTimeout + time.Second))
-	if st := c.Stats(); st.OpenConns != 0 || st.Dials != 1 {
+	if st := c.Stats(); st.OpenConns != 0 || st.Dials != 1 || st.MuxConns != 0 {
 		t.Fatalf("after the sweep: %+v", st)
 	}
 	if err := echoOp(context.Background(), c, addr, 0, 2); err != nil {
@@ -1086,9 +850,10 @@ func TestPipelinedIdleAndStale(t *testing.T) {
 	}
 }
 
-// TestPipelinedStress: 64 goroutines send random ops through two pipelined connections of small
+// TestPipelinedStress: 64 goroutines send random ops through two multiplexed connections of small
 // depth to a server that delays some requests, and cancel some requests or give them short
-// deadlines. Every reply is the one to its request, and every other failure is ErrUnavailable.
+// deadlines (so connections also fill with abandoned ids and are replaced). Every reply is the
+// one to its request, and every other failure is ErrUnavailable.
 func TestPipelinedStress(t *testing.T) {
 	b := &echoBackend{hook: func(ctx context.Context, key string) {
 		if h := len(key); h > 0 && key[h-1]%4 == 0 {
@@ -1132,24 +897,19 @@ func TestPipelinedStress(t *testing.T) {
 	if ok.Load() < 64*60/2 {
 		t.Fatalf("only %d requests succeeded", ok.Load())
 	}
-	// Nothing is left behind: every connection's queue holds abandoned calls only.
+	// Nothing is left behind: every connection holds abandoned ids only.
 	p := c.pool(addr)
 	p.mu.Lock()
-	for _, pc := range p.pipes {
-		pc.mu.Lock()
-		if pc.live != 0 || pc.reader != nil || pc.writing || int(pc.inflight.Load()) != pc.rn {
-			t.Errorf("connection left with %d waiting, reader %v, writing %v, %d in flight for %d queued",
-				pc.live, pc.reader != nil, pc.writing, pc.inflight.Load(), pc.rn)
-		}
-		pc.mu.Unlock()
+	for _, pc := range p.muxes {
+		pc.checkIdle(t)
 	}
-	waiters := len(p.pipeWaiters)
+	waiters := len(p.muxWaiters)
 	p.mu.Unlock()
 	if waiters != 0 {
 		t.Fatalf("%d waiters left", waiters)
 	}
 	for i := range 20 {
-		if err := echoOp(context.Background(), c, addr, i, i); err != nil { // Peek and PeekMany too
+		if err := echoOp(context.Background(), c, addr, i, i); err != nil {
 			t.Fatal(err)
 		}
 	}
