@@ -7,13 +7,6 @@ import (
 	"testing"
 )
 
-// inlineValueBackend is valueBackend answering inline (InlineBackend), as the root package's
-// nodes answer hits: a multiplexed server answers it on the connection's goroutine, without a
-// goroutine or a copy of the request of its own.
-type inlineValueBackend struct{ valueBackend }
-
-func (b inlineValueBackend) GetInline(string, []byte) (Value, bool, error) { return b.v, true, nil }
-
 // TestPipelinedAllocs pins the allocations of a remote hit on a multiplexed connection, client
 // and server together: the value only (the call's state is pooled), as without pipelining; a
 // cancellable context adds its context.AfterFunc.
