@@ -52,14 +52,15 @@
 // closed, never reused; a reused connection that the peer had closed is replaced and the request
 // sent once more (every operation is idempotent).
 //
-// WithPipelining(n) makes a Client send its requests to a peer over at most n shared connections,
-// up to 64 in flight on each: the frames of requests that arrive while a write is in progress go
-// out together in the next write, and one waiting caller at a time reads, handing the other callers
-// their replies (which come back in request order) from what it read. A timeout or cancellation
-// releases its caller at once (its reply is dropped when it comes), and the protocol is the same.
-// It raises the throughput of many callers asking for small values, but a request queued behind a
-// slow one waits for it, so it is off by default. Peek and PeekMany (the hand-off a node sends
-// while it serves a request) always go one request per connection.
+// WithPipelining(n) makes a Client send its requests to a peer over at most n shared connections
+// on the multiplexed framing ("groupcache/2": every frame carries a request id, and the server
+// answers in any order), up to 64 in flight on each: the frames of requests that arrive while a
+// write is in progress go out together in the next write, and one waiting caller at a time reads,
+// handing the other callers the replies their ids name from what it read. A slow request holds up
+// none of the others. A timeout or cancellation releases its caller at once (its reply is dropped
+// when it comes). A peer that speaks framing 1 only is asked one request per connection, as
+// without the option. It raises the throughput of many callers asking for small values; it is off
+// by default for now.
 //
 //	c, err := peer.NewClient()
 //	if err != nil { ... }

@@ -25,10 +25,9 @@ const (
 	// DefaultIdleConnTimeout is how long a Client keeps an unused connection; it is below
 	// DefaultIdleTimeout so that the client, not the server, closes idle connections.
 	DefaultIdleConnTimeout = time.Minute
-	// DefaultPipelining is the number of pipelined connections per peer of a Client made
-	// without WithPipelining: 0, one request per connection. Pipelining raises the throughput
-	// of small remote hits, but a request queued behind a slow one (a load on a miss) waits for
-	// it, which costs more than it gains as soon as some requests are slow; see WithPipelining.
+	// DefaultPipelining is the number of multiplexed connections per peer of a Client made
+	// without WithPipelining: 0, one request per connection. It stays 0 until measurements of
+	// the multiplexed client across processes decide otherwise; see WithPipelining.
 	DefaultPipelining = 0
 )
 
@@ -198,7 +197,7 @@ func WithDialTimeout(d time.Duration) ClientOption {
 // (one request per connection at a time). Callers beyond the bound wait for a free connection,
 // within their timeout and context. Default DefaultMaxConnsPerPeer (32); range 1 to 65536 (0
 // means the default). With WithPipelining, WithPipelining's number bounds the connections
-// instead.
+// instead, but to a peer that speaks framing 1 only.
 func WithMaxConnsPerPeer(n int) ClientOption {
 	return clientOption(func(c *clientConfig) error {
 		if n < 0 || n > 1<<16 {
@@ -250,44 +249,37 @@ func WithClientLimits(l Limits) ClientOption {
 }
 
 // WithPipelining makes the Client send its requests to a peer over at most conns shared
-// connections, each carrying up to 64 requests in flight; 0 turns pipelining off: one request per
-// connection at a time, on up to WithMaxConnsPerPeer connections (which, like
-// WithMaxIdlePerPeer, does not apply to pipelined connections). Default DefaultPipelining; range
-// 0 to 1024.
+// connections on the multiplexed framing (UpgradeMultiplexed: every frame carries a request id,
+// and the peer answers in any order), each carrying up to 64 requests in flight; 0 turns
+// pipelining off: one request per connection at a time on framing 1, on up to
+// WithMaxConnsPerPeer connections (which, like WithMaxIdlePerPeer, does not apply to multiplexed
+// connections). Default DefaultPipelining (0, for now); range 0 to 1024. Every op goes on the
+// multiplexed connections, Peek and PeekMany included.
 //
 // A request is written at once if no write is in progress on its connection; otherwise its frame
 // joins the next write, so the requests that arrive while one write is under way share one
-// system call. Replies come back in request order: one waiting caller at a time reads from the
-// connection, takes the replies of the others out of what it read and hands them over, until its
-// own reply is in; then it hands the reading on. A caller that leaves early (timeout, context) is
-// released at once and its reply is read and dropped when it arrives. When a request's deadline
-// passes with every reply before it read (the peer is late with it), no new request joins that
-// connection, the requests queued behind it are sent again on another one, and the connection
-// is closed once nobody waits on it. A broken connection (closed, malformed reply) fails the
-// requests in flight on it, with the errors a one-request connection would report; a request
-// whose frame was never written is sent again on a new connection. A lone request goes out at
-// once: it does not wait to be combined.
+// system call. One waiting caller at a time reads from the connection, hands the other callers
+// the replies their ids name out of what it read, until its own reply is in; then it hands the
+// reading on. A slow request (a load on a miss) holds up none of the others: the peer answers
+// each when it is ready. A caller that leaves early (timeout, context) is released at once; its
+// request stays in flight until its reply arrives and is dropped, and a connection on which more
+// than half of the requests in flight are such leftovers (a peer that does not answer) takes no
+// new request and is closed once nobody waits on it. A broken connection (closed, malformed reply,
+// a reply whose id is not in flight) fails the requests in flight on it, with the errors a
+// one-request connection would report; a request whose frame was never written is sent again on
+// a new connection. A lone request goes out at once: it does not wait to be combined.
 //
-// Peek and PeekMany are not pipelined: they go one request per connection, as without this
-// option. They are the hand-off a node sends while it serves a peer's request (a new owner asks
-// the previous one before it loads); since a server answers a connection's requests one after the
-// other, a hand-off queued on a pipelined connection behind requests that themselves wait for the
-// one being served would make a cycle across nodes that only timeouts break. For the same reason,
-// do not pipeline the clients of nodes whose loaders ask other nodes (a cache whose loader calls
-// another cache's Get): their requests, sent while serving, could wait in such a cycle.
+// A peer that answers with framing 1 only (a server older than the multiplexed framing) gets the
+// requests one per connection, as without this option; the client remembers that for
+// WithIdleConnTimeout, and then offers the multiplexed framing again (ClientStats.Framing1Fallbacks
+// counts those answers).
 //
-// What it buys, and costs (docs/protocol.md, "Client pipelining", has the figures). When many
-// callers ask the same peer at once, fewer system calls per request: with 16 callers on two
-// shared cores, remote hits of 1 KiB cost the client 0.7 system calls instead of 3 and the
-// server 0.6 instead of 3, and the throughput went from 0.8 to 1.3-1.5 times that of a raw TCP
-// request/response with WithPipelining(1); a lone caller's latency does not change. More
-// connections share less (WithPipelining(4): 0.9-1.0). Values of 64 KiB gain nothing (the
-// copies, not the system calls, dominate). But a server answers the requests of one connection
-// one after the other, in order: a request queued behind a slow one (a load on a miss, a slow
-// backend) waits for it. With one request in 50 taking 2 ms at the peer, the fast requests of 16
-// callers got a quarter of their throughput with WithPipelining(1), under half with 2
-// connections, 90 % with 4. Hence it is off by default: turn it on where remote requests are
-// mostly hits of small values.
+// What it buys (docs/protocol.md, "Client pipelining", has the figures): when many callers ask
+// the same peer at once, fewer system calls per request; in process, 16 callers' remote hits of
+// 1 KiB took a quarter of the time per request with WithPipelining(1), and with one request in
+// 50 taking 2 ms at the peer the fast requests had 2.5 to 2.7 times the throughput they have
+// without pipelining. More connections share less. Values of 64 KiB gain little (the copies, not
+// the system calls, dominate).
 func WithPipelining(conns int) ClientOption {
 	return clientOption(func(c *clientConfig) error {
 		if conns < 0 || conns > 1024 {
