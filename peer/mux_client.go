@@ -164,7 +164,11 @@ type muxClientConn struct {
 	// Reading.
 	reader *muxCall   // holds the reader role (reading, or signalled to read); nil: free
 	rs     replyState // the frame being read; used by the reader role's holder only
-	cur    *muxCall   // the call whose reply rs is reading, past its prefix; the role's holder's
+	// The call whose reply rs is reading (past its prefix), and its op and key count, copied
+	// under mu (a call ended by breakLocked may be recycled): the role's holder's.
+	cur     *muxCall
+	curOp   Op
+	curKeys int
 	// Deadlines armed on nc; a poisoned one is in the past, set to interrupt its holder.
 	rArmed, wArmed   time.Time
 	rPoison, wPoison bool
@@ -447,7 +451,7 @@ func (pc *muxClientConn) roundTrip(r *request, attempt int) (Response, bool, err
 	}
 	if !pc.writing {
 		pc.writing, pc.writer = true, c
-		if pc.n > 1 {
+		if pc.live > 1 {
 			// Other requests are in flight: their callers, woken with their replies, may be
 			// about to send the next ones. Let them run first, so their frames join this write.
 			// A lone request goes out at once.
@@ -670,20 +674,21 @@ func (pc *muxClientConn) readFrame() (*muxCall, Response, error) {
 		pc.mu.Lock()
 		h := pc.lookupLocked(id)
 		discard := h != nil && h.final // abandoned: skip its reply unparsed
+		if h != nil {
+			pc.cur, pc.curOp, pc.curKeys = h, h.op, h.nkeys
+		}
 		pc.mu.Unlock()
 		if h == nil {
 			st.stage = replyBad
 			return nil, Response{}, &Error{Peer: p.addr, Err: ErrProtocol,
 				Msg: fmt.Sprintf("reply with id %#x, which is not that of a request in flight on the connection", id)}
 		}
-		pc.cur = h
-		if err := p.beginReply(st, n, h.op, discard); err != nil {
+		if err := p.beginReply(st, n, pc.curOp, discard); err != nil {
 			return h, Response{}, err
 		}
 	}
-	h := pc.cur
-	resp, err := p.continueReply(pc.br, h.op, h.nkeys, st)
-	return h, resp, err
+	resp, err := p.continueReply(pc.br, pc.curOp, pc.curKeys, st)
+	return pc.cur, resp, err
 }
 
 // readLocked reads replies as the holder of the reader role, handing each to its call, until c's
