@@ -177,6 +177,22 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 	return c.reply(key, v)
 }
 
+// serveInline answers a peer's request for key bytes kb if it can without waiting: a refusal, or a
+// hit (see served). ok false: it did nothing, serve answers.
+func (c *Cache[K, V]) serveInline(kb []byte) (v peer.Value, ok bool, err error) {
+	if c.closed.Load() || len(kb) > c.maxKey {
+		return peer.Value{}, false, nil // serve says why
+	}
+	key, err := c.keys.Decode(kb)
+	if err != nil {
+		return peer.Value{}, false, nil
+	}
+	if v, err, ok = c.served(key); ok {
+		c.cluster.peerRequests.Add(1)
+	}
+	return v, ok, err
+}
+
 // served answers a peer's request from the main store: ok reports a hit (a value, which may be
 // stale and then starts a refresh, or a cached "not found").
 func (c *Cache[K, V]) served(key K) (peer.Value, error, bool) {

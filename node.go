@@ -66,6 +66,7 @@ const DefaultHandoffWindow = time.Minute
 // servedCache is the part of a Cache[K, V] that the node's server calls. It knows no K or V.
 type servedCache interface {
 	serve(ctx context.Context, key []byte) (peer.Value, error)
+	serveInline(key []byte) (peer.Value, bool, error)
 	serveMany(ctx context.Context, keys [][]byte) ([]peer.Result, error)
 	peek(key []byte) (peer.Value, error)
 	peekMany(keys [][]byte) ([]peer.Result, error)
@@ -481,12 +482,24 @@ func (n *Node) Close() error {
 // nodeBackend is the node's face towards its server: it finds the named cache.
 type nodeBackend struct{ n *Node }
 
+var _ peer.InlineBackend = nodeBackend{}
+
 func (b nodeBackend) Get(ctx context.Context, cache string, key []byte) (peer.Value, error) {
 	c, err := b.cache(cache)
 	if err != nil {
 		return peer.Value{}, err
 	}
 	return c.serve(ctx, key)
+}
+
+// GetInline answers a request from the main store when it can without waiting (a hit, a cached
+// "not found"); otherwise the server calls Get on a goroutine of its own.
+func (b nodeBackend) GetInline(cache string, key []byte) (peer.Value, bool, error) {
+	c, err := b.cache(cache)
+	if err != nil {
+		return peer.Value{}, true, err
+	}
+	return c.serveInline(key)
 }
 
 // Peek answers a hand-off request: the value if this node holds it, never a load.

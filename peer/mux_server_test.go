@@ -495,3 +495,59 @@ func TestMuxServerCloseWithRequestsInProgress(t *testing.T) {
 	nc2.Close()
 	<-done
 }
+
+// FuzzMuxServerStream sends arbitrary bytes to a server on a multiplexed connection, then closes
+// its side: the server must answer with well-formed frames only (one per whole request frame at
+// most, under ids that were sent), and go on serving other connections.
+func FuzzMuxServerStream(f *testing.F) {
+	get := muxGetFrame(1, "k")
+	many := AppendRequest(nil, &Request{Op: OpGetMany, Cache: "c", Keys: [][]byte{[]byte("k"), []byte("x")}})
+	f.Add(get)
+	f.Add(append(append([]byte{}, get...), muxGetFrame(2, "load:k")...))
+	f.Add(append(appendMuxPrefix(nil, len(many), 9), many...))
+	f.Add(appendMuxPrefix(nil, 0x7fffffff, 3))
+	f.Add(append(appendMuxPrefix(nil, 2, 4), Version, 9))
+	f.Add([]byte{0, 0, 0, 50, 0, 0, 0, 1, Version})
+
+	b := muxOpsBackend{newPeekManyBackend()}
+	b.set("k", Value{Data: []byte("v")})
+	b.set("load:k", Value{Data: bytes.Repeat([]byte("w"), smallReply+1)})
+	_, addr := startServer(f, &inlineBackend{mapBackend: b.mapBackend}, WithServerLimits(Limits{MaxValueBytes: 1 << 20}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// The ids the input could carry, frame by frame, as the server reads it.
+		ids := map[uint32]bool{}
+		for rest := data; len(rest) >= muxPrefixLen; {
+			n, id := parseMuxPrefix(rest)
+			ids[id] = true
+			if n > len(rest)-muxPrefixLen {
+				break
+			}
+			rest = rest[muxPrefixLen+n:]
+		}
+		nc, br, _ := muxUpgrade(t, addr, UpgradeMultiplexed)
+		if _, err := nc.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		nc.(*net.TCPConn).CloseWrite()
+		for {
+			hdr := make([]byte, muxPrefixLen)
+			if _, err := io.ReadFull(br, hdr); err != nil {
+				if err != io.EOF {
+					t.Fatalf("reading a reply: %v", err)
+				}
+				break
+			}
+			n, id := parseMuxPrefix(hdr)
+			if !ids[id] {
+				t.Fatalf("reply under id %d, which was not sent", id)
+			}
+			frame := make([]byte, n)
+			if _, err := io.ReadFull(br, frame); err != nil {
+				t.Fatalf("reading a reply of %d bytes: %v", n, err)
+			}
+			if _, err := ParseResponse(frame, Limits{MaxValueBytes: 1 << 20}); err != nil {
+				t.Fatalf("malformed reply: %v", err)
+			}
+		}
+	})
+}

@@ -28,6 +28,10 @@ type child struct {
 
 func startChild(role string, size int) *child {
 	cmd := exec.Command(os.Args[0], "-role", role, "-size", strconv.Itoa(size))
+	if *childCPUs != "" {
+		// Pinned apart from the measuring process (which the caller pins with taskset itself).
+		cmd = exec.Command("taskset", append([]string{"-c", *childCPUs}, cmd.Args...)...)
+	}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	fatalIf(err)

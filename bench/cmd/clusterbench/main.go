@@ -45,6 +45,8 @@ var (
 	batchFlag    = flag.Int("batch", 100, "keys per GetMany in the GetMany comparison; 0 skips it")
 	syscallsFlag = flag.Bool("syscalls", false, "also report the read and write system calls per request of the 16-caller run, "+
 		"in the measuring process and in the server processes (Linux /proc/PID/io)")
+	childCPUs = flag.String("childcpus", "", "CPU list the child processes are pinned to (taskset -c), e.g. 1; "+
+		"run the measuring process under taskset -c 0 to keep every round trip between two CPUs")
 	pipeline = flag.Int("pipeline", -1, "pipelined connections per peer of the measuring node's peer.Client and of the bare one "+
 		"(peer.WithPipelining); 0: one request per connection; -1: the peer package's default")
 )
