@@ -39,7 +39,7 @@ import (
 // Writes. A caller appends its frame to the connection's pending buffer. If no write is in
 // progress it becomes the writer: it writes all that is pending in one write, and again while
 // more arrived meanwhile; otherwise its frame goes out with the next write. A writer that finds
-// other requests in flight on the connection yields the processor once before it takes the
+// other callers waiting on the connection yields the processor once before it takes the
 // pending frames: the callers the reader has just handed their replies to are runnable, and most
 // send their next request at once, so their frames join this write (on two cores, 16 callers:
 // 0.3 writes per request instead of 0.9). A lone request is written at once.
@@ -93,6 +93,9 @@ const (
 	// maxMuxDepth is the most slots a connection's table can have.
 	maxMuxDepth = 1 << muxSlotBits
 )
+
+// A slot's index fits in its bits (and in the uint8 of the free list).
+var _ [maxMuxDepth - pipelineDepth]struct{}
 
 // errRoleLost interrupts a read or write of a multiplexed connection whose caller left.
 var errRoleLost = errors.New("peer: caller left its connection")
