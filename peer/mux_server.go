@@ -34,14 +34,15 @@ type muxConn struct {
 
 	mu         sync.Mutex
 	wbuf       []byte   // small replies not handed to a write yet
-	large      [][]byte // heads and values of large replies not handed to a write yet
+	large      []cut    // the values of large replies in wbuf not handed to a write yet
 	writing    bool     // a goroutine writes, and will write what is pending when it is done
 	broken     bool     // a write failed, or the connection ends: replies are dropped
 	spare      []byte   // the buffer of the write in progress, for the replies after it
-	largeSpare [][]byte
+	largeSpare []cut
 
 	// The writer's (whoever holds writing).
 	iov    net.Buffers
+	iovw   net.Buffers // what WriteTo consumes (a field, so that it does not escape per write)
 	wArmed time.Time // when the write deadline was last pushed
 }
 
@@ -213,8 +214,15 @@ func (m *muxConn) reply(id uint32, r *Response) {
 		m.wbuf = buf
 		return
 	}
-	m.large = append(m.large, bytes.Clone(buf[start:]), r.Value.Data)
-	m.wbuf = buf[:start]
+	// The head stays in wbuf; the value is written after it, from where it lies.
+	m.wbuf = buf
+	m.large = append(m.large, cut{at: len(buf), data: r.Value.Data})
+}
+
+// cut is a large value to be written at offset at of the pending replies, right after its head.
+type cut struct {
+	at   int
+	data []byte
 }
 
 // flush writes the pending replies, and those that come meanwhile, unless a write is in progress,
@@ -250,9 +258,9 @@ func (m *muxConn) flush() {
 	m.mu.Unlock()
 }
 
-// write writes buf, then the heads and values of large, in one system call where it can. Only the
-// holder of writing calls it.
-func (m *muxConn) write(buf []byte, large [][]byte) error {
+// write writes buf with the values of large inserted at their offsets, in one system call where
+// it can. Only the holder of writing calls it.
+func (m *muxConn) write(buf []byte, large []cut) error {
 	nc := m.c.nc
 	if now := time.Now(); now.Sub(m.wArmed) >= m.c.s.idleTimeout/16 {
 		_ = nc.SetWriteDeadline(now.Add(m.c.s.idleTimeout))
@@ -262,11 +270,19 @@ func (m *muxConn) write(buf []byte, large [][]byte) error {
 		_, err := nc.Write(buf)
 		return err
 	}
-	m.iov = append(m.iov[:0], buf)
-	m.iov = append(m.iov, large...)
-	iov := m.iov // WriteTo consumes iov, not the array behind it
-	_, err := iov.WriteTo(nc)
+	m.iov = m.iov[:0]
+	from := 0
+	for _, c := range large {
+		m.iov = append(m.iov, buf[from:c.at], c.data)
+		from = c.at
+	}
+	if from < len(buf) {
+		m.iov = append(m.iov, buf[from:])
+	}
+	m.iovw = m.iov // WriteTo consumes iovw, not the array behind it
+	_, err := m.iovw.WriteTo(nc)
 	clear(m.iov)
+	m.iovw = nil
 	return err
 }
 
