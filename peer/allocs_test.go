@@ -12,7 +12,7 @@ import (
 // Results on the client and the Backend's Results, the batch body coming from the server's pool.
 func TestAllocs(t *testing.T) {
 	_, addr := startServer(t, batchValueBackend{valueBackend{Value{Data: random(1 << 10)}}})
-	c := newClient(t)
+	c := framing1Client(t)
 	ctx := context.Background()
 	keys := benchKeys(benchBatch)
 	if _, err := c.GetMany(ctx, addr, "c", keys); err != nil { // dial, and fill the pool

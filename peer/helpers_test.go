@@ -90,6 +90,13 @@ func newClient(t testing.TB, opts ...ClientOption) *Client {
 	return c
 }
 
+// framing1Client is a client that sends one request per connection on framing 1, for the tests
+// of that exchange (the default client multiplexes).
+func framing1Client(t testing.TB, opts ...ClientOption) *Client {
+	t.Helper()
+	return newClient(t, append([]ClientOption{WithPipelining(0)}, opts...)...)
+}
+
 func ctxTimeout(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)

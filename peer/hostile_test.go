@@ -31,13 +31,14 @@ type hostileConn struct {
 	br *bufio.Reader
 }
 
-// upgrade reads the client's upgrade request and answers 101.
+// upgrade reads the client's upgrade request and answers 101 with framing 1 (a hostile server
+// speaks framing 1 only: the client falls back to it).
 func (h *hostileConn) upgrade() bool {
 	req, err := http.ReadRequest(h.br)
 	if err != nil {
 		return false
 	}
-	if req.Header.Get("Upgrade") != UpgradeProtocol {
+	if !headerHasToken(req.Header, "Upgrade", UpgradeProtocol) {
 		h.t.Errorf("upgrade request without Upgrade: %v", req.Header)
 		return false
 	}

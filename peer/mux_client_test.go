@@ -647,7 +647,7 @@ func TestMuxHandshake(t *testing.T) {
 			if tc.mux {
 				c, _ = pipelined(t)
 			} else {
-				c = newClient(t)
+				c = framing1Client(t)
 			}
 			v, err := c.Get(context.Background(), addr, "c", []byte("k"))
 			if want := map[bool]string{true: "groupcache/2, groupcache/1", false: UpgradeProtocol}[tc.mux]; <-offers != want {

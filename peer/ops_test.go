@@ -673,7 +673,7 @@ func TestGetManyCancel(t *testing.T) {
 	b.release = make(chan struct{})
 	_, addr := startServer(t, b)
 	defer close(b.release)
-	c := newClient(t)
+	c := framing1Client(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		<-entered

@@ -26,9 +26,9 @@ const (
 	// DefaultIdleTimeout so that the client, not the server, closes idle connections.
 	DefaultIdleConnTimeout = time.Minute
 	// DefaultPipelining is the number of multiplexed connections per peer of a Client made
-	// without WithPipelining: 0, one request per connection. It stays 0 until measurements of
-	// the multiplexed client across processes decide otherwise; see WithPipelining.
-	DefaultPipelining = 0
+	// without WithPipelining: one connection, shared by every request to the peer (see
+	// WithPipelining for why, and for when to use more).
+	DefaultPipelining = 1
 )
 
 func optionError(name, format string, args ...any) error {
@@ -253,7 +253,7 @@ func WithClientLimits(l Limits) ClientOption {
 // and the peer answers in any order), each carrying up to 64 requests in flight; 0 turns
 // pipelining off: one request per connection at a time on framing 1, on up to
 // WithMaxConnsPerPeer connections (which, like WithMaxIdlePerPeer, does not apply to multiplexed
-// connections). Default DefaultPipelining (0, for now); range 0 to 1024. Every op goes on the
+// connections). Default DefaultPipelining (1); range 0 to 1024. Every op goes on the
 // multiplexed connections, Peek and PeekMany included.
 //
 // A request is written at once if no write is in progress on its connection; otherwise its frame
@@ -282,6 +282,11 @@ func WithClientLimits(l Limits) ClientOption {
 // the throughput of a raw TCP request/response, against 0.75 to 0.86 without pipelining. More
 // connections share less. Values of 64 KiB gain little (the copies, not the system calls,
 // dominate).
+//
+// What it costs: the requests of a connection share one TCP stream, so a large reply delays the
+// replies behind it by its transfer time (not by its load: the peer answers each request when it
+// is ready). A cache with values of many megabytes among small ones can give each peer a few
+// connections (WithPipelining(4)); WithPipelining(0) goes back to one request per connection.
 func WithPipelining(conns int) ClientOption {
 	return clientOption(func(c *clientConfig) error {
 		if conns < 0 || conns > 1024 {

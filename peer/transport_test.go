@@ -296,7 +296,7 @@ func TestCancelMidRequest(t *testing.T) {
 	}
 	_, addr := startServer(t, b)
 	defer close(release)
-	c := newClient(t)
+	c := framing1Client(t)
 	mustGet(t, c, addr, "k")
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -515,7 +515,7 @@ func TestMaxConnsPerPeer(t *testing.T) {
 		inflight.Add(-1)
 	}
 	_, addr := startServer(t, b)
-	c := newClient(t, WithMaxConnsPerPeer(2), WithMaxIdlePerPeer(1))
+	c := framing1Client(t, WithMaxConnsPerPeer(2), WithMaxIdlePerPeer(1))
 	var wg sync.WaitGroup
 	for range 6 {
 		wg.Go(func() { mustGet(t, c, addr, "k") })
@@ -530,7 +530,7 @@ func TestMaxConnsPerPeer(t *testing.T) {
 	}
 
 	// Waiting for a connection is bounded by the caller's context.
-	c1 := newClient(t, WithMaxConnsPerPeer(1))
+	c1 := framing1Client(t, WithMaxConnsPerPeer(1))
 	release := make(chan struct{})
 	b.hook = func(ctx context.Context, key string) {
 		if key == "slow" {
