@@ -450,3 +450,70 @@ func TestClusterHandoffOnScaleOut(t *testing.T) {
 		t.Fatalf("only %d hand-offs to the new node", handoffs)
 	}
 }
+
+// A load in progress on an owner holds up none of the other requests a node sends it: they share
+// one multiplexed connection, and the owner answers its hits while the load goes on.
+func TestClusterSlowLoadDoesNotStallOwnersHits(t *testing.T) {
+	cl := testcluster.Start(t, 3)
+	release := make(chan struct{})
+	log := newLoadLog()
+	var slowKey string
+	caches := stringCaches(t, cl, "c", log, func(ctx context.Context, node int, k string) (string, error) {
+		if k == slowKey {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+		return "value-" + k, nil
+	})
+	slowKey = keyOwnedBy(t, cl, 2)
+	var warm []string
+	for i := 0; len(warm) < 20; i++ {
+		if k := "warm" + strconv.Itoa(i); ownerOf(t, cl, k) == 2 {
+			warm = append(warm, k)
+		}
+	}
+	for _, k := range warm { // loaded on node 2, asked by node 1: node 0 holds no copy
+		if _, err := caches[1].Get(context.Background(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loads := log.total.Load()
+	slow := make(chan error, 1)
+	go func() { _, err := caches[0].Get(context.Background(), slowKey); slow <- err }()
+	for log.total.Load() == loads { // node 2 is loading the slow key
+		runtime.Gosched()
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for _, k := range warm {
+				if v, err := caches[0].Get(context.Background(), k); err != nil || v != "value-"+k {
+					t.Errorf("Get(%s) = %q, %v", k, v, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-slow:
+		t.Fatalf("slow Get returned early: %v", err)
+	default:
+	}
+	st := cl.Nodes[0].Stats().Client
+	if st.MuxConns == 0 || st.Dials > 2 {
+		t.Errorf("node 0's requests did not share multiplexed connections: %+v", st)
+	}
+	if got := log.total.Load(); got != loads+1 {
+		t.Errorf("%d loads after the warm-up, want 1 (the slow key)", got-loads)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if d := cl.Nodes[2].Stats().Server.Detached; d < 1 {
+		t.Errorf("the slow load did not run on a goroutine of its own: Detached %d", d)
+	}
+}
