@@ -138,6 +138,9 @@ type floor struct {
 	size     int
 	mu       sync.Mutex
 	conns    map[[2]int]*floorConn
+	// fresh reads each reply into new memory, as a Get must (its value belongs to its caller),
+	// instead of a buffer reused by the connection.
+	fresh bool
 }
 
 type floorConn struct {
@@ -158,6 +161,9 @@ func newFloor(size, servers int) *floor {
 func (f *floor) name() string {
 	if len(f.children) == 1 {
 		return "raw TCP floor (1 server process)"
+	}
+	if f.fresh {
+		return fmt.Sprintf("raw TCP floor (%d server processes, new memory per reply)", len(f.children))
 	}
 	return fmt.Sprintf("raw TCP floor (%d server processes)", len(f.children))
 }
@@ -199,7 +205,11 @@ func (f *floor) get(caller, i int) error {
 	if n != f.size {
 		return fmt.Errorf("reply of %d bytes", n)
 	}
-	_, err := io.ReadFull(fc.br, fc.buf[:n])
+	buf := fc.buf[:n]
+	if f.fresh {
+		buf = make([]byte, n)
+	}
+	_, err := io.ReadFull(fc.br, buf)
 	return err
 }
 

@@ -103,6 +103,7 @@ func main() {
 	specs := []spec{
 		{"floor1", func(n int) system { return newFloor(n, 1) }},
 		{"floor2", func(n int) system { return newFloor(n, 2) }},
+		{"floor2new", func(n int) system { f := newFloor(n, 2); f.fresh = true; return f }},
 		{"transport", func(n int) system { return newTransportOnly(n) }},
 		{"ours", func(n int) system { return newOurs(n) }},
 		{"gc", func(n int) system { return newGC(n) }},
@@ -113,8 +114,8 @@ func main() {
 	}
 	fmt.Println("Medians over the rounds; each ratio is taken within one round, then its median is shown.")
 	fmt.Println()
-	fmt.Println("| value | system | p50 (1 caller) | p99 (1 caller) | ops/s (1 caller) | p50 (16) | p99 (16) | ops/s (16) | p50 / floor(1) | ops/s(16) / floor(1) | ops/s(16) / floor(2) | ops/s(16) / golang/groupcache |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| value | system | p50 (1 caller) | p99 (1 caller) | ops/s (1 caller) | p50 (16) | p99 (16) | ops/s (16) | p50 / floor(1) | ops/s(16) / floor(1) | ops/s(16) / floor(2) | ops/s(16) / floor(2, new memory) | ops/s(16) / golang/groupcache |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, size := range sizes {
 		rounds := make([]map[string]result, *roundsFlag)
 		for r := range rounds {
@@ -157,7 +158,7 @@ func main() {
 			}
 			p50 := func(r result) float64 { return float64(r.single.p50) }
 			ops16 := func(r result) float64 { return r.multi.ops }
-			fmt.Printf("| %s | %s | %s | %s | %.0f | %s | %s | %.0f | %.2f | %.2f | %.2f | %.2f |\n", sizeName(size), rounds[0][sp.name].name,
+			fmt.Printf("| %s | %s | %s | %s | %.0f | %s | %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", sizeName(size), rounds[0][sp.name].name,
 				us(time.Duration(med(get(sp.name, p50)))),
 				us(time.Duration(med(get(sp.name, func(r result) float64 { return float64(r.single.p99) })))),
 				med(get(sp.name, func(r result) float64 { return r.single.ops })),
@@ -167,6 +168,7 @@ func main() {
 				med(ratio(get(sp.name, p50), get("floor1", p50))),
 				med(ratio(get(sp.name, ops16), get("floor1", ops16))),
 				med(ratio(get(sp.name, ops16), get("floor2", ops16))),
+				med(ratio(get(sp.name, ops16), get("floor2new", ops16))),
 				med(ratio(get(sp.name, ops16), get("gc", ops16))))
 		}
 		if *syscallsFlag {
