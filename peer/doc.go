@@ -15,14 +15,15 @@
 // # Protocol
 //
 // A client opens a TCP connection with an HTTP/1.1 request to the server's base path carrying
-// "Connection: Upgrade" and "Upgrade: groupcache/1". The server hijacks the connection, answers
-// "101 Switching Protocols", and from then on the connection carries length-prefixed binary
-// frames: a 4-byte big-endian length, then the frame (a version byte, an
-// op or status byte, a flags byte and uvarint-length-prefixed fields). The server's goroutine for
-// the connection reads a request, calls the Backend inline, writes the reply and repeats: no
-// goroutine per request, no HTTP header per request. Requests sent without waiting for the replies
-// (pipelined) are answered in order, and the replies to requests that arrived together go out in
-// one write. A plain POST whose body is one request frame is answered with one response frame,
+// "Connection: Upgrade" and "Upgrade: groupcache/2, groupcache/1". The server hijacks the
+// connection, answers "101 Switching Protocols" naming the framing it chose, and from then on the
+// connection carries length-prefixed binary frames: a 4-byte big-endian length (and with framing
+// 2 a 4-byte request id), then the frame (a version byte, an op or status byte, a flags byte and
+// uvarint-length-prefixed fields); no HTTP header per request. With framing 2 (multiplexed) the
+// server's goroutine for the connection answers at once what it holds in memory (InlineBackend)
+// and runs any other request on a goroutine of its own, replying in any order; with framing 1 it
+// reads a request, calls the Backend inline, writes the reply and repeats, answering in order.
+// Replies ready together go out in one write. A plain POST whose body is one request frame is answered with one response frame,
 // for simple clients and for proxies that refuse upgrades.
 // AppendRequest, ParseRequest, AppendResponse and ParseResponse encode and decode frames, and
 // AppendBatch and ParseBatch the body of a GetMany or PeekMany reply; docs/protocol.md in the
@@ -59,8 +60,8 @@
 // handing the other callers the replies their ids name from what it read. A slow request holds up
 // none of the others. A timeout or cancellation releases its caller at once (its reply is dropped
 // when it comes). A peer that speaks framing 1 only is asked one request per connection, as
-// without the option. It raises the throughput of many callers asking for small values; it is off
-// by default for now.
+// with WithPipelining(0), which goes back to one request per connection. It raises the throughput
+// of many callers asking for small values; DefaultPipelining is 1.
 //
 //	c, err := peer.NewClient()
 //	if err != nil { ... }
