@@ -33,17 +33,17 @@ type muxConn struct {
 	wg     sync.WaitGroup
 
 	mu         sync.Mutex
-	wbuf       []byte   // small replies not handed to a write yet
-	large      []cut    // the values of large replies in wbuf not handed to a write yet
-	writing    bool     // a goroutine writes, and will write what is pending when it is done
-	broken     bool     // a write failed, or the connection ends: replies are dropped
-	spare      []byte   // the buffer of the write in progress, for the replies after it
+	wbuf       []byte // replies not handed to a write yet (of a large one, its head)
+	large      []cut  // the values of large replies in wbuf not handed to a write yet
+	writing    bool   // a goroutine writes, and will write what is pending when it is done
+	broken     bool   // a write failed, or the connection ends: replies are dropped
+	spare      []byte // the buffer of the write in progress, for the replies after it
 	largeSpare []cut
 
 	// The writer's (whoever holds writing).
 	iov    net.Buffers
 	iovw   net.Buffers // what WriteTo consumes (a field, so that it does not escape per write)
-	wArmed time.Time // when the write deadline was last pushed
+	wArmed time.Time   // when the write deadline was last pushed
 }
 
 // serveMux serves the connection on the multiplexed framing until it ends; cancel cancels ctx.
