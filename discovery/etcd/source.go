@@ -546,7 +546,9 @@ func (r *registrar) run() {
 	defer close(r.done)
 	var lease clientv3.LeaseID
 	defer func() {
-		if lease != 0 {
+		// A closed client revokes nothing: its node is gone as if dead, and its key goes when
+		// the lease runs out (a Revoke racing the client's Close could still get through).
+		if lease != 0 && r.s.cli.Ctx().Err() == nil {
 			r.revoke(lease)
 		}
 	}()
