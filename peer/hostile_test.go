@@ -232,20 +232,9 @@ func TestUnreachablePeer(t *testing.T) {
 // rawUpgrade dials addr and upgrades the connection by hand.
 func rawUpgrade(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(nc, "GET /_groupcache/ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: groupcache/1\r\n\r\n")
-	br := bufio.NewReader(nc)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: %s", resp.Status)
+	nc, br, proto := muxUpgrade(t, addr, UpgradeProtocol)
+	if proto != UpgradeProtocol {
+		t.Fatalf("upgraded to %q", proto)
 	}
 	return nc, br
 }

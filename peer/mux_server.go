@@ -85,14 +85,7 @@ func (c *serverConn) serveMux(ctx context.Context, cancel context.CancelFunc) {
 			m.flush()
 			return
 		}
-		var frame []byte
-		peeked := n <= c.br.Size()
-		if peeked {
-			frame, err = c.br.Peek(n)
-		} else {
-			c.rbuf, err = readFrame(c.br, c.rbuf, n)
-			frame = c.rbuf
-		}
+		frame, peeked, err := c.readRequest(n)
 		if err != nil {
 			return
 		}

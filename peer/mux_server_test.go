@@ -52,7 +52,7 @@ func muxUpgrade(t testing.TB, addr, upgrade string) (net.Conn, *bufio.Reader, st
 	}
 	t.Cleanup(func() { nc.Close() })
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(nc, "GET /_groupcache/ HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "+upgrade+"\r\n\r\n")
+	io.WriteString(nc, "GET /_groupcache/ HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: "+upgrade+"\r\n\r\n")
 	br := bufio.NewReader(nc)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {

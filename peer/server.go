@@ -622,14 +622,7 @@ func (c *serverConn) serve(ctx context.Context) {
 				Msg: fmt.Sprintf("request frame of %d bytes over the limit of %d", n, s.reqFrameMax)}, true)
 			return
 		}
-		var frame []byte
-		peeked := n <= c.br.Size()
-		if peeked {
-			frame, err = c.br.Peek(n)
-		} else {
-			c.rbuf, err = readFrame(c.br, c.rbuf, n)
-			frame = c.rbuf
-		}
+		frame, peeked, err := c.readRequest(n)
 		if err != nil {
 			return
 		}
@@ -652,6 +645,17 @@ func (c *serverConn) serve(ctx context.Context) {
 			c.scratch.body = nil
 		}
 	}
+}
+
+// readRequest reads an n-byte request frame: peeked in br's buffer (peeked true: discard it once
+// done with it), or for a frame longer than that buffer read into rbuf.
+func (c *serverConn) readRequest(n int) (frame []byte, peeked bool, err error) {
+	if n <= c.br.Size() {
+		frame, err = c.br.Peek(n)
+		return frame, true, err
+	}
+	c.rbuf, err = readFrame(c.br, c.rbuf, n)
+	return c.rbuf, false, err
 }
 
 // nextBuffered reports whether br holds a whole request frame (or one over the limit, which is
