@@ -301,14 +301,7 @@ func TestMuxAbandonedBound(t *testing.T) {
 	t.Cleanup(release) // before the server's cleanup, which waits for its goroutines
 	c, _ := pipelined(t)
 	c.pipeDepth = 8
-	slow := make(chan error, 1)
-	go func() {
-		v, err := c.Get(context.Background(), addr, "c", []byte("slow"))
-		if err == nil && string(v.Data) != "get:slow" {
-			err = fmt.Errorf("got %q", v.Data)
-		}
-		slow <- err
-	}()
+	slow := goEchoGet(c, addr, "slow")
 	<-slowIn
 	pc := onlyMux(t, c, addr)
 	hole := func(i int) {
@@ -710,15 +703,7 @@ func TestMuxReaderLeavesMidReply(t *testing.T) {
 	go func() { second <- echoOp(context.Background(), c, addr, 0, 2) }()
 	<-halfSent
 	waitUntil(t, "the client has read half of the value", func() bool { return cli.bytesRead.Load() > int64(len(big)/2) })
-	start := time.Now()
-	cancel()
-	err := <-first
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("the reader returned after %v", d)
-	}
-	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("%v: want ErrUnavailable and context.Canceled", err)
-	}
+	checkLeavesAtOnce(t, "the reader", cancel, first)
 	close(goOn)
 	if err := <-second; err != nil {
 		t.Fatal(err)
@@ -775,15 +760,7 @@ func TestMuxWriterLeavesMidWrite(t *testing.T) {
 	getErr := make(chan error, 1)
 	go func() { getErr <- echoOp(context.Background(), c, addr, 0, 2) }()
 	waitUntil(t, "the Get is queued", func() bool { q, _ := pc.queued(); return q == 2 })
-	start := time.Now()
-	cancel()
-	err := <-setErr
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("the writer returned after %v", d)
-	}
-	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("%v: want ErrUnavailable and context.Canceled", err)
-	}
+	checkLeavesAtOnce(t, "the writer", cancel, setErr)
 	close(startReading)
 	if err := <-getErr; err != nil {
 		t.Fatal(err)
@@ -841,5 +818,34 @@ func TestMuxIDs(t *testing.T) {
 	pc.takeIDLocked(again)
 	if again.id>>muxSlotBits != 0 || pc.lookupLocked(again.id) != again {
 		t.Fatalf("id %#x after the last generation", again.id)
+	}
+}
+
+// goEchoGet starts a Get of key from an echoBackend's server; its error (or a wrong value) comes on
+// the channel.
+func goEchoGet(c *Client, addr, key string) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		v, err := c.Get(context.Background(), addr, "c", []byte(key))
+		if err == nil && string(v.Data) != "get:"+key {
+			err = fmt.Errorf("got %q", v.Data)
+		}
+		errc <- err
+	}()
+	return errc
+}
+
+// checkLeavesAtOnce cancels a caller's context and checks that it returns within a second with
+// an error matching ErrUnavailable and context.Canceled.
+func checkLeavesAtOnce(t *testing.T, who string, cancel context.CancelFunc, errc <-chan error) {
+	t.Helper()
+	start := time.Now()
+	cancel()
+	err := <-errc
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("%s returned after %v", who, d)
+	}
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("%v: want ErrUnavailable and context.Canceled", err)
 	}
 }

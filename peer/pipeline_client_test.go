@@ -508,14 +508,7 @@ func TestPipelinedSlowRequestHoldsUpNone(t *testing.T) {
 	defer g.releaseAll()
 	_, addr := startServer(t, &echoBackend{hook: g.hook})
 	c, _ := pipelined(t)
-	slow := make(chan error, 1)
-	go func() {
-		v, err := c.Get(context.Background(), addr, "c", []byte("slow"))
-		if err == nil && string(v.Data) != "get:slow" {
-			err = fmt.Errorf("got %q", v.Data)
-		}
-		slow <- err
-	}()
+	slow := goEchoGet(c, addr, "slow")
 	<-g.entered
 	pc := onlyMux(t, c, addr)
 	var wg sync.WaitGroup
