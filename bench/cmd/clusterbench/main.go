@@ -31,17 +31,19 @@ import (
 )
 
 var (
-	role         = flag.String("role", "", "internal: run as a child (echo, node, gcnode)")
-	sizeFlag     = flag.Int("size", 1024, "internal: value size of a child")
-	sizesFlag    = flag.String("sizes", "1024,65536", "value sizes to measure, comma-separated")
-	keysFlag     = flag.Int("keys", 3000, "keys in the measured set")
-	samples      = flag.Int("samples", 20000, "requests of the single-caller latency run")
-	duration     = flag.Duration("duration", 2*time.Second, "length of each 16-caller throughput run")
-	callers      = flag.Int("callers", 16, "concurrent callers of the throughput run")
-	coldKeys     = flag.Int("coldkeys", 2000, "keys of the cold-fill run")
-	roundsFlag   = flag.Int("rounds", 3, "rounds; every system is measured once per round")
-	only         = flag.String("only", "", "measure only the systems whose name contains this")
-	cpuprof      = flag.String("cpuprofile", "", "write a CPU profile of the measuring process")
+	role       = flag.String("role", "", "internal: run as a child (echo, node, gcnode)")
+	sizeFlag   = flag.Int("size", 1024, "internal: value size of a child")
+	sizesFlag  = flag.String("sizes", "1024,65536", "value sizes to measure, comma-separated")
+	keysFlag   = flag.Int("keys", 3000, "keys in the measured set")
+	samples    = flag.Int("samples", 20000, "requests of the single-caller latency run")
+	duration   = flag.Duration("duration", 2*time.Second, "length of each 16-caller throughput run")
+	callers    = flag.Int("callers", 16, "concurrent callers of the throughput run")
+	coldKeys   = flag.Int("coldkeys", 2000, "keys of the cold-fill run")
+	roundsFlag = flag.Int("rounds", 3, "rounds; every system is measured once per round")
+	only       = flag.String("only", "", "measure only the systems whose name contains this")
+	cpuprof    = flag.String("cpuprofile", "", "write a CPU profile of the measuring process")
+	memprof    = flag.String("memprofile", "", "write the measuring process's heap profile after each system's 16-caller run, "+
+		"to this path suffixed with the system's name")
 	batchFlag    = flag.Int("batch", 100, "keys per GetMany in the GetMany comparison; 0 skips it")
 	syscallsFlag = flag.Bool("syscalls", false, "also report the read and write system calls per request of the 16-caller run, "+
 		"in the measuring process and in the server processes (Linux /proc/PID/io)")
@@ -231,6 +233,13 @@ func measureSystem(s system) result {
 	single := run(s, keys, 1, *samples, 0)
 	before := readIO(s)
 	multi := run(s, keys, *callers, 0, *duration)
+	if *memprof != "" {
+		// The heap as the last collection of the 16-caller run left it.
+		f, err := os.Create(*memprof + "." + strings.NewReplacer(" ", "_", "(", "", ")", "", ",", "", "/", "_").Replace(s.name()))
+		fatalIf(err)
+		fatalIf(pprof.Lookup("heap").WriteTo(f, 0))
+		f.Close()
+	}
 	sys, sysOK := perRequest(before, readIO(s), multi.requests)
 	return result{name: s.name(), single: single, multi: multi, sys: sys, sysOK: sysOK}
 }
