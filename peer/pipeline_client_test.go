@@ -602,18 +602,7 @@ func TestPipelinedTimeout(t *testing.T) {
 	}
 	g.release("slow")
 	// The next request's reader reads the late reply too (or it is already in).
-	for i := 4; ; i += 2 {
-		if err := echoOp(context.Background(), c, addr, 0, i); err != nil {
-			t.Fatal(err)
-		}
-		if q, _ := pc.queued(); q == 0 {
-			break
-		}
-	}
-	pc.checkIdle(t)
-	if st := c.Stats(); st.Dials != 1 || st.OpenConns != 1 || st.Retries != 0 {
-		t.Fatalf("stats %+v", st)
-	}
+	settle(t, c, pc, addr, 4)
 }
 
 // TestPipelinedCancel cancels requests in flight: the reader (the first request, whose reply the
@@ -673,7 +662,15 @@ func TestPipelinedCancel(t *testing.T) {
 		t.Fatalf("%d ids in flight; want the 2 abandoned ones", q)
 	}
 	g.releaseAll()
-	for i := 0; ; i++ {
+	settle(t, c, pc, addr, 0)
+}
+
+// settle sends requests (echoOp from n on) on the client's only connection pc until no id is in
+// flight on it (the late replies were read and dropped), then checks that pc is idle and that the
+// client kept it: one dial, one open connection, no retry.
+func settle(t *testing.T, c *Client, pc *muxClientConn, addr string, n int) {
+	t.Helper()
+	for i := n; ; i += 2 {
 		if err := echoOp(context.Background(), c, addr, 0, i); err != nil {
 			t.Fatal(err)
 		}
