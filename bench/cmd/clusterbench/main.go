@@ -21,6 +21,7 @@ import (
 	"log"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -41,7 +42,8 @@ var (
 	coldKeys   = flag.Int("coldkeys", 2000, "keys of the cold-fill run")
 	roundsFlag = flag.Int("rounds", 3, "rounds; every system is measured once per round")
 	only       = flag.String("only", "", "measure only the systems whose name contains this")
-	cpuprof    = flag.String("cpuprofile", "", "write a CPU profile of the measuring process")
+	cpuprof    = flag.String("cpuprofile", "", "write a CPU profile of the measuring process during each system's 16-caller run, "+
+		"to this path suffixed with the system's name")
 	memprof    = flag.String("memprofile", "", "write the measuring process's heap profile after each system's 16-caller run, "+
 		"to this path suffixed with the system's name")
 	batchFlag    = flag.Int("batch", 100, "keys per GetMany in the GetMany comparison; 0 skips it")
@@ -49,6 +51,9 @@ var (
 		"in the measuring process and in the server processes (Linux /proc/PID/io)")
 	childCPUs = flag.String("childcpus", "", "CPU list the child processes are pinned to (taskset -c), e.g. 1; "+
 		"run the measuring process under taskset -c 0 to keep every round trip between two CPUs")
+	heapGoal = flag.Int64("heapgoal", 0, "if > 0, the measuring process collects garbage when its heap reaches this many bytes "+
+		"(GOGC off, this memory limit), whatever its live heap: every system then gets the same number of collections "+
+		"per byte allocated; the child processes keep the default")
 	pipeline = flag.Int("pipeline", -1, "pipelined connections per peer of the measuring node's peer.Client and of the bare one "+
 		"(peer.WithPipelining); 0: one request per connection; -1: the peer package's default")
 )
@@ -80,11 +85,9 @@ func main() {
 		log.Fatalf("unknown role %q", *role)
 	}
 
-	if *cpuprof != "" {
-		f, err := os.Create(*cpuprof)
-		fatalIf(err)
-		fatalIf(pprof.StartCPUProfile(f))
-		defer pprof.StopCPUProfile()
+	if *heapGoal > 0 {
+		debug.SetGCPercent(-1)
+		debug.SetMemoryLimit(*heapGoal)
 	}
 	var sizes []int
 	for _, s := range strings.Split(*sizesFlag, ",") {
@@ -96,7 +99,7 @@ func main() {
 	}
 	fmt.Printf("clusterbench: GOOS=%s GOARCH=%s NumCPU=%d GOMAXPROCS=%d %s\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
-	fmt.Printf("keys=%d samples=%d duration=%v callers=%d\n\n", *keysFlag, *samples, *duration, *callers)
+	fmt.Printf("keys=%d samples=%d duration=%v callers=%d heapgoal=%d\n\n", *keysFlag, *samples, *duration, *callers, *heapGoal)
 
 	type spec struct {
 		name string
@@ -232,16 +235,32 @@ func measureSystem(s system) result {
 	}
 	single := run(s, keys, 1, *samples, 0)
 	before := readIO(s)
+	var cpuFile *os.File
+	if *cpuprof != "" {
+		var err error
+		cpuFile, err = os.Create(profilePath(*cpuprof, s))
+		fatalIf(err)
+		fatalIf(pprof.StartCPUProfile(cpuFile))
+	}
 	multi := run(s, keys, *callers, 0, *duration)
+	if cpuFile != nil {
+		pprof.StopCPUProfile()
+		cpuFile.Close()
+	}
 	if *memprof != "" {
 		// The heap as the last collection of the 16-caller run left it.
-		f, err := os.Create(*memprof + "." + strings.NewReplacer(" ", "_", "(", "", ")", "", ",", "", "/", "_").Replace(s.name()))
+		f, err := os.Create(profilePath(*memprof, s))
 		fatalIf(err)
 		fatalIf(pprof.Lookup("heap").WriteTo(f, 0))
 		f.Close()
 	}
 	sys, sysOK := perRequest(before, readIO(s), multi.requests)
 	return result{name: s.name(), single: single, multi: multi, sys: sys, sysOK: sysOK}
+}
+
+// profilePath is path suffixed with the name of s, made fit for a file name.
+func profilePath(path string, s system) string {
+	return path + "." + strings.NewReplacer(" ", "_", "(", "", ")", "", ",", "", "/", "_").Replace(s.name())
 }
 
 // run makes callers goroutines issue gets until count requests in all (count > 0) or for d.
