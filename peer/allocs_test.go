@@ -9,7 +9,8 @@ import (
 
 // TestAllocs pins the allocations of a remote hit, client and server together (both run in this
 // process): Get allocates the value only; GetMany of 100 values allocates the reply frame and the
-// Results on the client and the Backend's Results, the batch body coming from the server's pool.
+// Results on the client and the Backend's Results, the batch body coming from the server's pool;
+// GetInto into a buffer that fits allocates nothing.
 func TestAllocs(t *testing.T) {
 	_, addr := startServer(t, batchValueBackend{valueBackend{Value{Data: random(1 << 10)}}})
 	c := framing1Client(t)
@@ -28,8 +29,14 @@ func TestAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	buf := make([]byte, 0, 2<<10)
+	into := testing.AllocsPerRun(200, func() {
+		if _, err := c.GetInto(ctx, addr, "c", keys[0], buf); err != nil {
+			t.Fatal(err)
+		}
+	})
 	// A sync.Pool may drop its buffers at a garbage collection: allow for a body now and then.
-	if get > 1 || many > 4 {
-		t.Fatalf("Get: %v allocations, GetMany: %v", get, many)
+	if get > 1 || many > 4 || into > 0 {
+		t.Fatalf("Get: %v allocations, GetMany: %v, GetInto: %v", get, many, into)
 	}
 }

@@ -46,6 +46,17 @@ type Transport interface {
 
 var _ Transport = (*Client)(nil)
 
+// IntoGetter is implemented by a Transport that can read a value into memory its caller lends,
+// so that a caller done with each value before the next can reuse one buffer (the Client does).
+type IntoGetter interface {
+	// GetInto is Get, reading the value into buf's memory when it fits in cap(buf) (the Value's
+	// Data then shares it) and into new memory otherwise. After an error buf must not be reused:
+	// a reply abandoned halfway may still be read into it.
+	GetInto(ctx context.Context, peer string, cache string, key []byte, buf []byte) (Value, error)
+}
+
+var _ IntoGetter = (*Client)(nil)
+
 // Client asks peers for values (and stores, removes and clears them). It keeps, per peer address,
 // a pool of upgraded connections; the goroutine that calls Get (or another method) writes the
 // request and reads the reply itself, on a connection taken
@@ -196,6 +207,16 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 // or the end of ctx (the error then also matches ctx.Err()); ErrClosed a closed Client.
 func (c *Client) Get(ctx context.Context, peer, cache string, key []byte) (Value, error) {
 	r := request{Request: Request{Op: OpGet, Cache: cache, Key: key}}
+	resp, err := c.do(ctx, peer, &r)
+	return resp.Value, err
+}
+
+// GetInto is Get, reading the value's bytes into the memory of buf when they fit in its
+// capacity (the Value's Data then shares buf's memory) and into new memory otherwise. A caller
+// that reuses buf for the next request must have done with the Value first; and after an error
+// it must not reuse buf at all, since a reply abandoned halfway may still be read into it.
+func (c *Client) GetInto(ctx context.Context, peer, cache string, key, buf []byte) (Value, error) {
+	r := request{Request: Request{Op: OpGet, Cache: cache, Key: key}, dst: buf}
 	resp, err := c.do(ctx, peer, &r)
 	return resp.Value, err
 }
@@ -449,6 +470,7 @@ type request struct {
 	ctxDeadline bool     // deadline is ctx's
 	token       bool     // holds one of its pool's tokens
 	results     []Result // the answer to an OpGetMany or OpPeekMany
+	dst         []byte   // GetInto: memory lent for the value
 }
 
 // pool is the connections of a Client to one peer.
@@ -818,7 +840,7 @@ func (p *pool) exchange(r *request, cc *clientConn) (resp Response, retry bool, 
 	}
 	cc.sent.Add(int64(len(buf) + len(tail)))
 
-	var st replyState
+	st := replyState{dst: r.dst}
 	resp, err = p.readReply(cc.br, r.Op, len(r.Keys), false, &st)
 	if st.stage != replyDone {
 		if pe, ok := err.(*Error); ok {
@@ -862,6 +884,7 @@ type replyState struct {
 	skip    int      // replySkip: bytes left to skip
 	err     error    // replySkip: the request's error once skipped (a value over the limit)
 	results []Result // replyDone: the Results of a GetMany or PeekMany
+	dst     []byte   // memory lent for the value (GetInto), used when the value fits in it
 }
 
 // readReply reads from br the framing-1 reply frame to a request of op (with nkeys keys, for a
@@ -957,6 +980,9 @@ func (p *pool) continueReply(br *bufio.Reader, op Op, nkeys int, st *replyState)
 				return resp, nil
 			}
 			st.stage, st.resp, st.want = replyFill, resp, n-off
+			if cap(st.dst) >= st.want {
+				st.buf = st.dst[:0]
+			}
 		}
 	}
 	if st.stage == replySkip {

@@ -124,7 +124,8 @@ type muxCall struct {
 	resp    Response
 	results []Result
 	err     error
-	retry   bool // the request may be sent again on another connection
+	retry   bool   // the request may be sent again on another connection
+	dst     []byte // GetInto: memory lent for the value (set before queueing)
 }
 
 var muxCallPool = sync.Pool{New: func() any { return &muxCall{ch: make(chan struct{}, 1)} }}
@@ -436,6 +437,7 @@ func (pc *muxClientConn) roundTrip(r *request, attempt int) (Response, bool, err
 	p := pc.p
 	c := muxCallPool.Get().(*muxCall)
 	c.op, c.nkeys, c.ctx, c.deadline, c.ctxDeadline, c.attempt = r.Op, len(r.Keys), r.ctx, r.deadline, r.ctxDeadline, attempt
+	c.dst = r.dst
 	pc.mu.Lock()
 	if pc.dead.Load() || pc.draining.Load() {
 		// Lost the race with the end of the connection: never written.
@@ -689,6 +691,7 @@ func (pc *muxClientConn) readFrame() (*muxCall, Response, error) {
 		if err := p.beginReply(st, n, pc.curOp, discard); err != nil {
 			return h, Response{}, err
 		}
+		st.dst = h.dst
 	}
 	resp, err := p.continueReply(pc.br, pc.curOp, pc.curKeys, st)
 	return pc.cur, resp, err
@@ -876,9 +879,13 @@ func (pc *muxClientConn) breakLocked(cause error, perr *Error, bad *muxCall, uns
 			err = p.netErr(c.op, c.ctx, c.ctxDeadline, cause, what)
 		}
 		retry := false
-		if c.seq > pc.wseq {
+		switch {
+		case c == pc.cur:
+			// Its reply was being read, maybe into memory its caller lent (GetInto): a reader
+			// still copying bytes into it must not race a new attempt's, so it ends here.
+		case c.seq > pc.wseq:
 			retry = c.attempt < 2
-		} else if stale {
+		case stale:
 			retry = c.attempt == 0
 		}
 		c.final, c.err, c.retry = true, err, retry

@@ -9,7 +9,8 @@ import (
 
 // TestPipelinedAllocs pins the allocations of a remote hit on a multiplexed connection, client
 // and server together: the value only (the call's state is pooled), as without pipelining; a
-// cancellable context adds its context.AfterFunc.
+// cancellable context adds its context.AfterFunc. GetInto, reading into a buffer that fits,
+// allocates nothing.
 func TestPipelinedAllocs(t *testing.T) {
 	_, addr := startServer(t, inlineValueBackend{valueBackend{Value{Data: random(1 << 10)}}})
 	c := newClient(t, WithPipelining(1))
@@ -33,7 +34,13 @@ func TestPipelinedAllocs(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if get > 1 || withCancel > 4 {
-		t.Fatalf("Get: %v allocations, with a cancellable context: %v", get, withCancel)
+	buf := make([]byte, 0, 2<<10)
+	into := testing.AllocsPerRun(200, func() {
+		if _, err := c.GetInto(ctx, addr, "c", key, buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if get > 1 || withCancel > 4 || into != 0 {
+		t.Fatalf("Get: %v allocations, with a cancellable context: %v, GetInto: %v", get, withCancel, into)
 	}
 }

@@ -44,7 +44,7 @@ var (
 	only       = flag.String("only", "", "measure only the systems whose name contains this")
 	cpuprof    = flag.String("cpuprofile", "", "write a CPU profile of the measuring process during each system's 16-caller run, "+
 		"to this path suffixed with the system's name")
-	memprof    = flag.String("memprofile", "", "write the measuring process's heap profile after each system's 16-caller run, "+
+	memprof = flag.String("memprofile", "", "write the measuring process's heap profile after each system's 16-caller run, "+
 		"to this path suffixed with the system's name")
 	batchFlag    = flag.Int("batch", 100, "keys per GetMany in the GetMany comparison; 0 skips it")
 	syscallsFlag = flag.Bool("syscalls", false, "also report the read and write system calls per request of the 16-caller run, "+
