@@ -64,6 +64,7 @@ type Cache[K comparable, V any] struct {
 	clock       Clock
 	log         *slog.Logger
 	buffers     sync.Pool // *[]byte scratch space for encoding keys and values
+	lent        sync.Pool // *lentBuffers: memory View reads remote values into, reused once fn returns
 
 	// Versions that let a load tell whether Remove, Set or Clear ran while it was in flight (see
 	// stamp): the generation of Clear, and per stripe of keys a count of removals and sets.

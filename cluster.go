@@ -31,9 +31,52 @@ type clusterCounters struct {
 
 // fetch asks owner for the value of key, decodes it and may keep a copy in the hot store.
 func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte, st stamp) (V, error) {
+	return c.fetchInto(ctx, owner, key, kb, st, nil)
+}
+
+// lentBuffers is the memory a View reads a remote value into, reused from View to View: wire
+// for the bytes as they come, raw for a compressed value's inflated bytes.
+type lentBuffers struct{ wire, raw []byte }
+
+// reuse keeps for the next View the larger of each buffer and the memory the value came in,
+// except memory the hot store now holds (kept) and buffers over maxLentBuffer.
+func (lb *lentBuffers) reuse(val peer.Value, raw []byte, kept bool) {
+	if cap(val.Data) > cap(lb.wire) {
+		lb.wire = val.Data[:0]
+	}
+	if val.Compressed && cap(raw) > cap(lb.raw) {
+		lb.raw = raw[:0]
+	}
+	if kept {
+		if val.Compressed {
+			lb.raw = nil
+		} else {
+			lb.wire = nil
+		}
+	}
+	if cap(lb.wire) > maxLentBuffer {
+		lb.wire = nil
+	}
+	if cap(lb.raw) > maxLentBuffer {
+		lb.raw = nil
+	}
+}
+
+// fetchInto is fetch, reading the value into lb's memory when lb is not nil and the transport
+// can (peer.IntoGetter); lb then keeps the memory to reuse once the caller is done with the value
+// (see reuse). After an error lb must not be reused: a reply abandoned halfway may still be read
+// into it.
+func (c *Cache[K, V]) fetchInto(ctx context.Context, owner string, key K, kb []byte, st stamp, lb *lentBuffers) (V, error) {
 	var zero V
 	c.cluster.remoteGets.Add(1)
-	val, err := c.node.transport.Get(ctx, owner, c.name, kb)
+	var val peer.Value
+	var err error
+	if lb != nil && c.node.into != nil {
+		val, err = c.node.into.GetInto(ctx, owner, c.name, kb, lb.wire[:0])
+	} else {
+		lb = nil
+		val, err = c.node.transport.Get(ctx, owner, c.name, kb)
+	}
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
 		if errors.Is(err, peer.ErrNotFound) {
@@ -43,15 +86,20 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte,
 		}
 		return zero, err
 	}
-	return c.received(owner, key, kb, val, false, st)
+	return c.received(owner, key, kb, val, false, st, lb)
 }
 
-// received decodes a value fetched from owner and may keep a copy in the hot store. With copied,
-// the value's bytes are copied before a codec that keeps its input could keep them.
-func (c *Cache[K, V]) received(owner string, key K, kb []byte, val peer.Value, shared bool, st stamp) (V, error) {
+// received decodes a value fetched from owner and may keep a copy in the hot store. With shared,
+// the value's bytes are copied before a codec that keeps its input could keep them. With lb, a
+// compressed value is inflated into lb's memory, and lb learns what it may reuse.
+func (c *Cache[K, V]) received(owner string, key K, kb []byte, val peer.Value, shared bool, st stamp, lb *lentBuffers) (V, error) {
 	var zero V
 	c.cluster.bytesReceived.Add(int64(len(val.Data)))
-	raw, err := val.Raw(int(c.maxValue))
+	var dst []byte
+	if lb != nil {
+		dst = lb.raw
+	}
+	raw, err := val.RawInto(dst, int(c.maxValue))
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
 		return zero, fmt.Errorf("groupcache: cache %q: value from %s: %w", c.name, owner, err)
@@ -67,8 +115,13 @@ func (c *Cache[K, V]) received(owner string, key K, kb []byte, val peer.Value, s
 		c.cluster.remoteErrors.Add(1)
 		return zero, fmt.Errorf("groupcache: cache %q: value from %s: %w", c.name, owner, err)
 	}
+	kept := false
 	if c.hot != nil && c.live(val.Expires) && c.promoter.Promote(xxh3.Hash(kb), len(raw)) {
 		c.put(c.hot, key, item[V]{v: v}, int64(len(raw)+len(kb)), c.hotDeadline(val.Expires), st)
+		kept = true
+	}
+	if lb != nil {
+		lb.reuse(val, raw, kept)
 	}
 	return v, nil
 }

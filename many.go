@@ -198,7 +198,7 @@ func (c *Cache[K, V]) fetchMany(ctx context.Context, owner string, b *batch[K, V
 		for j, r := range rs {
 			i := chunk[j]
 			if r.Err == nil {
-				v, err := c.received(owner, b.ks[i], b.kbs[i], r.Value, true, b.sts[i])
+				v, err := c.received(owner, b.ks[i], b.kbs[i], r.Value, true, b.sts[i], nil)
 				b.set(i, v, err)
 				continue
 			}

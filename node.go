@@ -35,7 +35,8 @@ type Node struct {
 	self      string
 	log       *slog.Logger
 	transport peer.Transport
-	ownClient bool // transport was made by NewNode and is closed by Close
+	into      peer.IntoGetter // transport, when it can read values into memory lent (Cache.View)
+	ownClient bool            // transport was made by NewNode and is closed by Close
 	server    *peer.Server
 	ringOpts  []hash.Option
 	backoff   time.Duration
@@ -248,6 +249,7 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		}
 		n.transport, n.ownClient = client, true
 	}
+	n.into, _ = n.transport.(peer.IntoGetter)
 	return n, nil
 }
 

@@ -201,6 +201,11 @@ func FuzzValueRaw(f *testing.F) {
 		const limit = 1 << 16
 		v := Value{Data: data, Compressed: compressed}
 		raw, err := v.Raw(limit)
+		// RawInto, into memory holding other bytes, gives the same answer.
+		into, intoErr := v.RawInto(bytes.Repeat([]byte{0xa5}, limit), limit)
+		if (err == nil) != (intoErr == nil) || !bytes.Equal(into, raw) {
+			t.Fatalf("RawInto = %d bytes, %v; Raw = %d bytes, %v", len(into), intoErr, len(raw), err)
+		}
 		switch {
 		case err != nil:
 			if !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrProtocol) {

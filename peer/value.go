@@ -60,6 +60,13 @@ func Compress(raw []byte, threshold int) Value {
 // its header before anything is inflated. Malformed compressed data gives an error matching
 // ErrProtocol.
 func (v Value) Raw(limit int) ([]byte, error) {
+	return v.RawInto(nil, limit)
+}
+
+// RawInto is Raw, inflating a compressed value into dst's memory when it fits in cap(dst) (the
+// result then shares dst's memory), into new memory otherwise; for a value that is not
+// compressed it returns v.Data, as Raw does.
+func (v Value) RawInto(dst []byte, limit int) ([]byte, error) {
 	if limit <= 0 {
 		limit = DefaultMaxValueBytes
 	}
@@ -78,7 +85,12 @@ func (v Value) Raw(limit int) ([]byte, error) {
 		return nil, &Error{Err: ErrTooLarge,
 			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", n, limit)}
 	}
-	out, err := s2.Decode(make([]byte, n), v.Data)
+	if cap(dst) >= n {
+		dst = dst[:n]
+	} else {
+		dst = make([]byte, n)
+	}
+	out, err := s2.Decode(dst, v.Data)
 	if err != nil {
 		return nil, &Error{Err: ErrProtocol, Msg: "compressed value: " + err.Error()}
 	}

@@ -90,6 +90,33 @@ func TestRawLimits(t *testing.T) {
 	}
 }
 
+// TestRawInto checks that a compressed value is inflated into the memory given when it fits, into
+// new memory when it does not, and that a value not compressed is returned as it is.
+func TestRawInto(t *testing.T) {
+	want := compressible(64 << 10)
+	v := Compress(want, 0)
+	if !v.Compressed {
+		t.Fatal("not compressed")
+	}
+	dst := bytes.Repeat([]byte{1}, 100<<10)[:10]
+	raw, err := v.RawInto(dst, 0)
+	if err != nil || !bytes.Equal(raw, want) || &raw[0] != &dst[0] {
+		t.Fatalf("into a buffer that fits: %v", err)
+	}
+	small := make([]byte, 0, 1<<10)
+	raw, err = v.RawInto(small, 0)
+	if err != nil || !bytes.Equal(raw, want) || &raw[0] == &small[:1][0] {
+		t.Fatalf("into a buffer too small: %v", err)
+	}
+	if _, err := v.RawInto(dst, 1<<10); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("over the limit: %v", err)
+	}
+	plain := Value{Data: []byte("plain")}
+	if raw, err := plain.RawInto(dst, 0); err != nil || &raw[0] != &plain.Data[0] {
+		t.Fatalf("not compressed: %v", err)
+	}
+}
+
 func TestRawMalformed(t *testing.T) {
 	good := Compress(compressible(4096), 1)
 	for name, data := range map[string][]byte{

@@ -111,6 +111,7 @@ func main() {
 		{"floor2new", func(n int) system { f := newFloor(n, 2); f.fresh = true; return f }},
 		{"transport", func(n int) system { return newTransportOnly(n) }},
 		{"ours", func(n int) system { return newOurs(n) }},
+		{"oursview", func(n int) system { o := newOurs(n); o.view = true; return o }},
 		{"gc", func(n int) system { return newGC(n) }},
 	}
 	if *only == "getmany" {

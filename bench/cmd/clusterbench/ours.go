@@ -104,6 +104,7 @@ type ourCluster struct {
 	stop     func()
 	children []*child
 	addrs    []string
+	size     int // of the values
 }
 
 func startOurCluster(size int) *ourCluster {
@@ -114,7 +115,7 @@ func startOurCluster(size int) *ourCluster {
 		groupcache.WithHotFraction(0))
 	srv := &http.Server{Handler: local.handler()}
 	go srv.Serve(l)
-	c := &ourCluster{local: local, children: []*child{startChild("node", size), startChild("node", size)}}
+	c := &ourCluster{local: local, children: []*child{startChild("node", size), startChild("node", size)}, size: size}
 	c.addrs = []string{l.Addr().String(), c.children[0].addr, c.children[1].addr}
 	q := url.Values{"peers": {strings.Join(c.addrs, ",")}}
 	for _, ch := range c.children {
@@ -132,11 +133,21 @@ func startOurCluster(size int) *ourCluster {
 	return c
 }
 
-type ours struct{ *ourCluster }
+type ours struct {
+	*ourCluster
+	// view asks with Cache.View, whose callback reads the value where it lies (the cache then
+	// reuses its memory), instead of Get.
+	view bool
+}
 
-func newOurs(size int) *ours { return &ours{startOurCluster(size)} }
+func newOurs(size int) *ours { return &ours{ourCluster: startOurCluster(size)} }
 
-func (o *ours) name() string { return "this library" + pipelineName() }
+func (o *ours) name() string {
+	if o.view {
+		return "this library, View" + pipelineName()
+	}
+	return "this library" + pipelineName()
+}
 
 func (o *ours) remoteKeys(n int) []int {
 	ring, err := hash.NewRing(o.addrs)
@@ -153,6 +164,14 @@ func (o *ours) remoteKeys(n int) []int {
 }
 
 func (o *ours) get(_ int, i int) error {
+	if o.view {
+		return o.local.cache.View(context.Background(), keyName(i), func(v []byte) error {
+			if len(v) != o.size {
+				return fmt.Errorf("value of %d bytes", len(v))
+			}
+			return nil
+		})
+	}
 	_, err := o.local.cache.Get(context.Background(), keyName(i))
 	return err
 }

@@ -1,0 +1,88 @@
+package groupcache
+
+import "context"
+
+// maxLentBuffer is the largest buffer a cache keeps for View's remote hits; a larger value is
+// read into new memory, as for Get.
+const maxLentBuffer = 1 << 20
+
+// View calls fn with the value of key, found as Get finds it, but lends the value instead of
+// giving it: fn must not keep v, or anything that shares its memory, after it returns. In
+// exchange, a remote hit reads the value's bytes into memory the cache reuses for the next View,
+// instead of new memory that is garbage once the caller drops it. With values of tens of
+// kilobytes and more, that is most of the cost of a remote hit on the calling side (see
+// docs/benchmarks.md); for small values View and Get cost the same.
+//
+// fn runs once, in the calling goroutine, when there is a value; View returns fn's error as it
+// is. Otherwise fn does not run and View returns the error Get would (ErrNotFound, ErrClosed, ctx's
+// error, and so on). Hits, loads and fallbacks are those of Get, with one difference: concurrent
+// Views of a key owned by a peer are not merged into one request (each asks the owner, whose
+// load stays one for all of them). A value promoted to the hot store keeps its memory; only
+// values up to 1 MiB are read into reused memory.
+func (c *Cache[K, V]) View(ctx context.Context, key K, fn func(v V) error) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if it, ok := c.store.Get(key); ok {
+		return c.viewItem(key, it, fn)
+	}
+	if c.hot != nil {
+		if it, ok := c.hot.Get(key); ok {
+			return c.viewItem(key, it, fn)
+		}
+	}
+	v, lb, err := c.viewMiss(ctx, key)
+	if err != nil {
+		return err
+	}
+	err = fn(v)
+	if lb != nil {
+		c.lent.Put(lb)
+	}
+	return err
+}
+
+// viewItem calls fn with a hit's value, or returns its error (a cached "not found").
+func (c *Cache[K, V]) viewItem(key K, it item[V], fn func(V) error) error {
+	if it.meta == nil {
+		return fn(it.v)
+	}
+	v, err := c.special(key, it)
+	if err != nil {
+		return err
+	}
+	return fn(v)
+}
+
+// viewMiss is the slow path of View. A key owned by a healthy peer is fetched outside the single
+// flight, into buffers of the cache's pool: lb is those, to put back once the caller is done
+// with v (nil: v is in memory of its own). Everything else takes Get's path.
+func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers, err error) {
+	if err := ctx.Err(); err != nil {
+		return v, nil, err
+	}
+	kb, err := c.encodeKey(key)
+	if err != nil {
+		return v, nil, err
+	}
+	if n := c.node; n != nil && n.into != nil && !n.closed.Load() {
+		if owner, self := n.owner(kb); !self && n.healthy(owner) {
+			lb, _ := c.lent.Get().(*lentBuffers)
+			if lb == nil {
+				lb = new(lentBuffers)
+			}
+			v, err := c.fetchInto(ctx, owner, key, kb, c.stamp(kb), lb)
+			if err == nil {
+				return v, lb, nil
+			}
+			// After an error the buffers may still be written into: they are dropped.
+			if !c.canFallBack(ctx, owner, err) {
+				return v, nil, err
+			}
+			// Get's path: the owner is now marked down (or asked once more) and the key loaded
+			// here, once for all callers.
+		}
+	}
+	v, err = c.miss(ctx, key)
+	return v, nil, err
+}
