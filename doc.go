@@ -15,7 +15,9 @@
 // (WithMaxBytes) and the store evicts with S3-FIFO, which keeps a hot set through scans. Entries
 // may expire (WithTTL).
 //
-// Values returned by Get are shared: treat them as read-only.
+// Values returned by Get are shared: treat them as read-only. View lends a value to a function
+// instead of returning it; a remote hit is then read into memory the cache reuses, which saves
+// most of a large value's cost.
 //
 // The peer set of a node is pushed with SetPeers, AddPeers and RemovePeers, or pulled from a
 // source by package discovery (static lists, DNS, and memberlist, etcd and Kubernetes in their

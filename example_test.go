@@ -165,6 +165,52 @@ func ExampleNewNode() {
 	// loads: 3
 }
 
+// View lends the value to a function instead of returning it: a large value fetched from its
+// owner is read into memory the cache reuses for the next View, so serving it costs no garbage.
+// The function must be done with the value when it returns (here, it writes it out).
+func ExampleCache_View() {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	addrs := []string{l.Addr().String(), other.Addr().String()}
+	var caches []*groupcache.Cache[string, []byte]
+	for i, ln := range []net.Listener{l, other} {
+		node, err := groupcache.NewNode(addrs[i], groupcache.WithPeers(addrs...))
+		if err != nil {
+			panic(err)
+		}
+		defer node.Close()
+		go node.Serve(ln)
+		c := groupcache.MustNew[string, []byte]("blobs",
+			groupcache.LoaderFunc[string, []byte](func(_ context.Context, name string) ([]byte, error) {
+				return []byte(strings.Repeat(name, 3)), nil // a large object in real life
+			}),
+			groupcache.WithNode(node), groupcache.WithCodec(codec.Bytes()))
+		defer c.Close()
+		caches = append(caches, c)
+	}
+	var out strings.Builder
+	for _, name := range []string{"ab", "cd", "ef"} {
+		// Whichever node owns the name, the value comes to the function the same way.
+		err := caches[0].View(context.Background(), name, func(blob []byte) error {
+			_, err := out.Write(blob) // e.g. an http.ResponseWriter
+			return err
+		})
+		if err != nil {
+			panic(err)
+		}
+		out.WriteByte(' ')
+	}
+	fmt.Println(out.String())
+	// Output:
+	// ababab cdcdcd efefef
+}
+
 // profileStore stands in for a database that can read many rows in one query.
 type profileStore struct{ queries atomic.Int64 }
 
