@@ -12,7 +12,8 @@ import (
 )
 
 // BenchmarkRemoteHit measures a Get of a key owned by another node of an in-process cluster and
-// already cached there; the asking node keeps no copy. The "transport" variant asks the owner
+// already cached there; the asking node keeps no copy. The "view" variant asks with View, whose
+// remote hits read into reused memory. The "transport" variant asks the owner
 // through a bare peer.Client, to separate the cache's own cost from the transport's.
 func BenchmarkRemoteHit(b *testing.B) {
 	cl := testcluster.Start(b, 2)
@@ -30,6 +31,14 @@ func BenchmarkRemoteHit(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			if _, err := caches[0].Get(ctx, keys[i%len(keys)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("view", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if err := caches[0].View(ctx, keys[i%len(keys)], func([]byte) error { return nil }); err != nil {
 				b.Fatal(err)
 			}
 		}
