@@ -70,6 +70,11 @@
 //	raw, err := v.Raw(maxValueBytes) // inflate if compressed, within the limit
 //	rs, err := c.GetMany(ctx, "10.0.0.7:8080", "profiles", keys) // one Result per key
 //
+// Get reads each value into new memory of its own. GetInto reads it into a buffer the caller
+// lends when it fits, so a caller done with each value before the next can reuse one buffer and
+// make no garbage (Value.RawInto does the same for inflating); after an error the buffer must not
+// be reused, since a reply abandoned halfway may still be read into it.
+//
 // A GetMany (or PeekMany) reply is one frame, read into one buffer that the Results' values
 // share. An entry the peer could not fit in its reply frame comes back as ErrOverloaded: ask for it
 // again.
