@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestGetInto checks that GetInto reads a value into the memory lent when it fits, into new
@@ -98,5 +99,43 @@ func TestGetIntoConcurrent(t *testing.T) {
 	}
 	if st := c.Stats(); st.MuxConns != 1 {
 		t.Fatalf("%d multiplexed connections, want 1", st.MuxConns)
+	}
+}
+
+// TestGetIntoAbandoned checks that the reply to a GetInto whose caller left (its timeout passed)
+// is skipped when it comes, not read into the memory the caller lent, and that the connection
+// goes on serving.
+func TestGetIntoAbandoned(t *testing.T) {
+	b := newMapBackend()
+	release := make(chan struct{})
+	b.hook = func(_ context.Context, key string) {
+		if key == "slow" {
+			<-release
+		}
+	}
+	b.set("slow", Value{Data: random(32 << 10)})
+	b.set("tiny", Value{Data: []byte("t")})
+	_, addr := startServer(t, b)
+	c := newClient(t)
+	lent := bytes.Repeat([]byte{0xa5}, 64<<10)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	_, err := c.GetInto(ctx, addr, "c", []byte("slow"), lent[:0])
+	cancel()
+	if err == nil {
+		t.Fatal("no error past the timeout")
+	}
+	close(release) // the owner answers now, on the same connection
+	buf := make([]byte, 0, 64)
+	for c.Stats().BytesReceived < 32<<10 { // until the late reply has been read past
+		v, err := c.GetInto(context.Background(), addr, "c", []byte("tiny"), buf)
+		if err != nil || string(v.Data) != "t" {
+			t.Fatalf("after the abandoned request: %q, %v", v.Data, err)
+		}
+	}
+	if !bytes.Equal(lent, bytes.Repeat([]byte{0xa5}, 64<<10)) {
+		t.Fatal("the abandoned reply was read into the memory lent")
+	}
+	if st := c.Stats(); st.MuxConns != 1 || st.Dials != 1 {
+		t.Fatalf("the connection was not kept: %+v", st)
 	}
 }
