@@ -1,6 +1,9 @@
 package groupcache
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // maxLentBuffer is the largest buffer a cache keeps for View's remote hits; a larger value is
 // read into new memory, as for Get.
@@ -11,14 +14,14 @@ const maxLentBuffer = 1 << 20
 // exchange, a remote hit reads the value's bytes into memory the cache reuses for the next View,
 // instead of new memory that is garbage once the caller drops it. With values of tens of
 // kilobytes and more, that is most of the cost of a remote hit on the calling side (see
-// docs/benchmarks.md); for small values View and Get cost the same.
+// docs/benchmarks.md); for small values the difference is small.
 //
 // fn runs once, in the calling goroutine, when there is a value; View returns fn's error as it
-// is. Otherwise fn does not run and View returns the error Get would (ErrNotFound, ErrClosed, ctx's
-// error, and so on). Hits, loads and fallbacks are those of Get, with one difference: concurrent
-// Views of a key owned by a peer are not merged into one request (each asks the owner, whose
-// load stays one for all of them). A value promoted to the hot store keeps its memory; only
-// values up to 1 MiB are read into reused memory.
+// is. Otherwise fn does not run and View returns the error Get would (ErrNotFound, ErrClosed,
+// ctx's error, and so on). Hits, loads, fallbacks and the load timeout are those of Get, with one
+// difference: concurrent Views of a key owned by a peer are not merged into one request (each
+// asks the owner, whose load stays one for all of them). A value promoted to the hot store keeps
+// its memory; only values up to 1 MiB are read into reused memory.
 func (c *Cache[K, V]) View(ctx context.Context, key K, fn func(v V) error) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -71,7 +74,11 @@ func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers
 			if lb == nil {
 				lb = new(lentBuffers)
 			}
-			v, err := c.fetchInto(ctx, owner, key, kb, c.stamp(kb), lb)
+			fctx, cancel := c.fetchContext(ctx)
+			v, err := c.fetchInto(fctx, owner, key, kb, c.stamp(kb), lb)
+			if cancel != nil {
+				cancel()
+			}
 			if err == nil {
 				return v, lb, nil
 			}
@@ -85,4 +92,34 @@ func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers
 	}
 	v, err = c.miss(ctx, key)
 	return v, nil, err
+}
+
+// fetchContext bounds a View's remote fetch by the load timeout, as the single flight bounds
+// Get's. A context that can never end gets a deadline without a timer (the transport honours
+// deadlines); one whose own deadline comes first is used as it is.
+func (c *Cache[K, V]) fetchContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(c.loadTimeout)
+	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
+		return ctx, nil
+	}
+	if ctx.Done() == nil {
+		return &deadlineContext{Context: ctx, deadline: deadline}, nil
+	}
+	return context.WithDeadline(ctx, deadline)
+}
+
+// deadlineContext is a context that only its deadline ends and that has no Done channel: the
+// transport sets the deadline on its connection, so no timer is needed.
+type deadlineContext struct {
+	context.Context // can never end: its Done is nil
+	deadline        time.Time
+}
+
+func (c *deadlineContext) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *deadlineContext) Err() error {
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }

@@ -200,3 +200,43 @@ func TestViewAlone(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestViewLoadTimeout checks that the load timeout bounds a View's remote fetch as it bounds
+// Get's: an owner stuck in its load is given up after it, marked down, and the key loaded here.
+func TestViewLoadTimeout(t *testing.T) {
+	cl := testcluster.Start(t, 2, groupcache.WithPeerBackoff(time.Hour))
+	release := make(chan struct{})
+	defer close(release)
+	var caches []*groupcache.Cache[string, []byte]
+	// The asking node gives up after 200 ms; the owner would go on loading for a minute.
+	timeouts := []time.Duration{200 * time.Millisecond, time.Minute}
+	for i, n := range cl.Nodes {
+		c, err := groupcache.New[string, []byte]("v", groupcache.LoaderFunc[string, []byte](
+			func(ctx context.Context, k string) ([]byte, error) {
+				if i == 1 {
+					select { // the owner is stuck
+					case <-release:
+					case <-ctx.Done():
+						return nil, ctx.Err()
+					}
+				}
+				return viewValue(k), nil
+			}), groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes()), groupcache.WithLoadTimeout(timeouts[i]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		caches = append(caches, c)
+	}
+	k := keyOwnedBy(t, cl, 1)
+	start := time.Now()
+	if err := checkView(caches[0], k); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("View took %v with a load timeout of 200ms", took)
+	}
+	if st := caches[0].Stats(); st.FallbackLoads != 1 || st.RemoteErrors != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
