@@ -91,6 +91,7 @@ func runChildNode() error {
 		keys, _ := strconv.Atoi(q.Get("keys"))
 		goroutines, _ := strconv.Atoi(q.Get("goroutines"))
 		prefix := q.Get("prefix")
+		view := q.Get("view") != "" // ask with View instead of Get
 		var res runResult
 		var mu sync.Mutex
 		var wg sync.WaitGroup
@@ -101,7 +102,15 @@ func runChildNode() error {
 				for i := range keys {
 					k := prefix + strconv.Itoa((i+g*13)%keys)
 					start := time.Now()
-					v, err := cache.Get(r.Context(), k)
+					var right bool
+					var err error
+					if view {
+						err = cache.View(r.Context(), k, func(v string) error { right = v == "value-"+k; return nil })
+					} else {
+						var v string
+						v, err = cache.Get(r.Context(), k)
+						right = v == "value-"+k
+					}
 					took := time.Since(start)
 					mu.Lock()
 					res.Gets++
@@ -111,7 +120,7 @@ func runChildNode() error {
 						if res.FirstErr == "" {
 							res.FirstErr = err.Error()
 						}
-					} else if v != "value-"+k {
+					} else if !right {
 						res.Wrong++
 					}
 					mu.Unlock()
@@ -237,9 +246,14 @@ func (c *childNode) post(t *testing.T, path, body string) []byte {
 	return b
 }
 
-func (c *childNode) run(t *testing.T, prefix string, keys, goroutines int) runResult {
+// run makes the node's goroutines ask for keys prefix0..prefix<keys-1> with Get, or with View when
+// view is set, and returns what they saw.
+func (c *childNode) run(t *testing.T, prefix string, keys, goroutines int, view ...bool) runResult {
 	t.Helper()
 	q := url.Values{"prefix": {prefix}, "keys": {strconv.Itoa(keys)}, "goroutines": {strconv.Itoa(goroutines)}}
+	if len(view) > 0 && view[0] {
+		q.Set("view", "1")
+	}
 	var res runResult
 	if err := json.Unmarshal(c.post(t, "/control/run?"+q.Encode(), ""), &res); err != nil {
 		t.Fatal(err)
@@ -296,6 +310,33 @@ func TestClusterProcesses(t *testing.T) {
 	if loads != keys {
 		t.Fatalf("loads across 3 processes = %d, want exactly %d", loads, keys)
 	}
+
+	// Fresh keys with View, from every process at once: every value seen is the key's own (remote
+	// ones read into memory each node reuses), and each key is still loaded once in all, by its
+	// owner, although concurrent Views of a remote key are not merged.
+	var remoteBefore int64
+	for _, n := range nodes {
+		remoteBefore += n.stats(t)["remote"]
+	}
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); results[i] = n.run(t, "view-", keys, 8, true) }()
+	}
+	wg.Wait()
+	loads = 0
+	var remoteAfter int64
+	for i, n := range nodes {
+		if r := results[i]; r.Errors != 0 || r.Wrong != 0 || r.Gets != keys*8 {
+			t.Fatalf("node %d, View: %+v", i, r)
+		}
+		st := n.stats(t)
+		loads += st["loads"]
+		remoteAfter += st["remote"]
+	}
+	if loads != 2*keys || remoteAfter == remoteBefore {
+		t.Fatalf("after the Views: %d loads (want %d), %d remote gets (%d before)", loads, 2*keys, remoteAfter, remoteBefore)
+	}
+	t.Logf("Views: %d remote gets", remoteAfter-remoteBefore)
 
 	// Kill a node: Gets of its keys on the survivors fall back to local loads and succeed, and
 	// none waits longer than the peer timeout plus a margin.
