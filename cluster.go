@@ -35,8 +35,10 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte,
 }
 
 // lentBuffers is the memory a View reads a remote value into, reused from View to View: wire
-// for the bytes as they come, raw for a compressed value's inflated bytes.
-type lentBuffers struct{ wire, raw []byte }
+// for the bytes as they come, raw for a compressed value's inflated bytes. shared is, after a
+// fetch, the bytes the value was decoded from when the value may share their memory (nil when it
+// is in memory of its own).
+type lentBuffers struct{ wire, raw, shared []byte }
 
 // reuse keeps for the next View the larger of each buffer and the memory the value came in,
 // except memory the hot store now holds (kept) and buffers over maxLentBuffer.
@@ -122,6 +124,10 @@ func (c *Cache[K, V]) received(owner string, key K, kb []byte, val peer.Value, s
 	}
 	if lb != nil {
 		lb.reuse(val, raw, kept)
+		lb.shared = nil
+		if _, owned := c.values.(codec.OwnedDecoder[V]); owned && !kept {
+			lb.shared = raw
+		}
 	}
 	return v, nil
 }

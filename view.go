@@ -1,6 +1,7 @@
 package groupcache
 
 import (
+	"bytes"
 	"context"
 	"time"
 )
@@ -18,10 +19,11 @@ const maxLentBuffer = 1 << 20
 //
 // fn runs once, in the calling goroutine, when there is a value; View returns fn's error as it
 // is. Otherwise fn does not run and View returns the error Get would (ErrNotFound, ErrClosed,
-// ctx's error, and so on). Hits, loads, fallbacks and the load timeout are those of Get, with one
-// difference: concurrent Views of a key owned by a peer are not merged into one request (each
-// asks the owner, whose load stays one for all of them). A value promoted to the hot store keeps
-// its memory; only values up to 1 MiB are read into reused memory.
+// ctx's error, and so on). Hits, loads, fallbacks and the load timeout are those of Get, and
+// concurrent Views and Gets of a key share one request to its owner: the caller that makes it is
+// lent the value, the others get a copy of their own (made once, and only when the codec's
+// decoded value shares the bytes it came from, as codec.Bytes's does). A value promoted to the
+// hot store keeps its memory; only values up to 1 MiB are read into reused memory.
 func (c *Cache[K, V]) View(ctx context.Context, key K, fn func(v V) error) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -57,9 +59,10 @@ func (c *Cache[K, V]) viewItem(key K, it item[V], fn func(V) error) error {
 	return fn(v)
 }
 
-// viewMiss is the slow path of View. A key owned by a healthy peer is fetched outside the single
-// flight, into buffers of the cache's pool: lb is those, to put back once the caller is done
-// with v (nil: v is in memory of its own). Everything else takes Get's path.
+// viewMiss is the slow path of View. A key owned by a healthy peer is fetched into buffers of the
+// cache's pool, in a single flight that Gets and other Views join: lb is those buffers when this
+// caller ran the flight and v shares them, to put back once the caller is done with v (nil: v is
+// in memory of its own, as the callers that joined get it). Everything else takes Get's path.
 func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers, err error) {
 	if err := ctx.Err(); err != nil {
 		return v, nil, err
@@ -74,17 +77,22 @@ func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers
 			if lb == nil {
 				lb = new(lentBuffers)
 			}
-			fctx, cancel := c.fetchContext(ctx)
-			v, err := c.fetchInto(fctx, owner, key, kb, c.stamp(kb), lb)
-			if cancel != nil {
-				cancel()
+			v, err, shared, ran := c.flights.DoLent(ctx, key, func(ctx context.Context) (V, func() (V, error), error) {
+				return c.fillLent(ctx, owner, key, kb, lb)
+			})
+			if shared {
+				c.dedup.Add(1)
 			}
-			if err == nil {
+			switch {
+			case !ran:
+				c.lent.Put(lb) // not read into: v, or err, came from the flight another caller ran
+			case err == nil:
 				return v, lb, nil
 			}
-			// After an error the buffers may still be written into: they are dropped.
-			if !c.canFallBack(ctx, owner, err) {
-				return v, nil, err
+			// After an error of this caller's fetch the buffers may still be written into: they
+			// are dropped.
+			if err == nil || !c.canFallBack(ctx, owner, err) {
+				return v, nil, c.timeout(err)
 			}
 			// Get's path: the owner is now marked down (or asked once more) and the key loaded
 			// here, once for all callers.
@@ -92,6 +100,26 @@ func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers
 	}
 	v, err = c.miss(ctx, key)
 	return v, nil, err
+}
+
+// fillLent runs inside View's single flight of key: as fill, it checks the stores once more, then
+// asks owner, reading the value into lb. own makes the copy the callers that joined the flight
+// get, when the value shares lb's memory.
+func (c *Cache[K, V]) fillLent(ctx context.Context, owner string, key K, kb []byte, lb *lentBuffers) (v V, own func() (V, error), err error) {
+	st := c.stamp(kb)
+	if it, ok := c.lookup(key); ok {
+		return it.v, nil, it.failure()
+	}
+	fctx, cancel := c.fetchContext(ctx)
+	v, err = c.fetchInto(fctx, owner, key, kb, st, lb)
+	if cancel != nil {
+		cancel()
+	}
+	if err != nil || lb.shared == nil {
+		return v, nil, err
+	}
+	raw := lb.shared
+	return v, func() (V, error) { return c.decode(bytes.Clone(raw)) }, nil
 }
 
 // fetchContext bounds a View's remote fetch by the load timeout, as the single flight bounds

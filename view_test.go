@@ -240,3 +240,77 @@ func TestViewLoadTimeout(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestViewSharesFlight has Views and Gets of one remote key wait together for a slow owner: every
+// caller sees the right value, the values the Gets returned keep it after later Views reuse the
+// memory the first View was lent, and each caller either asked the owner or shared a request.
+func TestViewSharesFlight(t *testing.T) {
+	cl := testcluster.Start(t, 2)
+	slow := keyOwnedBy(t, cl, 1)
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var caches []*groupcache.Cache[string, []byte]
+	for i, n := range cl.Nodes {
+		c, err := groupcache.New[string, []byte]("v", groupcache.LoaderFunc[string, []byte](
+			func(ctx context.Context, k string) ([]byte, error) {
+				if i == 1 && k == slow {
+					started <- struct{}{}
+					<-release
+				}
+				return viewValue(k), nil
+			}), groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes()), groupcache.WithHotFraction(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		caches = append(caches, c)
+	}
+	const callers = 21
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	gets := make([][]byte, callers)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 {
+				errs <- checkView(caches[0], slow)
+				return
+			}
+			v, err := caches[0].Get(context.Background(), slow)
+			gets[i] = v
+			errs <- err
+		}()
+		if i == 0 {
+			<-started // the first caller's request is at the owner, loading
+		}
+	}
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := caches[0].Stats()
+	if st.RemoteGets+st.Deduplicated != callers {
+		t.Fatalf("%d remote gets and %d shared for %d callers", st.RemoteGets, st.Deduplicated, callers)
+	}
+	t.Logf("%d callers: %d shared a request", callers, st.Deduplicated)
+	// Views of other keys whose values have the same length (and compress alike) reuse the
+	// memory lent to the Views above.
+	n, _ := strconv.Atoi(slow[1:])
+	for i := n + 8; i < n+8*40; i += 8 {
+		if k := "k" + strconv.Itoa(i); ownerOf(t, cl, k) == 1 {
+			if err := checkView(caches[0], k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, v := range gets {
+		if i%2 == 1 && !bytes.Equal(v, viewValue(slow)) {
+			t.Fatalf("the value Get %d returned changed under later Views", i)
+		}
+	}
+}

@@ -363,3 +363,81 @@ func (g *Group[K, V]) waiting(key K) int {
 	}
 	return 0
 }
+
+// errStarterLeft is what the callers that joined a DoLent flight get when the caller that ran it
+// left (its ctx ended) before it had a result; they try again.
+var errStarterLeft = errors.New("fill: the caller running the load left")
+
+// DoLent runs fn once for the concurrent callers of key, in the goroutine of the caller that
+// starts the flight (as DoHere does), for callers that are lent their value rather than given it.
+// fn returns v, which may share memory that the starting caller reuses once it is done with v,
+// and own, which returns v in memory of its own (nil when v is in memory of its own already).
+// Callers that joined the flight get own's result, computed once by the starting caller before
+// they are released; the starting caller gets v itself (and ran true: v, or err, is its fn's). A
+// caller of Do or DoHere may join a DoLent flight and the other way round.
+//
+// fn runs with the starting caller's ctx, which may end: fn must then return promptly. The
+// group's timeout does not apply to it (fn bounds itself). Callers that joined a flight whose
+// starter left (fn failed after the starter's ctx ended) try again: they start or join a newer
+// flight. A panic in fn reaches every caller as a *PanicError.
+func (g *Group[K, V]) DoLent(ctx context.Context, key K, fn func(ctx context.Context) (v V, own func() (V, error), err error)) (v V, err error, shared, ran bool) {
+	for {
+		if cerr := ctx.Err(); cerr != nil {
+			return v, cerr, shared, false
+		}
+		g.mu.Lock()
+		if f, ok := g.flights[key]; ok {
+			f.waiters++
+			g.mu.Unlock()
+			v, err, _ = g.wait(ctx, key, f, true)
+			if err == errStarterLeft {
+				continue
+			}
+			return v, err, true, false
+		}
+		ch := make(chan struct{})
+		f := &flight[V]{waiters: 1, ctx: ctx, done: ch, hereCh: ch}
+		if g.flights == nil {
+			g.flights = make(map[K]*flight[V])
+		}
+		g.flights[key] = f
+		g.running++
+		g.mu.Unlock()
+		v, err = g.runLent(ctx, key, f, fn)
+		return v, err, shared, true
+	}
+}
+
+// runLent runs fn for the starter of a DoLent flight and publishes to the callers that joined
+// it what they get: own's result, or fn's error (errStarterLeft if the starter's ctx ended).
+func (g *Group[K, V]) runLent(ctx context.Context, key K, f *flight[V], fn func(ctx context.Context) (V, func() (V, error), error)) (v V, err error) {
+	returned := false
+	var own func() (V, error)
+	defer func() {
+		if !returned {
+			// fn panicked or called runtime.Goexit; recover tells the two apart.
+			if r := recover(); r != nil {
+				err = &PanicError{Value: r, Stack: debug.Stack()}
+			} else {
+				err = errGoexit
+			}
+		}
+		g.mu.Lock()
+		g.forget(key, f)
+		g.running--
+		joined := f.waiters > 1
+		g.mu.Unlock()
+		f.val, f.err = v, err
+		switch {
+		case err != nil && ctx.Err() != nil:
+			f.err = errStarterLeft
+		case err == nil && joined && own != nil:
+			f.val, f.err = own()
+		}
+		f.finished.Store(true)
+		f.release() // closes done: wakes the callers that joined
+	}()
+	v, own, err = fn(ctx)
+	returned = true
+	return v, err
+}

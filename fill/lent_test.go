@@ -1,0 +1,151 @@
+package fill
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// TestDoLentJoinersGetOwnCopy checks that the caller running a DoLent flight gets fn's value
+// itself, lent, while the callers that joined it share one result of own, called once.
+func TestDoLentJoinersGetOwnCopy(t *testing.T) {
+	g := New[string, string](0)
+	const joiners = 20
+	var owns, calls atomic.Int64
+	release := make(chan struct{})
+	started := make(chan struct{})
+	type result struct {
+		v           string
+		err         error
+		shared, ran bool
+	}
+	starter := make(chan result, 1)
+	go func() {
+		v, err, shared, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
+			calls.Add(1)
+			close(started)
+			<-release
+			return "lent", func() (string, error) { owns.Add(1); return "own", nil }, nil
+		})
+		starter <- result{v, err, shared, ran}
+	}()
+	<-started
+	var wg sync.WaitGroup
+	for i := range joiners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var v string
+			var err error
+			var shared, ran bool
+			if i%2 == 0 {
+				v, err, shared, ran = g.DoLent(t.Context(), "k", func(context.Context) (string, func() (string, error), error) {
+					calls.Add(1)
+					return "", nil, nil
+				})
+			} else { // a caller of Do joins it too
+				v, err, shared = g.Do(t.Context(), "k", func(context.Context) (string, error) { calls.Add(1); return "", nil })
+			}
+			if v != "own" || err != nil || !shared || ran {
+				t.Errorf("joiner %d got %q, %v, shared %v, ran %v", i, v, err, shared, ran)
+			}
+		}()
+	}
+	waitUntil(t, "the joiners to join", func() bool { return g.waiting("k") == joiners+1 })
+	close(release)
+	wg.Wait()
+	if r := <-starter; r.v != "lent" || r.err != nil || r.shared || !r.ran {
+		t.Fatalf("starter got %+v", r)
+	}
+	if calls.Load() != 1 || owns.Load() != 1 {
+		t.Fatalf("fn called %d times, own %d times", calls.Load(), owns.Load())
+	}
+
+	// Alone, nobody needs a copy: own is not called.
+	v, err, _, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
+		return "alone", func() (string, error) { owns.Add(1); return "own", nil }, nil
+	})
+	if v != "alone" || err != nil || !ran || owns.Load() != 1 {
+		t.Fatalf("alone: %q, %v, ran %v, own called %d times", v, err, ran, owns.Load())
+	}
+}
+
+// TestDoLentStarterLeaves checks that when the caller running the flight leaves (its ctx ends and
+// fn fails), the callers that joined start a new flight instead of getting its error.
+func TestDoLentStarterLeaves(t *testing.T) {
+	g := New[string, string](0)
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	starter := make(chan error, 1)
+	go func() {
+		_, err, _, _ := g.DoLent(ctx, "k", func(ctx context.Context) (string, func() (string, error), error) {
+			close(started)
+			<-ctx.Done()
+			return "", nil, ctx.Err()
+		})
+		starter <- err
+	}()
+	<-started
+	joined := make(chan error, 1)
+	go func() {
+		v, err, _, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
+			return "second", nil, nil
+		})
+		if err == nil && (v != "second" || !ran) {
+			err = errors.New("the joiner did not run a flight of its own: " + v)
+		}
+		joined <- err
+	}()
+	waitUntil(t, "the second caller to join", func() bool { return g.waiting("k") == 2 })
+	cancel()
+	if err := <-starter; !errors.Is(err, context.Canceled) {
+		t.Fatalf("starter: %v", err)
+	}
+	if err := <-joined; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDoLentErrorAndPanic checks that fn's error reaches the joiners (its starter did not leave),
+// and that a panic reaches every caller as a *PanicError.
+func TestDoLentErrorAndPanic(t *testing.T) {
+	g := New[string, string](0)
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name string
+		fail func() error
+	}{
+		{"error", func() error { return boom }},
+		{"panic", func() error { panic(boom) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			started := make(chan struct{})
+			starter := make(chan error, 1)
+			go func() {
+				_, err, _, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
+					close(started)
+					<-release
+					return "", nil, tc.fail()
+				})
+				if !ran {
+					err = errors.New("the starter did not run fn")
+				}
+				starter <- err
+			}()
+			<-started
+			joined := make(chan error, 1)
+			go func() { _, err, _ := g.Do(context.Background(), "k", nil); joined <- err }()
+			waitUntil(t, "the joiner", func() bool { return g.waiting("k") == 2 })
+			close(release)
+			for _, err := range []error{<-starter, <-joined} {
+				var pe *PanicError
+				if !errors.Is(err, boom) || (tc.name == "panic") != errors.As(err, &pe) {
+					t.Fatalf("got %v", err)
+				}
+			}
+		})
+	}
+}
