@@ -60,6 +60,16 @@
 //		}
 //	})
 //
+// # Lent values
+//
+// DoLent serves callers that are lent their value, to use before they return, rather than given
+// it: the function runs in the goroutine of the caller that starts the flight and may return a
+// value in memory that caller reuses afterwards (a buffer from a pool), together with a function
+// that makes a copy of its own. Callers that joined the flight share one such copy, made once
+// before they are released; the starter, alone in the common case, copies nothing. Since the
+// function runs with the starter's context, a starter that leaves before a result makes the
+// callers that joined start (or join) a newer flight instead of failing with its cancellation.
+//
 // # Panics
 //
 // A panic in the load function is recovered in the load's goroutine and returned to every waiter
