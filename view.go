@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/deadline"
 )
 
 // maxLentBuffer is the largest buffer a cache keeps for View's remote hits; a larger value is
@@ -126,28 +128,12 @@ func (c *Cache[K, V]) fillLent(ctx context.Context, owner string, key K, kb []by
 // Get's. A context that can never end gets a deadline without a timer (the transport honours
 // deadlines); one whose own deadline comes first is used as it is.
 func (c *Cache[K, V]) fetchContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	deadline := time.Now().Add(c.loadTimeout)
-	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
+	at := time.Now().Add(c.loadTimeout)
+	if d, ok := ctx.Deadline(); ok && !d.After(at) {
 		return ctx, nil
 	}
 	if ctx.Done() == nil {
-		return &deadlineContext{Context: ctx, deadline: deadline}, nil
+		return deadline.Context{Context: ctx, At: at}, nil
 	}
-	return context.WithDeadline(ctx, deadline)
-}
-
-// deadlineContext is a context that only its deadline ends and that has no Done channel: the
-// transport sets the deadline on its connection, so no timer is needed.
-type deadlineContext struct {
-	context.Context // can never end: its Done is nil
-	deadline        time.Time
-}
-
-func (c *deadlineContext) Deadline() (time.Time, bool) { return c.deadline, true }
-
-func (c *deadlineContext) Err() error {
-	if !time.Now().Before(c.deadline) {
-		return context.DeadlineExceeded
-	}
-	return nil
+	return context.WithDeadline(ctx, at)
 }

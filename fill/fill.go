@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/deadline"
 )
 
 // ErrTimeout is returned by Do when a load ran longer than the group's timeout. It also matches
@@ -83,7 +85,7 @@ type flight[V any] struct {
 
 	// A flight run by its caller (DoHere) keeps its context and channel here, so that starting
 	// one costs one allocation besides the channel; cancel is nil then.
-	here   deadlineCtx
+	here   deadline.Context
 	hereCh chan struct{}
 }
 
@@ -186,7 +188,7 @@ func (g *Group[K, V]) beginHere(ctx context.Context, key K) *flight[V] {
 	done := make(chan struct{})
 	f := &flight[V]{waiters: 1, ctx: ctx, done: done, hereCh: done}
 	if g.timeout > 0 {
-		f.here = deadlineCtx{Context: ctx, deadline: time.Now().Add(g.timeout)}
+		f.here = deadline.Context{Context: ctx, At: time.Now().Add(g.timeout)}
 		f.ctx = &f.here
 	}
 	if g.flights == nil {
@@ -195,23 +197,6 @@ func (g *Group[K, V]) beginHere(ctx context.Context, key K) *flight[V] {
 	g.flights[key] = f
 	g.running++
 	return f
-}
-
-// deadlineCtx is a context that only a deadline ends, and that has no Done channel of its own:
-// DoHere's flights pass it to functions that honour deadlines (a network call sets them on its
-// connection) without arming a timer. Err reports the deadline once it has passed.
-type deadlineCtx struct {
-	context.Context // can never end: its Done is nil
-	deadline        time.Time
-}
-
-func (c deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
-
-func (c deadlineCtx) Err() error {
-	if !time.Now().Before(c.deadline) {
-		return context.DeadlineExceeded
-	}
-	return nil
 }
 
 // begin starts a flight for key and registers it; g.mu must be held.
