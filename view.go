@@ -79,14 +79,12 @@ func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers
 			if lb == nil {
 				lb = new(lentBuffers)
 			}
-			v, err, shared, ran := c.flights.DoLent(ctx, key, func(ctx context.Context) (V, func() (V, error), error) {
+			v, err, ran := c.flights.DoLent(ctx, key, func(ctx context.Context) (V, func() (V, error), error) {
 				return c.fillLent(ctx, owner, key, kb, lb)
 			})
-			if shared {
-				c.dedup.Add(1)
-			}
 			switch {
 			case !ran:
+				c.dedup.Add(1)
 				c.lent.Put(lb) // not read into: v, or err, came from the flight another caller ran
 			case err == nil:
 				return v, lb, nil

@@ -358,17 +358,18 @@ var errStarterLeft = errors.New("fill: the caller running the load left")
 // fn returns v, which may share memory that the starting caller reuses once it is done with v,
 // and own, which returns v in memory of its own (nil when v is in memory of its own already).
 // Callers that joined the flight get own's result, computed once by the starting caller before
-// they are released; the starting caller gets v itself (and ran true: v, or err, is its fn's). A
-// caller of Do or DoHere may join a DoLent flight and the other way round.
+// they are released; the starting caller gets v itself, and ran reports which one a caller is
+// (ran: v, or err, is the one its own fn returned; otherwise it joined another caller's flight).
+// A caller of Do or DoHere may join a DoLent flight and the other way round.
 //
 // fn runs with the starting caller's ctx, which may end: fn must then return promptly. The
 // group's timeout does not apply to it (fn bounds itself). Callers that joined a flight whose
 // starter left (fn failed after the starter's ctx ended) try again: they start or join a newer
 // flight. A panic in fn reaches every caller as a *PanicError.
-func (g *Group[K, V]) DoLent(ctx context.Context, key K, fn func(ctx context.Context) (v V, own func() (V, error), err error)) (v V, err error, shared, ran bool) {
-	for {
-		if cerr := ctx.Err(); cerr != nil {
-			return v, cerr, shared, false
+func (g *Group[K, V]) DoLent(ctx context.Context, key K, fn func(ctx context.Context) (v V, own func() (V, error), err error)) (v V, err error, ran bool) {
+	for retry := false; ; retry = true {
+		if cerr := ctx.Err(); retry && cerr != nil {
+			return v, cerr, false
 		}
 		g.mu.Lock()
 		if f, ok := g.flights[key]; ok {
@@ -378,7 +379,7 @@ func (g *Group[K, V]) DoLent(ctx context.Context, key K, fn func(ctx context.Con
 			if err == errStarterLeft {
 				continue
 			}
-			return v, err, true, false
+			return v, err, false
 		}
 		ch := make(chan struct{})
 		f := &flight[V]{waiters: 1, ctx: ctx, done: ch, hereCh: ch}
@@ -389,7 +390,7 @@ func (g *Group[K, V]) DoLent(ctx context.Context, key K, fn func(ctx context.Con
 		g.running++
 		g.mu.Unlock()
 		v, err = g.runLent(ctx, key, f, fn)
-		return v, err, shared, true
+		return v, err, true
 	}
 }
 

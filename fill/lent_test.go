@@ -17,19 +17,19 @@ func TestDoLentJoinersGetOwnCopy(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{})
 	type result struct {
-		v           string
-		err         error
-		shared, ran bool
+		v   string
+		err error
+		ran bool
 	}
 	starter := make(chan result, 1)
 	go func() {
-		v, err, shared, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
+		v, err, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
 			calls.Add(1)
 			close(started)
 			<-release
 			return "lent", func() (string, error) { owns.Add(1); return "own", nil }, nil
 		})
-		starter <- result{v, err, shared, ran}
+		starter <- result{v, err, ran}
 	}()
 	<-started
 	var wg sync.WaitGroup
@@ -41,10 +41,11 @@ func TestDoLentJoinersGetOwnCopy(t *testing.T) {
 			var err error
 			var shared, ran bool
 			if i%2 == 0 {
-				v, err, shared, ran = g.DoLent(t.Context(), "k", func(context.Context) (string, func() (string, error), error) {
+				v, err, ran = g.DoLent(t.Context(), "k", func(context.Context) (string, func() (string, error), error) {
 					calls.Add(1)
 					return "", nil, nil
 				})
+				shared = !ran
 			} else { // a caller of Do joins it too
 				v, err, shared = g.Do(t.Context(), "k", func(context.Context) (string, error) { calls.Add(1); return "", nil })
 			}
@@ -56,7 +57,7 @@ func TestDoLentJoinersGetOwnCopy(t *testing.T) {
 	waitUntil(t, "the joiners to join", func() bool { return g.waiting("k") == joiners+1 })
 	close(release)
 	wg.Wait()
-	if r := <-starter; r.v != "lent" || r.err != nil || r.shared || !r.ran {
+	if r := <-starter; r.v != "lent" || r.err != nil || !r.ran {
 		t.Fatalf("starter got %+v", r)
 	}
 	if calls.Load() != 1 || owns.Load() != 1 {
@@ -64,7 +65,7 @@ func TestDoLentJoinersGetOwnCopy(t *testing.T) {
 	}
 
 	// Alone, nobody needs a copy: own is not called.
-	v, err, _, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
+	v, err, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
 		return "alone", func() (string, error) { owns.Add(1); return "own", nil }, nil
 	})
 	if v != "alone" || err != nil || !ran || owns.Load() != 1 {
@@ -80,7 +81,7 @@ func TestDoLentStarterLeaves(t *testing.T) {
 	started := make(chan struct{})
 	starter := make(chan error, 1)
 	go func() {
-		_, err, _, _ := g.DoLent(ctx, "k", func(ctx context.Context) (string, func() (string, error), error) {
+		_, err, _ := g.DoLent(ctx, "k", func(ctx context.Context) (string, func() (string, error), error) {
 			close(started)
 			<-ctx.Done()
 			return "", nil, ctx.Err()
@@ -90,7 +91,7 @@ func TestDoLentStarterLeaves(t *testing.T) {
 	<-started
 	joined := make(chan error, 1)
 	go func() {
-		v, err, _, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
+		v, err, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
 			return "second", nil, nil
 		})
 		if err == nil && (v != "second" || !ran) {
@@ -125,7 +126,7 @@ func TestDoLentErrorAndPanic(t *testing.T) {
 			started := make(chan struct{})
 			starter := make(chan error, 1)
 			go func() {
-				_, err, _, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
+				_, err, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
 					close(started)
 					<-release
 					return "", nil, tc.fail()
