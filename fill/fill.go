@@ -134,21 +134,26 @@ func New[K comparable, V any](timeout time.Duration) *Group[K, V] {
 // before the waiters are released, so a Do issued after another Do of the same key returned
 // always starts or joins a newer load.
 func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(ctx context.Context) (V, error)) (v V, err error, shared bool) {
-	if cerr := ctx.Err(); cerr != nil {
-		return v, cerr, false
+	for {
+		if cerr := ctx.Err(); cerr != nil {
+			return v, cerr, shared
+		}
+		g.mu.Lock()
+		f, joined := g.flights[key]
+		if joined {
+			f.waiters++
+			g.mu.Unlock()
+		} else {
+			f = g.begin(ctx, key)
+			g.mu.Unlock()
+			go g.run(key, f, fn)
+		}
+		shared = shared || joined
+		if v, err, _ = g.wait(ctx, key, f, joined); err != errStarterLeft {
+			return v, err, shared
+		}
+		// The DoLent flight joined lost its starter: start or join a newer one.
 	}
-
-	g.mu.Lock()
-	f, shared := g.flights[key]
-	if shared {
-		f.waiters++
-		g.mu.Unlock()
-	} else {
-		f = g.begin(ctx, key)
-		g.mu.Unlock()
-		go g.run(key, f, fn)
-	}
-	return g.wait(ctx, key, f, shared)
 }
 
 // DoHere is Do, except that when ctx can never end (its Done channel is nil, as for
@@ -172,7 +177,12 @@ func (g *Group[K, V]) DoHere(ctx context.Context, key K, fn func(ctx context.Con
 	if shared {
 		f.waiters++
 		g.mu.Unlock()
-		return g.wait(ctx, key, f, true)
+		if v, err, _ = g.wait(ctx, key, f, true); err != errStarterLeft {
+			return v, err, true
+		}
+		// The DoLent flight joined lost its starter: start or join a newer one.
+		v, err, _ = g.DoHere(ctx, key, fn)
+		return v, err, true
 	}
 	f = g.beginHere(ctx, key)
 	g.mu.Unlock()

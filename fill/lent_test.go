@@ -3,6 +3,7 @@ package fill
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -74,7 +75,8 @@ func TestDoLentJoinersGetOwnCopy(t *testing.T) {
 }
 
 // TestDoLentStarterLeaves checks that when the caller running the flight leaves (its ctx ends and
-// fn fails), the callers that joined start a new flight instead of getting its error.
+// fn fails), the callers that joined it, through DoLent, Do, DoHere or DoMany, start a new flight
+// instead of getting its error.
 func TestDoLentStarterLeaves(t *testing.T) {
 	g := New[string, string](0)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -89,23 +91,46 @@ func TestDoLentStarterLeaves(t *testing.T) {
 		starter <- err
 	}()
 	<-started
-	joined := make(chan error, 1)
-	go func() {
-		v, err, ran := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
-			return "second", nil, nil
-		})
-		if err == nil && (v != "second" || !ran) {
-			err = errors.New("the joiner did not run a flight of its own: " + v)
-		}
-		joined <- err
-	}()
-	waitUntil(t, "the second caller to join", func() bool { return g.waiting("k") == 2 })
+	second := func(context.Context) (string, error) { return "second", nil }
+	joiners := []func() (string, error){
+		func() (string, error) {
+			v, err, _ := g.DoLent(context.Background(), "k", func(ctx context.Context) (string, func() (string, error), error) {
+				v, err := second(ctx)
+				return v, nil, err
+			})
+			return v, err
+		},
+		func() (string, error) { v, err, _ := g.Do(t.Context(), "k", second); return v, err },
+		func() (string, error) { v, err, _ := g.DoHere(context.Background(), "k", second); return v, err },
+		func() (string, error) {
+			r := g.DoMany(context.Background(), []string{"k"}, func(ctx context.Context, keys []string, set func(int, string, error)) {
+				set(0, "second", nil)
+			})
+			return r[0].Val, r[0].Err
+		},
+	}
+	errs := make(chan error, len(joiners))
+	for i, join := range joiners {
+		go func() {
+			v, err := join()
+			if err == nil && v != "second" {
+				err = errors.New("wrong value " + v)
+			}
+			if err != nil {
+				err = fmt.Errorf("joiner %d: %w", i, err)
+			}
+			errs <- err
+		}()
+	}
+	waitUntil(t, "the callers to join", func() bool { return g.waiting("k") == len(joiners)+1 })
 	cancel()
 	if err := <-starter; !errors.Is(err, context.Canceled) {
 		t.Fatalf("starter: %v", err)
 	}
-	if err := <-joined; err != nil {
-		t.Fatal(err)
+	for range joiners {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -102,9 +102,13 @@ func (g *Group[K, V]) DoMany(ctx context.Context, keys []K, fn func(ctx context.
 		case <-ctx.Done():
 		}
 	}
+	var again []int // keys whose DoLent flight lost its starter
 	for i, f := range fs {
 		if res[i].Shared {
 			res[i].Val, res[i].Err, _ = g.wait(ctx, keys[i], f, true)
+			if res[i].Err == errStarterLeft {
+				again = append(again, i)
+			}
 			continue
 		}
 		// A key of this call's batch: finished, unless ctx has ended.
@@ -113,6 +117,16 @@ func (g *Group[K, V]) DoMany(ctx context.Context, keys []K, fn func(ctx context.
 		} else {
 			g.leave(keys[i], f)
 			res[i].Err = ctx.Err()
+		}
+	}
+	if len(again) > 0 {
+		// Start or join newer flights for them.
+		retry := make([]K, len(again))
+		for j, i := range again {
+			retry[j] = keys[i]
+		}
+		for j, r := range g.DoMany(ctx, retry, fn) {
+			res[again[j]].Val, res[again[j]].Err = r.Val, r.Err
 		}
 	}
 	return res
