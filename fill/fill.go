@@ -404,6 +404,16 @@ func (g *Group[K, V]) DoLent(ctx context.Context, key K, fn func(ctx context.Con
 	}
 }
 
+// ownCopy calls own, turning a panic into a *PanicError for the callers waiting for its result.
+func (g *Group[K, V]) ownCopy(own func() (V, error)) (v V, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return own()
+}
+
 // runLent runs fn for the starter of a DoLent flight and publishes to the callers that joined
 // it what they get: own's result, or fn's error (errStarterLeft if the starter's ctx ended).
 func (g *Group[K, V]) runLent(ctx context.Context, key K, f *flight[V], fn func(ctx context.Context) (V, func() (V, error), error)) (v V, err error) {
@@ -428,7 +438,7 @@ func (g *Group[K, V]) runLent(ctx context.Context, key K, f *flight[V], fn func(
 		case err != nil && ctx.Err() != nil:
 			f.err = errStarterLeft
 		case err == nil && joined && own != nil:
-			f.val, f.err = own()
+			f.val, f.err = g.ownCopy(own)
 		}
 		f.finished.Store(true)
 		f.release() // closes done: wakes the callers that joined

@@ -175,3 +175,32 @@ func TestDoLentErrorAndPanic(t *testing.T) {
 		})
 	}
 }
+
+// TestDoLentOwnPanics checks that a panic in own reaches the callers that joined as a *PanicError
+// (they are released), while the starter gets its value.
+func TestDoLentOwnPanics(t *testing.T) {
+	g := New[string, string](0)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	starter := make(chan string, 1)
+	go func() {
+		v, _, _ := g.DoLent(context.Background(), "k", func(context.Context) (string, func() (string, error), error) {
+			close(started)
+			<-release
+			return "lent", func() (string, error) { panic("no copy") }, nil
+		})
+		starter <- v
+	}()
+	<-started
+	joined := make(chan error, 1)
+	go func() { _, err, _ := g.Do(context.Background(), "k", nil); joined <- err }()
+	waitUntil(t, "the joiner", func() bool { return g.waiting("k") == 2 })
+	close(release)
+	var pe *PanicError
+	if err := <-joined; !errors.As(err, &pe) || pe.Value != "no copy" {
+		t.Fatalf("joiner: %v", err)
+	}
+	if v := <-starter; v != "lent" {
+		t.Fatalf("starter: %q", v)
+	}
+}
