@@ -370,7 +370,7 @@ var errStarterLeft = errors.New("fill: the caller running the load left")
 // Callers that joined the flight get own's result, computed once by the starting caller before
 // they are released; the starting caller gets v itself, and ran reports which one a caller is
 // (ran: v, or err, is the one its own fn returned; otherwise it joined another caller's flight).
-// A caller of Do or DoHere may join a DoLent flight and the other way round.
+// A caller of Do, DoHere or DoMany may join a DoLent flight and the other way round.
 //
 // fn runs with the starting caller's ctx, which may end: fn must then return promptly. The
 // group's timeout does not apply to it (fn bounds itself). Callers that joined a flight whose
