@@ -44,25 +44,31 @@ func viewValue(key string) []byte {
 	return b
 }
 
-// viewCaches makes one []byte cache per node of cl whose loader answers viewValue, or
+// viewCache makes the []byte cache "v" (codec.Bytes) on node with load as its loader.
+func viewCache(t testing.TB, node *groupcache.Node, load groupcache.LoaderFunc[string, []byte], opts ...groupcache.Option) *groupcache.Cache[string, []byte] {
+	t.Helper()
+	c, err := groupcache.New[string, []byte]("v", load,
+		append([]groupcache.Option{groupcache.WithNode(node), groupcache.WithCodec(codec.Bytes())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// viewCaches makes one viewCache per node of cl whose loader answers viewValue, or
 // groupcache.ErrNotFound for keys starting with "n"; it counts the loads.
 func viewCaches(t testing.TB, cl *testcluster.Cluster, loads *atomic.Int64, opts ...groupcache.Option) []*groupcache.Cache[string, []byte] {
 	t.Helper()
 	var caches []*groupcache.Cache[string, []byte]
 	for _, n := range cl.Nodes {
-		c, err := groupcache.New[string, []byte]("v", groupcache.LoaderFunc[string, []byte](
-			func(_ context.Context, k string) ([]byte, error) {
-				loads.Add(1)
-				if k[0] == 'n' {
-					return nil, fmt.Errorf("no %s: %w", k, groupcache.ErrNotFound)
-				}
-				return viewValue(k), nil
-			}), append([]groupcache.Option{groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes())}, opts...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		caches = append(caches, c)
+		caches = append(caches, viewCache(t, n, func(_ context.Context, k string) ([]byte, error) {
+			loads.Add(1)
+			if k[0] == 'n' {
+				return nil, fmt.Errorf("no %s: %w", k, groupcache.ErrNotFound)
+			}
+			return viewValue(k), nil
+		}, opts...))
 	}
 	return caches
 }
@@ -211,22 +217,16 @@ func TestViewLoadTimeout(t *testing.T) {
 	// The asking node gives up after 200 ms; the owner would go on loading for a minute.
 	timeouts := []time.Duration{200 * time.Millisecond, time.Minute}
 	for i, n := range cl.Nodes {
-		c, err := groupcache.New[string, []byte]("v", groupcache.LoaderFunc[string, []byte](
-			func(ctx context.Context, k string) ([]byte, error) {
-				if i == 1 {
-					select { // the owner is stuck
-					case <-release:
-					case <-ctx.Done():
-						return nil, ctx.Err()
-					}
+		caches = append(caches, viewCache(t, n, func(ctx context.Context, k string) ([]byte, error) {
+			if i == 1 {
+				select { // the owner is stuck
+				case <-release:
+				case <-ctx.Done():
+					return nil, ctx.Err()
 				}
-				return viewValue(k), nil
-			}), groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes()), groupcache.WithLoadTimeout(timeouts[i]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		caches = append(caches, c)
+			}
+			return viewValue(k), nil
+		}, groupcache.WithLoadTimeout(timeouts[i])))
 	}
 	k := keyOwnedBy(t, cl, 1)
 	start := time.Now()
@@ -251,19 +251,13 @@ func TestViewSharesFlight(t *testing.T) {
 	release := make(chan struct{})
 	var caches []*groupcache.Cache[string, []byte]
 	for i, n := range cl.Nodes {
-		c, err := groupcache.New[string, []byte]("v", groupcache.LoaderFunc[string, []byte](
-			func(ctx context.Context, k string) ([]byte, error) {
-				if i == 1 && k == slow {
-					started <- struct{}{}
-					<-release
-				}
-				return viewValue(k), nil
-			}), groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes()), groupcache.WithHotFraction(0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		caches = append(caches, c)
+		caches = append(caches, viewCache(t, n, func(ctx context.Context, k string) ([]byte, error) {
+			if i == 1 && k == slow {
+				started <- struct{}{}
+				<-release
+			}
+			return viewValue(k), nil
+		}, groupcache.WithHotFraction(0)))
 	}
 	const callers = 21
 	var wg sync.WaitGroup
