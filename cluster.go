@@ -81,7 +81,7 @@ func (c *Cache[K, V]) fetchInto(ctx context.Context, owner string, key K, kb []b
 	}
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
-		if errors.Is(err, peer.ErrNotFound) {
+		if peer.StatusOf(err) == peer.StatusNotFound {
 			// The owner's word is final: no local load.
 			err = fmt.Errorf("groupcache: cache %q: owner %s: %w", c.name, owner, ErrNotFound)
 			c.remoteNotFound(key, kb, err, st)
@@ -166,9 +166,7 @@ func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) 
 	case errors.Is(err, peer.ErrUnavailable):
 		c.node.markDown(owner, err)
 		return ctx.Err() == nil // past the load timeout the flight is over anyway
-	case errors.Is(err, peer.ErrOverloaded), errors.Is(err, peer.ErrUnknownCache),
-		errors.Is(err, peer.ErrProtocol), errors.Is(err, peer.ErrVersion),
-		errors.Is(err, peer.ErrBadRequest), errors.Is(err, peer.ErrClosed):
+	case errors.Is(err, peer.ErrProtocol), fallbackStatus(peer.StatusOf(err)):
 		c.log.Warn("peer could not serve, loading locally", slog.String("peer", owner), slog.Any("err", err))
 		return ctx.Err() == nil
 	}
@@ -199,15 +197,15 @@ func (c *Cache[K, V]) fallback(ctx context.Context, key K, kb []byte, detach boo
 // two nodes that briefly disagree on the ring cannot bounce a request between them.
 func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) {
 	if c.closed.Load() {
-		return peer.Value{}, fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+		return peer.Value{}, c.closedForPeers()
 	}
 	c.cluster.peerRequests.Add(1)
 	if len(kb) > c.maxKey {
-		return peer.Value{}, fmt.Errorf("%w: key of %d bytes over the limit of %d", peer.ErrBadRequest, len(kb), c.maxKey)
+		return peer.Value{}, wireStatus(peer.StatusBadRequest, fmt.Errorf("key of %d bytes over the limit of %d", len(kb), c.maxKey))
 	}
 	key, err := c.keys.Decode(kb)
 	if err != nil {
-		return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
+		return peer.Value{}, wireStatus(peer.StatusBadRequest, err)
 	}
 	if w, err, ok := c.served(key); ok {
 		return w, err
@@ -287,30 +285,51 @@ func (c *Cache[K, V]) reply(key K, v V) (peer.Value, error) {
 	return c.sent(&wireForm{Value: peer.Compress(enc, c.node.compress), rawLen: len(enc)}), nil
 }
 
+// wireStatus returns an error a node's server answers a peer with st: err's text as the message
+// (the server sends none for a not-found status).
+func wireStatus(st peer.Status, err error) error {
+	return &peer.Error{Status: st, Err: err}
+}
+
+// fallbackStatus reports a peer's answer after which the key is loaded here: the owner could not
+// serve it (overloaded, without the cache, refusing the request or its version).
+func fallbackStatus(st peer.Status) bool {
+	switch st {
+	case peer.StatusOverloaded, peer.StatusUnknownCache, peer.StatusBadRequest, peer.StatusBadVersion:
+		return true
+	}
+	return false
+}
+
+// closedForPeers is what a closed cache answers peers: as if the node had no such cache.
+func (c *Cache[K, V]) closedForPeers() error {
+	return &peer.Error{Status: peer.StatusUnknownCache, Msg: fmt.Sprintf("cache %q closed", c.name)}
+}
+
 // wireError maps a load's error to what the transport answers for it.
 func wireError(err error) error {
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return fmt.Errorf("%w: %w", peer.ErrNotFound, err)
+		return wireStatus(peer.StatusNotFound, err)
 	case errors.Is(err, ErrTooLarge):
-		return fmt.Errorf("%w: %w", peer.ErrTooLarge, err)
+		return wireStatus(peer.StatusTooLarge, err)
 	}
 	return err
 }
 
 // peek answers a peer's hand-off request: the value of key bytes kb if the main store holds it,
-// peer.ErrNotFound otherwise. It never loads.
+// a not-found status otherwise. It never loads.
 func (c *Cache[K, V]) peek(kb []byte) (peer.Value, error) {
 	if c.closed.Load() {
-		return peer.Value{}, fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+		return peer.Value{}, c.closedForPeers()
 	}
 	key, err := c.keys.Decode(kb)
 	if err != nil {
-		return peer.Value{}, fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
+		return peer.Value{}, wireStatus(peer.StatusBadRequest, err)
 	}
 	it, ok := c.liveItem(key)
 	if !ok || it.wire == nil { // a cached "not found" is not handed off: the new owner asks again
-		return peer.Value{}, peer.ErrNotFound
+		return peer.Value{}, wireStatus(peer.StatusNotFound, nil)
 	}
 	return c.sent(it.wire), nil
 }
@@ -318,7 +337,7 @@ func (c *Cache[K, V]) peek(kb []byte) (peer.Value, error) {
 // peekMany is peek for many keys.
 func (c *Cache[K, V]) peekMany(kbs [][]byte) ([]peer.Result, error) {
 	if c.closed.Load() {
-		return nil, fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+		return nil, c.closedForPeers()
 	}
 	res := make([]peer.Result, len(kbs))
 	for i, kb := range kbs {

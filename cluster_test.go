@@ -162,7 +162,7 @@ func TestClusterLoaderErrorTravels(t *testing.T) {
 	})
 	key := keyOwnedBy(t, cl, 1)
 	_, err := caches[0].Get(context.Background(), key)
-	if !errors.Is(err, peer.ErrInternal) || log.total.Load() != 1 {
+	if peer.StatusOf(err) != peer.StatusInternal || log.total.Load() != 1 {
 		t.Fatalf("err = %v, loads = %d: want the owner's error (peer.ErrInternal) and one load", err, log.total.Load())
 	}
 }

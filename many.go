@@ -204,11 +204,11 @@ func (c *Cache[K, V]) fetchMany(ctx context.Context, owner string, b *batch[K, V
 			}
 			c.cluster.remoteErrors.Add(1)
 			switch {
-			case errors.Is(r.Err, peer.ErrNotFound):
+			case peer.StatusOf(r.Err) == peer.StatusNotFound:
 				err := fmt.Errorf("groupcache: cache %q: owner %s: %w", c.name, owner, ErrNotFound)
 				c.remoteNotFound(b.ks[i], b.kbs[i], err, b.sts[i])
 				b.set(i, zero, err)
-			case errors.Is(r.Err, peer.ErrOverloaded):
+			case peer.StatusOf(r.Err) == peer.StatusOverloaded:
 				again = append(again, i) // the reply was full: ask for it alone
 			case c.canFallBack(ctx, owner, r.Err):
 				fallback = append(fallback, i)
@@ -323,7 +323,7 @@ func (c *Cache[K, V]) callBatch(ctx context.Context, keys []K) (ls []Loaded[V], 
 // other keys missed, through the BatchLoader when there is one). Like serve, it never forwards.
 func (c *Cache[K, V]) serveMany(ctx context.Context, kbs [][]byte) ([]peer.Result, error) {
 	if c.closed.Load() {
-		return nil, fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+		return nil, c.closedForPeers()
 	}
 	c.cluster.peerRequests.Add(int64(len(kbs)))
 	res := make([]peer.Result, len(kbs))

@@ -438,7 +438,7 @@ func (n *Node) unregister(name string, c servedCache) {
 //	mux.Handle(peer.DefaultBasePath, node.Handler())
 func (n *Node) Handler() http.Handler { return n.server }
 
-// Serve answers peers on l until Close. It returns after Close with peer.ErrClosed or
+// Serve answers peers on l until Close. It returns after Close with
 // http.ErrServerClosed.
 func (n *Node) Serve(l net.Listener) error { return n.server.Serve(l) }
 
@@ -561,7 +561,7 @@ func (b nodeBackend) Clear(_ context.Context, cache string, generation uint64) e
 func (b nodeBackend) cache(name string) (servedCache, error) {
 	c, ok := (*b.n.caches.Load())[name]
 	if !ok {
-		return nil, fmt.Errorf("cache %q on %s: %w", name, b.n.self, peer.ErrUnknownCache)
+		return nil, &peer.Error{Status: peer.StatusUnknownCache, Msg: fmt.Sprintf("cache %q on %s", name, b.n.self)}
 	}
 	return c, nil
 }

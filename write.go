@@ -39,7 +39,7 @@ func WithEntryTTL(d time.Duration) SetOption {
 //
 // Errors: ErrClosed, ctx's error, ErrInvalidKey, a *TooLargeError (matching ErrTooLarge) for a
 // value over the per-value limit (nothing is stored), a codec error, and the owner's failure (a
-// *peer.Error matching peer.ErrUnavailable, peer.ErrUnknownCache, ...; nothing was stored). Once the
+// *peer.Error matching peer.ErrUnavailable, or with a peer.StatusOf; nothing was stored). Once the
 // owner has stored the value, Set reports peers that could not be told to drop their copies with
 // an error matching ErrIncomplete; such a copy is served until it expires (at most the hot TTL,
 // WithHotTTL).
@@ -135,7 +135,7 @@ func (c *Cache[K, V]) Remove(ctx context.Context, key K) error {
 // has dropped its copy cannot fetch the old value again from an owner that has not been told yet.
 //
 // Errors: ErrClosed, ctx's error, ErrInvalidKey (nothing removed); an owner that could not be
-// told (a *peer.Error matching peer.ErrUnavailable, peer.ErrUnknownCache, ...) keeps its value and
+// told (a *peer.Error matching peer.ErrUnavailable, or with a peer.StatusOf) keeps its value and
 // the error says which; other peers that could not be told are reported with an error matching
 // ErrIncomplete, and their copies are served until they expire (at most the hot TTL). An owner is
 // asked even when it is marked unavailable (WithPeerBackoff); another peer so marked is not, and
@@ -302,7 +302,7 @@ func (c *Cache[K, V]) eachPeer(ctx context.Context, optional bool, call func(ctx
 // setFromPeer stores a value a peer sent with Set: this node owns key.
 func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	if c.closed.Load() {
-		return fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+		return c.closedForPeers()
 	}
 	key, err := c.decodeKey(kb)
 	if err != nil {
@@ -310,7 +310,7 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	}
 	raw, err := val.Raw(int(c.maxValue))
 	if err != nil {
-		return fmt.Errorf("%w: %w", peer.ErrTooLarge, err)
+		return wireStatus(peer.StatusTooLarge, err)
 	}
 	data := raw
 	if val.Compressed {
@@ -321,7 +321,7 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	}
 	v, err := c.decode(raw)
 	if err != nil {
-		return fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
+		return wireStatus(peer.StatusBadRequest, err)
 	}
 	size := int64(len(raw))
 	if c.sizer != nil {
@@ -335,7 +335,7 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	size += int64(len(kb))
 	if size > c.maxValue {
 		c.tooLarge.Add(1)
-		return fmt.Errorf("%w: %w", peer.ErrTooLarge, &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue})
+		return wireStatus(peer.StatusTooLarge, &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue})
 	}
 	w := &wireForm{Value: peer.Value{Data: data, Compressed: val.Compressed, Expires: val.Expires}, rawLen: len(raw)}
 	c.setLocal(key, kb, item[V]{v: v, wire: w}, size, val.Expires)
@@ -345,7 +345,7 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 // removeFromPeer drops keys a peer asked to remove.
 func (c *Cache[K, V]) removeFromPeer(kbs [][]byte) error {
 	if c.closed.Load() {
-		return fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+		return c.closedForPeers()
 	}
 	keys := make([]K, len(kbs))
 	for i, kb := range kbs {
@@ -364,7 +364,7 @@ func (c *Cache[K, V]) removeFromPeer(kbs [][]byte) error {
 // clearFromPeer adopts a generation a peer's Clear sent.
 func (c *Cache[K, V]) clearFromPeer(gen uint64) error {
 	if c.closed.Load() {
-		return fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+		return c.closedForPeers()
 	}
 	c.adopt(gen)
 	return nil
@@ -374,11 +374,11 @@ func (c *Cache[K, V]) clearFromPeer(gen uint64) error {
 func (c *Cache[K, V]) decodeKey(kb []byte) (K, error) {
 	var zero K
 	if len(kb) > c.maxKey {
-		return zero, fmt.Errorf("%w: key of %d bytes over the limit of %d", peer.ErrBadRequest, len(kb), c.maxKey)
+		return zero, wireStatus(peer.StatusBadRequest, fmt.Errorf("key of %d bytes over the limit of %d", len(kb), c.maxKey))
 	}
 	k, err := c.keys.Decode(kb)
 	if err != nil {
-		return zero, fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
+		return zero, wireStatus(peer.StatusBadRequest, err)
 	}
 	return k, nil
 }
