@@ -144,13 +144,12 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 		return nil, protocolError("truncated")
 	}
 	st, flags := Status(b[0]), b[1]
-	if st > maxEntryStatus {
+	switch {
+	case st > maxEntryStatus:
 		return nil, protocolError(fmt.Sprintf("unknown status %d", b[0]))
-	}
-	if flags&^knownFlags != 0 {
+	case flags&^knownFlags != 0:
 		return nil, protocolError("unknown flags")
-	}
-	if st != StatusOK && flags != 0 {
+	case st != StatusOK && flags != 0:
 		return nil, protocolError("flags on an entry without value")
 	}
 	b = b[2:]
@@ -162,13 +161,19 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 		r.Err = &Error{Status: st, Msg: string(msg)}
 		return rest, nil
 	}
+	return parseEntryValue(b, flags, r, maxValue)
+}
+
+// parseEntryValue parses the expiry (when flags say there is one) and the value of a batch entry
+// with StatusOK from b into r, and returns the bytes after them. A value over maxValue fails the
+// entry alone, as an error of r.
+func parseEntryValue(b []byte, flags byte, r *Result, maxValue int) ([]byte, error) {
 	v := &r.Value
 	if flags&flagExpires != 0 {
 		if len(b) < 8 {
 			return nil, protocolError("truncated expiry")
 		}
-		v.Expires = int64(binary.BigEndian.Uint64(b))
-		if v.Expires == 0 {
+		if v.Expires = int64(binary.BigEndian.Uint64(b)); v.Expires == 0 {
 			return nil, protocolError("zero expiry with the expiry flag")
 		}
 		b = b[8:]
@@ -177,8 +182,7 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	if k <= 0 {
 		return nil, protocolError("value: bad length")
 	}
-	b = b[k:]
-	if vlen > uint64(len(b)) {
+	if b = b[k:]; vlen > uint64(len(b)) {
 		return nil, protocolError("value: truncated")
 	}
 	data, rest := b[:vlen:vlen], b[vlen:]
@@ -187,15 +191,12 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", vlen, maxValue)}}
 		return rest, nil
 	}
-	v.Data = data
-	if flags&flagCompressed != 0 {
-		v.Compressed = true
-		if err := checkValue(v, maxValue); err != nil {
-			if StatusOf(err) != StatusTooLarge {
-				return nil, err
-			}
-			*r = Result{Err: err}
+	v.Data, v.Compressed = data, flags&flagCompressed != 0
+	if err := checkValue(v, maxValue); err != nil {
+		if StatusOf(err) != StatusTooLarge {
+			return nil, err
 		}
+		*r = Result{Err: err}
 	}
 	return rest, nil
 }

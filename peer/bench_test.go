@@ -85,10 +85,26 @@ func BenchmarkGet(b *testing.B) {
 	}
 }
 
-// valueBackend serves one value for every key.
+// valueBackend serves one value for every key, from memory (GetInline) as a node's hit is.
 type valueBackend struct{ v Value }
 
-func (b valueBackend) Get(context.Context, string, []byte) (Value, error) { return b.v, nil }
+func (b valueBackend) Get(context.Context, string, []byte) (Value, error)  { return b.v, nil }
+func (b valueBackend) GetInline(string, []byte) (Value, bool, error)       { return b.v, true, nil }
+func (b valueBackend) Peek(context.Context, string, []byte) (Value, error) { return b.v, nil }
+func (b valueBackend) Set(context.Context, string, []byte, Value) error    { return nil }
+func (b valueBackend) Remove(context.Context, string, [][]byte) error      { return nil }
+func (b valueBackend) Clear(context.Context, string, uint64) error         { return nil }
+func (b valueBackend) PeekMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error) {
+	return b.GetMany(ctx, cache, keys)
+}
+
+func (b valueBackend) GetMany(_ context.Context, _ string, keys [][]byte) ([]Result, error) {
+	rs := make([]Result, len(keys))
+	for i := range rs {
+		rs[i].Value = b.v
+	}
+	return rs, nil
+}
 
 // rawServer is the floor: for every length-prefixed request it reads, it writes one
 // length-prefixed reply of a fixed payload.
@@ -383,17 +399,6 @@ func itoa(n int) string {
 	return strconv.Itoa(n) + "B"
 }
 
-// batchValueBackend serves one value for every key, to Get and GetMany.
-type batchValueBackend struct{ valueBackend }
-
-func (b batchValueBackend) GetMany(_ context.Context, _ string, keys [][]byte) ([]Result, error) {
-	rs := make([]Result, len(keys))
-	for i := range rs {
-		rs[i].Value = b.v
-	}
-	return rs, nil
-}
-
 const benchBatch = 100
 
 // benchKeys returns n keys of the size of benchRequest's.
@@ -411,7 +416,7 @@ func benchKeys(n int) [][]byte {
 //	go test -run '^$' -bench 'GetMany' -benchmem -count 5 ./peer/
 func BenchmarkGetMany(b *testing.B) {
 	const size = 1 << 10
-	_, addr := startServer(b, batchValueBackend{valueBackend{Value{Data: random(size)}}})
+	_, addr := startServer(b, valueBackend{Value{Data: random(size)}})
 	c := newClient(b)
 	ctx := context.Background()
 	keys := benchKeys(benchBatch)

@@ -8,8 +8,18 @@ import (
 	"github.com/klauspost/compress/s2"
 )
 
-// Version is the frame version byte this package writes and accepts.
-const Version = 1
+// Version is the protocol version: the frame version byte this package writes and accepts, and
+// the number of the upgrade token, UpgradeToken.
+const Version = 2
+
+// UpgradeToken is the token of the Upgrade header that switches an HTTP/1.1 connection to the
+// protocol's frames.
+const UpgradeToken = "groupcache/2"
+
+// MaxConnRequests bounds the requests in flight on one connection: a Client sends at most that
+// many at once, and a Server serves at most that many at once (it reads no further frame until one
+// is answered).
+const MaxConnRequests = 256
 
 // Default limits (see Limits).
 const (
@@ -38,7 +48,7 @@ const (
 	maxFrameCeiling = 1<<31 - 1
 
 	headerLen = 3 // version, op or status, flags
-	prefixLen = 4 // the length prefix of a frame on a stream
+	prefixLen = 8 // what precedes a frame on a stream: its length and its request id
 )
 
 // Flags of a response, of a batch entry and of an OpSet request (the other requests have none).
@@ -63,7 +73,7 @@ type Limits struct {
 	// MaxBatchKeys bounds the number of keys of a Remove, GetMany or PeekMany request. Default
 	// DefaultMaxBatchKeys (4096); at most 65536.
 	MaxBatchKeys int
-	// MaxFrameBytes bounds the length of one frame (after the 4-byte length prefix). It is
+	// MaxFrameBytes bounds the length of one frame (after its 8-byte stream prefix). It is
 	// checked against the prefix before any memory is allocated for the frame. Default
 	// MaxValueBytes + MaxKeyBytes + MaxCacheName + FrameOverhead; at most 2 GiB - 1.
 	MaxFrameBytes int
@@ -110,6 +120,16 @@ func (l Limits) validate() error {
 		return err
 	}
 	return check("MaxFrameBytes", l.MaxFrameBytes, maxFrameCeiling)
+}
+
+// appendPrefix appends the stream prefix of a frame of n bytes with the given request id.
+func appendPrefix(dst []byte, n int, id uint32) []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(dst, uint32(n)), id)
+}
+
+// parsePrefix returns the frame length and request id of a stream prefix (prefixLen bytes).
+func parsePrefix(b []byte) (n int, id uint32) {
+	return int(binary.BigEndian.Uint32(b)), binary.BigEndian.Uint32(b[4:])
 }
 
 // Request is a request frame. Which fields an op uses:
@@ -244,7 +264,6 @@ func ParseRequest(frame []byte, lim Limits) (r Request, err error) {
 type reqScratch struct {
 	cache string   // the previous request's cache name, returned again while it does not change
 	keys  [][]byte // the key list of the previous batch request
-	body  []byte   // the batch body of the previous GetMany or PeekMany reply
 }
 
 // maxKeptKeys bounds the key list a reqScratch keeps between requests.
@@ -254,29 +273,16 @@ const maxKeptKeys = 1024
 // when not nil, lends the key list and returns the cache name of the previous request when it is
 // the same.
 func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
-	if len(frame) > 0 && frame[0] != Version {
-		return &Error{Status: StatusBadVersion,
-			Msg: fmt.Sprintf("request version %d, this server speaks %d", frame[0], Version)}
-	}
-	if len(frame) < headerLen {
-		return badRequest("truncated header")
-	}
-	op := Op(frame[1])
-	if op == 0 || op > maxOp {
-		return badRequest("unsupported op " + op.String())
-	}
-	flags := frame[2]
-	if (op != OpSet && flags != 0) || flags&^knownFlags != 0 {
-		return badRequest("unknown request flags")
+	op, flags, rest, err := parseRequestHeader(frame)
+	if err != nil {
+		return err
 	}
 	*r = Request{Op: op}
-	rest := frame[headerLen:]
 	if flags&flagExpires != 0 {
 		if len(rest) < 8 {
 			return badRequest("truncated expiry")
 		}
-		r.Value.Expires = int64(binary.BigEndian.Uint64(rest))
-		if r.Value.Expires == 0 {
+		if r.Value.Expires = int64(binary.BigEndian.Uint64(rest)); r.Value.Expires == 0 {
 			return badRequest("zero expiry with the expiry flag")
 		}
 		rest = rest[8:]
@@ -290,71 +296,112 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 	}
 	switch op {
 	case OpRemove, OpGetMany, OpPeekMany:
-		n, k := uvarint(rest)
-		if k <= 0 {
-			return badRequest("key count: bad encoding")
-		}
-		rest = rest[k:]
-		if n == 0 || n > uint64(lim.MaxBatchKeys) {
-			return badRequest(fmt.Sprintf("key count %d outside 1..%d", n, lim.MaxBatchKeys))
-		}
-		if n > uint64(len(rest)) { // every key takes at least its length byte
-			return badRequest("keys: truncated")
-		}
-		var keys [][]byte
-		if sc != nil && cap(sc.keys) >= int(n) {
-			keys = sc.keys[:0]
-		} else {
-			keys = make([][]byte, 0, n)
-			if sc != nil && n <= maxKeptKeys {
-				sc.keys = keys
-			}
-		}
-		for i := range int(n) {
-			var key []byte
-			key, rest, msg = field(rest, lim.MaxKeyBytes)
-			if msg != "" {
-				return badRequest(fmt.Sprintf("key %d: %s", i, msg))
-			}
-			keys = append(keys, key[:len(key):len(key)])
-		}
-		r.Keys = keys
+		r.Keys, rest, err = parseKeys(rest, lim, sc)
 	case OpClear:
-		g, k := uvarint(rest)
-		if k <= 0 {
-			return badRequest("generation: bad encoding")
-		}
-		if g == 0 {
-			return badRequest("generation 0")
-		}
-		r.Generation = g
-		rest = rest[k:]
+		r.Generation, rest, err = parseGeneration(rest)
 	default: // OpGet, OpPeek, OpSet
 		key, after, msg := field(rest, lim.MaxKeyBytes)
 		if msg != "" {
 			return badRequest("key: " + msg)
 		}
-		r.Key = key[:len(key):len(key)]
-		rest = after
+		r.Key, rest = key[:len(key):len(key)], after
 		if op == OpSet {
-			if err := parseSetValue(rest, flags, lim, &r.Value); err != nil {
-				return err
-			}
+			err = parseSetValue(rest, flags, lim, &r.Value)
 			rest = nil
 		}
+	}
+	if err != nil {
+		return err
 	}
 	if len(rest) != 0 {
 		return badRequest("trailing bytes")
 	}
-	if sc != nil && sc.cache == string(name) {
-		r.Cache = sc.cache
-	} else {
-		r.Cache = string(name)
-		if sc != nil {
-			sc.cache = r.Cache
-		}
-	}
+	r.Cache = sc.name(name)
 	return nil
+}
+
+// parseRequestHeader checks the three header bytes of a request frame and returns its op, its
+// flags and the bytes after the header.
+func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
+	if len(frame) > 0 && frame[0] != Version {
+		return 0, 0, nil, &Error{Status: StatusBadVersion,
+			Msg: fmt.Sprintf("request version %d, this server speaks %d", frame[0], Version)}
+	}
+	if len(frame) < headerLen {
+		return 0, 0, nil, badRequest("truncated header")
+	}
+	op, flags := Op(frame[1]), frame[2]
+	if op == 0 || op > maxOp {
+		return 0, 0, nil, badRequest("unsupported op " + op.String())
+	}
+	if (op != OpSet && flags != 0) || flags&^knownFlags != 0 {
+		return 0, 0, nil, badRequest("unknown request flags")
+	}
+	return op, flags, frame[headerLen:], nil
+}
+
+// parseKeys parses the key list of a Remove, GetMany or PeekMany request from b, in memory sc
+// lends when it can, and returns it with the bytes after it.
+func parseKeys(b []byte, lim Limits, sc *reqScratch) ([][]byte, []byte, error) {
+	n, k := uvarint(b)
+	if k <= 0 {
+		return nil, nil, badRequest("key count: bad encoding")
+	}
+	b = b[k:]
+	if n == 0 || n > uint64(lim.MaxBatchKeys) {
+		return nil, nil, badRequest(fmt.Sprintf("key count %d outside 1..%d", n, lim.MaxBatchKeys))
+	}
+	if n > uint64(len(b)) { // every key takes at least its length byte
+		return nil, nil, badRequest("keys: truncated")
+	}
+	keys := sc.keyList(int(n))
+	for i := range int(n) {
+		key, rest, msg := field(b, lim.MaxKeyBytes)
+		if msg != "" {
+			return nil, nil, badRequest(fmt.Sprintf("key %d: %s", i, msg))
+		}
+		keys = append(keys, key[:len(key):len(key)])
+		b = rest
+	}
+	return keys, b, nil
+}
+
+// parseGeneration parses the generation of a Clear request from b and returns it with the bytes
+// after it.
+func parseGeneration(b []byte) (uint64, []byte, error) {
+	g, k := uvarint(b)
+	if k <= 0 {
+		return 0, nil, badRequest("generation: bad encoding")
+	}
+	if g == 0 {
+		return 0, nil, badRequest("generation 0")
+	}
+	return g, b[k:], nil
+}
+
+// keyList returns an empty key list with room for n keys: sc's, when it has the room (a nil sc
+// has none), else new memory that sc keeps for the next request when n is small enough.
+func (sc *reqScratch) keyList(n int) [][]byte {
+	if sc != nil && cap(sc.keys) >= n {
+		return sc.keys[:0]
+	}
+	keys := make([][]byte, 0, n)
+	if sc != nil && n <= maxKeptKeys {
+		sc.keys = keys
+	}
+	return keys
+}
+
+// name returns the cache name b as a string: the previous request's when it is the same (no
+// allocation), else a new one that sc remembers. A nil sc always makes a new one.
+func (sc *reqScratch) name(b []byte) string {
+	if sc == nil {
+		return string(b)
+	}
+	if sc.cache != string(b) {
+		sc.cache = string(b)
+	}
+	return sc.cache
 }
 
 // parseSetValue parses the value field of an OpSet request, which runs to the end of b, into v.
@@ -523,35 +570,9 @@ const maxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes 
 // frame (off == n for a status other than StatusOK). A value over maxValue bytes gives an error
 // with StatusTooLarge: the frame itself is well formed.
 func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err error) {
-	if len(b) > 0 && b[0] != Version {
-		return Response{}, 0, &Error{Status: StatusBadVersion,
-			Msg: fmt.Sprintf("reply version %d, this client speaks %d", b[0], Version)}
-	}
-	if len(b) < headerLen {
-		return Response{}, 0, protocolError("truncated header")
-	}
-	st := Status(b[1])
-	if st > maxStatus {
-		return Response{}, 0, protocolError(fmt.Sprintf("unknown status %d", b[1]))
-	}
-	flags := b[2]
-	if flags&^knownFlags != 0 {
-		return Response{}, 0, protocolError("unknown flags")
-	}
-	if st != StatusOK && flags != 0 {
-		return Response{}, 0, protocolError("flags on a reply without value")
-	}
-	rest := b[headerLen:]
-	r.Status = st
-	if flags&flagExpires != 0 {
-		if len(rest) < 8 {
-			return Response{}, 0, protocolError("truncated expiry")
-		}
-		r.Value.Expires = int64(binary.BigEndian.Uint64(rest))
-		if r.Value.Expires == 0 {
-			return Response{}, 0, protocolError("zero expiry with the expiry flag")
-		}
-		rest = rest[8:]
+	flags, rest, err := parseResponseHeader(b, &r)
+	if err != nil {
+		return Response{}, 0, err
 	}
 	msg, rest, problem := field(rest, MaxMessageBytes)
 	if problem != "" {
@@ -561,7 +582,7 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 		r.Msg = string(msg)
 	}
 	off = len(b) - len(rest)
-	if st != StatusOK {
+	if r.Status != StatusOK {
 		if off != n {
 			return Response{}, 0, protocolError("trailing bytes")
 		}
@@ -572,20 +593,49 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 		return Response{}, 0, protocolError("value: bad length")
 	}
 	off += k
-	if vlen > uint64(maxValue) {
+	switch {
+	case vlen > uint64(maxValue):
 		return Response{}, 0, &Error{Status: StatusTooLarge,
 			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", vlen, maxValue)}
-	}
-	if vlen != uint64(n-off) {
-		if vlen > uint64(n-off) {
-			return Response{}, 0, protocolError("value: truncated")
-		}
+	case vlen > uint64(n-off):
+		return Response{}, 0, protocolError("value: truncated")
+	case vlen < uint64(n-off):
 		return Response{}, 0, protocolError("trailing bytes")
 	}
-	if flags&flagCompressed != 0 {
-		r.Value.Compressed = true
-	}
+	r.Value.Compressed = flags&flagCompressed != 0
 	return r, off, nil
+}
+
+// parseResponseHeader parses the header bytes of a response frame, and its expiry when it has
+// one, into r; it returns the flags and the bytes after them.
+func parseResponseHeader(b []byte, r *Response) (flags byte, rest []byte, err error) {
+	if len(b) > 0 && b[0] != Version {
+		return 0, nil, &Error{Status: StatusBadVersion,
+			Msg: fmt.Sprintf("reply version %d, this client speaks %d", b[0], Version)}
+	}
+	if len(b) < headerLen {
+		return 0, nil, protocolError("truncated header")
+	}
+	r.Status, flags = Status(b[1]), b[2]
+	switch {
+	case r.Status > maxStatus:
+		return 0, nil, protocolError(fmt.Sprintf("unknown status %d", b[1]))
+	case flags&^knownFlags != 0:
+		return 0, nil, protocolError("unknown flags")
+	case r.Status != StatusOK && flags != 0:
+		return 0, nil, protocolError("flags on a reply without value")
+	}
+	rest = b[headerLen:]
+	if flags&flagExpires != 0 {
+		if len(rest) < 8 {
+			return 0, nil, protocolError("truncated expiry")
+		}
+		if r.Value.Expires = int64(binary.BigEndian.Uint64(rest)); r.Value.Expires == 0 {
+			return 0, nil, protocolError("zero expiry with the expiry flag")
+		}
+		rest = rest[8:]
+	}
+	return flags, rest, nil
 }
 
 // checkValue checks the S2 header of a compressed value: well formed, and stating a decoded

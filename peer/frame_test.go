@@ -13,7 +13,7 @@ import (
 // changed: that needs a new Version and an update of docs/protocol.md.
 func TestPinnedRequestBytes(t *testing.T) {
 	got := AppendRequest(nil, &Request{Op: OpGet, Cache: "users", Key: []byte("alice")})
-	const want = "01" + "01" + "00" + "05" + "7573657273" + "05" + "616c696365"
+	const want = "02" + "01" + "00" + "05" + "7573657273" + "05" + "616c696365"
 	if h := hex.EncodeToString(got); h != want {
 		t.Fatalf("request frame\n got %s\nwant %s", h, want)
 	}
@@ -35,16 +35,16 @@ func TestPinnedResponseBytes(t *testing.T) {
 		{
 			// A hit that expires at 2026-01-01T00:00:00Z.
 			Response{Value: Value{Data: []byte("hello"), Expires: 1767225600000000000}},
-			"01" + "00" + "02" + "18867251edfa0000" + "00" + "05" + "68656c6c6f",
+			"02" + "00" + "02" + "18867251edfa0000" + "00" + "05" + "68656c6c6f",
 		},
 		{
 			// A hit without expiry, compressed.
 			Response{Value: Value{Data: []byte{0x38, 0x00, 0x61, 0xda, 0x01, 0x00}, Compressed: true}},
-			"01" + "00" + "01" + "00" + "06" + "380061da0100",
+			"02" + "00" + "01" + "00" + "06" + "380061da0100",
 		},
 		{
 			Response{Status: StatusNotFound, Msg: "no such user"},
-			"01" + "01" + "00" + "0c" + "6e6f2073756368207573657" + "2",
+			"02" + "01" + "00" + "0c" + "6e6f2073756368207573657" + "2",
 		},
 	}
 	for _, c := range cases {
@@ -153,22 +153,22 @@ func TestParseRequestErrors(t *testing.T) {
 		want  error
 	}{
 		{"empty", "", Limits{}, ErrBadRequest},
-		{"version", "02 01 00 01 63 00", Limits{}, ErrVersion},
+		{"version", "01 01 00 01 63 00", Limits{}, ErrVersion},
 		{"version only", "00", Limits{}, ErrVersion},
-		{"short header", "01 01", Limits{}, ErrBadRequest},
-		{"op zero", "01 00 00 01 63 00", Limits{}, ErrBadRequest},
-		{"remove without keys", "01 02 00 01 63 00", Limits{}, ErrBadRequest},
-		{"flags", "01 01 01 01 63 00", Limits{}, ErrBadRequest},
-		{"no name", "01 01 00", Limits{}, ErrBadRequest},
-		{"empty name", "01 01 00 00 00", Limits{}, ErrBadRequest},
-		{"name truncated", "01 01 00 05 63", Limits{}, ErrBadRequest},
-		{"no key", "01 01 00 01 63", Limits{}, ErrBadRequest},
-		{"key truncated", "01 01 00 01 63 02 6b", Limits{}, ErrBadRequest},
-		{"trailing", "01 01 00 01 63 01 6b 00", Limits{}, ErrBadRequest},
-		{"non-minimal length", "01 01 00 81 00 63 00", Limits{}, ErrBadRequest},
-		{"overflowing length", "01 01 00 ffffffffffffffffff7f", Limits{}, ErrBadRequest},
-		{"key over limit", "01 01 00 01 63 03 6b6b6b", Limits{MaxKeyBytes: 2}, ErrBadRequest},
-		{"name over limit", "01 01 00 03 636363 00", Limits{MaxCacheName: 2}, ErrBadRequest},
+		{"short header", "02 01", Limits{}, ErrBadRequest},
+		{"op zero", "02 00 00 01 63 00", Limits{}, ErrBadRequest},
+		{"remove without keys", "02 02 00 01 63 00", Limits{}, ErrBadRequest},
+		{"flags", "02 01 01 01 63 00", Limits{}, ErrBadRequest},
+		{"no name", "02 01 00", Limits{}, ErrBadRequest},
+		{"empty name", "02 01 00 00 00", Limits{}, ErrBadRequest},
+		{"name truncated", "02 01 00 05 63", Limits{}, ErrBadRequest},
+		{"no key", "02 01 00 01 63", Limits{}, ErrBadRequest},
+		{"key truncated", "02 01 00 01 63 02 6b", Limits{}, ErrBadRequest},
+		{"trailing", "02 01 00 01 63 01 6b 00", Limits{}, ErrBadRequest},
+		{"non-minimal length", "02 01 00 81 00 63 00", Limits{}, ErrBadRequest},
+		{"overflowing length", "02 01 00 ffffffffffffffffff7f", Limits{}, ErrBadRequest},
+		{"key over limit", "02 01 00 01 63 03 6b6b6b", Limits{MaxKeyBytes: 2}, ErrBadRequest},
+		{"name over limit", "02 01 00 03 636363 00", Limits{MaxCacheName: 2}, ErrBadRequest},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -194,21 +194,21 @@ func TestParseResponseErrors(t *testing.T) {
 		want  error
 	}{
 		{"empty", "", Limits{}, ErrProtocol},
-		{"version", "02 00 00 00 00", Limits{}, ErrVersion},
-		{"short", "01 00", Limits{}, ErrProtocol},
-		{"unknown status", "01 08 00 00", Limits{}, ErrProtocol},
-		{"unknown flag", "01 00 04 00 00", Limits{}, ErrProtocol},
-		{"flags on error", "01 01 01 00", Limits{}, ErrProtocol},
-		{"no message", "01 00 00", Limits{}, ErrProtocol},
-		{"no value", "01 00 00 00", Limits{}, ErrProtocol},
-		{"value truncated", "01 00 00 00 03 6161", Limits{}, ErrProtocol},
-		{"trailing", "01 00 00 00 01 61 61", Limits{}, ErrProtocol},
-		{"trailing on error", "01 01 00 00 00", Limits{}, ErrProtocol},
-		{"expiry truncated", "01 00 02 0000", Limits{}, ErrProtocol},
-		{"zero expiry", "01 00 02 0000000000000000 00 00", Limits{}, ErrProtocol},
-		{"message over limit", "01 05 00 810800", Limits{}, ErrProtocol},
-		{"value over limit", "01 00 00 00 03 616161", Limits{MaxValueBytes: 2}, ErrTooLarge},
-		{"bad compressed header", "01 00 01 00 01 ff", Limits{}, ErrProtocol},
+		{"version", "01 00 00 00 00", Limits{}, ErrVersion},
+		{"short", "02 00", Limits{}, ErrProtocol},
+		{"unknown status", "02 08 00 00", Limits{}, ErrProtocol},
+		{"unknown flag", "02 00 04 00 00", Limits{}, ErrProtocol},
+		{"flags on error", "02 01 01 00", Limits{}, ErrProtocol},
+		{"no message", "02 00 00", Limits{}, ErrProtocol},
+		{"no value", "02 00 00 00", Limits{}, ErrProtocol},
+		{"value truncated", "02 00 00 00 03 6161", Limits{}, ErrProtocol},
+		{"trailing", "02 00 00 00 01 61 61", Limits{}, ErrProtocol},
+		{"trailing on error", "02 01 00 00 00", Limits{}, ErrProtocol},
+		{"expiry truncated", "02 00 02 0000", Limits{}, ErrProtocol},
+		{"zero expiry", "02 00 02 0000000000000000 00 00", Limits{}, ErrProtocol},
+		{"message over limit", "02 05 00 810800", Limits{}, ErrProtocol},
+		{"value over limit", "02 00 00 00 03 616161", Limits{MaxValueBytes: 2}, ErrTooLarge},
+		{"bad compressed header", "02 00 01 00 01 ff", Limits{}, ErrProtocol},
 		{"bomb", bombFrame, Limits{MaxValueBytes: 1 << 19}, ErrTooLarge},
 	}
 	for _, c := range cases {

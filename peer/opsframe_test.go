@@ -21,30 +21,30 @@ func TestPinnedOpRequestBytes(t *testing.T) {
 			// Set "alice" to "hello", expiring at 2026-01-01T00:00:00Z.
 			Request{Op: OpSet, Cache: "users", Key: []byte("alice"),
 				Value: Value{Data: []byte("hello"), Expires: 1767225600000000000}},
-			"01" + "03" + "02" + "18867251edfa0000" + "05" + "7573657273" + "05" + "616c696365" + "05" + "68656c6c6f",
+			"02" + "03" + "02" + "18867251edfa0000" + "05" + "7573657273" + "05" + "616c696365" + "05" + "68656c6c6f",
 		},
 		{
 			// Set a compressed value without expiry.
 			Request{Op: OpSet, Cache: "users", Key: []byte("alice"),
 				Value: Value{Data: []byte{0x38, 0x00, 0x61, 0xda, 0x01, 0x00}, Compressed: true}},
-			"01" + "03" + "01" + "05" + "7573657273" + "05" + "616c696365" + "06" + "380061da0100",
+			"02" + "03" + "01" + "05" + "7573657273" + "05" + "616c696365" + "06" + "380061da0100",
 		},
 		{
 			Request{Op: OpRemove, Cache: "users", Keys: keysOf("alice", "bob")},
-			"01" + "02" + "00" + "05" + "7573657273" + "02" + "05" + "616c696365" + "03" + "626f62",
+			"02" + "02" + "00" + "05" + "7573657273" + "02" + "05" + "616c696365" + "03" + "626f62",
 		},
 		{
 			Request{Op: OpGetMany, Cache: "users", Keys: keysOf("alice", "bob", "carol")},
-			"01" + "04" + "00" + "05" + "7573657273" + "03" + "05" + "616c696365" + "03" + "626f62" + "05" + "6361726f6c",
+			"02" + "04" + "00" + "05" + "7573657273" + "03" + "05" + "616c696365" + "03" + "626f62" + "05" + "6361726f6c",
 		},
 		{
 			Request{Op: OpClear, Cache: "users", Generation: 300},
-			"01" + "06" + "00" + "05" + "7573657273" + "ac02",
+			"02" + "06" + "00" + "05" + "7573657273" + "ac02",
 		},
 		{
 			// The layout of GetMany; only the op byte differs.
 			Request{Op: OpPeekMany, Cache: "users", Keys: keysOf("alice", "bob", "carol")},
-			"01" + "07" + "00" + "05" + "7573657273" + "03" + "05" + "616c696365" + "03" + "626f62" + "05" + "6361726f6c",
+			"02" + "07" + "00" + "05" + "7573657273" + "03" + "05" + "616c696365" + "03" + "626f62" + "05" + "6361726f6c",
 		},
 	}
 	for _, c := range cases {
@@ -74,7 +74,7 @@ func TestPinnedOpResponseBytes(t *testing.T) {
 	}
 	body := AppendBatch(nil, rs)
 	got := AppendResponse(nil, &Response{Value: Value{Data: body}})
-	const want = "01" + "00" + "00" + "00" + "1e" + // header, empty message, a 30-byte batch body
+	const want = "02" + "00" + "00" + "00" + "1e" + // header, empty message, a 30-byte batch body
 		"03" + // three entries
 		"00" + "02" + "18867251edfa0000" + "05" + "68656c6c6f" + // OK, expires, "hello"
 		"01" + "00" + "00" + // NotFound, no message
@@ -101,7 +101,7 @@ func TestPinnedOpResponseBytes(t *testing.T) {
 		t.Fatalf("entry 2: %v", parsed[2].Err)
 	}
 
-	if h := hex.EncodeToString(AppendResponse(nil, &Response{})); h != "0100000000" {
+	if h := hex.EncodeToString(AppendResponse(nil, &Response{})); h != "0200000000" {
 		t.Fatalf("acknowledgment %s", h)
 	}
 }
@@ -177,65 +177,65 @@ func TestParseOpRequestErrors(t *testing.T) {
 		lim   Limits
 		want  Status
 	}{
-		{"op 0x08", "01 08 00 01 63 01 00", Limits{}, StatusBadRequest},
-		{"op 0xff", "01 ff 00 01 63 00", Limits{}, StatusBadRequest},
-		{"flags on get", "01 01 02 01 63 00", Limits{}, StatusBadRequest},
-		{"flags on peek", "01 05 01 01 63 00", Limits{}, StatusBadRequest},
-		{"flags on remove", "01 02 01 01 63 01 00", Limits{}, StatusBadRequest},
-		{"flags on getmany", "01 04 02 01 63 01 00", Limits{}, StatusBadRequest},
-		{"flags on peekmany", "01 07 01 01 63 01 00", Limits{}, StatusBadRequest},
-		{"flags on clear", "01 06 01 01 63 01", Limits{}, StatusBadRequest},
-		{"unknown set flag", "01 03 04 01 63 00 00", Limits{}, StatusBadRequest},
+		{"op 0x08", "02 08 00 01 63 01 00", Limits{}, StatusBadRequest},
+		{"op 0xff", "02 ff 00 01 63 00", Limits{}, StatusBadRequest},
+		{"flags on get", "02 01 02 01 63 00", Limits{}, StatusBadRequest},
+		{"flags on peek", "02 05 01 01 63 00", Limits{}, StatusBadRequest},
+		{"flags on remove", "02 02 01 01 63 01 00", Limits{}, StatusBadRequest},
+		{"flags on getmany", "02 04 02 01 63 01 00", Limits{}, StatusBadRequest},
+		{"flags on peekmany", "02 07 01 01 63 01 00", Limits{}, StatusBadRequest},
+		{"flags on clear", "02 06 01 01 63 01", Limits{}, StatusBadRequest},
+		{"unknown set flag", "02 03 04 01 63 00 00", Limits{}, StatusBadRequest},
 
-		{"set: expiry truncated", "01 03 02 00000000", Limits{}, StatusBadRequest},
-		{"set: zero expiry", "01 03 02 0000000000000000 01 63 00 00", Limits{}, StatusBadRequest},
-		{"set: no key", "01 03 00 01 63", Limits{}, StatusBadRequest},
-		{"set: no value", "01 03 00 01 63 00", Limits{}, StatusBadRequest},
-		{"set: value truncated", "01 03 00 01 63 00 03 6161", Limits{}, StatusBadRequest},
-		{"set: trailing", "01 03 00 01 63 00 01 61 61", Limits{}, StatusBadRequest},
-		{"set: non-minimal value length", "01 03 00 01 63 00 8100", Limits{}, StatusBadRequest},
-		{"set: non-minimal key length", "01 03 00 01 63 8100 00", Limits{}, StatusBadRequest},
-		{"set: key over limit", "01 03 00 01 63 03 6b6b6b 00", Limits{MaxKeyBytes: 2}, StatusBadRequest},
-		{"set: value over limit", "01 03 00 01 63 00 03 616161", Limits{MaxValueBytes: 2}, StatusTooLarge},
-		{"set: value length over limit, truncated", "01 03 00 01 63 00 ffffffff0f", Limits{}, StatusTooLarge},
+		{"set: expiry truncated", "02 03 02 00000000", Limits{}, StatusBadRequest},
+		{"set: zero expiry", "02 03 02 0000000000000000 01 63 00 00", Limits{}, StatusBadRequest},
+		{"set: no key", "02 03 00 01 63", Limits{}, StatusBadRequest},
+		{"set: no value", "02 03 00 01 63 00", Limits{}, StatusBadRequest},
+		{"set: value truncated", "02 03 00 01 63 00 03 6161", Limits{}, StatusBadRequest},
+		{"set: trailing", "02 03 00 01 63 00 01 61 61", Limits{}, StatusBadRequest},
+		{"set: non-minimal value length", "02 03 00 01 63 00 8100", Limits{}, StatusBadRequest},
+		{"set: non-minimal key length", "02 03 00 01 63 8100 00", Limits{}, StatusBadRequest},
+		{"set: key over limit", "02 03 00 01 63 03 6b6b6b 00", Limits{MaxKeyBytes: 2}, StatusBadRequest},
+		{"set: value over limit", "02 03 00 01 63 00 03 616161", Limits{MaxValueBytes: 2}, StatusTooLarge},
+		{"set: value length over limit, truncated", "02 03 00 01 63 00 ffffffff0f", Limits{}, StatusTooLarge},
 		{"set: S2 bomb", bomb, Limits{MaxValueBytes: 1 << 19}, StatusTooLarge},
-		{"set: bad S2 header", "01 03 01 01 63 00 01 ff", Limits{}, StatusBadRequest},
-		{"set: empty compressed value", "01 03 01 01 63 00 00", Limits{}, StatusBadRequest},
+		{"set: bad S2 header", "02 03 01 01 63 00 01 ff", Limits{}, StatusBadRequest},
+		{"set: empty compressed value", "02 03 01 01 63 00 00", Limits{}, StatusBadRequest},
 
-		{"getmany: no count", "01 04 00 01 63", Limits{}, StatusBadRequest},
-		{"getmany: count 0", "01 04 00 01 63 00", Limits{}, StatusBadRequest},
-		{"getmany: count over limit", "01 04 00 01 63 03 00 00 00", Limits{MaxBatchKeys: 2}, StatusBadRequest},
-		{"getmany: count over default limit", "01 04 00 01 63 812000", Limits{}, StatusBadRequest},
-		{"getmany: huge count", "01 04 00 01 63 ffffffffffffffff7f", Limits{}, StatusBadRequest},
-		{"getmany: non-minimal count", "01 04 00 01 63 8100 00", Limits{}, StatusBadRequest},
-		{"getmany: fewer keys than count", "01 04 00 01 63 02 01 61", Limits{}, StatusBadRequest},
-		{"getmany: key truncated", "01 04 00 01 63 02 02 61 00", Limits{}, StatusBadRequest},
-		{"getmany: trailing", "01 04 00 01 63 01 01 61 00", Limits{}, StatusBadRequest},
-		{"getmany: key over limit", "01 04 00 01 63 02 00 03 616161", Limits{MaxKeyBytes: 2}, StatusBadRequest},
-		{"getmany: non-minimal key length", "01 04 00 01 63 01 8100", Limits{}, StatusBadRequest},
-		{"getmany: empty cache name", "01 04 00 00 01 00", Limits{}, StatusBadRequest},
-		{"peekmany: no count", "01 07 00 01 63", Limits{}, StatusBadRequest},
-		{"peekmany: count 0", "01 07 00 01 63 00", Limits{}, StatusBadRequest},
-		{"peekmany: count over limit", "01 07 00 01 63 03 00 00 00", Limits{MaxBatchKeys: 2}, StatusBadRequest},
-		{"peekmany: count over default limit", "01 07 00 01 63 812000", Limits{}, StatusBadRequest},
-		{"peekmany: huge count", "01 07 00 01 63 ffffffffffffffff7f", Limits{}, StatusBadRequest},
-		{"peekmany: non-minimal count", "01 07 00 01 63 8100 00", Limits{}, StatusBadRequest},
-		{"peekmany: fewer keys than count", "01 07 00 01 63 02 01 61", Limits{}, StatusBadRequest},
-		{"peekmany: key truncated", "01 07 00 01 63 02 02 61 00", Limits{}, StatusBadRequest},
-		{"peekmany: trailing", "01 07 00 01 63 01 01 61 00", Limits{}, StatusBadRequest},
-		{"peekmany: key over limit", "01 07 00 01 63 02 00 03 616161", Limits{MaxKeyBytes: 2}, StatusBadRequest},
-		{"peekmany: non-minimal key length", "01 07 00 01 63 01 8100", Limits{}, StatusBadRequest},
-		{"peekmany: a Peek's key instead of a count and keys", "01 07 00 01 63 01 6b", Limits{}, StatusBadRequest},
-		{"peekmany: empty cache name", "01 07 00 00 01 00", Limits{}, StatusBadRequest},
-		{"remove: count 0", "01 02 00 01 63 00", Limits{}, StatusBadRequest},
-		{"remove: count over limit", "01 02 00 01 63 02 00 00", Limits{MaxBatchKeys: 1}, StatusBadRequest},
-		{"remove: trailing", "01 02 00 01 63 01 00 00", Limits{}, StatusBadRequest},
+		{"getmany: no count", "02 04 00 01 63", Limits{}, StatusBadRequest},
+		{"getmany: count 0", "02 04 00 01 63 00", Limits{}, StatusBadRequest},
+		{"getmany: count over limit", "02 04 00 01 63 03 00 00 00", Limits{MaxBatchKeys: 2}, StatusBadRequest},
+		{"getmany: count over default limit", "02 04 00 01 63 812000", Limits{}, StatusBadRequest},
+		{"getmany: huge count", "02 04 00 01 63 ffffffffffffffff7f", Limits{}, StatusBadRequest},
+		{"getmany: non-minimal count", "02 04 00 01 63 8100 00", Limits{}, StatusBadRequest},
+		{"getmany: fewer keys than count", "02 04 00 01 63 02 01 61", Limits{}, StatusBadRequest},
+		{"getmany: key truncated", "02 04 00 01 63 02 02 61 00", Limits{}, StatusBadRequest},
+		{"getmany: trailing", "02 04 00 01 63 01 01 61 00", Limits{}, StatusBadRequest},
+		{"getmany: key over limit", "02 04 00 01 63 02 00 03 616161", Limits{MaxKeyBytes: 2}, StatusBadRequest},
+		{"getmany: non-minimal key length", "02 04 00 01 63 01 8100", Limits{}, StatusBadRequest},
+		{"getmany: empty cache name", "02 04 00 00 01 00", Limits{}, StatusBadRequest},
+		{"peekmany: no count", "02 07 00 01 63", Limits{}, StatusBadRequest},
+		{"peekmany: count 0", "02 07 00 01 63 00", Limits{}, StatusBadRequest},
+		{"peekmany: count over limit", "02 07 00 01 63 03 00 00 00", Limits{MaxBatchKeys: 2}, StatusBadRequest},
+		{"peekmany: count over default limit", "02 07 00 01 63 812000", Limits{}, StatusBadRequest},
+		{"peekmany: huge count", "02 07 00 01 63 ffffffffffffffff7f", Limits{}, StatusBadRequest},
+		{"peekmany: non-minimal count", "02 07 00 01 63 8100 00", Limits{}, StatusBadRequest},
+		{"peekmany: fewer keys than count", "02 07 00 01 63 02 01 61", Limits{}, StatusBadRequest},
+		{"peekmany: key truncated", "02 07 00 01 63 02 02 61 00", Limits{}, StatusBadRequest},
+		{"peekmany: trailing", "02 07 00 01 63 01 01 61 00", Limits{}, StatusBadRequest},
+		{"peekmany: key over limit", "02 07 00 01 63 02 00 03 616161", Limits{MaxKeyBytes: 2}, StatusBadRequest},
+		{"peekmany: non-minimal key length", "02 07 00 01 63 01 8100", Limits{}, StatusBadRequest},
+		{"peekmany: a Peek's key instead of a count and keys", "02 07 00 01 63 01 6b", Limits{}, StatusBadRequest},
+		{"peekmany: empty cache name", "02 07 00 00 01 00", Limits{}, StatusBadRequest},
+		{"remove: count 0", "02 02 00 01 63 00", Limits{}, StatusBadRequest},
+		{"remove: count over limit", "02 02 00 01 63 02 00 00", Limits{MaxBatchKeys: 1}, StatusBadRequest},
+		{"remove: trailing", "02 02 00 01 63 01 00 00", Limits{}, StatusBadRequest},
 
-		{"clear: no generation", "01 06 00 01 63", Limits{}, StatusBadRequest},
-		{"clear: generation 0", "01 06 00 01 63 00", Limits{}, StatusBadRequest},
-		{"clear: non-minimal generation", "01 06 00 01 63 8100", Limits{}, StatusBadRequest},
-		{"clear: overflowing generation", "01 06 00 01 63 ffffffffffffffffff7f", Limits{}, StatusBadRequest},
-		{"clear: trailing", "01 06 00 01 63 01 00", Limits{}, StatusBadRequest},
+		{"clear: no generation", "02 06 00 01 63", Limits{}, StatusBadRequest},
+		{"clear: generation 0", "02 06 00 01 63 00", Limits{}, StatusBadRequest},
+		{"clear: non-minimal generation", "02 06 00 01 63 8100", Limits{}, StatusBadRequest},
+		{"clear: overflowing generation", "02 06 00 01 63 ffffffffffffffffff7f", Limits{}, StatusBadRequest},
+		{"clear: trailing", "02 06 00 01 63 01 00", Limits{}, StatusBadRequest},
 	}
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
@@ -252,10 +252,10 @@ func TestParseOpRequestErrors(t *testing.T) {
 		frame string
 		lim   Limits
 	}{
-		{"01 03 00 01 63 00 02 6161", Limits{MaxValueBytes: 2}},
-		{"01 04 00 01 63 02 00 00", Limits{MaxBatchKeys: 2}},
-		{"01 07 00 01 63 02 00 00", Limits{MaxBatchKeys: 2}},
-		{"01 06 00 01 63 ffffffffffffffffff01", Limits{}},
+		{"02 03 00 01 63 00 02 6161", Limits{MaxValueBytes: 2}},
+		{"02 04 00 01 63 02 00 00", Limits{MaxBatchKeys: 2}},
+		{"02 07 00 01 63 02 00 00", Limits{MaxBatchKeys: 2}},
+		{"02 06 00 01 63 ffffffffffffffffff01", Limits{}},
 	} {
 		if _, err := ParseRequest(hexFrame(t, c.frame), c.lim); err != nil {
 			t.Fatalf("%s: %v", c.frame, err)
@@ -451,7 +451,7 @@ func TestBatchLimitAndOpNames(t *testing.T) {
 	if err := (Limits{MaxBatchKeys: maxBatchCeiling}).validate(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewServer(newMapBackend(), WithServerLimits(Limits{MaxBatchKeys: -1})); !errors.Is(err, ErrInvalidOption) {
+	if _, err := NewServer(newBackend(), WithLimits(Limits{MaxBatchKeys: -1})); !errors.Is(err, ErrInvalidOption) {
 		t.Fatalf("negative batch limit: %v", err)
 	}
 	names := map[Op]string{OpGet: "get", OpRemove: "remove", OpSet: "set", OpGetMany: "getmany", OpPeek: "peek",
@@ -471,7 +471,7 @@ func TestBatchLimitAndOpNames(t *testing.T) {
 	if got, want := requestFrameMax(l), headerLen+2*binary.MaxVarintLen64+l.MaxCacheName+10*(2+1000); got != want {
 		t.Fatalf("request frame limit %d, want %d (a GetMany)", got, want)
 	}
-	s, err := NewServer(newMapBackend(), WithServerLimits(Limits{MaxFrameBytes: 500}))
+	s, err := NewServer(newBackend(), WithLimits(Limits{MaxFrameBytes: 500}))
 	if err != nil || s.reqFrameMax != 500 {
 		t.Fatalf("%v, %d", err, s.reqFrameMax)
 	}

@@ -1,0 +1,704 @@
+package peer
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The connections of a Client to one peer, and what travels on each.
+//
+// Ids. A connection has MaxConnRequests slots. A request takes a free slot; its id is the slot's
+// index in the low 8 bits and the slot's generation, a counter the slot increments each time it
+// is taken, in the 24 bits above. A reply is matched to its call by the slot its id names and
+// checked against the whole id, so a reply to a request already answered, or to none, is a
+// protocol error. A slot is freed when the reply to its request has been read in full, whether
+// its caller still waits for it or left.
+//
+// Writes. A caller appends its frame to the connection's pending frames. If no write is in
+// progress it becomes the writer: it writes all that is pending, and again while more arrived
+// meanwhile; otherwise its frame goes out with the writer's next write. A writer that finds
+// other calls in flight yields the processor once before it writes: the callers the reader has
+// just handed their replies to are runnable and most send their next request at once, so their
+// frames join this write. A lone request is written at once.
+//
+// Reads. One goroutine per connection reads the replies, each into memory of its own (or into
+// the memory a GetInto lends), and hands each to its call. It stops when the connection breaks.
+//
+// Leaving early. A caller waits for its reply, its context and its deadline (a timer of its
+// own). One that leaves marks its call abandoned: the reader drops the reply when it comes.
+//
+// Breaking. A connection that fails (EOF, reset, malformed reply, a reply with an unknown id, a
+// frame over the limits, a write error) is closed and every call waiting on it fails; every call
+// but the one whose reply was being read (its lent memory may still be written into) may be sent
+// once more on a new connection: every operation is idempotent.
+
+const (
+	slotBits = 8 // the low bits of a request id that name its slot
+	slotMask = 1<<slotBits - 1
+	genMask  = 1<<(32-slotBits) - 1
+	// clientReadBuffer is the read buffer of a connection: a read can bring many replies.
+	clientReadBuffer = 32 << 10
+)
+
+// A slot's index fits in its bits.
+var _ [1<<slotBits - MaxConnRequests]struct{}
+
+// pool is the connections of a Client to one peer.
+type pool struct {
+	c    *Client
+	addr string
+
+	mu      sync.Mutex
+	conns   []*conn
+	dialing int
+	room    chan struct{} // closed (and cleared) when a call may find room: a slot, a dial, a close
+	// Counters of the connections that were closed; open ones keep their own.
+	sent, recv, sharedWrites int64
+}
+
+// conn is one connection of a pool.
+type conn struct {
+	p  *pool
+	nc net.Conn
+	br *bufio.Reader // the reader goroutine's
+
+	inflight atomic.Int32 // calls given this connection by pick and not out of its table yet
+	lastUsed atomic.Int64 // unix nanoseconds of the last call given this connection
+	dead     atomic.Bool  // closed (set with mu held)
+	draining atomic.Bool  // takes no new call; closed when no call waits (set with mu held)
+
+	sent, recv, sharedWrites atomic.Int64
+
+	mu        sync.Mutex
+	calls     [MaxConnRequests]*call // by slot: the call whose id is in flight
+	gens      [MaxConnRequests]uint32
+	free      []uint8 // the free slots
+	n         int     // ids in flight
+	abandoned int     // of them, those whose callers left
+	cur       *call   // the call whose reply the reader is reading
+	seq, wseq uint64  // frames queued, and handed to a write
+	writing   bool
+	wbuf      []byte // frames not handed to a write yet
+	wspare    []byte // the buffer of the last write, for the next frames
+	wArmed    time.Time
+}
+
+// call is one request on a connection, from its frame to its outcome.
+type call struct {
+	ch    chan struct{} // capacity 1: the outcome is set
+	timer *time.Timer
+
+	// Set before the call is queued, read-only while it is in flight.
+	op    Op
+	nkeys int
+	dst   []byte
+
+	// Guarded by the connection's mu.
+	id        uint32
+	seq       uint64
+	done      bool // the outcome below is set
+	abandoned bool // the caller left; the reader drops the reply
+	resp      Response
+	results   []Result
+	err       error
+	retry     bool // the request may be sent again on another connection
+}
+
+var calls = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &call{ch: make(chan struct{}, 1), timer: t}
+}}
+
+// roundTrip sends r on a connection to the peer and waits for its reply, sending it once more
+// on a new connection when its connection broke and the request may be sent again.
+func (p *pool) roundTrip(r *request) (Response, error) {
+	if r.ctx.Err() != nil {
+		return Response{}, p.netError(r, nil, "before sending")
+	}
+	for attempt := 0; ; attempt++ {
+		cc, err := p.pick(r)
+		if err != nil {
+			return Response{}, err
+		}
+		resp, retry, err := cc.roundTrip(r)
+		if err == nil || !retry || attempt > 0 || r.ctx.Err() != nil || !time.Now().Before(r.deadline) || p.c.closed.Load() {
+			return resp, err
+		}
+		p.c.retries.Add(1)
+	}
+}
+
+// pick returns the connection with the fewest calls in flight, counting r's (which the caller
+// must queue or give back); it dials one while there are fewer than the client's connections per
+// peer and none is idle, and waits for room when every connection is full.
+func (p *pool) pick(r *request) (*conn, error) {
+	var timer *time.Timer
+	p.mu.Lock()
+	for {
+		if p.c.closed.Load() {
+			p.mu.Unlock()
+			return nil, closedError(p.addr, r.Op)
+		}
+		best, count := p.bestLocked()
+		if best != nil && (best.inflight.Load() == 0 || count >= p.c.conns) {
+			best.inflight.Add(1)
+			best.lastUsed.Store(r.now.UnixNano())
+			p.mu.Unlock()
+			return best, nil
+		}
+		if count < p.c.conns {
+			return p.dialLocked(r)
+		}
+		if timer == nil {
+			p.c.waits.Add(1)
+			timer = time.NewTimer(time.Until(r.deadline))
+			defer timer.Stop()
+		}
+		if p.room == nil {
+			p.room = make(chan struct{})
+		}
+		room := p.room
+		p.mu.Unlock()
+		var err error
+		select {
+		case <-room:
+		case <-r.ctx.Done():
+			err = p.netError(r, nil, "waiting for room on a connection")
+		case <-timer.C:
+			err = p.netError(r, os.ErrDeadlineExceeded, "waiting for room on a connection")
+		case <-p.c.done:
+			err = closedError(p.addr, r.Op)
+		}
+		if err != nil {
+			return nil, err
+		}
+		p.mu.Lock()
+	}
+}
+
+// bestLocked drops the dead connections from the pool and returns the live one with the fewest
+// calls in flight and room for one more (nil if none), and the number of connections that count
+// towards the client's connections per peer: live, not draining, or being dialed.
+func (p *pool) bestLocked() (best *conn, count int) {
+	k := 0
+	for _, cc := range p.conns {
+		if cc.dead.Load() {
+			p.sent += cc.sent.Load()
+			p.recv += cc.recv.Load()
+			p.sharedWrites += cc.sharedWrites.Load()
+			continue
+		}
+		p.conns[k] = cc
+		k++
+		if cc.draining.Load() {
+			continue
+		}
+		count++
+		if n := cc.inflight.Load(); n < MaxConnRequests && (best == nil || n < best.inflight.Load()) {
+			best = cc
+		}
+	}
+	clear(p.conns[k:])
+	p.conns = p.conns[:k]
+	return best, count + p.dialing
+}
+
+// dialLocked dials a new connection for r, which it returns with r's place counted; p.mu is held
+// on entry and released on return.
+func (p *pool) dialLocked(r *request) (*conn, error) {
+	p.dialing++
+	p.mu.Unlock()
+	nc, err := p.dial(r)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dialing--
+	p.wakeLocked() // the others may share the new connection, or dial themselves
+	if err != nil {
+		return nil, err
+	}
+	if p.c.closed.Load() {
+		nc.Close()
+		return nil, closedError(p.addr, r.Op)
+	}
+	cc := &conn{p: p, nc: nc, br: bufio.NewReaderSize(nc, clientReadBuffer), wbuf: make([]byte, 0, 4<<10)}
+	cc.free = make([]uint8, MaxConnRequests)
+	for i := range cc.free {
+		cc.free[i] = uint8(MaxConnRequests - 1 - i) // slot 0 is taken first
+	}
+	cc.inflight.Add(1)
+	cc.lastUsed.Store(r.now.UnixNano())
+	p.conns = append(p.conns, cc)
+	p.c.openConns.Add(1)
+	p.c.readers.Add(1)
+	go cc.readLoop()
+	return cc, nil
+}
+
+// wakeLocked wakes the calls waiting for room; each looks again.
+func (p *pool) wakeLocked() {
+	if p.room != nil {
+		close(p.room)
+		p.room = nil
+	}
+}
+
+// wake is wakeLocked for a caller without p.mu.
+func (p *pool) wake() {
+	p.mu.Lock()
+	p.wakeLocked()
+	p.mu.Unlock()
+}
+
+// live returns the pool's open connections.
+func (p *pool) live() []*conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bestLocked()
+	return append([]*conn(nil), p.conns...)
+}
+
+// closeIdle closes the connections on which no call has waited for longer than the idle
+// connection timeout.
+func (p *pool) closeIdle(now time.Time) {
+	for _, cc := range p.live() {
+		if now.UnixNano()-cc.lastUsed.Load() > int64(p.c.idleConnTimeout) {
+			cc.mu.Lock()
+			if cc.n == cc.abandoned {
+				cc.breakLocked(net.ErrClosed)
+			}
+			cc.mu.Unlock()
+		}
+	}
+}
+
+// closeAll closes every connection (Client.Close): the calls waiting on them fail.
+func (p *pool) closeAll() {
+	for _, cc := range p.live() {
+		cc.mu.Lock()
+		cc.breakLocked(net.ErrClosed)
+		cc.mu.Unlock()
+	}
+	p.wake()
+}
+
+// addStats adds the pool's byte and write counters to st.
+func (p *pool) addStats(st *ClientStats) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st.BytesSent += p.sent
+	st.BytesReceived += p.recv
+	st.SharedWrites += p.sharedWrites
+	for _, cc := range p.conns {
+		st.BytesSent += cc.sent.Load()
+		st.BytesReceived += cc.recv.Load()
+		st.SharedWrites += cc.sharedWrites.Load()
+	}
+}
+
+// roundTrip queues r (whose place pick counted), writes it or leaves it to the writer, and waits
+// for its outcome: the reply, an error, or (retry) leave to send it again on another connection.
+func (cc *conn) roundTrip(r *request) (Response, bool, error) {
+	c := calls.Get().(*call)
+	c.op, c.nkeys, c.dst = r.Op, len(r.Keys), r.dst
+	cc.mu.Lock()
+	if cc.dead.Load() || cc.draining.Load() {
+		// Lost the race with the end of the connection: never written.
+		cc.mu.Unlock()
+		cc.release()
+		c.recycle()
+		return Response{}, true, cc.p.netError(r, net.ErrClosed, "sending the request")
+	}
+	cc.queueLocked(c, r)
+	if !cc.writing {
+		cc.flushLocked(r.deadline)
+	}
+	cc.mu.Unlock()
+	c.timer.Reset(time.Until(r.deadline))
+	var err error
+	select {
+	case <-c.ch:
+	case <-r.ctx.Done():
+		err = cc.p.netError(r, nil, "waiting for the reply")
+	case <-c.timer.C:
+		err = cc.p.netError(r, os.ErrDeadlineExceeded, "waiting for the reply")
+	}
+	c.timer.Stop()
+	if err != nil && cc.abandon(c) {
+		return Response{}, false, err // c is the reader's now
+	}
+	resp, retry, err := c.resp, c.retry, c.err
+	r.results = c.results
+	c.recycle()
+	return resp, retry, err
+}
+
+// recycle clears c and puts it back in the pool of calls.
+func (c *call) recycle() {
+	select {
+	case <-c.ch:
+	default:
+	}
+	*c = call{ch: c.ch, timer: c.timer}
+	calls.Put(c)
+}
+
+// release gives back a place that pick counted and that no call took.
+func (cc *conn) release() {
+	if cc.inflight.Add(-1) == MaxConnRequests-1 {
+		cc.p.wake()
+	}
+}
+
+// queueLocked gives c an id and appends r's frame to the pending ones.
+func (cc *conn) queueLocked(c *call, r *request) {
+	k := len(cc.free) - 1
+	slot := cc.free[k]
+	cc.free = cc.free[:k]
+	g := (cc.gens[slot] + 1) & genMask
+	cc.gens[slot] = g
+	c.id = g<<slotBits | uint32(slot)
+	cc.calls[slot] = c
+	cc.n++
+	start := len(cc.wbuf)
+	b := AppendRequest(appendPrefix(cc.wbuf, 0, c.id), &r.Request) // a Set's value is copied: its caller may leave
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-prefixLen))
+	cc.wbuf = b
+	cc.seq++
+	c.seq = cc.seq
+}
+
+// flushLocked writes the pending frames as the connection's writer, while there are some, with
+// the writer's deadline. mu is held on entry and on return.
+func (cc *conn) flushLocked(deadline time.Time) {
+	cc.writing = true
+	if cc.n-cc.abandoned > 1 {
+		// Other calls are in flight: their callers, handed their replies, may be about to send
+		// the next ones. Let them run first, so their frames join this write.
+		cc.mu.Unlock()
+		runtime.Gosched()
+		cc.mu.Lock()
+	}
+	for !cc.dead.Load() && cc.wseq != cc.seq {
+		if frames := cc.seq - cc.wseq; frames > 1 {
+			cc.sharedWrites.Add(int64(frames))
+		}
+		cc.wseq = cc.seq
+		buf := cc.wbuf
+		cc.wbuf, cc.wspare = cc.wspare[:0], nil
+		cc.mu.Unlock()
+		err := cc.write(buf, deadline)
+		cc.mu.Lock()
+		if err != nil {
+			cc.breakLocked(err)
+			break
+		}
+		cc.sent.Add(int64(len(buf)))
+		if cap(buf) <= keepBuffer {
+			cc.wspare = buf[:0]
+		}
+	}
+	cc.writing = false
+}
+
+// write writes buf before deadline. The socket's write deadline is moved lazily (it costs a
+// timer operation): it is left alone while it falls between the deadline's half time and the
+// deadline, and a write that hits an earlier one moves it on and goes on.
+func (cc *conn) write(buf []byte, deadline time.Time) error {
+	now := time.Now()
+	if a := cc.wArmed; a.IsZero() || a.After(deadline) || a.Sub(now) < deadline.Sub(now)/2 {
+		if err := cc.nc.SetWriteDeadline(deadline); err != nil {
+			return err
+		}
+		cc.wArmed = deadline
+	}
+	for {
+		n, err := cc.nc.Write(buf)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(deadline) {
+			return err
+		}
+		buf = buf[n:]
+		if err := cc.nc.SetWriteDeadline(deadline); err != nil {
+			return err
+		}
+		cc.wArmed = deadline
+	}
+}
+
+// abandon marks c abandoned when its outcome is not set yet, and reports whether it did; the
+// reader then drops its reply. A connection on which more than half of the slots hold abandoned
+// calls takes no new call, and is closed once no caller waits on it.
+func (cc *conn) abandon(c *call) bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if c.done {
+		return false
+	}
+	c.abandoned = true
+	cc.abandoned++
+	if cc.abandoned > MaxConnRequests/2 && !cc.draining.Load() {
+		cc.draining.Store(true)
+		cc.p.wake() // it no longer counts among the peer's connections
+	}
+	cc.closeIfDrainedLocked()
+	return true
+}
+
+// closeIfDrainedLocked closes a draining connection on which no caller waits anymore.
+func (cc *conn) closeIfDrainedLocked() {
+	if cc.draining.Load() && cc.n == cc.abandoned {
+		cc.breakLocked(net.ErrClosed)
+	}
+}
+
+// readLoop reads replies and hands them to their calls until the connection breaks.
+func (cc *conn) readLoop() {
+	defer cc.p.c.readers.Done()
+	for {
+		if err := cc.readOne(); err != nil {
+			cc.mu.Lock()
+			cc.breakLocked(err)
+			cc.mu.Unlock()
+			return
+		}
+	}
+}
+
+// readOne reads one reply and hands it to its call. Its error breaks the connection.
+func (cc *conn) readOne() error {
+	hdr, err := cc.br.Peek(prefixLen)
+	if err != nil {
+		if len(hdr) > 0 {
+			return midReply(err, len(hdr), prefixLen)
+		}
+		return err
+	}
+	n, id := parsePrefix(hdr)
+	_, _ = cc.br.Discard(prefixLen)
+	cc.mu.Lock()
+	c := cc.lookupLocked(id)
+	var op Op
+	var nkeys int
+	var dst []byte
+	skip := c == nil || c.abandoned
+	if c != nil {
+		// Copied under mu: a call ended by breakLocked may be recycled while its reply is read.
+		op, nkeys, dst = c.op, c.nkeys, c.dst
+		cc.cur = c
+	}
+	cc.mu.Unlock()
+	if c == nil {
+		return &Error{Peer: cc.p.addr, Err: ErrProtocol,
+			Msg: fmt.Sprintf("reply with id %#x, which is not that of a request in flight on the connection", id)}
+	}
+	if max := cc.p.c.lim.MaxFrameBytes; n > max {
+		return &Error{Peer: cc.p.addr, Op: op, Status: StatusTooLarge, Err: ErrProtocol,
+			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, max)}
+	}
+	var out outcome
+	if skip {
+		_, err = cc.br.Discard(n)
+	} else {
+		out, err = cc.readReply(op, nkeys, dst, n)
+	}
+	if err != nil {
+		return err
+	}
+	cc.recv.Add(int64(n) + prefixLen)
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.dead.Load() {
+		return net.ErrClosed // breakLocked has ended c already
+	}
+	cc.cur = nil
+	cc.deliverLocked(c, out)
+	return nil
+}
+
+// outcome is what the reply to one call brought.
+type outcome struct {
+	resp    Response
+	results []Result // of a GetMany or PeekMany
+	err     error    // the call's own error: a value over this side's limits
+}
+
+// readReply reads the rest of an n-byte reply frame to a request of op (with nkeys keys, for a
+// batch), past its prefix, reading a value into dst's memory when it fits. A returned error
+// breaks the connection: the stream can carry no further reply.
+func (cc *conn) readReply(op Op, nkeys int, dst []byte, n int) (outcome, error) {
+	if op == OpGetMany || op == OpPeekMany {
+		return cc.readBatch(op, nkeys, n)
+	}
+	// The head of the frame (all of it but the value) is parsed where it lies in the read buffer;
+	// the value is read into memory of its own, exactly its size, that is handed to the caller.
+	// Peek no more than is buffered (at least the longest head): asking for more would cost a
+	// read for bytes that go to the value anyway.
+	head, err := cc.br.Peek(min(n, max(cc.br.Buffered(), maxResponseHead)))
+	if err != nil {
+		return outcome{}, midReply(err, len(head), n)
+	}
+	maxValue := cc.p.c.lim.MaxValueBytes
+	resp, off, err := parseResponseHead(head, n, maxValue)
+	ack := op == OpSet || op == OpRemove || op == OpClear
+	if err == nil && ack && resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.Expires != 0) {
+		err = protocolError("acknowledgment with a value or flags")
+	}
+	if err != nil {
+		pe := cc.annotate(err, op)
+		if pe.Status != StatusTooLarge || ack { // any value on an acknowledgment is one too many
+			return outcome{}, protocolFault(pe)
+		}
+		// A well-formed frame with a value over this side's limit fails its call alone.
+		if m, err := cc.br.Discard(n); err != nil {
+			return outcome{}, midReply(err, m, n)
+		}
+		return outcome{err: pe}, nil
+	}
+	_, _ = cc.br.Discard(off)
+	if resp.Status != StatusOK {
+		return outcome{resp: resp}, nil
+	}
+	var buf []byte
+	if cap(dst) >= n-off {
+		buf = dst[:0]
+	}
+	if buf, err = fillFrame(cc.br, buf, n-off); err != nil {
+		return outcome{}, midReply(err, off+len(buf), n)
+	}
+	resp.Value.Data = buf
+	if err := checkValue(&resp.Value, maxValue); err != nil {
+		pe := cc.annotate(err, op)
+		if pe.Status != StatusTooLarge {
+			return outcome{}, pe
+		}
+		return outcome{err: pe}, nil
+	}
+	return outcome{resp: resp}, nil
+}
+
+// readBatch reads the rest of an n-byte reply frame to a GetMany or PeekMany of nkeys keys into
+// one buffer, which the values of the results share.
+func (cc *conn) readBatch(op Op, nkeys, n int) (outcome, error) {
+	buf, err := fillFrame(cc.br, nil, n)
+	if err != nil {
+		return outcome{}, midReply(err, len(buf), n)
+	}
+	// The batch body is bounded by the frame, not by the limit on one value.
+	resp, off, err := parseResponseHead(buf, n, n)
+	if err != nil {
+		return outcome{}, protocolFault(cc.annotate(err, op))
+	}
+	if resp.Status != StatusOK {
+		return outcome{resp: resp}, nil
+	}
+	if resp.Value.Compressed || resp.Value.Expires != 0 || resp.Msg != "" {
+		return outcome{}, cc.annotate(protocolError("batch reply with flags or a message"), op)
+	}
+	rs, err := parseBatch(buf[off:n:n], nkeys, cc.p.c.lim.MaxValueBytes)
+	if err != nil {
+		return outcome{}, protocolFault(cc.annotate(err, op))
+	}
+	for i := range rs {
+		if pe, ok := rs[i].Err.(*Error); ok {
+			pe.Peer, pe.Op = cc.p.addr, op
+		}
+	}
+	return outcome{resp: Response{}, results: rs}, nil
+}
+
+// annotate returns err, an *Error of this package's parsers, with the peer and op set.
+func (cc *conn) annotate(err error, op Op) *Error {
+	pe := err.(*Error)
+	pe.Peer, pe.Op = cc.p.addr, op
+	return pe
+}
+
+// protocolFault turns a frame-level StatusTooLarge (a body longer than its frame, a value on an
+// acknowledgment) into the protocol error it is; other errors are returned as they are.
+func protocolFault(pe *Error) *Error {
+	if pe.Status == StatusTooLarge {
+		pe.Status, pe.Err = StatusOK, ErrProtocol
+	}
+	return pe
+}
+
+// midReply describes a read that ended after got of the want bytes of a frame.
+func midReply(err error, got, want int) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("connection closed after %d of %d bytes: %w", got, want, io.ErrUnexpectedEOF)
+	}
+	return err
+}
+
+// lookupLocked returns the call in flight whose id is id, or nil.
+func (cc *conn) lookupLocked(id uint32) *call {
+	if c := cc.calls[id&slotMask]; c != nil && c.id == id {
+		return c
+	}
+	return nil
+}
+
+// deliverLocked frees c's slot and sets its outcome, unless its caller left.
+func (cc *conn) deliverLocked(c *call, out outcome) {
+	slot := c.id & slotMask
+	cc.calls[slot] = nil
+	cc.free = append(cc.free, uint8(slot))
+	cc.n--
+	if cc.inflight.Add(-1) == MaxConnRequests-1 {
+		cc.p.wake()
+	}
+	if c.abandoned {
+		cc.abandoned--
+		cc.closeIfDrainedLocked()
+		return
+	}
+	c.done, c.resp, c.results, c.err = true, out.resp, out.results, out.err
+	c.ch <- struct{}{}
+}
+
+// breakLocked closes the connection and ends every call waiting on it, with cause as their
+// error: an *Error (a malformed reply) copied for each, or a network failure.
+func (cc *conn) breakLocked(cause error) {
+	if cc.dead.Load() {
+		return
+	}
+	cc.dead.Store(true)
+	_ = cc.nc.Close()
+	cc.p.c.openConns.Add(-1)
+	var perr *Error
+	protocol := errors.As(cause, &perr) && perr.Err != ErrUnavailable
+	for slot, c := range cc.calls {
+		if c == nil {
+			continue
+		}
+		cc.calls[slot] = nil
+		if c.abandoned {
+			continue
+		}
+		if protocol {
+			e := *perr
+			e.Op = c.op
+			c.err = &e
+		} else {
+			c.err = cc.p.netErr(c.op, context.Background(), false, cause, "connection broken")
+		}
+		// A reply being read may still be read into the memory its caller lent: it is not sent
+		// again, so no two connections write into that memory.
+		c.done, c.retry = true, c != cc.cur && !protocol
+		c.ch <- struct{}{}
+	}
+	cc.inflight.Add(-int32(cc.n))
+	cc.n, cc.abandoned = 0, 0
+	cc.free = nil
+	cc.p.wake()
+}
