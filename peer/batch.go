@@ -2,7 +2,6 @@ package peer
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 
 	"github.com/klauspost/compress/s2"
@@ -53,16 +52,14 @@ func AppendBatch(dst []byte, rs []Result) []byte {
 }
 
 // errorEntry returns the status and message of the entry for a result's error.
+
+// errorEntry returns the status and message of the entry for a result's error: those of an
+// *Error as ParseBatch returns them, as they are; else what a Server answers the error with.
 func errorEntry(err error) (Status, string) {
-	var pe *Error
-	if errors.As(err, &pe) && pe.Status != StatusOK && pe.Status <= maxEntryStatus {
+	if pe, ok := err.(*Error); ok && pe.Status != StatusOK && pe.Status <= maxEntryStatus && pe.Err == nil {
 		return pe.Status, cutMessage(pe.Msg)
 	}
-	st := statusOf(err)
-	if st == StatusNotFound {
-		return st, ""
-	}
-	return st, cutMessage(err.Error())
+	return replyStatus(err)
 }
 
 // appendEntry appends one batch entry: a value when st is StatusOK, a message otherwise.
@@ -263,6 +260,9 @@ func replyStatus(err error) (Status, string) {
 	st := statusOf(err)
 	if st == StatusNotFound {
 		return st, ""
+	}
+	if pe, ok := err.(*Error); ok {
+		return st, cutMessage(pe.detail()) // the status says the rest
 	}
 	return st, cutMessage(err.Error())
 }

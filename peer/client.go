@@ -64,6 +64,7 @@ type Client struct {
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
 	readers   sync.WaitGroup // the connections' reading goroutines
+	calls     sync.Pool      // *call, reused from request to request
 	lastSweep atomic.Int64   // unix nanoseconds of the last sweep of idle connections
 
 	// The counters, written by every request, do not share a cache line with the fields above,
@@ -465,7 +466,7 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 	case br.Buffered() > 0:
 		return bad(ErrProtocol, "unexpected bytes after the upgrade answer")
 	}
-	return nil
+	return nc.SetDeadline(time.Time{}) // the reader waits for replies as long as it takes
 }
 
 // handshakeError describes a failure to read the answer to the upgrade request.

@@ -97,6 +97,7 @@ type conn struct {
 type call struct {
 	ch    chan struct{} // capacity 1: the outcome is set
 	timer *time.Timer
+	pool  *sync.Pool // the Client's, where the call goes back
 
 	// Set before the call is queued, read-only while it is in flight.
 	op    Op
@@ -114,11 +115,15 @@ type call struct {
 	retry     bool // the request may be sent again on another connection
 }
 
-var calls = sync.Pool{New: func() any {
+// newCall returns a call from the Client's pool, or a new one.
+func (c *Client) newCall() *call {
+	if cl, ok := c.calls.Get().(*call); ok {
+		return cl
+	}
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &call{ch: make(chan struct{}, 1), timer: t}
-}}
+	return &call{ch: make(chan struct{}, 1), timer: t, pool: &c.calls}
+}
 
 // roundTrip sends r on a connection to the peer and waits for its reply, sending it once more
 // on a new connection when its connection broke and the request may be sent again.
@@ -309,7 +314,7 @@ func (p *pool) addStats(st *ClientStats) {
 // roundTrip queues r (whose place pick counted), writes it or leaves it to the writer, and waits
 // for its outcome: the reply, an error, or (retry) leave to send it again on another connection.
 func (cc *conn) roundTrip(r *request) (Response, bool, error) {
-	c := calls.Get().(*call)
+	c := cc.p.c.newCall()
 	c.op, c.nkeys, c.dst = r.Op, len(r.Keys), r.dst
 	cc.mu.Lock()
 	if cc.dead.Load() || cc.draining.Load() {
@@ -349,8 +354,8 @@ func (c *call) recycle() {
 	case <-c.ch:
 	default:
 	}
-	*c = call{ch: c.ch, timer: c.timer}
-	calls.Put(c)
+	*c = call{ch: c.ch, timer: c.timer, pool: c.pool}
+	c.pool.Put(c)
 }
 
 // release gives back a place that pick counted and that no call took.

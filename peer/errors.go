@@ -186,6 +186,17 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// detail returns the message and the cause of e, without the peer, op and status.
+func (e *Error) detail() string {
+	switch {
+	case e.Err == nil:
+		return e.Msg
+	case e.Msg == "":
+		return strings.TrimPrefix(e.Err.Error(), "peer: ")
+	}
+	return e.Msg + ": " + strings.TrimPrefix(e.Err.Error(), "peer: ")
+}
+
 // Unwrap returns Err.
 func (e *Error) Unwrap() error { return e.Err }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -148,7 +149,7 @@ func startServer(t testing.TB, b Backend, opts ...ServerOption) (*Server, string
 // serveOn serves b on l until the end of the test.
 func serveOn(t testing.TB, l net.Listener, b Backend, opts ...ServerOption) *Server {
 	t.Helper()
-	s, err := NewServer(b, opts...)
+	s, err := NewServer(b, append([]ServerOption{WithServerLogger(slog.New(slog.DiscardHandler))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,9 +175,9 @@ func newClient(t testing.TB, opts ...ClientOption) *Client {
 	return c
 }
 
-// pipeNet is a network in memory (net.Pipe) between Clients and one Server, for the tests that
-// run in a synctest bubble, where time is fake: a Server serves its listener side, and a Client
-// whose dialContext is its dial reaches that Server whatever the address.
+// pipeNet is a network in memory (memPipe) between Clients and one Server, for the tests that run
+// in a synctest bubble, where time is fake: a Server serves its listener side, and a Client whose
+// dialContext is its dial reaches that Server whatever the address.
 type pipeNet struct {
 	conns chan net.Conn
 	done  chan struct{}
@@ -202,7 +203,7 @@ func (pn *pipeNet) Close() error {
 func (pn *pipeNet) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1} }
 
 func (pn *pipeNet) dial(ctx context.Context, _, _ string) (net.Conn, error) {
-	client, server := net.Pipe()
+	client, server := memPipe()
 	select {
 	case pn.conns <- server:
 		return client, nil

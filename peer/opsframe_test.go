@@ -392,8 +392,8 @@ func TestBatchRoundTrip(t *testing.T) {
 	for i, w := range []struct {
 		st  Status
 		msg string
-	}{{StatusNotFound, ""}, {StatusInternal, "boom"}, {StatusInternal, "peer: unsupported version: v"},
-		{StatusTooLarge, "peer: local: too large"}} {
+	}{{StatusNotFound, ""}, {StatusInternal, "boom"}, {StatusInternal, "v"},
+		{StatusTooLarge, "local: too large"}} {
 		if pe := got[i].Err.(*Error); pe.Status != w.st || pe.Msg != w.msg {
 			t.Fatalf("entry %d: %v %q, want %v %q", i, pe.Status, pe.Msg, w.st, w.msg)
 		}
