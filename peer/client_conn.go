@@ -17,41 +17,18 @@ import (
 
 // The connections of a Client to one peer, and what travels on each.
 //
-// Ids. A connection has MaxConnRequests slots. A request takes a free slot; its id is the slot's
-// index in the low 8 bits and the slot's generation, a counter the slot increments each time it
-// is taken, in the 24 bits above. A reply is matched to its call by the slot its id names and
-// checked against the whole id, so a reply to a request already answered, or to none, is a
-// protocol error. A slot is freed when the reply to its request has been read in full, whether
-// its caller still waits for it or left.
-//
-// Writes. A caller appends its frame to the connection's pending frames. If no write is in
-// progress it becomes the writer: it writes all that is pending, and again while more arrived
-// meanwhile; otherwise its frame goes out with the writer's next write. A writer that finds
-// other calls in flight yields the processor once before it writes: the callers the reader has
-// just handed their replies to are runnable and most send their next request at once, so their
-// frames join this write. A lone request is written at once.
-//
-// Reads. One goroutine per connection reads the replies, each into memory of its own (or into
-// the memory a GetInto lends), and hands each to its call. It stops when the connection breaks.
-//
-// Leaving early. A caller waits for its reply, its context and its deadline (a timer of its
-// own). One that leaves marks its call abandoned: the reader drops the reply when it comes.
-//
-// Breaking. A connection that fails (EOF, reset, malformed reply, a reply with an unknown id, a
-// frame over the limits, a write error) is closed and every call waiting on it fails; every call
-// but the one whose reply was being read (its lent memory may still be written into) may be sent
-// once more on a new connection: every operation is idempotent.
+// A caller appends its frame, under a new id, to its connection's pending frames; if no write is
+// in progress it becomes the writer and writes all that is pending, again while more arrives, so
+// the frames of callers that arrive meanwhile share a write. One goroutine per connection reads
+// the replies, each into memory of its own (or the memory a GetInto lends), and hands each to the
+// call its id names; a reply whose id is not in flight is a protocol error. A caller waits for its
+// reply, its context and its deadline; one that leaves marks its call abandoned, and the reader
+// drops the reply when it comes. A connection that fails is closed and fails every call on it;
+// each but the one whose reply was being read (whose lent memory may still be written into) may
+// be sent once more on a new connection, every operation being idempotent.
 
-const (
-	slotBits = 8 // the low bits of a request id that name its slot
-	slotMask = 1<<slotBits - 1
-	genMask  = 1<<(32-slotBits) - 1
-	// clientReadBuffer is the read buffer of a connection: a read can bring many replies.
-	clientReadBuffer = 32 << 10
-)
-
-// A slot's index fits in its bits.
-var _ [1<<slotBits - MaxConnRequests]struct{}
+// clientReadBuffer is the read buffer of a connection: a read can bring many replies.
+const clientReadBuffer = 32 << 10
 
 // pool is the connections of a Client to one peer.
 type pool struct {
@@ -80,14 +57,12 @@ type conn struct {
 	sent, recv, sharedWrites atomic.Int64
 
 	mu        sync.Mutex
-	calls     [MaxConnRequests]*call // by slot: the call whose id is in flight
-	gens      [MaxConnRequests]uint32
-	free      []uint8 // the free slots
-	n         int     // ids in flight
-	abandoned int     // of them, those whose callers left
-	cur       *call   // the call whose reply the reader is reading
-	seq, wseq uint64  // frames queued, and handed to a write
+	calls     map[uint32]*call // by id, the calls in flight
+	lastID    uint32
+	abandoned int   // calls in flight whose callers left
+	cur       *call // the call whose reply the reader is reading
 	writing   bool
+	queued    int    // frames in wbuf
 	wbuf      []byte // frames not handed to a write yet
 	wspare    []byte // the buffer of the last write, for the next frames
 	wArmed    time.Time
@@ -106,7 +81,6 @@ type call struct {
 
 	// Guarded by the connection's mu.
 	id        uint32
-	seq       uint64
 	done      bool // the outcome below is set
 	abandoned bool // the caller left; the reader drops the reply
 	resp      Response
@@ -236,11 +210,8 @@ func (p *pool) dialLocked(r *request) (*conn, error) {
 		nc.Close()
 		return nil, closedError(p.addr, r.Op)
 	}
-	cc := &conn{p: p, nc: nc, br: bufio.NewReaderSize(nc, clientReadBuffer), wbuf: make([]byte, 0, 4<<10)}
-	cc.free = make([]uint8, MaxConnRequests)
-	for i := range cc.free {
-		cc.free[i] = uint8(MaxConnRequests - 1 - i) // slot 0 is taken first
-	}
+	cc := &conn{p: p, nc: nc, br: bufio.NewReaderSize(nc, clientReadBuffer), calls: make(map[uint32]*call),
+		wbuf: make([]byte, 0, 4<<10)}
 	cc.inflight.Add(1)
 	cc.lastUsed.Store(r.now.UnixNano())
 	p.conns = append(p.conns, cc)
@@ -279,7 +250,7 @@ func (p *pool) closeIdle(now time.Time) {
 	for _, cc := range p.live() {
 		if now.UnixNano()-cc.lastUsed.Load() > int64(p.c.idleConnTimeout) {
 			cc.mu.Lock()
-			if cc.n == cc.abandoned {
+			if len(cc.calls) == cc.abandoned {
 				cc.breakLocked(net.ErrClosed)
 			}
 			cc.mu.Unlock()
@@ -367,38 +338,32 @@ func (cc *conn) release() {
 
 // queueLocked gives c an id and appends r's frame to the pending ones.
 func (cc *conn) queueLocked(c *call, r *request) {
-	k := len(cc.free) - 1
-	slot := cc.free[k]
-	cc.free = cc.free[:k]
-	g := (cc.gens[slot] + 1) & genMask
-	cc.gens[slot] = g
-	c.id = g<<slotBits | uint32(slot)
-	cc.calls[slot] = c
-	cc.n++
+	cc.lastID++
+	c.id = cc.lastID
+	cc.calls[c.id] = c
 	start := len(cc.wbuf)
 	b := AppendRequest(appendPrefix(cc.wbuf, 0, c.id), &r.Request) // a Set's value is copied: its caller may leave
 	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-prefixLen))
 	cc.wbuf = b
-	cc.seq++
-	c.seq = cc.seq
+	cc.queued++
 }
 
 // flushLocked writes the pending frames as the connection's writer, while there are some, with
 // the writer's deadline. mu is held on entry and on return.
 func (cc *conn) flushLocked(deadline time.Time) {
 	cc.writing = true
-	if cc.n-cc.abandoned > 1 {
+	if len(cc.calls)-cc.abandoned > 1 {
 		// Other calls are in flight: their callers, handed their replies, may be about to send
 		// the next ones. Let them run first, so their frames join this write.
 		cc.mu.Unlock()
 		runtime.Gosched()
 		cc.mu.Lock()
 	}
-	for !cc.dead.Load() && cc.wseq != cc.seq {
-		if frames := cc.seq - cc.wseq; frames > 1 {
-			cc.sharedWrites.Add(int64(frames))
+	for !cc.dead.Load() && cc.queued > 0 {
+		if cc.queued > 1 {
+			cc.sharedWrites.Add(int64(cc.queued))
 		}
-		cc.wseq = cc.seq
+		cc.queued = 0
 		buf := cc.wbuf
 		cc.wbuf, cc.wspare = cc.wspare[:0], nil
 		cc.mu.Unlock()
@@ -441,8 +406,8 @@ func (cc *conn) write(buf []byte, deadline time.Time) error {
 }
 
 // abandon marks c abandoned when its outcome is not set yet, and reports whether it did; the
-// reader then drops its reply. A connection on which more than half of the slots hold abandoned
-// calls takes no new call, and is closed once no caller waits on it.
+// reader then drops its reply. A connection on which more than MaxConnRequests/2 calls are
+// abandoned (a peer that does not answer) takes no new call, and is closed once no caller waits.
 func (cc *conn) abandon(c *call) bool {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
@@ -461,7 +426,7 @@ func (cc *conn) abandon(c *call) bool {
 
 // closeIfDrainedLocked closes a draining connection on which no caller waits anymore.
 func (cc *conn) closeIfDrainedLocked() {
-	if cc.draining.Load() && cc.n == cc.abandoned {
+	if cc.draining.Load() && len(cc.calls) == cc.abandoned {
 		cc.breakLocked(net.ErrClosed)
 	}
 }
@@ -491,7 +456,7 @@ func (cc *conn) readOne() error {
 	n, id := parsePrefix(hdr)
 	_, _ = cc.br.Discard(prefixLen)
 	cc.mu.Lock()
-	c := cc.lookupLocked(id)
+	c := cc.calls[id]
 	var op Op
 	var nkeys int
 	var dst []byte
@@ -544,19 +509,17 @@ func (cc *conn) readReply(op Op, nkeys int, dst []byte, n int) (outcome, error) 
 	if op == OpGetMany || op == OpPeekMany {
 		return cc.readBatch(op, nkeys, n)
 	}
-	// The head of the frame (all of it but the value) is parsed where it lies in the read buffer;
-	// the value is read into memory of its own, exactly its size, that is handed to the caller.
-	// Peek no more than is buffered (at least the longest head): asking for more would cost a
-	// read for bytes that go to the value anyway.
+	// The head (all of the frame but the value) is parsed where it lies in the read buffer. Peek
+	// no more than is buffered (at least the longest head): asking for more would cost a read for
+	// bytes that go to the value anyway.
 	head, err := cc.br.Peek(min(n, max(cc.br.Buffered(), maxResponseHead)))
 	if err != nil {
 		return outcome{}, midReply(err, len(head), n)
 	}
-	maxValue := cc.p.c.lim.MaxValueBytes
-	resp, off, err := parseResponseHead(head, n, maxValue)
+	resp, off, err := parseResponseHead(head, n, cc.p.c.lim.MaxValueBytes)
 	ack := op == OpSet || op == OpRemove || op == OpClear
-	if err == nil && ack && resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.Expires != 0) {
-		err = protocolError("acknowledgment with a value or flags")
+	if err == nil && ack {
+		err = checkAck(&resp, off, n)
 	}
 	if err != nil {
 		pe := cc.annotate(err, op)
@@ -573,20 +536,34 @@ func (cc *conn) readReply(op Op, nkeys int, dst []byte, n int) (outcome, error) 
 	if resp.Status != StatusOK {
 		return outcome{resp: resp}, nil
 	}
+	return cc.readValue(op, resp, dst, off, n)
+}
+
+// checkAck refuses an acknowledgment (the reply to a Set, Remove or Clear) with a value or flags.
+func checkAck(resp *Response, off, n int) error {
+	if resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.Expires != 0) {
+		return protocolError("acknowledgment with a value or flags")
+	}
+	return nil
+}
+
+// readValue reads the value of a reply frame of n bytes, from offset off to its end, into dst's
+// memory when it fits, else into new memory of exactly its size, which its caller gets.
+func (cc *conn) readValue(op Op, resp Response, dst []byte, off, n int) (outcome, error) {
 	var buf []byte
 	if cap(dst) >= n-off {
 		buf = dst[:0]
 	}
-	if buf, err = fillFrame(cc.br, buf, n-off); err != nil {
+	buf, err := fillFrame(cc.br, buf, n-off)
+	if err != nil {
 		return outcome{}, midReply(err, off+len(buf), n)
 	}
 	resp.Value.Data = buf
-	if err := checkValue(&resp.Value, maxValue); err != nil {
-		pe := cc.annotate(err, op)
-		if pe.Status != StatusTooLarge {
+	if err := checkValue(&resp.Value, cc.p.c.lim.MaxValueBytes, protocolError); err != nil {
+		if pe := cc.annotate(err, op); pe.Status != StatusTooLarge {
 			return outcome{}, pe
 		}
-		return outcome{err: pe}, nil
+		return outcome{err: err}, nil
 	}
 	return outcome{resp: resp}, nil
 }
@@ -645,20 +622,9 @@ func midReply(err error, got, want int) error {
 	return err
 }
 
-// lookupLocked returns the call in flight whose id is id, or nil.
-func (cc *conn) lookupLocked(id uint32) *call {
-	if c := cc.calls[id&slotMask]; c != nil && c.id == id {
-		return c
-	}
-	return nil
-}
-
-// deliverLocked frees c's slot and sets its outcome, unless its caller left.
+// deliverLocked takes c out of flight and sets its outcome, unless its caller left.
 func (cc *conn) deliverLocked(c *call, out outcome) {
-	slot := c.id & slotMask
-	cc.calls[slot] = nil
-	cc.free = append(cc.free, uint8(slot))
-	cc.n--
+	delete(cc.calls, c.id)
 	if cc.inflight.Add(-1) == MaxConnRequests-1 {
 		cc.p.wake()
 	}
@@ -682,11 +648,7 @@ func (cc *conn) breakLocked(cause error) {
 	cc.p.c.openConns.Add(-1)
 	var perr *Error
 	protocol := errors.As(cause, &perr) && perr.Err != ErrUnavailable
-	for slot, c := range cc.calls {
-		if c == nil {
-			continue
-		}
-		cc.calls[slot] = nil
+	for _, c := range cc.calls {
 		if c.abandoned {
 			continue
 		}
@@ -702,8 +664,8 @@ func (cc *conn) breakLocked(cause error) {
 		c.done, c.retry = true, c != cc.cur && !protocol
 		c.ch <- struct{}{}
 	}
-	cc.inflight.Add(-int32(cc.n))
-	cc.n, cc.abandoned = 0, 0
-	cc.free = nil
+	cc.inflight.Add(-int32(len(cc.calls)))
+	clear(cc.calls)
+	cc.abandoned = 0
 	cc.p.wake()
 }

@@ -325,7 +325,7 @@ func TestClientTimeoutAndCancel(t *testing.T) {
 		}
 		cc := c.pool("peer:1").live()[0]
 		cc.mu.Lock()
-		n, abandoned := cc.n, cc.abandoned
+		n, abandoned := len(cc.calls), cc.abandoned
 		cc.mu.Unlock()
 		if st := c.Stats(); st.Dials != 1 || st.Errors != 4 || n != 0 || abandoned != 0 {
 			t.Fatalf("%d in flight, %d abandoned, stats %+v", n, abandoned, st)

@@ -6,90 +6,62 @@ import (
 	"strings"
 )
 
-// Op is the operation byte of a request frame.
+// Op is the operation byte of a request frame; docs/protocol.md describes the fields of each.
 type Op uint8
 
-// Operations. Every request frame carries one; docs/protocol.md describes the fields of each.
+// Operations.
 const (
 	// OpGet asks the owner of a key for its value, which the owner loads if it must.
 	OpGet Op = 0x01
-	// OpRemove drops one or more keys of a cache from the peer's stores (main and hot). An
-	// absent key is not an error.
+	// OpRemove drops keys of a cache from the peer's stores; an absent key is not an error.
 	OpRemove Op = 0x02
 	// OpSet stores a value at the peer.
 	OpSet Op = 0x03
-	// OpGetMany asks for the values of several keys of one cache; the reply carries one entry
-	// (a value or a status) per key, in request order.
+	// OpGetMany asks for the values of several keys of one cache: one entry (a value or a
+	// status) per key, in request order.
 	OpGetMany Op = 0x04
-	// OpPeek asks a peer for the value of a key only if it holds it; it never loads. Its request
-	// and response frames are those of OpGet.
+	// OpPeek asks for the value of a key only if the peer holds it; it never loads.
 	OpPeek Op = 0x05
 	// OpClear drops every entry of a cache at the peer, which adopts a generation number.
 	OpClear Op = 0x06
-	// OpPeekMany is the batch form of OpPeek: the values of several keys of one cache that the
-	// peer holds, never loading (an entry it does not hold is StatusNotFound). Its request and
-	// response frames are those of OpGetMany.
+	// OpPeekMany is the batch form of OpPeek (an entry the peer does not hold is StatusNotFound).
 	OpPeekMany Op = 0x07
 
 	maxOp = OpPeekMany
 )
 
+var opNames = [...]string{OpGet: "get", OpRemove: "remove", OpSet: "set", OpGetMany: "getmany",
+	OpPeek: "peek", OpClear: "clear", OpPeekMany: "peekmany"}
+
 // String returns the lower-case name of the operation, or "op(N)" for an unknown one.
 func (o Op) String() string {
-	switch o {
-	case OpGet:
-		return "get"
-	case OpRemove:
-		return "remove"
-	case OpSet:
-		return "set"
-	case OpGetMany:
-		return "getmany"
-	case OpPeek:
-		return "peek"
-	case OpClear:
-		return "clear"
-	case OpPeekMany:
-		return "peekmany"
+	if o != 0 && o <= maxOp {
+		return opNames[o]
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
 
-// Status is the status byte of a response frame.
+// Status is the status byte of a response frame. A response with any status other than StatusOK
+// carries no value, only a message.
 type Status uint8
 
-// Statuses. A response with any status other than StatusOK carries no value, only a message.
+// Statuses.
 const (
-	// StatusOK: the response carries the value.
-	StatusOK Status = 0
-	// StatusNotFound: the key does not exist (the owner's loader said so).
-	StatusNotFound Status = 1
-	// StatusUnknownCache: the owner has no cache of that name.
-	StatusUnknownCache Status = 2
-	// StatusTooLarge: the value exceeds the owner's limits.
-	StatusTooLarge Status = 3
-	// StatusOverloaded: the owner serves as many requests as it allows.
-	StatusOverloaded Status = 4
-	// StatusInternal: the owner failed to produce the value; the message says why.
-	StatusInternal Status = 5
-	// StatusBadRequest: the request frame was malformed or over the owner's limits.
-	StatusBadRequest Status = 6
-	// StatusBadVersion: the request frame's version is not one the owner speaks.
-	StatusBadVersion Status = 7
+	StatusOK           Status = 0 // the response carries the value
+	StatusNotFound     Status = 1 // the key does not exist (the owner's loader said so)
+	StatusUnknownCache Status = 2 // the owner has no cache of that name
+	StatusTooLarge     Status = 3 // the value exceeds the owner's limits
+	StatusOverloaded   Status = 4 // the owner serves as many requests as it allows
+	StatusInternal     Status = 5 // the owner failed to produce the value; the message says why
+	StatusBadRequest   Status = 6 // the request was malformed or over the owner's limits
+	StatusBadVersion   Status = 7 // the request frame's version is not the owner's
 
 	maxStatus = StatusBadVersion
 )
 
-var statusNames = [...]string{
-	StatusOK:           "ok",
-	StatusNotFound:     "not found",
-	StatusUnknownCache: "unknown cache",
-	StatusTooLarge:     "too large",
-	StatusOverloaded:   "overloaded",
-	StatusInternal:     "internal error",
-	StatusBadRequest:   "bad request",
-	StatusBadVersion:   "unsupported version",
-}
+var statusNames = [...]string{StatusOK: "ok", StatusNotFound: "not found", StatusUnknownCache: "unknown cache",
+	StatusTooLarge: "too large", StatusOverloaded: "overloaded", StatusInternal: "internal error",
+	StatusBadRequest: "bad request", StatusBadVersion: "unsupported version"}
 
 // String returns the lower-case name of the status, or "status(N)" for an unknown one.
 func (s Status) String() string {
@@ -117,8 +89,6 @@ var (
 // for errors without a status (ErrUnavailable, ErrProtocol, errors of other packages).
 func StatusOf(err error) Status {
 	switch e := err.(type) {
-	case nil:
-		return StatusOK
 	case *Error:
 		if e.Status != StatusOK {
 			return e.Status
@@ -145,16 +115,11 @@ func StatusOf(err error) Status {
 // matches ErrUnavailable (and wraps the cause: a net.Error, context.Canceled,
 // context.DeadlineExceeded, net.ErrClosed) or ErrProtocol. Unwrap returns Err.
 type Error struct {
-	// Peer is the peer's address ("host:port"), empty when no peer was involved.
-	Peer string
-	// Op is the operation, zero when unknown.
-	Op Op
-	// Status is the peer's answer or this side's equivalent; see the type's documentation.
-	Status Status
-	// Msg is the peer's message or a description of the problem; may be empty.
-	Msg string
-	// Err is the underlying error; may be nil when Status says it all.
-	Err error
+	Peer   string // the peer's address ("host:port"); empty when no peer was involved
+	Op     Op     // the operation; zero when unknown
+	Status Status // the peer's answer or this side's equivalent
+	Msg    string // the peer's message or a description of the problem; may be empty
+	Err    error  // the underlying error; may be nil
 }
 
 // Error formats the error as "peer: [PEER: ][OP: ][STATUS][: MSG][: ERR]".
@@ -162,27 +127,19 @@ func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("peer: ")
 	if e.Peer != "" {
-		b.WriteString(e.Peer)
-		b.WriteString(": ")
+		b.WriteString(e.Peer + ": ")
 	}
 	if e.Op != 0 {
-		b.WriteString(e.Op.String())
-		b.WriteString(": ")
+		b.WriteString(e.Op.String() + ": ")
 	}
-	sep := ""
+	d := e.detail()
 	if e.Status != StatusOK {
 		b.WriteString(e.Status.String())
-		sep = ": "
+		if d != "" {
+			b.WriteString(": ")
+		}
 	}
-	if e.Msg != "" {
-		b.WriteString(sep)
-		b.WriteString(e.Msg)
-		sep = ": "
-	}
-	if e.Err != nil {
-		b.WriteString(sep)
-		b.WriteString(strings.TrimPrefix(e.Err.Error(), "peer: "))
-	}
+	b.WriteString(d)
 	return b.String()
 }
 
@@ -217,10 +174,7 @@ func wrapCause(sentinel, cause error) error {
 	return &causeError{sentinel: sentinel, cause: cause}
 }
 
-type causeError struct {
-	sentinel error
-	cause    error
-}
+type causeError struct{ sentinel, cause error }
 
 func (e *causeError) Error() string {
 	return e.sentinel.Error() + ": " + strings.TrimPrefix(e.cause.Error(), "peer: ")

@@ -9,7 +9,7 @@ import (
 )
 
 // Version is the protocol version: the frame version byte this package writes and accepts, and
-// the number of the upgrade token, UpgradeToken.
+// the number of UpgradeToken.
 const Version = 2
 
 // UpgradeToken is the token of the Upgrade header that switches an HTTP/1.1 connection to the
@@ -21,26 +21,19 @@ const UpgradeToken = "groupcache/2"
 // is answered).
 const MaxConnRequests = 256
 
-// Default limits (see Limits).
+// Default limits (see Limits), and the message bound.
 const (
-	// DefaultMaxKeyBytes is the default longest key: 4 KiB.
-	DefaultMaxKeyBytes = 4 << 10
-	// DefaultMaxValueBytes is the default largest value: 64 MiB (the decoded size, for a
-	// compressed value).
-	DefaultMaxValueBytes = 64 << 20
-	// DefaultMaxCacheName is the default longest cache name: 255 bytes.
-	DefaultMaxCacheName = 255
-	// DefaultMaxBatchKeys is the default longest key list of a Remove, GetMany or PeekMany
-	// request: 4096.
-	DefaultMaxBatchKeys = 4096
+	DefaultMaxKeyBytes   = 4 << 10  // 4 KiB
+	DefaultMaxValueBytes = 64 << 20 // 64 MiB (the decoded size, for a compressed value)
+	DefaultMaxCacheName  = 255
+	DefaultMaxBatchKeys  = 4096 // keys of a Remove, GetMany or PeekMany request
 	// MaxMessageBytes is the longest message a response may carry. Servers cut longer messages
-	// (at a UTF-8 boundary); ParseResponse rejects longer ones.
+	// (at a UTF-8 boundary); parsers refuse them.
 	MaxMessageBytes = 1024
 	// FrameOverhead is what MaxFrameBytes adds by default to the value, key and cache name
 	// limits: room for the header bytes, the length varints and a message.
 	FrameOverhead = MaxMessageBytes + 64
 
-	// Hard ceilings on configured limits.
 	maxKeyCeiling   = 1 << 20
 	maxValueCeiling = 1 << 30
 	maxNameCeiling  = 1 << 16
@@ -58,68 +51,48 @@ const (
 	knownFlags     = flagCompressed | flagExpires
 )
 
-// Limits bound what one side accepts and sends. A zero (or negative) field means its default.
-// Both sides check them: a client refuses to send a request over its limits and to read a reply
-// over them; a server refuses requests over its limits and does not send values over them.
+// Limits bound what one side accepts and sends; a zero (or negative) field means its default.
+// A client refuses to send a request over its limits and to read a reply over them; a server
+// refuses requests over its limits and does not send values over them.
 type Limits struct {
-	// MaxKeyBytes bounds the length of a key. Default DefaultMaxKeyBytes (4 KiB); at most 1 MiB.
-	MaxKeyBytes int
-	// MaxValueBytes bounds the length of a value: of its raw bytes, and of its decoded bytes when
-	// it is compressed. Default DefaultMaxValueBytes (64 MiB); at most 1 GiB.
-	MaxValueBytes int
-	// MaxCacheName bounds the length of a cache name. Default DefaultMaxCacheName (255); at most
-	// 64 KiB.
-	MaxCacheName int
-	// MaxBatchKeys bounds the number of keys of a Remove, GetMany or PeekMany request. Default
-	// DefaultMaxBatchKeys (4096); at most 65536.
-	MaxBatchKeys int
-	// MaxFrameBytes bounds the length of one frame (after its 8-byte stream prefix). It is
-	// checked against the prefix before any memory is allocated for the frame. Default
-	// MaxValueBytes + MaxKeyBytes + MaxCacheName + FrameOverhead; at most 2 GiB - 1.
+	MaxKeyBytes   int // the length of a key; default 4 KiB, at most 1 MiB
+	MaxValueBytes int // the raw, and for a compressed value the decoded, length of a value; default 64 MiB, at most 1 GiB
+	MaxCacheName  int // the length of a cache name; default 255, at most 64 KiB
+	MaxBatchKeys  int // the keys of a Remove, GetMany or PeekMany; default 4096, at most 65536
+	// MaxFrameBytes bounds one frame (after its stream prefix), checked against the prefix before
+	// any memory is allocated for the frame. Default MaxValueBytes + MaxKeyBytes + MaxCacheName
+	// + FrameOverhead; at most 2 GiB - 1.
 	MaxFrameBytes int
 }
 
 // withDefaults returns l with every zero or negative field replaced by its default.
 func (l Limits) withDefaults() Limits {
-	if l.MaxKeyBytes <= 0 {
-		l.MaxKeyBytes = DefaultMaxKeyBytes
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
-	if l.MaxValueBytes <= 0 {
-		l.MaxValueBytes = DefaultMaxValueBytes
-	}
-	if l.MaxCacheName <= 0 {
-		l.MaxCacheName = DefaultMaxCacheName
-	}
-	if l.MaxBatchKeys <= 0 {
-		l.MaxBatchKeys = DefaultMaxBatchKeys
-	}
-	if l.MaxFrameBytes <= 0 {
-		l.MaxFrameBytes = min(l.MaxValueBytes+l.MaxKeyBytes+l.MaxCacheName+FrameOverhead, maxFrameCeiling)
-	}
+	def(&l.MaxKeyBytes, DefaultMaxKeyBytes)
+	def(&l.MaxValueBytes, DefaultMaxValueBytes)
+	def(&l.MaxCacheName, DefaultMaxCacheName)
+	def(&l.MaxBatchKeys, DefaultMaxBatchKeys)
+	def(&l.MaxFrameBytes, min(l.MaxValueBytes+l.MaxKeyBytes+l.MaxCacheName+FrameOverhead, maxFrameCeiling))
 	return l
 }
 
 // validate reports a field out of its range.
 func (l Limits) validate() error {
-	check := func(name string, v, ceiling int) error {
-		if v < 0 || v > ceiling {
-			return fmt.Errorf("%s %d is outside 0..%d", name, v, ceiling)
+	for _, f := range []struct {
+		name       string
+		v, ceiling int
+	}{{"MaxKeyBytes", l.MaxKeyBytes, maxKeyCeiling}, {"MaxValueBytes", l.MaxValueBytes, maxValueCeiling},
+		{"MaxCacheName", l.MaxCacheName, maxNameCeiling}, {"MaxBatchKeys", l.MaxBatchKeys, maxBatchCeiling},
+		{"MaxFrameBytes", l.MaxFrameBytes, maxFrameCeiling}} {
+		if f.v < 0 || f.v > f.ceiling {
+			return fmt.Errorf("%s %d is outside 0..%d", f.name, f.v, f.ceiling)
 		}
-		return nil
 	}
-	if err := check("MaxKeyBytes", l.MaxKeyBytes, maxKeyCeiling); err != nil {
-		return err
-	}
-	if err := check("MaxValueBytes", l.MaxValueBytes, maxValueCeiling); err != nil {
-		return err
-	}
-	if err := check("MaxCacheName", l.MaxCacheName, maxNameCeiling); err != nil {
-		return err
-	}
-	if err := check("MaxBatchKeys", l.MaxBatchKeys, maxBatchCeiling); err != nil {
-		return err
-	}
-	return check("MaxFrameBytes", l.MaxFrameBytes, maxFrameCeiling)
+	return nil
 }
 
 // appendPrefix appends the stream prefix of a frame of n bytes with the given request id.
@@ -143,59 +116,30 @@ func parsePrefix(b []byte) (n int, id uint32) {
 // AppendRequest ignores the fields an op does not use; ParseRequest leaves them zero. In a parsed
 // Request, Key, Keys and Value.Data alias the frame.
 type Request struct {
-	// Op is the operation.
-	Op Op
-	// Cache is the name of the cache: 1 to MaxCacheName bytes.
-	Cache string
-	// Key is the encoded key: 0 to MaxKeyBytes bytes.
-	Key []byte
-	// Keys are the encoded keys: 1 to MaxBatchKeys of them, each 0 to MaxKeyBytes bytes.
-	Keys [][]byte
-	// Value is the value to store: at most MaxValueBytes bytes, and for a compressed value a
-	// decoded length (stated in its S2 header) of at most MaxValueBytes.
-	Value Value
-	// Generation is the generation number the peer's cache adopts; at least 1.
-	Generation uint64
+	Op         Op
+	Cache      string   // 1 to MaxCacheName bytes
+	Key        []byte   // 0 to MaxKeyBytes bytes
+	Keys       [][]byte // 1 to MaxBatchKeys keys of 0 to MaxKeyBytes bytes
+	Value      Value    // at most MaxValueBytes, decoded (a compressed value's S2 header says)
+	Generation uint64   // at least 1
 }
 
 // Response is a response frame. In a parsed Response, Value.Data aliases the frame.
 type Response struct {
-	// Status is StatusOK, or the reason there is no value.
-	Status Status
-	// Value is the value; only encoded when Status is StatusOK.
-	Value Value
-	// Msg is a human-readable message, usually empty for StatusOK; at most MaxMessageBytes
-	// (AppendResponse cuts a longer one).
-	Msg string
+	Status Status // StatusOK, or why there is no value
+	Value  Value  // encoded only with StatusOK
+	Msg    string // usually empty with StatusOK; AppendResponse cuts it to MaxMessageBytes
 }
 
-// AppendRequest appends the frame of r (without the stream's length prefix) to dst. It does not
-// check limits: the parser of the other side does. An op this package does not know is encoded
-// with the fields of OpGet.
+// AppendRequest appends the frame of r (without its stream prefix) to dst. It does not check
+// limits: the parser of the other side does. An op this package does not know is encoded with
+// the fields of OpGet.
 func AppendRequest(dst []byte, r *Request) []byte {
-	dst = appendRequestHead(dst, r)
-	if r.Op == OpSet {
-		dst = append(dst, r.Value.Data...)
-	}
-	return dst
-}
-
-// appendRequestHead appends the frame of r up to the value bytes of an OpSet request (all of the
-// frame for the other ops), so a large value can be written from where it lies.
-func appendRequestHead(dst []byte, r *Request) []byte {
 	var flags byte
 	if r.Op == OpSet {
-		if r.Value.Compressed {
-			flags |= flagCompressed
-		}
-		if r.Value.Expires != 0 {
-			flags |= flagExpires
-		}
+		flags = valueFlags(&r.Value)
 	}
-	dst = append(dst, Version, byte(r.Op), flags)
-	if flags&flagExpires != 0 {
-		dst = binary.BigEndian.AppendUint64(dst, uint64(r.Value.Expires))
-	}
+	dst = appendExpiry(append(dst, Version, byte(r.Op), flags), flags, r.Value.Expires)
 	dst = appendField(dst, r.Cache)
 	switch r.Op {
 	case OpRemove, OpGetMany, OpPeekMany:
@@ -206,53 +150,62 @@ func appendRequestHead(dst []byte, r *Request) []byte {
 	case OpClear:
 		dst = binary.AppendUvarint(dst, r.Generation)
 	case OpSet:
-		dst = appendField(dst, r.Key)
-		dst = binary.AppendUvarint(dst, uint64(len(r.Value.Data)))
+		dst = appendField(appendField(dst, r.Key), r.Value.Data)
 	default:
 		dst = appendField(dst, r.Key)
 	}
 	return dst
 }
 
+// valueFlags returns the flags that describe v.
+func valueFlags(v *Value) (flags byte) {
+	if v.Compressed {
+		flags |= flagCompressed
+	}
+	if v.Expires != 0 {
+		flags |= flagExpires
+	}
+	return flags
+}
+
+// appendExpiry appends the expiry when flags say there is one.
+func appendExpiry(dst []byte, flags byte, expires int64) []byte {
+	if flags&flagExpires != 0 {
+		dst = binary.BigEndian.AppendUint64(dst, uint64(expires))
+	}
+	return dst
+}
+
 // appendField appends f with its uvarint length.
 func appendField[T string | []byte](dst []byte, f T) []byte {
-	dst = binary.AppendUvarint(dst, uint64(len(f)))
-	return append(dst, f...)
+	return append(binary.AppendUvarint(dst, uint64(len(f))), f...)
 }
 
 // requestFrameMax returns the length of the longest request frame valid under lim, of any op.
 func requestFrameMax(lim Limits) int {
 	const v = binary.MaxVarintLen64
-	name := v + lim.MaxCacheName
-	key := v + lim.MaxKeyBytes
-	get := headerLen + name + key
+	name, key := v+lim.MaxCacheName, v+lim.MaxKeyBytes
 	set := headerLen + 8 + name + key + v + lim.MaxValueBytes
 	batch := headerLen + name + v + lim.MaxBatchKeys*(uvarintLen(uint64(lim.MaxKeyBytes))+lim.MaxKeyBytes)
-	clr := headerLen + name + v
-	return max(get, set, batch, clr)
+	return max(set, batch) // a Get, a Peek or a Clear is shorter than a Set
 }
 
 // uvarintLen returns the length of the uvarint encoding of x.
 func uvarintLen(x uint64) int {
 	n := 1
-	for x >= 0x80 {
-		x >>= 7
+	for ; x >= 0x80; x >>= 7 {
 		n++
 	}
 	return n
 }
 
-// ParseRequest parses a request frame (without the stream's length prefix). It is strict: every
-// byte must be accounted for and every length must be minimally encoded, so a frame that parses
-// re-encodes (AppendRequest) to the same bytes. Errors are *Error values with a Status the server
-// replies with: StatusBadVersion (has StatusBadVersion) when the version byte is not Version;
-// StatusTooLarge (has StatusTooLarge) for an OpSet value over lim.MaxValueBytes, or a compressed
-// one whose decoded length (stated in its S2 header) is, so a decompression bomb is refused
-// without inflating it; and StatusBadRequest (has StatusBadRequest) for anything else: a frame
-// that is truncated, has trailing bytes, flags other than those of OpSet, an unknown op, an empty
-// cache name, a field over lim, a key count of 0 or over lim.MaxBatchKeys, a generation of 0, a
-// zero expiry with the expiry flag, or a compressed value whose S2 header is malformed. It never
-// panics. The returned Key, Keys and Value.Data alias frame.
+// ParseRequest parses a request frame (without its stream prefix). It is strict: every byte must
+// be accounted for and every length minimally encoded, so a frame that parses re-encodes
+// (AppendRequest) to the same bytes. Errors are *Error values with the Status a server replies
+// with: StatusBadVersion for a version byte other than Version; StatusTooLarge for a Set value
+// over lim.MaxValueBytes, or a compressed one whose decoded length (stated in its S2 header) is,
+// so a decompression bomb is refused without inflating it; StatusBadRequest for anything else
+// malformed or over lim. It never panics. The returned Key, Keys and Value.Data alias frame.
 func ParseRequest(frame []byte, lim Limits) (r Request, err error) {
 	if err = parseRequest(frame, lim.withDefaults(), nil, &r); err != nil {
 		r = Request{}
@@ -270,29 +223,19 @@ type reqScratch struct {
 const maxKeptKeys = 1024
 
 // parseRequest parses with resolved limits into r (which it overwrites, also on failure). sc,
-// when not nil, lends the key list and returns the cache name of the previous request when it is
-// the same.
+// when not nil, lends the key list and the cache name of the previous request when it is the same.
 func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 	op, flags, rest, err := parseRequestHeader(frame)
 	if err != nil {
 		return err
 	}
 	*r = Request{Op: op}
-	if flags&flagExpires != 0 {
-		if len(rest) < 8 {
-			return badRequest("truncated expiry")
-		}
-		if r.Value.Expires = int64(binary.BigEndian.Uint64(rest)); r.Value.Expires == 0 {
-			return badRequest("zero expiry with the expiry flag")
-		}
-		rest = rest[8:]
+	if rest, err = parseExpiry(rest, flags, &r.Value, badRequest); err != nil {
+		return err
 	}
 	name, rest, msg := field(rest, lim.MaxCacheName)
-	if msg != "" {
-		return badRequest("cache name: " + msg)
-	}
-	if len(name) == 0 {
-		return badRequest("empty cache name")
+	if msg != "" || len(name) == 0 {
+		return badRequest("cache name: " + cmp(msg, "empty"))
 	}
 	switch op {
 	case OpRemove, OpGetMany, OpPeekMany:
@@ -310,14 +253,19 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 			rest = nil
 		}
 	}
-	if err != nil {
-		return err
-	}
-	if len(rest) != 0 {
-		return badRequest("trailing bytes")
+	if err == nil && len(rest) != 0 {
+		err = badRequest("trailing bytes")
 	}
 	r.Cache = sc.name(name)
-	return nil
+	return err
+}
+
+// cmp returns a if it is not empty, else b.
+func cmp(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // parseRequestHeader checks the three header bytes of a request frame and returns its op, its
@@ -338,6 +286,21 @@ func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
 		return 0, 0, nil, badRequest("unknown request flags")
 	}
 	return op, flags, frame[headerLen:], nil
+}
+
+// parseExpiry reads the expiry that flags announce from b into v, and returns the bytes after it;
+// fail makes the error of a malformed one.
+func parseExpiry(b []byte, flags byte, v *Value, fail func(string) error) ([]byte, error) {
+	if flags&flagExpires == 0 {
+		return b, nil
+	}
+	if len(b) < 8 {
+		return nil, fail("truncated expiry")
+	}
+	if v.Expires = int64(binary.BigEndian.Uint64(b)); v.Expires == 0 {
+		return nil, fail("zero expiry with the expiry flag")
+	}
+	return b[8:], nil
 }
 
 // parseKeys parses the key list of a Remove, GetMany or PeekMany request from b, in memory sc
@@ -366,7 +329,7 @@ func parseKeys(b []byte, lim Limits, sc *reqScratch) ([][]byte, []byte, error) {
 	return keys, b, nil
 }
 
-// parseGeneration parses the generation of a Clear request from b and returns it with the bytes
+// parseGeneration parses the generation of a Clear request from b, and returns it with the bytes
 // after it.
 func parseGeneration(b []byte) (uint64, []byte, error) {
 	g, k := uvarint(b)
@@ -379,7 +342,7 @@ func parseGeneration(b []byte) (uint64, []byte, error) {
 	return g, b[k:], nil
 }
 
-// keyList returns an empty key list with room for n keys: sc's, when it has the room (a nil sc
+// keyList returns an empty key list with room for n keys: sc's when it has the room (a nil sc
 // has none), else new memory that sc keeps for the next request when n is small enough.
 func (sc *reqScratch) keyList(n int) [][]byte {
 	if sc != nil && cap(sc.keys) >= n {
@@ -407,52 +370,56 @@ func (sc *reqScratch) name(b []byte) string {
 // parseSetValue parses the value field of an OpSet request, which runs to the end of b, into v.
 func parseSetValue(b []byte, flags byte, lim Limits, v *Value) error {
 	n, k := uvarint(b)
-	if k <= 0 {
+	switch b = b[max(k, 0):]; {
+	case k <= 0:
 		return badRequest("value: bad length")
-	}
-	b = b[k:]
-	if n > uint64(lim.MaxValueBytes) {
-		return &Error{Status: StatusTooLarge,
-			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", n, lim.MaxValueBytes)}
-	}
-	if n != uint64(len(b)) {
-		if n > uint64(len(b)) {
-			return badRequest("value: truncated")
-		}
+	case n > uint64(lim.MaxValueBytes):
+		return tooLarge(n, lim.MaxValueBytes)
+	case n > uint64(len(b)):
+		return badRequest("value: truncated")
+	case n < uint64(len(b)):
 		return badRequest("trailing bytes")
 	}
-	v.Data = b[:len(b):len(b)]
-	if flags&flagCompressed == 0 {
+	v.Data, v.Compressed = b[:len(b):len(b)], flags&flagCompressed != 0
+	return checkValue(v, lim.MaxValueBytes, badRequest)
+}
+
+// checkValue checks the S2 header of a compressed value: well formed (or fail's error), and
+// stating a decoded length of at most maxValue bytes.
+func checkValue(v *Value, maxValue int, fail func(string) error) error {
+	if !v.Compressed {
 		return nil
 	}
-	v.Compressed = true
 	dlen, err := s2.DecodedLen(v.Data)
 	if err != nil {
-		return badRequest("compressed value: bad header")
+		return fail("compressed value: bad header")
 	}
-	if dlen > lim.MaxValueBytes {
+	if dlen > maxValue {
 		return &Error{Status: StatusTooLarge,
-			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, lim.MaxValueBytes)}
+			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, maxValue)}
 	}
 	return nil
 }
 
-func badRequest(msg string) error {
-	return &Error{Status: StatusBadRequest, Msg: msg}
+// tooLarge is the error of a value of n bytes over the limit.
+func tooLarge[T int | uint64](n T, limit int) error {
+	return &Error{Status: StatusTooLarge, Msg: fmt.Sprintf("value of %d bytes over the limit of %d", n, limit)}
 }
 
-// field reads a uvarint-length-prefixed field of at most max bytes from b. It returns the field,
+func badRequest(msg string) error { return &Error{Status: StatusBadRequest, Msg: msg} }
+
+func protocolError(msg string) error { return &Error{Err: ErrProtocol, Msg: msg} }
+
+// field reads a uvarint-length-prefixed field of at most limit bytes from b. It returns the field,
 // the bytes after it, and a non-empty problem description when b does not hold a valid field.
-func field(b []byte, max int) (f, rest []byte, problem string) {
+func field(b []byte, limit int) (f, rest []byte, problem string) {
 	n, k := uvarint(b)
-	if k <= 0 {
+	switch b = b[max(k, 0):]; {
+	case k <= 0:
 		return nil, nil, "bad length"
-	}
-	b = b[k:]
-	if n > uint64(max) {
-		return nil, nil, fmt.Sprintf("length %d over the limit of %d", n, max)
-	}
-	if n > uint64(len(b)) {
+	case n > uint64(limit):
+		return nil, nil, fmt.Sprintf("length %d over the limit of %d", n, limit)
+	case n > uint64(len(b)):
 		return nil, nil, "truncated"
 	}
 	return b[:n], b[n:], ""
@@ -465,11 +432,8 @@ func uvarint(b []byte) (v uint64, k int) {
 	for i := 0; i < len(b) && i < binary.MaxVarintLen64; i++ {
 		c := b[i]
 		if c < 0x80 {
-			if i > 0 && c == 0 {
-				return 0, -1 // a longer encoding than needed
-			}
-			if i == binary.MaxVarintLen64-1 && c > 1 {
-				return 0, -1 // overflow
+			if (i > 0 && c == 0) || (i == binary.MaxVarintLen64-1 && c > 1) {
+				return 0, -1 // a longer encoding than needed, or an overflow
 			}
 			return v | uint64(c)<<s, i + 1
 		}
@@ -479,8 +443,8 @@ func uvarint(b []byte) (v uint64, k int) {
 	return 0, 0
 }
 
-// AppendResponse appends the frame of r (without the stream's length prefix) to dst. For a status
-// other than StatusOK the value is not encoded. A message longer than MaxMessageBytes is cut.
+// AppendResponse appends the frame of r (without its stream prefix) to dst. For a status other
+// than StatusOK the value is not encoded. A message longer than MaxMessageBytes is cut.
 func AppendResponse(dst []byte, r *Response) []byte {
 	dst = appendResponseHead(dst, r)
 	if r.Status == StatusOK {
@@ -489,32 +453,22 @@ func AppendResponse(dst []byte, r *Response) []byte {
 	return dst
 }
 
-// appendResponseHead appends the frame of r up to the value bytes: what follows is the value
-// (when r.Status is StatusOK), so a large value can be written from where it lies.
+// appendResponseHead appends the frame of r up to the value bytes, so that a large value can be
+// written from where it lies.
 func appendResponseHead(dst []byte, r *Response) []byte {
 	var flags byte
-	v := &r.Value
-	ok := r.Status == StatusOK
-	if ok && v.Compressed {
-		flags |= flagCompressed
+	if r.Status == StatusOK {
+		flags = valueFlags(&r.Value)
 	}
-	if ok && v.Expires != 0 {
-		flags |= flagExpires
-	}
-	dst = append(dst, Version, byte(r.Status), flags)
-	if flags&flagExpires != 0 {
-		dst = binary.BigEndian.AppendUint64(dst, uint64(v.Expires))
-	}
-	msg := cutMessage(r.Msg)
-	dst = binary.AppendUvarint(dst, uint64(len(msg)))
-	dst = append(dst, msg...)
-	if ok {
-		dst = binary.AppendUvarint(dst, uint64(len(v.Data)))
+	dst = appendExpiry(append(dst, Version, byte(r.Status), flags), flags, r.Value.Expires)
+	dst = appendField(dst, cutMessage(r.Msg))
+	if r.Status == StatusOK {
+		dst = binary.AppendUvarint(dst, uint64(len(r.Value.Data)))
 	}
 	return dst
 }
 
-// responseFrameLen returns the length of the frame AppendResponse(nil, r) returns.
+// responseFrameLen returns the length of the frame of r whose head is headLen bytes long.
 func responseFrameLen(headLen int, r *Response) int {
 	if r.Status == StatusOK {
 		return headLen + len(r.Value.Data)
@@ -534,26 +488,20 @@ func cutMessage(msg string) string {
 	return msg[:n]
 }
 
-// ParseResponse parses a response frame (without the stream's length prefix). It is strict like
+// ParseResponse parses a response frame (without its stream prefix). It is strict like
 // ParseRequest, so a frame that parses re-encodes (AppendResponse) to the same bytes. Errors are
-// *Error values whose Err is: StatusBadVersion when the version byte is not Version; StatusTooLarge when
-// the value (or, for a compressed value, its decoded length as stated in its header) is over
-// lim.MaxValueBytes, so a decompression bomb is refused without inflating it; ErrProtocol for
-// anything else malformed (truncated, trailing bytes, unknown status or flags, a value or flags
-// with a non-OK status, a compressed value whose header is not S2, an over-long message). It never
-// panics. The returned Value.Data aliases frame.
+// *Error values: StatusBadVersion for a version byte other than Version; StatusTooLarge when the
+// value (or a compressed value's decoded length, stated in its header) is over lim.MaxValueBytes;
+// ErrProtocol for anything else malformed. It never panics. Value.Data aliases frame.
 func ParseResponse(frame []byte, lim Limits) (Response, error) {
-	return parseResponse(frame, lim.withDefaults().MaxValueBytes)
-}
-
-func parseResponse(frame []byte, maxValue int) (Response, error) {
+	maxValue := lim.withDefaults().MaxValueBytes
 	r, off, err := parseResponseHead(frame, len(frame), maxValue)
 	if err != nil {
 		return Response{}, err
 	}
 	if r.Status == StatusOK {
 		r.Value.Data = frame[off:len(frame):len(frame)]
-		if err := checkValue(&r.Value, maxValue); err != nil {
+		if err := checkValue(&r.Value, maxValue, protocolError); err != nil {
 			return Response{}, err
 		}
 	}
@@ -589,14 +537,12 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 		return r, off, nil
 	}
 	vlen, k := uvarint(rest)
-	if k <= 0 {
-		return Response{}, 0, protocolError("value: bad length")
-	}
-	off += k
+	off += max(k, 0)
 	switch {
+	case k <= 0:
+		return Response{}, 0, protocolError("value: bad length")
 	case vlen > uint64(maxValue):
-		return Response{}, 0, &Error{Status: StatusTooLarge,
-			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", vlen, maxValue)}
+		return Response{}, 0, tooLarge(vlen, maxValue)
 	case vlen > uint64(n-off):
 		return Response{}, 0, protocolError("value: truncated")
 	case vlen < uint64(n-off):
@@ -625,36 +571,6 @@ func parseResponseHeader(b []byte, r *Response) (flags byte, rest []byte, err er
 	case r.Status != StatusOK && flags != 0:
 		return 0, nil, protocolError("flags on a reply without value")
 	}
-	rest = b[headerLen:]
-	if flags&flagExpires != 0 {
-		if len(rest) < 8 {
-			return 0, nil, protocolError("truncated expiry")
-		}
-		if r.Value.Expires = int64(binary.BigEndian.Uint64(rest)); r.Value.Expires == 0 {
-			return 0, nil, protocolError("zero expiry with the expiry flag")
-		}
-		rest = rest[8:]
-	}
-	return flags, rest, nil
-}
-
-// checkValue checks the S2 header of a compressed value: well formed, and stating a decoded
-// length of at most maxValue bytes.
-func checkValue(v *Value, maxValue int) error {
-	if !v.Compressed {
-		return nil
-	}
-	dlen, err := s2.DecodedLen(v.Data)
-	if err != nil {
-		return protocolError("compressed value: bad header")
-	}
-	if dlen > maxValue {
-		return &Error{Status: StatusTooLarge,
-			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, maxValue)}
-	}
-	return nil
-}
-
-func protocolError(msg string) error {
-	return &Error{Err: ErrProtocol, Msg: msg}
+	rest, err = parseExpiry(b[headerLen:], flags, &r.Value, protocolError)
+	return flags, rest, err
 }

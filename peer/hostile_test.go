@@ -169,7 +169,7 @@ func TestHostileServers(t *testing.T) {
 			h.nc.Write(append(appendPrefix(nil, 0x7fffffff, id), 1, 2, 3))
 		}), ErrProtocol},
 		{"reply under an unknown id", answerFirst(func(h *hostileConn, id uint32, _ Request) {
-			h.reply(id+1<<slotBits, hit)
+			h.reply(id+1000, hit)
 		}), ErrProtocol},
 		{"newer version reply", answerFirst(func(h *hostileConn, id uint32, _ Request) {
 			f := bytes.Clone(hit)

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/klauspost/compress/s2"
@@ -8,91 +9,291 @@ import (
 
 // DefaultCompressThreshold is the length from which Compress tries to compress a value when it is
 // passed a threshold of 0. A shorter value fits, with its frame, in one TCP segment of an Ethernet
-// path (MSS 1448), so compressing it saves no packet and only costs the caller a decode; see
-// "Measurements" in docs/protocol.md for the figures.
+// path (MSS 1448), so compressing it saves no packet and only costs the caller a decode (figures
+// in docs/benchmarks.md, "Compression").
 const DefaultCompressThreshold = 1400
 
-// Value is a value as it travels: encoded by the cache's codec and maybe compressed.
-//
-// A compressed value is one S2 block (github.com/klauspost/compress/s2, block format, not the
-// stream format): its header states the decoded length, so a receiver checks that length against
-// its limit before it inflates anything.
+// Value is a value as it travels: encoded by the cache's codec and maybe compressed. A compressed
+// value is one S2 block (github.com/klauspost/compress/s2, block format): its header states the
+// decoded length, so a receiver checks that length against its limit before it inflates anything.
 type Value struct {
-	// Data is the raw encoded value, or its compressed form.
-	Data []byte
-	// Compressed reports that Data is an S2 block.
-	Compressed bool
-	// Expires is the absolute deadline of the value in unix nanoseconds; 0 means never.
-	Expires int64
+	Data       []byte // the encoded value, or its compressed form
+	Compressed bool   // Data is an S2 block
+	Expires    int64  // the absolute deadline of the value in unix nanoseconds; 0: never
 }
 
 // Compress returns raw as a Value, compressed with S2 when len(raw) >= threshold and the
 // compressed form is smaller. A threshold of 0 means DefaultCompressThreshold; a negative one
-// never compresses. The uncompressed Value aliases raw; a compressed one owns its Data.
-//
-// The result may be kept and served many times: an owner compresses a hot value once, not once
-// per request.
+// never compresses. The uncompressed Value aliases raw; a compressed one owns its Data. An owner
+// keeps the result and serves it many times: a hot value is compressed once, not per request.
 func Compress(raw []byte, threshold int) Value {
 	if threshold == 0 {
 		threshold = DefaultCompressThreshold
 	}
-	if threshold < 0 || len(raw) < threshold {
+	bound := s2.MaxEncodedLen(len(raw))
+	if threshold < 0 || len(raw) < threshold || bound < 0 {
 		return Value{Data: raw}
 	}
-	max := s2.MaxEncodedLen(len(raw))
-	if max < 0 {
-		return Value{Data: raw}
-	}
-	enc := s2.EncodeBetter(make([]byte, max), raw)
+	enc := s2.EncodeBetter(make([]byte, bound), raw)
 	if len(enc) >= len(raw) {
 		return Value{Data: raw}
 	}
 	if cap(enc)-len(enc) > len(enc)/8 {
-		// The value may be kept for long: do not keep the worst-case buffer alive.
-		enc = append([]byte(nil), enc...)
+		enc = append([]byte(nil), enc...) // a value may be kept long: not with the worst-case buffer
 	}
 	return Value{Data: enc, Compressed: true}
 }
 
 // Raw returns the decoded bytes of v: v.Data itself when v is not compressed, a new slice when it
 // is. limit bounds the decoded length (0 or negative means DefaultMaxValueBytes); a value over it
-// is refused with an error with StatusTooLarge, and for a compressed value this is decided from
-// its header before anything is inflated. Malformed compressed data gives an error matching
-// ErrProtocol.
+// is refused with StatusTooLarge, and for a compressed value this is decided from its header
+// before anything is inflated. Malformed compressed data gives an error matching ErrProtocol.
 func (v Value) Raw(limit int) ([]byte, error) {
 	return v.RawInto(nil, limit)
 }
 
 // RawInto is Raw, inflating a compressed value into dst's memory when it fits in cap(dst) (the
-// result then shares dst's memory), into new memory otherwise; for a value that is not
-// compressed it returns v.Data, as Raw does.
+// result then shares dst's memory), into new memory otherwise.
 func (v Value) RawInto(dst []byte, limit int) ([]byte, error) {
 	if limit <= 0 {
 		limit = DefaultMaxValueBytes
 	}
 	if !v.Compressed {
 		if len(v.Data) > limit {
-			return nil, &Error{Status: StatusTooLarge,
-				Msg: fmt.Sprintf("value of %d bytes over the limit of %d", len(v.Data), limit)}
+			return nil, tooLarge(len(v.Data), limit)
 		}
 		return v.Data, nil
 	}
-	n, err := s2.DecodedLen(v.Data)
-	if err != nil {
-		return nil, &Error{Err: ErrProtocol, Msg: "compressed value: " + err.Error()}
+	if err := checkValue(&v, limit, protocolError); err != nil {
+		return nil, err
 	}
-	if n > limit {
-		return nil, &Error{Status: StatusTooLarge,
-			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", n, limit)}
-	}
-	if cap(dst) >= n {
-		dst = dst[:n]
-	} else {
+	n, _ := s2.DecodedLen(v.Data)
+	if cap(dst) < n {
 		dst = make([]byte, n)
 	}
-	out, err := s2.Decode(dst, v.Data)
+	out, err := s2.Decode(dst[:n], v.Data)
 	if err != nil {
 		return nil, &Error{Err: ErrProtocol, Msg: "compressed value: " + err.Error()}
 	}
 	return out, nil
+}
+
+// Result is the answer for one key of a GetMany or PeekMany.
+type Result struct {
+	// Value is the value, when Err is nil.
+	Value Value
+	// Err is nil, or why there is no value: an *Error with the entry's Status (StatusTooLarge too
+	// for a value over this side's limits). Results of a Client have Peer and Op set.
+	Err error
+}
+
+const (
+	// maxEntryStatus is the highest status a batch entry may carry: a version is a property of
+	// a frame, not of an entry.
+	maxEntryStatus = StatusBadRequest
+	// minEntryLen is the length of the shortest batch entry: status, flags, an empty message.
+	minEntryLen = 3
+	// batchFullMsg is the message of the entries a server could not fit in its reply frame.
+	batchFullMsg = "batch reply full; ask again"
+	fullLen      = 2 + 1 + len(batchFullMsg) // the length of such an entry
+)
+
+// AppendBatch appends the batch body of rs (the value of a successful GetMany or PeekMany reply:
+// the entry count, then one entry per result) to dst. A Result with a nil Err is an entry with
+// StatusOK and its value; otherwise the entry carries the status and message of an *Error as
+// ParseBatch returns them, or the status and message a Server answers Err with. Like
+// AppendRequest, it does not check limits.
+func AppendBatch(dst []byte, rs []Result) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(rs)))
+	for i := range rs {
+		st, msg := errorEntry(rs[i].Err)
+		dst = appendEntry(dst, st, &rs[i].Value, msg)
+	}
+	return dst
+}
+
+// errorEntry returns the status and message of the entry for a result's error: those of an
+// *Error as ParseBatch returns them, as they are; else what a Server answers the error with.
+func errorEntry(err error) (Status, string) {
+	if err == nil {
+		return StatusOK, ""
+	}
+	if pe, ok := err.(*Error); ok && pe.Status != StatusOK && pe.Status <= maxEntryStatus && pe.Err == nil {
+		return pe.Status, cutMessage(pe.Msg)
+	}
+	return replyStatus(err)
+}
+
+// appendEntry appends one batch entry: v when st is StatusOK, msg otherwise.
+func appendEntry(dst []byte, st Status, v *Value, msg string) []byte {
+	if st != StatusOK {
+		return appendField(append(dst, byte(st), 0), msg)
+	}
+	flags := valueFlags(v)
+	return appendField(appendExpiry(append(dst, byte(StatusOK), flags), flags, v.Expires), v.Data)
+}
+
+// entryLen returns the length of the entry appendEntry appends.
+func entryLen(st Status, v *Value, msg string) int {
+	if st != StatusOK {
+		return 2 + uvarintLen(uint64(len(msg))) + len(msg)
+	}
+	if v.Expires != 0 {
+		return 10 + uvarintLen(uint64(len(v.Data))) + len(v.Data)
+	}
+	return 2 + uvarintLen(uint64(len(v.Data))) + len(v.Data)
+}
+
+// ParseBatch parses the batch body of a GetMany or PeekMany reply that answers a request for n
+// keys. It is strict like ParseResponse, so a body whose results all carry the peer's answers
+// re-encodes (AppendBatch) to the same bytes. A body that is malformed (truncated, trailing bytes,
+// an entry count other than n, an entry with an unknown status or StatusBadVersion, unknown flags,
+// flags without a value, a zero expiry, a message over MaxMessageBytes, a malformed S2 header) is
+// refused with an error matching ErrProtocol. An entry whose value is over lim.MaxValueBytes (a
+// compressed one's decoded length included) fails alone, with StatusTooLarge: the body is well
+// formed. It never panics. The returned values' Data alias body.
+func ParseBatch(body []byte, n int, lim Limits) ([]Result, error) {
+	return parseBatch(body, n, lim.withDefaults().MaxValueBytes)
+}
+
+func parseBatch(b []byte, n int, maxValue int) ([]Result, error) {
+	count, k := uvarint(b)
+	switch b = b[max(k, 0):]; {
+	case k <= 0:
+		return nil, protocolError("batch: bad entry count")
+	case n < 0 || count != uint64(n):
+		return nil, protocolError(fmt.Sprintf("batch of %d entries answering %d keys", count, n))
+	case count > uint64(len(b)/minEntryLen):
+		return nil, protocolError("batch: truncated")
+	}
+	rs := make([]Result, n)
+	for i := range rs {
+		var err error
+		if b, err = parseEntry(b, &rs[i], maxValue); err != nil {
+			pe := err.(*Error)
+			pe.Msg = fmt.Sprintf("batch entry %d: %s", i, pe.Msg)
+			return nil, pe
+		}
+	}
+	if len(b) != 0 {
+		return nil, protocolError("batch: trailing bytes")
+	}
+	return rs, nil
+}
+
+// parseEntry parses one batch entry from b into r and returns the bytes after it.
+func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
+	if len(b) < 2 {
+		return nil, protocolError("truncated")
+	}
+	st, flags := Status(b[0]), b[1]
+	switch {
+	case st > maxEntryStatus:
+		return nil, protocolError(fmt.Sprintf("unknown status %d", b[0]))
+	case flags&^knownFlags != 0:
+		return nil, protocolError("unknown flags")
+	case st != StatusOK && flags != 0:
+		return nil, protocolError("flags on an entry without value")
+	case st != StatusOK:
+		msg, rest, problem := field(b[2:], MaxMessageBytes)
+		if problem != "" {
+			return nil, protocolError("message: " + problem)
+		}
+		r.Err = &Error{Status: st, Msg: string(msg)}
+		return rest, nil
+	}
+	b, err := parseExpiry(b[2:], flags, &r.Value, protocolError)
+	if err != nil {
+		return nil, err
+	}
+	vlen, k := uvarint(b)
+	switch b = b[max(k, 0):]; {
+	case k <= 0:
+		return nil, protocolError("value: bad length")
+	case vlen > uint64(len(b)):
+		return nil, protocolError("value: truncated")
+	case vlen > uint64(maxValue):
+		*r = Result{Err: tooLarge(vlen, maxValue)} // this entry alone
+		return b[vlen:], nil
+	}
+	r.Value.Data, r.Value.Compressed = b[:vlen:vlen], flags&flagCompressed != 0
+	if err := checkValue(&r.Value, maxValue, protocolError); err != nil {
+		if StatusOf(err) != StatusTooLarge {
+			return nil, err
+		}
+		*r = Result{Err: err}
+	}
+	return b[vlen:], nil
+}
+
+// appendBatchReply appends the batch body a Server sends for rs to dst: each result checked as a
+// Get reply is (a value over lim.MaxValueBytes becomes StatusTooLarge, a malformed compressed one
+// StatusInternal), and, from the first entry that would take the reply frame over
+// lim.MaxFrameBytes on, StatusOverloaded entries with batchFullMsg. ok is false when even a reply
+// of such entries only would be over the limit.
+func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool) {
+	// The reply frame is the header, an empty message, the body's length and the body.
+	budget := lim.MaxFrameBytes - (headerLen + 1 + uvarintLen(uint64(lim.MaxFrameBytes)))
+	n := len(rs)
+	used := uvarintLen(uint64(n))
+	if used+n*fullLen > budget {
+		return dst, false
+	}
+	size := used
+	for i := range rs {
+		size += fullLen + 8 + len(rs[i].Value.Data) // about the entry's length: enough but for long messages
+	}
+	if size = min(size, budget); size > cap(dst)-len(dst) {
+		dst = append(make([]byte, 0, len(dst)+size), dst...)
+	}
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for i := range rs {
+		r := &rs[i]
+		st, msg := errorEntry(r.Err)
+		if r.Err == nil {
+			st, msg = checkOutgoing(&r.Value, lim)
+		}
+		if l := entryLen(st, &r.Value, msg); used+l+(n-i-1)*fullLen <= budget {
+			dst = appendEntry(dst, st, &r.Value, msg)
+			used += l
+			continue
+		}
+		for range n - i { // the reply is full
+			dst = appendEntry(dst, StatusOverloaded, nil, batchFullMsg)
+		}
+		break
+	}
+	return dst, true
+}
+
+// replyStatus returns the status and message a Server answers a Backend's error with: the status
+// the error maps to, and its text (cut to MaxMessageBytes; for an *Error, without the status it
+// states) except for StatusNotFound.
+func replyStatus(err error) (Status, string) {
+	st := statusOf(err)
+	if st == StatusNotFound {
+		return st, ""
+	}
+	if pe, ok := err.(*Error); ok {
+		return st, cutMessage(pe.detail())
+	}
+	return st, cutMessage(err.Error())
+}
+
+// checkOutgoing checks a value a Server is about to send: StatusTooLarge when it (or, for a
+// compressed value, its decoded length) is over lim.MaxValueBytes, StatusInternal when it is
+// compressed with a malformed S2 header.
+func checkOutgoing(v *Value, lim Limits) (Status, string) {
+	n := len(v.Data)
+	if v.Compressed {
+		dlen, err := s2.DecodedLen(v.Data)
+		if err != nil {
+			return StatusInternal, "backend returned a malformed compressed value"
+		}
+		n = max(n, dlen)
+	}
+	if n > lim.MaxValueBytes {
+		return StatusTooLarge, fmt.Sprintf("value of %d bytes over the limit of %d", n, lim.MaxValueBytes)
+	}
+	return StatusOK, ""
 }
