@@ -15,17 +15,11 @@ import (
 	"time"
 )
 
-// The connections of a Client to one peer, and what travels on each.
-//
-// A caller appends its frame, under a new id, to its connection's pending frames; if no write is
-// in progress it becomes the writer and writes all that is pending, again while more arrives, so
-// the frames of callers that arrive meanwhile share a write. One goroutine per connection reads
-// the replies, each into memory of its own (or the memory a GetInto lends), and hands each to the
-// call its id names; a reply whose id is not in flight is a protocol error. A caller waits for its
-// reply, its context and its deadline; one that leaves marks its call abandoned, and the reader
-// drops the reply when it comes. A connection that fails is closed and fails every call on it;
-// each but the one whose reply was being read (whose lent memory may still be written into) may
-// be sent once more on a new connection, every operation being idempotent.
+// A caller appends its frame, under a new id, to its connection's pending frames and, if no write
+// is in progress, writes all that is pending: frames of callers that arrive meanwhile share a
+// write. One goroutine per connection reads the replies and hands each to the call its id names.
+// A connection that fails fails every call on it; each but the one whose reply was being read
+// (its lent memory may still be written into) may be sent once more on a new connection.
 
 // clientReadBuffer is the read buffer of a connection: a read can bring many replies.
 const clientReadBuffer = 32 << 10
@@ -39,8 +33,6 @@ type pool struct {
 	conns   []*conn
 	dialing int
 	room    chan struct{} // closed (and cleared) when a call may find room: a slot, a dial, a close
-	// Counters of the connections that were closed; open ones keep their own.
-	sent, recv, sharedWrites int64
 }
 
 // conn is one connection of a pool.
@@ -54,8 +46,6 @@ type conn struct {
 	dead     atomic.Bool  // closed (set with mu held)
 	draining atomic.Bool  // takes no new call; closed when no call waits (set with mu held)
 
-	sent, recv, sharedWrites atomic.Int64
-
 	mu        sync.Mutex
 	calls     map[uint32]*call // by id, the calls in flight
 	lastID    uint32
@@ -65,7 +55,6 @@ type conn struct {
 	queued    int    // frames in wbuf
 	wbuf      []byte // frames not handed to a write yet
 	wspare    []byte // the buffer of the last write, for the next frames
-	wArmed    time.Time
 }
 
 // call is one request on a connection, from its frame to its outcome.
@@ -99,8 +88,8 @@ func (c *Client) newCall() *call {
 	return &call{ch: make(chan struct{}, 1), timer: t, pool: &c.calls}
 }
 
-// roundTrip sends r on a connection to the peer and waits for its reply, sending it once more
-// on a new connection when its connection broke and the request may be sent again.
+// roundTrip sends r to the peer and waits for its reply, once more on a new connection when its
+// connection broke and it may.
 func (p *pool) roundTrip(r *request) (Response, error) {
 	if r.ctx.Err() != nil {
 		return Response{}, p.netError(r, nil, "before sending")
@@ -118,9 +107,9 @@ func (p *pool) roundTrip(r *request) (Response, error) {
 	}
 }
 
-// pick returns the connection with the fewest calls in flight, counting r's (which the caller
-// must queue or give back); it dials one while there are fewer than the client's connections per
-// peer and none is idle, and waits for room when every connection is full.
+// pick returns the connection with the fewest calls in flight, counting r's in (the caller must
+// queue it or give it back); it dials one while under the connections per peer and none is idle,
+// and waits for room when every connection is full.
 func (p *pool) pick(r *request) (*conn, error) {
 	var timer *time.Timer
 	p.mu.Lock()
@@ -166,16 +155,12 @@ func (p *pool) pick(r *request) (*conn, error) {
 	}
 }
 
-// bestLocked drops the dead connections from the pool and returns the live one with the fewest
-// calls in flight and room for one more (nil if none), and the number of connections that count
-// towards the client's connections per peer: live, not draining, or being dialed.
+// bestLocked drops the dead connections and returns the live one with the fewest calls in flight
+// and room (nil if none), and the number of connections live and not draining, or being dialed.
 func (p *pool) bestLocked() (best *conn, count int) {
 	k := 0
 	for _, cc := range p.conns {
 		if cc.dead.Load() {
-			p.sent += cc.sent.Load()
-			p.recv += cc.recv.Load()
-			p.sharedWrites += cc.sharedWrites.Load()
 			continue
 		}
 		p.conns[k] = cc
@@ -193,8 +178,7 @@ func (p *pool) bestLocked() (best *conn, count int) {
 	return best, count + p.dialing
 }
 
-// dialLocked dials a new connection for r, which it returns with r's place counted; p.mu is held
-// on entry and released on return.
+// dialLocked dials a connection for r, returned with r's place counted; it releases p.mu.
 func (p *pool) dialLocked(r *request) (*conn, error) {
 	p.dialing++
 	p.mu.Unlock()
@@ -244,8 +228,7 @@ func (p *pool) live() []*conn {
 	return append([]*conn(nil), p.conns...)
 }
 
-// closeIdle closes the connections on which no call has waited for longer than the idle
-// connection timeout.
+// closeIdle closes the connections no call has used for the idle connection timeout.
 func (p *pool) closeIdle(now time.Time) {
 	for _, cc := range p.live() {
 		if now.UnixNano()-cc.lastUsed.Load() > int64(p.c.idleConnTimeout) {
@@ -268,22 +251,8 @@ func (p *pool) closeAll() {
 	p.wake()
 }
 
-// addStats adds the pool's byte and write counters to st.
-func (p *pool) addStats(st *ClientStats) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	st.BytesSent += p.sent
-	st.BytesReceived += p.recv
-	st.SharedWrites += p.sharedWrites
-	for _, cc := range p.conns {
-		st.BytesSent += cc.sent.Load()
-		st.BytesReceived += cc.recv.Load()
-		st.SharedWrites += cc.sharedWrites.Load()
-	}
-}
-
 // roundTrip queues r (whose place pick counted), writes it or leaves it to the writer, and waits
-// for its outcome: the reply, an error, or (retry) leave to send it again on another connection.
+// for its reply, an error, or (retry) leave to send it again on another connection.
 func (cc *conn) roundTrip(r *request) (Response, bool, error) {
 	c := cc.p.c.newCall()
 	c.op, c.nkeys, c.dst = r.Op, len(r.Keys), r.dst
@@ -348,8 +317,7 @@ func (cc *conn) queueLocked(c *call, r *request) {
 	cc.queued++
 }
 
-// flushLocked writes the pending frames as the connection's writer, while there are some, with
-// the writer's deadline. mu is held on entry and on return.
+// flushLocked writes the pending frames, as the writer, while there are some; mu is held.
 func (cc *conn) flushLocked(deadline time.Time) {
 	cc.writing = true
 	if len(cc.calls)-cc.abandoned > 1 {
@@ -361,7 +329,7 @@ func (cc *conn) flushLocked(deadline time.Time) {
 	}
 	for !cc.dead.Load() && cc.queued > 0 {
 		if cc.queued > 1 {
-			cc.sharedWrites.Add(int64(cc.queued))
+			cc.p.c.sharedWrites.Add(int64(cc.queued))
 		}
 		cc.queued = 0
 		buf := cc.wbuf
@@ -373,7 +341,7 @@ func (cc *conn) flushLocked(deadline time.Time) {
 			cc.breakLocked(err)
 			break
 		}
-		cc.sent.Add(int64(len(buf)))
+		cc.p.c.bytesSent.Add(int64(len(buf)))
 		if cap(buf) <= keepBuffer {
 			cc.wspare = buf[:0]
 		}
@@ -381,28 +349,13 @@ func (cc *conn) flushLocked(deadline time.Time) {
 	cc.writing = false
 }
 
-// write writes buf before deadline. The socket's write deadline is moved lazily (it costs a
-// timer operation): it is left alone while it falls between the deadline's half time and the
-// deadline, and a write that hits an earlier one moves it on and goes on.
+// write writes buf before deadline.
 func (cc *conn) write(buf []byte, deadline time.Time) error {
-	now := time.Now()
-	if a := cc.wArmed; a.IsZero() || a.After(deadline) || a.Sub(now) < deadline.Sub(now)/2 {
-		if err := cc.nc.SetWriteDeadline(deadline); err != nil {
-			return err
-		}
-		cc.wArmed = deadline
+	if err := cc.nc.SetWriteDeadline(deadline); err != nil {
+		return err
 	}
-	for {
-		n, err := cc.nc.Write(buf)
-		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !time.Now().Before(deadline) {
-			return err
-		}
-		buf = buf[n:]
-		if err := cc.nc.SetWriteDeadline(deadline); err != nil {
-			return err
-		}
-		cc.wArmed = deadline
-	}
+	_, err := cc.nc.Write(buf)
+	return err
 }
 
 // abandon marks c abandoned when its outcome is not set yet, and reports whether it did; the
@@ -484,7 +437,7 @@ func (cc *conn) readOne() error {
 	if err != nil {
 		return err
 	}
-	cc.recv.Add(int64(n) + prefixLen)
+	cc.p.c.bytesReceived.Add(int64(n) + prefixLen)
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if cc.dead.Load() {
@@ -502,9 +455,8 @@ type outcome struct {
 	err     error    // the call's own error: a value over this side's limits
 }
 
-// readReply reads the rest of an n-byte reply frame to a request of op (with nkeys keys, for a
-// batch), past its prefix, reading a value into dst's memory when it fits. A returned error
-// breaks the connection: the stream can carry no further reply.
+// readReply reads the rest of an n-byte reply frame to a request of op (of nkeys keys), reading a
+// value into dst's memory when it fits. An error breaks the connection.
 func (cc *conn) readReply(op Op, nkeys int, dst []byte, n int) (outcome, error) {
 	if op == OpGetMany || op == OpPeekMany {
 		return cc.readBatch(op, nkeys, n)
@@ -548,7 +500,7 @@ func checkAck(resp *Response, off, n int) error {
 }
 
 // readValue reads the value of a reply frame of n bytes, from offset off to its end, into dst's
-// memory when it fits, else into new memory of exactly its size, which its caller gets.
+// memory when it fits, else into new memory of exactly its size.
 func (cc *conn) readValue(op Op, resp Response, dst []byte, off, n int) (outcome, error) {
 	var buf []byte
 	if cap(dst) >= n-off {
@@ -568,8 +520,8 @@ func (cc *conn) readValue(op Op, resp Response, dst []byte, off, n int) (outcome
 	return outcome{resp: resp}, nil
 }
 
-// readBatch reads the rest of an n-byte reply frame to a GetMany or PeekMany of nkeys keys into
-// one buffer, which the values of the results share.
+// readBatch reads the rest of an n-byte reply to a GetMany or PeekMany of nkeys keys into one
+// buffer, which the results' values share.
 func (cc *conn) readBatch(op Op, nkeys, n int) (outcome, error) {
 	buf, err := fillFrame(cc.br, nil, n)
 	if err != nil {
@@ -657,7 +609,7 @@ func (cc *conn) breakLocked(cause error) {
 			e.Op = c.op
 			c.err = &e
 		} else {
-			c.err = cc.p.netErr(c.op, context.Background(), false, cause, "connection broken")
+			c.err = cc.p.netError(&request{Request: Request{Op: c.op}, ctx: context.Background()}, cause, "connection broken")
 		}
 		// A reply being read may still be read into the memory its caller lent: it is not sent
 		// again, so no two connections write into that memory.

@@ -106,14 +106,10 @@ func StatusOf(err error) Status {
 	return StatusOK
 }
 
-// Error is the error type of this package.
-//
-// Status is what the peer answered, or the same condition found on this side: a request over
-// this side's limits is StatusBadRequest (StatusTooLarge for a Set value), a reply value over them
-// StatusTooLarge, a reply of another version StatusBadVersion, and ParseRequest's errors carry the
-// status a server replies with. It is StatusOK for failures of the exchange itself, where Err
-// matches ErrUnavailable (and wraps the cause: a net.Error, context.Canceled,
-// context.DeadlineExceeded, net.ErrClosed) or ErrProtocol. Unwrap returns Err.
+// Error is the error type of this package. Status is what the peer answered, or the same
+// condition found on this side (a request or reply over this side's limits, a reply of another
+// version); it is StatusOK for failures of the exchange itself, where Err matches ErrUnavailable
+// (and wraps the cause: a net.Error, a context's error, net.ErrClosed) or ErrProtocol.
 type Error struct {
 	Peer   string // the peer's address ("host:port"); empty when no peer was involved
 	Op     Op     // the operation; zero when unknown

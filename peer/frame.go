@@ -16,9 +16,7 @@ const Version = 2
 // protocol's frames.
 const UpgradeToken = "groupcache/2"
 
-// MaxConnRequests bounds the requests in flight on one connection: a Client sends at most that
-// many at once, and a Server serves at most that many at once (it reads no further frame until one
-// is answered).
+// MaxConnRequests bounds the requests in flight on one connection, on both sides.
 const MaxConnRequests = 256
 
 // Default limits (see Limits), and the message bound.
@@ -51,9 +49,7 @@ const (
 	knownFlags     = flagCompressed | flagExpires
 )
 
-// Limits bound what one side accepts and sends; a zero (or negative) field means its default.
-// A client refuses to send a request over its limits and to read a reply over them; a server
-// refuses requests over its limits and does not send values over them.
+// Limits bound what one side accepts and sends (see WithLimits); a zero field means its default.
 type Limits struct {
 	MaxKeyBytes   int // the length of a key; default 4 KiB, at most 1 MiB
 	MaxValueBytes int // the raw, and for a compressed value the decoded, length of a value; default 64 MiB, at most 1 GiB
@@ -105,16 +101,8 @@ func parsePrefix(b []byte) (n int, id uint32) {
 	return int(binary.BigEndian.Uint32(b)), binary.BigEndian.Uint32(b[4:])
 }
 
-// Request is a request frame. Which fields an op uses:
-//
-//	OpGet, OpPeek:         Cache, Key
-//	OpSet:                 Cache, Key, Value (Data, Compressed, Expires)
-//	OpRemove:              Cache, Keys
-//	OpGetMany, OpPeekMany: Cache, Keys
-//	OpClear:               Cache, Generation
-//
-// AppendRequest ignores the fields an op does not use; ParseRequest leaves them zero. In a parsed
-// Request, Key, Keys and Value.Data alias the frame.
+// Request is a request frame. Get and Peek use Cache and Key; Set also Value; Remove, GetMany and
+// PeekMany use Cache and Keys; Clear uses Cache and Generation. The other fields are ignored.
 type Request struct {
 	Op         Op
 	Cache      string   // 1 to MaxCacheName bytes
@@ -131,9 +119,7 @@ type Response struct {
 	Msg    string // usually empty with StatusOK; AppendResponse cuts it to MaxMessageBytes
 }
 
-// AppendRequest appends the frame of r (without its stream prefix) to dst. It does not check
-// limits: the parser of the other side does. An op this package does not know is encoded with
-// the fields of OpGet.
+// AppendRequest appends the frame of r (without its stream prefix) to dst, unchecked.
 func AppendRequest(dst []byte, r *Request) []byte {
 	var flags byte
 	if r.Op == OpSet {
@@ -199,13 +185,11 @@ func uvarintLen(x uint64) int {
 	return n
 }
 
-// ParseRequest parses a request frame (without its stream prefix). It is strict: every byte must
-// be accounted for and every length minimally encoded, so a frame that parses re-encodes
-// (AppendRequest) to the same bytes. Errors are *Error values with the Status a server replies
-// with: StatusBadVersion for a version byte other than Version; StatusTooLarge for a Set value
-// over lim.MaxValueBytes, or a compressed one whose decoded length (stated in its S2 header) is,
-// so a decompression bomb is refused without inflating it; StatusBadRequest for anything else
-// malformed or over lim. It never panics. The returned Key, Keys and Value.Data alias frame.
+// ParseRequest parses a request frame (without its stream prefix), strictly: a frame that parses
+// re-encodes (AppendRequest) to the same bytes. Errors are *Error values with the Status a server
+// replies with: StatusBadVersion, StatusTooLarge for a Set value over lim (a compressed one's
+// decoded length included, so a decompression bomb is refused without inflating it), and
+// StatusBadRequest for anything else. It never panics. Key, Keys and Value.Data alias frame.
 func ParseRequest(frame []byte, lim Limits) (r Request, err error) {
 	if err = parseRequest(frame, lim.withDefaults(), nil, &r); err != nil {
 		r = Request{}
@@ -222,8 +206,7 @@ type reqScratch struct {
 // maxKeptKeys bounds the key list a reqScratch keeps between requests.
 const maxKeptKeys = 1024
 
-// parseRequest parses with resolved limits into r (which it overwrites, also on failure). sc,
-// when not nil, lends the key list and the cache name of the previous request when it is the same.
+// parseRequest parses with resolved limits into r; sc, when not nil, lends its memory.
 func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 	op, flags, rest, err := parseRequestHeader(frame)
 	if err != nil {
@@ -268,8 +251,7 @@ func cmp(a, b string) string {
 	return b
 }
 
-// parseRequestHeader checks the three header bytes of a request frame and returns its op, its
-// flags and the bytes after the header.
+// parseRequestHeader checks the header bytes of a request and returns its op, flags and the rest.
 func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
 	if len(frame) > 0 && frame[0] != Version {
 		return 0, 0, nil, &Error{Status: StatusBadVersion,
@@ -288,8 +270,7 @@ func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
 	return op, flags, frame[headerLen:], nil
 }
 
-// parseExpiry reads the expiry that flags announce from b into v, and returns the bytes after it;
-// fail makes the error of a malformed one.
+// parseExpiry reads the expiry that flags announce from b into v (fail: the error of a bad one).
 func parseExpiry(b []byte, flags byte, v *Value, fail func(string) error) ([]byte, error) {
 	if flags&flagExpires == 0 {
 		return b, nil
@@ -303,8 +284,7 @@ func parseExpiry(b []byte, flags byte, v *Value, fail func(string) error) ([]byt
 	return b[8:], nil
 }
 
-// parseKeys parses the key list of a Remove, GetMany or PeekMany request from b, in memory sc
-// lends when it can, and returns it with the bytes after it.
+// parseKeys parses the key list of a batch request from b, in memory sc lends when it can.
 func parseKeys(b []byte, lim Limits, sc *reqScratch) ([][]byte, []byte, error) {
 	n, k := uvarint(b)
 	if k <= 0 {
@@ -329,8 +309,7 @@ func parseKeys(b []byte, lim Limits, sc *reqScratch) ([][]byte, []byte, error) {
 	return keys, b, nil
 }
 
-// parseGeneration parses the generation of a Clear request from b, and returns it with the bytes
-// after it.
+// parseGeneration parses the generation of a Clear request from b.
 func parseGeneration(b []byte) (uint64, []byte, error) {
 	g, k := uvarint(b)
 	if k <= 0 {
@@ -342,8 +321,7 @@ func parseGeneration(b []byte) (uint64, []byte, error) {
 	return g, b[k:], nil
 }
 
-// keyList returns an empty key list with room for n keys: sc's when it has the room (a nil sc
-// has none), else new memory that sc keeps for the next request when n is small enough.
+// keyList returns an empty key list with room for n keys: sc's, or new memory sc keeps if small.
 func (sc *reqScratch) keyList(n int) [][]byte {
 	if sc != nil && cap(sc.keys) >= n {
 		return sc.keys[:0]
@@ -355,8 +333,7 @@ func (sc *reqScratch) keyList(n int) [][]byte {
 	return keys
 }
 
-// name returns the cache name b as a string: the previous request's when it is the same (no
-// allocation), else a new one that sc remembers. A nil sc always makes a new one.
+// name returns the cache name b: the previous request's when the same (no allocation) or new.
 func (sc *reqScratch) name(b []byte) string {
 	if sc == nil {
 		return string(b)
@@ -384,8 +361,8 @@ func parseSetValue(b []byte, flags byte, lim Limits, v *Value) error {
 	return checkValue(v, lim.MaxValueBytes, badRequest)
 }
 
-// checkValue checks the S2 header of a compressed value: well formed (or fail's error), and
-// stating a decoded length of at most maxValue bytes.
+// checkValue checks a compressed value's S2 header: well formed (else fail's error), stating a
+// decoded length of at most maxValue.
 func checkValue(v *Value, maxValue int, fail func(string) error) error {
 	if !v.Compressed {
 		return nil
@@ -410,8 +387,7 @@ func badRequest(msg string) error { return &Error{Status: StatusBadRequest, Msg:
 
 func protocolError(msg string) error { return &Error{Err: ErrProtocol, Msg: msg} }
 
-// field reads a uvarint-length-prefixed field of at most limit bytes from b. It returns the field,
-// the bytes after it, and a non-empty problem description when b does not hold a valid field.
+// field reads a uvarint-length-prefixed field of at most limit bytes from b, or says what is wrong.
 func field(b []byte, limit int) (f, rest []byte, problem string) {
 	n, k := uvarint(b)
 	switch b = b[max(k, 0):]; {
@@ -425,8 +401,7 @@ func field(b []byte, limit int) (f, rest []byte, problem string) {
 	return b[:n], b[n:], ""
 }
 
-// uvarint decodes a minimally encoded uvarint from b. It returns the value and the number of
-// bytes read, or k <= 0 when b is truncated, overflows 64 bits or is not minimal.
+// uvarint decodes a minimally encoded uvarint from b: its value and length, k <= 0 when invalid.
 func uvarint(b []byte) (v uint64, k int) {
 	var s uint
 	for i := 0; i < len(b) && i < binary.MaxVarintLen64; i++ {
@@ -443,8 +418,7 @@ func uvarint(b []byte) (v uint64, k int) {
 	return 0, 0
 }
 
-// AppendResponse appends the frame of r (without its stream prefix) to dst. For a status other
-// than StatusOK the value is not encoded. A message longer than MaxMessageBytes is cut.
+// AppendResponse appends the frame of r (without its stream prefix) to dst.
 func AppendResponse(dst []byte, r *Response) []byte {
 	dst = appendResponseHead(dst, r)
 	if r.Status == StatusOK {
@@ -488,11 +462,9 @@ func cutMessage(msg string) string {
 	return msg[:n]
 }
 
-// ParseResponse parses a response frame (without its stream prefix). It is strict like
-// ParseRequest, so a frame that parses re-encodes (AppendResponse) to the same bytes. Errors are
-// *Error values: StatusBadVersion for a version byte other than Version; StatusTooLarge when the
-// value (or a compressed value's decoded length, stated in its header) is over lim.MaxValueBytes;
-// ErrProtocol for anything else malformed. It never panics. Value.Data aliases frame.
+// ParseResponse parses a response frame (without its stream prefix), strictly as ParseRequest.
+// Errors are *Error values: StatusBadVersion, StatusTooLarge for a value over lim (decoded, for a
+// compressed one), ErrProtocol for anything else. It never panics. Value.Data aliases frame.
 func ParseResponse(frame []byte, lim Limits) (Response, error) {
 	maxValue := lim.withDefaults().MaxValueBytes
 	r, off, err := parseResponseHead(frame, len(frame), maxValue)
@@ -508,15 +480,12 @@ func ParseResponse(frame []byte, lim Limits) (Response, error) {
 	return r, nil
 }
 
-// maxResponseHead bounds the length of a response frame's head (everything before the value):
-// the header bytes, the expiry, the message with its length, and the value's length.
+// maxResponseHead bounds the length of a response frame's head (everything before the value).
 const maxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes + binary.MaxVarintLen64
 
-// parseResponseHead parses the head of a response frame of n bytes: everything before the value.
-// b is the frame or a prefix of it holding at least min(n, maxResponseHead) bytes. It returns the
-// response without its value's data and the offset of the value, which runs to the end of the
-// frame (off == n for a status other than StatusOK). A value over maxValue bytes gives an error
-// with StatusTooLarge: the frame itself is well formed.
+// parseResponseHead parses the head of a response frame of n bytes (everything before the value)
+// from b, which holds at least min(n, maxResponseHead) of its bytes. It returns the response
+// without its value's data, and the offset of the value, which runs to the end of the frame.
 func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err error) {
 	flags, rest, err := parseResponseHeader(b, &r)
 	if err != nil {
@@ -552,8 +521,7 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 	return r, off, nil
 }
 
-// parseResponseHeader parses the header bytes of a response frame, and its expiry when it has
-// one, into r; it returns the flags and the bytes after them.
+// parseResponseHeader parses the header bytes of a response, and its expiry, into r.
 func parseResponseHeader(b []byte, r *Response) (flags byte, rest []byte, err error) {
 	if len(b) > 0 && b[0] != Version {
 		return 0, nil, &Error{Status: StatusBadVersion,

@@ -99,12 +99,11 @@ func WithBasePath(path string) Option {
 
 // WithLimits sets the limits of a Server or a Client (zero fields mean their defaults, see
 // Limits); each field must be within its documented range. A Server refuses requests over them
-// (StatusBadRequest; StatusTooLarge for the value of a Set) and does not send values over them;
-// it accepts request frames up to the longest valid request of any op under them (a Set of
-// MaxValueBytes, usually), capped at MaxFrameBytes. A Client refuses to send a request over them
-// (the same statuses, without sending anything), closes a connection on which a reply frame
-// over MaxFrameBytes arrives, and fails a Get, or a GetMany or PeekMany entry, whose value is over
-// them with StatusTooLarge.
+// (StatusBadRequest; StatusTooLarge for a Set's value), accepts request frames up to the longest
+// valid request under them, capped at MaxFrameBytes, and sends no value over them. A Client
+// refuses to send a request over them (the same statuses), closes a connection on which a reply
+// frame over MaxFrameBytes arrives, and fails a value over them (a call, or a batch entry) with
+// StatusTooLarge.
 func WithLimits(l Limits) Option {
 	return bothOption(func(c *common) error {
 		if err := l.validate(); err != nil {
@@ -115,9 +114,9 @@ func WithLimits(l Limits) Option {
 	})
 }
 
-// WithMaxConcurrent bounds the requests a Server serves at once, across all connections; a
-// GetMany, PeekMany or Remove counts as one request, whatever its number of keys. A request beyond
-// the bound is answered at once with StatusOverloaded. Default 0: no bound; range n >= 0.
+// WithMaxConcurrent bounds the requests a Server serves at once, across all connections; a batch
+// counts as one request. A request beyond the bound is answered at once with StatusOverloaded.
+// Default 0: no bound; range n >= 0.
 func WithMaxConcurrent(n int) ServerOption {
 	return serverOption(func(c *serverConfig) error {
 		if n < 0 {
@@ -128,8 +127,8 @@ func WithMaxConcurrent(n int) ServerOption {
 	})
 }
 
-// WithServerLogger sets the Server's logger for events worth a look: Backend panics at Error
-// level, refused or malformed requests at Debug level. Default slog.Default(); nil is refused.
+// WithServerLogger sets the Server's logger: Backend panics at Error level, refused or malformed
+// requests at Debug level. Default slog.Default(); nil is refused.
 func WithServerLogger(l *slog.Logger) ServerOption {
 	return serverOption(func(c *serverConfig) error {
 		if l == nil {
@@ -141,66 +140,47 @@ func WithServerLogger(l *slog.Logger) ServerOption {
 }
 
 // WithIdleTimeout sets how long a connection may go without a request (or a stalled reply)
-// before the Server closes it; the timer is re-armed coarsely, so a connection may be closed up
-// to 1/16 of d early. A connection with requests in progress is never idle. Default
-// DefaultIdleTimeout (2 minutes); range d >= 0 (0 means the default).
+// before the Server closes it, re-armed coarsely (a connection may be closed up to d/16 early); a
+// connection with requests in progress is never idle. Default DefaultIdleTimeout (2 minutes);
+// range d >= 0 (0 means the default).
 func WithIdleTimeout(d time.Duration) ServerOption {
-	return serverOption(func(c *serverConfig) error {
-		if d < 0 {
-			return optionError("WithIdleTimeout", "%v is negative", d)
-		}
-		c.idleTimeout = d
-		return nil
-	})
+	return serverOption(func(c *serverConfig) error { return duration("WithIdleTimeout", d, &c.idleTimeout) })
 }
 
 // WithTimeout bounds one call of a Client (Get, GetMany, Set...) as a whole: waiting for room on
 // a connection, dialing, sending and reading the reply. A context deadline that comes earlier
 // wins. Default DefaultTimeout (5 s); range d >= 0 (0 means the default).
 func WithTimeout(d time.Duration) ClientOption {
-	return clientOption(func(c *clientConfig) error {
-		if d < 0 {
-			return optionError("WithTimeout", "%v is negative", d)
-		}
-		c.timeout = d
-		return nil
-	})
+	return clientOption(func(c *clientConfig) error { return duration("WithTimeout", d, &c.timeout) })
 }
 
 // WithDialTimeout bounds dialing a peer and the upgrade handshake (within the call's own
 // timeout). Default DefaultDialTimeout (2 s); range d >= 0 (0 means the default).
 func WithDialTimeout(d time.Duration) ClientOption {
-	return clientOption(func(c *clientConfig) error {
-		if d < 0 {
-			return optionError("WithDialTimeout", "%v is negative", d)
-		}
-		c.dialTimeout = d
-		return nil
-	})
+	return clientOption(func(c *clientConfig) error { return duration("WithDialTimeout", d, &c.dialTimeout) })
 }
 
-// WithIdleConnTimeout sets how long a Client keeps a connection that no call has used before it
-// closes it. Keep it below the peers' WithIdleTimeout. Default DefaultIdleConnTimeout (1
-// minute); range d >= 0 (0 means the default).
+// WithIdleConnTimeout sets how long a Client keeps a connection that no call has used; keep it
+// below the peers' WithIdleTimeout. Default DefaultIdleConnTimeout (1 minute); range d >= 0 (0
+// means the default).
 func WithIdleConnTimeout(d time.Duration) ClientOption {
-	return clientOption(func(c *clientConfig) error {
-		if d < 0 {
-			return optionError("WithIdleConnTimeout", "%v is negative", d)
-		}
-		c.idleConnTimeout = d
-		return nil
-	})
+	return clientOption(func(c *clientConfig) error { return duration("WithIdleConnTimeout", d, &c.idleConnTimeout) })
 }
 
-// WithConnsPerPeer sets how many connections a Client keeps to one peer. Every connection
-// carries up to MaxConnRequests requests at once, answered in any order, so one is enough for
-// most clusters, and it measured best: the more callers share a connection, the more of their
-// requests go out in one write and come back in one read. A call goes to the connection with
-// the fewest requests in flight, and a new connection is dialed only when every open one has
-// requests in flight. The requests of a connection share one TCP stream, so a large reply
-// delays those behind it by its transfer time (not by its load): a cache of values of many
-// megabytes among small ones may use a few connections. Default 1; range 1 to 64 (0 means the
-// default).
+// duration sets *dst to d, refusing a negative d.
+func duration(name string, d time.Duration, dst *time.Duration) error {
+	if d < 0 {
+		return optionError(name, "%v is negative", d)
+	}
+	*dst = d
+	return nil
+}
+
+// WithConnsPerPeer sets how many connections a Client keeps to one peer. One carries up to
+// MaxConnRequests requests at once and measured best: the more callers share it, the more of
+// their requests share a write and a read. But its requests share one TCP stream, so a large reply
+// delays those behind it by its transfer time: a cache of values of many megabytes among small
+// ones may use a few. Default 1; range 1 to 64 (0 means the default).
 func WithConnsPerPeer(n int) ClientOption {
 	return clientOption(func(c *clientConfig) error {
 		if n < 0 || n > 64 {

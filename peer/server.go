@@ -16,36 +16,27 @@ import (
 	"time"
 )
 
-// Backend is what a Server serves from: the caches of a node. The root package implements it.
-//
-// Errors map to the status the Server answers with: the Status of an *Error in the error's chain
-// (return &Error{Status: StatusNotFound} for a missing key, say), StatusInternal for anything
-// else, whose message is passed to the caller, cut to MaxMessageBytes. A panic is recovered and
-// answered with StatusInternal. ctx is cancelled when the connection ends or the Server is
-// closed. Keys (and a Set's value) alias the connection's read buffer: they are valid until the
-// method returns, so copy them to keep them. The Data of a returned Value must not change
-// afterwards: the Server may write it after the method returned.
+// Backend is what a Server serves from: the caches of a node. An error maps to the Status of an
+// *Error in its chain (&Error{Status: StatusNotFound} for a missing key), else StatusInternal with
+// its text; a panic is answered StatusInternal. ctx ends with the connection or the Server. Keys
+// and a Set's value alias the connection's buffers; a returned Value's Data must not change.
 type Backend interface {
 	// Get returns the value of key in the named cache, loading it if it must.
 	Get(ctx context.Context, cache string, key []byte) (Value, error)
-	// GetInline answers as Get would, with ok true, when it can do so without blocking: from
-	// memory, without loading, waiting or I/O. With ok false it has done nothing, and the Server
-	// calls Get on a goroutine of its own. It is called on the connection's goroutine, so a hit
-	// costs no goroutine and a load holds up no other request.
+	// GetInline answers as Get would, with ok true, when it can without blocking (from memory,
+	// no load, no I/O); with ok false it did nothing, and Get runs on a goroutine of its own. It
+	// runs on the connection's goroutine: a hit costs no goroutine, a load holds up nobody.
 	GetInline(cache string, key []byte) (v Value, ok bool, err error)
-	// Peek returns the value of key only if this node holds it (a Status StatusNotFound error
-	// if not); it never loads.
+	// Peek returns the value of key only if this node holds it (StatusNotFound if not); it never
+	// loads or blocks: it runs on the connection's goroutine.
 	Peek(ctx context.Context, cache string, key []byte) (Value, error)
-	// GetMany returns one Result per key, in order: a value, or an error mapped to the entry's
-	// status as Get's errors are (a StatusNotFound entry carries no message). A non-nil error
-	// answers the whole request instead; a slice of another length is answered with
-	// StatusInternal. Values are checked as Get's are, and the entries that do not fit in the
-	// reply frame are answered with StatusOverloaded, for the caller to ask again.
+	// GetMany returns one Result per key, in order, its error mapped as Get's are; a non-nil
+	// error answers the whole request instead. Entries that do not fit in the reply frame are
+	// answered with StatusOverloaded, for the caller to ask again.
 	GetMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error)
-	// PeekMany is GetMany without loading: an entry this node does not hold is StatusNotFound.
+	// PeekMany is GetMany without loading or blocking, as Peek.
 	PeekMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error)
-	// Set stores v under key in the named cache. v has been checked against the server's limits
-	// (a compressed value's decoded length too), not decoded.
+	// Set stores v (checked against the server's limits, not decoded) under key.
 	Set(ctx context.Context, cache string, key []byte, v Value) error
 	// Remove drops keys from the named cache; an absent key is fine.
 	Remove(ctx context.Context, cache string, keys [][]byte) error
@@ -57,11 +48,6 @@ type Backend interface {
 // base path (WithBasePath, default "/_groupcache/"), or let Serve do it. A GET of the base path
 // with "Connection: Upgrade" and "Upgrade: groupcache/2" is hijacked and becomes a connection of
 // frames (docs/protocol.md); anything else gets a plain-text HTTP error.
-//
-// On a connection, the Server answers at once what the Backend holds in memory (GetInline, Peek,
-// PeekMany) and a refusal, and serves every other request on a goroutine of its own, at most
-// MaxConnRequests at once per connection, replying in the order replies are ready. Replies ready
-// together go out in one write.
 type Server struct {
 	backend       Backend
 	basePath      string
@@ -112,32 +98,25 @@ func (c *connCounters) addTo(dst *connCounters) {
 
 // ServerStats are counters of a Server since NewServer.
 type ServerStats struct {
-	// Requests is the number of request frames received. A batch request (GetMany, PeekMany,
-	// Remove) counts once, whatever its number of keys.
+	// Requests counts the request frames received (a batch counts once); ByOp splits them by op,
+	// indexed by Op (frames that did not parse count in Requests only).
 	Requests int64
-	// ByOp splits Requests by op, indexed by Op (ByOp[OpGetMany] is the number of GetMany
-	// requests). Frames the server could not parse count in Requests only.
-	ByOp [maxOp + 1]int64
-	// ByStatus splits the replies by status, indexed by Status: ByStatus[StatusOK] counts
-	// values, batches (whatever their entries say) and acknowledgments, ByStatus[StatusNotFound]
-	// the not-found answers, and so on. Every request gets one reply, unless its connection ended
-	// first.
+	ByOp     [maxOp + 1]int64
+	// ByStatus counts the replies by status, indexed by Status (StatusOK for values, batches
+	// and acknowledgments); every request gets one, unless its connection ended first.
 	ByStatus [maxStatus + 1]int64
-	// Panics is the number of Backend panics (answered with StatusInternal).
+	// Panics counts the Backend's panics (answered with StatusInternal).
 	Panics int64
 	// BytesIn and BytesOut count the bytes of frames read and written, prefixes included.
 	BytesIn, BytesOut int64
-	// ActiveConns is the number of connections open now; Conns the number accepted since
-	// NewServer.
+	// ActiveConns is the number of connections open now; Conns the number accepted.
 	ActiveConns, Conns int64
-	// Detached is the number of requests served on a goroutine of their own (a load, a write, a
-	// GetMany) rather than answered at once on their connection's goroutine (a hit, a Peek, a
-	// refusal).
+	// Detached counts the requests served on a goroutine of their own (a load, a write, a batch)
+	// rather than answered at once on their connection's (a hit, a Peek, a refusal).
 	Detached int64
 }
 
-// NewServer returns a Server that serves from b. Options are checked; the first invalid one is
-// returned as an error matching ErrInvalidOption.
+// NewServer returns a Server that serves from b, or an error matching ErrInvalidOption.
 func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
 	if b == nil {
 		return nil, optionError("NewServer", "nil Backend")
@@ -222,9 +201,8 @@ func hasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// Serve accepts connections on l and serves s at its base path with an http.Server until Close,
-// then returns http.ErrServerClosed. Any other error of the http.Server is returned as is. l is
-// closed when Serve returns.
+// Serve serves s at its base path on l with an http.Server until Close, and then returns
+// http.ErrServerClosed (or another error of the http.Server). l is closed when Serve returns.
 func (s *Server) Serve(l net.Listener) error {
 	srv := &http.Server{
 		Handler:           s,
@@ -247,11 +225,9 @@ func (s *Server) Serve(l net.Listener) error {
 	return err
 }
 
-// Close stops the server: it closes the listeners of Serve with their connections, closes every
-// upgraded connection, cancels the contexts passed to the Backend, and waits until every
-// ServeHTTP call of this server has returned (so every request it was serving has ended).
-// Requests that arrive through another http.Server after Close get HTTP 503. Close is idempotent
-// and always returns nil.
+// Close stops the server: it closes Serve's listeners and every connection, cancels the contexts
+// passed to the Backend, and waits until every request it was serving has ended. Requests that
+// come through another http.Server afterwards get HTTP 503. It is idempotent and returns nil.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if !s.closed {

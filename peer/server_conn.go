@@ -13,14 +13,11 @@ import (
 	"time"
 )
 
-// A connection on the server side. Its goroutine reads request frames and answers at once what
-// it can (a refusal, a Peek or PeekMany, a Get the Backend answers inline); it serves any other
-// request on a goroutine of its own, at most MaxConnRequests at once, and waits for one to end
-// before it reads on. Replies are appended to the pending ones as they are ready; whoever finds
-// no write in progress writes them all (and those that come meanwhile), in one write, or one
-// writev when large values are among them. The connection's goroutine writes only when no further
-// request frame is whole in its read buffer, so the replies to the requests of one read go out
-// together.
+// serverConn is a connection on the server side. Its goroutine answers at once what it can (a
+// refusal, a Peek or PeekMany, a Get the Backend answers inline) and serves any other request on
+// a goroutine of its own, at most MaxConnRequests at once. Whoever finds no write in progress
+// writes all pending replies; the connection's goroutine writes only when no further request is
+// whole in its read buffer, so the replies to the requests of one read go out together.
 type serverConn struct {
 	s       *Server
 	nc      net.Conn
@@ -41,13 +38,12 @@ type serverConn struct {
 	spare      []byte // the buffer of the write in progress, for the replies after it
 	largeSpare []cut
 
-	// The writer's (whoever holds writing).
-	iov    net.Buffers
+	iov    net.Buffers // the writer's (whoever holds writing)
 	iovw   net.Buffers // what WriteTo consumes (a field, so that it does not escape per write)
 	wArmed time.Time   // when the write deadline was last pushed
 }
 
-// cut is a large value to be written at offset at of the pending replies, right after its head.
+// cut is a large value to be written at offset at of the pending replies, after its head.
 type cut struct {
 	at   int
 	data []byte
@@ -55,11 +51,8 @@ type cut struct {
 
 const (
 	serverReadBuffer = 8 << 10
-	// Replies with values up to smallReply bytes are copied into the pending replies; larger
-	// values are written with writev from where they lie.
-	smallReply = 16 << 10
-	// Buffers grown past keepBuffer for one frame are dropped after it.
-	keepBuffer = 64 << 10
+	smallReply       = 16 << 10 // larger values are written by writev from where they lie
+	keepBuffer       = 64 << 10 // buffers grown past it for one frame are dropped after it
 )
 
 // upgrade hijacks the connection of an upgrade request, answers 101 and serves it until it ends.
@@ -95,9 +88,7 @@ func (s *Server) upgrade(w http.ResponseWriter) {
 		return
 	}
 	c.serve()
-	// Replies still to come have nobody to read them: drop them, end the requests in progress
-	// and wait for them.
-	c.mu.Lock()
+	c.mu.Lock() // replies still to come have nobody to read them
 	c.broken = true
 	c.mu.Unlock()
 	cancel()
@@ -160,8 +151,7 @@ func (c *serverConn) serve() {
 	}
 }
 
-// refuseFrame answers a request frame of n bytes, over the server's limit, and leaves: a frame of
-// any length cannot be skipped safely.
+// refuseFrame answers a request frame of n bytes over the limit: a frame cannot be skipped safely.
 func (c *serverConn) refuseFrame(n int, id uint32) {
 	c.st.requests.Add(1)
 	c.s.log.Debug("peer: refused a request frame", "bytes", n, "limit", c.s.reqFrameMax)
@@ -171,8 +161,8 @@ func (c *serverConn) refuseFrame(n int, id uint32) {
 	c.flush()
 }
 
-// readRequest reads an n-byte request frame: peeked in br's buffer (peeked true: discard it once
-// done with it), or for a frame longer than that buffer read into rbuf.
+// readRequest reads an n-byte request frame: peeked in br's buffer (to discard once done), or, if
+// longer, read into rbuf.
 func (c *serverConn) readRequest(n int) (frame []byte, peeked bool, err error) {
 	if n <= c.br.Size() {
 		frame, err = c.br.Peek(n)
@@ -183,8 +173,8 @@ func (c *serverConn) readRequest(n int) (frame []byte, peeked bool, err error) {
 }
 
 // handle answers the request frame with the given id at once if it can, or starts a goroutine
-// that serves it. owned says the frame lies in c.rbuf, which the goroutine may take instead of a
-// copy. It reports false when the connection ends while it waits for room for a goroutine.
+// that serves it (taking c.rbuf when owned, else a copy of the frame). It reports false when the
+// connection ends while it waits for room.
 func (c *serverConn) handle(id uint32, frame []byte, owned bool) bool {
 	s := c.s
 	c.st.requests.Add(1)
@@ -270,9 +260,8 @@ func (c *serverConn) serveDetached(id uint32, frame []byte) {
 	c.flush()
 }
 
-// reply appends the reply to the request with the given id to the pending replies (or drops it
-// when the connection ends). A value over smallReply bytes is not copied: it is written from
-// where it lies.
+// reply appends the reply to the request with the given id to the pending replies (a value over
+// smallReply bytes is written from where it lies), or drops it when the connection ends.
 func (c *serverConn) reply(id uint32, r *Response) {
 	c.st.byStatus[r.Status].Add(1)
 	c.mu.Lock()
@@ -293,8 +282,7 @@ func (c *serverConn) reply(id uint32, r *Response) {
 	c.wbuf = buf
 }
 
-// flush writes the pending replies, and those that come meanwhile, unless a write is in progress,
-// whose writer writes them.
+// flush writes the pending replies, and those that come meanwhile, unless a write is in progress.
 func (c *serverConn) flush() {
 	c.mu.Lock()
 	if c.writing {
@@ -325,8 +313,7 @@ func (c *serverConn) flush() {
 	c.mu.Unlock()
 }
 
-// write writes buf with the values of large inserted at their offsets, in one system call where
-// it can. Only the holder of writing calls it.
+// write writes buf with the values of large inserted at their offsets; the writer's.
 func (c *serverConn) write(buf []byte, large []cut) error {
 	if now := time.Now(); now.Sub(c.wArmed) >= c.s.idleTimeout/16 {
 		_ = c.nc.SetWriteDeadline(now.Add(c.s.idleTimeout))
@@ -352,8 +339,8 @@ func (c *serverConn) write(buf []byte, large []cut) error {
 	return err
 }
 
-// armRead pushes the connection's read deadline to now + the idle timeout, at most every 1/16 of
-// it unless force is set. Only the connection's goroutine calls it.
+// armRead pushes the read deadline to now + the idle timeout, at most every 1/16 of it unless
+// force is set.
 func (c *serverConn) armRead(force bool) {
 	now := time.Now()
 	if force || now.Sub(c.armedAt) >= c.s.idleTimeout/16 {
@@ -363,8 +350,7 @@ func (c *serverConn) armRead(force bool) {
 }
 
 // nextBuffered reports whether br holds a whole request frame (or the prefix of one over the
-// limit, which is refused without reading it), so the next request can be answered before the
-// replies are written.
+// limit), to answer before the replies are written.
 func (c *serverConn) nextBuffered() bool {
 	b := c.br.Buffered()
 	if b < prefixLen {
@@ -375,10 +361,9 @@ func (c *serverConn) nextBuffered() bool {
 	return n > c.s.reqFrameMax || b-prefixLen >= n
 }
 
-// fillFrame reads from r until buf holds n bytes, and returns it (buf's progress survives an
-// error). It reads into buf's memory when n fits in its capacity. New memory is allocated exactly
-// n bytes long, but for n over 1 MiB it grows in steps as the bytes arrive, so that memory is
-// committed only as fast as a peer actually sends bytes, not on the word of its length prefix.
+// fillFrame reads from r until buf holds n bytes, into buf's memory when n fits, else into new
+// memory exactly n bytes long that, for n over 1 MiB, grows in steps as the bytes arrive: memory
+// is committed only as fast as a peer sends bytes, not on the word of its length prefix.
 func fillFrame(r io.Reader, buf []byte, n int) ([]byte, error) {
 	const step = 1 << 20
 	for len(buf) < n {

@@ -7,25 +7,21 @@ import (
 	"github.com/klauspost/compress/s2"
 )
 
-// DefaultCompressThreshold is the length from which Compress tries to compress a value when it is
-// passed a threshold of 0. A shorter value fits, with its frame, in one TCP segment of an Ethernet
-// path (MSS 1448), so compressing it saves no packet and only costs the caller a decode (figures
-// in docs/benchmarks.md, "Compression").
+// DefaultCompressThreshold is the length from which Compress compresses by default: a shorter
+// value fits, with its frame, in one TCP segment (docs/benchmarks.md, "Compression").
 const DefaultCompressThreshold = 1400
 
-// Value is a value as it travels: encoded by the cache's codec and maybe compressed. A compressed
-// value is one S2 block (github.com/klauspost/compress/s2, block format): its header states the
-// decoded length, so a receiver checks that length against its limit before it inflates anything.
+// Value is a value as it travels: encoded by the cache's codec and maybe compressed, as one S2
+// block whose header states the decoded length, checked before anything is inflated.
 type Value struct {
 	Data       []byte // the encoded value, or its compressed form
 	Compressed bool   // Data is an S2 block
 	Expires    int64  // the absolute deadline of the value in unix nanoseconds; 0: never
 }
 
-// Compress returns raw as a Value, compressed with S2 when len(raw) >= threshold and the
-// compressed form is smaller. A threshold of 0 means DefaultCompressThreshold; a negative one
-// never compresses. The uncompressed Value aliases raw; a compressed one owns its Data. An owner
-// keeps the result and serves it many times: a hot value is compressed once, not per request.
+// Compress returns raw as a Value, compressed with S2 when len(raw) >= threshold (0 means
+// DefaultCompressThreshold, a negative one never) and that makes it smaller. An uncompressed Value
+// aliases raw. An owner compresses a value once and serves the result many times.
 func Compress(raw []byte, threshold int) Value {
 	if threshold == 0 {
 		threshold = DefaultCompressThreshold
@@ -44,10 +40,9 @@ func Compress(raw []byte, threshold int) Value {
 	return Value{Data: enc, Compressed: true}
 }
 
-// Raw returns the decoded bytes of v: v.Data itself when v is not compressed, a new slice when it
-// is. limit bounds the decoded length (0 or negative means DefaultMaxValueBytes); a value over it
-// is refused with StatusTooLarge, and for a compressed value this is decided from its header
-// before anything is inflated. Malformed compressed data gives an error matching ErrProtocol.
+// Raw returns the decoded bytes of v: v.Data when v is not compressed, new memory when it is. A
+// value over limit (0 means DefaultMaxValueBytes) is refused with StatusTooLarge before anything
+// is inflated; malformed compressed data gives an error matching ErrProtocol.
 func (v Value) Raw(limit int) ([]byte, error) {
 	return v.RawInto(nil, limit)
 }
@@ -98,11 +93,9 @@ const (
 	fullLen      = 2 + 1 + len(batchFullMsg) // the length of such an entry
 )
 
-// AppendBatch appends the batch body of rs (the value of a successful GetMany or PeekMany reply:
-// the entry count, then one entry per result) to dst. A Result with a nil Err is an entry with
-// StatusOK and its value; otherwise the entry carries the status and message of an *Error as
-// ParseBatch returns them, or the status and message a Server answers Err with. Like
-// AppendRequest, it does not check limits.
+// AppendBatch appends the batch body of rs (the value of a GetMany or PeekMany reply: the entry
+// count, then one entry per result) to dst, unchecked. An entry carries its Result's value, or
+// the status and message of its Err as ParseBatch returns them, or as a Server answers them.
 func AppendBatch(dst []byte, rs []Result) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(rs)))
 	for i := range rs {
@@ -112,8 +105,7 @@ func AppendBatch(dst []byte, rs []Result) []byte {
 	return dst
 }
 
-// errorEntry returns the status and message of the entry for a result's error: those of an
-// *Error as ParseBatch returns them, as they are; else what a Server answers the error with.
+// errorEntry returns the status and message of a result's entry (see AppendBatch).
 func errorEntry(err error) (Status, string) {
 	if err == nil {
 		return StatusOK, ""
@@ -144,14 +136,10 @@ func entryLen(st Status, v *Value, msg string) int {
 	return 2 + uvarintLen(uint64(len(v.Data))) + len(v.Data)
 }
 
-// ParseBatch parses the batch body of a GetMany or PeekMany reply that answers a request for n
-// keys. It is strict like ParseResponse, so a body whose results all carry the peer's answers
-// re-encodes (AppendBatch) to the same bytes. A body that is malformed (truncated, trailing bytes,
-// an entry count other than n, an entry with an unknown status or StatusBadVersion, unknown flags,
-// flags without a value, a zero expiry, a message over MaxMessageBytes, a malformed S2 header) is
-// refused with an error matching ErrProtocol. An entry whose value is over lim.MaxValueBytes (a
-// compressed one's decoded length included) fails alone, with StatusTooLarge: the body is well
-// formed. It never panics. The returned values' Data alias body.
+// ParseBatch parses the batch body of a GetMany or PeekMany reply answering n keys, strictly as
+// ParseResponse; a malformed body (an entry count other than n included) is refused with an error
+// matching ErrProtocol. An entry whose value is over lim (decoded, for a compressed one) fails
+// alone, with StatusTooLarge. It never panics. The values' Data alias body.
 func ParseBatch(body []byte, n int, lim Limits) ([]Result, error) {
 	return parseBatch(body, n, lim.withDefaults().MaxValueBytes)
 }
@@ -226,11 +214,9 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	return b[vlen:], nil
 }
 
-// appendBatchReply appends the batch body a Server sends for rs to dst: each result checked as a
-// Get reply is (a value over lim.MaxValueBytes becomes StatusTooLarge, a malformed compressed one
-// StatusInternal), and, from the first entry that would take the reply frame over
-// lim.MaxFrameBytes on, StatusOverloaded entries with batchFullMsg. ok is false when even a reply
-// of such entries only would be over the limit.
+// appendBatchReply appends the batch body a Server sends for rs to dst: each value checked as a
+// Get reply's, and from the first entry that would take the frame over lim.MaxFrameBytes on,
+// StatusOverloaded entries with batchFullMsg. ok is false when even those would not fit.
 func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool) {
 	// The reply frame is the header, an empty message, the body's length and the body.
 	budget := lim.MaxFrameBytes - (headerLen + 1 + uvarintLen(uint64(lim.MaxFrameBytes)))
@@ -267,8 +253,7 @@ func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool
 }
 
 // replyStatus returns the status and message a Server answers a Backend's error with: the status
-// the error maps to, and its text (cut to MaxMessageBytes; for an *Error, without the status it
-// states) except for StatusNotFound.
+// it maps to and its text (an *Error's without its status; none for StatusNotFound).
 func replyStatus(err error) (Status, string) {
 	st := statusOf(err)
 	if st == StatusNotFound {
@@ -280,9 +265,7 @@ func replyStatus(err error) (Status, string) {
 	return st, cutMessage(err.Error())
 }
 
-// checkOutgoing checks a value a Server is about to send: StatusTooLarge when it (or, for a
-// compressed value, its decoded length) is over lim.MaxValueBytes, StatusInternal when it is
-// compressed with a malformed S2 header.
+// checkOutgoing checks a value a Server is about to send against lim.
 func checkOutgoing(v *Value, lim Limits) (Status, string) {
 	n := len(v.Data)
 	if v.Compressed {
