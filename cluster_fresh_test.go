@@ -438,13 +438,13 @@ func hostilePeer(t *testing.T, reply func(req peer.Request) []byte) string {
 				if _, err := http.ReadRequest(br); err != nil {
 					return
 				}
-				io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+peer.UpgradeProtocol+"\r\n\r\n")
+				io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+peer.UpgradeToken+"\r\n\r\n")
 				for {
-					var hdr [4]byte
+					var hdr [8]byte // the frame's length, and its request id
 					if _, err := io.ReadFull(br, hdr[:]); err != nil {
 						return
 					}
-					frame := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+					frame := make([]byte, binary.BigEndian.Uint32(hdr[:4]))
 					if _, err := io.ReadFull(br, frame); err != nil {
 						return
 					}
@@ -453,7 +453,7 @@ func hostilePeer(t *testing.T, reply func(req peer.Request) []byte) string {
 						return
 					}
 					out := reply(req)
-					if _, err := nc.Write(binary.BigEndian.AppendUint32(nil, uint32(len(out)))); err != nil {
+					if _, err := nc.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(out))), hdr[4:]...)); err != nil {
 						return
 					}
 					if _, err := nc.Write(out); err != nil {

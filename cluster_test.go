@@ -503,7 +503,7 @@ func TestClusterSlowLoadDoesNotStallOwnersHits(t *testing.T) {
 	default:
 	}
 	st := cl.Nodes[0].Stats().Client
-	if st.MuxConns == 0 || st.Dials > 2 {
+	if st.OpenConns == 0 || st.Dials > 2 {
 		t.Errorf("node 0's requests did not share multiplexed connections: %+v", st)
 	}
 	if got := log.total.Load(); got != loads+1 {

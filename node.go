@@ -442,8 +442,6 @@ func (n *Node) Handler() http.Handler { return n.server }
 // http.ErrServerClosed.
 func (n *Node) Serve(l net.Listener) error { return n.server.Serve(l) }
 
-// ListenAndServe listens on addr (usually the node's own address) and answers peers until Close.
-func (n *Node) ListenAndServe(addr string) error { return n.server.ListenAndServe(addr) }
 
 // NodeStats are the counters of a node's transport: what its server answered to peers and what its
 // client asked them.
@@ -484,7 +482,7 @@ func (n *Node) Close() error {
 // nodeBackend is the node's face towards its server: it finds the named cache.
 type nodeBackend struct{ n *Node }
 
-var _ peer.InlineBackend = nodeBackend{}
+var _ peer.Backend = nodeBackend{}
 
 func (b nodeBackend) Get(ctx context.Context, cache string, key []byte) (peer.Value, error) {
 	c, err := b.cache(cache)
