@@ -442,7 +442,6 @@ func (n *Node) Handler() http.Handler { return n.server }
 // http.ErrServerClosed.
 func (n *Node) Serve(l net.Listener) error { return n.server.Serve(l) }
 
-
 // NodeStats are the counters of a node's transport: what its server answered to peers and what its
 // client asked them.
 type NodeStats struct {
