@@ -194,8 +194,8 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		return nil, err
 	}
 	if !ok {
-		if keys, err = codec.Key[K](); err != nil {
-			return nil, fmt.Errorf("%w %s: use WithKeyCodec (%v)", ErrNoKeyCodec, kType, err)
+		if keys, ok = codec.Key[K](); !ok {
+			return nil, fmt.Errorf("%w %s: only string and integer kinds have one; use WithKeyCodec", ErrNoKeyCodec, kType)
 		}
 	}
 	sizer, _, err := typed[func(V) int64](s.sizer, "value", vType)
@@ -291,7 +291,7 @@ func (c *Cache[K, V]) Name() string { return c.name }
 // waiting at once and gets ctx's error, while the load goes on for the other callers. Errors: the
 // loader's own error (so errors.Is(err, ErrNotFound) works; a remote owner's not-found matches
 // ErrNotFound too), ErrLoadTimeout, *PanicError, ErrInvalidKey, ErrClosed, ctx's error, a decoding
-// error (codec.ErrDecode) for a peer's value that this cache's codec cannot read; and for a value
+// error (*codec.Error) for a peer's value that this cache's codec cannot read; and for a value
 // above the per-value limit, the value itself together with a *TooLargeError (it is not cached).
 func (c *Cache[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if c.closed.Load() {

@@ -274,7 +274,7 @@ func TestClusterCodecMismatchIsADecodeError(t *testing.T) {
 	}
 	defer ints.Close()
 	v, err := strs.Get(context.Background(), keyOwnedBy(t, cl, 1))
-	if !errors.Is(err, codec.ErrDecode) || v != "" {
+	if ce, ok := errors.AsType[*codec.Error](err); !ok || ce.Op != "decode" || v != "" {
 		t.Fatalf("Get = %q, %v; want a decode error", v, err)
 	}
 }
