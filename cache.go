@@ -492,8 +492,8 @@ func (c *Cache[K, V]) put(s *store.Store[K, item[V]], key K, it item[V], size, e
 	if c.closed.Load() || !c.current(st) {
 		return
 	}
-	// The only error is a size above the store's bound, which maxValue rules out.
-	_ = s.Set(key, it, size, expires)
+	// Set stores it: maxValue rules out a size above the store's bound.
+	s.Set(key, it, size, expires)
 	if c.closed.Load() || !c.current(st) {
 		s.Remove(key)
 	}
