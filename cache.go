@@ -52,6 +52,7 @@ type Cache[K comparable, V any] struct {
 	promoter    Promoter                 // decides what enters hot; nil without a node
 	node        *Node                    // nil: the cache works alone
 	flights     *fill.Group[K, V]
+	timeoutErr  error // what a load past loadTimeout returns: matches ErrLoadTimeout
 	ttl         time.Duration
 	jitter      float64
 	negativeTTL time.Duration
@@ -240,7 +241,7 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		keys:        keys,
 		sizer:       sizer,
 		node:        s.node,
-		flights:     fill.New[K, V](s.loadTimeout),
+		timeoutErr:  fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", name, s.loadTimeout, ErrLoadTimeout),
 		ttl:         s.ttl,
 		jitter:      s.jitter,
 		negativeTTL: s.negativeTTL,
@@ -254,6 +255,7 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		clock:       clock,
 		log:         log.With(slog.String("cache", name)),
 	}
+	c.flights = fill.New[K, V](s.loadTimeout, c.timeoutErr)
 	c.batch, _ = loader.(BatchLoader[K, V])
 	if hotBytes > 0 {
 		if c.hot, err = store.New[K, item[V]](store.Config[K]{MaxBytes: hotBytes, Shards: s.shards, Now: now}); err != nil {
@@ -335,13 +337,14 @@ func (c *Cache[K, V]) miss(ctx context.Context, key K) (V, error) {
 	if shared {
 		c.dedup.Add(1)
 	}
-	return v, c.timeout(err)
+	return v, c.flightErr(err)
 }
 
-// timeout turns the single flight's timeout into this package's ErrLoadTimeout.
-func (c *Cache[K, V]) timeout(err error) error {
-	if err != nil && errors.Is(err, fill.ErrTimeout) {
-		return fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
+// flightErr translates an error of the single flight into this package's names: a panic the
+// flight recovered becomes a *PanicError (the timeout is c.timeoutErr already).
+func (c *Cache[K, V]) flightErr(err error) error {
+	if pe, ok := errors.AsType[*fill.PanicError](err); ok {
+		return &PanicError{Value: pe.Value, Stack: pe.Stack}
 	}
 	return err
 }
@@ -432,7 +435,7 @@ func (c *Cache[K, V]) loadNew(ctx context.Context, key K, kb []byte, forPeer, de
 func (c *Cache[K, V]) loadFailed(ctx context.Context, s *store.Store[K, item[V]], key K, kb []byte, err error, st stamp) error {
 	c.loadErrors.Add(1)
 	if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
+		return c.timeoutErr
 	}
 	if errors.Is(err, ErrNotFound) {
 		c.notFound(s, key, kb, err, c.negativeTTL, st)

@@ -227,7 +227,7 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 	if shared {
 		c.dedup.Add(1)
 	}
-	if err = c.timeout(err); err != nil {
+	if err = c.flightErr(err); err != nil {
 		return peer.Value{}, wireError(err)
 	}
 	if !shared && loaded != nil {

@@ -148,7 +148,7 @@ func (c *Cache[K, V]) refresh(key K) {
 			_, err, _ = c.flights.Do(context.Background(), key, func(ctx context.Context) (V, error) {
 				return c.fill(ctx, key, kb, false)
 			})
-			err = c.timeout(err)
+			err = c.flightErr(err)
 		}
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			c.fresh.refreshErrors.Add(1)

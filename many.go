@@ -71,7 +71,7 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) []Result[V] {
 			if r.Shared {
 				c.dedup.Add(1)
 			}
-			res[places[j]] = Result[V]{Value: r.Val, Err: c.timeout(r.Err)}
+			res[places[j]] = Result[V]{Value: r.Val, Err: c.flightErr(r.Err)}
 		}
 	}
 	for i, k := range keys {
@@ -280,7 +280,7 @@ func (c *Cache[K, V]) loadMany(ctx context.Context, b *batch[K, V], idx []int, f
 		if err != nil {
 			c.loadErrors.Add(int64(len(chunk)))
 			if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				err = fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
+				err = c.timeoutErr
 			}
 			for _, i := range chunk {
 				b.set(i, zero, err)
@@ -375,7 +375,7 @@ func (c *Cache[K, V]) serveMany(ctx context.Context, kbs [][]byte) ([]peer.Resul
 			if r.Shared {
 				c.dedup.Add(1)
 			}
-			if err := c.timeout(r.Err); err != nil {
+			if err := c.flightErr(r.Err); err != nil {
 				res[i].Err = wireError(err)
 				continue
 			}

@@ -92,7 +92,7 @@ func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers
 			// After an error of this caller's fetch the buffers may still be written into: they
 			// are dropped.
 			if err == nil || !c.canFallBack(ctx, owner, err) {
-				return v, nil, c.timeout(err)
+				return v, nil, c.flightErr(err)
 			}
 			// Get's path: the owner is now marked down (or asked once more) and the key loaded
 			// here, once for all callers.

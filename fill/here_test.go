@@ -19,7 +19,7 @@ func goid() string {
 }
 
 func TestDoHereRunsInCallerOnlyWhenCtxCannotEnd(t *testing.T) {
-	g := New[string, string](time.Second)
+	g := New[string, string](time.Second, nil)
 	tests := []struct {
 		name   string
 		ctx    context.Context
@@ -48,7 +48,7 @@ func TestDoHereRunsInCallerOnlyWhenCtxCannotEnd(t *testing.T) {
 }
 
 func TestDoHereWaitersJoin(t *testing.T) {
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	const waiters = 100
 	var calls atomic.Int64
 	release := make(chan struct{})
@@ -99,7 +99,7 @@ func TestDoHereWaitersJoin(t *testing.T) {
 }
 
 func TestDoHereTimeout(t *testing.T) {
-	g := New[string, int](20 * time.Millisecond)
+	g := New[string, int](20*time.Millisecond, nil)
 	_, err, _ := g.DoHere(context.Background(), "k", func(ctx context.Context) (int, error) {
 		d, ok := ctx.Deadline()
 		if !ok || ctx.Done() != nil || ctx.Err() != nil {
@@ -114,7 +114,7 @@ func TestDoHereTimeout(t *testing.T) {
 		}
 		return 0, lctx.Err()
 	})
-	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, timeoutError{}) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
 	}
 	if g.InFlight() != 0 {
@@ -123,7 +123,7 @@ func TestDoHereTimeout(t *testing.T) {
 }
 
 func TestDoHerePanic(t *testing.T) {
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	_, err, _ := g.DoHere(context.Background(), "k", func(context.Context) (int, error) { panic("boom") })
 	var pe *PanicError
 	if !errors.As(err, &pe) || pe.Value != "boom" {

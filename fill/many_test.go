@@ -67,7 +67,7 @@ func flightsLeft[K comparable, V any](g *Group[K, V]) int {
 }
 
 func TestDoManyLoadsClaimedKeysInOneCall(t *testing.T) {
-	g := New[string, string](time.Minute)
+	g := New[string, string](time.Minute, nil)
 	errB := errors.New("no b")
 	var calls atomic.Int32
 	keys := []string{"a", "b", "c"}
@@ -103,7 +103,7 @@ func TestDoManyLoadsClaimedKeysInOneCall(t *testing.T) {
 }
 
 func TestDoManyJoinsRunningDo(t *testing.T) {
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	started := make(chan context.Context, 1)
 	release := make(chan struct{})
 	do := goDo(context.Background(), g, "b", blocking(20, started, release))
@@ -135,7 +135,7 @@ func TestDoManyJoinsRunningDo(t *testing.T) {
 }
 
 func TestDoManyIsJoinedByDoAndDoHere(t *testing.T) {
-	g := New[string, int](time.Minute)
+	g := New[string, int](time.Minute, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
 	batch := goDoMany(context.Background(), g, []string{"a", "b"}, blockingBatch(calls, release))
@@ -166,7 +166,7 @@ func TestDoManyIsJoinedByDoAndDoHere(t *testing.T) {
 }
 
 func TestDoManyJoinsAnotherDoMany(t *testing.T) {
-	g := New[int, int](0)
+	g := New[int, int](0, nil)
 	calls := make(chan batchCall[int, int], 2)
 	release := make(chan struct{})
 	first := goDoMany(context.Background(), g, []int{1, 2}, blockingBatch(calls, release))
@@ -197,7 +197,7 @@ func TestDoManyOverlappingLoadsEachKeyOnce(t *testing.T) {
 		callers  = 48
 		maxBatch = 16
 	)
-	g := New[int, int](0)
+	g := New[int, int](0, nil)
 	var loads [keys]atomic.Int32
 	release := make(chan struct{})
 	batchFn := func(_ context.Context, ks []int, set setFunc[int]) {
@@ -262,7 +262,7 @@ func TestDoManyOverlappingLoadsEachKeyOnce(t *testing.T) {
 }
 
 func TestDoManyReleasesEachKeyWhenSet(t *testing.T) {
-	g := New[string, string](0)
+	g := New[string, string](0, nil)
 	calls := make(chan batchCall[string, string], 1)
 	release := make(chan struct{})
 	batch := goDoMany(context.Background(), g, []string{"fast", "slow"}, blockingBatch(calls, release))
@@ -305,8 +305,8 @@ func TestDoManyUnsetKeys(t *testing.T) {
 		{"returns", func(_ context.Context, _ []int, set setFunc[int]) {
 			set(1, 10, nil)
 		}, func(t *testing.T, err error) {
-			if err != ErrNoResult {
-				t.Errorf("err = %v, want ErrNoResult", err)
+			if err != errNoResult {
+				t.Errorf("err = %v, want errNoResult", err)
 			}
 		}},
 		{"panics", func(_ context.Context, _ []int, set setFunc[int]) {
@@ -342,7 +342,7 @@ func TestDoManyUnsetKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := New[int, int](time.Minute)
+			g := New[int, int](time.Minute, nil)
 			var set setFunc[int]
 			res := g.DoMany(context.Background(), []int{0, 1, 2}, func(ctx context.Context, keys []int, s setFunc[int]) {
 				set = s
@@ -369,7 +369,7 @@ func TestDoManyUnsetKeys(t *testing.T) {
 }
 
 func TestDoManyDoubleSetIgnored(t *testing.T) {
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	res := g.DoMany(context.Background(), []string{"a"}, func(_ context.Context, _ []string, set setFunc[int]) {
 		set(0, 1, nil)
 		set(0, 2, errors.New("second set"))
@@ -380,7 +380,7 @@ func TestDoManyDoubleSetIgnored(t *testing.T) {
 }
 
 func TestDoManyCallerLeaves(t *testing.T) {
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
 	defer close(release)
@@ -434,7 +434,7 @@ func TestDoManyCallerLeaves(t *testing.T) {
 }
 
 func TestDoManyCallerLeavesOthersGetValue(t *testing.T) {
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -463,7 +463,7 @@ func TestDoManyCallerLeavesOthersGetValue(t *testing.T) {
 }
 
 func TestDoManyAllCallersLeaveCancels(t *testing.T) {
-	g := New[int, int](0)
+	g := New[int, int](0, nil)
 	ctxDone := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{})
@@ -500,14 +500,14 @@ func TestDoManyTimeout(t *testing.T) {
 		}},
 		{"fn sets ctx.Err", func(ctx context.Context, set setFunc[int], late <-chan struct{}) {
 			<-ctx.Done()
-			// Races with the timeout's own finishing of the key: both report ErrTimeout.
+			// Races with the timeout's own finishing of the key: both report timeoutError{}.
 			set(1, 0, fmt.Errorf("query: %w", ctx.Err()))
 			<-late // c is left to the timeout, not to fn's return
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := New[string, int](10 * time.Millisecond)
+			g := New[string, int](10*time.Millisecond, nil)
 			late := make(chan struct{})
 			fnCtx := make(chan context.Context, 1)
 			returned := make(chan struct{})
@@ -521,8 +521,8 @@ func TestDoManyTimeout(t *testing.T) {
 				t.Errorf("key set in time = %+v", res[0])
 			}
 			for _, r := range res[1:] {
-				if !errors.Is(r.Err, ErrTimeout) || !errors.Is(r.Err, context.DeadlineExceeded) {
-					t.Errorf("unset key = %+v, want ErrTimeout", r)
+				if !errors.Is(r.Err, timeoutError{}) || !errors.Is(r.Err, context.DeadlineExceeded) {
+					t.Errorf("unset key = %+v, want timeoutError{}", r)
 				}
 			}
 			if err := recv(t, fnCtx).Err(); err != context.DeadlineExceeded {
@@ -539,12 +539,12 @@ func TestDoManyTimeout(t *testing.T) {
 }
 
 func TestDoManyTimeoutFnNeverReturns(t *testing.T) {
-	g := New[int, int](5 * time.Millisecond)
+	g := New[int, int](5*time.Millisecond, nil)
 	release := make(chan struct{})
 	res := g.DoMany(context.Background(), []int{1, 2}, func(context.Context, []int, setFunc[int]) { <-release })
 	for _, r := range res {
-		if !errors.Is(r.Err, ErrTimeout) {
-			t.Errorf("DoMany = %+v, want ErrTimeout", r)
+		if !errors.Is(r.Err, timeoutError{}) {
+			t.Errorf("DoMany = %+v, want timeoutError{}", r)
 		}
 	}
 	if got := g.InFlight(); got != 1 {
@@ -555,7 +555,7 @@ func TestDoManyTimeoutFnNeverReturns(t *testing.T) {
 }
 
 func TestDoManyDetachedContext(t *testing.T) {
-	g := New[string, int](time.Hour)
+	g := New[string, int](time.Hour, nil)
 	parent, cancel := context.WithTimeout(context.WithValue(context.Background(), ctxKey{}, "value"), 2*time.Hour)
 	defer cancel()
 	before := time.Now()
@@ -571,7 +571,7 @@ func TestDoManyDetachedContext(t *testing.T) {
 }
 
 func TestDoManyNoKeys(t *testing.T) {
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	for _, keys := range [][]string{nil, {}} {
 		if res := g.DoMany(context.Background(), keys, mustNotRunBatch[string, int](t)); len(res) != 0 {
 			t.Errorf("DoMany(%#v) = %+v, want no results", keys, res)
@@ -580,7 +580,7 @@ func TestDoManyNoKeys(t *testing.T) {
 }
 
 func TestDoManyAllJoined(t *testing.T) {
-	g := New[int, int](0)
+	g := New[int, int](0, nil)
 	started := make(chan context.Context, 2)
 	release := make(chan struct{})
 	d1 := goDo(context.Background(), g, 1, blocking(10, started, release))
@@ -602,7 +602,7 @@ func TestDoManyAllJoined(t *testing.T) {
 }
 
 func TestDoManyContextAlreadyDone(t *testing.T) {
-	g := New[int, int](0)
+	g := New[int, int](0, nil)
 	started := make(chan context.Context, 1)
 	release := make(chan struct{})
 	do := goDo(context.Background(), g, 1, blocking(10, started, release))
@@ -623,7 +623,7 @@ func TestDoManyContextAlreadyDone(t *testing.T) {
 }
 
 func TestDoManyDuplicateKeys(t *testing.T) {
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	started := make(chan context.Context, 1)
 	release := make(chan struct{})
 	do := goDo(context.Background(), g, "joined", blocking(7, started, release))
@@ -651,7 +651,7 @@ func TestDoManyDuplicateKeys(t *testing.T) {
 }
 
 func TestDoManyForget(t *testing.T) {
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
 	batch := goDoMany(context.Background(), g, []string{"a"}, blockingBatch(calls, release))
@@ -683,7 +683,7 @@ func TestDoManyForget(t *testing.T) {
 }
 
 func TestDoManyNotCached(t *testing.T) {
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	var calls atomic.Int32
 	fn := func(_ context.Context, keys []string, set setFunc[int]) {
 		n := int(calls.Add(1))
@@ -710,7 +710,7 @@ func TestDoManyStress(t *testing.T) {
 				rounds  = 200
 				keys    = 8
 			)
-			g := New[int, int](timeout)
+			g := New[int, int](timeout, nil)
 			errLoad := errors.New("load failed")
 			var wg sync.WaitGroup
 			check := func(key, v int, err error) {
@@ -720,8 +720,8 @@ func TestDoManyStress(t *testing.T) {
 					if v != key*10 {
 						t.Errorf("key %d = %d, want %d", key, v, key*10)
 					}
-				case errors.Is(err, context.Canceled), errors.Is(err, ErrTimeout), errors.Is(err, errLoad),
-					errors.Is(err, ErrNoResult), errors.As(err, &pe):
+				case errors.Is(err, context.Canceled), errors.Is(err, timeoutError{}), errors.Is(err, errLoad),
+					errors.Is(err, errNoResult), errors.As(err, &pe):
 				default:
 					t.Errorf("key %d: unexpected error %v", key, err)
 				}
@@ -808,7 +808,7 @@ func BenchmarkDoMany(b *testing.B) {
 			suffix = "-timeout"
 		}
 		b.Run("DoMany-100"+suffix, func(b *testing.B) {
-			g := New[string, int](timeout)
+			g := New[string, int](timeout, nil)
 			fn := func(_ context.Context, ks []string, set func(int, int, error)) {
 				for i := range ks {
 					set(i, i, nil)
@@ -823,7 +823,7 @@ func BenchmarkDoMany(b *testing.B) {
 			}
 		})
 		b.Run("Do-x100"+suffix, func(b *testing.B) {
-			g := New[string, int](timeout)
+			g := New[string, int](timeout, nil)
 			load := func(context.Context) (int, error) { return 1, nil }
 			b.ReportAllocs()
 			i := 0
