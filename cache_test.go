@@ -266,27 +266,71 @@ func TestTTLWithFakeClock(t *testing.T) {
 	}
 }
 
+// TestTooLargeValueIsReturnedNotCached checks that a loaded value over the per-value limit is a
+// success for Get, View and GetMany: returned with a nil error, not cached, counted, and logged
+// at most once a minute (by the cache's clock).
 func TestTooLargeValueIsReturnedNotCached(t *testing.T) {
+	t.Parallel()
 	var calls atomic.Int64
 	big := strings.Repeat("x", 2000)
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	logs := &countingHandler{}
 	c := MustNew[string, string]("t", LoaderFunc[string, string](func(_ context.Context, k string) (string, error) {
 		calls.Add(1)
 		return big, nil
-	}), WithMaxValueBytes(1000), WithLogger(discardLogger()))
+	}), WithMaxValueBytes(1000), WithLogger(slog.New(logs)), WithClock(clk))
 	defer c.Close()
-	for i := 0; i < 2; i++ {
-		v, err := c.Get(context.Background(), "k")
-		var tl *TooLargeError
-		if !errors.Is(err, ErrTooLarge) || !errors.As(err, &tl) || tl.Limit != 1000 || tl.Size < 2000 {
-			t.Fatalf("err = %v", err)
-		}
-		if v != big {
-			t.Fatal("the loaded value was not returned with the error")
+	ctx := context.Background()
+	for range 2 {
+		if v, err := c.Get(ctx, "k"); err != nil || v != big {
+			t.Fatalf("Get = %d bytes, %v; want the value and no error", len(v), err)
 		}
 	}
-	if calls.Load() != 2 || c.Stats().Items != 0 || c.Stats().TooLarge != 2 {
+	if err := c.View(ctx, "k", func(v string) error {
+		if v != big {
+			t.Error("View lent another value")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("View = %v", err)
+	}
+	for _, r := range c.GetMany(ctx, []string{"k", "k2"}) {
+		if r.Err != nil || r.Value != big {
+			t.Fatalf("GetMany = %d bytes, %v", len(r.Value), r.Err)
+		}
+	}
+	if calls.Load() != 5 || c.Stats().Items != 0 || c.Stats().TooLarge != 5 {
 		t.Fatalf("calls = %d, stats = %+v: a too-large value must not be cached", calls.Load(), c.Stats())
 	}
+	if n := logs.warnings.Load(); n != 1 {
+		t.Fatalf("%d warnings within a minute, want 1", n)
+	}
+	clk.Advance(59 * time.Second)
+	c.Get(ctx, "k")
+	if n := logs.warnings.Load(); n != 1 {
+		t.Fatalf("%d warnings within a minute, want 1", n)
+	}
+	clk.Advance(time.Second)
+	c.Get(ctx, "k")
+	if n := logs.warnings.Load(); n != 2 {
+		t.Fatalf("%d warnings after a minute, want 2", n)
+	}
+	if err := c.Set(ctx, "k", big); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Set of a value over the limit = %v, want ErrTooLarge", err)
+	}
+}
+
+// countingHandler is a slog.Handler that counts warnings.
+type countingHandler struct{ warnings atomic.Int64 }
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		h.warnings.Add(1)
+	}
+	return nil
 }
 
 func TestInvalidKey(t *testing.T) {
@@ -308,7 +352,7 @@ type pointKey struct{ X, Y int }
 
 func TestKeyCodecs(t *testing.T) {
 	load := LoaderFunc[pointKey, int](func(_ context.Context, p pointKey) (int, error) { return p.X + p.Y, nil })
-	if _, err := New[pointKey, int]("t", load); !errors.Is(err, ErrNoKeyCodec) || !strings.Contains(err.Error(), "WithKeyCodec") {
+	if _, err := New[pointKey, int]("t", load); !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), "WithKeyCodec") {
 		t.Fatalf("struct key without key codec: err = %v", err)
 	}
 	c, err := New[pointKey, int]("t", load, WithKeyCodec(codec.CBOR[pointKey]()))
@@ -336,8 +380,10 @@ func TestInvalidOptions(t *testing.T) {
 		{"max bytes below overhead", l, []Option{WithMaxBytes(1)}},
 		{"max value above max bytes", l, []Option{WithMaxBytes(1 << 20), WithMaxValueBytes(2 << 20)}},
 		{"zero max value", l, []Option{WithMaxValueBytes(0)}},
-		{"shards not a power of two", l, []Option{WithShards(3)}},
-		{"zero shards", l, []Option{WithShards(0)}},
+		{"hot fraction without a node", l, []Option{WithHotFraction(0.25)}},
+		{"hot TTL without a node", l, []Option{WithHotTTL(time.Minute)}},
+		{"promoter without a node", l, []Option{WithPromoter(func(uint64, int) bool { return true })}},
+		{"nil promoter", l, []Option{WithPromoter(nil)}},
 		{"zero load timeout", l, []Option{WithLoadTimeout(0)}},
 		{"negative ttl", l, []Option{WithTTL(-time.Second)}},
 		{"zero key bytes", l, []Option{WithMaxKeyBytes(0)}},

@@ -353,11 +353,8 @@ func TestClusterValuesTravelCompressed(t *testing.T) {
 func TestNodePeerSetChanges(t *testing.T) {
 	cl := testcluster.Start(t, 3)
 	n := cl.Nodes[0]
-	if err := n.SetPeers(cl.Addrs[1], cl.Addrs[2]); !errors.Is(err, groupcache.ErrSelfNotInPeers) {
+	if err := n.SetPeers(cl.Addrs[1], cl.Addrs[2]); !errors.Is(err, groupcache.ErrInvalidOption) {
 		t.Fatalf("SetPeers without self: %v", err)
-	}
-	if err := n.RemovePeers(n.Self()); !errors.Is(err, groupcache.ErrSelfNotInPeers) {
-		t.Fatalf("RemovePeers(self): %v", err)
 	}
 	if err := n.SetPeers(n.Self(), "no-port"); !errors.Is(err, groupcache.ErrInvalidOption) {
 		t.Fatalf("SetPeers with a bad address: %v", err)
@@ -380,9 +377,9 @@ func TestNodePeerSetChanges(t *testing.T) {
 			default:
 			}
 			if i%2 == 0 {
-				n.RemovePeers(cl.Addrs[2])
+				n.SetPeers(cl.Addrs[:2]...)
 			} else {
-				n.AddPeers(cl.Addrs[2])
+				n.SetPeers(cl.Addrs...)
 			}
 		}
 	}()

@@ -258,7 +258,7 @@ func TestSetRemoveClearAlone(t *testing.T) {
 	if v, _ := c.Get(ctx, "a"); v != "kept" {
 		t.Fatalf("Get after cancelled calls = %q", v)
 	}
-	long := string(make([]byte, DefaultMaxKeyBytes+1))
+	long := string(make([]byte, defaultMaxKeyBytes+1))
 	if err := c.Set(ctx, long, "x"); !errors.Is(err, ErrInvalidKey) {
 		t.Fatalf("Set of a long key = %v", err)
 	}
@@ -395,7 +395,7 @@ func TestGetManyAlone(t *testing.T) {
 	for i := 2; i < 27; i++ {
 		keys = append(keys, fmt.Sprint("k", i))
 	}
-	long := string(make([]byte, DefaultMaxKeyBytes+1))
+	long := string(make([]byte, defaultMaxKeyBytes+1))
 	keys = append(keys, long, "k2") // an invalid key, a duplicate
 	l.calls.Store(0)
 	res := c.GetMany(ctx, keys)
