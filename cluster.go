@@ -180,15 +180,14 @@ func (c *Cache[K, V]) decode(raw []byte) (v V, err error) {
 }
 
 // canFallBack reports whether a failed fetch from owner should be answered by a local load, and
-// marks the owner down for the back-off period when the failure was the network's.
+// marks the owner down for the back-off period when the failure was the network's. err is the
+// peer's error, translated (peerErr) or not.
 func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) bool {
 	switch {
 	case errors.Is(err, peer.ErrUnavailable):
 		c.node.markDown(owner, err)
 		return ctx.Err() == nil // past the load timeout the flight is over anyway
-	case errors.Is(err, peer.ErrOverloaded), errors.Is(err, peer.ErrUnknownCache),
-		errors.Is(err, peer.ErrProtocol), errors.Is(err, peer.ErrVersion),
-		errors.Is(err, peer.ErrBadRequest), errors.Is(err, peer.ErrClosed):
+	case errors.Is(err, peer.ErrProtocol), fallbackStatus(peer.StatusOf(err)):
 		c.log.Warn("peer could not serve, loading locally", slog.String("peer", owner), slog.Any("err", err))
 		return ctx.Err() == nil
 	}
@@ -197,19 +196,33 @@ func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) 
 	return false
 }
 
-// peerErr translates the error of a request to peer into this package's names, keeping the
-// peer's error in the chain (for canFallBack) except for "not found". Errors that are not the
-// peer package's are returned as they are.
-func (c *Cache[K, V]) peerErr(to string, err error) error {
-	switch {
-	case err == nil, errors.Is(err, ErrNotFound), errors.Is(err, ErrTooLarge):
-		return err // nil, or translated already
-	case errors.Is(err, peer.ErrNotFound):
-		return fmt.Errorf("%w: cache %q on %s", ErrNotFound, c.name, to)
-	case errors.Is(err, peer.ErrTooLarge):
-		return fmt.Errorf("%w: cache %q on %s: %w", ErrTooLarge, c.name, to, err)
+// fallbackStatus reports a peer's answer after which the key is loaded here: the owner could not
+// serve it (overloaded, without the cache, refusing the request or its version).
+func fallbackStatus(st peer.Status) bool {
+	switch st {
+	case peer.StatusOverloaded, peer.StatusUnknownCache, peer.StatusBadRequest, peer.StatusBadVersion:
+		return true
 	}
-	if _, ok := errors.AsType[*peer.Error](err); ok && !errors.Is(err, ErrUnavailable) {
+	return false
+}
+
+// peerErr translates the error of a request to peer to into this package's names: what the peer
+// answered (peer.StatusOf), or the failure of the exchange (peer.ErrUnavailable, ErrProtocol).
+// The peer's error stays in the chain (canFallBack reads it), except for "not found", which
+// needs no more words. Other errors (nil, translated already, this package's) are returned as
+// they are. This is the one place where peer errors become this package's.
+func (c *Cache[K, V]) peerErr(to string, err error) error {
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	switch st := peer.StatusOf(err); {
+	case st == peer.StatusNotFound:
+		return fmt.Errorf("%w: cache %q on %s", ErrNotFound, c.name, to)
+	case st == peer.StatusTooLarge:
+		return fmt.Errorf("%w: cache %q on %s: %w", ErrTooLarge, c.name, to, err)
+	case st != peer.StatusOK, errors.Is(err, peer.ErrUnavailable), errors.Is(err, peer.ErrProtocol):
+		// Unreachable, timed out, overloaded, without the cache, refusing the request, or the
+		// owner's own load failed (StatusInternal, with its message).
 		return fmt.Errorf("%w: cache %q on %s: %w", ErrUnavailable, c.name, to, err)
 	}
 	return err

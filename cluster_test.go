@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -162,8 +163,9 @@ func TestClusterLoaderErrorTravels(t *testing.T) {
 	})
 	key := keyOwnedBy(t, cl, 1)
 	_, err := caches[0].Get(context.Background(), key)
-	if !errors.Is(err, peer.ErrInternal) || log.total.Load() != 1 {
-		t.Fatalf("err = %v, loads = %d: want the owner's error (peer.ErrInternal) and one load", err, log.total.Load())
+	if !errors.Is(err, groupcache.ErrUnavailable) || !strings.Contains(err.Error(), "database is down") ||
+		peer.StatusOf(err) != peer.StatusInternal || log.total.Load() != 1 {
+		t.Fatalf("err = %v, loads = %d: want the owner's error (ErrUnavailable, its message kept) and one load", err, log.total.Load())
 	}
 }
 

@@ -216,7 +216,7 @@ func (c *Cache[K, V]) receivedMany(ctx context.Context, owner string, b *batch[K
 		}
 		c.cluster.remoteErrors.Add(1)
 		switch {
-		case errors.Is(r.Err, peer.ErrOverloaded):
+		case peer.StatusOf(r.Err) == peer.StatusOverloaded:
 			again = append(again, i) // the reply was full: ask for it alone
 		case c.canFallBack(ctx, owner, r.Err):
 			fallback = append(fallback, i)

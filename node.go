@@ -382,7 +382,7 @@ func (n *Node) unregister(name string, c servedCache) {
 func (n *Node) Handler() http.Handler { return n.server }
 
 // Serve answers peers on l (listening at the node's own address) until Close. It returns after
-// Close with peer.ErrClosed or http.ErrServerClosed.
+// Close with http.ErrServerClosed.
 func (n *Node) Serve(l net.Listener) error { return n.server.Serve(l) }
 
 // NodeStats are the counters of a node's transport: what its server answered to peers and what its
@@ -493,7 +493,7 @@ func (b nodeBackend) Clear(_ context.Context, cache string, generation uint64) e
 func (b nodeBackend) cache(name string) (servedCache, error) {
 	c, ok := (*b.n.caches.Load())[name]
 	if !ok {
-		return nil, fmt.Errorf("cache %q on %s: %w", name, b.n.self, peer.ErrUnknownCache)
+		return nil, &peer.Error{Status: peer.StatusUnknownCache, Msg: fmt.Sprintf("cache %q on %s", name, b.n.self)}
 	}
 	return c, nil
 }

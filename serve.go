@@ -123,7 +123,7 @@ func (c *Cache[K, V]) peek(kb []byte) (peer.Value, error) {
 	}
 	it, ok := c.liveItem(key)
 	if !ok || it.wire == nil { // a cached "not found" is not handed off: the new owner asks again
-		return peer.Value{}, peer.ErrNotFound
+		return peer.Value{}, wireStatus(peer.StatusNotFound, nil)
 	}
 	return c.sent(it.wire), nil
 }
@@ -231,7 +231,7 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	}
 	raw, err := val.Raw(int(c.maxValue))
 	if err != nil {
-		return fmt.Errorf("%w: %w", peer.ErrTooLarge, err)
+		return wireStatus(peer.StatusTooLarge, err)
 	}
 	var data []byte
 	if val.Compressed {
@@ -242,7 +242,7 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	}
 	v, err := c.decode(raw)
 	if err != nil {
-		return fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
+		return wireStatus(peer.StatusBadRequest, err)
 	}
 	size, err := c.peerSize(v, raw, data, val.Compressed)
 	if err != nil {
@@ -250,7 +250,7 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	}
 	if size += int64(len(kb)); size > c.maxValue {
 		c.tooLarge.Add(1)
-		return fmt.Errorf("%w: cache %q: value of %d bytes over the limit of %d", peer.ErrTooLarge, c.name, size, c.maxValue)
+		return wireStatus(peer.StatusTooLarge, fmt.Errorf("cache %q: value of %d bytes over the limit of %d", c.name, size, c.maxValue))
 	}
 	w := &wireForm{Value: peer.Value{Data: data, Compressed: val.Compressed, Expires: val.Expires}, rawLen: len(raw)}
 	c.setLocal(key, kb, item[V]{v: v, wire: w}, size, val.Expires)
@@ -305,23 +305,39 @@ func (c *Cache[K, V]) clearFromPeer(gen uint64) error {
 func (c *Cache[K, V]) decodeKey(kb []byte) (k K, err error) {
 	defer c.recoverInto(&err, "key codec")
 	if len(kb) > c.maxKey {
-		return k, fmt.Errorf("%w: key of %d bytes over the limit of %d", peer.ErrBadRequest, len(kb), c.maxKey)
+		return k, wireStatus(peer.StatusBadRequest, fmt.Errorf("key of %d bytes over the limit of %d", len(kb), c.maxKey))
 	}
 	if k, err = c.keys.Decode(kb); err != nil {
-		return k, fmt.Errorf("%w: %w", peer.ErrBadRequest, err)
+		return k, wireStatus(peer.StatusBadRequest, err)
 	}
 	return k, nil
 }
 
+// The errors below are what the node's server answers peers: an error holding a *peer.Error
+// with a Status sends that status, anything else StatusInternal with its message.
+
 // errGone is the answer to a peer's request for a cache that is closed: as if it did not exist.
 func (c *Cache[K, V]) errGone() error {
-	return fmt.Errorf("cache %q closed: %w", c.name, peer.ErrUnknownCache)
+	return &peer.Error{Status: peer.StatusUnknownCache, Msg: fmt.Sprintf("cache %q closed", c.name)}
 }
 
-// wireError maps a load's error to what the transport answers for it.
+// wireStatus returns an error that answers a peer with st, err's text as the message (the server
+// sends none for a not-found status).
+func wireStatus(st peer.Status, err error) error {
+	return &peer.Error{Status: st, Err: err}
+}
+
+// wireError maps a load's error to what the server answers for it: "not found" and "too large"
+// with their statuses, anything else as StatusInternal with its message (a status another peer
+// answered this node, in a flight this request joined, is not this node's answer).
 func wireError(err error) error {
-	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("%w: %w", peer.ErrNotFound, err)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return wireStatus(peer.StatusNotFound, err)
+	case errors.Is(err, ErrTooLarge):
+		return wireStatus(peer.StatusTooLarge, err)
+	case peer.StatusOf(err) != peer.StatusOK:
+		return errors.New(err.Error())
 	}
 	return err
 }

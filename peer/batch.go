@@ -13,8 +13,8 @@ type Result struct {
 	// Value is the value, when Err is nil.
 	Value Value
 	// Err is nil, or why there is no value: an *Error whose Status is the entry's status (it
-	// matches ErrNotFound, ErrUnknownCache, ErrTooLarge, ErrOverloaded, ErrInternal or
-	// ErrBadRequest), or, for a value over this side's limits, an *Error matching ErrTooLarge with
+	// has StatusNotFound, StatusUnknownCache, StatusTooLarge, StatusOverloaded, StatusInternal or
+	// StatusBadRequest), or, for a value over this side's limits, an *Error with StatusTooLarge with
 	// Status StatusOK. Results returned by Client.GetMany and Client.PeekMany have Peer and Op set.
 	Err error
 }
@@ -34,8 +34,8 @@ const batchFullMsg = "batch reply full; ask again"
 // reply: the entry count, then one entry per result) to dst. A Result with a nil Err is encoded as
 // an entry with StatusOK and its value; otherwise the entry carries the status and message of Err:
 // those of an *Error with a status other than StatusOK (as ParseBatch returns them), or else the
-// status Err maps to (as a Server maps a Backend's errors: ErrNotFound, ErrUnknownCache,
-// ErrTooLarge, ErrOverloaded, ErrBadRequest, anything else StatusInternal) with Err's text as the
+// status Err maps to (as a Server maps a Backend's errors: StatusNotFound, StatusUnknownCache,
+// StatusTooLarge, StatusOverloaded, StatusBadRequest, anything else StatusInternal) with Err's text as the
 // message, except for StatusNotFound, which carries none. Messages are cut to MaxMessageBytes. Like
 // AppendRequest, it does not check limits.
 func AppendBatch(dst []byte, rs []Result) []byte {
@@ -99,13 +99,13 @@ func entryLen(st Status, v *Value, msg string) int {
 
 // ParseBatch parses the batch body of a GetMany or PeekMany reply (the value field of a response
 // frame with StatusOK) that answers a request for n keys. It is strict like ParseResponse, so a
-// body whose results all carry the peer's answers (no local ErrTooLarge, below) re-encodes
+// body whose results all carry the peer's answers (no local StatusTooLarge, below) re-encodes
 // (AppendBatch) to the same bytes. The frame is refused with an *Error matching ErrProtocol when it
 // is truncated, has trailing bytes, states an entry count other than n, or holds an entry with an
 // unknown status (or StatusBadVersion), unknown flags, flags with a status other than StatusOK, a
 // zero expiry with the expiry flag, a message over MaxMessageBytes, or a compressed value whose S2
 // header is malformed. An entry whose value is over lim.MaxValueBytes (for a compressed value, its
-// decoded length as stated in its header) fails alone: its Result's Err matches ErrTooLarge, since
+// decoded length as stated in its header) fails alone: its Result's Err has StatusTooLarge, since
 // the frame itself is well formed. It never panics. The returned values' Data alias body.
 func ParseBatch(body []byte, n int, lim Limits) ([]Result, error) {
 	return parseBatch(body, n, lim.withDefaults().MaxValueBytes)
@@ -183,7 +183,7 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	}
 	data, rest := b[:vlen:vlen], b[vlen:]
 	if vlen > uint64(maxValue) {
-		*r = Result{Err: &Error{Err: ErrTooLarge,
+		*r = Result{Err: &Error{Status: StatusTooLarge,
 			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", vlen, maxValue)}}
 		return rest, nil
 	}
@@ -191,7 +191,7 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	if flags&flagCompressed != 0 {
 		v.Compressed = true
 		if err := checkValue(v, maxValue); err != nil {
-			if !errors.Is(err, ErrTooLarge) {
+			if StatusOf(err) != StatusTooLarge {
 				return nil, err
 			}
 			*r = Result{Err: err}

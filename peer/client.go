@@ -30,7 +30,7 @@ type Transport interface {
 	Get(ctx context.Context, peer string, cache string, key []byte) (Value, error)
 	// GetMany asks peer for the values of keys in the named cache, in one request. It returns
 	// one Result per key, in order (len(result) == len(keys)), or an error for the whole
-	// request. A Result whose Err matches ErrOverloaded was not looked up: ask for that key
+	// request. A Result whose Err has StatusOverloaded was not looked up: ask for that key
 	// again (singly or in a later batch).
 	GetMany(ctx context.Context, peer string, cache string, keys [][]byte) ([]Result, error)
 	// Set stores v under key in the named cache at peer.
@@ -40,7 +40,7 @@ type Transport interface {
 	Remove(ctx context.Context, peer string, cache string, keys [][]byte) error
 	// Clear drops every entry of the named cache at peer, which adopts generation (at least 1).
 	Clear(ctx context.Context, peer string, cache string, generation uint64) error
-	// Close releases the transport's connections; later calls fail with ErrClosed.
+	// Close releases the transport's connections; later calls fail with ErrUnavailable.
 	Close() error
 }
 
@@ -111,7 +111,7 @@ type ClientStats struct {
 	// Requests is the number of calls (Get, Peek, GetMany, PeekMany, Set, Remove, Clear) that
 	// passed the argument checks; a GetMany or PeekMany counts once, whatever its number of keys.
 	Requests int64
-	// Errors is the number of those calls that returned an error, of any kind (ErrNotFound
+	// Errors is the number of those calls that returned an error, of any kind (StatusNotFound
 	// too). A GetMany or PeekMany whose batch reply arrived is not an error, whatever its entries
 	// say.
 	Errors int64
@@ -200,11 +200,11 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 // value's decoded length has been checked against the client's MaxValueBytes, so Raw with that
 // limit will not refuse it as too large.
 //
-// Errors are *Error values: ErrNotFound, ErrUnknownCache, ErrTooLarge, ErrOverloaded,
-// ErrInternal, ErrBadRequest and ErrVersion report the peer's answer (or, for ErrBadRequest and
-// ErrTooLarge, this side's refusal to send a request or accept a reply over its limits);
+// Errors are *Error values: StatusNotFound, StatusUnknownCache, StatusTooLarge, StatusOverloaded,
+// StatusInternal, StatusBadRequest and StatusBadVersion report the peer's answer (or, for StatusBadRequest and
+// StatusTooLarge, this side's refusal to send a request or accept a reply over its limits);
 // ErrProtocol reports malformed bytes from the peer; ErrUnavailable a network failure, a timeout
-// or the end of ctx (the error then also matches ctx.Err()); ErrClosed a closed Client.
+// or the end of ctx (the error then also matches ctx.Err()); ErrUnavailable a closed Client.
 func (c *Client) Get(ctx context.Context, peer, cache string, key []byte) (Value, error) {
 	r := request{Request: Request{Op: OpGet, Cache: cache, Key: key}}
 	resp, err := c.do(ctx, peer, &r)
@@ -222,7 +222,7 @@ func (c *Client) GetInto(ctx context.Context, peer, cache string, key, buf []byt
 }
 
 // Peek asks peer for the value of key in the named cache only if the peer holds it: a peer that
-// does not answers with StatusNotFound (ErrNotFound) and loads nothing. A node that has just become
+// does not answers with StatusNotFound (StatusNotFound) and loads nothing. A node that has just become
 // the owner of a key uses it to take the value over from the key's previous owner. Errors are as
 // for Get.
 func (c *Client) Peek(ctx context.Context, peer, cache string, key []byte) (Value, error) {
@@ -233,10 +233,10 @@ func (c *Client) Peek(ctx context.Context, peer, cache string, key []byte) (Valu
 
 // GetMany asks peer for the values of keys in the named cache, in one request and one reply. It
 // returns one Result per key, in order, or an error for the whole request (errors as for Get; a
-// peer whose Backend does not answer GetMany replies ErrBadRequest). A Result's Err is an *Error
-// with Peer and Op set: ErrNotFound, ErrUnknownCache, ErrInternal and so on from the peer;
-// ErrOverloaded for the keys the peer could not fit in its reply frame (ask for them again, singly
-// or in a later batch); ErrTooLarge for a value over the client's limits, which fails that entry
+// peer whose Backend does not answer GetMany replies StatusBadRequest). A Result's Err is an *Error
+// with Peer and Op set: StatusNotFound, StatusUnknownCache, StatusInternal and so on from the peer;
+// StatusOverloaded for the keys the peer could not fit in its reply frame (ask for them again, singly
+// or in a later batch); StatusTooLarge for a value over the client's limits, which fails that entry
 // alone.
 //
 // The reply frame is read into one new buffer of exactly its size, and the Results' Value.Data
@@ -246,7 +246,7 @@ func (c *Client) Peek(ctx context.Context, peer, cache string, key []byte) (Valu
 // against the client's MaxValueBytes.
 //
 // keys must number 1 to MaxBatchKeys (of the client's limits), each of at most MaxKeyBytes;
-// otherwise GetMany returns ErrBadRequest without sending anything.
+// otherwise GetMany returns StatusBadRequest without sending anything.
 func (c *Client) GetMany(ctx context.Context, peer, cache string, keys [][]byte) ([]Result, error) {
 	r := request{Request: Request{Op: OpGetMany, Cache: cache, Keys: keys}}
 	if _, err := c.do(ctx, peer, &r); err != nil {
@@ -257,10 +257,10 @@ func (c *Client) GetMany(ctx context.Context, peer, cache string, keys [][]byte)
 
 // PeekMany is the batch form of Peek: it asks peer for the values of keys in the named cache that
 // the peer holds, in one request and one reply, and the peer loads nothing. An entry the peer does
-// not hold comes back as a Result whose Err matches ErrNotFound. A node that has just become the
+// not hold comes back as a Result whose Err has StatusNotFound. A node that has just become the
 // owner of many keys uses it to take their values over from their previous owner with one request
 // instead of one Peek per key. Results, limits and errors are as for GetMany (a peer whose Backend
-// does not answer PeekMany replies ErrBadRequest); the Results' Op is OpPeekMany.
+// does not answer PeekMany replies StatusBadRequest); the Results' Op is OpPeekMany.
 func (c *Client) PeekMany(ctx context.Context, peer, cache string, keys [][]byte) ([]Result, error) {
 	r := request{Request: Request{Op: OpPeekMany, Cache: cache, Keys: keys}}
 	if _, err := c.do(ctx, peer, &r); err != nil {
@@ -271,8 +271,8 @@ func (c *Client) PeekMany(ctx context.Context, peer, cache string, keys [][]byte
 
 // Set stores v under key in the named cache at peer (see WriteBackend.Set). A value over the
 // client's MaxValueBytes (for a compressed value: its decoded length, as stated in its S2 header)
-// is refused before sending with ErrTooLarge, a compressed value whose S2 header is malformed with
-// ErrBadRequest. Other errors are as for Get.
+// is refused before sending with StatusTooLarge, a compressed value whose S2 header is malformed with
+// StatusBadRequest. Other errors are as for Get.
 func (c *Client) Set(ctx context.Context, peer, cache string, key []byte, v Value) error {
 	r := request{Request: Request{Op: OpSet, Cache: cache, Key: key, Value: v}}
 	_, err := c.do(ctx, peer, &r)
@@ -281,7 +281,7 @@ func (c *Client) Set(ctx context.Context, peer, cache string, key []byte, v Valu
 
 // Remove drops keys from the named cache at peer: from its main and hot stores (see
 // WriteBackend.Remove). Absent keys are not an error. keys must number 1 to MaxBatchKeys, each of
-// at most MaxKeyBytes (ErrBadRequest otherwise). Other errors are as for Get.
+// at most MaxKeyBytes (StatusBadRequest otherwise). Other errors are as for Get.
 func (c *Client) Remove(ctx context.Context, peer, cache string, keys [][]byte) error {
 	r := request{Request: Request{Op: OpRemove, Cache: cache, Keys: keys}}
 	_, err := c.do(ctx, peer, &r)
@@ -289,7 +289,7 @@ func (c *Client) Remove(ctx context.Context, peer, cache string, keys [][]byte) 
 }
 
 // Clear drops every entry of the named cache at peer, which adopts generation (see
-// WriteBackend.Clear). A generation of 0 is refused with ErrBadRequest. Other errors are as for
+// WriteBackend.Clear). A generation of 0 is refused with StatusBadRequest. Other errors are as for
 // Get.
 func (c *Client) Clear(ctx context.Context, peer, cache string, generation uint64) error {
 	r := request{Request: Request{Op: OpClear, Cache: cache, Generation: generation}}
@@ -300,44 +300,44 @@ func (c *Client) Clear(ctx context.Context, peer, cache string, generation uint6
 // check refuses a request over the client's limits, before anything is sent.
 func (c *Client) check(peer string, r *Request) error {
 	lim := &c.lim
-	bad := func(sentinel error, format string, args ...any) error {
-		return &Error{Peer: peer, Op: r.Op, Err: sentinel, Msg: fmt.Sprintf(format, args...)}
+	bad := func(st Status, format string, args ...any) error {
+		return &Error{Peer: peer, Op: r.Op, Status: st, Msg: fmt.Sprintf(format, args...)}
 	}
 	if len(r.Cache) == 0 || len(r.Cache) > lim.MaxCacheName {
-		return bad(ErrBadRequest, "cache name of %d bytes outside 1..%d", len(r.Cache), lim.MaxCacheName)
+		return bad(StatusBadRequest, "cache name of %d bytes outside 1..%d", len(r.Cache), lim.MaxCacheName)
 	}
 	switch r.Op {
 	case OpGetMany, OpPeekMany, OpRemove:
 		if len(r.Keys) == 0 || len(r.Keys) > lim.MaxBatchKeys {
-			return bad(ErrBadRequest, "%d keys outside 1..%d", len(r.Keys), lim.MaxBatchKeys)
+			return bad(StatusBadRequest, "%d keys outside 1..%d", len(r.Keys), lim.MaxBatchKeys)
 		}
 		for i, k := range r.Keys {
 			if len(k) > lim.MaxKeyBytes {
-				return bad(ErrBadRequest, "key %d of %d bytes over the limit of %d", i, len(k), lim.MaxKeyBytes)
+				return bad(StatusBadRequest, "key %d of %d bytes over the limit of %d", i, len(k), lim.MaxKeyBytes)
 			}
 		}
 		return nil
 	case OpClear:
 		if r.Generation == 0 {
-			return bad(ErrBadRequest, "generation 0")
+			return bad(StatusBadRequest, "generation 0")
 		}
 		return nil
 	}
 	if len(r.Key) > lim.MaxKeyBytes {
-		return bad(ErrBadRequest, "key of %d bytes over the limit of %d", len(r.Key), lim.MaxKeyBytes)
+		return bad(StatusBadRequest, "key of %d bytes over the limit of %d", len(r.Key), lim.MaxKeyBytes)
 	}
 	if r.Op == OpSet {
 		v := &r.Value
 		if len(v.Data) > lim.MaxValueBytes {
-			return bad(ErrTooLarge, "value of %d bytes over the limit of %d", len(v.Data), lim.MaxValueBytes)
+			return bad(StatusTooLarge, "value of %d bytes over the limit of %d", len(v.Data), lim.MaxValueBytes)
 		}
 		if v.Compressed {
 			dlen, err := s2.DecodedLen(v.Data)
 			if err != nil {
-				return bad(ErrBadRequest, "compressed value: bad header")
+				return bad(StatusBadRequest, "compressed value: bad header")
 			}
 			if dlen > lim.MaxValueBytes {
-				return bad(ErrTooLarge, "compressed value inflates to %d bytes, over the limit of %d", dlen, lim.MaxValueBytes)
+				return bad(StatusTooLarge, "compressed value inflates to %d bytes, over the limit of %d", dlen, lim.MaxValueBytes)
 			}
 		}
 	}
@@ -348,7 +348,7 @@ func (c *Client) check(peer string, r *Request) error {
 // with a status other than StatusOK is returned as an error.
 func (c *Client) do(ctx context.Context, peer string, r *request) (Response, error) {
 	if c.closed.Load() {
-		return Response{}, &Error{Peer: peer, Op: r.Op, Err: ErrClosed}
+		return Response{}, closedError(peer, r.Op)
 	}
 	if err := c.check(peer, &r.Request); err != nil {
 		return Response{}, err
@@ -384,8 +384,8 @@ func (c *Client) do(ctx context.Context, peer string, r *request) (Response, err
 	return resp, nil
 }
 
-// Close closes every connection, idle or in use (requests in flight fail with ErrClosed), and
-// makes later calls fail with ErrClosed. It is idempotent and returns nil.
+// Close closes every connection, idle or in use (requests in flight fail with ErrUnavailable), and
+// makes later calls fail with ErrUnavailable. It is idempotent and returns nil.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
@@ -770,8 +770,8 @@ func (p *pool) closeAll() {
 	p.closeMuxesLocked()
 }
 
-// netError describes a failure that is not an answer of the peer: ErrClosed when the client is
-// closed, otherwise ErrUnavailable wrapping the cause (the context's error when it ended).
+// netError describes a failure that is not an answer of the peer: ErrUnavailable wrapping the
+// cause (the context's error when it ended, net.ErrClosed when the client is closed).
 func (p *pool) netError(r *request, cause error, what string) error {
 	return p.netErr(r.Op, r.ctx, r.ctxDeadline, cause, what)
 }
@@ -779,7 +779,7 @@ func (p *pool) netError(r *request, cause error, what string) error {
 // netErr is netError for a request of op, context ctx, whose deadline is ctx's when ctxDeadline.
 func (p *pool) netErr(op Op, ctx context.Context, ctxDeadline bool, cause error, what string) error {
 	if p.c.closed.Load() {
-		return &Error{Peer: p.addr, Op: op, Err: ErrClosed}
+		return closedError(p.addr, op)
 	}
 	if err := ctx.Err(); err != nil {
 		cause = err
@@ -893,7 +893,7 @@ type replyState struct {
 //
 // When st.stage ends at replyDone the frame is consumed and the connection can carry the next
 // reply: resp is the reply (with its value, or for a batch st.results, in new memory) and err
-// is nil or an error of this request alone (a value over the limits, ErrTooLarge). Otherwise
+// is nil or an error of this request alone (a value over the limits, StatusTooLarge). Otherwise
 // err is either an *Error for malformed bytes from the peer (the connection must be closed), or
 // the I/O error that interrupted the read, st keeping its progress.
 func (p *pool) readReply(br *bufio.Reader, op Op, nkeys int, discard bool, st *replyState) (resp Response, err error) {
@@ -920,7 +920,7 @@ func (p *pool) beginReply(st *replyState, n int, op Op, discard bool) error {
 	st.n, st.read = n, 0
 	if n > lim.MaxFrameBytes {
 		st.stage = replyBad
-		return &Error{Peer: p.addr, Op: op, Err: &causeError{sentinel: ErrTooLarge, cause: ErrProtocol},
+		return &Error{Peer: p.addr, Op: op, Status: StatusTooLarge, Err: ErrProtocol,
 			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, lim.MaxFrameBytes)}
 	}
 	switch {
@@ -962,10 +962,10 @@ func (p *pool) continueReply(br *bufio.Reader, op Op, nkeys int, st *replyState)
 		}
 		if err != nil {
 			pe := peerError(err).(*Error)
-			if ack && errors.Is(pe.Err, ErrTooLarge) {
-				pe.Err = ErrProtocol // any value on an acknowledgment is one too many
+			if ack && pe.Status == StatusTooLarge {
+				pe.Status, pe.Err = StatusOK, ErrProtocol // any value on an acknowledgment is one too many
 			}
-			if !errors.Is(pe.Err, ErrTooLarge) {
+			if pe.Status != StatusTooLarge {
 				st.stage = replyBad
 				return Response{}, pe
 			}
@@ -1015,8 +1015,8 @@ func (p *pool) continueReply(br *bufio.Reader, op Op, nkeys int, st *replyState)
 		}
 		if err != nil {
 			pe := peerError(err).(*Error)
-			if errors.Is(pe.Err, ErrTooLarge) {
-				pe.Err = ErrProtocol // a body longer than its frame (entries over a limit are Results)
+			if pe.Status == StatusTooLarge {
+				pe.Status, pe.Err = StatusOK, ErrProtocol // a body longer than its frame (entries over a limit are Results)
 			}
 			st.stage = replyBad
 			return Response{}, pe
@@ -1033,7 +1033,7 @@ func (p *pool) continueReply(br *bufio.Reader, op Op, nkeys int, st *replyState)
 	resp.Value.Data = buf
 	if err := checkValue(&resp.Value, lim.MaxValueBytes); err != nil {
 		pe := peerError(err).(*Error)
-		if !errors.Is(pe.Err, ErrTooLarge) {
+		if pe.Status != StatusTooLarge {
 			st.stage = replyBad
 			return Response{}, pe
 		}
@@ -1102,7 +1102,7 @@ func (p *pool) dial(r *request) (*clientConn, error) {
 	defer p.mu.Unlock()
 	if p.closed || p.c.closed.Load() {
 		nc.Close()
-		return nil, &Error{Peer: p.addr, Op: r.Op, Err: ErrClosed}
+		return nil, closedError(p.addr, r.Op)
 	}
 	return p.addLocked(nc), nil
 }
@@ -1233,4 +1233,9 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time, m
 		return "", &Error{Peer: p.addr, Op: OpGet, Err: ErrProtocol, Msg: "unexpected bytes after the upgrade answer"}
 	}
 	return proto, nil
+}
+
+// closedError is the error of a call on (or interrupted by the closing of) a closed Client.
+func closedError(peer string, op Op) error {
+	return &Error{Peer: peer, Op: op, Msg: "client closed", Err: wrapCause(ErrUnavailable, net.ErrClosed)}
 }

@@ -76,7 +76,7 @@
 // be reused, since a reply abandoned halfway may still be read into it.
 //
 // A GetMany (or PeekMany) reply is one frame, read into one buffer that the Results' values
-// share. An entry the peer could not fit in its reply frame comes back as ErrOverloaded: ask for it
+// share. An entry the peer could not fit in its reply frame comes back as StatusOverloaded: ask for it
 // again.
 //
 // # Limits
@@ -88,10 +88,12 @@
 //
 // # Errors
 //
-// Every error is an *Error (peer address, op, status, message, cause) that matches sentinels with
-// errors.Is: ErrNotFound, ErrUnknownCache, ErrTooLarge, ErrOverloaded, ErrInternal,
-// ErrBadRequest and ErrVersion carry the status a peer answered with; ErrProtocol means
-// malformed bytes from a peer; ErrUnavailable a network failure, a timeout or a cancelled
-// context (the error then also matches ctx.Err()); ErrClosed a closed Client or Server. A caller
-// that cannot get a value from its owner for a reason other than ErrNotFound may load it itself.
+// Every error is an *Error (peer address, op, status, message, cause). StatusOf reads its Status:
+// what the peer answered (StatusNotFound, StatusUnknownCache, StatusTooLarge, StatusOverloaded,
+// StatusInternal, StatusBadRequest, StatusBadVersion), or the same condition found on this side
+// (a request or reply over this side's limits). Failures of the exchange itself have no status and
+// match a sentinel with errors.Is: ErrProtocol for malformed bytes from a peer, ErrUnavailable for
+// a network failure, a timeout, a cancelled context (the error then also matches ctx.Err()) or a
+// closed Client. A caller that cannot get a value from its owner for a reason other than
+// StatusNotFound may load it itself.
 package peer

@@ -62,21 +62,19 @@ type Status uint8
 const (
 	// StatusOK: the response carries the value.
 	StatusOK Status = 0
-	// StatusNotFound: the key does not exist (the owner's loader said so). Matches ErrNotFound.
+	// StatusNotFound: the key does not exist (the owner's loader said so).
 	StatusNotFound Status = 1
-	// StatusUnknownCache: the owner has no cache of that name. Matches ErrUnknownCache.
+	// StatusUnknownCache: the owner has no cache of that name.
 	StatusUnknownCache Status = 2
-	// StatusTooLarge: the value exceeds the owner's limits. Matches ErrTooLarge.
+	// StatusTooLarge: the value exceeds the owner's limits.
 	StatusTooLarge Status = 3
-	// StatusOverloaded: the owner serves as many requests as it allows. Matches ErrOverloaded.
+	// StatusOverloaded: the owner serves as many requests as it allows.
 	StatusOverloaded Status = 4
-	// StatusInternal: the owner failed to produce the value; the message says why. Matches
-	// ErrInternal.
+	// StatusInternal: the owner failed to produce the value; the message says why.
 	StatusInternal Status = 5
-	// StatusBadRequest: the request frame was malformed or over the owner's limits. Matches
-	// ErrBadRequest.
+	// StatusBadRequest: the request frame was malformed or over the owner's limits.
 	StatusBadRequest Status = 6
-	// StatusBadVersion: the request frame's version is not one the owner speaks. Matches ErrVersion.
+	// StatusBadVersion: the request frame's version is not one the owner speaks.
 	StatusBadVersion Status = 7
 
 	maxStatus = StatusBadVersion
@@ -101,71 +99,57 @@ func (s Status) String() string {
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
 
-// Sentinel errors, matched with errors.Is. Every error returned by this package is an *Error that
-// matches exactly the sentinels that describe it.
+// Sentinel errors, matched with errors.Is. They name failures of the exchange itself; what a peer
+// answered (or the same condition found on this side) is an *Error's Status, read with StatusOf.
 var (
-	// ErrNotFound: the owner says the key does not exist (StatusNotFound).
-	ErrNotFound = errors.New("peer: not found")
-	// ErrUnknownCache: the owner has no cache of that name (StatusUnknownCache).
-	ErrUnknownCache = errors.New("peer: unknown cache")
-	// ErrTooLarge: a value, key or frame is over a limit, on either side (StatusTooLarge), or a
-	// compressed value would inflate past the caller's limit.
-	ErrTooLarge = errors.New("peer: too large")
-	// ErrOverloaded: the owner refused the request because it serves its maximum number of
-	// concurrent requests (StatusOverloaded).
-	ErrOverloaded = errors.New("peer: overloaded")
-	// ErrInternal: the owner failed to produce the value (StatusInternal).
-	ErrInternal = errors.New("peer: internal error")
-	// ErrBadRequest: a request was malformed or over a limit: refused by the owner
-	// (StatusBadRequest), or by this side before it was sent.
-	ErrBadRequest = errors.New("peer: bad request")
-	// ErrVersion: the two sides speak different frame versions (StatusBadVersion from the owner,
-	// or a reply of a version this side does not know).
-	ErrVersion = errors.New("peer: unsupported version")
 	// ErrProtocol: a peer sent malformed or unexpected bytes (bad handshake, bad frame).
 	ErrProtocol = errors.New("peer: protocol error")
-	// ErrClosed: the Client or Server was closed.
-	ErrClosed = errors.New("peer: closed")
 	// ErrInvalidOption: NewServer or NewClient was given an invalid option or argument.
 	ErrInvalidOption = errors.New("peer: invalid option")
 	// ErrUnavailable: a network-level failure: could not connect, the connection broke, the
-	// request timed out or the caller's context ended. The owner may be down or slow; the caller
-	// may fall back (for example load the value itself).
+	// request timed out, the caller's context ended, or the Client was closed. The owner may be
+	// down or slow; the caller may fall back (for example load the value itself).
 	ErrUnavailable = errors.New("peer: unavailable")
 )
 
-var statusErrs = [...]error{
-	StatusOK:           nil,
-	StatusNotFound:     ErrNotFound,
-	StatusUnknownCache: ErrUnknownCache,
-	StatusTooLarge:     ErrTooLarge,
-	StatusOverloaded:   ErrOverloaded,
-	StatusInternal:     ErrInternal,
-	StatusBadRequest:   ErrBadRequest,
-	StatusBadVersion:   ErrVersion,
-}
-
-// sentinel returns the sentinel error of a status, nil for StatusOK or an unknown status.
-func (s Status) sentinel() error {
-	if s <= maxStatus {
-		return statusErrs[s]
+// StatusOf returns the Status of the first *Error in err's chain that has one: what the peer
+// answered, or the same condition found on this side (see Error). It returns StatusOK for nil and
+// for errors without a status (ErrUnavailable, ErrProtocol, errors of other packages).
+func StatusOf(err error) Status {
+	switch e := err.(type) {
+	case nil:
+		return StatusOK
+	case *Error:
+		if e.Status != StatusOK {
+			return e.Status
+		}
+		return StatusOf(e.Err)
+	case interface{ Unwrap() error }:
+		return StatusOf(e.Unwrap())
+	case interface{ Unwrap() []error }:
+		for _, e := range e.Unwrap() {
+			if st := StatusOf(e); st != StatusOK {
+				return st
+			}
+		}
 	}
-	return nil
+	return StatusOK
 }
 
 // Error is the error type of this package.
 //
-// Status is the non-OK status a peer replied with, or the status a server replies with for an
-// error of ParseRequest; it is StatusOK for errors detected on this side, where Err says what
-// happened. Is matches the sentinel of Status; Unwrap returns Err, which matches one of the
-// sentinels (and, for network failures, also wraps the cause: a net.Error, context.Canceled,
-// context.DeadlineExceeded).
+// Status is what the peer answered, or the same condition found on this side: a request over
+// this side's limits is StatusBadRequest (StatusTooLarge for a Set value), a reply value over them
+// StatusTooLarge, a reply of another version StatusBadVersion, and ParseRequest's errors carry the
+// status a server replies with. It is StatusOK for failures of the exchange itself, where Err
+// matches ErrUnavailable (and wraps the cause: a net.Error, context.Canceled,
+// context.DeadlineExceeded, net.ErrClosed) or ErrProtocol. Unwrap returns Err.
 type Error struct {
 	// Peer is the peer's address ("host:port"), empty when no peer was involved.
 	Peer string
 	// Op is the operation, zero when unknown.
 	Op Op
-	// Status is the status from the wire; see the type's documentation.
+	// Status is the peer's answer or this side's equivalent; see the type's documentation.
 	Status Status
 	// Msg is the peer's message or a description of the problem; may be empty.
 	Msg string
@@ -205,28 +189,11 @@ func (e *Error) Error() string {
 // Unwrap returns Err.
 func (e *Error) Unwrap() error { return e.Err }
 
-// Is reports whether target is the sentinel of e.Status (ErrNotFound for StatusNotFound, and so
-// on). errors.Is also looks at Err through Unwrap.
-func (e *Error) Is(target error) bool {
-	s := e.Status.sentinel()
-	return s != nil && s == target
-}
-
-// statusOf maps a Backend error to the status a server replies with: the status of the sentinel
-// the error matches among ErrNotFound, ErrUnknownCache, ErrTooLarge, ErrOverloaded and
-// ErrBadRequest; StatusInternal for anything else.
+// statusOf maps a Backend error to the status a server replies with: the Status of an *Error in
+// its chain (but StatusBadVersion, which describes a frame), StatusInternal for anything else.
 func statusOf(err error) Status {
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return StatusNotFound
-	case errors.Is(err, ErrUnknownCache):
-		return StatusUnknownCache
-	case errors.Is(err, ErrTooLarge):
-		return StatusTooLarge
-	case errors.Is(err, ErrOverloaded):
-		return StatusOverloaded
-	case errors.Is(err, ErrBadRequest):
-		return StatusBadRequest
+	if st := StatusOf(err); st != StatusOK && st != StatusBadVersion {
+		return st
 	}
 	return StatusInternal
 }

@@ -225,10 +225,10 @@ func uvarintLen(x uint64) int {
 // ParseRequest parses a request frame (without the stream's length prefix). It is strict: every
 // byte must be accounted for and every length must be minimally encoded, so a frame that parses
 // re-encodes (AppendRequest) to the same bytes. Errors are *Error values with a Status the server
-// replies with: StatusBadVersion (matches ErrVersion) when the version byte is not Version;
-// StatusTooLarge (matches ErrTooLarge) for an OpSet value over lim.MaxValueBytes, or a compressed
+// replies with: StatusBadVersion (has StatusBadVersion) when the version byte is not Version;
+// StatusTooLarge (has StatusTooLarge) for an OpSet value over lim.MaxValueBytes, or a compressed
 // one whose decoded length (stated in its S2 header) is, so a decompression bomb is refused
-// without inflating it; and StatusBadRequest (matches ErrBadRequest) for anything else: a frame
+// without inflating it; and StatusBadRequest (has StatusBadRequest) for anything else: a frame
 // that is truncated, has trailing bytes, flags other than those of OpSet, an unknown op, an empty
 // cache name, a field over lim, a key count of 0 or over lim.MaxBatchKeys, a generation of 0, a
 // zero expiry with the expiry flag, or a compressed value whose S2 header is malformed. It never
@@ -489,7 +489,7 @@ func cutMessage(msg string) string {
 
 // ParseResponse parses a response frame (without the stream's length prefix). It is strict like
 // ParseRequest, so a frame that parses re-encodes (AppendResponse) to the same bytes. Errors are
-// *Error values whose Err is: ErrVersion when the version byte is not Version; ErrTooLarge when
+// *Error values whose Err is: StatusBadVersion when the version byte is not Version; StatusTooLarge when
 // the value (or, for a compressed value, its decoded length as stated in its header) is over
 // lim.MaxValueBytes, so a decompression bomb is refused without inflating it; ErrProtocol for
 // anything else malformed (truncated, trailing bytes, unknown status or flags, a value or flags
@@ -521,10 +521,10 @@ const maxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes 
 // b is the frame or a prefix of it holding at least min(n, maxResponseHead) bytes. It returns the
 // response without its value's data and the offset of the value, which runs to the end of the
 // frame (off == n for a status other than StatusOK). A value over maxValue bytes gives an error
-// matching ErrTooLarge: the frame itself is well formed.
+// with StatusTooLarge: the frame itself is well formed.
 func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err error) {
 	if len(b) > 0 && b[0] != Version {
-		return Response{}, 0, &Error{Err: ErrVersion,
+		return Response{}, 0, &Error{Status: StatusBadVersion,
 			Msg: fmt.Sprintf("reply version %d, this client speaks %d", b[0], Version)}
 	}
 	if len(b) < headerLen {
@@ -573,7 +573,7 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 	}
 	off += k
 	if vlen > uint64(maxValue) {
-		return Response{}, 0, &Error{Err: ErrTooLarge,
+		return Response{}, 0, &Error{Status: StatusTooLarge,
 			Msg: fmt.Sprintf("value of %d bytes over the limit of %d", vlen, maxValue)}
 	}
 	if vlen != uint64(n-off) {
@@ -599,7 +599,7 @@ func checkValue(v *Value, maxValue int) error {
 		return protocolError("compressed value: bad header")
 	}
 	if dlen > maxValue {
-		return &Error{Err: ErrTooLarge,
+		return &Error{Status: StatusTooLarge,
 			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, maxValue)}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -172,7 +173,7 @@ func TestParseRequestErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := ParseRequest(hexFrame(t, c.frame), c.lim)
-			if !errors.Is(err, c.want) {
+			if !matches(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
 			var pe *Error
@@ -213,7 +214,7 @@ func TestParseResponseErrors(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := ParseResponse(hexFrame(t, c.frame), c.lim)
-			if !errors.Is(err, c.want) {
+			if !matches(err, c.want) {
 				t.Fatalf("got %v, want %v", err, c.want)
 			}
 			var pe *Error
@@ -229,15 +230,16 @@ func TestParseResponseErrors(t *testing.T) {
 
 func TestErrorMatching(t *testing.T) {
 	for st := StatusNotFound; st <= maxStatus; st++ {
-		err := error(&Error{Peer: "h:1", Op: OpGet, Status: st, Msg: "m"})
-		if !errors.Is(err, st.sentinel()) {
-			t.Errorf("%v does not match %v", err, st.sentinel())
+		err := fmt.Errorf("wrapped: %w", &Error{Peer: "h:1", Op: OpGet, Status: st, Msg: "m"})
+		if got := StatusOf(err); got != st {
+			t.Errorf("StatusOf(%v) = %v", err, got)
 		}
-		for other := StatusNotFound; other <= maxStatus; other++ {
-			if other != st && errors.Is(err, other.sentinel()) {
-				t.Errorf("%v matches %v", err, other.sentinel())
-			}
+		if got := StatusOf(errors.Join(errors.New("x"), err)); got != st {
+			t.Errorf("StatusOf(joined %v) = %v", err, got)
 		}
+	}
+	if StatusOf(nil) != StatusOK || StatusOf(errors.New("x")) != StatusOK || StatusOf(&Error{Err: ErrUnavailable}) != StatusOK {
+		t.Error("StatusOf of an error without a status")
 	}
 	if errors.Is(&Error{}, nil) {
 		t.Error("zero Error matches nil")

@@ -216,7 +216,7 @@ func (p *pool) pickMux(r *request) (*muxClientConn, error) {
 	for waited := false; ; {
 		if p.closed || c.closed.Load() {
 			p.mu.Unlock()
-			return nil, &Error{Peer: p.addr, Op: r.Op, Err: ErrClosed}
+			return nil, closedError(p.addr, r.Op)
 		}
 		if p.framing1Until != 0 {
 			if r.now.UnixNano() < p.framing1Until {
@@ -266,7 +266,7 @@ func (p *pool) pickMux(r *request) (*muxClientConn, error) {
 			if p.closed || c.closed.Load() {
 				p.mu.Unlock()
 				nc.Close()
-				return nil, &Error{Peer: p.addr, Op: r.Op, Err: ErrClosed}
+				return nil, closedError(p.addr, r.Op)
 			}
 			if proto != UpgradeMultiplexed {
 				// An older peer: this connection carries one request at a time, and so do the
@@ -355,7 +355,7 @@ func (p *pool) pruneMuxesLocked(now time.Time) {
 }
 
 // closeMuxesLocked closes every multiplexed connection (Client.Close): the calls waiting on them
-// fail with ErrClosed.
+// fail with ErrUnavailable.
 func (p *pool) closeMuxesLocked() {
 	for _, pc := range p.muxes {
 		pc.mu.Lock()

@@ -483,7 +483,7 @@ func TestMuxBrokenConnection(t *testing.T) {
 					continue
 				}
 				var pe *Error
-				if !errors.As(err, &pe) || pe.Peer != addr || pe.Op != OpGet || !errors.Is(err, tc.want) {
+				if !errors.As(err, &pe) || pe.Peer != addr || pe.Op != OpGet || !matches(err, tc.want) {
 					t.Fatalf("%v: want an *Error of %s matching %v", err, addr, tc.want)
 				}
 				if errors.Is(tc.want, ErrUnavailable) != errors.Is(err, ErrUnavailable) && tc.want != io.ErrUnexpectedEOF {

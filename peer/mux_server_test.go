@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -295,7 +294,7 @@ func TestMuxOps(t *testing.T) {
 		if id == 103 {
 			hit, miss = rs[1], rs[0]
 		}
-		if hit.Err != nil || string(hit.Value.Data) != "v" || !errors.Is(miss.Err, ErrNotFound) {
+		if hit.Err != nil || string(hit.Value.Data) != "v" || StatusOf(miss.Err) != StatusNotFound {
 			t.Errorf("batch %d: %+v", id, rs)
 		}
 	}

@@ -241,7 +241,7 @@ func TestParseOpRequestErrors(t *testing.T) {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
 			_, err := ParseRequest(hexFrame(t, c.frame), c.lim)
 			var pe *Error
-			if !errors.As(err, &pe) || pe.Status != c.want || !errors.Is(err, c.want.sentinel()) {
+			if !errors.As(err, &pe) || pe.Status != c.want || StatusOf(err) != c.want {
 				t.Fatalf("got %v, want status %v", err, c.want)
 			}
 			t.Log(err)
@@ -331,7 +331,7 @@ func TestParseBatchEntryOverLimit(t *testing.T) {
 	}
 	for _, i := range []int{1, 3} {
 		var pe *Error
-		if !errors.As(rs[i].Err, &pe) || !errors.Is(rs[i].Err, ErrTooLarge) || pe.Status != StatusOK ||
+		if !errors.As(rs[i].Err, &pe) || pe.Status != StatusTooLarge ||
 			!reflect.DeepEqual(rs[i].Value, Value{}) {
 			t.Fatalf("entry %d: %+v", i, rs[i])
 		}

@@ -149,7 +149,7 @@ func testHostileBatchReplies(t *testing.T, op Op) {
 			}))
 			rs, err := call(ctx, addr, "c", keysOf("a", "b", "c"))
 			checkOpErr(t, err, addr, op, ErrProtocol)
-			if rs != nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTooLarge) {
+			if rs != nil || errors.Is(err, ErrUnavailable) || StatusOf(err) == StatusTooLarge {
 				t.Fatalf("%v, %v", rs, err)
 			}
 			t.Log(err)
@@ -203,7 +203,7 @@ func TestHostileAcknowledgments(t *testing.T) {
 			} {
 				err := call()
 				checkOpErr(t, err, addr, op, ErrProtocol)
-				if errors.Is(err, ErrTooLarge) || errors.Is(err, ErrUnavailable) {
+				if StatusOf(err) == StatusTooLarge || errors.Is(err, ErrUnavailable) {
 					t.Fatalf("%v", err)
 				}
 				mustGet(t, c, addr, "k")

@@ -235,9 +235,9 @@ func WithIdleConnTimeout(d time.Duration) ClientOption {
 }
 
 // WithClientLimits sets the client's limits (zero fields mean their defaults, see Limits). A
-// request over them is refused before it is sent (ErrBadRequest; ErrTooLarge for the value of a
-// Set); a reply frame over them is refused (ErrTooLarge) and its connection closed, and a value
-// over them fails its Get, or its GetMany or PeekMany entry, with ErrTooLarge. Each field must be within its documented range.
+// request over them is refused before it is sent (StatusBadRequest; StatusTooLarge for the value of a
+// Set); a reply frame over them is refused (StatusTooLarge) and its connection closed, and a value
+// over them fails its Get, or its GetMany or PeekMany entry, with StatusTooLarge. Each field must be within its documented range.
 func WithClientLimits(l Limits) ClientOption {
 	return clientOption(func(c *clientConfig) error {
 		if err := l.validate(); err != nil {

@@ -44,10 +44,10 @@ func TestPeek(t *testing.T) {
 	}
 	_, err = c.Peek(ctx, addr, "c", []byte("absent"))
 	var pe *Error
-	if !errors.Is(err, ErrNotFound) || !errors.As(err, &pe) || pe.Op != OpPeek {
+	if StatusOf(err) != StatusNotFound || !errors.As(err, &pe) || pe.Op != OpPeek {
 		t.Fatalf("Peek of an absent key: %v", err)
 	}
-	if _, err := c.Peek(ctx, addr, "other", []byte("k")); !errors.Is(err, ErrUnknownCache) {
+	if _, err := c.Peek(ctx, addr, "other", []byte("k")); StatusOf(err) != StatusUnknownCache {
 		t.Fatalf("Peek of an unknown cache: %v", err)
 	}
 	b.mu.Lock()
@@ -62,7 +62,7 @@ func TestPeekRefusedByBackendWithoutPeek(t *testing.T) {
 	b.set("k", Value{Data: []byte("v")})
 	_, addr := startServer(t, b)
 	c := newClient(t)
-	if _, err := c.Peek(context.Background(), addr, "c", []byte("k")); !errors.Is(err, ErrBadRequest) {
+	if _, err := c.Peek(context.Background(), addr, "c", []byte("k")); StatusOf(err) != StatusBadRequest {
 		t.Fatalf("Peek on a server without peek: %v", err)
 	}
 	if b.calls != 0 {
@@ -194,7 +194,7 @@ func TestPeekMany(t *testing.T) {
 		t.Fatalf("POST: %+v", r)
 	}
 	prs, err := ParseBatch(r.Value.Data, 2, Limits{})
-	if err != nil || !errors.Is(prs[0].Err, ErrNotFound) || prs[1].Err != nil || !sameValue(prs[1].Value, alpha) {
+	if err != nil || StatusOf(prs[0].Err) != StatusNotFound || prs[1].Err != nil || !sameValue(prs[1].Value, alpha) {
 		t.Fatalf("POST batch %+v, %v", prs, err)
 	}
 
@@ -297,7 +297,7 @@ func TestPeekManyReplyFull(t *testing.T) {
 		}
 	}
 	rs, err = c.PeekMany(ctx, addr, "c", keys[3:])
-	if err != nil || rs[0].Err != nil || !errors.Is(rs[1].Err, ErrNotFound) {
+	if err != nil || rs[0].Err != nil || StatusOf(rs[1].Err) != StatusNotFound {
 		t.Fatalf("asking again: %+v, %v", rs, err)
 	}
 
@@ -306,10 +306,10 @@ func TestPeekManyReplyFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pe := checkOpErr(t, rs[0].Err, addr, OpPeekMany, ErrTooLarge); pe.Status != StatusOK || rs[0].Value.Data != nil {
+	if pe := checkOpErr(t, rs[0].Err, addr, OpPeekMany, ErrTooLarge); pe.Status != StatusTooLarge || rs[0].Value.Data != nil {
 		t.Fatalf("entry 0: %+v", rs[0])
 	}
-	if !errors.Is(rs[1].Err, ErrNotFound) {
+	if StatusOf(rs[1].Err) != StatusNotFound {
 		t.Fatalf("entry 1: %v", rs[1].Err)
 	}
 	if st := c2.Stats(); st.Errors != 0 || st.OpenConns != 1 {

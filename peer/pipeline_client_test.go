@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
@@ -126,14 +127,14 @@ func echoOp(ctx context.Context, c *Client, addr string, op, n int) error {
 			return err // not an answer: the caller decides
 		}
 		if strings.HasPrefix(k, "nf") {
-			if !errors.Is(err, ErrNotFound) {
+			if StatusOf(err) != StatusNotFound {
 				return fmt.Errorf("%s%s: got %q, %v; want not found", prefix, k, v.Data, err)
 			}
 			return nil
 		}
 		if strings.HasPrefix(k, "e-") {
 			var pe *Error
-			if !errors.Is(err, ErrInternal) || !errors.As(err, &pe) || pe.Msg != k {
+			if StatusOf(err) != StatusInternal || !errors.As(err, &pe) || pe.Msg != k {
 				return fmt.Errorf("%s%s: got %q, %v; want the error %q", prefix, k, v.Data, err, k)
 			}
 			return nil
@@ -170,7 +171,7 @@ func echoOp(ctx context.Context, c *Client, addr string, op, n int) error {
 			return err
 		}
 		var pe *Error
-		if !errors.Is(err, ErrInternal) || !errors.As(err, &pe) || pe.Msg != key {
+		if StatusOf(err) != StatusInternal || !errors.As(err, &pe) || pe.Msg != key {
 			if err == nil || answered(err) {
 				return fmt.Errorf("%s %s: %v, want the peer's error %q", what, key, err, key)
 			}
@@ -280,7 +281,7 @@ func startCountedServer(t testing.TB, b Backend) (*Server, *connCounter, string)
 	go func() { done <- s.Serve(countedListener{Listener: l, n: n}) }()
 	t.Cleanup(func() {
 		s.Close()
-		if err := <-done; !errors.Is(err, ErrClosed) {
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("Serve returned %v", err)
 		}
 	})
@@ -770,7 +771,7 @@ func TestPipelinedValueOverLimit(t *testing.T) {
 				}
 				v, err := c.Get(context.Background(), addr, "c", []byte(key))
 				switch {
-				case key == big && !errors.Is(err, ErrTooLarge):
+				case key == big && StatusOf(err) != StatusTooLarge:
 					t.Errorf("big value: %v", err)
 				case key != big && (err != nil || string(v.Data) != "get:"+key):
 					t.Errorf("%s: %q, %v", key, v.Data, err)
@@ -801,7 +802,7 @@ func TestPipelinedClientClose(t *testing.T) {
 	for range 5 {
 		select {
 		case err := <-errs:
-			if !errors.Is(err, ErrClosed) {
+			if !errors.Is(err, ErrUnavailable) {
 				t.Fatalf("%v does not match ErrClosed", err)
 			}
 		case <-time.After(5 * time.Second):
@@ -811,7 +812,7 @@ func TestPipelinedClientClose(t *testing.T) {
 	if st := c.Stats(); st.OpenConns != 0 || st.MuxConns != 0 {
 		t.Fatalf("stats %+v", st)
 	}
-	if _, err := c.Get(context.Background(), addr, "c", []byte("k")); !errors.Is(err, ErrClosed) {
+	if _, err := c.Get(context.Background(), addr, "c", []byte("k")); !errors.Is(err, ErrUnavailable) {
 		t.Fatal(err)
 	}
 }

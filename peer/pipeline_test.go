@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -52,7 +53,7 @@ func startCountingServer(t *testing.T, b Backend) (*countingListener, string) {
 	go func() { done <- s.Serve(cl) }()
 	t.Cleanup(func() {
 		s.Close()
-		if err := <-done; !errors.Is(err, ErrClosed) {
+		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("Serve returned %v", err)
 		}
 	})

@@ -29,8 +29,8 @@ const ContentType = "application/x-groupcache-frame"
 
 // Backend is what a Server serves from. The root package implements it.
 type Backend interface {
-	// Get returns the value of key in the named cache on this node. Errors matching ErrNotFound,
-	// ErrUnknownCache, ErrTooLarge, ErrOverloaded (and ErrBadRequest) map to their status;
+	// Get returns the value of key in the named cache on this node. Errors with StatusNotFound,
+	// StatusUnknownCache, StatusTooLarge, StatusOverloaded (and StatusBadRequest) map to their status;
 	// anything else is StatusInternal, and its message is passed to the caller, cut to
 	// MaxMessageBytes.
 	//
@@ -49,7 +49,7 @@ type Backend interface {
 // Get of a multiplexed connection runs on its own goroutine.
 type InlineBackend interface {
 	Backend
-	// GetInline answers as Get would (a value, or an error such as one matching ErrNotFound)
+	// GetInline answers as Get would (a value, or an error such as one with StatusNotFound)
 	// with ok true when it can do so without blocking: from memory, without loading, waiting or
 	// I/O. With ok false it has done nothing and Get is called. key is as for Get; a panic is
 	// recovered and answered with StatusInternal.
@@ -57,7 +57,7 @@ type InlineBackend interface {
 }
 
 // PeekBackend is a Backend that also answers OpPeek: the value of key if this node holds it, an
-// error matching ErrNotFound if not, and never a load. A Server whose Backend does not implement
+// error with StatusNotFound if not, and never a load. A Server whose Backend does not implement
 // it answers OpPeek with StatusBadRequest.
 type PeekBackend interface {
 	Backend
@@ -71,7 +71,7 @@ type BatchBackend interface {
 	Backend
 	// GetMany returns one Result per key, in order: a value, or an error mapped to the entry's
 	// status as Get's errors are (a NotFound entry carries no message). A non-nil error answers
-	// the whole request instead (ErrUnknownCache, say); a slice of another length than keys is
+	// the whole request instead (StatusUnknownCache, say); a slice of another length than keys is
 	// answered with StatusInternal. Values are checked as Get's are (over MaxValueBytes:
 	// StatusTooLarge for that entry; malformed compressed: StatusInternal), and the entries that
 	// do not fit in the reply frame (MaxFrameBytes) are answered with StatusOverloaded, for the
@@ -83,12 +83,12 @@ type BatchBackend interface {
 }
 
 // BatchPeekBackend is a Backend that also answers OpPeekMany: for each key, the value if this node
-// holds it, ErrNotFound if not, never a load. A Server whose Backend does not implement it answers
+// holds it, StatusNotFound if not, never a load. A Server whose Backend does not implement it answers
 // OpPeekMany with StatusBadRequest.
 type BatchPeekBackend interface {
 	Backend
 	// PeekMany is GetMany without loading: one Result per key, in order, an entry the node does
-	// not hold matching ErrNotFound. Results, errors, keys, ctx and panics are as for
+	// not hold with StatusNotFound. Results, errors, keys, ctx and panics are as for
 	// BatchBackend.GetMany, and so are the checks of the values and the entries that do not fit
 	// in the reply frame.
 	PeekMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error)
@@ -424,7 +424,7 @@ func (s *Server) get(ctx context.Context, req *Request, c *connCounters) (v Valu
 	if req.Op == OpPeek {
 		pb, ok := s.backend.(PeekBackend)
 		if !ok {
-			return Value{}, fmt.Errorf("%w: this server does not answer peek", ErrBadRequest)
+			return Value{}, &Error{Status: StatusBadRequest, Msg: "this server does not answer peek"}
 		}
 		return pb.Peek(ctx, req.Cache, req.Key)
 	}
@@ -479,13 +479,13 @@ func (s *Server) batch(ctx context.Context, req *Request, c *connCounters) (rs [
 	if req.Op == OpPeekMany {
 		pb, ok := s.backend.(BatchPeekBackend)
 		if !ok {
-			return nil, fmt.Errorf("%w: this server does not answer peekmany", ErrBadRequest)
+			return nil, &Error{Status: StatusBadRequest, Msg: "this server does not answer peekmany"}
 		}
 		return pb.PeekMany(ctx, req.Cache, req.Keys)
 	}
 	bb, ok := s.backend.(BatchBackend)
 	if !ok {
-		return nil, fmt.Errorf("%w: this server does not answer getmany", ErrBadRequest)
+		return nil, &Error{Status: StatusBadRequest, Msg: "this server does not answer getmany"}
 	}
 	return bb.GetMany(ctx, req.Cache, req.Keys)
 }
@@ -495,7 +495,7 @@ func (s *Server) write(ctx context.Context, req *Request, c *connCounters) (err 
 	defer s.recoverBackend(req, c, &err)
 	wb, ok := s.backend.(WriteBackend)
 	if !ok {
-		return fmt.Errorf("%w: this server does not answer %v", ErrBadRequest, req.Op)
+		return &Error{Status: StatusBadRequest, Msg: "this server does not answer " + req.Op.String()}
 	}
 	switch req.Op {
 	case OpSet:
@@ -744,7 +744,7 @@ func readFrame(r io.Reader, buf []byte, n int) ([]byte, error) {
 }
 
 // Serve accepts connections on l and serves s at its base path with an http.Server until Close,
-// then returns an error matching both ErrClosed and http.ErrServerClosed. Any other error of the
+// then returns http.ErrServerClosed. Any other error of the
 // http.Server is returned as is. l is closed when Serve returns.
 func (s *Server) Serve(l net.Listener) error {
 	srv := &http.Server{
@@ -757,7 +757,7 @@ func (s *Server) Serve(l net.Listener) error {
 	if s.closed {
 		s.mu.Unlock()
 		l.Close()
-		return wrapCause(ErrClosed, http.ErrServerClosed)
+		return http.ErrServerClosed
 	}
 	s.servers[srv] = struct{}{}
 	s.mu.Unlock()
@@ -766,7 +766,7 @@ func (s *Server) Serve(l net.Listener) error {
 	delete(s.servers, srv)
 	s.mu.Unlock()
 	if errors.Is(err, http.ErrServerClosed) {
-		return wrapCause(ErrClosed, http.ErrServerClosed)
+		return http.ErrServerClosed
 	}
 	return err
 }

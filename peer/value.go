@@ -56,7 +56,7 @@ func Compress(raw []byte, threshold int) Value {
 
 // Raw returns the decoded bytes of v: v.Data itself when v is not compressed, a new slice when it
 // is. limit bounds the decoded length (0 or negative means DefaultMaxValueBytes); a value over it
-// is refused with an error matching ErrTooLarge, and for a compressed value this is decided from
+// is refused with an error with StatusTooLarge, and for a compressed value this is decided from
 // its header before anything is inflated. Malformed compressed data gives an error matching
 // ErrProtocol.
 func (v Value) Raw(limit int) ([]byte, error) {
@@ -72,7 +72,7 @@ func (v Value) RawInto(dst []byte, limit int) ([]byte, error) {
 	}
 	if !v.Compressed {
 		if len(v.Data) > limit {
-			return nil, &Error{Err: ErrTooLarge,
+			return nil, &Error{Status: StatusTooLarge,
 				Msg: fmt.Sprintf("value of %d bytes over the limit of %d", len(v.Data), limit)}
 		}
 		return v.Data, nil
@@ -82,7 +82,7 @@ func (v Value) RawInto(dst []byte, limit int) ([]byte, error) {
 		return nil, &Error{Err: ErrProtocol, Msg: "compressed value: " + err.Error()}
 	}
 	if n > limit {
-		return nil, &Error{Err: ErrTooLarge,
+		return nil, &Error{Status: StatusTooLarge,
 			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", n, limit)}
 	}
 	if cap(dst) >= n {

@@ -68,20 +68,20 @@ func TestRawLimits(t *testing.T) {
 		t.Fatalf("zeros: %d bytes", len(v.Data))
 	}
 	_, err := v.Raw(1<<20 - 1)
-	if !errors.Is(err, ErrTooLarge) {
+	if StatusOf(err) != StatusTooLarge {
 		t.Fatalf("bomb: %v", err)
 	}
 	if got, err := v.Raw(1 << 20); err != nil || len(got) != 1<<20 {
 		t.Fatalf("at the limit: %v", err)
 	}
-	if _, err := (Value{Data: raw}).Raw(10); !errors.Is(err, ErrTooLarge) {
+	if _, err := (Value{Data: raw}).Raw(10); StatusOf(err) != StatusTooLarge {
 		t.Fatalf("uncompressed over the limit: %v", err)
 	}
 	// A header that claims 4 GiB: refused before any allocation.
 	huge := []byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0x00}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	if _, err := (Value{Data: huge, Compressed: true}).Raw(0); !errors.Is(err, ErrTooLarge) {
+	if _, err := (Value{Data: huge, Compressed: true}).Raw(0); StatusOf(err) != StatusTooLarge {
 		t.Fatalf("huge header: %v", err)
 	}
 	runtime.ReadMemStats(&after)
@@ -108,7 +108,7 @@ func TestRawInto(t *testing.T) {
 	if err != nil || !bytes.Equal(raw, want) || &raw[0] == &small[:1][0] {
 		t.Fatalf("into a buffer too small: %v", err)
 	}
-	if _, err := v.RawInto(dst, 1<<10); !errors.Is(err, ErrTooLarge) {
+	if _, err := v.RawInto(dst, 1<<10); StatusOf(err) != StatusTooLarge {
 		t.Fatalf("over the limit: %v", err)
 	}
 	plain := Value{Data: []byte("plain")}

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/typedcache/groupcache"
-	"github.com/typedcache/groupcache/peer"
 )
 
 // Cluster is a set of nodes that know each other.
@@ -64,7 +63,7 @@ func (c *Cluster) serve(addr string, l net.Listener) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		if err := node.Serve(l); err != nil && !errors.Is(err, peer.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+		if err := node.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			c.t.Errorf("node %s: serve: %v", node.Self(), err)
 		}
 	}()
