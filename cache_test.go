@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -36,6 +37,7 @@ func (l *countingLoader) Load(_ context.Context, k string) (string, error) {
 }
 
 func TestGetLoadsOnceThenHits(t *testing.T) {
+	t.Parallel()
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", l)
 	defer c.Close()
@@ -56,6 +58,7 @@ func TestGetLoadsOnceThenHits(t *testing.T) {
 }
 
 func TestTypedKeysAndValues(t *testing.T) {
+	t.Parallel()
 	c := MustNew[userID, profile]("users", LoaderFunc[userID, profile](func(_ context.Context, id userID) (profile, error) {
 		return profile{Name: fmt.Sprint("user", int64(id)), Age: int(id)}, nil
 	}))
@@ -67,6 +70,7 @@ func TestTypedKeysAndValues(t *testing.T) {
 }
 
 func TestConcurrentMissesLoadOnce(t *testing.T) {
+	t.Parallel()
 	const callers = 1000
 	release := make(chan struct{})
 	var calls atomic.Int64
@@ -118,6 +122,7 @@ func TestConcurrentMissesLoadOnce(t *testing.T) {
 }
 
 func TestLoaderErrors(t *testing.T) {
+	t.Parallel()
 	errDB := errors.New("db down")
 	var calls atomic.Int64
 	c := MustNew[int, string]("t", LoaderFunc[int, string](func(_ context.Context, k int) (string, error) {
@@ -165,6 +170,7 @@ func TestLoaderErrors(t *testing.T) {
 }
 
 func TestCallerCancelDoesNotFailOthers(t *testing.T) {
+	t.Parallel()
 	started := make(chan struct{})
 	release := make(chan struct{})
 	c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
@@ -204,6 +210,7 @@ func TestCallerCancelDoesNotFailOthers(t *testing.T) {
 }
 
 func TestCancelledContextBeforeMiss(t *testing.T) {
+	t.Parallel()
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", l)
 	defer c.Close()
@@ -217,32 +224,51 @@ func TestCancelledContextBeforeMiss(t *testing.T) {
 	}
 }
 
+// TestLoadTimeout checks that the load timeout frees the callers of a loader that ignores its
+// context, for a caller whose ctx can end (the flight runs detached) and one whose ctx cannot
+// (the flight runs in the caller's goroutine), in a synctest bubble: time passes only when every
+// goroutine waits.
 func TestLoadTimeout(t *testing.T) {
-	release := make(chan struct{})
-	defer close(release)
-	c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
-		<-release // ignores ctx: the timeout must still free the callers
-		return "late", nil
-	}), WithLoadTimeout(20*time.Millisecond))
-	defer c.Close()
-	_, err := c.Get(context.Background(), "k")
-	if !errors.Is(err, ErrLoadTimeout) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v", err)
-	}
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
+			<-release // ignores ctx: the timeout must still free the callers
+			return "late", nil
+		}), WithLoadTimeout(20*time.Second))
+		defer c.Close()
+		start := time.Now()
+		_, err := c.Get(context.Background(), "k")
+		if !errors.Is(err, ErrLoadTimeout) || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != 20*time.Second {
+			t.Fatalf("err = %v after %v", err, time.Since(start))
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		start = time.Now()
+		if _, err := c.Get(ctx, "k2"); !errors.Is(err, ErrLoadTimeout) || time.Since(start) != 20*time.Second {
+			t.Fatalf("err = %v after %v", err, time.Since(start))
+		}
+	})
 }
 
 func TestLoadTimeoutHonouredByLoader(t *testing.T) {
-	c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
-		<-ctx.Done()
-		return "", ctx.Err()
-	}), WithLoadTimeout(10*time.Millisecond))
-	defer c.Close()
-	if _, err := c.Get(context.Background(), "k"); !errors.Is(err, ErrLoadTimeout) {
-		t.Fatalf("err = %v", err)
-	}
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
+			<-ctx.Done()
+			return "", ctx.Err()
+		}), WithLoadTimeout(10*time.Second))
+		defer c.Close()
+		start := time.Now()
+		if _, err := c.Get(context.Background(), "k"); !errors.Is(err, ErrLoadTimeout) || time.Since(start) != 10*time.Second {
+			t.Fatalf("err = %v after %v", err, time.Since(start))
+		}
+	})
 }
 
 func TestTTLWithFakeClock(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", l, WithTTL(time.Minute), WithClock(clk))
@@ -334,6 +360,7 @@ func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
 }
 
 func TestInvalidKey(t *testing.T) {
+	t.Parallel()
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", l, WithMaxKeyBytes(8))
 	defer c.Close()
@@ -351,6 +378,7 @@ func TestInvalidKey(t *testing.T) {
 type pointKey struct{ X, Y int }
 
 func TestKeyCodecs(t *testing.T) {
+	t.Parallel()
 	load := LoaderFunc[pointKey, int](func(_ context.Context, p pointKey) (int, error) { return p.X + p.Y, nil })
 	if _, err := New[pointKey, int]("t", load); !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), "WithKeyCodec") {
 		t.Fatalf("struct key without key codec: err = %v", err)
@@ -366,6 +394,7 @@ func TestKeyCodecs(t *testing.T) {
 }
 
 func TestInvalidOptions(t *testing.T) {
+	t.Parallel()
 	l := &countingLoader{}
 	var nilFunc LoaderFunc[string, string]
 	tests := []struct {
@@ -407,6 +436,7 @@ func TestInvalidOptions(t *testing.T) {
 }
 
 func TestCloseThenGet(t *testing.T) {
+	t.Parallel()
 	c := MustNew[string, string]("t", &countingLoader{})
 	c.Get(context.Background(), "a")
 	if err := c.Close(); err != nil {
@@ -444,6 +474,7 @@ func (c *countingCodec) Decode(data []byte) (profile, error) {
 }
 
 func TestCustomCodecAndSizer(t *testing.T) {
+	t.Parallel()
 	load := LoaderFunc[userID, profile](func(_ context.Context, id userID) (profile, error) {
 		return profile{Name: "n", Age: int(id)}, nil
 	})
@@ -470,6 +501,7 @@ func TestCustomCodecAndSizer(t *testing.T) {
 }
 
 func TestByteBoundAndEviction(t *testing.T) {
+	t.Parallel()
 	const maxBytes = 64 << 10
 	c := MustNew[int, string]("t", LoaderFunc[int, string](func(_ context.Context, k int) (string, error) {
 		return strings.Repeat("v", 100+k%900), nil

@@ -54,6 +54,7 @@ func getAll(t *testing.T, caches []*groupcache.Cache[string, string], key string
 }
 
 func TestClusterRemoveSeenFromEveryNode(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, versioned(log), alwaysPromote)
@@ -79,6 +80,7 @@ func TestClusterRemoveSeenFromEveryNode(t *testing.T) {
 }
 
 func TestClusterRemoveManyOneRequestPerPeerAndStep(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, versioned(log), alwaysPromote)
@@ -110,6 +112,7 @@ func TestClusterRemoveManyOneRequestPerPeerAndStep(t *testing.T) {
 }
 
 func TestClusterSetSeenFromEveryNode(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, versioned(log), alwaysPromote)
@@ -135,6 +138,7 @@ func TestClusterSetSeenFromEveryNode(t *testing.T) {
 }
 
 func TestClusterClearEmptiesEveryNode(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, versioned(log), alwaysPromote)
@@ -163,6 +167,7 @@ func TestClusterClearEmptiesEveryNode(t *testing.T) {
 }
 
 func TestClusterExpiryOnOwnerAndHotCopies(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
 	cl := testcluster.Start(t, 2)
 	log := newLoadLog()
@@ -187,6 +192,7 @@ func TestClusterExpiryOnOwnerAndHotCopies(t *testing.T) {
 }
 
 func TestClusterHotTTLBoundsCopies(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
 	cl := testcluster.Start(t, 2)
 	log := newLoadLog()
@@ -205,6 +211,7 @@ func TestClusterHotTTLBoundsCopies(t *testing.T) {
 }
 
 func TestClusterNegativeCaching(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, versioned(log), groupcache.WithNegativeTTL(time.Minute))
@@ -232,6 +239,7 @@ func TestClusterNegativeCaching(t *testing.T) {
 }
 
 func TestClusterStaleWhileRevalidate(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
 	cl := testcluster.Start(t, 2)
 	log := newLoadLog()
@@ -270,6 +278,7 @@ func TestClusterStaleWhileRevalidate(t *testing.T) {
 }
 
 func TestClusterGetMany(t *testing.T) {
+	t.Parallel()
 	// Hand-off off: a freshly started node first peeks the cluster it joins (one PeekMany per
 	// previous owner), which TestClusterGetManyHandsOff checks; this counts GetMany alone.
 	cl := testcluster.Start(t, 3, groupcache.WithHandoffWindow(0))
@@ -329,6 +338,7 @@ func (l clusterBatchLoader) LoadMany(ctx context.Context, keys []string) ([]grou
 }
 
 func TestClusterGetManyBatchLoadsOnOwners(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	log := newLoadLog()
 	var mu sync.Mutex
@@ -362,6 +372,7 @@ func TestClusterGetManyBatchLoadsOnOwners(t *testing.T) {
 }
 
 func TestClusterGetManyDeadOwnerFallsBack(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3, groupcache.WithPeerBackoff(time.Hour))
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, nil)
@@ -385,6 +396,7 @@ func TestClusterGetManyDeadOwnerFallsBack(t *testing.T) {
 }
 
 func TestClusterWritesBadInput(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	ctx := context.Background()
 	// A cache that only node 0 has: its keys owned by node 1 cannot be set there.
@@ -471,6 +483,7 @@ func hostilePeer(t *testing.T, reply func(req peer.Request) []byte) string {
 // TestClusterHostileBatchReply: a peer whose GetMany replies have missing or extra entries is a
 // protocol error; the keys it owns are loaded locally, each with its own correct value.
 func TestClusterHostileBatchReply(t *testing.T) {
+	t.Parallel()
 	for _, delta := range []int{-1, +1} {
 		t.Run(fmt.Sprint(delta), func(t *testing.T) {
 			hostile := hostilePeer(t, func(req peer.Request) []byte {
@@ -507,6 +520,7 @@ func TestClusterHostileBatchReply(t *testing.T) {
 // TestClusterBatchesAreSplit: more keys than the batch size are sent in several requests, not
 // refused; duplicates are asked for once.
 func TestClusterBatchesAreSplit(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, nil, groupcache.WithBatchSize(10))
@@ -540,6 +554,7 @@ func TestClusterBatchesAreSplit(t *testing.T) {
 // TestClusterGetManyHandsOff: after a node joins, GetMany of keys it now owns takes them over from
 // their previous owners with one PeekMany per previous owner, instead of loading them again.
 func TestClusterGetManyHandsOff(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, nil)

@@ -79,6 +79,7 @@ func ownerOf(t testing.TB, cl *testcluster.Cluster, key string) int {
 }
 
 func TestClusterOneLoadPerKey(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, nil)
@@ -136,6 +137,7 @@ func TestClusterOneLoadPerKey(t *testing.T) {
 }
 
 func TestClusterRemoteNotFoundIsBelieved(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, func(_ context.Context, _ int, k string) (string, error) {
@@ -156,6 +158,7 @@ func TestClusterRemoteNotFoundIsBelieved(t *testing.T) {
 }
 
 func TestClusterLoaderErrorTravels(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, func(_ context.Context, _ int, k string) (string, error) {
@@ -190,6 +193,7 @@ func contains(s []string, v string) bool {
 }
 
 func TestClusterDeadOwnerFallsBackOncePerBackoff(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3, groupcache.WithPeerBackoff(time.Hour))
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, nil)
@@ -221,6 +225,7 @@ func TestClusterDeadOwnerFallsBackOncePerBackoff(t *testing.T) {
 }
 
 func TestClusterSlowPeerDoesNotStallOthers(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	release := make(chan struct{})
 	log := newLoadLog()
@@ -262,6 +267,7 @@ func TestClusterSlowPeerDoesNotStallOthers(t *testing.T) {
 }
 
 func TestClusterCodecMismatchIsADecodeError(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	strs, err := groupcache.New[string, string]("c", groupcache.LoaderFunc[string, string](
 		func(context.Context, string) (string, error) { return "text", nil }), groupcache.WithNode(cl.Nodes[0]))
@@ -282,6 +288,7 @@ func TestClusterCodecMismatchIsADecodeError(t *testing.T) {
 }
 
 func TestClusterUnknownCacheOnPeerFallsBack(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	c, err := groupcache.New[string, string]("only-here", groupcache.LoaderFunc[string, string](
 		func(_ context.Context, k string) (string, error) { return "v" + k, nil }), groupcache.WithNode(cl.Nodes[0]))
@@ -299,6 +306,7 @@ func TestClusterUnknownCacheOnPeerFallsBack(t *testing.T) {
 }
 
 func TestClusterHotCachePromotesByFrequency(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, nil)
@@ -326,6 +334,7 @@ func TestClusterHotCachePromotesByFrequency(t *testing.T) {
 }
 
 func TestClusterValuesTravelCompressed(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	big := make([]byte, 0, 64<<10)
 	for len(big) < 64<<10 {
@@ -353,6 +362,7 @@ func TestClusterValuesTravelCompressed(t *testing.T) {
 }
 
 func TestNodePeerSetChanges(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	n := cl.Nodes[0]
 	if err := n.SetPeers(cl.Addrs[1], cl.Addrs[2]); !errors.Is(err, groupcache.ErrInvalidOption) {
@@ -396,6 +406,7 @@ func TestNodePeerSetChanges(t *testing.T) {
 }
 
 func TestNodeRejectsDuplicateCacheNames(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 1)
 	load := groupcache.LoaderFunc[string, string](func(context.Context, string) (string, error) { return "", nil })
 	c, err := groupcache.New[string, string]("same", load, groupcache.WithNode(cl.Nodes[0]))
@@ -414,6 +425,7 @@ func TestNodeRejectsDuplicateCacheNames(t *testing.T) {
 }
 
 func TestClusterHandoffOnScaleOut(t *testing.T) {
+	t.Parallel()
 	const keys = 10_000
 	cl := testcluster.Start(t, 3)
 	log := newLoadLog()
@@ -453,6 +465,7 @@ func TestClusterHandoffOnScaleOut(t *testing.T) {
 // A load in progress on an owner holds up none of the other requests a node sends it: they share
 // one multiplexed connection, and the owner answers its hits while the load goes on.
 func TestClusterSlowLoadDoesNotStallOwnersHits(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 3)
 	release := make(chan struct{})
 	log := newLoadLog()

@@ -62,6 +62,7 @@ func (m *membership) source() discovery.Source {
 // discovery.Run and checks, after each membership change, that all nodes agree on the owner of
 // each of 10,000 keys within a bounded time.
 func TestDiscoveryConverges(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 4)
 	m := &membership{}
 	m.set(cl.Addrs[:3]) // node 3 is running but not a member yet
@@ -131,6 +132,7 @@ func memberIndexes(addrs, members []string) []int {
 }
 
 func TestClosingTheNodeStopsDiscovery(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	done := make(chan error, 1)
 	go func() {

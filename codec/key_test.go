@@ -41,6 +41,7 @@ func unsigned[K ~uint | ~uint8 | ~uint16 | ~uint32 | ~uint64 | ~uintptr](k K) []
 func raw[K ~string](k K) []byte { return []byte(k) }
 
 func TestKeyRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		run  func(t *testing.T)
@@ -78,6 +79,7 @@ func TestKeyRoundTrip(t *testing.T) {
 
 // TestKeyPinned pins key encodings that other nodes depend on.
 func TestKeyPinned(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		got  func() ([]byte, error)
@@ -119,6 +121,7 @@ func keyDecodeErr[K comparable](data []byte) func(t *testing.T) error {
 }
 
 func TestKeyDecodeErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		decode func(t *testing.T) error
@@ -167,6 +170,7 @@ func unsupported[K comparable](t *testing.T) {
 }
 
 func TestKeyUnsupported(t *testing.T) {
+	t.Parallel()
 	type pair struct{ A, B int }
 	for _, tc := range []struct {
 		name string

@@ -40,6 +40,15 @@ func recv[T any](t *testing.T, ch <-chan T) T {
 	}
 }
 
+// settled waits until every goroutine of the test's synctest bubble is blocked, then checks cond.
+func settled(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	synctest.Wait()
+	if !cond() {
+		t.Fatalf("%s: not so once every goroutine is blocked", what)
+	}
+}
+
 // waitUntil yields until cond holds, failing the test if it does not hold in time.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -89,6 +98,7 @@ func mustNotRun[V any](t *testing.T) func(context.Context) (V, error) {
 }
 
 func TestDoDeduplicatesConcurrentCallers(t *testing.T) {
+	t.Parallel()
 	const n = 1000
 	g := New[string, int](0, nil)
 	var calls atomic.Int32
@@ -131,6 +141,7 @@ func TestDoDeduplicatesConcurrentCallers(t *testing.T) {
 }
 
 func TestDoDistinctKeysLoadConcurrently(t *testing.T) {
+	t.Parallel()
 	g := New[int, int](0, nil)
 	started := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
 	// Each load waits until the other one has started: they only finish if they run at the same
@@ -155,6 +166,7 @@ func TestDoDistinctKeysLoadConcurrently(t *testing.T) {
 type ctxKey struct{}
 
 func TestDoDetachedContext(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		timeout time.Duration
@@ -197,6 +209,7 @@ func TestDoDetachedContext(t *testing.T) {
 }
 
 func TestDoCallerLeavesLoadGoesOn(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		leaver     string // "starter" or "joiner": which caller's context ends
@@ -264,28 +277,32 @@ func TestDoCallerLeavesLoadGoesOn(t *testing.T) {
 }
 
 func TestDoCallerDeadline(t *testing.T) {
-	g := New[string, int](0, nil)
-	started := make(chan context.Context, 1)
-	release := make(chan struct{})
-	starter := goDo(context.Background(), g, "k", blocking(7, started, release))
-	recv(t, started)
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := New[string, int](0, nil)
+		started := make(chan context.Context, 1)
+		release := make(chan struct{})
+		starter := goDo(context.Background(), g, "k", blocking(7, started, release))
+		recv(t, started)
 
-	// The caller's deadline may pass before or after it joins the load; both must end its
-	// wait with context.DeadlineExceeded.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-	defer cancel()
-	_, err, _ := g.Do(ctx, "k", mustNotRun[int](t))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Do with an expiring context = %v, want context.DeadlineExceeded", err)
-	}
+		// The caller's deadline may pass before or after it joins the load; both must end its
+		// wait with context.DeadlineExceeded.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		defer cancel()
+		_, err, _ := g.Do(ctx, "k", mustNotRun[int](t))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Do with an expiring context = %v, want context.DeadlineExceeded", err)
+		}
 
-	close(release)
-	if r := recv(t, starter); r.v != 7 || r.err != nil {
-		t.Errorf("starter got %v, %v, want 7, nil", r.v, r.err)
-	}
+		close(release)
+		if r := recv(t, starter); r.v != 7 || r.err != nil {
+			t.Errorf("starter got %v, %v, want 7, nil", r.v, r.err)
+		}
+	})
 }
 
 func TestDoLastWaiterLeavesCancelsAndForgets(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	started := make(chan context.Context, 1)
 	release1 := make(chan struct{})
@@ -336,6 +353,7 @@ func TestDoLastWaiterLeavesCancelsAndForgets(t *testing.T) {
 }
 
 func TestDoTimeout(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		fn   func(release <-chan struct{}) func(context.Context) (int, error)
@@ -358,65 +376,71 @@ func TestDoTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			const n = 5
-			g := New[string, int](10*time.Millisecond, nil)
-			release := make(chan struct{})
-			defer close(release)
-			var calls atomic.Int32
-			inner := tt.fn(release)
-			fn := func(ctx context.Context) (int, error) {
-				calls.Add(1)
-				return inner(ctx)
-			}
-
-			// Callers that arrive after the timeout start a load of their own, which times
-			// out as well.
-			results := make([]<-chan result[int], n)
-			for i := range results {
-				results[i] = goDo(context.Background(), g, "k", fn)
-			}
-			for _, ch := range results {
-				r := recv(t, ch)
-				if !errors.Is(r.err, timeoutError{}) || !errors.Is(r.err, context.DeadlineExceeded) {
-					t.Errorf("Do = %v, want an error matching timeoutError{} and context.DeadlineExceeded", r.err)
+			synctest.Test(t, func(t *testing.T) {
+				const n = 5
+				g := New[string, int](10*time.Millisecond, nil)
+				release := make(chan struct{})
+				defer close(release)
+				var calls atomic.Int32
+				inner := tt.fn(release)
+				fn := func(ctx context.Context) (int, error) {
+					calls.Add(1)
+					return inner(ctx)
 				}
-			}
 
-			// The timed-out load is forgotten: the next caller starts a new one.
-			v, err, shared := g.Do(context.Background(), "k", func(context.Context) (int, error) { return 2, nil })
-			if v != 2 || err != nil || shared {
-				t.Errorf("Do after the timeout = %v, %v, %v, want 2, nil, false", v, err, shared)
-			}
-			if got, want := g.InFlight(), int(calls.Load()); got > want {
-				t.Errorf("InFlight() = %d, more than the %d timed-out loads", got, want)
-			}
+				// Callers that arrive after the timeout start a load of their own, which times
+				// out as well.
+				results := make([]<-chan result[int], n)
+				for i := range results {
+					results[i] = goDo(context.Background(), g, "k", fn)
+				}
+				for _, ch := range results {
+					r := recv(t, ch)
+					if !errors.Is(r.err, timeoutError{}) || !errors.Is(r.err, context.DeadlineExceeded) {
+						t.Errorf("Do = %v, want an error matching timeoutError{} and context.DeadlineExceeded", r.err)
+					}
+				}
+
+				// The timed-out load is forgotten: the next caller starts a new one.
+				v, err, shared := g.Do(context.Background(), "k", func(context.Context) (int, error) { return 2, nil })
+				if v != 2 || err != nil || shared {
+					t.Errorf("Do after the timeout = %v, %v, %v, want 2, nil, false", v, err, shared)
+				}
+				if got, want := g.InFlight(), int(calls.Load()); got > want {
+					t.Errorf("InFlight() = %d, more than the %d timed-out loads", got, want)
+				}
+			})
 		})
 	}
 }
 
 func TestDoTimeoutLoadNeverReturns(t *testing.T) {
-	g := New[string, int](5*time.Millisecond, nil)
-	release := make(chan struct{})
-	started := make(chan context.Context, 1)
-	_, err, _ := g.Do(context.Background(), "k", blocking(1, started, release))
-	if !errors.Is(err, timeoutError{}) {
-		t.Fatalf("Do = %v, want timeoutError{}", err)
-	}
-	load := recv(t, started)
-	if !errors.Is(load.Err(), context.DeadlineExceeded) {
-		t.Errorf("load context error = %v, want context.DeadlineExceeded", load.Err())
-	}
-	if got := g.InFlight(); got != 1 {
-		t.Errorf("InFlight() = %d, want 1 while the load function has not returned", got)
-	}
-	if got := g.waiting("k"); got != 0 {
-		t.Errorf("the timed-out load is still joinable (%d waiters)", got)
-	}
-	close(release)
-	waitUntil(t, "the load function to return", func() bool { return g.InFlight() == 0 })
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := New[string, int](5*time.Millisecond, nil)
+		release := make(chan struct{})
+		started := make(chan context.Context, 1)
+		_, err, _ := g.Do(context.Background(), "k", blocking(1, started, release))
+		if !errors.Is(err, timeoutError{}) {
+			t.Fatalf("Do = %v, want timeoutError{}", err)
+		}
+		load := recv(t, started)
+		if !errors.Is(load.Err(), context.DeadlineExceeded) {
+			t.Errorf("load context error = %v, want context.DeadlineExceeded", load.Err())
+		}
+		if got := g.InFlight(); got != 1 {
+			t.Errorf("InFlight() = %d, want 1 while the load function has not returned", got)
+		}
+		if got := g.waiting("k"); got != 0 {
+			t.Errorf("the timed-out load is still joinable (%d waiters)", got)
+		}
+		close(release)
+		settled(t, "the load function to return", func() bool { return g.InFlight() == 0 })
+	})
 }
 
 func TestDoPanic(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		value     any
@@ -491,6 +515,7 @@ func TestDoPanic(t *testing.T) {
 }
 
 func TestDoGoexit(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	_, err, _ := g.Do(context.Background(), "k", func(context.Context) (int, error) {
 		runtime.Goexit()
@@ -505,6 +530,7 @@ func TestDoGoexit(t *testing.T) {
 }
 
 func TestDoErrorsAreNotCached(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	errLoad := errors.New("load failed")
 	var calls atomic.Int32
@@ -534,6 +560,7 @@ func TestDoErrorsAreNotCached(t *testing.T) {
 }
 
 func TestDoForgetsBeforeReleasingWaiters(t *testing.T) {
+	t.Parallel()
 	const n = 50
 	g := New[string, string](0, nil)
 	release, returned := make(chan struct{}), make(chan struct{})
@@ -587,6 +614,7 @@ func TestDoForgetsBeforeReleasingWaiters(t *testing.T) {
 }
 
 func TestForget(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	g.Forget("absent") // no-op
 
@@ -627,6 +655,7 @@ func TestForget(t *testing.T) {
 }
 
 func TestInFlight(t *testing.T) {
+	t.Parallel()
 	g := New[int, int](0, nil)
 	if got := g.InFlight(); got != 0 {
 		t.Fatalf("InFlight() = %d for a new group, want 0", got)
@@ -655,6 +684,7 @@ func TestInFlight(t *testing.T) {
 }
 
 func TestDoContextAlreadyDone(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -668,6 +698,7 @@ func TestDoContextAlreadyDone(t *testing.T) {
 }
 
 func TestZeroGroup(t *testing.T) {
+	t.Parallel()
 	var g Group[string, int]
 	v, err, shared := g.Do(context.Background(), "k", func(ctx context.Context) (int, error) {
 		if _, ok := ctx.Deadline(); ok {
@@ -685,6 +716,7 @@ func TestZeroGroup(t *testing.T) {
 }
 
 func TestNewNegativeTimeout(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](-time.Second, nil)
 	v, err, _ := g.Do(context.Background(), "k", func(ctx context.Context) (int, error) {
 		if _, ok := ctx.Deadline(); ok {
@@ -761,6 +793,7 @@ func TestTimeoutErrorGiven(t *testing.T) {
 // TestDoStress mixes keys, cancelled callers, failing and panicking loads and timeouts, for the
 // race detector, and checks that every result belongs to its key and nothing is left over.
 func TestDoStress(t *testing.T) {
+	t.Parallel()
 	for _, timeout := range []time.Duration{0, time.Millisecond} {
 		t.Run(fmt.Sprint("timeout=", timeout), func(t *testing.T) {
 			const (
@@ -824,6 +857,7 @@ func TestDoStress(t *testing.T) {
 }
 
 func TestForgetAll(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	release := make(chan struct{})
 	started := make(chan struct{}, 2)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -67,6 +68,7 @@ func flightsLeft[K comparable, V any](g *Group[K, V]) int {
 }
 
 func TestDoManyLoadsClaimedKeysInOneCall(t *testing.T) {
+	t.Parallel()
 	g := New[string, string](time.Minute, nil)
 	errB := errors.New("no b")
 	var calls atomic.Int32
@@ -103,6 +105,7 @@ func TestDoManyLoadsClaimedKeysInOneCall(t *testing.T) {
 }
 
 func TestDoManyJoinsRunningDo(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	started := make(chan context.Context, 1)
 	release := make(chan struct{})
@@ -135,6 +138,7 @@ func TestDoManyJoinsRunningDo(t *testing.T) {
 }
 
 func TestDoManyIsJoinedByDoAndDoHere(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](time.Minute, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
@@ -166,6 +170,7 @@ func TestDoManyIsJoinedByDoAndDoHere(t *testing.T) {
 }
 
 func TestDoManyJoinsAnotherDoMany(t *testing.T) {
+	t.Parallel()
 	g := New[int, int](0, nil)
 	calls := make(chan batchCall[int, int], 2)
 	release := make(chan struct{})
@@ -192,6 +197,7 @@ func TestDoManyJoinsAnotherDoMany(t *testing.T) {
 // TestDoManyOverlappingLoadsEachKeyOnce runs many DoMany and Do callers over overlapping keys
 // while every load is held back, and checks that each key was loaded exactly once.
 func TestDoManyOverlappingLoadsEachKeyOnce(t *testing.T) {
+	t.Parallel()
 	const (
 		keys     = 64
 		callers  = 48
@@ -262,6 +268,7 @@ func TestDoManyOverlappingLoadsEachKeyOnce(t *testing.T) {
 }
 
 func TestDoManyReleasesEachKeyWhenSet(t *testing.T) {
+	t.Parallel()
 	g := New[string, string](0, nil)
 	calls := make(chan batchCall[string, string], 1)
 	release := make(chan struct{})
@@ -296,6 +303,7 @@ func TestDoManyReleasesEachKeyWhenSet(t *testing.T) {
 }
 
 func TestDoManyUnsetKeys(t *testing.T) {
+	t.Parallel()
 	var panicked *PanicError
 	tests := []struct {
 		name  string
@@ -369,6 +377,7 @@ func TestDoManyUnsetKeys(t *testing.T) {
 }
 
 func TestDoManyDoubleSetIgnored(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	res := g.DoMany(context.Background(), []string{"a"}, func(_ context.Context, _ []string, set setFunc[int]) {
 		set(0, 1, nil)
@@ -380,6 +389,7 @@ func TestDoManyDoubleSetIgnored(t *testing.T) {
 }
 
 func TestDoManyCallerLeaves(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
@@ -434,6 +444,7 @@ func TestDoManyCallerLeaves(t *testing.T) {
 }
 
 func TestDoManyCallerLeavesOthersGetValue(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
@@ -463,6 +474,7 @@ func TestDoManyCallerLeavesOthersGetValue(t *testing.T) {
 }
 
 func TestDoManyAllCallersLeaveCancels(t *testing.T) {
+	t.Parallel()
 	g := New[int, int](0, nil)
 	ctxDone := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -490,6 +502,7 @@ func TestDoManyAllCallersLeaveCancels(t *testing.T) {
 }
 
 func TestDoManyTimeout(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		fn   func(ctx context.Context, set setFunc[int], late <-chan struct{})
@@ -507,54 +520,60 @@ func TestDoManyTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := New[string, int](10*time.Millisecond, nil)
-			late := make(chan struct{})
-			fnCtx := make(chan context.Context, 1)
-			returned := make(chan struct{})
-			res := g.DoMany(context.Background(), []string{"a", "b", "c"}, func(ctx context.Context, _ []string, set setFunc[int]) {
-				defer close(returned)
-				fnCtx <- ctx
-				set(0, 1, nil)
-				tt.fn(ctx, set, late)
-			})
-			if res[0] != (Result[int]{1, nil, false}) {
-				t.Errorf("key set in time = %+v", res[0])
-			}
-			for _, r := range res[1:] {
-				if !errors.Is(r.Err, timeoutError{}) || !errors.Is(r.Err, context.DeadlineExceeded) {
-					t.Errorf("unset key = %+v, want timeoutError{}", r)
+			synctest.Test(t, func(t *testing.T) {
+				g := New[string, int](10*time.Millisecond, nil)
+				late := make(chan struct{})
+				fnCtx := make(chan context.Context, 1)
+				returned := make(chan struct{})
+				res := g.DoMany(context.Background(), []string{"a", "b", "c"}, func(ctx context.Context, _ []string, set setFunc[int]) {
+					defer close(returned)
+					fnCtx <- ctx
+					set(0, 1, nil)
+					tt.fn(ctx, set, late)
+				})
+				if res[0] != (Result[int]{1, nil, false}) {
+					t.Errorf("key set in time = %+v", res[0])
 				}
-			}
-			if err := recv(t, fnCtx).Err(); err != context.DeadlineExceeded {
-				t.Errorf("fn's context error = %v, want context.DeadlineExceeded", err)
-			}
-			if n := flightsLeft(g); n != 0 {
-				t.Errorf("%d keys still joinable after the timeout", n)
-			}
-			close(late)
-			<-returned
-			waitUntil(t, "the batch function to be counted out", func() bool { return g.InFlight() == 0 })
+				for _, r := range res[1:] {
+					if !errors.Is(r.Err, timeoutError{}) || !errors.Is(r.Err, context.DeadlineExceeded) {
+						t.Errorf("unset key = %+v, want timeoutError{}", r)
+					}
+				}
+				if err := recv(t, fnCtx).Err(); err != context.DeadlineExceeded {
+					t.Errorf("fn's context error = %v, want context.DeadlineExceeded", err)
+				}
+				if n := flightsLeft(g); n != 0 {
+					t.Errorf("%d keys still joinable after the timeout", n)
+				}
+				close(late)
+				<-returned
+				settled(t, "the batch function to be counted out", func() bool { return g.InFlight() == 0 })
+			})
 		})
 	}
 }
 
 func TestDoManyTimeoutFnNeverReturns(t *testing.T) {
-	g := New[int, int](5*time.Millisecond, nil)
-	release := make(chan struct{})
-	res := g.DoMany(context.Background(), []int{1, 2}, func(context.Context, []int, setFunc[int]) { <-release })
-	for _, r := range res {
-		if !errors.Is(r.Err, timeoutError{}) {
-			t.Errorf("DoMany = %+v, want timeoutError{}", r)
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := New[int, int](5*time.Millisecond, nil)
+		release := make(chan struct{})
+		res := g.DoMany(context.Background(), []int{1, 2}, func(context.Context, []int, setFunc[int]) { <-release })
+		for _, r := range res {
+			if !errors.Is(r.Err, timeoutError{}) {
+				t.Errorf("DoMany = %+v, want timeoutError{}", r)
+			}
 		}
-	}
-	if got := g.InFlight(); got != 1 {
-		t.Errorf("InFlight() = %d, want 1 while fn has not returned", got)
-	}
-	close(release)
-	waitUntil(t, "fn to return", func() bool { return g.InFlight() == 0 })
+		if got := g.InFlight(); got != 1 {
+			t.Errorf("InFlight() = %d, want 1 while fn has not returned", got)
+		}
+		close(release)
+		settled(t, "fn to return", func() bool { return g.InFlight() == 0 })
+	})
 }
 
 func TestDoManyDetachedContext(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](time.Hour, nil)
 	parent, cancel := context.WithTimeout(context.WithValue(context.Background(), ctxKey{}, "value"), 2*time.Hour)
 	defer cancel()
@@ -571,6 +590,7 @@ func TestDoManyDetachedContext(t *testing.T) {
 }
 
 func TestDoManyNoKeys(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	for _, keys := range [][]string{nil, {}} {
 		if res := g.DoMany(context.Background(), keys, mustNotRunBatch[string, int](t)); len(res) != 0 {
@@ -580,6 +600,7 @@ func TestDoManyNoKeys(t *testing.T) {
 }
 
 func TestDoManyAllJoined(t *testing.T) {
+	t.Parallel()
 	g := New[int, int](0, nil)
 	started := make(chan context.Context, 2)
 	release := make(chan struct{})
@@ -602,6 +623,7 @@ func TestDoManyAllJoined(t *testing.T) {
 }
 
 func TestDoManyContextAlreadyDone(t *testing.T) {
+	t.Parallel()
 	g := New[int, int](0, nil)
 	started := make(chan context.Context, 1)
 	release := make(chan struct{})
@@ -623,6 +645,7 @@ func TestDoManyContextAlreadyDone(t *testing.T) {
 }
 
 func TestDoManyDuplicateKeys(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	started := make(chan context.Context, 1)
 	release := make(chan struct{})
@@ -651,6 +674,7 @@ func TestDoManyDuplicateKeys(t *testing.T) {
 }
 
 func TestDoManyForget(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
@@ -683,6 +707,7 @@ func TestDoManyForget(t *testing.T) {
 }
 
 func TestDoManyNotCached(t *testing.T) {
+	t.Parallel()
 	g := New[string, int](0, nil)
 	var calls atomic.Int32
 	fn := func(_ context.Context, keys []string, set setFunc[int]) {
@@ -703,6 +728,7 @@ func TestDoManyNotCached(t *testing.T) {
 // unset keys, sets from other goroutines and timeouts, for the race detector, and checks that
 // every result belongs to its key and that nothing is left over.
 func TestDoManyStress(t *testing.T) {
+	t.Parallel()
 	for _, timeout := range []time.Duration{0, time.Millisecond, time.Nanosecond} {
 		t.Run(fmt.Sprint("timeout=", timeout), func(t *testing.T) {
 			const (
@@ -839,6 +865,7 @@ func BenchmarkDoMany(b *testing.B) {
 }
 
 func TestDoManyZeroGroup(t *testing.T) {
+	t.Parallel()
 	var g Group[string, int]
 	res := g.DoMany(context.Background(), []string{"a"}, func(ctx context.Context, _ []string, set setFunc[int]) {
 		if _, ok := ctx.Deadline(); ok {

@@ -32,6 +32,7 @@ func ipPeers(n int) []string {
 }
 
 func TestNewRing(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		peers     []string
@@ -121,6 +122,7 @@ func TestNewRing(t *testing.T) {
 }
 
 func TestPeersIsACopy(t *testing.T) {
+	t.Parallel()
 	r := mustRing(t, []string{"a", "b"})
 	p := r.Peers()
 	p[0] = "zzz"
@@ -136,6 +138,7 @@ func TestPeersIsACopy(t *testing.T) {
 }
 
 func TestNilRing(t *testing.T) {
+	t.Parallel()
 	var r *Ring
 	if p, ok := r.Owner([]byte("k")); ok || p != "" {
 		t.Errorf("Owner = %q, %v", p, ok)
@@ -159,6 +162,7 @@ func TestNilRing(t *testing.T) {
 // pick the same owner. If this test fails, hashing or placement changed; that is a breaking
 // change for mixed-version clusters and must be deliberate.
 func TestPinnedOwners(t *testing.T) {
+	t.Parallel()
 	peers := []string{"10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080", "10.0.0.4:8080", "10.0.0.5:8080"}
 	pinned := []struct{ key, owner string }{
 		{"", "10.0.0.5:8080"},

@@ -115,6 +115,7 @@ func checkInvariants[K comparable, V any](t testing.TB, s *Store[K, V]) {
 }
 
 func TestNewInvalidConfig(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		cfg  Config[string]
@@ -149,6 +150,7 @@ func TestNewInvalidConfig(t *testing.T) {
 }
 
 func TestDefaultShards(t *testing.T) {
+	t.Parallel()
 	n := DefaultShards()
 	if n < 16 || n > 1024 || n&(n-1) != 0 {
 		t.Fatalf("DefaultShards() = %d", n)
@@ -168,6 +170,7 @@ var shardConfigs = []struct {
 }
 
 func TestBasicSemantics(t *testing.T) {
+	t.Parallel()
 	for _, sc := range shardConfigs {
 		t.Run(sc.name, func(t *testing.T) {
 			s := mustNew[int, string](t, Config[int]{MaxBytes: 1 << 20, Shards: sc.shard, Hash: sc.hash})
@@ -238,6 +241,7 @@ func TestBasicSemantics(t *testing.T) {
 }
 
 func TestManyKeysGrowAndShrink(t *testing.T) {
+	t.Parallel()
 	for _, sc := range shardConfigs {
 		t.Run(sc.name, func(t *testing.T) {
 			n := 5000
@@ -287,6 +291,7 @@ func TestManyKeysGrowAndShrink(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{}
 	clk.ns.Store(1000)
 	s := mustNew[string, int](t, Config[string]{MaxBytes: 1 << 20, Now: clk.Now})
@@ -349,6 +354,7 @@ func TestExpiry(t *testing.T) {
 }
 
 func TestNowCalledOnlyForExpiringEntries(t *testing.T) {
+	t.Parallel()
 	var calls atomic.Int64
 	s := mustNew[int, int](t, Config[int]{MaxBytes: 1 << 20, Now: func() int64 { calls.Add(1); return 0 }})
 	for i := range 100 {
@@ -371,6 +377,7 @@ func TestNowCalledOnlyForExpiringEntries(t *testing.T) {
 }
 
 func TestExpiredEntriesEvictedFirst(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{}
 	const n = 100
 	s := mustNew[int, int](t, Config[int]{MaxBytes: n * (1 + EntryOverhead), Now: clk.Now})
@@ -400,6 +407,7 @@ func TestExpiredEntriesEvictedFirst(t *testing.T) {
 }
 
 func TestSetErrors(t *testing.T) {
+	t.Parallel()
 	const max = 10 * (100 + EntryOverhead)
 	tests := []struct {
 		name   string
@@ -455,6 +463,7 @@ func TestSetErrors(t *testing.T) {
 }
 
 func TestEvictionKeepsBound(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		maxBytes int64
@@ -502,6 +511,7 @@ func TestEvictionKeepsBound(t *testing.T) {
 // removes and reads while a sampler checks that Bytes never exceeds MaxBytes; at the end the
 // accounting must equal the sum over the live entries.
 func TestConcurrentByteBound(t *testing.T) {
+	t.Parallel()
 	const maxBytes = 256 << 10
 	ops := 10000
 	if testing.Short() {
@@ -567,6 +577,7 @@ func TestConcurrentByteBound(t *testing.T) {
 
 // TestConcurrentClear races Clear against writers and readers.
 func TestConcurrentClear(t *testing.T) {
+	t.Parallel()
 	s := mustNew[int, int](t, Config[int]{MaxBytes: 64 << 10, Shards: 8})
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -592,6 +603,7 @@ func TestConcurrentClear(t *testing.T) {
 }
 
 func TestScanResistance(t *testing.T) {
+	t.Parallel()
 	const capacity = 1000
 	tests := []struct {
 		name      string
@@ -674,6 +686,7 @@ func (l *testLRU) access(k int) {
 func (l *testLRU) has(k int) bool { _, ok := l.elems[k]; return ok }
 
 func TestStatsCounters(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{}
 	s := mustNew[int, int](t, Config[int]{MaxBytes: 3 * (1 + EntryOverhead), Now: clk.Now, Shards: 2})
 	steps := []struct {
