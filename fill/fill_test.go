@@ -781,9 +781,12 @@ func TestTimeoutErrorGiven(t *testing.T) {
 		if _, err, _ := g.DoHere(context.Background(), "b", past); err != mine {
 			t.Errorf("DoHere = %v, want the given error", err)
 		}
+		late := make(chan struct{}) // fn returns after the timeout has finished its key
 		rs := g.DoMany(context.Background(), []string{"c"}, func(ctx context.Context, _ []string, set func(int, int, error)) {
 			<-ctx.Done()
+			<-late
 		})
+		close(late)
 		if rs[0].Err != mine {
 			t.Errorf("DoMany = %v, want the given error", rs[0].Err)
 		}
