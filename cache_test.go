@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -36,6 +37,7 @@ func (l *countingLoader) Load(_ context.Context, k string) (string, error) {
 }
 
 func TestGetLoadsOnceThenHits(t *testing.T) {
+	t.Parallel()
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", l)
 	defer c.Close()
@@ -56,6 +58,7 @@ func TestGetLoadsOnceThenHits(t *testing.T) {
 }
 
 func TestTypedKeysAndValues(t *testing.T) {
+	t.Parallel()
 	c := MustNew[userID, profile]("users", LoaderFunc[userID, profile](func(_ context.Context, id userID) (profile, error) {
 		return profile{Name: fmt.Sprint("user", int64(id)), Age: int(id)}, nil
 	}))
@@ -67,6 +70,7 @@ func TestTypedKeysAndValues(t *testing.T) {
 }
 
 func TestConcurrentMissesLoadOnce(t *testing.T) {
+	t.Parallel()
 	const callers = 1000
 	release := make(chan struct{})
 	var calls atomic.Int64
@@ -118,6 +122,7 @@ func TestConcurrentMissesLoadOnce(t *testing.T) {
 }
 
 func TestLoaderErrors(t *testing.T) {
+	t.Parallel()
 	errDB := errors.New("db down")
 	var calls atomic.Int64
 	c := MustNew[int, string]("t", LoaderFunc[int, string](func(_ context.Context, k int) (string, error) {
@@ -165,6 +170,7 @@ func TestLoaderErrors(t *testing.T) {
 }
 
 func TestCallerCancelDoesNotFailOthers(t *testing.T) {
+	t.Parallel()
 	started := make(chan struct{})
 	release := make(chan struct{})
 	c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
@@ -204,6 +210,7 @@ func TestCallerCancelDoesNotFailOthers(t *testing.T) {
 }
 
 func TestCancelledContextBeforeMiss(t *testing.T) {
+	t.Parallel()
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", l)
 	defer c.Close()
@@ -217,32 +224,51 @@ func TestCancelledContextBeforeMiss(t *testing.T) {
 	}
 }
 
+// TestLoadTimeout checks that the load timeout frees the callers of a loader that ignores its
+// context, for a caller whose ctx can end (the flight runs detached) and one whose ctx cannot
+// (the flight runs in the caller's goroutine), in a synctest bubble: time passes only when every
+// goroutine waits.
 func TestLoadTimeout(t *testing.T) {
-	release := make(chan struct{})
-	defer close(release)
-	c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
-		<-release // ignores ctx: the timeout must still free the callers
-		return "late", nil
-	}), WithLoadTimeout(20*time.Millisecond))
-	defer c.Close()
-	_, err := c.Get(context.Background(), "k")
-	if !errors.Is(err, ErrLoadTimeout) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v", err)
-	}
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
+			<-release // ignores ctx: the timeout must still free the callers
+			return "late", nil
+		}), WithLoadTimeout(20*time.Second))
+		defer c.Close()
+		start := time.Now()
+		_, err := c.Get(context.Background(), "k")
+		if !errors.Is(err, ErrLoadTimeout) || !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != 20*time.Second {
+			t.Fatalf("err = %v after %v", err, time.Since(start))
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		start = time.Now()
+		if _, err := c.Get(ctx, "k2"); !errors.Is(err, ErrLoadTimeout) || time.Since(start) != 20*time.Second {
+			t.Fatalf("err = %v after %v", err, time.Since(start))
+		}
+	})
 }
 
 func TestLoadTimeoutHonouredByLoader(t *testing.T) {
-	c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
-		<-ctx.Done()
-		return "", ctx.Err()
-	}), WithLoadTimeout(10*time.Millisecond))
-	defer c.Close()
-	if _, err := c.Get(context.Background(), "k"); !errors.Is(err, ErrLoadTimeout) {
-		t.Fatalf("err = %v", err)
-	}
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
+			<-ctx.Done()
+			return "", ctx.Err()
+		}), WithLoadTimeout(10*time.Second))
+		defer c.Close()
+		start := time.Now()
+		if _, err := c.Get(context.Background(), "k"); !errors.Is(err, ErrLoadTimeout) || time.Since(start) != 10*time.Second {
+			t.Fatalf("err = %v after %v", err, time.Since(start))
+		}
+	})
 }
 
 func TestTTLWithFakeClock(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", l, WithTTL(time.Minute), WithClock(clk))
@@ -266,30 +292,75 @@ func TestTTLWithFakeClock(t *testing.T) {
 	}
 }
 
+// TestTooLargeValueIsReturnedNotCached checks that a loaded value over the per-value limit is a
+// success for Get, View and GetMany: returned with a nil error, not cached, counted, and logged
+// at most once a minute (by the cache's clock).
 func TestTooLargeValueIsReturnedNotCached(t *testing.T) {
+	t.Parallel()
 	var calls atomic.Int64
 	big := strings.Repeat("x", 2000)
+	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
+	logs := &countingHandler{}
 	c := MustNew[string, string]("t", LoaderFunc[string, string](func(_ context.Context, k string) (string, error) {
 		calls.Add(1)
 		return big, nil
-	}), WithMaxValueBytes(1000), WithLogger(discardLogger()))
+	}), WithMaxValueBytes(1000), WithLogger(slog.New(logs)), WithClock(clk))
 	defer c.Close()
-	for i := 0; i < 2; i++ {
-		v, err := c.Get(context.Background(), "k")
-		var tl *TooLargeError
-		if !errors.Is(err, ErrTooLarge) || !errors.As(err, &tl) || tl.Limit != 1000 || tl.Size < 2000 {
-			t.Fatalf("err = %v", err)
-		}
-		if v != big {
-			t.Fatal("the loaded value was not returned with the error")
+	ctx := context.Background()
+	for range 2 {
+		if v, err := c.Get(ctx, "k"); err != nil || v != big {
+			t.Fatalf("Get = %d bytes, %v; want the value and no error", len(v), err)
 		}
 	}
-	if calls.Load() != 2 || c.Stats().Items != 0 || c.Stats().TooLarge != 2 {
+	if err := c.View(ctx, "k", func(v string) error {
+		if v != big {
+			t.Error("View lent another value")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("View = %v", err)
+	}
+	for _, r := range c.GetMany(ctx, []string{"k", "k2"}) {
+		if r.Err != nil || r.Value != big {
+			t.Fatalf("GetMany = %d bytes, %v", len(r.Value), r.Err)
+		}
+	}
+	if calls.Load() != 5 || c.Stats().Items != 0 || c.Stats().TooLarge != 5 {
 		t.Fatalf("calls = %d, stats = %+v: a too-large value must not be cached", calls.Load(), c.Stats())
+	}
+	if n := logs.warnings.Load(); n != 1 {
+		t.Fatalf("%d warnings within a minute, want 1", n)
+	}
+	clk.Advance(59 * time.Second)
+	c.Get(ctx, "k")
+	if n := logs.warnings.Load(); n != 1 {
+		t.Fatalf("%d warnings within a minute, want 1", n)
+	}
+	clk.Advance(time.Second)
+	c.Get(ctx, "k")
+	if n := logs.warnings.Load(); n != 2 {
+		t.Fatalf("%d warnings after a minute, want 2", n)
+	}
+	if err := c.Set(ctx, "k", big); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Set of a value over the limit = %v, want ErrTooLarge", err)
 	}
 }
 
+// countingHandler is a slog.Handler that counts warnings.
+type countingHandler struct{ warnings atomic.Int64 }
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		h.warnings.Add(1)
+	}
+	return nil
+}
+
 func TestInvalidKey(t *testing.T) {
+	t.Parallel()
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", l, WithMaxKeyBytes(8))
 	defer c.Close()
@@ -307,8 +378,9 @@ func TestInvalidKey(t *testing.T) {
 type pointKey struct{ X, Y int }
 
 func TestKeyCodecs(t *testing.T) {
+	t.Parallel()
 	load := LoaderFunc[pointKey, int](func(_ context.Context, p pointKey) (int, error) { return p.X + p.Y, nil })
-	if _, err := New[pointKey, int]("t", load); !errors.Is(err, ErrNoKeyCodec) || !strings.Contains(err.Error(), "WithKeyCodec") {
+	if _, err := New[pointKey, int]("t", load); !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), "WithKeyCodec") {
 		t.Fatalf("struct key without key codec: err = %v", err)
 	}
 	c, err := New[pointKey, int]("t", load, WithKeyCodec(codec.CBOR[pointKey]()))
@@ -322,6 +394,7 @@ func TestKeyCodecs(t *testing.T) {
 }
 
 func TestInvalidOptions(t *testing.T) {
+	t.Parallel()
 	l := &countingLoader{}
 	var nilFunc LoaderFunc[string, string]
 	tests := []struct {
@@ -336,8 +409,10 @@ func TestInvalidOptions(t *testing.T) {
 		{"max bytes below overhead", l, []Option{WithMaxBytes(1)}},
 		{"max value above max bytes", l, []Option{WithMaxBytes(1 << 20), WithMaxValueBytes(2 << 20)}},
 		{"zero max value", l, []Option{WithMaxValueBytes(0)}},
-		{"shards not a power of two", l, []Option{WithShards(3)}},
-		{"zero shards", l, []Option{WithShards(0)}},
+		{"hot fraction without a node", l, []Option{WithHotFraction(0.25)}},
+		{"hot TTL without a node", l, []Option{WithHotTTL(time.Minute)}},
+		{"promoter without a node", l, []Option{WithPromoter(func(uint64, int) bool { return true })}},
+		{"nil promoter", l, []Option{WithPromoter(nil)}},
 		{"zero load timeout", l, []Option{WithLoadTimeout(0)}},
 		{"negative ttl", l, []Option{WithTTL(-time.Second)}},
 		{"zero key bytes", l, []Option{WithMaxKeyBytes(0)}},
@@ -361,6 +436,7 @@ func TestInvalidOptions(t *testing.T) {
 }
 
 func TestCloseThenGet(t *testing.T) {
+	t.Parallel()
 	c := MustNew[string, string]("t", &countingLoader{})
 	c.Get(context.Background(), "a")
 	if err := c.Close(); err != nil {
@@ -398,6 +474,7 @@ func (c *countingCodec) Decode(data []byte) (profile, error) {
 }
 
 func TestCustomCodecAndSizer(t *testing.T) {
+	t.Parallel()
 	load := LoaderFunc[userID, profile](func(_ context.Context, id userID) (profile, error) {
 		return profile{Name: "n", Age: int(id)}, nil
 	})
@@ -424,6 +501,7 @@ func TestCustomCodecAndSizer(t *testing.T) {
 }
 
 func TestByteBoundAndEviction(t *testing.T) {
+	t.Parallel()
 	const maxBytes = 64 << 10
 	c := MustNew[int, string]("t", LoaderFunc[int, string](func(_ context.Context, k int) (string, error) {
 		return strings.Repeat("v", 100+k%900), nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 
@@ -22,16 +23,13 @@ type clusterCounters struct {
 	remoteErrors     atomic.Int64
 	peerRequests     atomic.Int64
 	peerLoads        atomic.Int64
+	peerLookups      atomic.Int64 // main-store lookups (store.Get) made for peers' requests
+	peerHits         atomic.Int64 // those that found an entry
 	fallbackLoads    atomic.Int64
 	bytesSent        atomic.Int64
 	bytesSentRaw     atomic.Int64
 	bytesReceived    atomic.Int64
 	bytesReceivedRaw atomic.Int64
-}
-
-// fetch asks owner for the value of key, decodes it and may keep a copy in the hot store.
-func (c *Cache[K, V]) fetch(ctx context.Context, owner string, key K, kb []byte, st stamp) (V, error) {
-	return c.fetchInto(ctx, owner, key, kb, st, nil)
 }
 
 // lentBuffers is the memory a View reads a remote value into, reused from View to View: wire
@@ -64,82 +62,106 @@ func (lb *lentBuffers) reuse(val peer.Value, raw []byte, kept bool) {
 	}
 }
 
-// fetchInto is fetch, reading the value into lb's memory when lb is not nil and the transport
-// can (peer.IntoGetter); lb then keeps the memory to reuse once the caller is done with the value
-// (see reuse). After an error lb must not be reused: a reply abandoned halfway may still be read
-// into it.
-func (c *Cache[K, V]) fetchInto(ctx context.Context, owner string, key K, kb []byte, st stamp, lb *lentBuffers) (V, error) {
+// fetch asks owner for the value of m's key, decodes it and may keep a copy in the hot store.
+// Errors are translated (peerErr) and still hold the peer's, for canFallBack. With m.lb, the value is read into lb's memory, and lb keeps the memory to reuse once the caller
+// is done with the value (see reuse). After an error lb must not be reused: a reply abandoned
+// halfway may still be read into it.
+func (c *Cache[K, V]) fetch(ctx context.Context, owner string, m *miss[K, V]) (V, error) {
 	var zero V
 	c.cluster.remoteGets.Add(1)
 	var val peer.Value
 	var err error
-	if lb != nil && c.node.into != nil {
-		val, err = c.node.into.GetInto(ctx, owner, c.name, kb, lb.wire[:0])
+	if m.lb != nil {
+		val, err = c.node.client.GetInto(ctx, owner, c.name, m.kb, m.lb.wire[:0])
 	} else {
-		lb = nil
-		val, err = c.node.transport.Get(ctx, owner, c.name, kb)
+		val, err = c.node.client.Get(ctx, owner, c.name, m.kb)
 	}
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
-		if peer.StatusOf(err) == peer.StatusNotFound {
-			// The owner's word is final: no local load.
-			err = fmt.Errorf("groupcache: cache %q: owner %s: %w", c.name, owner, ErrNotFound)
-			c.remoteNotFound(key, kb, err, st)
-		}
+		err = c.peerErr(owner, err)
+		c.remoteNotFound(m, err)
 		return zero, err
 	}
-	return c.received(owner, key, kb, val, false, st, lb)
+	return c.received(owner, m, val)
 }
 
-// received decodes a value fetched from owner and may keep a copy in the hot store. With shared,
-// the value's bytes are copied before a codec that keeps its input could keep them. With lb, a
-// compressed value is inflated into lb's memory, and lb learns what it may reuse.
-func (c *Cache[K, V]) received(owner string, key K, kb []byte, val peer.Value, shared bool, st stamp, lb *lentBuffers) (V, error) {
+// received decodes a value fetched from owner for m's key and may keep a copy in the hot store.
+// With m.lb, a compressed value is inflated into lb's memory, and lb learns what it may reuse.
+func (c *Cache[K, V]) received(owner string, m *miss[K, V], val peer.Value) (V, error) {
 	var zero V
 	c.cluster.bytesReceived.Add(int64(len(val.Data)))
 	var dst []byte
-	if lb != nil {
-		dst = lb.raw
+	if m.lb != nil {
+		dst = m.lb.raw
 	}
-	raw, err := val.RawInto(dst, int(c.maxValue))
+	// The client has checked the value's length (decoded, when compressed) against its limit.
+	raw, err := val.RawInto(dst, math.MaxInt)
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
-		return zero, fmt.Errorf("groupcache: cache %q: value from %s: %w", c.name, owner, err)
+		return zero, c.peerErr(owner, err)
 	}
 	c.cluster.bytesReceivedRaw.Add(int64(len(raw)))
-	var v V
-	if shared && !val.Compressed {
-		v, err = c.decodeCopy(raw) // raw aliases a buffer shared by other values
-	} else {
-		v, err = c.decode(raw) // raw is ours: fresh from the transport, or just decompressed
-	}
+	v, err := c.decode(raw) // raw is ours: fresh from the transport, or just decompressed
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
-		return zero, fmt.Errorf("groupcache: cache %q: value from %s: %w", c.name, owner, err)
+		return zero, fmt.Errorf("%w (value from %s)", err, owner)
 	}
-	kept := false
-	if c.hot != nil && c.live(val.Expires) && c.promoter.Promote(xxh3.Hash(kb), len(raw)) {
-		c.put(c.hot, key, item[V]{v: v}, int64(len(raw)+len(kb)), c.hotDeadline(val.Expires), st)
-		kept = true
+	kept, err := c.promote(m, v, raw, val.Expires)
+	if err != nil {
+		return zero, err
 	}
-	if lb != nil {
-		lb.reuse(val, raw, kept)
-		lb.shared = nil
+	if m.lb != nil {
+		m.lb.reuse(val, raw, kept)
+		m.lb.shared = nil
 		if _, owned := c.values.(codec.OwnedDecoder[V]); owned && !kept {
-			lb.shared = raw
+			m.lb.shared = raw
 		}
 	}
 	return v, nil
 }
 
-// remoteNotFound keeps an owner's "not found" answer in the hot store for the negative TTL
-// (bounded by the hot TTL), when WithNegativeTTL asks for it.
-func (c *Cache[K, V]) remoteNotFound(key K, kb []byte, err error, st stamp) {
-	if c.hot == nil || c.negativeTTL <= 0 {
+// receivedShared is received for a value whose bytes alias a buffer shared with other values (a
+// batch reply): a codec that may keep the bytes it decodes gets a copy.
+func (c *Cache[K, V]) receivedShared(owner string, m *miss[K, V], val peer.Value) (V, error) {
+	if _, owned := c.values.(codec.OwnedDecoder[V]); owned && !val.Compressed {
+		val.Data = bytes.Clone(val.Data)
+	}
+	return c.received(owner, m, val)
+}
+
+// promote keeps a copy of a value fetched from its owner (raw, its encoding, expiring at expires)
+// in the hot store when the promoter asks for it, and reports whether it did. A value over the
+// per-value limit is not kept (and counted as such).
+func (c *Cache[K, V]) promote(m *miss[K, V], v V, raw []byte, expires int64) (bool, error) {
+	if c.hot == nil || !c.live(expires) {
+		return false, nil
+	}
+	size := int64(len(raw) + len(m.kb))
+	if size > c.maxValue {
+		c.notCached(size)
+		return false, nil
+	}
+	if ok, err := c.promotes(m.kb, len(raw)); !ok || err != nil {
+		return false, err
+	}
+	c.put(c.hot, m, item[V]{v: v}, size, c.hotDeadline(expires))
+	return true, nil
+}
+
+// promotes asks the promoter about the key whose bytes are kb, turning a panic into a *PanicError.
+func (c *Cache[K, V]) promotes(kb []byte, size int) (ok bool, err error) {
+	defer c.recoverInto(&err, "promoter")
+	return c.promoter(xxh3.Hash(kb), size), nil
+}
+
+// remoteNotFound keeps an owner's "not found" answer for m's key (err, translated) in the hot
+// store for the negative TTL (bounded by the hot TTL), when WithNegativeTTL asks for it.
+func (c *Cache[K, V]) remoteNotFound(m *miss[K, V], err error) {
+	if c.hot == nil || c.negativeTTL <= 0 || !errors.Is(err, ErrNotFound) {
 		return
 	}
 	c.fresh.negativeEntries.Add(1)
-	c.put(c.hot, key, negative[V](err), int64(len(kb)+len(err.Error())), c.hotDeadline(c.deadline(c.negativeTTL)), st)
+	c.put(c.hot, m, negative[V](err), int64(len(m.kb)+len(err.Error())), c.hotDeadline(c.deadline(c.negativeTTL)))
 }
 
 // decode decodes a peer's value from a buffer this cache owns, turning a codec panic into a
@@ -147,20 +169,19 @@ func (c *Cache[K, V]) remoteNotFound(key K, kb []byte, err error, st stamp) {
 func (c *Cache[K, V]) decode(raw []byte) (v V, err error) {
 	defer c.recoverInto(&err, "codec")
 	if od, ok := c.values.(codec.OwnedDecoder[V]); ok {
-		return od.DecodeOwned(raw)
+		v, err = od.DecodeOwned(raw)
+	} else {
+		v, err = c.values.Decode(raw)
 	}
-	return c.values.Decode(raw)
-}
-
-// decodeCopy decodes a peer's value from a buffer this cache does not own (the codec may not keep
-// it), turning a codec panic into a *PanicError.
-func (c *Cache[K, V]) decodeCopy(raw []byte) (v V, err error) {
-	defer c.recoverInto(&err, "codec")
-	return c.values.Decode(raw)
+	if err != nil {
+		return v, codecError(c.name, err)
+	}
+	return v, nil
 }
 
 // canFallBack reports whether a failed fetch from owner should be answered by a local load, and
-// marks the owner down for the back-off period when the failure was the network's.
+// marks the owner down for the back-off period when the failure was the network's. err is the
+// peer's error, translated (peerErr) or not.
 func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) bool {
 	switch {
 	case errors.Is(err, peer.ErrUnavailable):
@@ -175,122 +196,6 @@ func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) 
 	return false
 }
 
-// fallback loads a key owned by an unavailable peer. The value goes to the hot store (or the main
-// store when there is none): it is a copy of what the owner would hold.
-func (c *Cache[K, V]) fallback(ctx context.Context, key K, kb []byte, detach bool, st stamp) (V, error) {
-	c.cluster.fallbackLoads.Add(1)
-	if c.hot == nil {
-		it, err := c.load(ctx, key, kb, false, detach, st)
-		return it.v, err
-	}
-	c.loads.Add(1)
-	v, ttl, err := c.callLoader(ctx, key, detach)
-	if err != nil {
-		return v, c.loadFailed(ctx, c.hot, key, kb, err, st)
-	}
-	it, err := c.keep(c.hot, key, kb, v, ttl, st)
-	return it.v, err
-}
-
-// serve answers a peer's request for key bytes kb: from the main store, or by loading the value
-// here. The owner never forwards a request, even when its ring says another peer owns the key, so
-// two nodes that briefly disagree on the ring cannot bounce a request between them.
-func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) {
-	if c.closed.Load() {
-		return peer.Value{}, c.closedForPeers()
-	}
-	c.cluster.peerRequests.Add(1)
-	if len(kb) > c.maxKey {
-		return peer.Value{}, wireStatus(peer.StatusBadRequest, fmt.Errorf("key of %d bytes over the limit of %d", len(kb), c.maxKey))
-	}
-	key, err := c.keys.Decode(kb)
-	if err != nil {
-		return peer.Value{}, wireStatus(peer.StatusBadRequest, err)
-	}
-	if w, err, ok := c.served(key); ok {
-		return w, err
-	}
-	kb = bytes.Clone(kb) // the load may outlive this request
-	var loaded *wireForm
-	v, err, shared := c.flights.Do(ctx, key, func(lctx context.Context) (V, error) {
-		st := c.stamp(kb)
-		if it, ok := c.liveItem(key); ok {
-			loaded = it.wire
-			return it.v, it.failure()
-		}
-		it, err := c.load(lctx, key, kb, true, false, st)
-		loaded = it.wire
-		return it.v, err
-	})
-	if shared {
-		c.dedup.Add(1)
-	}
-	if err = c.timeout(err); err != nil {
-		return peer.Value{}, wireError(err)
-	}
-	if !shared && loaded != nil {
-		return c.sent(loaded), nil
-	}
-	return c.reply(key, v)
-}
-
-// serveInline answers a peer's request for key bytes kb if it can without waiting: a refusal, or a
-// hit (see served). ok false: it did nothing, serve answers.
-func (c *Cache[K, V]) serveInline(kb []byte) (v peer.Value, ok bool, err error) {
-	if c.closed.Load() || len(kb) > c.maxKey {
-		return peer.Value{}, false, nil // serve says why
-	}
-	key, err := c.keys.Decode(kb)
-	if err != nil {
-		return peer.Value{}, false, nil
-	}
-	if v, err, ok = c.served(key); ok {
-		c.cluster.peerRequests.Add(1)
-	}
-	return v, ok, err
-}
-
-// served answers a peer's request from the main store: ok reports a hit (a value, which may be
-// stale and then starts a refresh, or a cached "not found").
-func (c *Cache[K, V]) served(key K) (peer.Value, error, bool) {
-	it, ok := c.store.Get(key)
-	if !ok {
-		return peer.Value{}, nil, false
-	}
-	if err := it.failure(); err != nil {
-		c.fresh.negativeHits.Add(1)
-		return peer.Value{}, wireError(err), true
-	}
-	if it.wire == nil {
-		return peer.Value{}, nil, false
-	}
-	if mark := it.staleMark(); mark != 0 && c.clock.Now().UnixNano() >= mark {
-		c.fresh.staleHits.Add(1)
-		c.refresh(key)
-	}
-	return c.sent(it.wire), nil, true
-}
-
-// reply returns the wire form of v, a value a flight produced without handing its wire form over:
-// the stored one, or else v encoded for this reply (a flight that fetched or fell back while the
-// ring disagreed keeps no wire form).
-func (c *Cache[K, V]) reply(key K, v V) (peer.Value, error) {
-	if it, ok := c.liveItem(key); ok && it.wire != nil {
-		return c.sent(it.wire), nil
-	}
-	enc, err := c.encodeValue(v)
-	if err != nil {
-		return peer.Value{}, err
-	}
-	return c.sent(&wireForm{Value: peer.Compress(enc, c.node.compress), rawLen: len(enc)}), nil
-}
-
-// wireStatus returns an error a node's server answers a peer with st: err's text as the message
-// (the server sends none for a not-found status).
-func wireStatus(st peer.Status, err error) error {
-	return &peer.Error{Status: st, Err: err}
-}
-
 // fallbackStatus reports a peer's answer after which the key is loaded here: the owner could not
 // serve it (overloaded, without the cache, refusing the request or its version).
 func fallbackStatus(st peer.Status) bool {
@@ -301,86 +206,55 @@ func fallbackStatus(st peer.Status) bool {
 	return false
 }
 
-// closedForPeers is what a closed cache answers peers: as if the node had no such cache.
-func (c *Cache[K, V]) closedForPeers() error {
-	return &peer.Error{Status: peer.StatusUnknownCache, Msg: fmt.Sprintf("cache %q closed", c.name)}
-}
-
-// wireError maps a load's error to what the transport answers for it.
-func wireError(err error) error {
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return wireStatus(peer.StatusNotFound, err)
-	case errors.Is(err, ErrTooLarge):
-		return wireStatus(peer.StatusTooLarge, err)
+// peerErr translates the error of a request to peer to into this package's names: what the peer
+// answered (peer.StatusOf), or the failure of the exchange (peer.ErrUnavailable, ErrProtocol).
+// The peer's error stays in the chain (canFallBack reads it), except for "not found", which
+// needs no more words. Other errors (nil, translated already, this package's) are returned as
+// they are. This is the one place where peer errors become this package's.
+func (c *Cache[K, V]) peerErr(to string, err error) error {
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	switch st := peer.StatusOf(err); {
+	case st == peer.StatusNotFound:
+		return fmt.Errorf("%w: cache %q on %s", ErrNotFound, c.name, to)
+	case st == peer.StatusTooLarge:
+		return fmt.Errorf("%w: cache %q on %s: %w", ErrTooLarge, c.name, to, err)
+	case st != peer.StatusOK, errors.Is(err, peer.ErrUnavailable), errors.Is(err, peer.ErrProtocol):
+		// Unreachable, timed out, overloaded, without the cache, refusing the request, or the
+		// owner's own load failed (StatusInternal, with its message).
+		return fmt.Errorf("%w: cache %q on %s: %w", ErrUnavailable, c.name, to, err)
 	}
 	return err
 }
 
-// peek answers a peer's hand-off request: the value of key bytes kb if the main store holds it,
-// a not-found status otherwise. It never loads.
-func (c *Cache[K, V]) peek(kb []byte) (peer.Value, error) {
-	if c.closed.Load() {
-		return peer.Value{}, c.closedForPeers()
-	}
-	key, err := c.keys.Decode(kb)
-	if err != nil {
-		return peer.Value{}, wireStatus(peer.StatusBadRequest, err)
-	}
-	it, ok := c.liveItem(key)
-	if !ok || it.wire == nil { // a cached "not found" is not handed off: the new owner asks again
-		return peer.Value{}, wireStatus(peer.StatusNotFound, nil)
-	}
-	return c.sent(it.wire), nil
-}
-
-// peekMany is peek for many keys.
-func (c *Cache[K, V]) peekMany(kbs [][]byte) ([]peer.Result, error) {
-	if c.closed.Load() {
-		return nil, c.closedForPeers()
-	}
-	res := make([]peer.Result, len(kbs))
-	for i, kb := range kbs {
-		res[i].Value, res[i].Err = c.peek(kb)
-	}
-	return res, nil
-}
-
-// handoff asks the key's owner before the last peer-set change for the value, so that a node that
-// has just become the owner takes the value over instead of loading it, and stores it. It reports
-// false when there is no such peer or the peer does not hold the value.
-func (c *Cache[K, V]) handoff(ctx context.Context, key K, kb []byte, st stamp) (item[V], bool) {
-	prev, p, ok := c.node.previousOwner(kb)
+// handoff asks the owner of m's key before the last peer-set change for the value, so that a node
+// that has just become the owner takes the value over instead of loading it, and stores it. It
+// reports false when there is no such peer or the peer does not hold the value.
+func (c *Cache[K, V]) handoff(ctx context.Context, m *miss[K, V]) (item[V], bool) {
+	prev, ok := c.node.previousOwner(m.kb)
 	if !ok {
 		return item[V]{}, false
 	}
-	val, err := p.Peek(ctx, prev, c.name, kb)
+	val, err := c.node.client.Peek(ctx, prev, c.name, m.kb)
 	if err != nil {
 		if errors.Is(err, peer.ErrUnavailable) {
 			c.node.markDown(prev, err) // a departed owner costs one failed peek per back-off
 		}
 		return item[V]{}, false
 	}
-	return c.takeOver(key, kb, val, false, st)
+	return c.takeOver(m, val)
 }
 
-// takeOver decodes a value handed over by a key's previous owner and stores it in the main store.
-// With shared, val's bytes alias a buffer shared with other values, and are copied.
-func (c *Cache[K, V]) takeOver(key K, kb []byte, val peer.Value, shared bool, st stamp) (item[V], bool) {
+// takeOver decodes a value handed over by the previous owner of m's key and stores it in the main
+// store. val's bytes must be the cache's to keep.
+func (c *Cache[K, V]) takeOver(m *miss[K, V], val peer.Value) (item[V], bool) {
 	if !c.live(val.Expires) {
 		return item[V]{}, false
 	}
 	raw, err := val.Raw(int(c.maxValue))
 	if err != nil {
 		return item[V]{}, false
-	}
-	if shared { // raw is fresh when it was decompressed
-		if val.Compressed {
-			val.Data = bytes.Clone(val.Data)
-		} else {
-			raw = bytes.Clone(raw)
-			val.Data = raw
-		}
 	}
 	v, err := c.decode(raw)
 	if err != nil {
@@ -391,42 +265,26 @@ func (c *Cache[K, V]) takeOver(key K, kb []byte, val peer.Value, shared bool, st
 	c.cluster.bytesReceivedRaw.Add(int64(len(raw)))
 	it := item[V]{v: v, wire: &wireForm{Value: val, rawLen: len(raw)}}
 	it.markStale(c.staleAt(val.Expires))
-	size := int64(len(raw) + len(kb))
+	size := int64(len(raw) + len(m.kb))
 	if val.Compressed {
 		size += int64(len(val.Data))
 	}
 	if size <= c.maxValue {
-		c.put(c.store, key, it, size, c.hardDeadline(val.Expires), st)
+		c.put(c.store, m, it, size, c.hardDeadline(val.Expires))
 	}
 	return it, true
 }
 
-// handoffMany is handoff for the keys idx of a batch, with one request per previous owner when
-// the transport can peek in batches. It returns the keys that were not handed over.
+// handoffMany is handoff for the keys idx of a batch, with one request per previous owner. It
+// returns the keys that were not handed over.
 func (c *Cache[K, V]) handoffMany(ctx context.Context, b *batch[K, V], idx []int) []int {
 	if !c.node.handingOff() {
 		return idx
 	}
-	bp, ok := c.node.transport.(batchPeeker)
-	if !ok {
-		// One peek per key, a few at once.
-		var mu sync.Mutex
-		var rest []int
-		c.parallel(idx, func(i int) {
-			if it, ok := c.handoff(ctx, b.ks[i], b.kbs[i], b.sts[i]); ok {
-				b.set(i, it.v, nil)
-				return
-			}
-			mu.Lock()
-			rest = append(rest, i)
-			mu.Unlock()
-		})
-		return rest
-	}
 	var rest []int
 	byPrev := map[string][]int{}
 	for _, i := range idx {
-		if prev, _, ok := c.node.previousOwner(b.kbs[i]); ok {
+		if prev, ok := c.node.previousOwner(b.ms[i].kb); ok {
 			byPrev[prev] = append(byPrev[prev], i)
 		} else {
 			rest = append(rest, i)
@@ -438,32 +296,7 @@ func (c *Cache[K, V]) handoffMany(ctx context.Context, b *batch[K, V], idx []int
 	)
 	for prev, idx := range byPrev {
 		wg.Go(func() {
-			var left []int
-			down := false
-			for chunk, kbs := range b.chunks(idx, c.batchSize) {
-				if down {
-					left = append(left, chunk...)
-					continue
-				}
-				rs, err := bp.PeekMany(ctx, prev, c.name, kbs)
-				if err != nil {
-					if errors.Is(err, peer.ErrUnavailable) {
-						c.node.markDown(prev, err)
-						down = true
-					}
-					left = append(left, chunk...)
-					continue
-				}
-				for j, i := range chunk {
-					if rs[j].Err == nil {
-						if it, ok := c.takeOver(b.ks[i], b.kbs[i], rs[j].Value, true, b.sts[i]); ok {
-							b.set(i, it.v, nil)
-							continue
-						}
-					}
-					left = append(left, i)
-				}
-			}
+			left := c.takeOverMany(ctx, prev, b, idx)
 			mu.Lock()
 			rest = append(rest, left...)
 			mu.Unlock()
@@ -473,48 +306,42 @@ func (c *Cache[K, V]) handoffMany(ctx context.Context, b *batch[K, V], idx []int
 	return rest
 }
 
-// batchPeeker is implemented by transports that can peek many keys in one request (peer.Client
-// does).
-type batchPeeker interface {
-	PeekMany(ctx context.Context, peer, cache string, keys [][]byte) ([]peer.Result, error)
-}
-
-// sent counts the bytes of a reply to a peer and returns its wire value.
-func (c *Cache[K, V]) sent(w *wireForm) peer.Value {
-	c.cluster.bytesSent.Add(int64(len(w.Data)))
-	c.cluster.bytesSentRaw.Add(int64(w.rawLen))
-	return w.Value
-}
-
-// encodeValue encodes v with the value codec, turning a panic into a *PanicError.
-func (c *Cache[K, V]) encodeValue(v V) (b []byte, err error) {
-	defer c.recoverInto(&err, "codec")
-	if b, err = c.values.Append(nil, v); err != nil {
-		return nil, fmt.Errorf("groupcache: cache %q: %w", c.name, err)
+// takeOverMany asks prev, the previous owner of the keys idx of b, for their values in requests of
+// at most the batch size, and takes over those it has. It returns the keys it did not take over.
+func (c *Cache[K, V]) takeOverMany(ctx context.Context, prev string, b *batch[K, V], idx []int) []int {
+	var left []int
+	pos := 0 // where chunk starts in idx
+	for chunk, kbs := range b.chunks(idx, c.batchSize) {
+		rs, err := c.node.client.PeekMany(ctx, prev, c.name, kbs)
+		if err != nil {
+			if errors.Is(err, peer.ErrUnavailable) {
+				c.node.markDown(prev, err)
+				return append(left, idx[pos:]...) // this chunk and the ones after it
+			}
+			left = append(left, chunk...)
+			pos += len(chunk)
+			continue
+		}
+		pos += len(chunk)
+		for j, i := range chunk {
+			if rs[j].Err == nil {
+				val := rs[j].Value
+				val.Data = bytes.Clone(val.Data) // it aliases the reply's buffer
+				if it, ok := c.takeOver(&b.ms[i], val); ok {
+					b.set(i, it.v, nil)
+					continue
+				}
+			}
+			left = append(left, i)
+		}
 	}
-	return b, nil
+	return left
 }
 
-// Promoter decides which values fetched from their owners are kept in the hot store, so that a
-// popular key owned by a peer is not fetched on every Get. It must be safe for concurrent use and
-// cheap: it is called once per remote fetch.
-type Promoter interface {
-	// Promote reports whether to keep a copy of the value of the key whose bytes hash (xxh3) to
-	// keyHash; size is the value's encoded size.
-	Promote(keyHash uint64, size int) bool
-}
-
-// PromoterFunc adapts a function to the Promoter interface.
-type PromoterFunc func(keyHash uint64, size int) bool
-
-// Promote calls f(keyHash, size).
-func (f PromoterFunc) Promote(keyHash uint64, size int) bool { return f(keyHash, size) }
-
-// NewFrequencyPromoter returns the default Promoter: it keeps a count-min sketch of recent fetches
-// and promotes a key from its second fetch on. Counts are halved periodically so that keys that
-// were popular long ago do not stay promotable for ever. A one-off key is therefore never copied,
-// and a key fetched again soon is.
-func NewFrequencyPromoter() Promoter {
+// newFrequencyPromoter returns the default promoter (see WithPromoter): it keeps a count-min
+// sketch of recent fetches and promotes a key from its second fetch on. Counts are halved
+// periodically so that keys that were popular long ago do not stay promotable for ever.
+func newFrequencyPromoter() *frequencyPromoter {
 	return &frequencyPromoter{}
 }
 
@@ -533,7 +360,7 @@ type frequencyPromoter struct {
 	additions int                            // guarded by mu
 }
 
-func (p *frequencyPromoter) Promote(h uint64, _ int) bool {
+func (p *frequencyPromoter) promote(h uint64, _ int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var idx [sketchRows]uint32

@@ -19,12 +19,12 @@
 // instead of returning it; a remote hit is then read into memory the cache reuses, which saves
 // most of a large value's cost.
 //
-// The peer set of a node is pushed with SetPeers, AddPeers and RemovePeers, or pulled from a
-// source by package discovery (static lists, DNS, and memberlist, etcd and Kubernetes in their
-// own modules).
+// The peer set of a node is pushed with SetPeers, or pulled from a source by package discovery
+// (static lists, DNS, and memberlist, etcd and Kubernetes in their own modules).
 //
-// Errors are exported sentinels and types for errors.Is and errors.As: ErrNotFound (returned by a
-// loader for a missing key, or by a key's owner), ErrClosed, ErrLoadTimeout, ErrInvalidKey,
-// ErrTooLarge with *TooLargeError, ErrNoKeyCodec, ErrInvalidOption and ErrSelfNotInPeers, and
-// *PanicError for a loader that panicked.
+// Every error is classified with this package's names alone. A loader's own error and the
+// caller's ctx.Err() come back unchanged; anything else matches one of ErrNotFound,
+// ErrInvalidKey, ErrTooLarge, ErrCodec, ErrLoadTimeout, ErrUnavailable, ErrIncomplete,
+// ErrInvalidOption and ErrClosed with errors.Is, or is a *PanicError (errors.As) for a panic in
+// user code. A value too large to cache is not an error: Get returns it without caching it.
 package groupcache

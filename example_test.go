@@ -108,7 +108,7 @@ func ExampleWithKeyCodec() {
 
 	_, err := groupcache.New[Point, int]("no-key-codec",
 		groupcache.LoaderFunc[Point, int](func(context.Context, Point) (int, error) { return 0, nil }))
-	fmt.Println(errors.Is(err, groupcache.ErrNoKeyCodec))
+	fmt.Println(errors.Is(err, groupcache.ErrInvalidOption))
 	// Output:
 	// 7
 	// true

@@ -145,10 +145,11 @@ func (c *Cache[K, V]) refresh(key K) {
 		defer c.refreshing.Delete(key)
 		kb, err := c.encodeKey(key)
 		if err == nil {
+			m := c.newMiss(key, kb)
 			_, err, _ = c.flights.Do(context.Background(), key, func(ctx context.Context) (V, error) {
-				return c.fill(ctx, key, kb, false)
+				return c.fill(ctx, m)
 			})
-			err = c.timeout(err)
+			err = c.flightErr(err)
 		}
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			c.fresh.refreshErrors.Add(1)

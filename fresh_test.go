@@ -15,6 +15,7 @@ import (
 var epoch = time.Unix(1_700_000_000, 0)
 
 func TestSetTTLFromLoader(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(epoch)
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", LoaderFunc[string, string](func(ctx context.Context, k string) (string, error) {
@@ -44,6 +45,7 @@ func TestSetTTLFromLoader(t *testing.T) {
 }
 
 func TestTTLJitterSpreadsExpiries(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(epoch)
 	c := MustNew[string, string]("t", &countingLoader{}, WithTTL(100*time.Second), WithTTLJitter(0.5), WithClock(clk))
 	defer c.Close()
@@ -78,6 +80,7 @@ func (l *notFoundLoader) Load(_ context.Context, k string) (string, error) {
 }
 
 func TestNegativeCaching(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(epoch)
 	l := &notFoundLoader{}
 	c := MustNew[string, string]("t", l, WithTTL(time.Minute), WithNegativeTTL(10*time.Second), WithClock(clk))
@@ -112,6 +115,7 @@ func TestNegativeCaching(t *testing.T) {
 }
 
 func TestNoNegativeCachingByDefault(t *testing.T) {
+	t.Parallel()
 	l := &notFoundLoader{}
 	c := MustNew[string, string]("t", l)
 	defer c.Close()
@@ -152,6 +156,7 @@ func (l *versionLoader) Load(ctx context.Context, k string) (string, error) {
 }
 
 func TestStaleWhileRevalidate(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(epoch)
 	l := &versionLoader{}
 	c := MustNew[string, string]("t", l, WithTTL(10*time.Second), WithStaleWhileRevalidate(30*time.Second),
@@ -201,6 +206,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 }
 
 func TestSetRemoveClearAlone(t *testing.T) {
+	t.Parallel()
 	l := &versionLoader{}
 	c := MustNew[string, string]("t", l, WithMaxValueBytes(1000))
 	defer c.Close()
@@ -258,7 +264,7 @@ func TestSetRemoveClearAlone(t *testing.T) {
 	if v, _ := c.Get(ctx, "a"); v != "kept" {
 		t.Fatalf("Get after cancelled calls = %q", v)
 	}
-	long := string(make([]byte, DefaultMaxKeyBytes+1))
+	long := string(make([]byte, defaultMaxKeyBytes+1))
 	if err := c.Set(ctx, long, "x"); !errors.Is(err, ErrInvalidKey) {
 		t.Fatalf("Set of a long key = %v", err)
 	}
@@ -281,6 +287,7 @@ func TestSetRemoveClearAlone(t *testing.T) {
 }
 
 func TestSetEntryTTL(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(epoch)
 	l := &versionLoader{}
 	c := MustNew[string, string]("t", l, WithClock(clk))
@@ -300,6 +307,7 @@ func TestSetEntryTTL(t *testing.T) {
 // TestWriteRacingLoad checks the documented choice: a load in flight when Remove, Set or Clear
 // arrives still answers its callers, but its value is not stored.
 func TestWriteRacingLoad(t *testing.T) {
+	t.Parallel()
 	for _, write := range []string{"remove", "set", "clear"} {
 		t.Run(write, func(t *testing.T) {
 			l := &versionLoader{gate: make(chan error), started: make(chan struct{})}
@@ -385,6 +393,7 @@ func (l *batchLoader) loadedKeys() int {
 }
 
 func TestGetManyAlone(t *testing.T) {
+	t.Parallel()
 	clk := clock.NewFake(epoch)
 	l := &batchLoader{}
 	c := MustNew[string, string]("t", l, WithBatchSize(10), WithClock(clk), WithNegativeTTL(time.Minute))
@@ -395,7 +404,7 @@ func TestGetManyAlone(t *testing.T) {
 	for i := 2; i < 27; i++ {
 		keys = append(keys, fmt.Sprint("k", i))
 	}
-	long := string(make([]byte, DefaultMaxKeyBytes+1))
+	long := string(make([]byte, defaultMaxKeyBytes+1))
 	keys = append(keys, long, "k2") // an invalid key, a duplicate
 	l.calls.Store(0)
 	res := c.GetMany(ctx, keys)
@@ -447,6 +456,7 @@ func TestGetManyAlone(t *testing.T) {
 }
 
 func TestGetManyBatchLoaderFailures(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name  string
@@ -473,6 +483,7 @@ func TestGetManyBatchLoaderFailures(t *testing.T) {
 }
 
 func TestGetManyWithoutBatchLoader(t *testing.T) {
+	t.Parallel()
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", l)
 	defer c.Close()
@@ -493,6 +504,7 @@ func TestGetManyWithoutBatchLoader(t *testing.T) {
 // TestGetManyJoinsFlights checks single flight per key across Get and GetMany: a key a Get is
 // loading is not loaded again by GetMany, and a Get of a key GetMany is loading joins it.
 func TestGetManyJoinsFlights(t *testing.T) {
+	t.Parallel()
 	l := &versionLoader{gate: make(chan error), started: make(chan struct{}, 1)}
 	c := MustNew[string, string]("t", l)
 	defer c.Close()
@@ -523,6 +535,7 @@ func TestGetManyJoinsFlights(t *testing.T) {
 }
 
 func TestGetManyClosedAndCancelled(t *testing.T) {
+	t.Parallel()
 	l := &countingLoader{}
 	c := MustNew[string, string]("t", l)
 	ctx := context.Background()

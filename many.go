@@ -1,7 +1,6 @@
 package groupcache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,12 +38,9 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) []Result[V] {
 		}
 		return res
 	}
-	var (
-		first  = make(map[K]int, len(keys)) // index of each key's first place
-		misses []K
-		places []int // misses[j] is keys[places[j]]
-		kbs    = make(map[K][]byte)
-	)
+	first := make(map[K]int, len(keys)) // index of each key's first place
+	var misses []miss[K, V]
+	var places []int // misses[j] is for keys[places[j]]
 	for i, k := range keys {
 		if _, dup := first[k]; dup {
 			continue
@@ -59,27 +55,43 @@ func (c *Cache[K, V]) GetMany(ctx context.Context, keys []K) []Result[V] {
 			res[i].Err = err
 			continue
 		}
-		kbs[k] = kb
-		misses = append(misses, k)
+		misses = append(misses, c.newMiss(k, kb))
 		places = append(places, i)
 	}
-	if len(misses) > 0 {
-		rs := c.flights.DoMany(ctx, misses, func(lctx context.Context, ks []K, set func(int, V, error)) {
-			c.fillMany(lctx, ks, kbs, set)
-		})
-		for j, r := range rs {
-			if r.Shared {
-				c.dedup.Add(1)
-			}
-			res[places[j]] = Result[V]{Value: r.Val, Err: c.timeout(r.Err)}
-		}
-	}
+	c.fillMisses(ctx, misses, places, res)
 	for i, k := range keys {
 		if j := first[k]; j != i {
 			res[i] = res[j]
 		}
 	}
 	return res
+}
+
+// fillMisses fills the misses of a GetMany in one batch of single flights, and puts their
+// results in res at places.
+func (c *Cache[K, V]) fillMisses(ctx context.Context, misses []miss[K, V], places []int, res []Result[V]) {
+	if len(misses) == 0 {
+		return
+	}
+	ks := make([]K, len(misses))
+	byKey := make(map[K]*miss[K, V], len(misses))
+	for j := range misses {
+		ks[j] = misses[j].key
+		byKey[ks[j]] = &misses[j]
+	}
+	rs := c.flights.DoMany(ctx, ks, func(lctx context.Context, ks []K, set func(int, V, error)) {
+		b := &batch[K, V]{ms: make([]miss[K, V], len(ks)), set: set}
+		for i, k := range ks {
+			b.ms[i] = *byKey[k]
+		}
+		c.fillMany(lctx, b)
+	})
+	for j, r := range rs {
+		if r.Shared {
+			c.dedup.Add(1)
+		}
+		res[places[j]] = Result[V]{Value: r.Val, Err: c.flightErr(r.Err)}
+	}
 }
 
 // cached is Get's lookup in memory: ok reports a hit, a value or a cached "not found".
@@ -104,57 +116,47 @@ func (c *Cache[K, V]) cached(key K) (V, error, bool) {
 	return zero, nil, false
 }
 
-// fillMany fills the keys a GetMany's single flight gave it (ks, whose bytes are in kbs): from
-// memory when a load finished meanwhile, from their owners, or by loading them here. It reports
-// each key's result through set as soon as it has it.
-func (c *Cache[K, V]) fillMany(ctx context.Context, ks []K, kbs map[K][]byte, set func(int, V, error)) {
-	b := &batch[K, V]{ks: ks, kbs: make([][]byte, len(ks)), sts: make([]stamp, len(ks)), set: set}
-	var (
-		local  []int
-		down   []int
-		byPeer map[string][]int
-	)
-	clustered := c.node != nil && !c.node.closed.Load()
-	for i, k := range ks {
-		kb := kbs[k]
-		b.kbs[i] = kb
-		b.sts[i] = c.stamp(kb)
-		if it, ok := c.lookup(k); ok {
-			set(i, it.v, it.failure())
+// batch is the keys a GetMany's single flight gave one run of its batch function, each with the
+// state of its miss, and the function that reports each key's result.
+type batch[K comparable, V any] struct {
+	ms  []miss[K, V]
+	set func(int, V, error)
+}
+
+// fillMany fills the keys of b: from memory when a load finished meanwhile, from their owners, or
+// by loading them here. It reports each key's result through b.set as soon as it has it.
+func (c *Cache[K, V]) fillMany(ctx context.Context, b *batch[K, V]) {
+	var local, down []int
+	var byPeer map[string][]int
+	for i := range b.ms {
+		m := &b.ms[i]
+		m.st = c.stamp(m.kb)
+		if it, ok := c.lookup(m.key); ok {
+			b.set(i, it.v, it.failure())
 			continue
 		}
-		if clustered {
-			if owner, self := c.node.owner(kb); !self {
-				if !c.node.healthy(owner) {
-					down = append(down, i)
-					continue
-				}
-				if byPeer == nil {
-					byPeer = make(map[string][]int)
-				}
-				byPeer[owner] = append(byPeer[owner], i)
-				continue
+		owner, ok := c.remoteOwner(m.kb)
+		switch {
+		case !ok:
+			local = append(local, i)
+		case !c.node.healthy(owner):
+			down = append(down, i)
+		default:
+			if byPeer == nil {
+				byPeer = make(map[string][]int)
 			}
+			byPeer[owner] = append(byPeer[owner], i)
 		}
-		local = append(local, i)
 	}
 	var wg sync.WaitGroup
 	for owner, idx := range byPeer {
 		wg.Go(func() { c.fetchMany(ctx, owner, b, idx) })
 	}
 	if len(down) > 0 {
-		wg.Go(func() { c.loadMany(ctx, b, down, true) })
+		wg.Go(func() { c.fallbackMany(ctx, b, down) })
 	}
-	c.loadMany(ctx, b, local, false)
+	c.loadMany(ctx, b, local)
 	wg.Wait()
-}
-
-// batch is the keys of one fillMany with what it knows of each: bytes and stamp.
-type batch[K comparable, V any] struct {
-	ks  []K
-	kbs [][]byte
-	sts []stamp
-	set func(int, V, error)
 }
 
 // chunks yields idx in pieces of at most size, each with the bytes of its keys.
@@ -165,7 +167,7 @@ func (b *batch[K, V]) chunks(idx []int, size int) iter.Seq2[[]int, [][]byte] {
 			idx = idx[len(chunk):]
 			kbs := make([][]byte, len(chunk))
 			for j, i := range chunk {
-				kbs[j] = b.kbs[i]
+				kbs[j] = b.ms[i].kb
 			}
 			if !yield(chunk, kbs) {
 				return
@@ -181,119 +183,125 @@ func (c *Cache[K, V]) fetchMany(ctx context.Context, owner string, b *batch[K, V
 	for chunk, kbs := range b.chunks(idx, c.batchSize) {
 		c.fresh.batchRequests.Add(1)
 		c.cluster.remoteGets.Add(int64(len(chunk)))
-		rs, err := c.node.transport.GetMany(ctx, owner, c.name, kbs)
+		rs, err := c.node.client.GetMany(ctx, owner, c.name, kbs)
 		if err != nil {
 			c.cluster.remoteErrors.Add(int64(len(chunk)))
 			if c.canFallBack(ctx, owner, err) {
-				c.loadMany(ctx, b, chunk, true)
+				c.fallbackMany(ctx, b, chunk)
 				continue
 			}
-			err = fmt.Errorf("groupcache: cache %q: owner %s: %w", c.name, owner, err)
+			err = c.peerErr(owner, err)
 			for _, i := range chunk {
 				b.set(i, zero, err)
 			}
 			continue
 		}
-		var again, fallback []int
-		for j, r := range rs {
-			i := chunk[j]
-			if r.Err == nil {
-				v, err := c.received(owner, b.ks[i], b.kbs[i], r.Value, true, b.sts[i], nil)
-				b.set(i, v, err)
-				continue
-			}
-			c.cluster.remoteErrors.Add(1)
-			switch {
-			case peer.StatusOf(r.Err) == peer.StatusNotFound:
-				err := fmt.Errorf("groupcache: cache %q: owner %s: %w", c.name, owner, ErrNotFound)
-				c.remoteNotFound(b.ks[i], b.kbs[i], err, b.sts[i])
-				b.set(i, zero, err)
-			case peer.StatusOf(r.Err) == peer.StatusOverloaded:
-				again = append(again, i) // the reply was full: ask for it alone
-			case c.canFallBack(ctx, owner, r.Err):
-				fallback = append(fallback, i)
-			default:
-				b.set(i, zero, r.Err)
-			}
-		}
-		for _, i := range again {
-			v, err := c.fetch(ctx, owner, b.ks[i], b.kbs[i], b.sts[i])
-			if err != nil && c.canFallBack(ctx, owner, err) {
-				v, err = c.fallback(ctx, b.ks[i], b.kbs[i], false, b.sts[i])
-			}
-			b.set(i, v, err)
-		}
-		c.loadMany(ctx, b, fallback, true)
+		c.receivedMany(ctx, owner, b, chunk, rs)
 	}
 }
 
-// loadMany loads the keys idx of b here, with the BatchLoader when there is one. With fallback
-// they are keys of a peer that could not serve them, kept as copies (in the hot store).
-func (c *Cache[K, V]) loadMany(ctx context.Context, b *batch[K, V], idx []int, fallback bool) {
+// receivedMany reports the keys chunk of b from rs, owner's reply for them. Keys the owner could
+// not fit in its reply are asked for again alone; keys it could not serve are loaded here when
+// Get would load them here.
+func (c *Cache[K, V]) receivedMany(ctx context.Context, owner string, b *batch[K, V], chunk []int, rs []peer.Result) {
+	var zero V
+	var again, fallback []int
+	for j, r := range rs {
+		i := chunk[j]
+		m := &b.ms[i]
+		if r.Err == nil {
+			v, err := c.receivedShared(owner, m, r.Value)
+			b.set(i, v, err)
+			continue
+		}
+		c.cluster.remoteErrors.Add(1)
+		switch {
+		case peer.StatusOf(r.Err) == peer.StatusOverloaded:
+			again = append(again, i) // the reply was full: ask for it alone
+		case c.canFallBack(ctx, owner, r.Err):
+			fallback = append(fallback, i)
+		default:
+			err := c.peerErr(owner, r.Err)
+			c.remoteNotFound(m, err)
+			b.set(i, zero, err)
+		}
+	}
+	for _, i := range again {
+		v, err := c.fillRemote(ctx, owner, &b.ms[i])
+		b.set(i, v, err)
+	}
+	c.fallbackMany(ctx, b, fallback)
+}
+
+// loadMany loads the keys idx of b here (while values are being handed over after a peer-set
+// change, from the keys' previous owners first).
+func (c *Cache[K, V]) loadMany(ctx context.Context, b *batch[K, V], idx []int) {
+	if len(idx) > 0 && c.node != nil {
+		idx = c.handoffMany(ctx, b, idx)
+	}
+	c.loadBatch(ctx, b, idx)
+}
+
+// fallbackMany loads here the keys idx of b, owned by a peer that could not serve them: the
+// values are kept as copies (in the hot store, when there is one).
+func (c *Cache[K, V]) fallbackMany(ctx context.Context, b *batch[K, V], idx []int) {
+	c.cluster.fallbackLoads.Add(int64(len(idx)))
+	if c.hot != nil {
+		for _, i := range idx {
+			b.ms[i].into = c.hot
+		}
+	}
+	c.loadBatch(ctx, b, idx)
+}
+
+// loadBatch loads the keys idx of b with the loader: with LoadMany in calls of at most the batch
+// size when it is a BatchLoader, else with one Load per key, a few at once.
+func (c *Cache[K, V]) loadBatch(ctx context.Context, b *batch[K, V], idx []int) {
 	if len(idx) == 0 {
 		return
 	}
-	if !fallback && c.node != nil {
-		// While values are being handed over after a peer-set change, ask the keys' previous
-		// owners first.
-		if idx = c.handoffMany(ctx, b, idx); len(idx) == 0 {
-			return
-		}
-	}
 	if c.batch == nil {
-		// One load per key, a few at once.
 		c.parallel(idx, func(i int) {
-			var v V
-			var err error
-			if fallback {
-				v, err = c.fallback(ctx, b.ks[i], b.kbs[i], false, b.sts[i])
-			} else {
-				var it item[V]
-				it, err = c.loadNew(ctx, b.ks[i], b.kbs[i], false, false, b.sts[i])
-				v = it.v
-			}
-			b.set(i, v, err)
+			it, err := c.loadNew(ctx, &b.ms[i])
+			b.set(i, it.v, err)
 		})
 		return
 	}
-	s := c.store
-	if fallback {
-		c.cluster.fallbackLoads.Add(int64(len(idx)))
-		if c.hot != nil {
-			s = c.hot
-		}
+	for chunk := range b.chunks(idx, c.batchSize) {
+		c.loadChunk(ctx, b, chunk)
 	}
+}
+
+// loadChunk loads the keys chunk of b with one LoadMany call.
+func (c *Cache[K, V]) loadChunk(ctx context.Context, b *batch[K, V], chunk []int) {
 	var zero V
-	for len(idx) > 0 {
-		chunk := idx[:min(len(idx), c.batchSize)]
-		idx = idx[len(chunk):]
-		keys := make([]K, len(chunk))
-		for j, i := range chunk {
-			keys[j] = b.ks[i]
+	keys := make([]K, len(chunk))
+	for j, i := range chunk {
+		keys[j] = b.ms[i].key
+	}
+	c.fresh.batchLoads.Add(1)
+	c.loads.Add(int64(len(chunk)))
+	ls, err := c.callBatch(ctx, keys)
+	if err == nil && len(ls) != len(keys) {
+		err = fmt.Errorf("groupcache: cache %q: LoadMany returned %d results for %d keys", c.name, len(ls), len(keys))
+	}
+	if err != nil {
+		c.loadErrors.Add(int64(len(chunk)))
+		if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = c.timeoutErr
 		}
-		c.fresh.batchLoads.Add(1)
-		c.loads.Add(int64(len(chunk)))
-		ls, err := c.callBatch(ctx, keys)
-		if err == nil && len(ls) != len(keys) {
-			err = fmt.Errorf("groupcache: cache %q: LoadMany returned %d results for %d keys", c.name, len(ls), len(keys))
+		for _, i := range chunk {
+			b.set(i, zero, err)
 		}
-		if err != nil {
-			c.loadErrors.Add(int64(len(chunk)))
-			if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				err = fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", c.name, c.loadTimeout, ErrLoadTimeout)
-			}
-			for _, i := range chunk {
-				b.set(i, zero, err)
-			}
-			continue
-		}
-		for j, i := range chunk {
-			if l := ls[j]; l.Err != nil {
-				b.set(i, zero, c.loadFailed(ctx, s, b.ks[i], b.kbs[i], l.Err, b.sts[i]))
-			} else {
-				it, err := c.keep(s, b.ks[i], b.kbs[i], l.Value, l.TTL, b.sts[i])
-				b.set(i, it.v, err)
-			}
+		return
+	}
+	for j, i := range chunk {
+		m := &b.ms[i]
+		if l := ls[j]; l.Err != nil {
+			b.set(i, zero, c.loadFailed(ctx, m, l.Err))
+		} else {
+			it, err := c.keep(m, l.Value, l.TTL)
+			b.set(i, it.v, err)
 		}
 	}
 }
@@ -317,78 +325,4 @@ func (c *Cache[K, V]) parallel(idx []int, f func(i int)) {
 func (c *Cache[K, V]) callBatch(ctx context.Context, keys []K) (ls []Loaded[V], err error) {
 	defer c.recoverInto(&err, "batch loader")
 	return c.batch.LoadMany(ctx, keys)
-}
-
-// serveMany answers a peer's GetMany: each key from the main store, or loaded here (with the
-// other keys missed, through the BatchLoader when there is one). Like serve, it never forwards.
-func (c *Cache[K, V]) serveMany(ctx context.Context, kbs [][]byte) ([]peer.Result, error) {
-	if c.closed.Load() {
-		return nil, c.closedForPeers()
-	}
-	c.cluster.peerRequests.Add(int64(len(kbs)))
-	res := make([]peer.Result, len(kbs))
-	var (
-		first  = make(map[K]int, len(kbs))
-		keys   = make([]K, len(kbs))
-		bad    = make([]bool, len(kbs))
-		misses []K
-		places []int
-		owned  = make(map[K][]byte)
-	)
-	for i, kb := range kbs {
-		k, err := c.decodeKey(kb)
-		if err != nil {
-			res[i].Err, bad[i] = err, true
-			continue
-		}
-		keys[i] = k
-		if _, dup := first[k]; dup {
-			continue
-		}
-		first[k] = i
-		if w, err, ok := c.served(k); ok {
-			res[i] = peer.Result{Value: w, Err: err}
-			continue
-		}
-		owned[k] = bytes.Clone(kb) // the loads may outlive this request
-		misses = append(misses, k)
-		places = append(places, i)
-	}
-	if len(misses) > 0 {
-		rs := c.flights.DoMany(ctx, misses, func(lctx context.Context, ks []K, set func(int, V, error)) {
-			b := &batch[K, V]{ks: ks, kbs: make([][]byte, len(ks)), sts: make([]stamp, len(ks)), set: set}
-			var local []int
-			for i, k := range ks {
-				b.kbs[i] = owned[k]
-				b.sts[i] = c.stamp(b.kbs[i])
-				if it, ok := c.liveItem(k); ok {
-					set(i, it.v, it.failure())
-					continue
-				}
-				local = append(local, i)
-			}
-			c.cluster.peerLoads.Add(int64(len(local)))
-			c.loadMany(lctx, b, local, false)
-		})
-		for j, r := range rs {
-			i := places[j]
-			if r.Shared {
-				c.dedup.Add(1)
-			}
-			if err := c.timeout(r.Err); err != nil {
-				res[i].Err = wireError(err)
-				continue
-			}
-			res[i].Value, res[i].Err = c.reply(misses[j], r.Val)
-		}
-	}
-	for i := range kbs {
-		if bad[i] {
-			continue
-		}
-		if j := first[keys[i]]; j != i {
-			res[i] = res[j]
-		}
-	}
-	return res, nil
 }

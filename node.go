@@ -16,13 +16,11 @@ import (
 	"github.com/typedcache/groupcache/peer"
 )
 
-// ErrSelfNotInPeers is returned by SetPeers and RemovePeers when the new peer set would not
-// contain the node itself: a node must own a share of the keys, or no peer could ever ask it.
-var ErrSelfNotInPeers = errors.New("groupcache: peer set does not contain this node")
-
-// DefaultPeerBackoff is how long a node skips a peer after a network failure talking to it,
-// when made without WithPeerBackoff.
-const DefaultPeerBackoff = 5 * time.Second
+// Defaults of the node options; each option's doc states its own.
+const (
+	defaultPeerBackoff   = 5 * time.Second
+	defaultHandoffWindow = time.Minute
+)
 
 // Node is one process's place in a cluster: its own address, the current peer set and its
 // consistent-hash ring, the server that answers peers and the client that asks them. Caches attach
@@ -32,16 +30,13 @@ const DefaultPeerBackoff = 5 * time.Second
 // A process runs one Node; many caches, each with its own types, share it. A Node is safe for
 // concurrent use.
 type Node struct {
-	self      string
-	log       *slog.Logger
-	transport peer.Transport
-	into      peer.IntoGetter // transport, when it can read values into memory lent (Cache.View)
-	ownClient bool            // transport was made by NewNode and is closed by Close
-	server    *peer.Server
-	ringOpts  []hash.Option
-	backoff   time.Duration
-	window    time.Duration // hand-off window
-	compress  int           // compression threshold for values served to peers
+	self     string
+	log      *slog.Logger
+	client   *peer.Client
+	server   *peer.Server
+	backoff  time.Duration
+	window   time.Duration // hand-off window
+	compress int           // compression threshold for values served to peers
 
 	ring    atomic.Pointer[hash.Ring]              // swapped whole; never nil
 	handoff atomic.Pointer[handoffRing]            // the ring before the last change, while recent
@@ -60,10 +55,6 @@ type handoffRing struct {
 	until int64 // unix nanoseconds
 }
 
-// DefaultHandoffWindow is how long after a peer-set change a node that became the owner of a key
-// first asks the key's previous owner for it, when made without WithHandoffWindow.
-const DefaultHandoffWindow = time.Minute
-
 // servedCache is the part of a Cache[K, V] that the node's server calls. It knows no K or V.
 type servedCache interface {
 	serve(ctx context.Context, key []byte) (peer.Value, error)
@@ -74,12 +65,6 @@ type servedCache interface {
 	setFromPeer(key []byte, v peer.Value) error
 	removeFromPeer(keys [][]byte) error
 	clearFromPeer(generation uint64) error
-}
-
-// peeker is implemented by transports that can ask a peer for a value it holds without making it
-// load one (peer.Client does). Without it, hand-off on membership changes is off.
-type peeker interface {
-	Peek(ctx context.Context, peer, cache string, key []byte) (peer.Value, error)
 }
 
 // NodeOption configures NewNode.
@@ -93,10 +78,8 @@ func (f nodeOptionFunc) applyNode(s *nodeSettings) error { return f(s) }
 
 type nodeSettings struct {
 	peers         []string
-	transport     peer.Transport
 	clientOptions []peer.ClientOption
 	serverOptions []peer.ServerOption
-	ringOptions   []hash.Option
 	backoff       time.Duration
 	window        time.Duration
 	compress      int
@@ -104,7 +87,7 @@ type nodeSettings struct {
 }
 
 // WithPeers sets the initial peer set (addresses "host:port"; self is added if missing). Default:
-// the node alone. SetPeers, AddPeers and RemovePeers change it later.
+// the node alone. SetPeers changes it later.
 func WithPeers(peers ...string) NodeOption {
 	return nodeOptionFunc(func(s *nodeSettings) error {
 		s.peers = append([]string(nil), peers...)
@@ -112,22 +95,8 @@ func WithPeers(peers ...string) NodeOption {
 	})
 }
 
-// WithTransport replaces the default transport (peer.Client over HTTP-upgraded TCP) by another
-// implementation of peer.Transport, for example one over gRPC. The node does not close a transport
-// it was given. Its Get must hand over the returned Value.Data for good (caches may keep it, as
-// peer.Client's does). Default: a peer.Client made with WithClientOptions.
-func WithTransport(t peer.Transport) NodeOption {
-	return nodeOptionFunc(func(s *nodeSettings) error {
-		if t == nil {
-			return invalid("WithTransport", "nil transport")
-		}
-		s.transport = t
-		return nil
-	})
-}
-
-// WithClientOptions passes options to the default transport's peer.Client (timeouts, connections
-// per peer, limits). Default: peer's defaults.
+// WithClientOptions passes options to the node's peer.Client, which asks peers (timeouts,
+// connections per peer, limits). Default: peer's defaults.
 func WithClientOptions(opts ...peer.ClientOption) NodeOption {
 	return nodeOptionFunc(func(s *nodeSettings) error {
 		s.clientOptions = append(s.clientOptions, opts...)
@@ -144,19 +113,9 @@ func WithServerOptions(opts ...peer.ServerOption) NodeOption {
 	})
 }
 
-// WithRingOptions passes options to the consistent-hash ring (replicas). Every node of a cluster
-// must use the same ones, or they will disagree on owners. Default: hash's defaults.
-func WithRingOptions(opts ...hash.Option) NodeOption {
-	return nodeOptionFunc(func(s *nodeSettings) error {
-		s.ringOptions = append(s.ringOptions, opts...)
-		return nil
-	})
-}
-
 // WithPeerBackoff sets how long the node skips a peer after a network failure (connection refused,
 // broken or timed out): keys it owns are loaded locally meanwhile, so a dead peer costs at most one
-// timeout per back-off period instead of one per Get. Default DefaultPeerBackoff (5 s); valid
-// range d > 0.
+// timeout per back-off period instead of one per Get. Default 5 s; valid range d > 0.
 func WithPeerBackoff(d time.Duration) NodeOption {
 	return nodeOptionFunc(func(s *nodeSettings) error {
 		if d <= 0 {
@@ -170,7 +129,7 @@ func WithPeerBackoff(d time.Duration) NodeOption {
 // WithHandoffWindow sets how long after a peer-set change a node that became the owner of a key
 // first asks the key's previous owner for its value (a peek, which never makes the previous owner
 // load) before running the loader, so that scaling out does not turn into a load storm. 0 turns
-// hand-off off. Default DefaultHandoffWindow (1 min); valid range d >= 0.
+// hand-off off. Default 1 min; valid range d >= 0.
 func WithHandoffWindow(d time.Duration) NodeOption {
 	return nodeOptionFunc(func(s *nodeSettings) error {
 		if d < 0 {
@@ -203,12 +162,12 @@ func WithNodeLogger(l *slog.Logger) NodeOption {
 
 // NewNode makes the node of this process; self is the address ("host:port") at which its peers
 // reach it, and must appear as it does in the peer sets of every other node. The node serves peers
-// once its Handler is mounted on an HTTP server, or through Serve or ListenAndServe.
+// once its Handler is mounted on an HTTP server, or through Serve.
 func NewNode(self string, opts ...NodeOption) (*Node, error) {
 	if err := checkAddr(self); err != nil {
 		return nil, invalid("NewNode", "self %q: %v", self, err)
 	}
-	s := nodeSettings{backoff: DefaultPeerBackoff, window: DefaultHandoffWindow, compress: peer.DefaultCompressThreshold}
+	s := nodeSettings{backoff: defaultPeerBackoff, window: defaultHandoffWindow, compress: peer.DefaultCompressThreshold}
 	for _, o := range opts {
 		if o == nil {
 			continue
@@ -218,14 +177,12 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		}
 	}
 	n := &Node{
-		done:      make(chan struct{}),
-		self:      self,
-		log:       s.logger,
-		transport: s.transport,
-		ringOpts:  s.ringOptions,
-		backoff:   s.backoff,
-		window:    s.window,
-		compress:  s.compress,
+		done:     make(chan struct{}),
+		self:     self,
+		log:      s.logger,
+		backoff:  s.backoff,
+		window:   s.window,
+		compress: s.compress,
 	}
 	if n.log == nil {
 		n.log = slog.Default()
@@ -233,7 +190,7 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 	n.log = n.log.With(slog.String("node", self))
 	empty := map[string]servedCache{}
 	n.caches.Store(&empty)
-	if err := n.setPeers(append(s.peers, self), true); err != nil {
+	if err := n.initPeers(append(s.peers, self)); err != nil {
 		return nil, err
 	}
 	server, err := peer.NewServer(nodeBackend{n}, append([]peer.ServerOption{peer.WithServerLogger(n.log)}, s.serverOptions...)...)
@@ -241,15 +198,10 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	n.server = server
-	if n.transport == nil {
-		client, err := peer.NewClient(s.clientOptions...)
-		if err != nil {
-			server.Close()
-			return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
-		}
-		n.transport, n.ownClient = client, true
+	if n.client, err = peer.NewClient(s.clientOptions...); err != nil {
+		server.Close()
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
-	n.into, _ = n.transport.(peer.IntoGetter)
 	return n, nil
 }
 
@@ -273,94 +225,85 @@ func (n *Node) Self() string { return n.self }
 // Peers returns the current peer set, sorted, self included.
 func (n *Node) Peers() []string { return n.ring.Load().Peers() }
 
-// SetPeers replaces the peer set. It must contain the node itself (ErrSelfNotInPeers otherwise);
-// duplicates are dropped and order does not matter. Gets running meanwhile see either the old ring
-// or the new one, never a mix.
+// SetPeers replaces the peer set, which must contain the node itself (a node outside its own ring
+// would never be asked for anything); duplicates are dropped and order does not matter. Gets
+// running meanwhile see either the old ring or the new one, never a mix. Errors: ErrInvalidOption
+// for a set without the node or with an address that is not "host:port", ErrClosed.
 func (n *Node) SetPeers(peers ...string) error {
-	return n.setPeers(peers, false)
-}
-
-// AddPeers adds peers to the current set.
-func (n *Node) AddPeers(peers ...string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.setPeersLocked(append(n.ring.Load().Peers(), peers...), false)
-}
-
-// RemovePeers removes peers from the current set; removing the node itself is refused with
-// ErrSelfNotInPeers.
-func (n *Node) RemovePeers(peers ...string) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	set := slices.DeleteFunc(n.ring.Load().Peers(), func(p string) bool { return slices.Contains(peers, p) })
-	return n.setPeersLocked(set, false)
-}
-
-func (n *Node) setPeers(peers []string, initial bool) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.setPeersLocked(peers, initial)
-}
-
-func (n *Node) setPeersLocked(peers []string, initial bool) error {
-	if n.closed.Load() {
-		return ErrClosed
-	}
-	if !slices.Contains(peers, n.self) {
-		return fmt.Errorf("%w: self %q missing from %d peers", ErrSelfNotInPeers, n.self, len(peers))
-	}
-	for _, p := range peers {
-		if err := checkAddr(p); err != nil {
-			return invalid("SetPeers", "peer %q: %v", p, err)
-		}
-	}
-	ring, err := hash.NewRing(peers, n.ringOpts...)
+	ring, err := n.newRing(peers)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+		return err
 	}
 	old := n.ring.Swap(ring)
-	if initial {
-		// A node that has just started takes its keys over from the cluster as it was without it.
-		others := slices.DeleteFunc(slices.Clone(peers), func(p string) bool { return p == n.self })
-		if len(others) > 0 {
-			if old, err = hash.NewRing(others, n.ringOpts...); err != nil {
-				return fmt.Errorf("%w: %w", ErrInvalidOption, err)
-			}
-		}
-	} else if old != nil && !slices.Equal(old.Peers(), ring.Peers()) {
-		n.log.Info("peer set changed", slog.Any("peers", ring.Peers()))
-	} else {
+	if slices.Equal(old.Peers(), ring.Peers()) {
 		return nil
 	}
-	if n.window > 0 && old != nil {
-		n.handoff.Store(&handoffRing{ring: old, until: time.Now().Add(n.window).UnixNano()})
-	}
+	n.log.Info("peer set changed", slog.Any("peers", ring.Peers()))
+	n.startHandoff(old)
 	return nil
 }
 
-// Owner returns the address of the peer that owns the key whose encoded bytes are key (self for an
-// empty ring). Every node with the same peer set gives the same answer.
-func (n *Node) Owner(key []byte) string {
-	owner, _ := n.owner(key)
-	return owner
+// initPeers sets the first peer set of a new node. A node that has just started takes its keys
+// over from the cluster as it was without it: that is the ring of its hand-off.
+func (n *Node) initPeers(peers []string) error {
+	ring, err := n.newRing(peers)
+	if err != nil {
+		return err
+	}
+	n.ring.Store(ring)
+	others := slices.DeleteFunc(slices.Clone(peers), func(p string) bool { return p == n.self })
+	if len(others) == 0 {
+		return nil
+	}
+	old, err := hash.NewRing(others)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	n.startHandoff(old)
+	return nil
+}
+
+// newRing checks a peer set and returns its ring.
+func (n *Node) newRing(peers []string) (*hash.Ring, error) {
+	if n.closed.Load() {
+		return nil, ErrClosed
+	}
+	if !slices.Contains(peers, n.self) {
+		return nil, invalid("SetPeers", "the set of %d peers does not contain the node itself, %q", len(peers), n.self)
+	}
+	for _, p := range peers {
+		if err := checkAddr(p); err != nil {
+			return nil, invalid("SetPeers", "peer %q: %v", p, err)
+		}
+	}
+	ring, err := hash.NewRing(peers)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	return ring, nil
+}
+
+// startHandoff makes old the ring whose owners new owners ask first, for the hand-off window.
+func (n *Node) startHandoff(old *hash.Ring) {
+	if n.window > 0 {
+		n.handoff.Store(&handoffRing{ring: old, until: time.Now().Add(n.window).UnixNano()})
+	}
 }
 
 // previousOwner returns the owner of key under the ring in force before the last peer-set change,
-// when that change is recent, that owner is another live peer, and the transport can peek.
-func (n *Node) previousOwner(key []byte) (string, peeker, bool) {
+// when that change is recent and that owner is another live peer.
+func (n *Node) previousOwner(key []byte) (string, bool) {
 	h := n.handoff.Load()
 	if h == nil || time.Now().UnixNano() > h.until {
-		return "", nil, false
-	}
-	p, ok := n.transport.(peeker)
-	if !ok {
-		return "", nil, false
+		return "", false
 	}
 	prev, ok := h.ring.Owner(key)
 	if !ok || prev == n.self || !n.healthy(prev) {
-		return "", nil, false
+		return "", false
 	}
-	return prev, p, true
+	return prev, true
 }
 
 // handingOff reports whether a peer-set change is recent enough that new owners still ask previous
@@ -438,8 +381,8 @@ func (n *Node) unregister(name string, c servedCache) {
 //	mux.Handle(peer.DefaultBasePath, node.Handler())
 func (n *Node) Handler() http.Handler { return n.server }
 
-// Serve answers peers on l until Close. It returns after Close with
-// http.ErrServerClosed.
+// Serve answers peers on l (listening at the node's own address) until Close. It returns after
+// Close with http.ErrServerClosed.
 func (n *Node) Serve(l net.Listener) error { return n.server.Serve(l) }
 
 // NodeStats are the counters of a node's transport: what its server answered to peers and what its
@@ -447,18 +390,13 @@ func (n *Node) Serve(l net.Listener) error { return n.server.Serve(l) }
 type NodeStats struct {
 	// Server counts the requests peers sent to this node.
 	Server peer.ServerStats
-	// Client counts the requests this node sent to peers; zero when the node was given its
-	// transport with WithTransport and that transport is not a *peer.Client.
+	// Client counts the requests this node sent to peers.
 	Client peer.ClientStats
 }
 
 // Stats returns the node's transport counters. Each cache has its own in Cache.Stats.
 func (n *Node) Stats() NodeStats {
-	s := NodeStats{Server: n.server.Stats()}
-	if c, ok := n.transport.(*peer.Client); ok {
-		s.Client = c.Stats()
-	}
-	return s
+	return NodeStats{Server: n.server.Stats(), Client: n.client.Stats()}
 }
 
 // Close stops serving peers, closes the connections to them and detaches every cache: caches stay
@@ -470,10 +408,7 @@ func (n *Node) Close() error {
 		n.closed.Store(true)
 		n.mu.Unlock()
 		close(n.done)
-		err = n.server.Close()
-		if n.ownClient {
-			err = errors.Join(err, n.transport.Close())
-		}
+		err = errors.Join(n.server.Close(), n.client.Close())
 	})
 	return err
 }

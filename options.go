@@ -9,22 +9,14 @@ import (
 	"github.com/typedcache/groupcache/codec"
 )
 
-// Defaults of the options. Each option's doc names its default too.
+// Defaults of the options; each option's doc states its own.
 const (
-	// DefaultMaxBytes is the byte bound of a cache made without WithMaxBytes.
-	DefaultMaxBytes = 64 << 20
-	// DefaultLoadTimeout is the load timeout of a cache made without WithLoadTimeout.
-	DefaultLoadTimeout = 10 * time.Second
-	// DefaultMaxKeyBytes is the key length limit of a cache made without WithMaxKeyBytes.
-	DefaultMaxKeyBytes = 4 << 10
-	// DefaultHotFraction is the share of a cache's bytes given to its hot store on a node.
-	DefaultHotFraction = 0.125
-	// DefaultHotTTL bounds how long a copy of a peer's value stays in the hot store, when made
-	// without WithHotTTL.
-	DefaultHotTTL = time.Minute
-	// DefaultBatchSize is the largest number of keys GetMany and RemoveMany send to one peer in
-	// one request, and pass to one BatchLoader.LoadMany call, when made without WithBatchSize.
-	DefaultBatchSize = 1000
+	defaultMaxBytes    = 64 << 20
+	defaultLoadTimeout = 10 * time.Second
+	defaultMaxKeyBytes = 4 << 10
+	defaultHotFraction = 0.125
+	defaultHotTTL      = time.Minute
+	defaultBatchSize   = 1000
 )
 
 // Clock tells the time. Caches use it for entry expiry; tests inject a fake one with WithClock.
@@ -32,8 +24,9 @@ type Clock interface {
 	Now() time.Time
 }
 
-// Option configures a cache in New. Options check their own argument and New reports the first
-// invalid one as an error wrapping ErrInvalidOption.
+// Option configures a cache in New. Options check their own argument, New then checks them
+// against each other (validate), and reports the first invalid one as an error wrapping
+// ErrInvalidOption.
 //
 // Options are not generic so that WithMaxBytes(64<<20) needs no type arguments. The few options that
 // carry a typed value (WithCodec, WithKeyCodec, WithSizer) are generic in that one type, inferred
@@ -51,14 +44,14 @@ type settings struct {
 	maxBytes      int64
 	maxValueBytes int64
 	maxKeyBytes   int
-	shards        int
 	loadTimeout   time.Duration
 	ttl           time.Duration
 	logger        *slog.Logger
 	clock         Clock
 	node          *Node
+	nodeOnly      []string // names of the node-only options given, which need WithNode
 	hotFraction   float64
-	promoter      Promoter
+	promoter      func(keyHash uint64, size int) bool
 	jitter        float64
 	negativeTTL   time.Duration
 	stale         time.Duration
@@ -82,9 +75,29 @@ func invalid(option, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalidOption, option, fmt.Sprintf(format, args...))
 }
 
+// newSettings returns the settings of a cache made without options.
+func newSettings() settings {
+	return settings{
+		maxBytes:    defaultMaxBytes,
+		maxKeyBytes: defaultMaxKeyBytes,
+		loadTimeout: defaultLoadTimeout,
+		hotFraction: defaultHotFraction,
+		hotTTL:      defaultHotTTL,
+		batchSize:   defaultBatchSize,
+	}
+}
+
+// validate checks the options against each other, once they have all been applied.
+func (s *settings) validate() error {
+	if s.node == nil && len(s.nodeOnly) > 0 {
+		return invalid(s.nodeOnly[0], "applies only to a cache on a node (WithNode)")
+	}
+	return nil
+}
+
 // WithMaxBytes bounds the memory of the cache: the sum of the costs of its entries never exceeds n.
 // An entry's cost is its encoded value size (or the WithSizer answer) plus its encoded key length
-// plus store.EntryOverhead. Default DefaultMaxBytes (64 MiB); valid range n > 0.
+// plus store.EntryOverhead. Default 64 MiB; valid range n > 0.
 func WithMaxBytes(n int64) Option {
 	return optionFunc(func(s *settings) error {
 		if n <= 0 {
@@ -111,34 +124,42 @@ func WithNode(n *Node) Option {
 }
 
 // WithHotFraction sets the share of the cache's bytes (WithMaxBytes) kept for the hot store:
-// copies of values owned by peers, promoted there by the Promoter so that popular remote keys are
-// not fetched on every Get. The main store gets the rest. Used only with WithNode.
-// Default DefaultHotFraction (1/8); valid range 0 (no hot store) to 0.5.
+// copies of values owned by peers, promoted there (see WithPromoter) so that popular remote keys
+// are not fetched on every Get. The main store gets the rest. Only for a cache with WithNode (New
+// fails otherwise). Default 1/8; valid range 0 (no hot store) to 0.5.
 func WithHotFraction(f float64) Option {
 	return optionFunc(func(s *settings) error {
 		if !(f >= 0 && f <= 0.5) {
 			return invalid("WithHotFraction", "%v is outside 0..0.5", f)
 		}
 		s.hotFraction = f
+		s.nodeOnly = append(s.nodeOnly, "WithHotFraction")
 		return nil
 	})
 }
 
-// WithPromoter sets the policy that decides which values fetched from peers enter the hot store.
-// Default: NewFrequencyPromoter(), which promotes a key on its second fetch within a while.
-func WithPromoter(p Promoter) Option {
+// WithPromoter sets the policy that decides which values fetched from peers enter the hot store:
+// promote reports whether to keep a copy of the value of the key whose encoded bytes hash (xxh3)
+// to keyHash; size is the value's encoded size. It is called once per remote fetch, so it must be
+// cheap and safe for concurrent use; a panic in it fails that Get with a *PanicError. Only for a
+// cache with WithNode (New fails otherwise). Default: a count-min sketch of recent fetches (4 rows
+// of 4,096 counters, halved every 40,960 fetches) that promotes a key from its second fetch, so a
+// one-off key is never copied and a key asked for again soon is.
+func WithPromoter(promote func(keyHash uint64, size int) bool) Option {
 	return optionFunc(func(s *settings) error {
-		if p == nil {
-			return invalid("WithPromoter", "nil promoter")
+		if promote == nil {
+			return invalid("WithPromoter", "nil function")
 		}
-		s.promoter = p
+		s.promoter = promote
+		s.nodeOnly = append(s.nodeOnly, "WithPromoter")
 		return nil
 	})
 }
 
-// WithMaxValueBytes bounds the cost of one value. A loaded value above it is returned to the caller
-// together with an error matching ErrTooLarge and is not cached. Default: the cache's max bytes
-// less the entry overhead (any value that can fit at all); valid range 0 < n <= max bytes.
+// WithMaxValueBytes bounds the cost of one value. A loaded value above it is returned to the
+// caller (with a nil error) but not cached, and counted in Stats.TooLarge; Set of such a value
+// fails with ErrTooLarge. Default: the main store's bytes less the entry overhead (any value that
+// can fit at all); valid range 0 < n <= that.
 func WithMaxValueBytes(n int64) Option {
 	return optionFunc(func(s *settings) error {
 		if n <= 0 {
@@ -150,7 +171,7 @@ func WithMaxValueBytes(n int64) Option {
 }
 
 // WithMaxKeyBytes bounds the length of an encoded key; Get of a longer key fails with
-// ErrInvalidKey before any load. Default DefaultMaxKeyBytes (4 KiB); valid range 1 to 1 MiB.
+// ErrInvalidKey before any load. Default 4 KiB; valid range 1 to 1 MiB.
 func WithMaxKeyBytes(n int) Option {
 	return optionFunc(func(s *settings) error {
 		if n <= 0 || n > 1<<20 {
@@ -161,22 +182,9 @@ func WithMaxKeyBytes(n int) Option {
 	})
 }
 
-// WithShards sets the number of shards of the in-memory store. More shards mean less lock
-// contention between writers and more per-shard bookkeeping. Default: a power of two scaled by
-// GOMAXPROCS (see package store); valid values are powers of two from 1 to 65536.
-func WithShards(n int) Option {
-	return optionFunc(func(s *settings) error {
-		if n <= 0 || n > 1<<16 || n&(n-1) != 0 {
-			return invalid("WithShards", "%d is not a power of two in 1..65536", n)
-		}
-		s.shards = n
-		return nil
-	})
-}
-
 // WithLoadTimeout bounds one load. The load runs in a context detached from the callers' (so one
 // caller giving up does not fail the others) with this timeout; when it expires every waiting caller
-// gets an error matching ErrLoadTimeout. Default DefaultLoadTimeout (10 s); valid range d > 0.
+// gets an error matching ErrLoadTimeout. Default 10 s; valid range d > 0.
 func WithLoadTimeout(d time.Duration) Option {
 	return optionFunc(func(s *settings) error {
 		if d <= 0 {
@@ -247,20 +255,21 @@ func WithStaleWhileRevalidate(d time.Duration) Option {
 // WithHotTTL bounds how long a copy of a value owned by a peer (in the hot store, or loaded here
 // while its owner was down) is served: at most d, and never past the owner's own expiry of the
 // value. It is also the longest a node can go on serving a value removed or changed elsewhere when
-// the node could not be told (it was unreachable during Remove, Set or Clear). Used only with
-// WithNode. Default DefaultHotTTL (1 minute); valid range d > 0.
+// the node could not be told (it was unreachable during Remove, Set or Clear). Only for a cache
+// with WithNode (New fails otherwise). Default 1 minute; valid range d > 0.
 func WithHotTTL(d time.Duration) Option {
 	return optionFunc(func(s *settings) error {
 		if d <= 0 {
 			return invalid("WithHotTTL", "%v is not positive", d)
 		}
 		s.hotTTL = d
+		s.nodeOnly = append(s.nodeOnly, "WithHotTTL")
 		return nil
 	})
 }
 
 // WithBatchSize bounds the keys of one request to a peer (GetMany, RemoveMany) and of one
-// BatchLoader.LoadMany call; larger sets are split into several. Default DefaultBatchSize (1000);
+// BatchLoader.LoadMany call; larger sets are split into several. Default 1000;
 // valid range 1 to 4096 (the transport's default limit, peer.DefaultMaxBatchKeys).
 func WithBatchSize(n int) Option {
 	return optionFunc(func(s *settings) error {
@@ -305,7 +314,7 @@ func WithCodec[T any](c codec.Codec[T]) Option {
 
 // WithKeyCodec sets how keys turn into bytes; K of the cache must be T (New checks). Every node must
 // map the same key to the same bytes. Default: codec.Key[K]() for string and integer kinds; any other
-// key type needs this option (New returns ErrNoKeyCodec without it). For struct keys,
+// key type needs this option (New fails with ErrInvalidOption without it). For struct keys,
 // codec.CBOR[T]() is deterministic and works.
 func WithKeyCodec[T any](c codec.Codec[T]) Option {
 	return optionFunc(func(s *settings) error {

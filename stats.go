@@ -1,49 +1,62 @@
 package groupcache
 
-// Stats is a snapshot of a cache's counters. Counters count from New and never go down; Items and
-// Bytes are the current contents. The counters are read one by one without a lock, so a snapshot
-// taken under load may be off by the operations in flight.
+// Stats is a snapshot of a cache's counters. Counters count from New and never go down; Items,
+// Bytes and MaxBytes (and their hot shares) are the current contents and bound. The counters are
+// read one by one without a lock, so a snapshot taken under load may be off by the operations in
+// flight.
+//
+// "Own lookups" are this process's own calls: each Get, each View, and each distinct key of a
+// GetMany. Requests from peers are not own lookups: they count in PeerRequests.
 type Stats struct {
-	// Gets is the number of lookups in the main store: Get calls and, on a node, requests from
-	// peers for keys this node owns.
+	// Gets is the number of own lookups.
 	Gets int64
-	// Hits is the number of lookups answered from memory: the main store's hits plus HotHits.
+	// Hits is the number of own lookups answered from memory: a fresh value, a stale one within
+	// the stale-while-revalidate window, or a cached "not found", in the main or the hot store.
 	Hits int64
-	// Misses is Gets - Hits: lookups that found no live entry and went on to the single flight.
+	// Misses is Gets - Hits: own lookups that went on to the single flight (to wait for a load,
+	// start one, or fetch from the key's owner). Entries found expired count here.
 	Misses int64
-	// Loads is the number of loader calls in this process. With single flight it is at most
-	// Misses, usually fewer; in a cluster only the owner of a key loads it, save for fallbacks.
+	// Loads is the number of keys given to the loader in this process (Load calls, plus the keys
+	// of LoadMany calls), for own lookups, peers' requests (PeerLoads), fallbacks (FallbackLoads)
+	// and refreshes alike. With single flight, concurrent lookups of one key cause one load.
 	Loads int64
-	// LoadErrors is the number of loads that failed: the loader returned an error (ErrNotFound
-	// included), panicked, timed out, or its value could not be measured by the codec or sizer.
+	// LoadErrors is the number of those loads that failed: the loader returned an error
+	// (ErrNotFound included), panicked or timed out, or its value could not be measured (codec or
+	// sizer failure).
 	LoadErrors int64
-	// Deduplicated is the number of lookups that waited for a load or fetch started by another
-	// caller instead of starting their own.
+	// Deduplicated is the number of own lookups and peers' requests that joined a load or fetch
+	// another caller had started instead of starting their own.
 	Deduplicated int64
-	// TooLarge is the number of loaded values not cached because they exceeded the per-value limit.
+	// TooLarge is the number of values over the per-value limit (WithMaxValueBytes) that were not
+	// cached: loaded here or fetched from a peer (and returned to their callers all the same), or
+	// given to Set (refused with ErrTooLarge) here or by a peer.
 	TooLarge int64
-	// Evictions is the number of entries the stores dropped to stay within their byte bounds.
+	// Evictions is the number of entries the main and hot stores dropped to stay within their
+	// byte bounds.
 	Evictions int64
-	// Expirations is the number of entries found expired (they count as misses too).
+	// Expirations is the number of lookups in memory, own and peers', that found their entry
+	// expired (an own one is a miss too).
 	Expirations int64
-	// Items is the number of entries in memory now, hot copies included.
+	// Items is the number of entries in memory now, hot copies and cached "not found" included.
 	Items int64
 	// Bytes is the sum of the costs of the entries in memory now; it never exceeds MaxBytes.
 	Bytes int64
 	// MaxBytes is the cache's byte bound (main and hot store together).
 	MaxBytes int64
 
-	// NegativeEntries is the number of "not found" answers cached (WithNegativeTTL), from the
-	// loader here or, in the hot store, from an owning peer; NegativeHits the number of Gets (and
-	// peers' requests) answered by one of them. NegativeHits count in Hits too.
+	// NegativeEntries is the number of "not found" answers cached (WithNegativeTTL): the loader's
+	// here or, in the hot store, an owning peer's. NegativeHits is the number of own lookups one of
+	// them answered (they count in Hits too).
 	NegativeEntries, NegativeHits int64
-	// StaleHits is the number of Gets (and peers' requests) answered with a value past its TTL,
-	// within the stale-while-revalidate window (WithStaleWhileRevalidate); they count in Hits
-	// too. Refreshes is the number of background refreshes those started, RefreshErrors the
-	// number of those that failed (the stale value was kept).
+	// StaleHits is the number of own lookups answered with a value past its TTL, within the
+	// stale-while-revalidate window (WithStaleWhileRevalidate); they count in Hits too.
+	// Refreshes is the number of background refreshes started, by own lookups or peers' requests
+	// that met a stale value; RefreshErrors the number of those that failed (the stale value was
+	// kept).
 	StaleHits, Refreshes, RefreshErrors int64
-	// Sets is the number of Set calls on this cache that stored a value; Removes the number of
-	// keys passed to Remove and RemoveMany on it; Clears the number of Clear calls on it.
+	// Sets is the number of Set calls on this cache that stored a value (here or on the key's
+	// owner); Removes the number of keys passed to Remove and RemoveMany on it; Clears the number
+	// of Clear calls on it. Writes peers asked for do not count.
 	Sets, Removes, Clears int64
 	// BatchGets is the number of GetMany calls, BatchKeys the number of keys they asked for
 	// (duplicates included). BatchRequests is the number of GetMany requests sent to peers.
@@ -52,21 +65,26 @@ type Stats struct {
 
 	// The fields below stay zero for a cache without a node.
 
-	// HotHits is the number of Gets answered from the hot store (copies of keys owned by peers).
+	// HotHits is the number of own lookups answered from the hot store (copies of keys owned by
+	// peers); they count in Hits too.
 	HotHits int64
 	// HotItems and HotBytes are the hot store's share of Items and Bytes.
 	HotItems, HotBytes int64
-	// RemoteGets is the number of fetches from owning peers; RemoteErrors the number of those that
-	// failed (not-found answers included), whatever happened next.
+	// RemoteGets is the number of keys asked of their owning peers (one per key of a GetMany
+	// request). RemoteErrors is the number of failures talking to peers, whatever happened next:
+	// a failed fetch, Set, Remove or Clear request (a failed GetMany request counts once per key,
+	// as does each key a peer answered with an error, "not found" included), and fetched values
+	// that could not be read.
 	RemoteGets, RemoteErrors int64
-	// FallbackLoads is the number of loads run here for keys owned by a peer that could not serve
-	// them (down, overloaded, without the cache); they count in Loads too.
+	// FallbackLoads is the number of keys loaded here because their owner could not serve them
+	// (down, overloaded, without the cache); they count in Loads too.
 	FallbackLoads int64
 	// Handoffs is the number of values taken over from their previous owner after a peer-set
 	// change instead of being loaded (see WithHandoffWindow).
 	Handoffs int64
-	// PeerRequests is the number of requests from peers for this cache; PeerLoads the number of
-	// loads they caused here (they count in Loads too).
+	// PeerRequests is the number of keys peers asked this node for, in Get and GetMany requests
+	// (hand-off peeks do not count); PeerLoads the number of loads they caused here (they count
+	// in Loads too).
 	PeerRequests, PeerLoads int64
 	// BytesSent and BytesReceived count value bytes on the wire to and from peers (compressed
 	// where they were); BytesSentRaw and BytesReceivedRaw the same values before compression.
@@ -76,10 +94,12 @@ type Stats struct {
 // Stats returns a snapshot of the cache's counters. It takes no lock on the Get path and is cheap
 // enough to call from a metrics scrape.
 func (c *Cache[K, V]) Stats() Stats {
+	// Peers' lookups in the main store are read first: the store has counted them by then.
+	peerLookups, peerHits := c.cluster.peerLookups.Load(), c.cluster.peerHits.Load()
 	st := c.store.Stats()
 	s := Stats{
-		Gets:         st.Hits + st.Misses,
-		Hits:         st.Hits,
+		Gets:         st.Hits + st.Misses - peerLookups,
+		Hits:         st.Hits - peerHits,
 		Loads:        c.loads.Load(),
 		LoadErrors:   c.loadErrors.Load(),
 		Deduplicated: c.dedup.Load(),

@@ -73,52 +73,52 @@ func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers
 	if err != nil {
 		return v, nil, err
 	}
-	if n := c.node; n != nil && n.into != nil && !n.closed.Load() {
-		if owner, self := n.owner(kb); !self && n.healthy(owner) {
-			lb, _ := c.lent.Get().(*lentBuffers)
-			if lb == nil {
-				lb = new(lentBuffers)
-			}
-			v, err, ran := c.flights.DoLent(ctx, key, func(ctx context.Context) (V, func() (V, error), error) {
-				return c.fillLent(ctx, owner, key, kb, lb)
-			})
-			switch {
-			case !ran:
-				c.dedup.Add(1)
-				c.lent.Put(lb) // not read into: v, or err, came from the flight another caller ran
-			case err == nil:
-				return v, lb, nil
-			}
-			// After an error of this caller's fetch the buffers may still be written into: they
-			// are dropped.
-			if err == nil || !c.canFallBack(ctx, owner, err) {
-				return v, nil, c.timeout(err)
-			}
-			// Get's path: the owner is now marked down (or asked once more) and the key loaded
-			// here, once for all callers.
+	if owner, ok := c.remoteOwner(kb); ok && c.node.healthy(owner) {
+		lb, _ := c.lent.Get().(*lentBuffers)
+		if lb == nil {
+			lb = new(lentBuffers)
 		}
+		m := c.newMiss(key, kb)
+		m.lb = lb
+		v, err, ran := c.flights.DoLent(ctx, key, func(ctx context.Context) (V, func() (V, error), error) {
+			return c.fillLent(ctx, owner, m)
+		})
+		switch {
+		case !ran:
+			c.dedup.Add(1)
+			c.lent.Put(lb) // not read into: v, or err, came from the flight another caller ran
+		case err == nil:
+			return v, lb, nil
+		}
+		// After an error of this caller's fetch the buffers may still be written into: they
+		// are dropped.
+		if err == nil || !c.canFallBack(ctx, owner, err) {
+			return v, nil, c.flightErr(err)
+		}
+		// Get's path: the owner is now marked down (or asked once more) and the key loaded
+		// here, once for all callers.
 	}
 	v, err = c.miss(ctx, key)
 	return v, nil, err
 }
 
-// fillLent runs inside View's single flight of key: as fill, it checks the stores once more, then
-// asks owner, reading the value into lb. own makes the copy the callers that joined the flight
-// get, when the value shares lb's memory.
-func (c *Cache[K, V]) fillLent(ctx context.Context, owner string, key K, kb []byte, lb *lentBuffers) (v V, own func() (V, error), err error) {
-	st := c.stamp(kb)
-	if it, ok := c.lookup(key); ok {
+// fillLent runs inside View's single flight of m's key: as fill, it checks the stores once more,
+// then asks owner, reading the value into m.lb. own makes the copy the callers that joined the
+// flight get, when the value shares m.lb's memory.
+func (c *Cache[K, V]) fillLent(ctx context.Context, owner string, m miss[K, V]) (v V, own func() (V, error), err error) {
+	m.st = c.stamp(m.kb)
+	if it, ok := c.lookup(m.key); ok {
 		return it.v, nil, it.failure()
 	}
 	fctx, cancel := c.fetchContext(ctx)
-	v, err = c.fetchInto(fctx, owner, key, kb, st, lb)
+	v, err = c.fetch(fctx, owner, &m)
 	if cancel != nil {
 		cancel()
 	}
-	if err != nil || lb.shared == nil {
+	if err != nil || m.lb.shared == nil {
 		return v, nil, err
 	}
-	raw := lb.shared
+	raw := m.lb.shared
 	return v, func() (V, error) { return c.decode(bytes.Clone(raw)) }, nil
 }
 

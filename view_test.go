@@ -93,6 +93,7 @@ func checkView(c *groupcache.Cache[string, []byte], key string) error {
 // on: every value seen inside fn is the key's own, although remote values are read into memory
 // reused from View to View, and the values the hot store kept stay intact afterwards.
 func TestViewRemoteHits(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	var loads atomic.Int64
 	caches := viewCaches(t, cl, &loads)
@@ -141,6 +142,7 @@ func TestViewRemoteHits(t *testing.T) {
 // TestViewErrors checks what View returns when there is no value, and that fn's error comes back
 // as it is.
 func TestViewErrors(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2, groupcache.WithPeerBackoff(time.Hour))
 	var loads atomic.Int64
 	caches := viewCaches(t, cl, &loads, groupcache.WithHotFraction(0))
@@ -194,6 +196,7 @@ func TestViewErrors(t *testing.T) {
 
 // TestViewAlone checks View on a cache without a node.
 func TestViewAlone(t *testing.T) {
+	t.Parallel()
 	c := groupcache.MustNew[string, []byte]("alone", groupcache.LoaderFunc[string, []byte](
 		func(_ context.Context, k string) ([]byte, error) { return viewValue(k), nil }), groupcache.WithCodec(codec.Bytes()))
 	defer c.Close()
@@ -210,6 +213,7 @@ func TestViewAlone(t *testing.T) {
 // TestViewLoadTimeout checks that the load timeout bounds a View's remote fetch as it bounds
 // Get's: an owner stuck in its load is given up after it, marked down, and the key loaded here.
 func TestViewLoadTimeout(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2, groupcache.WithPeerBackoff(time.Hour))
 	release := make(chan struct{})
 	defer close(release)
@@ -245,6 +249,7 @@ func TestViewLoadTimeout(t *testing.T) {
 // caller sees the right value, the values the Gets returned keep it after later Views reuse the
 // memory the first View was lent, and each caller either asked the owner or shared a request.
 func TestViewSharesFlight(t *testing.T) {
+	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	slow := keyOwnedBy(t, cl, 1)
 	started := make(chan struct{}, 1)

@@ -1,7 +1,6 @@
 package groupcache
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -37,12 +36,11 @@ func WithEntryTTL(d time.Duration) SetOption {
 // arrives does not store its older value afterwards. The entry expires after the cache's TTL, or
 // WithEntryTTL's.
 //
-// Errors: ErrClosed, ctx's error, ErrInvalidKey, a *TooLargeError (matching ErrTooLarge) for a
-// value over the per-value limit (nothing is stored), a codec error, and the owner's failure (a
-// *peer.Error matching peer.ErrUnavailable, or with a peer.StatusOf; nothing was stored). Once the
-// owner has stored the value, Set reports peers that could not be told to drop their copies with
-// an error matching ErrIncomplete; such a copy is served until it expires (at most the hot TTL,
-// WithHotTTL).
+// Errors: ErrClosed, ctx's error, and errors matching ErrInvalidKey, ErrTooLarge (a value over the
+// per-value limit), ErrCodec, ErrUnavailable (the owner could not be reached or could not store
+// the value) or a *PanicError; nothing was stored then. Once the owner has stored the value, Set
+// reports peers that could not be told to drop their copies with an error matching
+// ErrIncomplete; such a copy is served until it expires (at most the hot TTL, WithHotTTL).
 func (c *Cache[K, V]) Set(ctx context.Context, key K, v V, opts ...SetOption) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -67,38 +65,50 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, v V, opts ...SetOption) er
 	}
 	if size > c.maxValue {
 		c.tooLarge.Add(1)
-		return &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue}
+		return fmt.Errorf("%w: cache %q: value of %d bytes over the limit of %d", ErrTooLarge, c.name, size, c.maxValue)
 	}
 	expires := c.deadline(so.ttl)
-	if c.node != nil && !c.node.closed.Load() && it.wire != nil {
-		it.wire.Expires = expires
-		owner, self := c.node.owner(kb)
-		if self {
-			c.setLocal(key, kb, it, size, expires)
-		} else {
-			if err := c.node.transport.Set(ctx, owner, c.name, kb, it.wire.Value); err != nil {
-				c.cluster.remoteErrors.Add(1)
-				if errors.Is(err, peer.ErrUnavailable) && ctx.Err() == nil {
-					c.node.markDown(owner, err)
-				}
-				return fmt.Errorf("groupcache: cache %q: set on owner %s: %w", c.name, owner, err)
-			}
-			c.cluster.bytesSent.Add(int64(len(it.wire.Data)))
-			c.cluster.bytesSentRaw.Add(int64(it.wire.rawLen))
-			c.drop(key, kb)
-		}
+	if c.node == nil || c.node.closed.Load() {
+		c.setLocal(key, kb, it, size, expires)
 		c.fresh.sets.Add(1)
-		// Every peer but the owner drops its copy, if it has one.
-		return c.tellPeers(ctx, func(p string) [][]byte {
-			if p == owner {
-				return nil
-			}
-			return [][]byte{kb}
-		})
+		return nil
 	}
-	c.setLocal(key, kb, it, size, expires)
+	return c.setOnOwner(ctx, key, kb, it, size, expires)
+}
+
+// setOnOwner is Set on a node: it stores it (of this size, expiring at expires) on the owner of
+// key (here, or a peer), then tells every other peer to drop its copy.
+func (c *Cache[K, V]) setOnOwner(ctx context.Context, key K, kb []byte, it item[V], size, expires int64) error {
+	it.wire.Expires = expires
+	owner, self := c.node.owner(kb)
+	if self {
+		c.setLocal(key, kb, it, size, expires)
+	} else {
+		if err := c.node.client.Set(ctx, owner, c.name, kb, it.wire.Value); err != nil {
+			c.cluster.remoteErrors.Add(1)
+			c.peerFailed(ctx, owner, err)
+			return c.peerErr(owner, err)
+		}
+		c.cluster.bytesSent.Add(int64(len(it.wire.Data)))
+		c.cluster.bytesSentRaw.Add(int64(it.wire.rawLen))
+		c.drop(key, kb)
+	}
 	c.fresh.sets.Add(1)
-	return nil
+	// Every peer but the owner drops its copy, if it has one.
+	return c.tellPeers(ctx, func(p string) [][]byte {
+		if p == owner {
+			return nil
+		}
+		return [][]byte{kb}
+	})
+}
+
+// peerFailed marks p down for the back-off period when err, the failure of a request to it, is
+// the network's and not the end of ctx.
+func (c *Cache[K, V]) peerFailed(ctx context.Context, p string, err error) {
+	if errors.Is(err, peer.ErrUnavailable) && ctx.Err() == nil {
+		c.node.markDown(p, err)
+	}
 }
 
 // setLocal stores an item in the main store in place of whatever key had, and keeps loads in
@@ -109,7 +119,9 @@ func (c *Cache[K, V]) setLocal(key K, kb []byte, it item[V], size, expires int64
 		return
 	}
 	it.markStale(c.staleAt(expires))
-	c.put(c.store, key, it, size, c.hardDeadline(expires), c.stamp(kb))
+	m := c.newMiss(key, kb)
+	m.st = c.stamp(kb)
+	c.put(c.store, &m, it, size, c.hardDeadline(expires))
 }
 
 // drop removes key from both stores and makes loads of it in flight not store their values: a
@@ -134,12 +146,12 @@ func (c *Cache[K, V]) Remove(ctx context.Context, key K) error {
 // most the batch size). The owners are told first and the other peers after, so that a peer that
 // has dropped its copy cannot fetch the old value again from an owner that has not been told yet.
 //
-// Errors: ErrClosed, ctx's error, ErrInvalidKey (nothing removed); an owner that could not be
-// told (a *peer.Error matching peer.ErrUnavailable, or with a peer.StatusOf) keeps its value and
-// the error says which; other peers that could not be told are reported with an error matching
-// ErrIncomplete, and their copies are served until they expire (at most the hot TTL). An owner is
-// asked even when it is marked unavailable (WithPeerBackoff); another peer so marked is not, and
-// is reported with ErrIncomplete.
+// Errors: ErrClosed, ctx's error, an error matching ErrInvalidKey (nothing removed); an owner
+// that could not be told keeps its value, and the error, matching ErrUnavailable, says which;
+// other peers that could not be told are reported with an error matching ErrIncomplete, and their
+// copies are served until they expire (at most the hot TTL). An owner is asked even when it is
+// marked unavailable (WithPeerBackoff); another peer so marked is not, and is reported with
+// ErrIncomplete.
 func (c *Cache[K, V]) RemoveMany(ctx context.Context, keys []K) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -229,7 +241,7 @@ func (c *Cache[K, V]) adopt(gen uint64) bool {
 
 func (c *Cache[K, V]) clearPeers(ctx context.Context, gen uint64) error {
 	return c.eachPeer(ctx, true, func(ctx context.Context, p string) error {
-		return c.node.transport.Clear(ctx, p, c.name, gen)
+		return c.node.client.Clear(ctx, p, c.name, gen)
 	})
 }
 
@@ -247,7 +259,7 @@ func (c *Cache[K, V]) askPeers(ctx context.Context, keysOf func(p string) [][]by
 		ks := keysOf(p)
 		for len(ks) > 0 {
 			n := min(len(ks), c.batchSize)
-			if err := c.node.transport.Remove(ctx, p, c.name, ks[:n]); err != nil {
+			if err := c.node.client.Remove(ctx, p, c.name, ks[:n]); err != nil {
 				return err
 			}
 			ks = ks[n:]
@@ -282,13 +294,11 @@ func (c *Cache[K, V]) eachPeer(ctx context.Context, optional bool, call func(ctx
 				return
 			}
 			c.cluster.remoteErrors.Add(1)
-			if errors.Is(err, peer.ErrUnavailable) && ctx.Err() == nil {
-				c.node.markDown(p, err)
-			}
+			c.peerFailed(ctx, p, err)
 			if optional {
-				err = fmt.Errorf("%w: peer %s: %w", ErrIncomplete, p, err)
+				err = fmt.Errorf("%w: cache %q: peer %s: %w", ErrIncomplete, c.name, p, err)
 			} else {
-				err = fmt.Errorf("groupcache: cache %q: peer %s: %w", c.name, p, err)
+				err = c.peerErr(p, err)
 			}
 			mu.Lock()
 			errs = append(errs, err)
@@ -297,88 +307,4 @@ func (c *Cache[K, V]) eachPeer(ctx context.Context, optional bool, call func(ctx
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// setFromPeer stores a value a peer sent with Set: this node owns key.
-func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
-	if c.closed.Load() {
-		return c.closedForPeers()
-	}
-	key, err := c.decodeKey(kb)
-	if err != nil {
-		return err
-	}
-	raw, err := val.Raw(int(c.maxValue))
-	if err != nil {
-		return wireStatus(peer.StatusTooLarge, err)
-	}
-	data := raw
-	if val.Compressed {
-		data = bytes.Clone(val.Data) // raw is fresh; the compressed bytes alias the request
-	} else {
-		raw = bytes.Clone(raw)
-		data = raw
-	}
-	v, err := c.decode(raw)
-	if err != nil {
-		return wireStatus(peer.StatusBadRequest, err)
-	}
-	size := int64(len(raw))
-	if c.sizer != nil {
-		if size = c.sizer(v); size < 0 {
-			return fmt.Errorf("groupcache: cache %q: sizer returned %d", c.name, size)
-		}
-	}
-	if val.Compressed {
-		size += int64(len(data))
-	}
-	size += int64(len(kb))
-	if size > c.maxValue {
-		c.tooLarge.Add(1)
-		return wireStatus(peer.StatusTooLarge, &TooLargeError{Cache: c.name, Size: size, Limit: c.maxValue})
-	}
-	w := &wireForm{Value: peer.Value{Data: data, Compressed: val.Compressed, Expires: val.Expires}, rawLen: len(raw)}
-	c.setLocal(key, kb, item[V]{v: v, wire: w}, size, val.Expires)
-	return nil
-}
-
-// removeFromPeer drops keys a peer asked to remove.
-func (c *Cache[K, V]) removeFromPeer(kbs [][]byte) error {
-	if c.closed.Load() {
-		return c.closedForPeers()
-	}
-	keys := make([]K, len(kbs))
-	for i, kb := range kbs {
-		k, err := c.decodeKey(kb)
-		if err != nil {
-			return err
-		}
-		keys[i] = k
-	}
-	for i, k := range keys {
-		c.drop(k, kbs[i])
-	}
-	return nil
-}
-
-// clearFromPeer adopts a generation a peer's Clear sent.
-func (c *Cache[K, V]) clearFromPeer(gen uint64) error {
-	if c.closed.Load() {
-		return c.closedForPeers()
-	}
-	c.adopt(gen)
-	return nil
-}
-
-// decodeKey decodes a key a peer sent, checked against the key length limit.
-func (c *Cache[K, V]) decodeKey(kb []byte) (K, error) {
-	var zero K
-	if len(kb) > c.maxKey {
-		return zero, wireStatus(peer.StatusBadRequest, fmt.Errorf("key of %d bytes over the limit of %d", len(kb), c.maxKey))
-	}
-	k, err := c.keys.Decode(kb)
-	if err != nil {
-		return zero, wireStatus(peer.StatusBadRequest, err)
-	}
-	return k, nil
 }

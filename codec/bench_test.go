@@ -110,6 +110,7 @@ func BenchmarkKey(b *testing.B) {
 
 // TestBenchDocumentSize keeps the "1KiB" benchmarks honest.
 func TestBenchDocumentSize(t *testing.T) {
+	t.Parallel()
 	b, err := CBOR[document]().Append(nil, benchDocument())
 	if err != nil {
 		t.Fatal(err)

@@ -21,26 +21,16 @@ type Codec[T any] interface {
 	Decode(data []byte) (T, error)
 }
 
-// Sentinel errors. Every error returned by a codec of this package matches
-// ErrEncode or ErrDecode with errors.Is; Key's construction error matches
-// ErrUnsupportedKey.
-var (
-	ErrEncode         = errors.New("codec: cannot encode")
-	ErrDecode         = errors.New("codec: cannot decode")
-	ErrUnsupportedKey = errors.New("codec: no built-in key codec for this type")
-)
-
 // Operation names used in Error.Op.
 const (
 	opEncode = "encode"
 	opDecode = "decode"
 )
 
-// Error reports which codec and which operation failed.
-//
-// errors.Is(err, ErrDecode) is true when Op is "decode", errors.Is(err,
-// ErrEncode) when Op is "encode". Unwrap returns Err, so the underlying cause
-// (for example a *json.SyntaxError) can be reached with errors.As.
+// Error reports which codec and which operation failed. Every error the codecs
+// of this package return is an *Error; match it with errors.As and tell the
+// operation by Op. Unwrap returns Err, so the underlying cause (for example a
+// *json.SyntaxError) can be reached with errors.As too.
 type Error struct {
 	Codec string // codec name: "cbor", "json", "bytes", "string", "binary", "func" or "key"
 	Op    string // "encode" or "decode"
@@ -57,17 +47,6 @@ func (e *Error) Error() string {
 
 // Unwrap returns the underlying cause.
 func (e *Error) Unwrap() error { return e.Err }
-
-// Is reports whether target is ErrEncode or ErrDecode matching e.Op.
-func (e *Error) Is(target error) bool {
-	switch target {
-	case ErrEncode:
-		return e.Op == opEncode
-	case ErrDecode:
-		return e.Op == opDecode
-	}
-	return false
-}
 
 func encodeError(codec string, err error) error {
 	return &Error{Codec: codec, Op: opEncode, Err: err}

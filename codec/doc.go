@@ -37,8 +37,8 @@
 //
 // Decoding an integer key requires exactly 8 bytes holding a value that fits
 // K; an int8 key of 300, for example, is an error. Any other key type has no
-// built-in codec: Key returns an error matching [ErrUnsupportedKey], and the
-// key codec must be given explicitly.
+// built-in codec: Key reports false, and the key codec must be given
+// explicitly.
 //
 // A key codec must be deterministic: the same key must encode to the same
 // bytes every time and on every node, so it must not depend on map iteration
@@ -60,7 +60,8 @@
 // # Errors
 //
 // Every error returned by Append or Decode of the codecs here is an [*Error]
-// that names the codec and operation and matches [ErrEncode] or [ErrDecode]
-// with errors.Is; errors.As reaches the underlying cause. On error, Append
-// returns dst with its length unchanged and Decode returns the zero value.
+// that names the codec and the operation (Op "encode" or "decode"); match it
+// with errors.As, which reaches the underlying cause too. The package exports
+// no sentinel errors. On error, Append returns dst with its length unchanged
+// and Decode returns the zero value.
 package codec

@@ -21,7 +21,7 @@ type fuzzCheck[T any] struct {
 }
 
 // fuzzDecode checks that decoding arbitrary bytes never panics and fails only
-// with an error matching ErrDecode, and that a value it accepts re-encodes to
+// with a decode *Error, and that a value it accepts re-encodes to
 // bytes that decode to an equal value and re-encode to the same bytes.
 func fuzzDecode[T any](f *testing.F, c Codec[T], check fuzzCheck[T], seeds ...[]byte) {
 	for _, s := range seeds {
@@ -30,8 +30,8 @@ func fuzzDecode[T any](f *testing.F, c Codec[T], check fuzzCheck[T], seeds ...[]
 	f.Fuzz(func(t *testing.T, data []byte) {
 		v, err := c.Decode(data)
 		if err != nil {
-			if !errors.Is(err, ErrDecode) {
-				t.Fatalf("Decode error %v does not match ErrDecode", err)
+			if e, ok := errors.AsType[*Error](err); !ok || e.Op != opDecode {
+				t.Fatalf("Decode error %v is not a decode *Error", err)
 			}
 			return
 		}
@@ -150,9 +150,9 @@ func FuzzBinary(f *testing.F) {
 
 // fuzzKey fuzzes the built-in key codec of K. Key encodings are canonical.
 func fuzzKey[K comparable](f *testing.F) {
-	c, err := Key[K]()
-	if err != nil {
-		f.Fatal(err)
+	c, ok := Key[K]()
+	if !ok {
+		f.Fatalf("no key codec for %T", *new(K))
 	}
 	fuzzDecode(f, c, fuzzCheck[K]{equal: comparableEqual[K], canonical: true}, intKeySeeds...)
 }

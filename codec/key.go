@@ -16,41 +16,41 @@ import (
 //     and named types of them): the 8-byte big-endian form of uint64(k).
 //
 // Integer decoding requires exactly 8 bytes and a value that fits K. For any
-// other K, Key returns an error wrapping ErrUnsupportedKey; such keys need a
-// key codec given explicitly, for example the deterministic CBOR codec.
+// other K, Key returns nil and false; such keys need a key codec given
+// explicitly, for example the deterministic CBOR codec.
 //
 // Reflection is used here only; the returned codec reads and writes K
 // directly and its Append does not allocate when dst has room.
-func Key[K comparable]() (Codec[K], error) {
+func Key[K comparable]() (Codec[K], bool) {
 	t := reflect.TypeFor[K]()
 	name := t.String()
 	switch t.Kind() {
 	case reflect.String:
-		return stringKey[K]{}, nil
+		return stringKey[K]{}, true
 	case reflect.Int:
-		return signedKey[K, int]{name}, nil
+		return signedKey[K, int]{name}, true
 	case reflect.Int8:
-		return signedKey[K, int8]{name}, nil
+		return signedKey[K, int8]{name}, true
 	case reflect.Int16:
-		return signedKey[K, int16]{name}, nil
+		return signedKey[K, int16]{name}, true
 	case reflect.Int32:
-		return signedKey[K, int32]{name}, nil
+		return signedKey[K, int32]{name}, true
 	case reflect.Int64:
-		return signedKey[K, int64]{name}, nil
+		return signedKey[K, int64]{name}, true
 	case reflect.Uint:
-		return unsignedKey[K, uint]{name}, nil
+		return unsignedKey[K, uint]{name}, true
 	case reflect.Uint8:
-		return unsignedKey[K, uint8]{name}, nil
+		return unsignedKey[K, uint8]{name}, true
 	case reflect.Uint16:
-		return unsignedKey[K, uint16]{name}, nil
+		return unsignedKey[K, uint16]{name}, true
 	case reflect.Uint32:
-		return unsignedKey[K, uint32]{name}, nil
+		return unsignedKey[K, uint32]{name}, true
 	case reflect.Uint64:
-		return unsignedKey[K, uint64]{name}, nil
+		return unsignedKey[K, uint64]{name}, true
 	case reflect.Uintptr:
-		return unsignedKey[K, uintptr]{name}, nil
+		return unsignedKey[K, uintptr]{name}, true
 	}
-	return nil, fmt.Errorf("%w: %s (only string and integer kinds have one); use a key codec option, e.g. WithKeyCodec(codec.CBOR[%s]())", ErrUnsupportedKey, name, name)
+	return nil, false
 }
 
 // The key codecs below reinterpret K as U through unsafe.Pointer. That is

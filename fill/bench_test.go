@@ -31,7 +31,7 @@ func BenchmarkDo(b *testing.B) {
 	load := func(context.Context) (int, error) { return 1, nil }
 
 	b.Run("fill/sequential", func(b *testing.B) {
-		g := New[string, int](0)
+		g := New[string, int](0, nil)
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
@@ -40,7 +40,7 @@ func BenchmarkDo(b *testing.B) {
 		}
 	})
 	b.Run("fill/sequential-timeout", func(b *testing.B) {
-		g := New[string, int](time.Minute)
+		g := New[string, int](time.Minute, nil)
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
@@ -49,7 +49,7 @@ func BenchmarkDo(b *testing.B) {
 		}
 	})
 	b.Run("fill/distinct-keys", func(b *testing.B) {
-		g := New[string, int](0)
+		g := New[string, int](0, nil)
 		var next atomic.Int32
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
@@ -60,7 +60,7 @@ func BenchmarkDo(b *testing.B) {
 		})
 	})
 	b.Run("fill/same-key-16", func(b *testing.B) {
-		g := New[string, int](0)
+		g := New[string, int](0, nil)
 		var calls atomic.Int64
 		loadCounted := func(context.Context) (int, error) {
 			calls.Add(1)

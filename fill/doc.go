@@ -1,7 +1,7 @@
 // Package fill is a typed single-flight: concurrent misses of one key run the load function
 // once, and every caller waiting for that key gets its result.
 //
-//	g := fill.New[string, *User](5 * time.Second)
+//	g := fill.New[string, *User](5*time.Second, nil)
 //	u, err, shared := g.Do(ctx, "user:42", func(ctx context.Context) (*User, error) {
 //		return db.LoadUser(ctx, 42)
 //	})
@@ -18,7 +18,7 @@
 // caller's values (trace IDs and the like) but not its deadline or cancellation: one impatient
 // caller must not fail a load that other callers still wait for. The load's context ends when
 //
-//   - the group's timeout (the argument of New) passes, or
+//   - the group's timeout (the first argument of New) passes, or
 //   - the last caller waiting for the load has gone away, or
 //   - the load function has returned.
 //
@@ -38,8 +38,10 @@
 // # Timeout
 //
 // With a timeout, every waiter also watches the load's context. When the timeout passes, all of
-// them get an error matching both ErrTimeout and context.DeadlineExceeded at once, even if the
-// load function ignores its context and never returns, and the load is removed from the group.
+// them get the group's timeout error at once (the second argument of New; nil means one of this
+// package's that matches context.DeadlineExceeded), even if the load function ignores its context
+// and never returns, and the load is removed from the group. The package exports no sentinel
+// errors: the caller names its own timeout.
 // The goroutine running such a function lives on until the function returns; the group cannot
 // stop it. InFlight counts it until then.
 //
@@ -73,6 +75,6 @@
 // # Panics
 //
 // A panic in the load function is recovered in the load's goroutine and returned to every waiter
-// as a *PanicError holding the panic value and the stack of the panicking goroutine. The process
-// keeps running.
+// as a *PanicError holding the panic value and the stack of the panicking goroutine (its message
+// is one line). The process keeps running.
 package fill

@@ -10,7 +10,7 @@ import (
 )
 
 func Example() {
-	g := fill.New[int, string](time.Second)
+	g := fill.New[int, string](time.Second, nil)
 
 	// Concurrent callers of Do with the same key share one run of the load function; the
 	// caller that started it gets shared == false, the others true.
@@ -30,17 +30,17 @@ func Example() {
 }
 
 func ExampleGroup_Do_timeout() {
-	g := fill.New[string, int](10 * time.Millisecond)
+	g := fill.New[string, int](10*time.Millisecond, nil)
 	_, err, _ := g.Do(context.Background(), "slow", func(ctx context.Context) (int, error) {
 		<-ctx.Done() // the load's context ends after the group's timeout
 		return 0, ctx.Err()
 	})
-	fmt.Println(errors.Is(err, fill.ErrTimeout), errors.Is(err, context.DeadlineExceeded))
-	// Output: true true
+	fmt.Println(err, errors.Is(err, context.DeadlineExceeded))
+	// Output: fill: load timed out true
 }
 
 func ExampleGroup_Do_panic() {
-	g := fill.New[string, int](0)
+	g := fill.New[string, int](0, nil)
 	_, err, _ := g.Do(context.Background(), "bad", func(ctx context.Context) (int, error) {
 		panic("corrupt record")
 	})
@@ -52,7 +52,7 @@ func ExampleGroup_Do_panic() {
 }
 
 func ExampleGroup_DoMany() {
-	g := fill.New[int, string](time.Second)
+	g := fill.New[int, string](time.Second, nil)
 	users := map[int]string{1: "ann", 2: "bob"}
 
 	// One call of the batch function loads every key nobody else is loading; each key's result

@@ -12,11 +12,8 @@ import (
 	"github.com/typedcache/groupcache/internal/deadline"
 )
 
-// ErrTimeout is returned by Do when a load ran longer than the group's timeout. It also matches
-// context.DeadlineExceeded: both errors.Is(err, ErrTimeout) and
-// errors.Is(err, context.DeadlineExceeded) hold for every timeout error Do returns.
-var ErrTimeout error = timeoutError{}
-
+// timeoutError is the timeout error of a group made with a nil one: it matches
+// context.DeadlineExceeded.
 type timeoutError struct{}
 
 func (timeoutError) Error() string { return "fill: load timed out" }
@@ -40,8 +37,9 @@ type PanicError struct {
 	Stack []byte
 }
 
+// Error returns one line with the panic value; the stack is in Stack.
 func (e *PanicError) Error() string {
-	return fmt.Sprintf("fill: load panicked: %v\n\n%s", e.Value, e.Stack)
+	return fmt.Sprintf("fill: load panicked: %v", e.Value)
 }
 
 // Unwrap returns the panic value when it is an error, so errors.Is and errors.As see through it.
@@ -55,7 +53,8 @@ func (e *PanicError) Unwrap() error {
 //
 // A Group must not be copied after first use.
 type Group[K comparable, V any] struct {
-	timeout time.Duration // read-only after New
+	timeout    time.Duration // read-only after New
+	timeoutErr error         // read-only after New; nil means timeoutError{}
 
 	mu      sync.Mutex
 	flights map[K]*flight[V] // guarded by mu; the loads new callers of a key join
@@ -101,12 +100,22 @@ func (f *flight[V]) release() {
 	}
 }
 
-// New returns a Group whose loads run with the given timeout (0 = no timeout).
-func New[K comparable, V any](timeout time.Duration) *Group[K, V] {
+// New returns a Group whose loads run with the given timeout (0 = no timeout). timeoutErr is the
+// error the callers of a load get when the timeout passes; it should match
+// context.DeadlineExceeded. nil means an error of this package that matches it.
+func New[K comparable, V any](timeout time.Duration, timeoutErr error) *Group[K, V] {
 	if timeout < 0 {
 		timeout = 0
 	}
-	return &Group[K, V]{timeout: timeout, flights: make(map[K]*flight[V])}
+	return &Group[K, V]{timeout: timeout, timeoutErr: timeoutErr, flights: make(map[K]*flight[V])}
+}
+
+// errTimeout returns the error the callers of a load that ran past the timeout get.
+func (g *Group[K, V]) errTimeout() error {
+	if g.timeoutErr == nil {
+		return timeoutError{}
+	}
+	return g.timeoutErr
 }
 
 // Do runs fn once for all concurrent callers of key and returns its result to each of them.
@@ -123,8 +132,8 @@ func New[K comparable, V any](timeout time.Duration) *Group[K, V] {
 //   - ctx ends: Do returns ctx.Err(). The load goes on for the other waiters; when the last
 //     waiter leaves, the load's context is cancelled and the key is forgotten, so the next Do
 //     starts a new load.
-//   - the group's timeout passes: every waiter gets an error matching ErrTimeout and
-//     context.DeadlineExceeded, and the key is forgotten.
+//   - the group's timeout passes: every waiter gets the group's timeout error (see New), and the
+//     key is forgotten.
 //   - ctx has already ended when Do is called: Do returns ctx.Err() without starting a load.
 //
 // If fn ignores its context, its goroutine runs until fn returns; the result is then dropped.
@@ -166,7 +175,8 @@ func (g *Group[K, V]) Do(ctx context.Context, key K, fn func(ctx context.Context
 // is armed): fn must honour ctx.Deadline, as network calls do by setting it on their connection,
 // or run anything that may block past it under a context of its own made with
 // context.WithDeadline. The caller and the callers that joined get fn's result when fn returns;
-// one that fails with context.DeadlineExceeded after the deadline is reported as ErrTimeout. Use
+// one that fails with context.DeadlineExceeded after the deadline is reported as the group's
+// timeout error. Use
 // Do for functions that may ignore their deadline.
 func (g *Group[K, V]) DoHere(ctx context.Context, key K, fn func(ctx context.Context) (V, error)) (v V, err error, shared bool) {
 	if ctx.Done() != nil {
@@ -232,7 +242,7 @@ func (g *Group[K, V]) wait(ctx context.Context, key K, f *flight[V], shared bool
 		g.mu.Lock()
 		g.forget(key, f)
 		g.mu.Unlock()
-		return v, ErrTimeout, shared
+		return v, g.errTimeout(), shared
 
 	case <-ctx.Done():
 		if f.finished.Load() {
@@ -278,7 +288,7 @@ func (g *Group[K, V]) run(key K, f *flight[V], fn func(ctx context.Context) (V, 
 // finish forgets f, then publishes its result to the waiters and releases its context.
 func (g *Group[K, V]) finish(key K, f *flight[V]) {
 	if f.err != nil {
-		f.err = asTimeout(f.ctx, f.err)
+		f.err = g.asTimeout(f.ctx, f.err)
 	}
 	g.mu.Lock()
 	g.forget(key, f)
@@ -288,12 +298,13 @@ func (g *Group[K, V]) finish(key K, f *flight[V]) {
 	f.release() // closes done: wakes the waiters
 }
 
-// asTimeout returns err, the non-nil error of a load whose context is ctx, as an error matching
-// ErrTimeout if the load gave up because the group's timeout passed.
-func asTimeout(ctx context.Context, err error) error {
+// asTimeout returns err, the non-nil error of a load whose context is ctx, as the group's timeout
+// error if the load gave up because the group's timeout passed.
+func (g *Group[K, V]) asTimeout(ctx context.Context, err error) error {
+	te := g.errTimeout()
 	if ctx.Err() == context.DeadlineExceeded && errors.Is(err, context.DeadlineExceeded) &&
-		!errors.Is(err, ErrTimeout) {
-		return fmt.Errorf("%w: %w", ErrTimeout, err)
+		!errors.Is(err, te) {
+		return te
 	}
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -36,6 +37,15 @@ func recv[T any](t *testing.T, ch <-chan T) T {
 	case <-timer.C:
 		t.Fatalf("nothing received after %v", watchdog)
 		panic("unreachable")
+	}
+}
+
+// settled waits until every goroutine of the test's synctest bubble is blocked, then checks cond.
+func settled(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	synctest.Wait()
+	if !cond() {
+		t.Fatalf("%s: not so once every goroutine is blocked", what)
 	}
 }
 
@@ -88,8 +98,9 @@ func mustNotRun[V any](t *testing.T) func(context.Context) (V, error) {
 }
 
 func TestDoDeduplicatesConcurrentCallers(t *testing.T) {
+	t.Parallel()
 	const n = 1000
-	g := New[string, int](0)
+	g := New[string, int](0, nil)
 	var calls atomic.Int32
 	release := make(chan struct{})
 	fn := func(ctx context.Context) (int, error) {
@@ -130,7 +141,8 @@ func TestDoDeduplicatesConcurrentCallers(t *testing.T) {
 }
 
 func TestDoDistinctKeysLoadConcurrently(t *testing.T) {
-	g := New[int, int](0)
+	t.Parallel()
+	g := New[int, int](0, nil)
 	started := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
 	// Each load waits until the other one has started: they only finish if they run at the same
 	// time.
@@ -154,6 +166,7 @@ func TestDoDistinctKeysLoadConcurrently(t *testing.T) {
 type ctxKey struct{}
 
 func TestDoDetachedContext(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		timeout time.Duration
@@ -163,7 +176,7 @@ func TestDoDetachedContext(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := New[string, string](tt.timeout)
+			g := New[string, string](tt.timeout, nil)
 			// The caller's deadline is later than the group's timeout, so a deadline on the
 			// load's context can only come from the group.
 			parent, cancel := context.WithTimeout(context.WithValue(context.Background(), ctxKey{}, "value"), 2*time.Hour)
@@ -196,6 +209,7 @@ func TestDoDetachedContext(t *testing.T) {
 }
 
 func TestDoCallerLeavesLoadGoesOn(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		leaver     string // "starter" or "joiner": which caller's context ends
@@ -219,7 +233,7 @@ func TestDoCallerLeavesLoadGoesOn(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := New[string, int](0)
+			g := New[string, int](0, nil)
 			started := make(chan context.Context, 1)
 			release := make(chan struct{})
 			leaveCtx, leave := tt.newContext()
@@ -263,29 +277,33 @@ func TestDoCallerLeavesLoadGoesOn(t *testing.T) {
 }
 
 func TestDoCallerDeadline(t *testing.T) {
-	g := New[string, int](0)
-	started := make(chan context.Context, 1)
-	release := make(chan struct{})
-	starter := goDo(context.Background(), g, "k", blocking(7, started, release))
-	recv(t, started)
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := New[string, int](0, nil)
+		started := make(chan context.Context, 1)
+		release := make(chan struct{})
+		starter := goDo(context.Background(), g, "k", blocking(7, started, release))
+		recv(t, started)
 
-	// The caller's deadline may pass before or after it joins the load; both must end its
-	// wait with context.DeadlineExceeded.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-	defer cancel()
-	_, err, _ := g.Do(ctx, "k", mustNotRun[int](t))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Do with an expiring context = %v, want context.DeadlineExceeded", err)
-	}
+		// The caller's deadline may pass before or after it joins the load; both must end its
+		// wait with context.DeadlineExceeded.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+		defer cancel()
+		_, err, _ := g.Do(ctx, "k", mustNotRun[int](t))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Do with an expiring context = %v, want context.DeadlineExceeded", err)
+		}
 
-	close(release)
-	if r := recv(t, starter); r.v != 7 || r.err != nil {
-		t.Errorf("starter got %v, %v, want 7, nil", r.v, r.err)
-	}
+		close(release)
+		if r := recv(t, starter); r.v != 7 || r.err != nil {
+			t.Errorf("starter got %v, %v, want 7, nil", r.v, r.err)
+		}
+	})
 }
 
 func TestDoLastWaiterLeavesCancelsAndForgets(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	started := make(chan context.Context, 1)
 	release1 := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -335,6 +353,7 @@ func TestDoLastWaiterLeavesCancelsAndForgets(t *testing.T) {
 }
 
 func TestDoTimeout(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		fn   func(release <-chan struct{}) func(context.Context) (int, error)
@@ -357,65 +376,71 @@ func TestDoTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			const n = 5
-			g := New[string, int](10 * time.Millisecond)
-			release := make(chan struct{})
-			defer close(release)
-			var calls atomic.Int32
-			inner := tt.fn(release)
-			fn := func(ctx context.Context) (int, error) {
-				calls.Add(1)
-				return inner(ctx)
-			}
-
-			// Callers that arrive after the timeout start a load of their own, which times
-			// out as well.
-			results := make([]<-chan result[int], n)
-			for i := range results {
-				results[i] = goDo(context.Background(), g, "k", fn)
-			}
-			for _, ch := range results {
-				r := recv(t, ch)
-				if !errors.Is(r.err, ErrTimeout) || !errors.Is(r.err, context.DeadlineExceeded) {
-					t.Errorf("Do = %v, want an error matching ErrTimeout and context.DeadlineExceeded", r.err)
+			synctest.Test(t, func(t *testing.T) {
+				const n = 5
+				g := New[string, int](10*time.Millisecond, nil)
+				release := make(chan struct{})
+				defer close(release)
+				var calls atomic.Int32
+				inner := tt.fn(release)
+				fn := func(ctx context.Context) (int, error) {
+					calls.Add(1)
+					return inner(ctx)
 				}
-			}
 
-			// The timed-out load is forgotten: the next caller starts a new one.
-			v, err, shared := g.Do(context.Background(), "k", func(context.Context) (int, error) { return 2, nil })
-			if v != 2 || err != nil || shared {
-				t.Errorf("Do after the timeout = %v, %v, %v, want 2, nil, false", v, err, shared)
-			}
-			if got, want := g.InFlight(), int(calls.Load()); got > want {
-				t.Errorf("InFlight() = %d, more than the %d timed-out loads", got, want)
-			}
+				// Callers that arrive after the timeout start a load of their own, which times
+				// out as well.
+				results := make([]<-chan result[int], n)
+				for i := range results {
+					results[i] = goDo(context.Background(), g, "k", fn)
+				}
+				for _, ch := range results {
+					r := recv(t, ch)
+					if !errors.Is(r.err, timeoutError{}) || !errors.Is(r.err, context.DeadlineExceeded) {
+						t.Errorf("Do = %v, want an error matching timeoutError{} and context.DeadlineExceeded", r.err)
+					}
+				}
+
+				// The timed-out load is forgotten: the next caller starts a new one.
+				v, err, shared := g.Do(context.Background(), "k", func(context.Context) (int, error) { return 2, nil })
+				if v != 2 || err != nil || shared {
+					t.Errorf("Do after the timeout = %v, %v, %v, want 2, nil, false", v, err, shared)
+				}
+				if got, want := g.InFlight(), int(calls.Load()); got > want {
+					t.Errorf("InFlight() = %d, more than the %d timed-out loads", got, want)
+				}
+			})
 		})
 	}
 }
 
 func TestDoTimeoutLoadNeverReturns(t *testing.T) {
-	g := New[string, int](5 * time.Millisecond)
-	release := make(chan struct{})
-	started := make(chan context.Context, 1)
-	_, err, _ := g.Do(context.Background(), "k", blocking(1, started, release))
-	if !errors.Is(err, ErrTimeout) {
-		t.Fatalf("Do = %v, want ErrTimeout", err)
-	}
-	load := recv(t, started)
-	if !errors.Is(load.Err(), context.DeadlineExceeded) {
-		t.Errorf("load context error = %v, want context.DeadlineExceeded", load.Err())
-	}
-	if got := g.InFlight(); got != 1 {
-		t.Errorf("InFlight() = %d, want 1 while the load function has not returned", got)
-	}
-	if got := g.waiting("k"); got != 0 {
-		t.Errorf("the timed-out load is still joinable (%d waiters)", got)
-	}
-	close(release)
-	waitUntil(t, "the load function to return", func() bool { return g.InFlight() == 0 })
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := New[string, int](5*time.Millisecond, nil)
+		release := make(chan struct{})
+		started := make(chan context.Context, 1)
+		_, err, _ := g.Do(context.Background(), "k", blocking(1, started, release))
+		if !errors.Is(err, timeoutError{}) {
+			t.Fatalf("Do = %v, want timeoutError{}", err)
+		}
+		load := recv(t, started)
+		if !errors.Is(load.Err(), context.DeadlineExceeded) {
+			t.Errorf("load context error = %v, want context.DeadlineExceeded", load.Err())
+		}
+		if got := g.InFlight(); got != 1 {
+			t.Errorf("InFlight() = %d, want 1 while the load function has not returned", got)
+		}
+		if got := g.waiting("k"); got != 0 {
+			t.Errorf("the timed-out load is still joinable (%d waiters)", got)
+		}
+		close(release)
+		settled(t, "the load function to return", func() bool { return g.InFlight() == 0 })
+	})
 }
 
 func TestDoPanic(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		value     any
@@ -445,7 +470,7 @@ func TestDoPanic(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			const n = 3
-			g := New[string, int](0)
+			g := New[string, int](0, nil)
 			release := make(chan struct{})
 			fn := func(context.Context) (int, error) {
 				<-release
@@ -479,8 +504,8 @@ func TestDoPanic(t *testing.T) {
 			if !strings.HasPrefix(msg, "fill: load panicked: ") {
 				t.Errorf("Error() = %q, want prefix %q", msg, "fill: load panicked: ")
 			}
-			if !bytes.Contains(first.Stack, []byte("fill_test.go")) || !strings.Contains(msg, string(first.Stack)) {
-				t.Errorf("stack does not show the panicking function, or Error() lacks it:\n%s", msg)
+			if !bytes.Contains(first.Stack, []byte("fill_test.go")) || strings.Contains(msg, "\n") {
+				t.Errorf("stack does not show the panicking function, or Error() is not one line:\n%s\n%s", msg, first.Stack)
 			}
 			if got := g.InFlight(); got != 0 {
 				t.Errorf("InFlight() = %d after the panic, want 0", got)
@@ -490,7 +515,8 @@ func TestDoPanic(t *testing.T) {
 }
 
 func TestDoGoexit(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	_, err, _ := g.Do(context.Background(), "k", func(context.Context) (int, error) {
 		runtime.Goexit()
 		return 1, nil
@@ -504,7 +530,8 @@ func TestDoGoexit(t *testing.T) {
 }
 
 func TestDoErrorsAreNotCached(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	errLoad := errors.New("load failed")
 	var calls atomic.Int32
 	fn := func(context.Context) (int, error) {
@@ -533,8 +560,9 @@ func TestDoErrorsAreNotCached(t *testing.T) {
 }
 
 func TestDoForgetsBeforeReleasingWaiters(t *testing.T) {
+	t.Parallel()
 	const n = 50
-	g := New[string, string](0)
+	g := New[string, string](0, nil)
 	release, returned := make(chan struct{}), make(chan struct{})
 	first := func(context.Context) (string, error) {
 		<-release
@@ -586,7 +614,8 @@ func TestDoForgetsBeforeReleasingWaiters(t *testing.T) {
 }
 
 func TestForget(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	g.Forget("absent") // no-op
 
 	started := make(chan context.Context, 1)
@@ -626,7 +655,8 @@ func TestForget(t *testing.T) {
 }
 
 func TestInFlight(t *testing.T) {
-	g := New[int, int](0)
+	t.Parallel()
+	g := New[int, int](0, nil)
 	if got := g.InFlight(); got != 0 {
 		t.Fatalf("InFlight() = %d for a new group, want 0", got)
 	}
@@ -654,7 +684,8 @@ func TestInFlight(t *testing.T) {
 }
 
 func TestDoContextAlreadyDone(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	v, err, shared := g.Do(ctx, "k", mustNotRun[int](t))
@@ -667,6 +698,7 @@ func TestDoContextAlreadyDone(t *testing.T) {
 }
 
 func TestZeroGroup(t *testing.T) {
+	t.Parallel()
 	var g Group[string, int]
 	v, err, shared := g.Do(context.Background(), "k", func(ctx context.Context) (int, error) {
 		if _, ok := ctx.Deadline(); ok {
@@ -684,7 +716,8 @@ func TestZeroGroup(t *testing.T) {
 }
 
 func TestNewNegativeTimeout(t *testing.T) {
-	g := New[string, int](-time.Second)
+	t.Parallel()
+	g := New[string, int](-time.Second, nil)
 	v, err, _ := g.Do(context.Background(), "k", func(ctx context.Context) (int, error) {
 		if _, ok := ctx.Deadline(); ok {
 			t.Error("negative timeout gave the load a deadline")
@@ -696,18 +729,19 @@ func TestNewNegativeTimeout(t *testing.T) {
 	}
 }
 
-func TestErrTimeout(t *testing.T) {
+func TestTimeoutError(t *testing.T) {
+	t.Parallel()
+	var te error = timeoutError{}
 	tests := []struct {
 		name   string
 		err    error
 		target error
 		want   bool
 	}{
-		{"ErrTimeout is ErrTimeout", ErrTimeout, ErrTimeout, true},
-		{"ErrTimeout is DeadlineExceeded", ErrTimeout, context.DeadlineExceeded, true},
-		{"wrapped ErrTimeout is DeadlineExceeded", fmt.Errorf("get: %w", ErrTimeout), context.DeadlineExceeded, true},
-		{"ErrTimeout is not Canceled", ErrTimeout, context.Canceled, false},
-		{"DeadlineExceeded is not ErrTimeout", context.DeadlineExceeded, ErrTimeout, false},
+		{"default is DeadlineExceeded", te, context.DeadlineExceeded, true},
+		{"wrapped default is DeadlineExceeded", fmt.Errorf("get: %w", te), context.DeadlineExceeded, true},
+		{"default is not Canceled", te, context.Canceled, false},
+		{"DeadlineExceeded is not the default", context.DeadlineExceeded, te, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -716,18 +750,53 @@ func TestErrTimeout(t *testing.T) {
 			}
 		})
 	}
-	var te interface{ Timeout() bool }
-	if !errors.As(ErrTimeout, &te) || !te.Timeout() {
-		t.Error("ErrTimeout does not report Timeout() == true")
+	var to interface{ Timeout() bool }
+	if !errors.As(te, &to) || !to.Timeout() {
+		t.Error("the default timeout error does not report Timeout() == true")
 	}
-	if !strings.HasPrefix(ErrTimeout.Error(), "fill:") {
-		t.Errorf("ErrTimeout.Error() = %q, want prefix fill:", ErrTimeout.Error())
+	if !strings.HasPrefix(te.Error(), "fill:") {
+		t.Errorf("Error() = %q, want prefix fill:", te.Error())
 	}
+}
+
+// TestTimeoutErrorGiven checks that a group's callers get the timeout error given to New, from
+// every entry point.
+func TestTimeoutErrorGiven(t *testing.T) {
+	t.Parallel()
+	mine := fmt.Errorf("mine: %w", context.DeadlineExceeded)
+	slow := func(ctx context.Context) (int, error) {
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}
+	synctest.Test(t, func(t *testing.T) {
+		g := New[string, int](time.Second, mine)
+		if _, err, _ := g.Do(context.Background(), "a", slow); err != mine {
+			t.Errorf("Do = %v, want the given error", err)
+		}
+		past := func(ctx context.Context) (int, error) { // honours its deadline, as DoHere asks
+			d, _ := ctx.Deadline()
+			time.Sleep(time.Until(d) + time.Millisecond)
+			return 0, context.DeadlineExceeded
+		}
+		if _, err, _ := g.DoHere(context.Background(), "b", past); err != mine {
+			t.Errorf("DoHere = %v, want the given error", err)
+		}
+		late := make(chan struct{}) // fn returns after the timeout has finished its key
+		rs := g.DoMany(context.Background(), []string{"c"}, func(ctx context.Context, _ []string, set func(int, int, error)) {
+			<-ctx.Done()
+			<-late
+		})
+		close(late)
+		if rs[0].Err != mine {
+			t.Errorf("DoMany = %v, want the given error", rs[0].Err)
+		}
+	})
 }
 
 // TestDoStress mixes keys, cancelled callers, failing and panicking loads and timeouts, for the
 // race detector, and checks that every result belongs to its key and nothing is left over.
 func TestDoStress(t *testing.T) {
+	t.Parallel()
 	for _, timeout := range []time.Duration{0, time.Millisecond} {
 		t.Run(fmt.Sprint("timeout=", timeout), func(t *testing.T) {
 			const (
@@ -735,7 +804,7 @@ func TestDoStress(t *testing.T) {
 				rounds  = 200
 				keys    = 4
 			)
-			g := New[int, int](timeout)
+			g := New[int, int](timeout, nil)
 			errLoad := errors.New("load failed")
 			var wg sync.WaitGroup
 			for c := range callers {
@@ -770,7 +839,7 @@ func TestDoStress(t *testing.T) {
 							if v != key*10 {
 								t.Errorf("Do(%d) = %d, want %d", key, v, key*10)
 							}
-						case errors.Is(err, context.Canceled), errors.Is(err, ErrTimeout),
+						case errors.Is(err, context.Canceled), errors.Is(err, timeoutError{}),
 							errors.Is(err, errLoad), errors.As(err, &pe):
 						default:
 							t.Errorf("Do(%d): unexpected error %v", key, err)
@@ -791,7 +860,8 @@ func TestDoStress(t *testing.T) {
 }
 
 func TestForgetAll(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	release := make(chan struct{})
 	started := make(chan struct{}, 2)
 	var calls atomic.Int64

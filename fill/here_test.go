@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -19,7 +20,8 @@ func goid() string {
 }
 
 func TestDoHereRunsInCallerOnlyWhenCtxCannotEnd(t *testing.T) {
-	g := New[string, string](time.Second)
+	t.Parallel()
+	g := New[string, string](time.Second, nil)
 	tests := []struct {
 		name   string
 		ctx    context.Context
@@ -48,7 +50,8 @@ func TestDoHereRunsInCallerOnlyWhenCtxCannotEnd(t *testing.T) {
 }
 
 func TestDoHereWaitersJoin(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	const waiters = 100
 	var calls atomic.Int64
 	release := make(chan struct{})
@@ -99,31 +102,35 @@ func TestDoHereWaitersJoin(t *testing.T) {
 }
 
 func TestDoHereTimeout(t *testing.T) {
-	g := New[string, int](20 * time.Millisecond)
-	_, err, _ := g.DoHere(context.Background(), "k", func(ctx context.Context) (int, error) {
-		d, ok := ctx.Deadline()
-		if !ok || ctx.Done() != nil || ctx.Err() != nil {
-			return 0, errors.New("want a deadline, no Done channel, no error yet")
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := New[string, int](20*time.Millisecond, nil)
+		_, err, _ := g.DoHere(context.Background(), "k", func(ctx context.Context) (int, error) {
+			d, ok := ctx.Deadline()
+			if !ok || ctx.Done() != nil || ctx.Err() != nil {
+				return 0, errors.New("want a deadline, no Done channel, no error yet")
+			}
+			// Honour the deadline, as DoHere requires (a network call would set it on its connection).
+			lctx, cancel := context.WithDeadline(context.Background(), d)
+			defer cancel()
+			<-lctx.Done()
+			if ctx.Err() != context.DeadlineExceeded {
+				return 0, errors.New("ctx.Err() is not DeadlineExceeded after the deadline")
+			}
+			return 0, lctx.Err()
+		})
+		if !errors.Is(err, timeoutError{}) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v", err)
 		}
-		// Honour the deadline, as DoHere requires (a network call would set it on its connection).
-		lctx, cancel := context.WithDeadline(context.Background(), d)
-		defer cancel()
-		<-lctx.Done()
-		if ctx.Err() != context.DeadlineExceeded {
-			return 0, errors.New("ctx.Err() is not DeadlineExceeded after the deadline")
+		if g.InFlight() != 0 {
+			t.Fatal("flight left behind")
 		}
-		return 0, lctx.Err()
 	})
-	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v", err)
-	}
-	if g.InFlight() != 0 {
-		t.Fatal("flight left behind")
-	}
 }
 
 func TestDoHerePanic(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	_, err, _ := g.DoHere(context.Background(), "k", func(context.Context) (int, error) { panic("boom") })
 	var pe *PanicError
 	if !errors.As(err, &pe) || pe.Value != "boom" {

@@ -12,7 +12,8 @@ import (
 // TestDoLentJoinersGetOwnCopy checks that the caller running a DoLent flight gets fn's value
 // itself, lent, while the callers that joined it share one result of own, called once.
 func TestDoLentJoinersGetOwnCopy(t *testing.T) {
-	g := New[string, string](0)
+	t.Parallel()
+	g := New[string, string](0, nil)
 	const joiners = 20
 	var owns, calls atomic.Int64
 	release := make(chan struct{})
@@ -78,7 +79,8 @@ func TestDoLentJoinersGetOwnCopy(t *testing.T) {
 // fn fails), the callers that joined it, through DoLent, Do, DoHere or DoMany, start a new flight
 // instead of getting its error.
 func TestDoLentStarterLeaves(t *testing.T) {
-	g := New[string, string](0)
+	t.Parallel()
+	g := New[string, string](0, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{})
 	starter := make(chan error, 1)
@@ -137,7 +139,8 @@ func TestDoLentStarterLeaves(t *testing.T) {
 // TestDoLentErrorAndPanic checks that fn's error reaches the joiners (its starter did not leave),
 // and that a panic reaches every caller as a *PanicError.
 func TestDoLentErrorAndPanic(t *testing.T) {
-	g := New[string, string](0)
+	t.Parallel()
+	g := New[string, string](0, nil)
 	boom := errors.New("boom")
 	for _, tc := range []struct {
 		name string
@@ -179,7 +182,8 @@ func TestDoLentErrorAndPanic(t *testing.T) {
 // TestDoLentOwnPanics checks that a panic in own reaches the callers that joined as a *PanicError
 // (they are released), while the starter gets its value.
 func TestDoLentOwnPanics(t *testing.T) {
-	g := New[string, string](0)
+	t.Parallel()
+	g := New[string, string](0, nil)
 	release := make(chan struct{})
 	started := make(chan struct{})
 	starter := make(chan string, 1)

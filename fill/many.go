@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 )
 
-// ErrNoResult is the error DoMany reports for a key its batch function returned without setting.
-var ErrNoResult = errors.New("fill: batch function returned no result for the key")
+// errNoResult is the error DoMany reports for a key its batch function returned without setting.
+var errNoResult = errors.New("fill: batch function returned no result for the key")
 
 // Result is the outcome of one key of DoMany.
 type Result[V any] struct {
@@ -35,14 +35,14 @@ type Result[V any] struct {
 // each key's waiters are released as soon as its set is called, so a fast key need not wait for a
 // slow one. Only the first set of an index counts: later ones, and any set after fn has returned,
 // after the group's timeout or after every caller of the key has gone away, are ignored. set
-// panics if i is out of range. When fn returns, every claimed key it did not set gets
-// ErrNoResult; if fn panics they get a *PanicError (already set keys keep their results), and if
+// panics if i is out of range. When fn returns, every claimed key it did not set gets an error
+// saying so; if fn panics they get a *PanicError (already set keys keep their results), and if
 // it calls runtime.Goexit an error saying so.
 //
 // fn's context is detached from ctx as Do's is: it keeps ctx's values but not its deadline or
 // cancellation, and carries the group's timeout. One context, with one timer, serves the whole
 // batch. It is cancelled when fn returns, when the timeout passes (the keys fn has not set by then
-// get an error matching ErrTimeout and context.DeadlineExceeded), or when no claimed key is left
+// get the group's timeout error), or when no claimed key is left
 // that fn has not set and that somebody still waits for, and at least one was given up by all
 // its callers. A key given up by all its callers is forgotten at once, so the next Do of it starts
 // a new load, while fn's other keys go on for the callers still waiting for them.
@@ -67,32 +67,7 @@ func (g *Group[K, V]) DoMany(ctx context.Context, keys []K, fn func(ctx context.
 		}
 		return res
 	}
-
-	fs := make([]*flight[V], len(keys)) // the flight each key waits for
-	var b *batch[K, V]
-	g.mu.Lock()
-	if g.flights == nil {
-		g.flights = make(map[K]*flight[V])
-	}
-	for i, key := range keys {
-		if f, ok := g.flights[key]; ok {
-			f.waiters++
-			fs[i] = f
-			// A repeated key joins the flight this call claimed for its first occurrence.
-			res[i].Shared = b == nil || f.ctx != b.ctx
-			continue
-		}
-		if b == nil {
-			b = g.newBatch(ctx, len(keys)-i)
-		}
-		fs[i] = b.claim(key)
-	}
-	if b != nil {
-		b.live.Store(int32(len(b.keys)))
-		g.running++
-	}
-	g.mu.Unlock()
-
+	fs, b := g.claimMany(ctx, keys, res)
 	if b != nil {
 		go b.run(fn, slices.Clone(b.keys))
 		// The caller waits for all the keys of its batch at once, so that it is woken once
@@ -120,16 +95,52 @@ func (g *Group[K, V]) DoMany(ctx context.Context, keys []K, fn func(ctx context.
 		}
 	}
 	if len(again) > 0 {
-		// Start or join newer flights for them.
-		retry := make([]K, len(again))
-		for j, i := range again {
-			retry[j] = keys[i]
-		}
-		for j, r := range g.DoMany(ctx, retry, fn) {
-			res[again[j]].Val, res[again[j]].Err = r.Val, r.Err
-		}
+		g.retryMany(ctx, keys, again, res, fn)
 	}
 	return res
+}
+
+// claimMany joins the flights of keys that have one (marking their results Shared) and claims
+// the others in a new batch, nil when every key was joined. It returns the flight each key waits
+// for.
+func (g *Group[K, V]) claimMany(ctx context.Context, keys []K, res []Result[V]) ([]*flight[V], *batch[K, V]) {
+	fs := make([]*flight[V], len(keys))
+	var b *batch[K, V]
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.flights == nil {
+		g.flights = make(map[K]*flight[V])
+	}
+	for i, key := range keys {
+		if f, ok := g.flights[key]; ok {
+			f.waiters++
+			fs[i] = f
+			// A repeated key joins the flight this call claimed for its first occurrence.
+			res[i].Shared = b == nil || f.ctx != b.ctx
+			continue
+		}
+		if b == nil {
+			b = g.newBatch(ctx, len(keys)-i)
+		}
+		fs[i] = b.claim(key)
+	}
+	if b != nil {
+		b.live.Store(int32(len(b.keys)))
+		g.running++
+	}
+	return fs, b
+}
+
+// retryMany starts or joins newer flights for the keys again of keys, whose DoLent flight lost
+// its starter, and puts their results in res.
+func (g *Group[K, V]) retryMany(ctx context.Context, keys []K, again []int, res []Result[V], fn func(ctx context.Context, keys []K, set func(i int, v V, err error))) {
+	retry := make([]K, len(again))
+	for j, i := range again {
+		retry[j] = keys[i]
+	}
+	for j, r := range g.DoMany(ctx, retry, fn) {
+		res[again[j]].Val, res[again[j]].Err = r.Val, r.Err
+	}
 }
 
 // batch is the run of one DoMany call's function: the flights of the keys that call claimed,
@@ -195,7 +206,7 @@ func (b *batch[K, V]) claim(key K) *flight[V] {
 func (b *batch[K, V]) run(fn func(ctx context.Context, keys []K, set func(i int, v V, err error)), keys []K) {
 	returned := false
 	defer func() {
-		err := ErrNoResult
+		err := errNoResult
 		if !returned {
 			// fn panicked or called runtime.Goexit; recover tells the two apart.
 			if r := recover(); r != nil {
@@ -226,7 +237,7 @@ func (b *batch[K, V]) set(i int, v V, err error) {
 	g.mu.Unlock()
 
 	if err != nil {
-		err = asTimeout(b.ctx, err)
+		err = g.asTimeout(b.ctx, err)
 	}
 	f.val, f.err = v, err
 	f.finished.Store(true)
@@ -256,7 +267,7 @@ func (b *batch[K, V]) drop(n int32) {
 
 // expire finishes the keys still unfinished when ctx's deadline passes.
 func (b *batch[K, V]) expire() {
-	b.finishRest(ErrTimeout, false)
+	b.finishRest(b.g.errTimeout(), false)
 }
 
 // finishRest finishes every claimed key that is neither finished nor given up with err, counts fn

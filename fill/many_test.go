@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -67,7 +68,8 @@ func flightsLeft[K comparable, V any](g *Group[K, V]) int {
 }
 
 func TestDoManyLoadsClaimedKeysInOneCall(t *testing.T) {
-	g := New[string, string](time.Minute)
+	t.Parallel()
+	g := New[string, string](time.Minute, nil)
 	errB := errors.New("no b")
 	var calls atomic.Int32
 	keys := []string{"a", "b", "c"}
@@ -103,7 +105,8 @@ func TestDoManyLoadsClaimedKeysInOneCall(t *testing.T) {
 }
 
 func TestDoManyJoinsRunningDo(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	started := make(chan context.Context, 1)
 	release := make(chan struct{})
 	do := goDo(context.Background(), g, "b", blocking(20, started, release))
@@ -135,7 +138,8 @@ func TestDoManyJoinsRunningDo(t *testing.T) {
 }
 
 func TestDoManyIsJoinedByDoAndDoHere(t *testing.T) {
-	g := New[string, int](time.Minute)
+	t.Parallel()
+	g := New[string, int](time.Minute, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
 	batch := goDoMany(context.Background(), g, []string{"a", "b"}, blockingBatch(calls, release))
@@ -166,7 +170,8 @@ func TestDoManyIsJoinedByDoAndDoHere(t *testing.T) {
 }
 
 func TestDoManyJoinsAnotherDoMany(t *testing.T) {
-	g := New[int, int](0)
+	t.Parallel()
+	g := New[int, int](0, nil)
 	calls := make(chan batchCall[int, int], 2)
 	release := make(chan struct{})
 	first := goDoMany(context.Background(), g, []int{1, 2}, blockingBatch(calls, release))
@@ -192,12 +197,13 @@ func TestDoManyJoinsAnotherDoMany(t *testing.T) {
 // TestDoManyOverlappingLoadsEachKeyOnce runs many DoMany and Do callers over overlapping keys
 // while every load is held back, and checks that each key was loaded exactly once.
 func TestDoManyOverlappingLoadsEachKeyOnce(t *testing.T) {
+	t.Parallel()
 	const (
 		keys     = 64
 		callers  = 48
 		maxBatch = 16
 	)
-	g := New[int, int](0)
+	g := New[int, int](0, nil)
 	var loads [keys]atomic.Int32
 	release := make(chan struct{})
 	batchFn := func(_ context.Context, ks []int, set setFunc[int]) {
@@ -262,7 +268,8 @@ func TestDoManyOverlappingLoadsEachKeyOnce(t *testing.T) {
 }
 
 func TestDoManyReleasesEachKeyWhenSet(t *testing.T) {
-	g := New[string, string](0)
+	t.Parallel()
+	g := New[string, string](0, nil)
 	calls := make(chan batchCall[string, string], 1)
 	release := make(chan struct{})
 	batch := goDoMany(context.Background(), g, []string{"fast", "slow"}, blockingBatch(calls, release))
@@ -296,6 +303,7 @@ func TestDoManyReleasesEachKeyWhenSet(t *testing.T) {
 }
 
 func TestDoManyUnsetKeys(t *testing.T) {
+	t.Parallel()
 	var panicked *PanicError
 	tests := []struct {
 		name  string
@@ -305,8 +313,8 @@ func TestDoManyUnsetKeys(t *testing.T) {
 		{"returns", func(_ context.Context, _ []int, set setFunc[int]) {
 			set(1, 10, nil)
 		}, func(t *testing.T, err error) {
-			if err != ErrNoResult {
-				t.Errorf("err = %v, want ErrNoResult", err)
+			if err != errNoResult {
+				t.Errorf("err = %v, want errNoResult", err)
 			}
 		}},
 		{"panics", func(_ context.Context, _ []int, set setFunc[int]) {
@@ -342,7 +350,7 @@ func TestDoManyUnsetKeys(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := New[int, int](time.Minute)
+			g := New[int, int](time.Minute, nil)
 			var set setFunc[int]
 			res := g.DoMany(context.Background(), []int{0, 1, 2}, func(ctx context.Context, keys []int, s setFunc[int]) {
 				set = s
@@ -369,7 +377,8 @@ func TestDoManyUnsetKeys(t *testing.T) {
 }
 
 func TestDoManyDoubleSetIgnored(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	res := g.DoMany(context.Background(), []string{"a"}, func(_ context.Context, _ []string, set setFunc[int]) {
 		set(0, 1, nil)
 		set(0, 2, errors.New("second set"))
@@ -380,7 +389,8 @@ func TestDoManyDoubleSetIgnored(t *testing.T) {
 }
 
 func TestDoManyCallerLeaves(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
 	defer close(release)
@@ -434,7 +444,8 @@ func TestDoManyCallerLeaves(t *testing.T) {
 }
 
 func TestDoManyCallerLeavesOthersGetValue(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -463,7 +474,8 @@ func TestDoManyCallerLeavesOthersGetValue(t *testing.T) {
 }
 
 func TestDoManyAllCallersLeaveCancels(t *testing.T) {
-	g := New[int, int](0)
+	t.Parallel()
+	g := New[int, int](0, nil)
 	ctxDone := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{})
@@ -490,6 +502,7 @@ func TestDoManyAllCallersLeaveCancels(t *testing.T) {
 }
 
 func TestDoManyTimeout(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		fn   func(ctx context.Context, set setFunc[int], late <-chan struct{})
@@ -500,62 +513,68 @@ func TestDoManyTimeout(t *testing.T) {
 		}},
 		{"fn sets ctx.Err", func(ctx context.Context, set setFunc[int], late <-chan struct{}) {
 			<-ctx.Done()
-			// Races with the timeout's own finishing of the key: both report ErrTimeout.
+			// Races with the timeout's own finishing of the key: both report timeoutError{}.
 			set(1, 0, fmt.Errorf("query: %w", ctx.Err()))
 			<-late // c is left to the timeout, not to fn's return
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := New[string, int](10 * time.Millisecond)
-			late := make(chan struct{})
-			fnCtx := make(chan context.Context, 1)
-			returned := make(chan struct{})
-			res := g.DoMany(context.Background(), []string{"a", "b", "c"}, func(ctx context.Context, _ []string, set setFunc[int]) {
-				defer close(returned)
-				fnCtx <- ctx
-				set(0, 1, nil)
-				tt.fn(ctx, set, late)
-			})
-			if res[0] != (Result[int]{1, nil, false}) {
-				t.Errorf("key set in time = %+v", res[0])
-			}
-			for _, r := range res[1:] {
-				if !errors.Is(r.Err, ErrTimeout) || !errors.Is(r.Err, context.DeadlineExceeded) {
-					t.Errorf("unset key = %+v, want ErrTimeout", r)
+			synctest.Test(t, func(t *testing.T) {
+				g := New[string, int](10*time.Millisecond, nil)
+				late := make(chan struct{})
+				fnCtx := make(chan context.Context, 1)
+				returned := make(chan struct{})
+				res := g.DoMany(context.Background(), []string{"a", "b", "c"}, func(ctx context.Context, _ []string, set setFunc[int]) {
+					defer close(returned)
+					fnCtx <- ctx
+					set(0, 1, nil)
+					tt.fn(ctx, set, late)
+				})
+				if res[0] != (Result[int]{1, nil, false}) {
+					t.Errorf("key set in time = %+v", res[0])
 				}
-			}
-			if err := recv(t, fnCtx).Err(); err != context.DeadlineExceeded {
-				t.Errorf("fn's context error = %v, want context.DeadlineExceeded", err)
-			}
-			if n := flightsLeft(g); n != 0 {
-				t.Errorf("%d keys still joinable after the timeout", n)
-			}
-			close(late)
-			<-returned
-			waitUntil(t, "the batch function to be counted out", func() bool { return g.InFlight() == 0 })
+				for _, r := range res[1:] {
+					if !errors.Is(r.Err, timeoutError{}) || !errors.Is(r.Err, context.DeadlineExceeded) {
+						t.Errorf("unset key = %+v, want timeoutError{}", r)
+					}
+				}
+				if err := recv(t, fnCtx).Err(); err != context.DeadlineExceeded {
+					t.Errorf("fn's context error = %v, want context.DeadlineExceeded", err)
+				}
+				if n := flightsLeft(g); n != 0 {
+					t.Errorf("%d keys still joinable after the timeout", n)
+				}
+				close(late)
+				<-returned
+				settled(t, "the batch function to be counted out", func() bool { return g.InFlight() == 0 })
+			})
 		})
 	}
 }
 
 func TestDoManyTimeoutFnNeverReturns(t *testing.T) {
-	g := New[int, int](5 * time.Millisecond)
-	release := make(chan struct{})
-	res := g.DoMany(context.Background(), []int{1, 2}, func(context.Context, []int, setFunc[int]) { <-release })
-	for _, r := range res {
-		if !errors.Is(r.Err, ErrTimeout) {
-			t.Errorf("DoMany = %+v, want ErrTimeout", r)
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := New[int, int](5*time.Millisecond, nil)
+		release := make(chan struct{})
+		res := g.DoMany(context.Background(), []int{1, 2}, func(context.Context, []int, setFunc[int]) { <-release })
+		for _, r := range res {
+			if !errors.Is(r.Err, timeoutError{}) {
+				t.Errorf("DoMany = %+v, want timeoutError{}", r)
+			}
 		}
-	}
-	if got := g.InFlight(); got != 1 {
-		t.Errorf("InFlight() = %d, want 1 while fn has not returned", got)
-	}
-	close(release)
-	waitUntil(t, "fn to return", func() bool { return g.InFlight() == 0 })
+		if got := g.InFlight(); got != 1 {
+			t.Errorf("InFlight() = %d, want 1 while fn has not returned", got)
+		}
+		close(release)
+		settled(t, "fn to return", func() bool { return g.InFlight() == 0 })
+	})
 }
 
 func TestDoManyDetachedContext(t *testing.T) {
-	g := New[string, int](time.Hour)
+	t.Parallel()
+	g := New[string, int](time.Hour, nil)
 	parent, cancel := context.WithTimeout(context.WithValue(context.Background(), ctxKey{}, "value"), 2*time.Hour)
 	defer cancel()
 	before := time.Now()
@@ -571,7 +590,8 @@ func TestDoManyDetachedContext(t *testing.T) {
 }
 
 func TestDoManyNoKeys(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	for _, keys := range [][]string{nil, {}} {
 		if res := g.DoMany(context.Background(), keys, mustNotRunBatch[string, int](t)); len(res) != 0 {
 			t.Errorf("DoMany(%#v) = %+v, want no results", keys, res)
@@ -580,7 +600,8 @@ func TestDoManyNoKeys(t *testing.T) {
 }
 
 func TestDoManyAllJoined(t *testing.T) {
-	g := New[int, int](0)
+	t.Parallel()
+	g := New[int, int](0, nil)
 	started := make(chan context.Context, 2)
 	release := make(chan struct{})
 	d1 := goDo(context.Background(), g, 1, blocking(10, started, release))
@@ -602,7 +623,8 @@ func TestDoManyAllJoined(t *testing.T) {
 }
 
 func TestDoManyContextAlreadyDone(t *testing.T) {
-	g := New[int, int](0)
+	t.Parallel()
+	g := New[int, int](0, nil)
 	started := make(chan context.Context, 1)
 	release := make(chan struct{})
 	do := goDo(context.Background(), g, 1, blocking(10, started, release))
@@ -623,7 +645,8 @@ func TestDoManyContextAlreadyDone(t *testing.T) {
 }
 
 func TestDoManyDuplicateKeys(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	started := make(chan context.Context, 1)
 	release := make(chan struct{})
 	do := goDo(context.Background(), g, "joined", blocking(7, started, release))
@@ -651,7 +674,8 @@ func TestDoManyDuplicateKeys(t *testing.T) {
 }
 
 func TestDoManyForget(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	calls := make(chan batchCall[string, int], 1)
 	release := make(chan struct{})
 	batch := goDoMany(context.Background(), g, []string{"a"}, blockingBatch(calls, release))
@@ -683,7 +707,8 @@ func TestDoManyForget(t *testing.T) {
 }
 
 func TestDoManyNotCached(t *testing.T) {
-	g := New[string, int](0)
+	t.Parallel()
+	g := New[string, int](0, nil)
 	var calls atomic.Int32
 	fn := func(_ context.Context, keys []string, set setFunc[int]) {
 		n := int(calls.Add(1))
@@ -703,6 +728,7 @@ func TestDoManyNotCached(t *testing.T) {
 // unset keys, sets from other goroutines and timeouts, for the race detector, and checks that
 // every result belongs to its key and that nothing is left over.
 func TestDoManyStress(t *testing.T) {
+	t.Parallel()
 	for _, timeout := range []time.Duration{0, time.Millisecond, time.Nanosecond} {
 		t.Run(fmt.Sprint("timeout=", timeout), func(t *testing.T) {
 			const (
@@ -710,7 +736,7 @@ func TestDoManyStress(t *testing.T) {
 				rounds  = 200
 				keys    = 8
 			)
-			g := New[int, int](timeout)
+			g := New[int, int](timeout, nil)
 			errLoad := errors.New("load failed")
 			var wg sync.WaitGroup
 			check := func(key, v int, err error) {
@@ -720,8 +746,8 @@ func TestDoManyStress(t *testing.T) {
 					if v != key*10 {
 						t.Errorf("key %d = %d, want %d", key, v, key*10)
 					}
-				case errors.Is(err, context.Canceled), errors.Is(err, ErrTimeout), errors.Is(err, errLoad),
-					errors.Is(err, ErrNoResult), errors.As(err, &pe):
+				case errors.Is(err, context.Canceled), errors.Is(err, timeoutError{}), errors.Is(err, errLoad),
+					errors.Is(err, errNoResult), errors.As(err, &pe):
 				default:
 					t.Errorf("key %d: unexpected error %v", key, err)
 				}
@@ -808,7 +834,7 @@ func BenchmarkDoMany(b *testing.B) {
 			suffix = "-timeout"
 		}
 		b.Run("DoMany-100"+suffix, func(b *testing.B) {
-			g := New[string, int](timeout)
+			g := New[string, int](timeout, nil)
 			fn := func(_ context.Context, ks []string, set func(int, int, error)) {
 				for i := range ks {
 					set(i, i, nil)
@@ -823,7 +849,7 @@ func BenchmarkDoMany(b *testing.B) {
 			}
 		})
 		b.Run("Do-x100"+suffix, func(b *testing.B) {
-			g := New[string, int](timeout)
+			g := New[string, int](timeout, nil)
 			load := func(context.Context) (int, error) { return 1, nil }
 			b.ReportAllocs()
 			i := 0
@@ -839,6 +865,7 @@ func BenchmarkDoMany(b *testing.B) {
 }
 
 func TestDoManyZeroGroup(t *testing.T) {
+	t.Parallel()
 	var g Group[string, int]
 	res := g.DoMany(context.Background(), []string{"a"}, func(ctx context.Context, _ []string, set setFunc[int]) {
 		if _, ok := ctx.Deadline(); ok {

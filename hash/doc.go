@@ -19,7 +19,7 @@
 //
 //   - Peers. The input is deduplicated and sorted bytewise (Go string order), so its order does
 //     not matter. Names are opaque byte strings: "10.0.0.1:8080" and "10.0.0.1:8080/" are
-//     different peers. The empty name is rejected (ErrInvalidPeer).
+//     different peers. The empty name is rejected (ErrInvalid).
 //   - Hash. H is XXH3-64 with seed 0 (github.com/zeebo/xxh3 Hash / HashString) unless WithHash
 //     sets another function. XXH3 is a specified algorithm: its SIMD and scalar code paths give
 //     the same value on every architecture.
@@ -85,7 +85,7 @@
 //
 // # Errors
 //
-// NewRing returns errors that wrap ErrInvalidPeer (an empty name) or ErrInvalidOption (a bad
-// option argument); match them with errors.Is. An empty peer set is not an error: the ring is
-// valid and every lookup reports no owner, which callers may turn into ErrNoPeers.
+// Every error NewRing returns wraps ErrInvalid (an empty name, too many virtual nodes, a bad
+// option argument); match it with errors.Is. An empty peer set is not an error: the ring is valid
+// and every lookup reports no owner (ok false, or index -1).
 package hash

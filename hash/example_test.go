@@ -1,6 +1,7 @@
 package hash_test
 
 import (
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -43,7 +44,7 @@ func ExampleNewRing_swap() {
 	lookup := func(key string) (string, error) {
 		owner, ok := current.Load().OwnerString(key) // a nil *Ring is an empty ring
 		if !ok {
-			return "", hash.ErrNoPeers
+			return "", errors.New("no peers")
 		}
 		return owner, nil
 	}
@@ -71,7 +72,7 @@ func ExampleNewRing_swap() {
 	current.Store(ring)
 	show()
 	// Output:
-	// hash: ring has no peers
+	// no peers
 	// [10.0.0.1:8080 10.0.0.2:8080 10.0.0.1:8080 10.0.0.1:8080 10.0.0.1:8080 10.0.0.1:8080]
 	// [10.0.0.1:8080 10.0.0.3:8080 10.0.0.1:8080 10.0.0.1:8080 10.0.0.3:8080 10.0.0.1:8080]
 }
@@ -82,6 +83,6 @@ func ExampleNewRing_invalid() {
 	_, err = hash.NewRing([]string{"10.0.0.1:8080"}, hash.WithReplicas(0))
 	fmt.Println(err)
 	// Output:
-	// hash: invalid peer: empty name at index 1
-	// hash: invalid option: replicas 0 not in [1, 65536]
+	// hash: invalid ring: empty peer name at index 1
+	// hash: invalid ring: WithReplicas(0) not in [1, 65536]
 }

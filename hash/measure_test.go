@@ -43,6 +43,7 @@ func maxOverMean(s []float64) float64 {
 //
 //	HASH_MEASURE=1 go test -run TestMeasureReplicas -v ./hash/
 func TestMeasureReplicas(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("HASH_MEASURE") == "" {
 		t.Skip("set HASH_MEASURE=1 to print the replica measurements")
 	}

@@ -58,6 +58,7 @@ var peerPatterns = []struct {
 // TestBalance checks that with DefaultReplicas the most loaded peer owns at most 1.10 times the
 // mean share of random keys, for 3 to 50 peers and several peer-name patterns.
 func TestBalance(t *testing.T) {
+	t.Parallel()
 	keys := randomKeyHashes(balanceKeys())
 	patterns := peerPatterns
 	if testing.Short() {
@@ -87,6 +88,7 @@ func TestBalance(t *testing.T) {
 // TestMovement checks that removing or adding one peer moves about 1/N of the keys (within 20%),
 // and only keys of the removed peer or to the added peer.
 func TestMovement(t *testing.T) {
+	t.Parallel()
 	keys := randomKeyHashes(200_000)
 	for _, n := range []int{3, 5, 10, 20, 50} {
 		t.Run(fmt.Sprintf("peers=%d", n), func(t *testing.T) {
@@ -148,6 +150,7 @@ func checkMoved(t *testing.T, what string, moved, total, n int) {
 
 // TestInputOrder checks that the order of the input and duplicates do not change the ring.
 func TestInputOrder(t *testing.T) {
+	t.Parallel()
 	peers := ipPeers(20)
 	want := mustRing(t, peers)
 	rng := rand.New(rand.NewPCG(7, 7))
@@ -193,6 +196,7 @@ func reference(peers []string, replicas int, hash func([]byte) uint64, h uint64)
 func coarseHash(b []byte) uint64 { return xxh3.Hash(b) & 0xf000_0000_0000_0000 }
 
 func TestAgainstReference(t *testing.T) {
+	t.Parallel()
 	rng := rand.New(rand.NewPCG(1, 1))
 	hashes := []struct {
 		name string
@@ -230,6 +234,7 @@ func TestAgainstReference(t *testing.T) {
 // TestTies checks that colliding virtual nodes of different peers are resolved the same way
 // whatever the input order, and that removing a peer still moves only its keys.
 func TestTies(t *testing.T) {
+	t.Parallel()
 	peers := []string{"a", "b", "c", "d", "e", "f"}
 	want := mustRing(t, peers, WithReplicas(8), WithHash(coarseHash))
 	if len(slices.Compact(slices.Clone(want.hashes))) >= len(want.hashes) {
@@ -262,6 +267,7 @@ func TestTies(t *testing.T) {
 }
 
 func TestWrapAround(t *testing.T) {
+	t.Parallel()
 	r := mustRing(t, ipPeers(5))
 	first := int(r.owners[0])
 	last := r.hashes[len(r.hashes)-1]
@@ -276,6 +282,7 @@ func TestWrapAround(t *testing.T) {
 }
 
 func TestCustomHash(t *testing.T) {
+	t.Parallel()
 	calls := 0
 	h := func(b []byte) uint64 { calls++; return xxh3.Hash(b) ^ 0x5555 }
 	r := mustRing(t, ipPeers(10), WithHash(h), WithReplicas(64))
@@ -325,6 +332,7 @@ func TestZeroAllocs(t *testing.T) {
 }
 
 func TestConcurrentLookups(t *testing.T) {
+	t.Parallel()
 	r := mustRing(t, ipPeers(10))
 	keys := randomKeyHashes(10_000)
 	want := owners(r, keys)
@@ -347,6 +355,7 @@ func TestConcurrentLookups(t *testing.T) {
 var sampleKeys = []string{"", "a", "user:42", "profile:alice", "\x00\xff", "日本語キー", string(make([]byte, 300))}
 
 func TestSortVnodes(t *testing.T) {
+	t.Parallel()
 	rng := rand.New(rand.NewPCG(9, 9))
 	// Masks make many hashes equal, or equal in some bytes, so that skipped passes and
 	// stability are exercised.
@@ -374,6 +383,7 @@ func TestSortVnodes(t *testing.T) {
 }
 
 func TestBuckets(t *testing.T) {
+	t.Parallel()
 	for _, n := range []int{1, 2, 7, 8, 16, 17, 100, 1000, 102_400} {
 		r := mustRing(t, []string{"a"}, WithReplicas(1)) // shape only; fill in synthetic positions
 		rng := rand.New(rand.NewPCG(uint64(n), 0))

@@ -20,23 +20,12 @@ const (
 	MaxReplicas = 1 << 16
 )
 
-// Sentinel errors. Match them with errors.Is; the errors NewRing returns wrap one of them and add
-// detail.
-var (
-	// ErrNoPeers reports that there is no peer to ask: a lookup on an empty ring reports ok=false
-	// (Owner, OwnerString) or -1 (OwnerIndex) and callers turn that into this error. NewRing never
-	// returns it: an empty peer set is a valid ring.
-	ErrNoPeers = errors.New("hash: ring has no peers")
-
-	// ErrInvalidPeer is returned by NewRing for an empty peer name.
-	ErrInvalidPeer = errors.New("hash: invalid peer")
-
-	// ErrInvalidOption is returned by NewRing for an option with an invalid argument.
-	ErrInvalidOption = errors.New("hash: invalid option")
-)
+// ErrInvalid is wrapped by every error NewRing returns: an empty peer name, too many virtual
+// nodes, or an option with an invalid argument. The message says which. Match it with errors.Is.
+var ErrInvalid = errors.New("hash: invalid ring")
 
 // Option configures NewRing. Options check their argument; NewRing reports the first invalid one
-// as an error wrapping ErrInvalidOption.
+// as an error wrapping ErrInvalid.
 type Option interface {
 	apply(*config) error
 }
@@ -55,7 +44,7 @@ type config struct {
 func WithReplicas(n int) Option {
 	return optionFunc(func(c *config) error {
 		if n < 1 || n > MaxReplicas {
-			return fmt.Errorf("%w: replicas %d not in [1, %d]", ErrInvalidOption, n, MaxReplicas)
+			return fmt.Errorf("%w: WithReplicas(%d) not in [1, %d]", ErrInvalid, n, MaxReplicas)
 		}
 		c.replicas = n
 		return nil
@@ -69,7 +58,7 @@ func WithReplicas(n int) Option {
 func WithHash(h func([]byte) uint64) Option {
 	return optionFunc(func(c *config) error {
 		if h == nil {
-			return fmt.Errorf("%w: nil hash function", ErrInvalidOption)
+			return fmt.Errorf("%w: WithHash(nil)", ErrInvalid)
 		}
 		c.hash = h
 		return nil
@@ -95,7 +84,7 @@ type Ring struct {
 
 // NewRing builds a ring over peers. Duplicates are removed and the peers are sorted, so the input
 // order does not matter. An empty (or nil) peer set gives a valid empty ring on which every lookup
-// reports no owner. An empty peer name gives an error wrapping ErrInvalidPeer.
+// reports no owner. An empty peer name gives an error wrapping ErrInvalid.
 func NewRing(peers []string, opts ...Option) (*Ring, error) {
 	cfg := config{replicas: DefaultReplicas}
 	for _, o := range opts {
@@ -108,7 +97,7 @@ func NewRing(peers []string, opts ...Option) (*Ring, error) {
 	}
 	for i, p := range peers {
 		if p == "" {
-			return nil, fmt.Errorf("%w: empty name at index %d", ErrInvalidPeer, i)
+			return nil, fmt.Errorf("%w: empty peer name at index %d", ErrInvalid, i)
 		}
 	}
 	sorted := slices.Clone(peers)
@@ -117,7 +106,7 @@ func NewRing(peers []string, opts ...Option) (*Ring, error) {
 	sorted = slices.Clip(sorted)
 	if len(sorted) > math.MaxInt32/cfg.replicas {
 		return nil, fmt.Errorf("%w: %d peers with %d replicas each exceed %d virtual nodes",
-			ErrInvalidPeer, len(sorted), cfg.replicas, math.MaxInt32)
+			ErrInvalid, len(sorted), cfg.replicas, math.MaxInt32)
 	}
 
 	r := &Ring{peers: sorted, replicas: cfg.replicas, hash: cfg.hash}

@@ -32,6 +32,7 @@ func ipPeers(n int) []string {
 }
 
 func TestNewRing(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name      string
 		peers     []string
@@ -46,16 +47,16 @@ func TestNewRing(t *testing.T) {
 		{name: "duplicates", peers: []string{"b", "a", "b", "a", "a"}, wantPeers: []string{"a", "b"}},
 		{name: "all duplicates", peers: []string{"x", "x", "x"}, wantPeers: []string{"x"}},
 		{name: "binary names", peers: []string{"\x00", "\xff\xfe", "a\x00b"}, wantPeers: []string{"\x00", "a\x00b", "\xff\xfe"}},
-		{name: "empty name", peers: []string{"a", ""}, wantErr: ErrInvalidPeer},
-		{name: "only empty name", peers: []string{""}, wantErr: ErrInvalidPeer},
+		{name: "empty name", peers: []string{"a", ""}, wantErr: ErrInvalid},
+		{name: "only empty name", peers: []string{""}, wantErr: ErrInvalid},
 		{name: "replicas 1", peers: []string{"a", "b"}, opts: []Option{WithReplicas(1)}, wantPeers: []string{"a", "b"}},
 		{name: "replicas max", peers: []string{"a"}, opts: []Option{WithReplicas(MaxReplicas)}, wantPeers: []string{"a"}},
-		{name: "replicas 0", peers: []string{"a"}, opts: []Option{WithReplicas(0)}, wantErr: ErrInvalidOption},
-		{name: "replicas negative", peers: []string{"a"}, opts: []Option{WithReplicas(-1)}, wantErr: ErrInvalidOption},
-		{name: "replicas too many", peers: []string{"a"}, opts: []Option{WithReplicas(MaxReplicas + 1)}, wantErr: ErrInvalidOption},
-		{name: "nil hash", peers: []string{"a"}, opts: []Option{WithHash(nil)}, wantErr: ErrInvalidOption},
+		{name: "replicas 0", peers: []string{"a"}, opts: []Option{WithReplicas(0)}, wantErr: ErrInvalid},
+		{name: "replicas negative", peers: []string{"a"}, opts: []Option{WithReplicas(-1)}, wantErr: ErrInvalid},
+		{name: "replicas too many", peers: []string{"a"}, opts: []Option{WithReplicas(MaxReplicas + 1)}, wantErr: ErrInvalid},
+		{name: "nil hash", peers: []string{"a"}, opts: []Option{WithHash(nil)}, wantErr: ErrInvalid},
 		{name: "nil option ignored", peers: []string{"a"}, opts: []Option{nil}, wantPeers: []string{"a"}},
-		{name: "too many virtual nodes", peers: ipPeers(1 << 15), opts: []Option{WithReplicas(MaxReplicas)}, wantErr: ErrInvalidPeer},
+		{name: "too many virtual nodes", peers: ipPeers(1 << 15), opts: []Option{WithReplicas(MaxReplicas)}, wantErr: ErrInvalid},
 		{name: "custom hash", peers: []string{"b", "a"}, opts: []Option{WithHash(xxh3.Hash)}, wantPeers: []string{"a", "b"}},
 	}
 	for _, tt := range tests {
@@ -121,6 +122,7 @@ func TestNewRing(t *testing.T) {
 }
 
 func TestPeersIsACopy(t *testing.T) {
+	t.Parallel()
 	r := mustRing(t, []string{"a", "b"})
 	p := r.Peers()
 	p[0] = "zzz"
@@ -136,6 +138,7 @@ func TestPeersIsACopy(t *testing.T) {
 }
 
 func TestNilRing(t *testing.T) {
+	t.Parallel()
 	var r *Ring
 	if p, ok := r.Owner([]byte("k")); ok || p != "" {
 		t.Errorf("Owner = %q, %v", p, ok)
@@ -159,6 +162,7 @@ func TestNilRing(t *testing.T) {
 // pick the same owner. If this test fails, hashing or placement changed; that is a breaking
 // change for mixed-version clusters and must be deliberate.
 func TestPinnedOwners(t *testing.T) {
+	t.Parallel()
 	peers := []string{"10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080", "10.0.0.4:8080", "10.0.0.5:8080"}
 	pinned := []struct{ key, owner string }{
 		{"", "10.0.0.5:8080"},

@@ -31,8 +31,8 @@ func zipfKeys(n int) []string {
 func fullStore(b *testing.B, shards int) *Store[string, int] {
 	s := mustNew[string, int](b, Config[string]{MaxBytes: 2 * benchKeys * (1 + EntryOverhead), Shards: shards})
 	for i := range benchKeys {
-		if err := s.Set("key:"+strconv.Itoa(i), i, 1, 0); err != nil {
-			b.Fatal(err)
+		if !s.Set("key:"+strconv.Itoa(i), i, 1, 0) {
+			b.Fatal("not stored")
 		}
 	}
 	return s
@@ -80,16 +80,16 @@ func BenchmarkSet(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			s := mustNew[string, int](b, Config[string]{MaxBytes: benchKeys / 10 * (1 + EntryOverhead)})
 			for i := range benchKeys / 10 {
-				_ = s.Set(keys[i], i, 1, 0)
+				s.Set(keys[i], i, 1, 0)
 			}
 			if !par {
 				b.ReportAllocs()
 				b.ResetTimer()
 				for i := range b.N {
-					_ = s.Set(keys[i&(benchTraceLen-1)], i, 1, 0)
+					s.Set(keys[i&(benchTraceLen-1)], i, 1, 0)
 				}
 			} else {
-				benchParallel(b, func(i int) { _ = s.Set(keys[i], i, 1, 0) })
+				benchParallel(b, func(i int) { s.Set(keys[i], i, 1, 0) })
 			}
 			b.ReportMetric(float64(s.Stats().Evictions)/float64(b.N), "evictions/op")
 		})
@@ -103,12 +103,12 @@ func BenchmarkMixed(b *testing.B) {
 	s := mustNew[string, int](b, Config[string]{MaxBytes: benchKeys / 10 * (1 + EntryOverhead)})
 	for i, k := range keys[:benchTraceLen/4] {
 		if _, ok := s.Get(k); !ok {
-			_ = s.Set(k, i, 1, 0)
+			s.Set(k, i, 1, 0)
 		}
 	}
 	benchParallel(b, func(i int) {
 		if i%10 == 0 {
-			_ = s.Set(keys[i], i, 1, 0)
+			s.Set(keys[i], i, 1, 0)
 		} else {
 			s.Get(keys[i])
 		}

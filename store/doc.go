@@ -22,7 +22,7 @@
 // per entry. The sum of charges, Bytes(), never exceeds MaxBytes, at any moment: Set evicts until
 // the new entry fits before it publishes it, and all writers serialize on one mutex, so the bound
 // is exact and global (not split per shard). An entry that cannot fit even in an empty store is
-// refused with ErrTooLarge.
+// refused: Set reports false.
 //
 // # Concurrency
 //

@@ -43,7 +43,7 @@ func TestEntryOverheadEstimate(t *testing.T) {
 			s := mustNew[string, []byte](t, Config[string]{MaxBytes: 1 << 40})
 			// Keys and values exist before the measurement, as they would when the caller sets
 			// them; the store's own growth is what remains.
-			per := heapPerEntry(n, func(i int) { _ = s.Set(keys[i], vals[i], 78, 0) }, 0)
+			per := heapPerEntry(n, func(i int) { s.Set(keys[i], vals[i], 78, 0) }, 0)
 			runtime.KeepAlive(s)
 			return per
 		}},
@@ -54,7 +54,7 @@ func TestEntryOverheadEstimate(t *testing.T) {
 				vals[i] = &value{}
 			}
 			s := mustNew[uint64, *value](t, Config[uint64]{MaxBytes: 1 << 40})
-			per := heapPerEntry(n, func(i int) { _ = s.Set(uint64(i), vals[i], 24, 0) }, 0)
+			per := heapPerEntry(n, func(i int) { s.Set(uint64(i), vals[i], 24, 0) }, 0)
 			runtime.KeepAlive(s)
 			return per
 		}},
@@ -62,7 +62,7 @@ func TestEntryOverheadEstimate(t *testing.T) {
 			// A full store that has been evicting holds a ghost about as large as itself.
 			s := mustNew[uint64, int](t, Config[uint64]{MaxBytes: n * (8 + EntryOverhead)})
 			for i := range 3 * n {
-				_ = s.Set(uint64(1<<40+i), i, 8, 0)
+				s.Set(uint64(1<<40+i), i, 8, 0)
 			}
 			var before, after runtime.MemStats
 			runtime.GC()

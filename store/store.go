@@ -24,14 +24,8 @@ import (
 // whose ghost then remembers about one hash per entry. 128 sits between the two.
 const EntryOverhead = 128
 
-var (
-	// ErrTooLarge is returned by Set for an entry whose cost plus EntryOverhead exceeds MaxBytes.
-	ErrTooLarge = errors.New("store: entry larger than the store")
-	// ErrInvalidConfig is wrapped by the error New returns for an invalid Config.
-	ErrInvalidConfig = errors.New("store: invalid config")
-	// ErrNegativeCost is returned by Set for a negative cost.
-	ErrNegativeCost = errors.New("store: negative cost")
-)
+// ErrInvalidConfig is wrapped by the error New returns for an invalid Config.
+var ErrInvalidConfig = errors.New("store: invalid config")
 
 // Config configures a Store. MaxBytes is required; the zero value of every other field means its
 // documented default.
@@ -214,16 +208,16 @@ func (s *Store[K, V]) Peek(k K) (v V, expiresAt int64, ok bool) {
 // Set stores v under k with the given cost in bytes and expiry (unix nanoseconds, 0 = never),
 // replacing any existing entry for k; the replacement keeps the old entry's place in the policy.
 // It evicts entries, if needed, before the new one becomes visible, so Bytes never exceeds
-// MaxBytes. If cost+EntryOverhead exceeds MaxBytes, Set removes any existing entry for k (so a
-// stale value is not served) and returns an error wrapping ErrTooLarge. A negative cost returns an
-// error wrapping ErrNegativeCost.
-func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) error {
+// MaxBytes. It reports whether it stored v: it does not when cost+EntryOverhead exceeds MaxBytes
+// (the entry is larger than the store), and then removes any existing entry for k so that a stale
+// value is not served. A negative cost is a programming error: Set panics.
+func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 	if cost < 0 {
-		return fmt.Errorf("%w: %d", ErrNegativeCost, cost)
+		panic(fmt.Sprintf("store: Set with a negative cost %d", cost))
 	}
 	if cost > s.max-EntryOverhead {
 		s.Remove(k)
-		return fmt.Errorf("%w: cost %d + overhead %d > MaxBytes %d", ErrTooLarge, cost, EntryOverhead, s.max)
+		return false
 	}
 	h := s.hash(k)
 	ne := &entry[K, V]{key: k, val: v, expiresAt: expiresAt, size: cost + EntryOverhead}
@@ -250,7 +244,7 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) error {
 			t.slots[t.indexOf(old, h)].e.Store(ne)
 			s.used += ne.size - old.size
 			s.bytes.Store(s.used)
-			return nil
+			return true
 		}
 	}
 	for s.used+ne.size > s.max {
@@ -264,7 +258,7 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) error {
 	s.used += ne.size
 	s.bytes.Store(s.used)
 	s.items.Add(1)
-	return nil
+	return true
 }
 
 // release accounts for an entry that left the table. Caller holds mu.

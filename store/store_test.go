@@ -115,6 +115,7 @@ func checkInvariants[K comparable, V any](t testing.TB, s *Store[K, V]) {
 }
 
 func TestNewInvalidConfig(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		cfg  Config[string]
@@ -149,6 +150,7 @@ func TestNewInvalidConfig(t *testing.T) {
 }
 
 func TestDefaultShards(t *testing.T) {
+	t.Parallel()
 	n := DefaultShards()
 	if n < 16 || n > 1024 || n&(n-1) != 0 {
 		t.Fatalf("DefaultShards() = %d", n)
@@ -168,6 +170,7 @@ var shardConfigs = []struct {
 }
 
 func TestBasicSemantics(t *testing.T) {
+	t.Parallel()
 	for _, sc := range shardConfigs {
 		t.Run(sc.name, func(t *testing.T) {
 			s := mustNew[int, string](t, Config[int]{MaxBytes: 1 << 20, Shards: sc.shard, Hash: sc.hash})
@@ -208,8 +211,8 @@ func TestBasicSemantics(t *testing.T) {
 			for i, st := range steps {
 				switch st.op {
 				case "set":
-					if err := s.Set(st.key, st.val, st.cost, 0); err != nil {
-						t.Fatalf("step %d: Set: %v", i, err)
+					if !s.Set(st.key, st.val, st.cost, 0) {
+						t.Fatalf("step %d: Set: not stored", i)
 					}
 				case "get":
 					v, ok := s.Get(st.key)
@@ -238,6 +241,7 @@ func TestBasicSemantics(t *testing.T) {
 }
 
 func TestManyKeysGrowAndShrink(t *testing.T) {
+	t.Parallel()
 	for _, sc := range shardConfigs {
 		t.Run(sc.name, func(t *testing.T) {
 			n := 5000
@@ -246,8 +250,8 @@ func TestManyKeysGrowAndShrink(t *testing.T) {
 			}
 			s := mustNew[int, int](t, Config[int]{MaxBytes: 1 << 40, Shards: sc.shard, Hash: sc.hash})
 			for i := range n {
-				if err := s.Set(i, i*2, 1, 0); err != nil {
-					t.Fatal(err)
+				if !s.Set(i, i*2, 1, 0) {
+					t.Fatal("not stored")
 				}
 			}
 			checkInvariants(t, s)
@@ -264,8 +268,8 @@ func TestManyKeysGrowAndShrink(t *testing.T) {
 			// Churn: tombstones must be reused or compacted, never fill the table.
 			for round := range 5 {
 				for i := 0; i < n; i += 2 {
-					if err := s.Set(n*(round+1)+i, i, 1, 0); err != nil {
-						t.Fatal(err)
+					if !s.Set(n*(round+1)+i, i, 1, 0) {
+						t.Fatal("not stored")
 					}
 				}
 				for i := 0; i < n; i += 2 {
@@ -287,13 +291,14 @@ func TestManyKeysGrowAndShrink(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{}
 	clk.ns.Store(1000)
 	s := mustNew[string, int](t, Config[string]{MaxBytes: 1 << 20, Now: clk.Now})
-	must := func(err error) {
+	must := func(stored bool) {
 		t.Helper()
-		if err != nil {
-			t.Fatal(err)
+		if !stored {
+			t.Fatal("not stored")
 		}
 	}
 	must(s.Set("never", 1, 1, 0))
@@ -349,11 +354,12 @@ func TestExpiry(t *testing.T) {
 }
 
 func TestNowCalledOnlyForExpiringEntries(t *testing.T) {
+	t.Parallel()
 	var calls atomic.Int64
 	s := mustNew[int, int](t, Config[int]{MaxBytes: 1 << 20, Now: func() int64 { calls.Add(1); return 0 }})
 	for i := range 100 {
-		if err := s.Set(i, i, 1, 0); err != nil {
-			t.Fatal(err)
+		if !s.Set(i, i, 1, 0) {
+			t.Fatal("not stored")
 		}
 		s.Get(i)
 		s.Get(-i - 1)
@@ -361,8 +367,8 @@ func TestNowCalledOnlyForExpiringEntries(t *testing.T) {
 	if calls.Load() != 0 {
 		t.Fatalf("Now called %d times for entries without expiry", calls.Load())
 	}
-	if err := s.Set(1000, 1, 1, 10); err != nil {
-		t.Fatal(err)
+	if !s.Set(1000, 1, 1, 10) {
+		t.Fatal("not stored")
 	}
 	s.Get(1000)
 	if calls.Load() != 1 {
@@ -371,6 +377,7 @@ func TestNowCalledOnlyForExpiringEntries(t *testing.T) {
 }
 
 func TestExpiredEntriesEvictedFirst(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{}
 	const n = 100
 	s := mustNew[int, int](t, Config[int]{MaxBytes: n * (1 + EntryOverhead), Now: clk.Now})
@@ -379,16 +386,16 @@ func TestExpiredEntriesEvictedFirst(t *testing.T) {
 		if i%2 == 0 {
 			exp = 50 // half expire at t=50
 		}
-		if err := s.Set(i, i, 1, exp); err != nil {
-			t.Fatal(err)
+		if !s.Set(i, i, 1, exp) {
+			t.Fatal("not stored")
 		}
 		s.Get(i)
 		s.Get(i)
 	}
 	clk.ns.Store(100)
 	for i := n; i < n+n/2; i++ {
-		if err := s.Set(i, i, 1, 0); err != nil {
-			t.Fatal(err)
+		if !s.Set(i, i, 1, 0) {
+			t.Fatal("not stored")
 		}
 	}
 	for i := 1; i < n; i += 2 {
@@ -400,31 +407,30 @@ func TestExpiredEntriesEvictedFirst(t *testing.T) {
 }
 
 func TestSetErrors(t *testing.T) {
+	t.Parallel()
 	const max = 10 * (100 + EntryOverhead)
 	tests := []struct {
-		name    string
-		cost    int64
-		wantErr error
+		name   string
+		cost   int64
+		stored bool
 	}{
-		{"fits exactly", max - EntryOverhead, nil},
-		{"one byte too many", max - EntryOverhead + 1, ErrTooLarge},
-		{"huge", 1<<63 - 1, ErrTooLarge},
-		{"zero", 0, nil},
-		{"negative", -1, ErrNegativeCost},
+		{"fits exactly", max - EntryOverhead, true},
+		{"one byte too many", max - EntryOverhead + 1, false},
+		{"huge", 1<<63 - 1, false},
+		{"zero", 0, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := mustNew[string, int](t, Config[string]{MaxBytes: max})
-			if err := s.Set("old", 1, 10, 0); err != nil {
-				t.Fatal(err)
+			if !s.Set("old", 1, 10, 0) {
+				t.Fatal("not stored")
 			}
-			err := s.Set("k", 2, tt.cost, 0)
-			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
-				t.Fatalf("Set(cost %d) = %v, want %v", tt.cost, err, tt.wantErr)
+			stored := s.Set("k", 2, tt.cost, 0)
+			if stored != tt.stored {
+				t.Fatalf("Set(cost %d) = %v, want %v", tt.cost, stored, tt.stored)
 			}
-			_, ok := s.Get("k")
-			if ok != (tt.wantErr == nil) {
-				t.Fatalf("Get after Set error %v: ok = %v", err, ok)
+			if _, ok := s.Get("k"); ok != tt.stored {
+				t.Fatalf("Get after Set = %v: ok = %v", stored, ok)
 			}
 			if s.Bytes() > max {
 				t.Fatalf("Bytes %d > max", s.Bytes())
@@ -432,13 +438,22 @@ func TestSetErrors(t *testing.T) {
 			checkInvariants(t, s)
 		})
 	}
+	t.Run("negative cost panics", func(t *testing.T) {
+		s := mustNew[string, int](t, Config[string]{MaxBytes: max})
+		defer func() {
+			if recover() == nil {
+				t.Fatal("Set with a negative cost did not panic")
+			}
+		}()
+		s.Set("k", 1, -1, 0)
+	})
 	t.Run("too large removes stale value", func(t *testing.T) {
 		s := mustNew[string, int](t, Config[string]{MaxBytes: max})
-		if err := s.Set("k", 1, 10, 0); err != nil {
-			t.Fatal(err)
+		if !s.Set("k", 1, 10, 0) {
+			t.Fatal("not stored")
 		}
-		if err := s.Set("k", 2, max, 0); !errors.Is(err, ErrTooLarge) {
-			t.Fatalf("err = %v", err)
+		if s.Set("k", 2, max, 0) {
+			t.Fatal("an entry larger than the store was stored")
 		}
 		if _, ok := s.Get("k"); ok {
 			t.Fatal("stale value still served after a too-large Set")
@@ -448,6 +463,7 @@ func TestSetErrors(t *testing.T) {
 }
 
 func TestEvictionKeepsBound(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		maxBytes int64
@@ -473,8 +489,8 @@ func TestEvictionKeepsBound(t *testing.T) {
 					s.Get(k)
 					continue
 				}
-				if err := s.Set(k, i, tt.costs(r), 0); err != nil {
-					t.Fatal(err)
+				if !s.Set(k, i, tt.costs(r), 0) {
+					t.Fatal("not stored")
 				}
 				if s.Bytes() > tt.maxBytes {
 					t.Fatalf("Bytes %d > MaxBytes %d", s.Bytes(), tt.maxBytes)
@@ -495,6 +511,7 @@ func TestEvictionKeepsBound(t *testing.T) {
 // removes and reads while a sampler checks that Bytes never exceeds MaxBytes; at the end the
 // accounting must equal the sum over the live entries.
 func TestConcurrentByteBound(t *testing.T) {
+	t.Parallel()
 	const maxBytes = 256 << 10
 	ops := 10000
 	if testing.Short() {
@@ -535,8 +552,8 @@ func TestConcurrentByteBound(t *testing.T) {
 								cost = maxBytes // too large
 							}
 							v := []byte{byte(k % 251)}
-							if err := s.Set(k, v, cost, 0); err != nil && !errors.Is(err, ErrTooLarge) {
-								t.Errorf("Set: %v", err)
+							if !s.Set(k, v, cost, 0) && cost <= maxBytes-EntryOverhead {
+								t.Errorf("Set(cost %d) not stored", cost)
 							}
 						case x < 99:
 							s.Remove(k)
@@ -560,6 +577,7 @@ func TestConcurrentByteBound(t *testing.T) {
 
 // TestConcurrentClear races Clear against writers and readers.
 func TestConcurrentClear(t *testing.T) {
+	t.Parallel()
 	s := mustNew[int, int](t, Config[int]{MaxBytes: 64 << 10, Shards: 8})
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -571,7 +589,7 @@ func TestConcurrentClear(t *testing.T) {
 				case g == 0 && i%500 == 0:
 					s.Clear()
 				case i%2 == 0:
-					_ = s.Set(k, k, r.Int64N(256), 0)
+					s.Set(k, k, r.Int64N(256), 0)
 				default:
 					if v, ok := s.Get(k); ok && v != k {
 						t.Errorf("Get(%d) = %d", k, v)
@@ -585,6 +603,7 @@ func TestConcurrentClear(t *testing.T) {
 }
 
 func TestScanResistance(t *testing.T) {
+	t.Parallel()
 	const capacity = 1000
 	tests := []struct {
 		name      string
@@ -603,8 +622,8 @@ func TestScanResistance(t *testing.T) {
 			access := func(k int) {
 				lru.access(k)
 				if _, ok := s.Get(k); !ok {
-					if err := s.Set(k, k, 1, 0); err != nil {
-						t.Fatal(err)
+					if !s.Set(k, k, 1, 0) {
+						t.Fatal("not stored")
 					}
 				}
 			}
@@ -667,6 +686,7 @@ func (l *testLRU) access(k int) {
 func (l *testLRU) has(k int) bool { _, ok := l.elems[k]; return ok }
 
 func TestStatsCounters(t *testing.T) {
+	t.Parallel()
 	clk := &fakeClock{}
 	s := mustNew[int, int](t, Config[int]{MaxBytes: 3 * (1 + EntryOverhead), Now: clk.Now, Shards: 2})
 	steps := []struct {
@@ -693,8 +713,8 @@ func TestStatsCounters(t *testing.T) {
 		case "get":
 			s.Get(st.key)
 		case "set":
-			if err := s.Set(st.key, st.key, 1, st.exp); err != nil {
-				t.Fatal(err)
+			if !s.Set(st.key, st.key, 1, st.exp) {
+				t.Fatal("not stored")
 			}
 		case "peek":
 			s.Peek(st.key)
@@ -721,13 +741,13 @@ func TestGetHitAllocatesNothing(t *testing.T) {
 	}{
 		{"string key", func(t *testing.T) float64 {
 			s := mustNew[string, []byte](t, Config[string]{MaxBytes: 1 << 20})
-			_ = s.Set("key", []byte("value"), 5, 0)
+			s.Set("key", []byte("value"), 5, 0)
 			return testing.AllocsPerRun(1000, func() { s.Get("key") })
 		}},
 		{"uint64 key with expiry", func(t *testing.T) float64 {
 			clk := &fakeClock{}
 			s := mustNew[uint64, *int](t, Config[uint64]{MaxBytes: 1 << 20, Now: clk.Now})
-			_ = s.Set(7, new(int), 8, 100)
+			s.Set(7, new(int), 8, 100)
 			return testing.AllocsPerRun(1000, func() { s.Get(7) })
 		}},
 		{"struct key, default clock", func(t *testing.T) float64 {
@@ -736,7 +756,7 @@ func TestGetHitAllocatesNothing(t *testing.T) {
 				b int
 			}
 			s := mustNew[key, int](t, Config[key]{MaxBytes: 1 << 20})
-			_ = s.Set(key{"a", 1}, 1, 1, 1<<62)
+			s.Set(key{"a", 1}, 1, 1, 1<<62)
 			return testing.AllocsPerRun(1000, func() { s.Get(key{"a", 1}) })
 		}},
 	}

@@ -8,6 +8,7 @@ import (
 )
 
 func TestContext(t *testing.T) {
+	t.Parallel()
 	type key struct{}
 	parent := context.WithValue(context.Background(), key{}, "v")
 	at := time.Now().Add(time.Hour)
