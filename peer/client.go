@@ -16,28 +16,6 @@ import (
 	"time"
 )
 
-// Transport is what a node uses to reach its peers; Client implements it. Every method is
-// idempotent, so a transport may send a request again when it cannot tell whether the peer
-// received it.
-type Transport interface {
-	Get(ctx context.Context, peer string, cache string, key []byte) (Value, error)
-	GetMany(ctx context.Context, peer string, cache string, keys [][]byte) ([]Result, error)
-	Set(ctx context.Context, peer string, cache string, key []byte, v Value) error
-	Remove(ctx context.Context, peer string, cache string, keys [][]byte) error
-	Clear(ctx context.Context, peer string, cache string, generation uint64) error
-	Close() error
-}
-
-// IntoGetter is implemented by a Transport that can read a value into memory its caller lends.
-type IntoGetter interface {
-	GetInto(ctx context.Context, peer string, cache string, key []byte, buf []byte) (Value, error)
-}
-
-var (
-	_ Transport  = (*Client)(nil)
-	_ IntoGetter = (*Client)(nil)
-)
-
 // Client asks peers for values, and stores, removes and clears them, over a few connections per
 // peer (WithConnsPerPeer, one by default) that carry up to MaxConnRequests requests each. A caller
 // whose context ends or whose timeout passes leaves at once; its reply is dropped when it comes.
