@@ -21,7 +21,6 @@ package discovery
 
 import (
 	"context"
-	"errors"
 )
 
 // Update is one report of a Source: the full peer set ("host:port" addresses), or an error.
@@ -56,6 +55,3 @@ type Node interface {
 	// SetPeers replaces the node's peer set.
 	SetPeers(peers ...string) error
 }
-
-// ErrInvalidOption is returned for an invalid option value.
-var ErrInvalidOption = errors.New("discovery: invalid option")
