@@ -81,7 +81,7 @@ func WithResolver(r *net.Resolver) DNSOption {
 // family is no failure), lest a transient error drop the other family's peers. A set is sent when it differs from the last one sent, and after a failure.
 //
 // Invalid arguments (an empty name, a port outside 1..65535, a bad option) are reported by Watch,
-// which returns an error wrapping ErrInvalidOption; Run returns it.
+// which returns an error wrapping groupcache.ErrInvalidOption; Run returns it.
 func DNS(name string, port int, opts ...DNSOption) Source {
 	s := &dnsSource{desc: "dns(" + net.JoinHostPort(name, strconv.Itoa(port)) + ")"}
 	s.err = s.configure(opts)
@@ -143,7 +143,7 @@ func lookupIP(ctx context.Context, r *net.Resolver, name string) ([]netip.Addr, 
 // own address must then be its SRV target and port. Failures and sends work as for DNS.
 //
 // Invalid arguments (an empty name, a bad option) are reported by Watch, which returns an error
-// wrapping ErrInvalidOption; Run returns it.
+// wrapping groupcache.ErrInvalidOption; Run returns it.
 func SRV(service, proto, name string, opts ...DNSOption) Source {
 	q := name
 	if service != "" || proto != "" {

@@ -70,6 +70,7 @@ var transports = []struct {
 }{{"udp", false}, {"tcp", true}}
 
 func TestDNS(t *testing.T) {
+	t.Parallel()
 	const name = "peers.cache.test."
 	tests := []struct {
 		name    string
@@ -87,6 +88,7 @@ func TestDNS(t *testing.T) {
 	for _, tr := range transports {
 		for _, tt := range tests {
 			t.Run(tr.name+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
 				srv := startDNSServer(t)
 				srv.set(name, tt.records...)
 				updates := watching(t, discovery.DNS(name, 7946, discovery.WithResolver(srv.resolver(tr.tcp)), discovery.WithInterval(poll)))
@@ -99,6 +101,7 @@ func TestDNS(t *testing.T) {
 }
 
 func TestDNSLiteral(t *testing.T) {
+	t.Parallel()
 	for _, ip := range []string{"192.0.2.1", "2001:db8::1"} {
 		updates := watching(t, discovery.DNS(ip, 7946, discovery.WithInterval(poll)))
 		if u, want := next(t, updates), net.JoinHostPort(ip, "7946"); u.Err != nil || !slices.Equal(u.Peers, []string{want}) {
@@ -108,6 +111,7 @@ func TestDNSLiteral(t *testing.T) {
 }
 
 func TestSRV(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name                 string
 		service, proto, host string
@@ -134,6 +138,7 @@ func TestSRV(t *testing.T) {
 	for _, tr := range transports {
 		for _, tt := range tests {
 			t.Run(tr.name+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
 				srv := startDNSServer(t)
 				srv.set(tt.query, tt.records...)
 				src := discovery.SRV(tt.service, tt.proto, tt.host, discovery.WithResolver(srv.resolver(tr.tcp)), discovery.WithInterval(poll))
@@ -149,6 +154,7 @@ func TestSRV(t *testing.T) {
 // TestDNSPolls checks that a change of the records is reported at the next poll, and that polls
 // finding the same set send nothing.
 func TestDNSPolls(t *testing.T) {
+	t.Parallel()
 	const name = "_cache._tcp.cache.test."
 	srv := startDNSServer(t)
 	srv.set(name, recSRV("node-1.cache.test.", 8001))
@@ -182,6 +188,7 @@ func TestDNSPolls(t *testing.T) {
 }
 
 func TestDNSErrors(t *testing.T) {
+	t.Parallel()
 	const name = "peers.cache.test."
 	want := []string{"192.0.2.1:7946"}
 	tests := []struct {
@@ -198,6 +205,7 @@ func TestDNSErrors(t *testing.T) {
 	for _, tr := range transports {
 		for _, tt := range tests {
 			t.Run(tr.name+"/"+tt.name, func(t *testing.T) {
+				t.Parallel()
 				srv := startDNSServer(t)
 				srv.set(name, recA("192.0.2.1"))
 				updates := watching(t, discovery.DNS(name, 7946, discovery.WithResolver(srv.resolver(tr.tcp)), discovery.WithInterval(poll)))
@@ -302,6 +310,7 @@ func nextApplied(t *testing.T, applied <-chan []string) []string {
 // TestRunDNSKeepsLastGoodSet runs a DNS source through Run: a failing server leaves the node with
 // the last set it got, and a change after the failure is applied.
 func TestRunDNSKeepsLastGoodSet(t *testing.T) {
+	t.Parallel()
 	const name = "peers.cache.test."
 	srv := startDNSServer(t)
 	srv.set(name, recA("192.0.2.1"), recA("192.0.2.2"))

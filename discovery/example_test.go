@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/typedcache/groupcache"
@@ -49,7 +50,11 @@ func ExampleDNS() {
 		log.Fatal(err)
 	}
 	defer node.Close()
-	go node.ListenAndServe(":8080")
+	l, err := net.Listen("tcp", ":8080")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go node.Serve(l)
 
 	src := discovery.DNS("cache-peers.default.svc.cluster.local", 8080, discovery.WithInterval(10*time.Second))
 	go discovery.Run(ctx, node, src, discovery.WithDebounce(time.Second))

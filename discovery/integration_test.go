@@ -12,7 +12,9 @@ import (
 // peer set (Node.Peers) converges to what the source reports. The node does not serve and no Get
 // runs, so the peer addresses are only data: nothing dials them.
 func TestRunDrivesNode(t *testing.T) {
+	t.Parallel()
 	t.Run("Static", func(t *testing.T) {
+		t.Parallel()
 		node := newNode(t, "127.0.0.1:9001")
 		src := discovery.Static("127.0.0.1:9003", "not-an-address", "127.0.0.1:9002", "127.0.0.1:9003")
 		r, applied := running(t, node, src)
@@ -26,6 +28,7 @@ func TestRunDrivesNode(t *testing.T) {
 		}
 	})
 	t.Run("DNS", func(t *testing.T) {
+		t.Parallel()
 		const name = "peers.cache.test."
 		srv := startDNSServer(t)
 		srv.set(name, recA("192.0.2.3"), recA("192.0.2.2")) // without the node itself

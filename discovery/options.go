@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/typedcache/groupcache"
 )
 
 // Defaults of Run's options.
@@ -49,8 +51,9 @@ func defaultSettings() settings {
 	}
 }
 
+// invalid returns an error wrapping groupcache.ErrInvalidOption for a bad argument of option.
 func invalid(option, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrInvalidOption, option, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: discovery: %s: %s", groupcache.ErrInvalidOption, option, fmt.Sprintf(format, args...))
 }
 
 // WithLogger sets the logger for peer-set changes (Info), rejected updates, dropped addresses and

@@ -13,10 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode"
-)
 
-// ErrRunning is returned by Runner.Run while another Run of the same Runner is in progress.
-var ErrRunning = errors.New("discovery: runner already running")
+	"github.com/typedcache/groupcache"
+)
 
 // maxLoggedAddrs bounds the invalid addresses listed in one log record.
 const maxLoggedAddrs = 16
@@ -47,7 +46,7 @@ type Runner struct {
 	s    settings
 	log  *slog.Logger
 
-	running atomic.Bool
+	running atomic.Bool // set while a Run is in progress
 
 	updates, applied, rejected, dropped, restarts, setPeersErrors atomic.Int64
 }
@@ -61,8 +60,8 @@ func Run(ctx context.Context, node Node, src Source, opts ...Option) error {
 	return r.Run(ctx)
 }
 
-// NewRunner checks its arguments and options; errors wrap ErrInvalidOption. node.Self() must be a
-// valid "host:port" address.
+// NewRunner checks its arguments and options; errors wrap groupcache.ErrInvalidOption. node.Self()
+// must be a valid "host:port" address.
 func NewRunner(node Node, src Source, opts ...Option) (*Runner, error) {
 	if node == nil {
 		return nil, invalid("NewRunner", "nil node")
@@ -104,9 +103,11 @@ func (r *Runner) Stats() Stats {
 
 // Run starts the source's Watch on a goroutine of its own and applies the peer sets it reports
 // to the node until ctx ends, or until the node is closed if it has a Done method that says so
-// (groupcache.Node has), then returns ctx.Err() or context.Canceled (never nil). It returns earlier only with
-// ErrRunning (another Run of r is in progress) or with the error of a Watch that wraps
-// ErrInvalidOption: a misconfigured source is not started again.
+// (groupcache.Node has), then returns ctx.Err() or context.Canceled (never nil). It returns earlier
+// only with the error of a Watch that wraps groupcache.ErrInvalidOption: a misconfigured source is
+// not started again. A Runner does one Run at a time: a Run while another Run of r is in progress
+// is a bug in the caller, and panics. Once a Run has returned, r can run again; its counters carry
+// on.
 //
 // Each set is checked: addresses that are not "host:port" with a non-empty host (free of spaces
 // and control characters) and a decimal port in 1..65535 are dropped (one log record per update lists them), duplicates are removed, the set is
@@ -125,7 +126,7 @@ func (r *Runner) Stats() Stats {
 // logged, and Run returns anyway.
 func (r *Runner) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
-		return ErrRunning
+		panic("discovery: Runner.Run called while another Run of the same Runner is in progress")
 	}
 	defer r.running.Store(false)
 	if d, ok := r.node.(interface{ Done() <-chan struct{} }); ok {
@@ -173,7 +174,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if errors.Is(err, ErrInvalidOption) {
+			if errors.Is(err, groupcache.ErrInvalidOption) {
 				return err
 			}
 			l.failed(err, started)

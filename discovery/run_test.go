@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/typedcache/groupcache"
 )
 
 // The tests of Run run in a synctest bubble: time is a fake clock that moves only when every
@@ -157,6 +159,7 @@ func (s *started) stop(t *testing.T) error {
 }
 
 func TestRunChecksSets(t *testing.T) {
+	t.Parallel()
 	const self = "10.0.0.1:80"
 	tests := []struct {
 		name      string
@@ -199,6 +202,7 @@ func TestRunChecksSets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
 				node := newFakeNode(self)
 				src := make(chanSource)
@@ -246,6 +250,7 @@ func TestRunChecksSets(t *testing.T) {
 }
 
 func TestRunKeepsLastGoodSet(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		const self = "10.0.0.1:80"
 		a := []string{self, "10.0.0.2:80"}
@@ -290,9 +295,11 @@ func setN(self string, n int) []string {
 }
 
 func TestRunDebounce(t *testing.T) {
+	t.Parallel()
 	const self = "10.0.0.1:80"
 	const debounce = 500 * time.Millisecond
 	t.Run("burst coalesced", func(t *testing.T) {
+		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
 			node := newFakeNode(self)
 			src := make(chanSource)
@@ -325,6 +332,7 @@ func TestRunDebounce(t *testing.T) {
 		})
 	})
 	t.Run("flap back costs nothing", func(t *testing.T) {
+		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
 			node := newFakeNode(self)
 			src := make(chanSource)
@@ -343,6 +351,7 @@ func TestRunDebounce(t *testing.T) {
 		})
 	})
 	t.Run("zero window applies each change", func(t *testing.T) {
+		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
 			node := newFakeNode(self)
 			src := make(chanSource)
@@ -359,6 +368,7 @@ func TestRunDebounce(t *testing.T) {
 }
 
 func TestRunMaxDelay(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		const (
 			self     = "10.0.0.1:80"
@@ -434,6 +444,7 @@ func fail(err error) func(context.Context, chan<- Update) error {
 }
 
 func TestRunRestartsWatch(t *testing.T) {
+	t.Parallel()
 	const self = "10.0.0.1:80"
 	a := []string{self, "10.0.0.2:80"}
 	b := []string{self, "10.0.0.3:80"}
@@ -465,6 +476,7 @@ func TestRunRestartsWatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
 				node := newFakeNode(self)
 				last := func(ctx context.Context, updates chan<- Update) error {
@@ -500,6 +512,7 @@ func TestRunRestartsWatch(t *testing.T) {
 }
 
 func TestRunBlockingSource(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		node := newFakeNode("10.0.0.1:80")
 		blocked := make(chan struct{})
@@ -523,8 +536,10 @@ func TestRunBlockingSource(t *testing.T) {
 }
 
 func TestRunStopTimeout(t *testing.T) {
+	t.Parallel()
 	const grace = 2 * time.Second
 	t.Run("Watch ignoring ctx is abandoned", func(t *testing.T) {
+		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
 			release := make(chan struct{})
 			src := SourceFunc(func(ctx context.Context, _ chan<- Update) error {
@@ -549,6 +564,7 @@ func TestRunStopTimeout(t *testing.T) {
 		})
 	})
 	t.Run("late sends are drained", func(t *testing.T) {
+		t.Parallel()
 		synctest.Test(t, func(t *testing.T) {
 			src := SourceFunc(func(ctx context.Context, updates chan<- Update) error {
 				<-ctx.Done()
@@ -572,6 +588,7 @@ func TestRunStopTimeout(t *testing.T) {
 }
 
 func TestRunSetPeersError(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		const self = "10.0.0.1:80"
 		errRefused := errors.New("refused")
@@ -626,6 +643,7 @@ func (b badSelfNode) Self() string           { return b.self }
 func (badSelfNode) SetPeers(...string) error { return nil }
 
 func TestNewRunnerInvalid(t *testing.T) {
+	t.Parallel()
 	node := newFakeNode("10.0.0.1:80")
 	src := Static("10.0.0.1:80")
 	tests := []struct {
@@ -647,11 +665,12 @@ func TestNewRunnerInvalid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := NewRunner(tt.node, tt.src, tt.opts...); !errors.Is(err, ErrInvalidOption) {
-				t.Errorf("NewRunner: %v, want ErrInvalidOption", err)
+			t.Parallel()
+			if _, err := NewRunner(tt.node, tt.src, tt.opts...); !errors.Is(err, groupcache.ErrInvalidOption) {
+				t.Errorf("NewRunner: %v, want groupcache.ErrInvalidOption", err)
 			}
-			if err := Run(context.Background(), tt.node, tt.src, tt.opts...); !errors.Is(err, ErrInvalidOption) {
-				t.Errorf("Run: %v, want ErrInvalidOption", err)
+			if err := Run(context.Background(), tt.node, tt.src, tt.opts...); !errors.Is(err, groupcache.ErrInvalidOption) {
+				t.Errorf("Run: %v, want groupcache.ErrInvalidOption", err)
 			}
 		})
 	}
@@ -663,6 +682,7 @@ func TestNewRunnerInvalid(t *testing.T) {
 }
 
 func TestRunMisconfiguredSource(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		src  Source
@@ -676,19 +696,20 @@ func TestRunMisconfiguredSource(t *testing.T) {
 		{"SRV negative interval", SRV("cache", "tcp", "example", WithInterval(-time.Second))},
 		{"DNS zero lookup timeout", DNS("cache.example", 80, WithLookupTimeout(0))},
 		{"custom", SourceFunc(func(context.Context, chan<- Update) error {
-			return fmt.Errorf("etcd: %w: no endpoints", ErrInvalidOption)
+			return fmt.Errorf("etcd: %w: no endpoints", groupcache.ErrInvalidOption)
 		})},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			synctest.Test(t, func(t *testing.T) {
 				r, err := NewRunner(newFakeNode("10.0.0.1:80"), tt.src, WithLogger(slog.New(&logRecorder{})))
 				if err != nil {
 					t.Fatal(err)
 				}
 				start := time.Now()
-				if err := r.Run(context.Background()); !errors.Is(err, ErrInvalidOption) {
-					t.Errorf("Run: %v, want ErrInvalidOption", err)
+				if err := r.Run(context.Background()); !errors.Is(err, groupcache.ErrInvalidOption) {
+					t.Errorf("Run: %v, want groupcache.ErrInvalidOption", err)
 				}
 				if d := time.Since(start); d != 0 || r.Stats().Restarts != 0 {
 					t.Errorf("returned after %v and %d restarts", d, r.Stats().Restarts)
@@ -699,6 +720,7 @@ func TestRunMisconfiguredSource(t *testing.T) {
 }
 
 func TestRunContextAlreadyDone(t *testing.T) {
+	t.Parallel()
 	called := false
 	src := SourceFunc(func(context.Context, chan<- Update) error { called = true; return nil })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -709,12 +731,13 @@ func TestRunContextAlreadyDone(t *testing.T) {
 }
 
 func TestRunnerRunOnce(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		node := newFakeNode("10.0.0.1:80")
 		run := startRun(t, node, Static("10.0.0.1:80", "10.0.0.2:80"))
 		synctest.Wait()
-		if err := run.r.Run(context.Background()); !errors.Is(err, ErrRunning) {
-			t.Errorf("second Run: %v, want ErrRunning", err)
+		if msg := panicOf(func() { run.r.Run(context.Background()) }); !strings.Contains(msg, "another Run") {
+			t.Errorf("second Run: panic %q, want one saying another Run is in progress", msg)
 		}
 		run.stop(t)
 		// Stopped, the runner runs again; its counters carry on.
@@ -732,7 +755,19 @@ func TestRunnerRunOnce(t *testing.T) {
 	})
 }
 
+// panicOf calls f and returns what it panicked with, formatted; "" if it did not panic.
+func panicOf(f func()) (msg string) {
+	defer func() {
+		if v := recover(); v != nil {
+			msg = fmt.Sprint(v)
+		}
+	}()
+	f()
+	return ""
+}
+
 func TestStatic(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		peers := []string{"10.0.0.2:80", "10.0.0.1:80"}
 		src := Static(peers...)
@@ -767,6 +802,7 @@ func TestStatic(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		min, max time.Duration
 		n        int

@@ -17,11 +17,13 @@
 // all nodes on one port) and SRV (SRV records, target:port); both DNS sources poll. A Source of
 // one's own only has to follow the Watch contract below: send full sets, select on ctx.Done()
 // when sending, return when ctx ends; Run does the checking, debouncing and restarting.
+//
+// The package has no errors of its own: invalid arguments and options make NewRunner, Run and
+// the DNS sources return errors wrapping groupcache.ErrInvalidOption.
 package discovery
 
 import (
 	"context"
-	"errors"
 )
 
 // Update is one report of a Source: the full peer set ("host:port" addresses), or an error.
@@ -56,6 +58,3 @@ type Node interface {
 	// SetPeers replaces the node's peer set.
 	SetPeers(peers ...string) error
 }
-
-// ErrInvalidOption is returned for an invalid option value.
-var ErrInvalidOption = errors.New("discovery: invalid option")

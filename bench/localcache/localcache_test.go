@@ -13,6 +13,7 @@ import (
 // within 1 percentage point of otter on the zipf trace (with some slack for the short trace).
 // cmd/hitratio runs the same comparison on longer traces.
 func TestHitRatio(t *testing.T) {
+	t.Parallel()
 	n := 400_000
 	if testing.Short() || raceEnabled {
 		n = 100_000
@@ -27,6 +28,7 @@ func TestHitRatio(t *testing.T) {
 	}
 	for _, tr := range traces {
 		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
 			got := map[string]float64{}
 			for _, impl := range Impls[string]() {
 				got[impl.Name] = HitRatio(impl.New(capacity, true), tr.keys)
@@ -44,8 +46,10 @@ func TestHitRatio(t *testing.T) {
 
 // TestImpls checks that every adapter stores and returns values.
 func TestImpls(t *testing.T) {
+	t.Parallel()
 	for _, impl := range Impls[uint64]() {
 		t.Run(impl.Name, func(t *testing.T) {
+			t.Parallel()
 			c := impl.New(100, true)
 			c.Set(1, 10)
 			if v, ok := c.Get(1); !ok || v != 10 {

@@ -27,6 +27,10 @@
 // its key once the TTL has run out: the others drop it at most TTL later (etcd may raise a very
 // short TTL to its own minimum). A node that finds its lease lost re-registers with a new one.
 //
+// The package has no errors of its own: New's errors for an invalid Config wrap
+// groupcache.ErrInvalidOption, and a Watch ended by Close, or by the etcd client's Close, returns
+// an error matching groupcache.ErrClosed.
+//
 // The package lives in its own module so that the core groupcache module does not depend on the
 // etcd client.
 package etcd

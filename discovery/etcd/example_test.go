@@ -4,6 +4,7 @@ import (
 	"context"
 	"log"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"time"
@@ -23,7 +24,11 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer node.Close()
-	go node.ListenAndServe(self)
+	l, err := net.Listen("tcp", self)
+	if err != nil {
+		log.Fatal(err)
+	}
+	go node.Serve(l)
 
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{"10.0.0.9:2379", "10.0.0.10:2379", "10.0.0.11:2379"},

@@ -1,6 +1,7 @@
 package etcd_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -30,6 +31,7 @@ func startMember(t *testing.T, e *etcdServer, loads *discoverytest.LoadCount) *d
 // list): every key is then loaded exactly once in the whole cluster, by its owner, whichever node
 // asks. After a node stops, the other two re-shard between themselves.
 func TestFeedsGroupcacheNodes(t *testing.T) {
+	t.Parallel()
 	e := startEtcd(t)
 	loads := new(discoverytest.LoadCount)
 	start := time.Now()
@@ -42,7 +44,7 @@ func TestFeedsGroupcacheNodes(t *testing.T) {
 		addrs = append(addrs, m.Node.Self())
 	}
 	for _, m := range ms {
-		m.WaitPeers(t, addrs, 10*time.Second)
+		waitPeers(t, m, addrs, 10*time.Second)
 	}
 	t.Logf("3 groupcache nodes have the full peer set %v after start", time.Since(start).Round(time.Millisecond))
 
@@ -55,11 +57,28 @@ func TestFeedsGroupcacheNodes(t *testing.T) {
 	// Node 2 stops (its lease revoked as its Run ends); the two others shard between themselves.
 	start = time.Now()
 	ms[2].Stop()
-	ms[0].WaitPeers(t, addrs[:2], 10*time.Second)
-	ms[1].WaitPeers(t, addrs[:2], 10*time.Second)
+	waitPeers(t, ms[0], addrs[:2], 10*time.Second)
+	waitPeers(t, ms[1], addrs[:2], 10*time.Second)
 	t.Logf("after a stop, the others apply the 2-node set in %v", time.Since(start).Round(time.Millisecond))
 	for _, m := range ms[:2] {
 		m.GetKeys(t, "new", keys)
 	}
 	loads.CheckOnce(t, "new", keys, "after the stop")
+}
+
+// waitPeers waits until m's node has the peer set want (in any order), failing the test after
+// timeout. It looks at the node itself after each set applied: m.WaitPeers can match a set that
+// was applied before an earlier wait returned and is still queued in m.Applied (a two-node set
+// seen while the cluster formed), and return while the node has another.
+func waitPeers(t *testing.T, m *discoverytest.Member, want []string, timeout time.Duration) {
+	t.Helper()
+	want = slices.Sorted(slices.Values(want))
+	deadline := time.After(timeout)
+	for !slices.Equal(m.Node.Peers(), want) {
+		select {
+		case <-m.Applied:
+		case <-deadline:
+			t.Fatalf("%s: peers %v, want %v after %v", m.Node.Self(), m.Node.Peers(), want, timeout)
+		}
+	}
 }

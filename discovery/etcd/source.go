@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/discovery"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -45,12 +47,21 @@ const (
 // etcd cannot be reached (the lease then runs out on its own).
 const maxRevokeTimeout = 2 * time.Second
 
+// The errors of Watch once it cannot go on. Both match groupcache.ErrClosed.
 var (
-	// ErrClosed is returned by Watch once Close was called.
-	ErrClosed = errors.New("discovery/etcd: source closed")
-	// ErrClientClosed is returned by Watch when the etcd client was closed while it ran.
-	ErrClientClosed = errors.New("discovery/etcd: etcd client closed")
+	// errClosed is returned by Watch once Close was called.
+	errClosed error = closedError("discovery/etcd: source closed")
+	// errClientClosed is returned by Watch when the etcd client was closed while it ran.
+	errClientClosed error = closedError("discovery/etcd: etcd client closed")
 )
+
+// closedError is an error that matches groupcache.ErrClosed.
+type closedError string
+
+func (e closedError) Error() string { return string(e) }
+
+// Is reports whether target is groupcache.ErrClosed.
+func (closedError) Is(target error) bool { return target == groupcache.ErrClosed }
 
 // Config configures New. Only Client is required.
 type Config struct {
@@ -108,7 +119,7 @@ type Source struct {
 var _ discovery.Source = (*Source)(nil)
 
 // New checks cfg and returns a Source; nothing touches etcd before Watch. Errors in cfg wrap
-// discovery.ErrInvalidOption.
+// groupcache.ErrInvalidOption.
 func New(cfg Config) (*Source, error) {
 	if cfg.Client == nil {
 		return nil, invalid("nil Client")
@@ -155,8 +166,9 @@ func New(cfg Config) (*Source, error) {
 	return s, nil
 }
 
+// invalid returns an error wrapping groupcache.ErrInvalidOption.
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: etcd: %s", discovery.ErrInvalidOption, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: discovery/etcd: %s", groupcache.ErrInvalidOption, fmt.Sprintf(format, args...))
 }
 
 // checkAddr accepts "host:port" with a non-empty host free of spaces and control characters and
@@ -194,9 +206,9 @@ func (s *Source) Key() string { return s.key }
 // String names the source in logs (discovery.Run uses it): "etcd <prefix>".
 func (s *Source) String() string { return "etcd " + s.prefix }
 
-// Close ends every Watch, which then returns ErrClosed, and waits until they have returned, their
-// leases revoked. Later Watch calls return ErrClosed. It does not close the etcd client. Calls
-// after the first return nil at once.
+// Close ends every Watch, which then returns an error matching groupcache.ErrClosed, and waits
+// until they have returned, their leases revoked. Later Watch calls return that error too. It does
+// not close the etcd client. Calls after the first return nil at once.
 func (s *Source) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -231,8 +243,8 @@ func (s *Source) Peers(ctx context.Context) ([]string, error) {
 
 // Watch registers this node (when Config.PeerAddr is set), sends the peer set as soon as it is
 // read, then the full set again after each change under the prefix, until ctx ends, when it
-// returns ctx.Err(), or until Close, when it returns ErrClosed. It returns ErrClientClosed if the
-// etcd client is closed under it.
+// returns ctx.Err(), or until Close. It returns an error matching groupcache.ErrClosed after
+// Close, or if the etcd client is closed under it (the messages tell which).
 //
 // Registration: Watch grants a lease of Config.TTL, puts PeerAddr at Prefix+PeerAddr with it and
 // keeps it alive. If the lease is lost (etcd unreachable for longer than the TTL, or the lease
@@ -259,7 +271,7 @@ func (s *Source) Watch(ctx context.Context, updates chan<- discovery.Update) err
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return ErrClosed
+		return errClosed
 	}
 	s.running.Add(1)
 	s.mu.Unlock()
@@ -279,7 +291,7 @@ func (s *Source) Watch(ctx context.Context, updates chan<- discovery.Update) err
 	case ctx.Err() != nil:
 		return ctx.Err()
 	case s.closeCtx.Err() != nil:
-		return ErrClosed
+		return errClosed
 	}
 	return err
 }
@@ -323,7 +335,7 @@ func (l *loop) run() error {
 			return l.ctx.Err()
 		}
 		if l.s.cli.Ctx().Err() != nil {
-			return ErrClientClosed
+			return errClientClosed
 		}
 		failures++
 		wait := backoff(failures)
@@ -388,39 +400,45 @@ func (l *loop) follow(rev int64) error {
 			l.pendingErr = err
 		case resp, ok := <-wch:
 			if !ok {
-				if err := l.ctx.Err(); err != nil {
-					return err
-				}
-				return errors.New("discovery/etcd: watch closed")
+				return cmp.Or(l.ctx.Err(), errors.New("discovery/etcd: watch closed"))
 			}
-			if resp.CompactRevision != 0 {
-				l.s.log.Info("discovery/etcd: watch revision compacted; reading the prefix again",
-					slog.Int64("revision", from), slog.Int64("compactRevision", resp.CompactRevision))
-				return errCompacted
+			if err := l.apply(resp, from); err != nil {
+				return err
 			}
-			if err := resp.Err(); err != nil {
-				return fmt.Errorf("discovery/etcd: watch %s: %w", l.s.prefix, err)
-			}
-			if resp.Canceled {
-				return errors.New("discovery/etcd: watch canceled")
-			}
-			for _, ev := range resp.Events {
-				key := string(ev.Kv.Key)
-				switch ev.Type {
-				case clientv3.EventTypePut:
-					l.setKey(key, string(ev.Kv.Value))
-				case clientv3.EventTypeDelete:
-					delete(l.keys, key)
-					if l.reg != nil && key == l.s.key {
-						l.reg.reput()
-					}
-				}
-			}
-			l.changed()
 		case <-l.ctx.Done():
 			return l.ctx.Err()
 		}
 	}
+}
+
+// apply applies one response of the watch that started at revision from to l.keys. An error ends
+// the watch: errCompacted if etcd no longer has the revision, or why the watch failed.
+func (l *loop) apply(resp clientv3.WatchResponse, from int64) error {
+	if resp.CompactRevision != 0 {
+		l.s.log.Info("discovery/etcd: watch revision compacted; reading the prefix again",
+			slog.Int64("revision", from), slog.Int64("compactRevision", resp.CompactRevision))
+		return errCompacted
+	}
+	if err := resp.Err(); err != nil {
+		return fmt.Errorf("discovery/etcd: watch %s: %w", l.s.prefix, err)
+	}
+	if resp.Canceled {
+		return errors.New("discovery/etcd: watch canceled")
+	}
+	for _, ev := range resp.Events {
+		key := string(ev.Kv.Key)
+		switch ev.Type {
+		case clientv3.EventTypePut:
+			l.setKey(key, string(ev.Kv.Value))
+		case clientv3.EventTypeDelete:
+			delete(l.keys, key)
+			if l.reg != nil && key == l.s.key {
+				l.reg.reput() // someone deleted this node's key: put it back
+			}
+		}
+	}
+	l.changed()
+	return nil
 }
 
 // pause waits d, sending what is pending meanwhile.

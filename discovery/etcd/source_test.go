@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/discovery"
 	gcetcd "github.com/typedcache/groupcache/discovery/etcd"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -21,6 +23,7 @@ import (
 // the others drop it at once; a node that dies (its client closed, nothing revoked) is dropped
 // when its lease runs out, within the TTL.
 func TestRegisterStopDie(t *testing.T) {
+	t.Parallel()
 	e := startEtcd(t)
 	const n = 3
 	clients := make([]*clientv3.Client, n)
@@ -56,8 +59,8 @@ func TestRegisterStopDie(t *testing.T) {
 	clients[1].Close()
 	select {
 	case <-ws[1].done:
-		if !errors.Is(ws[1].err, gcetcd.ErrClientClosed) {
-			t.Fatalf("Watch on a closed client = %v, want ErrClientClosed", ws[1].err)
+		if err := ws[1].err; !errors.Is(err, groupcache.ErrClosed) || !strings.Contains(err.Error(), "etcd client closed") {
+			t.Fatalf("Watch on a closed client = %v, want groupcache.ErrClosed saying the client was closed", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Watch still running after its client was closed")
@@ -76,6 +79,7 @@ func TestRegisterStopDie(t *testing.T) {
 // Once the server is back the sources register again with new leases (the keys outlive the old
 // ones) and the watches resume: a node that joins afterwards is reported by all.
 func TestServerRestart(t *testing.T) {
+	t.Parallel()
 	e := startEtcd(t)
 	w0 := watch(t, "node-0", newSource(t, e.client(), peerAddr(0)))
 	w1 := watch(t, "node-1", newSource(t, e.client(), peerAddr(1)))
@@ -112,6 +116,7 @@ func TestServerRestart(t *testing.T) {
 // A watch whose revision etcd has compacted is replaced: the source reads the prefix again and
 // follows it from there. Values that are not addresses are left out.
 func TestCompactedWatchRelists(t *testing.T) {
+	t.Parallel()
 	e := startEtcd(t)
 	admin := e.client()
 	ctx := context.Background()
@@ -163,6 +168,7 @@ func TestCompactedWatchRelists(t *testing.T) {
 // A node's key deleted behind its back (by hand, or by a process that registered the same address
 // and left) is put back while the node runs.
 func TestDeletedKeyIsRestored(t *testing.T) {
+	t.Parallel()
 	e := startEtcd(t)
 	s := newSource(t, e.client(), peerAddr(0))
 	w := watch(t, "node-0", s)
@@ -190,6 +196,7 @@ func TestDeletedKeyIsRestored(t *testing.T) {
 }
 
 func TestWatchReturnsWhenContextEnds(t *testing.T) {
+	t.Parallel()
 	e := startEtcd(t)
 	admin := e.client()
 	s := newSource(t, e.client(), peerAddr(0))
@@ -233,7 +240,7 @@ func TestWatchReturnsWhenContextEnds(t *testing.T) {
 		t.Fatal("Watch with an ended context sent an update")
 	}
 
-	// Close ends a running Watch with ErrClosed, after revoking, and later ones at once.
+	// Close ends a running Watch with groupcache.ErrClosed, after revoking, and later ones at once.
 	w := watch(t, "node-0", s)
 	w.waitFor([]string{peerAddr(0)}, 10*time.Second)
 	if err := s.Close(); err != nil {
@@ -245,14 +252,14 @@ func TestWatchReturnsWhenContextEnds(t *testing.T) {
 	}
 	select {
 	case <-w.done:
-		if !errors.Is(w.err, gcetcd.ErrClosed) {
-			t.Fatalf("Watch = %v, want ErrClosed", w.err)
+		if err := w.err; !errors.Is(err, groupcache.ErrClosed) || !strings.Contains(err.Error(), "source closed") {
+			t.Fatalf("Watch = %v, want groupcache.ErrClosed saying the source was closed", err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Watch still running after Close")
 	}
-	if err := s.Watch(context.Background(), updates); !errors.Is(err, gcetcd.ErrClosed) {
-		t.Fatalf("Watch after Close = %v, want ErrClosed", err)
+	if err := s.Watch(context.Background(), updates); !errors.Is(err, groupcache.ErrClosed) {
+		t.Fatalf("Watch after Close = %v, want groupcache.ErrClosed", err)
 	}
 }
 
@@ -278,6 +285,7 @@ func waitKey(t *testing.T, cli *clientv3.Client, key string, exists bool) {
 // With no etcd server at the endpoint, the failed requests are reported as errors, and Watch
 // still returns promptly when its context ends. Needs no etcd binary.
 func TestUnreachableReportsErrors(t *testing.T) {
+	t.Parallel()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{freeAddr(t)}, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -307,6 +315,7 @@ func TestUnreachableReportsErrors(t *testing.T) {
 }
 
 func TestInvalidConfig(t *testing.T) {
+	t.Parallel()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
@@ -327,8 +336,9 @@ func TestInvalidConfig(t *testing.T) {
 		{"negative RequestTimeout", gcetcd.Config{Client: cli, RequestTimeout: -1}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if s, err := gcetcd.New(tt.cfg); !errors.Is(err, discovery.ErrInvalidOption) {
-				t.Fatalf("New = %v, %v; want an error wrapping discovery.ErrInvalidOption", s, err)
+			t.Parallel()
+			if s, err := gcetcd.New(tt.cfg); !errors.Is(err, groupcache.ErrInvalidOption) {
+				t.Fatalf("New = %v, %v; want an error wrapping groupcache.ErrInvalidOption", s, err)
 			}
 		})
 	}

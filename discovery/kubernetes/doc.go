@@ -20,6 +20,9 @@
 // (unknown, which consumers are to take as ready), is reported unless conditions.terminating is
 // true; ready false (a pod failing its readiness probe, or terminating) is not.
 //
+// New's errors for an invalid Config wrap groupcache.ErrInvalidOption; the package has no errors
+// of its own.
+//
 // The package lives in its own module so that the core groupcache module does not depend on
 // client-go.
 package kubernetes

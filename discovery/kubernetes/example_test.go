@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"time"
@@ -60,7 +61,11 @@ func Example_inCluster() {
 		log.Fatal(err)
 	}
 	defer node.Close()
-	go node.ListenAndServe(":8080")
+	l, err := net.Listen("tcp", ":8080")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go node.Serve(l)
 
 	src, err := gck8s.InCluster("", "groupcache", "groupcache") // own namespace, Service, port name
 	if err != nil {

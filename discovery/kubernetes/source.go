@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/discovery"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -88,7 +89,7 @@ type Source struct {
 var _ discovery.Source = (*Source)(nil)
 
 // New checks cfg and returns a Source; nothing runs until Watch. Errors wrap
-// discovery.ErrInvalidOption.
+// groupcache.ErrInvalidOption.
 func New(cfg Config) (*Source, error) {
 	if cfg.Client == nil {
 		return nil, invalid("nil Client")
@@ -157,8 +158,9 @@ func InCluster(namespace, service, portName string) (*Source, error) {
 	return New(Config{Client: client, Namespace: namespace, Service: service, PortName: portName})
 }
 
+// invalid returns an error wrapping groupcache.ErrInvalidOption.
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: kubernetes: %s", discovery.ErrInvalidOption, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: discovery/kubernetes: %s", groupcache.ErrInvalidOption, fmt.Sprintf(format, args...))
 }
 
 // String names the source in logs (discovery.Run uses it):
@@ -180,7 +182,7 @@ func (s *Source) Watch(ctx context.Context, updates chan<- discovery.Update) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	w := &watch{src: s, wake: make(chan struct{}, 1)}
+	w := &watch{src: s, updates: updates, wake: make(chan struct{}, 1)}
 	selector := discoveryv1.LabelServiceName + "=" + s.service
 	inf := discoveryinformers.NewFilteredEndpointSliceInformer(s.client, s.namespace, s.resync, cache.Indexers{},
 		func(o *metav1.ListOptions) { o.LabelSelector = selector })
@@ -198,6 +200,7 @@ func (s *Source) Watch(ctx context.Context, updates chan<- discovery.Update) err
 		return fmt.Errorf("discovery/kubernetes: %w", err)
 	}
 	w.store = inf.GetStore()
+	w.synced = reg.HasSyncedChecker().Done()
 
 	ictx, stop := context.WithCancel(klog.NewContext(ctx, logger))
 	w.ctx = ictx
@@ -207,20 +210,26 @@ func (s *Source) Watch(ctx context.Context, updates chan<- discovery.Update) err
 		stop()
 		wg.Wait() // RunWithContext returns once the reflector and the handlers have stopped
 	}()
-	return w.loop(ctx, updates, reg.HasSyncedChecker().Done())
+	return w.loop(ctx)
 }
 
 // watch is the state of one Watch call.
 type watch struct {
-	src   *Source
-	ctx   context.Context // the informer's
-	store cache.Store
-	wake  chan struct{} // a change (or an error) is waiting to be looked at
+	src     *Source
+	ctx     context.Context // the informer's
+	store   cache.Store
+	updates chan<- discovery.Update
+	wake    chan struct{} // a change (or an error) is waiting to be looked at
 
 	mu  sync.Mutex
 	err error // the latest list or watch error not yet picked up
 
-	warned string // problems last logged by peers, not repeated while they stay the same
+	// Used by the loop only.
+	synced     <-chan struct{} // closed once the informer's first list is in; nil after that
+	pendingErr error           // an error not yet sent
+	last       []string        // the set sent last
+	sent       bool            // whether a set was sent
+	warned     string          // problems last logged by peers, not repeated while they stay the same
 }
 
 // poke wakes the loop. It runs on the informer's goroutines and never blocks.
@@ -256,57 +265,59 @@ func (w *watch) takeErr() error {
 	return err
 }
 
-func (w *watch) loop(ctx context.Context, updates chan<- discovery.Update, synced <-chan struct{}) error {
-	var (
-		pendingErr error    // an error not yet sent
-		last       []string // the set sent last
-		sent       bool     // whether a set was sent
-	)
-	// due returns the update to send now, if any: a pending error first, then the current set
-	// once the first list is in, unless it is the one sent last.
-	due := func() (discovery.Update, bool) {
-		if err := w.takeErr(); err != nil {
-			pendingErr = err
-		}
-		if pendingErr != nil {
-			return discovery.Update{Err: pendingErr}, true
-		}
-		if synced != nil {
-			return discovery.Update{}, false
-		}
-		peers := w.src.peers(w.store.List(), &w.warned)
-		if sent && slices.Equal(peers, last) {
-			return discovery.Update{}, false
-		}
-		return discovery.Update{Peers: peers}, true
-	}
+// loop sends the updates due whenever the informer reports something, until ctx ends.
+func (w *watch) loop(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-w.wake:
-		case <-synced:
-			synced = nil // the first list has been handled: from now on the set is known
+		case <-w.synced:
+			w.synced = nil // the first list has been handled: from now on the set is known
 		}
 		// Send what is due, looking again whenever something changes before the receiver
 		// takes it.
-		for u, ok := due(); ok; u, ok = due() {
+		for u, ok := w.due(); ok; u, ok = w.due() {
 			select {
-			case updates <- u:
-				if u.Err != nil {
-					pendingErr = nil
-				} else {
-					last, sent = u.Peers, true
-					w.src.log.Debug("discovery/kubernetes: peer set", slog.Any("peers", u.Peers))
-				}
+			case w.updates <- u:
+				w.delivered(u)
 			case <-w.wake:
-			case <-synced:
-				synced = nil
+			case <-w.synced:
+				w.synced = nil
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
 	}
+}
+
+// due returns the update to send now, if any: a pending error first, then the current set once
+// the first list is in, unless it is the one sent last.
+func (w *watch) due() (discovery.Update, bool) {
+	if err := w.takeErr(); err != nil {
+		w.pendingErr = err
+	}
+	if w.pendingErr != nil {
+		return discovery.Update{Err: w.pendingErr}, true
+	}
+	if w.synced != nil {
+		return discovery.Update{}, false
+	}
+	peers := w.src.peers(w.store.List(), &w.warned)
+	if w.sent && slices.Equal(peers, w.last) {
+		return discovery.Update{}, false
+	}
+	return discovery.Update{Peers: peers}, true
+}
+
+// delivered records that u was received.
+func (w *watch) delivered(u discovery.Update) {
+	if u.Err != nil {
+		w.pendingErr = nil
+		return
+	}
+	w.last, w.sent = u.Peers, true
+	w.src.log.Debug("discovery/kubernetes: peer set", slog.Any("peers", u.Peers))
 }
 
 // peers computes the peer set from the cached EndpointSlices: the "host:port" addresses of their
@@ -325,17 +336,8 @@ func (s *Source) peers(objs []any, warned *string) []string {
 	var problems []string
 	for _, o := range objs {
 		sl, ok := o.(*discoveryv1.EndpointSlice)
-		if !ok || sl == nil {
+		if !ok || !s.counts(sl) {
 			continue
-		}
-		if sl.Namespace != s.namespace || sl.Labels[discoveryv1.LabelServiceName] != s.service {
-			continue // the informer filters these; a fake or a proxy might not
-		}
-		if s.addressType != "" && sl.AddressType != s.addressType {
-			continue
-		}
-		if len(sl.Endpoints) == 0 {
-			continue // a Service without endpoints keeps an empty slice, often without ports
 		}
 		port, problem := s.slicePort(sl)
 		if problem != "" {
@@ -343,24 +345,58 @@ func (s *Source) peers(objs []any, warned *string) []string {
 			continue
 		}
 		for _, ep := range sl.Endpoints {
-			if !ready(ep.Conditions) || len(ep.Addresses) == 0 {
-				continue
+			addr, problem := endpointAddr(sl, ep, port)
+			if problem != "" {
+				problems = append(problems, sl.Name+": "+problem)
 			}
-			host := ep.Addresses[0]
-			if sl.AddressType == discoveryv1.AddressTypeIPv4 || sl.AddressType == discoveryv1.AddressTypeIPv6 {
-				ip, err := netip.ParseAddr(host)
-				if err != nil || ip.Zone() != "" {
-					problems = append(problems, fmt.Sprintf("%s: invalid address %q", sl.Name, host))
-					continue
-				}
-				host = ip.Unmap().String()
-			} else if host == "" {
-				continue
+			if addr != "" {
+				peers = append(peers, addr)
 			}
-			peers = append(peers, net.JoinHostPort(host, strconv.Itoa(port)))
 		}
 	}
+	s.warn(problems, warned)
 	slices.Sort(peers)
+	return slices.Compact(peers)
+}
+
+// counts reports whether the endpoints of sl count: those of a slice of the Service, of the
+// configured address type, that lists some.
+func (s *Source) counts(sl *discoveryv1.EndpointSlice) bool {
+	switch {
+	case sl == nil:
+		return false
+	case sl.Namespace != s.namespace || sl.Labels[discoveryv1.LabelServiceName] != s.service:
+		return false // the informer filters these; a fake or a proxy might not
+	case s.addressType != "" && sl.AddressType != s.addressType:
+		return false
+	}
+	return len(sl.Endpoints) > 0 // a Service without endpoints keeps an empty slice, often without ports
+}
+
+// endpointAddr returns the "host:port" address of ep, an endpoint of sl: "" if it is not ready or
+// has no address, and a problem if its address is invalid.
+func endpointAddr(sl *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint, port int) (addr, problem string) {
+	if !ready(ep.Conditions) || len(ep.Addresses) == 0 {
+		return "", ""
+	}
+	host := ep.Addresses[0]
+	switch sl.AddressType {
+	case discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6:
+		ip, err := netip.ParseAddr(host)
+		if err != nil || ip.Zone() != "" {
+			return "", fmt.Sprintf("invalid address %q", host)
+		}
+		host = ip.Unmap().String()
+	default:
+		if host == "" {
+			return "", ""
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port)), ""
+}
+
+// warn logs problems when they differ from those last logged, kept in *warned.
+func (s *Source) warn(problems []string, warned *string) {
 	slices.Sort(problems) // the store lists in no particular order
 	if p := strings.Join(problems, ", "); p != *warned {
 		*warned = p
@@ -368,7 +404,6 @@ func (s *Source) peers(objs []any, warned *string) []string {
 			s.log.Warn("discovery/kubernetes: endpoints left out", slog.String("problems", p))
 		}
 	}
-	return slices.Compact(peers)
 }
 
 // slicePort returns the port to join with the addresses of sl, or why there is none.

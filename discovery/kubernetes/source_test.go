@@ -10,8 +10,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/discovery"
 	gck8s "github.com/typedcache/groupcache/discovery/kubernetes"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -26,6 +28,7 @@ import (
 // every ready endpoint once, sorted, whatever slice lists it; slices of other Services and of
 // other namespaces are not read.
 func TestInitialSet(t *testing.T) {
+	t.Parallel()
 	other := slice("other-1", "other", nil, ep("10.0.9.1"))
 	elsewhere := slice("gc-x", svc, nil, ep("10.0.9.2"))
 	elsewhere.Namespace = "elsewhere"
@@ -42,6 +45,7 @@ func TestInitialSet(t *testing.T) {
 // A Service with no slices at all is reported as an empty set once the first list is in
 // (discovery.Run keeps the node's last good set), then the set as pods appear.
 func TestNoSlicesYet(t *testing.T) {
+	t.Parallel()
 	c := client(t)
 	w := watch(t, newSource(t, gck8s.Config{Client: c, PortName: "groupcache"}))
 	w.expect()
@@ -54,6 +58,7 @@ func TestNoSlicesYet(t *testing.T) {
 // it) or true (publishNotReadyAddresses). An endpoint that becomes not ready leaves the set and
 // comes back when it is ready again.
 func TestReadiness(t *testing.T) {
+	t.Parallel()
 	readyTerminating := ep("10.0.0.6")
 	readyTerminating.Conditions.Terminating = ptr(true)
 	s := slice("gc-1", svc, nil,
@@ -86,6 +91,7 @@ func TestReadiness(t *testing.T) {
 // Slices added, updated and deleted change the set; an endpoint listed in two slices stays
 // until neither lists it.
 func TestSlicesAddedUpdatedRemoved(t *testing.T) {
+	t.Parallel()
 	a := slice("gc-a", svc, nil, ep("10.0.0.1"))
 	c := client(t, a)
 	w := watch(t, newSource(t, gck8s.Config{Client: c, PortName: "groupcache"}))
@@ -109,6 +115,7 @@ func TestSlicesAddedUpdatedRemoved(t *testing.T) {
 // never change the set. Events are handled in order, so if the other slices counted they would
 // show in the update that follows the change made after them.
 func TestOtherServicesIgnored(t *testing.T) {
+	t.Parallel()
 	c := client(t, slice("gc-1", svc, nil, ep("10.0.0.1")))
 	w := watch(t, newSource(t, gck8s.Config{Client: c, PortName: "groupcache"}))
 	w.expect("10.0.0.1:8080")
@@ -126,6 +133,7 @@ func TestOtherServicesIgnored(t *testing.T) {
 
 // The port: by name (each slice's own number for that name), by fixed number, or the only port.
 func TestPortSelection(t *testing.T) {
+	t.Parallel()
 	mk := func() []*discoveryv1.EndpointSlice {
 		return []*discoveryv1.EndpointSlice{
 			slice("gc-1", svc, []discoveryv1.EndpointPort{port("metrics", 9090), port("groupcache", 8080)}, ep("10.0.0.1")),
@@ -145,6 +153,7 @@ func TestPortSelection(t *testing.T) {
 		{"the only port", gck8s.Config{}, []string{"10.0.0.3:9090", "10.0.0.4:7000"}}, // gc-1 and gc-2 have two
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			logs := &logRecorder{}
 			tc.cfg.Client = client(t, mk()...)
 			tc.cfg.Logger = slog.New(logs)
@@ -160,6 +169,7 @@ func TestPortSelection(t *testing.T) {
 // IPv6 addresses are bracketed. With AddressType set, a dual-stack Service's slices of the other
 // family are ignored, so each pod is in the set once.
 func TestIPv6AndAddressType(t *testing.T) {
+	t.Parallel()
 	dual := func() *fake.Clientset {
 		return client(t,
 			slice("gc-v4", svc, nil, ep("10.0.0.1"), ep("10.0.0.2")),
@@ -167,14 +177,17 @@ func TestIPv6AndAddressType(t *testing.T) {
 		)
 	}
 	t.Run("all", func(t *testing.T) {
+		t.Parallel()
 		w := watch(t, newSource(t, gck8s.Config{Client: dual(), PortName: "groupcache"}))
 		w.expect("10.0.0.1:8080", "10.0.0.2:8080", "[2001:db8::1]:8080", "[2001:db8::2]:8080")
 	})
 	t.Run("IPv6", func(t *testing.T) {
+		t.Parallel()
 		w := watch(t, newSource(t, gck8s.Config{Client: dual(), PortName: "groupcache", AddressType: discoveryv1.AddressTypeIPv6}))
 		w.expect("[2001:db8::1]:8080", "[2001:db8::2]:8080")
 	})
 	t.Run("IPv4", func(t *testing.T) {
+		t.Parallel()
 		w := watch(t, newSource(t, gck8s.Config{Client: dual(), Port: 9000, AddressType: discoveryv1.AddressTypeIPv4}))
 		w.expect("10.0.0.1:9000", "10.0.0.2:9000")
 	})
@@ -182,6 +195,7 @@ func TestIPv6AndAddressType(t *testing.T) {
 
 // Invalid addresses are left out (and logged), the rest of the slice still counts.
 func TestInvalidAddressLeftOut(t *testing.T) {
+	t.Parallel()
 	logs := &logRecorder{}
 	c := client(t, slice("gc-1", svc, nil, ep("10.0.0.1"), ep("not-an-ip"), ep("10.0.0.2")))
 	w := watch(t, newSource(t, gck8s.Config{Client: c, PortName: "groupcache", Logger: slog.New(logs)}))
@@ -194,6 +208,7 @@ func TestInvalidAddressLeftOut(t *testing.T) {
 // Changes made while nobody receives are merged: the receiver then gets the latest set, never a
 // stale one after it, and never the same set twice in a row (watcher.next checks).
 func TestCoalesces(t *testing.T) {
+	t.Parallel()
 	s := slice("gc-1", svc, nil, ep("10.0.0.1"))
 	c := client(t, s)
 	w := watch(t, newSource(t, gck8s.Config{Client: c, PortName: "groupcache"}))
@@ -217,7 +232,9 @@ func TestCoalesces(t *testing.T) {
 // blocked on a send nobody receives, and before the first list succeeded. goleak (TestMain)
 // checks that the informer's goroutines are gone afterwards.
 func TestWatchStopsWithContext(t *testing.T) {
+	t.Parallel()
 	t.Run("waiting", func(t *testing.T) {
+		t.Parallel()
 		w := watch(t, newSource(t, gck8s.Config{Client: client(t, slice("gc-1", svc, nil, ep("10.0.0.1"))), PortName: "groupcache"}))
 		w.expect("10.0.0.1:8080")
 		if err := w.stop(); !errors.Is(err, context.Canceled) {
@@ -225,6 +242,7 @@ func TestWatchStopsWithContext(t *testing.T) {
 		}
 	})
 	t.Run("blocked on a send", func(t *testing.T) {
+		t.Parallel()
 		c := client(t, slice("gc-1", svc, nil, ep("10.0.0.1")))
 		listed := make(chan struct{})
 		var once sync.Once
@@ -252,6 +270,7 @@ func TestWatchStopsWithContext(t *testing.T) {
 		}
 	})
 	t.Run("never synced", func(t *testing.T) {
+		t.Parallel()
 		c := client(t)
 		listed := make(chan struct{}, 1)
 		c.PrependReactor("list", "endpointslices", func(k8stesting.Action) (bool, runtime.Object, error) {
@@ -272,6 +291,7 @@ func TestWatchStopsWithContext(t *testing.T) {
 		}
 	})
 	t.Run("already done", func(t *testing.T) {
+		t.Parallel()
 		src := newSource(t, gck8s.Config{Client: client(t), Port: 8080})
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
@@ -282,39 +302,44 @@ func TestWatchStopsWithContext(t *testing.T) {
 }
 
 // A failing list (here: RBAC forbids it) is sent as an Update with Err, wrapping the API error,
-// and Watch keeps going: once the list succeeds, the set follows.
+// and Watch keeps going: once the list succeeds, the set follows. The informer's back-off runs on
+// the fake clock of a synctest bubble.
 func TestListErrorsReported(t *testing.T) {
-	c := client(t, slice("gc-1", svc, nil, ep("10.0.0.1")))
-	var fail atomic.Bool
-	fail.Store(true)
-	forbidden := apierrors.NewForbidden(schema.GroupResource{Group: "discovery.k8s.io", Resource: "endpointslices"}, "",
-		errors.New(`User "system:serviceaccount:cache:default" cannot list resource "endpointslices"`))
-	c.PrependReactor("list", "endpointslices", func(k8stesting.Action) (bool, runtime.Object, error) {
-		if fail.Load() {
-			return true, nil, forbidden
-		}
-		return false, nil, nil
-	})
-	w := watch(t, newSource(t, gck8s.Config{Client: c, PortName: "groupcache"}))
-	u := w.next()
-	if u.Err == nil || !apierrors.IsForbidden(u.Err) || !strings.Contains(u.Err.Error(), ns+"/"+svc) {
-		t.Fatalf("first update %+v, want a Forbidden error naming %s/%s", u, ns, svc)
-	}
-	fail.Store(false) // the Role is fixed; the informer's next list (after its back-off) succeeds
-	for {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c := client(t, slice("gc-1", svc, nil, ep("10.0.0.1")))
+		var fail atomic.Bool
+		fail.Store(true)
+		forbidden := apierrors.NewForbidden(schema.GroupResource{Group: "discovery.k8s.io", Resource: "endpointslices"}, "",
+			errors.New(`User "system:serviceaccount:cache:default" cannot list resource "endpointslices"`))
+		c.PrependReactor("list", "endpointslices", func(k8stesting.Action) (bool, runtime.Object, error) {
+			if fail.Load() {
+				return true, nil, forbidden
+			}
+			return false, nil, nil
+		})
+		w := watch(t, newSource(t, gck8s.Config{Client: c, PortName: "groupcache"}))
 		u := w.next()
-		if u.Err != nil {
-			continue // more failed attempts may be reported before the fix is seen
+		if u.Err == nil || !apierrors.IsForbidden(u.Err) || !strings.Contains(u.Err.Error(), ns+"/"+svc) {
+			t.Fatalf("first update %+v, want a Forbidden error naming %s/%s", u, ns, svc)
 		}
-		if len(u.Peers) != 1 || u.Peers[0] != "10.0.0.1:8080" {
-			t.Fatalf("set %v after the list succeeded, want [10.0.0.1:8080]", u.Peers)
+		fail.Store(false) // the Role is fixed; the informer's next list (after its back-off) succeeds
+		for {
+			u := w.next()
+			if u.Err != nil {
+				continue // more failed attempts may be reported before the fix is seen
+			}
+			if len(u.Peers) != 1 || u.Peers[0] != "10.0.0.1:8080" {
+				t.Fatalf("set %v after the list succeeded, want [10.0.0.1:8080]", u.Peers)
+			}
+			break
 		}
-		break
-	}
+	})
 }
 
 // Several Watch calls on one Source run independent informers.
 func TestConcurrentWatches(t *testing.T) {
+	t.Parallel()
 	c := client(t, slice("gc-1", svc, nil, ep("10.0.0.1")))
 	src := newSource(t, gck8s.Config{Client: c, PortName: "groupcache"})
 	w1, w2 := watch(t, src), watch(t, src)
@@ -331,17 +356,22 @@ func TestConcurrentWatches(t *testing.T) {
 }
 
 // Resync replays the cache to the source (client-go runs it at most once a second); an unchanged
-// set is not sent again, while changes still are.
+// set is not sent again, while changes still are. The informer runs in a synctest bubble: the
+// resyncs come on its fake clock, at once.
 func TestResync(t *testing.T) {
-	c := client(t, slice("gc-1", svc, nil, ep("10.0.0.1")))
-	w := watch(t, newSource(t, gck8s.Config{Client: c, PortName: "groupcache", Resync: time.Second}))
-	w.expect("10.0.0.1:8080")
-	w.none(2500 * time.Millisecond) // two resyncs or so
-	create(t, c, slice("gc-2", svc, nil, ep("10.0.0.2")))
-	w.expect("10.0.0.1:8080", "10.0.0.2:8080")
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		c := client(t, slice("gc-1", svc, nil, ep("10.0.0.1")))
+		w := watch(t, newSource(t, gck8s.Config{Client: c, PortName: "groupcache", Resync: time.Second}))
+		w.expect("10.0.0.1:8080")
+		w.none(2500 * time.Millisecond) // two resyncs or so
+		create(t, c, slice("gc-2", svc, nil, ep("10.0.0.2")))
+		w.expect("10.0.0.1:8080", "10.0.0.2:8080")
+	})
 }
 
 func TestNewInvalid(t *testing.T) {
+	t.Parallel()
 	c := fake.NewClientset()
 	for _, tc := range []struct {
 		name string
@@ -362,9 +392,10 @@ func TestNewInvalid(t *testing.T) {
 		{"resync under client-go's minimum", gck8s.Config{Client: c, Namespace: ns, Service: svc, Resync: 10 * time.Millisecond}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			s, err := gck8s.New(tc.cfg)
-			if !errors.Is(err, discovery.ErrInvalidOption) {
-				t.Fatalf("New = %v, %v; want an error wrapping discovery.ErrInvalidOption", s, err)
+			if !errors.Is(err, groupcache.ErrInvalidOption) {
+				t.Fatalf("New = %v, %v; want an error wrapping groupcache.ErrInvalidOption", s, err)
 			}
 		})
 	}
@@ -383,6 +414,7 @@ func TestInClusterOutsideAPod(t *testing.T) {
 }
 
 func TestString(t *testing.T) {
+	t.Parallel()
 	s := newSource(t, gck8s.Config{Client: fake.NewClientset(), Port: 8080})
 	if got, want := s.String(), "kubernetes endpointslices cache/groupcache"; got != want {
 		t.Errorf("String() = %q, want %q", got, want)

@@ -22,6 +22,10 @@
 // declares it dead: with memberlist.DefaultLANConfig, 4 s to 24 s after it stopped, sooner the more
 // members confirm the suspicion; the timings are set in Config.MemberlistConfig.
 //
+// The package has no errors of its own: New's errors for an invalid Config wrap
+// groupcache.ErrInvalidOption, and Watch, Join and Leave after Shutdown return an error matching
+// groupcache.ErrClosed.
+//
 // The package lives in its own module so that the core groupcache module does not depend on
 // memberlist.
 package memberlist

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"os/signal"
 	"time"
@@ -60,7 +61,11 @@ func Example_node() {
 		log.Fatal(err)
 	}
 	defer node.Close()
-	go node.ListenAndServe(self)
+	l, err := net.Listen("tcp", self)
+	if err != nil {
+		log.Fatal(err)
+	}
+	go node.Serve(l)
 
 	src, err := gcmemberlist.New(gcmemberlist.Config{
 		PeerAddr:         self,

@@ -1,6 +1,7 @@
 package memberlist_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func startMember(t *testing.T, loads *discoverytest.LoadCount, seeds ...string) 
 		PeerAddr:         m.Node.Self(), // the groupcache address, not the gossip one
 		BindAddr:         "127.0.0.1",
 		Join:             seeds,
-		MemberlistConfig: fastConfig(),
+		MemberlistConfig: fastConfig(t),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -35,6 +36,7 @@ func startMember(t *testing.T, loads *discoverytest.LoadCount, seeds ...string) 
 // peer list): every key is then loaded exactly once in the whole cluster, by its owner, whichever
 // node asks. After a member leaves, the other two re-shard between themselves.
 func TestFeedsGroupcacheNodes(t *testing.T) {
+	t.Parallel()
 	loads := new(discoverytest.LoadCount)
 	start := time.Now()
 	ms := []*gcMember{startMember(t, loads)}
@@ -45,7 +47,7 @@ func TestFeedsGroupcacheNodes(t *testing.T) {
 		addrs = append(addrs, m.Node.Self())
 	}
 	for _, m := range ms {
-		m.WaitPeers(t, addrs, 10*time.Second)
+		waitPeers(t, m.Member, addrs, 10*time.Second)
 	}
 	t.Logf("3 groupcache nodes have the full peer set %v after start", time.Since(start).Round(time.Millisecond))
 
@@ -61,11 +63,28 @@ func TestFeedsGroupcacheNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms[2].Stop()
-	ms[0].WaitPeers(t, addrs[:2], 10*time.Second)
-	ms[1].WaitPeers(t, addrs[:2], 10*time.Second)
+	waitPeers(t, ms[0].Member, addrs[:2], 10*time.Second)
+	waitPeers(t, ms[1].Member, addrs[:2], 10*time.Second)
 	t.Logf("after a Leave, the others apply the 2-node set in %v", time.Since(start).Round(time.Millisecond))
 	for _, m := range ms[:2] {
 		m.GetKeys(t, "new", keys)
 	}
 	loads.CheckOnce(t, "new", keys, "after the leave")
+}
+
+// waitPeers waits until m's node has the peer set want (in any order), failing the test after
+// timeout. It looks at the node itself after each set applied: m.WaitPeers can match a set that
+// was applied before an earlier wait returned and is still queued in m.Applied (a two-node set
+// seen while the cluster formed), and return while the node has another.
+func waitPeers(t *testing.T, m *discoverytest.Member, want []string, timeout time.Duration) {
+	t.Helper()
+	want = slices.Sorted(slices.Values(want))
+	deadline := time.After(timeout)
+	for !slices.Equal(m.Node.Peers(), want) {
+		select {
+		case <-m.Applied:
+		case <-deadline:
+			t.Fatalf("%s: peers %v, want %v after %v", m.Node.Self(), m.Node.Peers(), want, timeout)
+		}
+	}
 }

@@ -14,9 +14,12 @@ import (
 
 // fastConfig is memberlist's local-network configuration with intervals short enough for a
 // failed member to be declared dead within a few seconds, yet long enough not to suspect live
-// members on a loaded machine under the race detector.
-func fastConfig() *memberlist.Config {
+// members on a loaded machine under the race detector. Its label is the test's name: members of
+// tests running at the same time ignore each other's packets, even when one of them binds a port
+// that a member of another test (shut down, but still probed by its former peers) had.
+func fastConfig(t testing.TB) *memberlist.Config {
 	c := memberlist.DefaultLocalConfig()
+	c.Label = t.Name()
 	c.ProbeInterval = 200 * time.Millisecond
 	c.ProbeTimeout = 100 * time.Millisecond
 	c.SuspicionMult = 3 // suspicion timeout 600 ms (up to x6 without confirmations)
@@ -39,7 +42,7 @@ func newSource(t *testing.T, i int, seeds ...string) *gcmemberlist.Source {
 		PeerAddr:         peerAddr(i),
 		BindAddr:         "127.0.0.1",
 		Join:             seeds,
-		MemberlistConfig: fastConfig(),
+		MemberlistConfig: fastConfig(t),
 	})
 	if err != nil {
 		t.Fatalf("New(member %d): %v", i, err)

@@ -3,8 +3,19 @@ package memberlist
 import (
 	"bytes"
 	"context"
+	"io"
+	"log"
 	"log/slog"
 )
+
+// memberlistLogger returns the logger memberlist writes its lines to: one that passes them on to l
+// as slog records, or one that drops them if l is nil.
+func memberlistLogger(l *slog.Logger) *log.Logger {
+	if l == nil {
+		return log.New(io.Discard, "", 0)
+	}
+	return log.New(&logWriter{log: l.With(slog.String("component", "memberlist"))}, "", 0)
+}
 
 // logWriter turns memberlist's log lines ("[LEVEL] memberlist: message") into slog records at
 // the matching level. The log.Logger in front of it calls Write once per line.

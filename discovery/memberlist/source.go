@@ -1,11 +1,10 @@
 package memberlist
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"net"
 	"slices"
@@ -14,11 +13,20 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/discovery"
 )
 
-// ErrClosed is returned by Watch, Join and Leave once Shutdown was called.
-var ErrClosed = errors.New("discovery/memberlist: source shut down")
+// errClosed is returned by Watch, Join and Leave once Shutdown was called.
+var errClosed error = closedError("discovery/memberlist: source shut down")
+
+// closedError is an error that matches groupcache.ErrClosed.
+type closedError string
+
+func (e closedError) Error() string { return string(e) }
+
+// Is reports whether target is groupcache.ErrClosed.
+func (closedError) Is(target error) bool { return target == groupcache.ErrClosed }
 
 // Config configures New. Only PeerAddr is required.
 type Config struct {
@@ -79,76 +87,19 @@ type Source struct {
 var _ discovery.Source = (*Source)(nil)
 
 // New creates the memberlist, advertising cfg.PeerAddr, and joins the cluster through cfg.Join.
-// Errors in cfg wrap discovery.ErrInvalidOption. On any error nothing is left running.
+// Errors in cfg wrap groupcache.ErrInvalidOption. On any error nothing is left running.
 func New(cfg Config) (*Source, error) {
-	if err := checkPeerAddr(cfg.PeerAddr); err != nil {
-		return nil, invalid("PeerAddr %q: %v", cfg.PeerAddr, err)
-	}
-	if len(cfg.PeerAddr) > memberlist.MetaMaxSize {
-		return nil, invalid("PeerAddr is %d bytes, more than memberlist.MetaMaxSize (%d)", len(cfg.PeerAddr), memberlist.MetaMaxSize)
-	}
-	if cfg.BindPort < 0 || cfg.BindPort > 65535 {
-		return nil, invalid("BindPort %d out of range [0, 65535]", cfg.BindPort)
-	}
-	if cfg.AdvertisePort < 0 || cfg.AdvertisePort > 65535 {
-		return nil, invalid("AdvertisePort %d out of range [0, 65535]", cfg.AdvertisePort)
-	}
-	if cfg.AdvertiseAddr != "" && net.ParseIP(cfg.AdvertiseAddr) == nil {
-		return nil, invalid("AdvertiseAddr %q is not an IP address", cfg.AdvertiseAddr)
-	}
-	for _, j := range cfg.Join {
-		if j == "" {
-			return nil, invalid("empty Join address")
-		}
-	}
-
-	var mc memberlist.Config
-	if cfg.MemberlistConfig != nil {
-		mc = *cfg.MemberlistConfig
-	} else {
-		mc = *memberlist.DefaultLANConfig()
-	}
-	if mc.Logger != nil && mc.LogOutput != nil {
-		return nil, invalid("MemberlistConfig sets both Logger and LogOutput")
-	}
-
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	s := &Source{
 		self:    cfg.PeerAddr,
-		log:     logger,
+		log:     cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 		members: map[string]string{},
 		subs:    map[chan struct{}]struct{}{},
 		closed:  make(chan struct{}),
 	}
-
-	mc.Name = cfg.Name
-	if mc.Name == "" {
-		mc.Name = cfg.PeerAddr
-	}
-	mc.BindAddr = cfg.BindAddr
-	if mc.BindAddr == "" {
-		mc.BindAddr = "0.0.0.0"
-	}
-	mc.BindPort = cfg.BindPort
-	mc.AdvertiseAddr = cfg.AdvertiseAddr
-	mc.AdvertisePort = cfg.AdvertisePort
-	if mc.AdvertisePort == 0 {
-		mc.AdvertisePort = cfg.BindPort // memberlist sets it to the picked port when BindPort is 0
-	}
-	mc.Delegate = &delegate{meta: []byte(cfg.PeerAddr), next: mc.Delegate}
-	mc.Events = &events{s: s, next: mc.Events}
-	if mc.Logger == nil && mc.LogOutput == nil {
-		if cfg.Logger == nil {
-			mc.Logger = log.New(io.Discard, "", 0)
-		} else {
-			mc.Logger = log.New(&logWriter{log: logger.With(slog.String("component", "memberlist"))}, "", 0)
-		}
-	}
-
-	ml, err := memberlist.Create(&mc)
+	ml, err := memberlist.Create(cfg.memberlistConfig(s))
 	if err != nil {
 		return nil, fmt.Errorf("discovery/memberlist: %w", err)
 	}
@@ -162,8 +113,68 @@ func New(cfg Config) (*Source, error) {
 	return s, nil
 }
 
+// check returns an error wrapping groupcache.ErrInvalidOption for the first invalid field of cfg.
+// memberlist checks the rest of MemberlistConfig itself.
+func (cfg *Config) check() error {
+	if err := checkPeerAddr(cfg.PeerAddr); err != nil {
+		return invalid("PeerAddr %q: %v", cfg.PeerAddr, err)
+	}
+	if len(cfg.PeerAddr) > memberlist.MetaMaxSize {
+		return invalid("PeerAddr is %d bytes, more than memberlist.MetaMaxSize (%d)", len(cfg.PeerAddr), memberlist.MetaMaxSize)
+	}
+	if err := checkPort("BindPort", cfg.BindPort); err != nil {
+		return err
+	}
+	if err := checkPort("AdvertisePort", cfg.AdvertisePort); err != nil {
+		return err
+	}
+	if cfg.AdvertiseAddr != "" && net.ParseIP(cfg.AdvertiseAddr) == nil {
+		return invalid("AdvertiseAddr %q is not an IP address", cfg.AdvertiseAddr)
+	}
+	if slices.Contains(cfg.Join, "") {
+		return invalid("empty Join address")
+	}
+	if mc := cfg.MemberlistConfig; mc != nil && mc.Logger != nil && mc.LogOutput != nil {
+		return invalid("MemberlistConfig sets both Logger and LogOutput")
+	}
+	return nil
+}
+
+// checkPort accepts a gossip port in [0, 65535], 0 meaning "pick one" or "the bound one".
+func checkPort(field string, port int) error {
+	if port < 0 || port > 65535 {
+		return invalid("%s %d out of range [0, 65535]", field, port)
+	}
+	return nil
+}
+
+// memberlistConfig returns the configuration New gives memberlist: a copy of the base one (or
+// memberlist.DefaultLANConfig) with the fields of cfg, s's delegates in front of the base's, and
+// memberlist's logs sent to cfg.Logger unless the base routes them itself.
+func (cfg *Config) memberlistConfig(s *Source) *memberlist.Config {
+	var mc memberlist.Config
+	if cfg.MemberlistConfig != nil {
+		mc = *cfg.MemberlistConfig
+	} else {
+		mc = *memberlist.DefaultLANConfig()
+	}
+	mc.Name = cmp.Or(cfg.Name, cfg.PeerAddr)
+	mc.BindAddr = cmp.Or(cfg.BindAddr, "0.0.0.0")
+	mc.BindPort = cfg.BindPort
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
+	// With BindPort 0, memberlist sets AdvertisePort to the port it picked.
+	mc.AdvertisePort = cmp.Or(cfg.AdvertisePort, cfg.BindPort)
+	mc.Delegate = &delegate{meta: []byte(cfg.PeerAddr), next: mc.Delegate}
+	mc.Events = &events{s: s, next: mc.Events}
+	if mc.Logger == nil && mc.LogOutput == nil {
+		mc.Logger = memberlistLogger(cfg.Logger)
+	}
+	return &mc
+}
+
+// invalid returns an error wrapping groupcache.ErrInvalidOption.
 func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: memberlist: %s", discovery.ErrInvalidOption, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: discovery/memberlist: %s", groupcache.ErrInvalidOption, fmt.Sprintf(format, args...))
 }
 
 // checkPeerAddr accepts "host:port" with a non-empty host and a port in 1..65535.
@@ -183,7 +194,7 @@ func checkPeerAddr(addr string) error {
 
 // Watch sends the peer addresses of the live members (this one included) at once, then the full
 // set again after each change, until ctx ends, when it returns ctx.Err(), or until Shutdown, when
-// it returns ErrClosed. Changes that arrive while an update waits to be received are merged into
+// it returns an error matching groupcache.ErrClosed. Changes that arrive while an update waits to be received are merged into
 // it: the receiver always gets the latest set, and never the same set twice in a row. Members
 // whose metadata is not a valid "host:port" (other software in the same gossip cluster) are left
 // out and logged.
@@ -209,7 +220,7 @@ func (s *Source) Watch(ctx context.Context, updates chan<- discovery.Update) err
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.closed:
-			return ErrClosed
+			return errClosed
 		case <-changed:
 		}
 		peers := s.Members()
@@ -224,7 +235,7 @@ func (s *Source) Watch(ctx context.Context, updates chan<- discovery.Update) err
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-s.closed:
-				return ErrClosed
+				return errClosed
 			}
 		}
 	}
@@ -259,11 +270,12 @@ func (s *Source) GossipAddr() string {
 func (s *Source) Memberlist() *memberlist.Memberlist { return s.ml }
 
 // Join contacts more members (gossip addresses) and returns how many answered; it fails only if
-// none did. It serves to retry when the seeds of New were not all up yet.
+// none did. It serves to retry when the seeds of New were not all up yet. After Shutdown it
+// returns an error matching groupcache.ErrClosed.
 func (s *Source) Join(seeds ...string) (int, error) {
 	select {
 	case <-s.closed:
-		return 0, ErrClosed
+		return 0, errClosed
 	default:
 	}
 	return s.ml.Join(seeds)
@@ -271,12 +283,13 @@ func (s *Source) Join(seeds ...string) (int, error) {
 
 // Leave tells the cluster that this node leaves, and waits up to timeout (0: no limit) for the
 // message to go out. The other members then drop it at once, without waiting for failure
-// detection. Call Shutdown afterwards; Leave after Shutdown returns ErrClosed.
+// detection. Call Shutdown afterwards; Leave after Shutdown returns an error matching
+// groupcache.ErrClosed.
 func (s *Source) Leave(timeout time.Duration) error {
 	s.life.Lock()
 	defer s.life.Unlock()
 	if s.shutdown {
-		return ErrClosed
+		return errClosed
 	}
 	if err := s.ml.Leave(timeout); err != nil {
 		return fmt.Errorf("discovery/memberlist: leave: %w", err)
@@ -284,7 +297,8 @@ func (s *Source) Leave(timeout time.Duration) error {
 	return nil
 }
 
-// Shutdown stops the gossip listeners and background work and ends every Watch with ErrClosed.
+// Shutdown stops the gossip listeners and background work and ends every Watch (with an error
+// matching groupcache.ErrClosed).
 // Without a Leave first, the other members see this node as failed and drop it only after
 // failure detection. Calls after the first return nil.
 func (s *Source) Shutdown() error {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/discovery"
 	gcmemberlist "github.com/typedcache/groupcache/discovery/memberlist"
 )
@@ -22,6 +23,7 @@ import (
 // graceful Leave the others drop the leaver at once; after a crash (Shutdown without Leave) they
 // drop it once failure detection declares it dead.
 func TestClusterJoinLeaveCrash(t *testing.T) {
+	t.Parallel()
 	const n = 4
 	start := time.Now()
 	srcs := []*gcmemberlist.Source{newSource(t, 0)}
@@ -60,7 +62,7 @@ func TestClusterJoinLeaveCrash(t *testing.T) {
 	if err := srcs[3].Shutdown(); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	if err := ws[3].stop(); !errors.Is(err, gcmemberlist.ErrClosed) {
+	if err := ws[3].stop(); !errors.Is(err, groupcache.ErrClosed) {
 		t.Fatalf("Watch of a shut-down source returned %v, want ErrClosed", err)
 	}
 
@@ -86,6 +88,7 @@ func TestClusterJoinLeaveCrash(t *testing.T) {
 }
 
 func TestWatchReturnsWhenContextEnds(t *testing.T) {
+	t.Parallel()
 	s := newSource(t, 0)
 
 	// Blocked on a send nobody receives.
@@ -128,6 +131,7 @@ func TestWatchReturnsWhenContextEnds(t *testing.T) {
 }
 
 func TestShutdownEndsWatchAndLaterCalls(t *testing.T) {
+	t.Parallel()
 	s := newSource(t, 0)
 	w := watch(t, "node-0", s)
 	w.waitFor([]string{peerAddr(0)}, 5*time.Second)
@@ -136,19 +140,19 @@ func TestShutdownEndsWatchAndLaterCalls(t *testing.T) {
 	}
 	select {
 	case <-w.done:
-		if !errors.Is(w.err, gcmemberlist.ErrClosed) {
+		if !errors.Is(w.err, groupcache.ErrClosed) {
 			t.Fatalf("Watch = %v, want ErrClosed", w.err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Watch still running after Shutdown")
 	}
-	if err := s.Watch(context.Background(), make(chan discovery.Update)); !errors.Is(err, gcmemberlist.ErrClosed) {
+	if err := s.Watch(context.Background(), make(chan discovery.Update)); !errors.Is(err, groupcache.ErrClosed) {
 		t.Fatalf("Watch after Shutdown = %v", err)
 	}
-	if err := s.Leave(time.Second); !errors.Is(err, gcmemberlist.ErrClosed) {
+	if err := s.Leave(time.Second); !errors.Is(err, groupcache.ErrClosed) {
 		t.Fatalf("Leave after Shutdown = %v", err)
 	}
-	if _, err := s.Join("127.0.0.1:1"); !errors.Is(err, gcmemberlist.ErrClosed) {
+	if _, err := s.Join("127.0.0.1:1"); !errors.Is(err, groupcache.ErrClosed) {
 		t.Fatalf("Join after Shutdown = %v", err)
 	}
 	if err := s.Shutdown(); err != nil {
@@ -157,6 +161,7 @@ func TestShutdownEndsWatchAndLaterCalls(t *testing.T) {
 }
 
 func TestNewInvalidConfig(t *testing.T) {
+	t.Parallel()
 	ok := gcmemberlist.Config{PeerAddr: "127.0.0.1:8080", BindAddr: "127.0.0.1"}
 	for name, mod := range map[string]func(*gcmemberlist.Config){
 		"no PeerAddr":        func(c *gcmemberlist.Config) { c.PeerAddr = "" },
@@ -172,7 +177,7 @@ func TestNewInvalidConfig(t *testing.T) {
 		"AdvertiseAddr name": func(c *gcmemberlist.Config) { c.AdvertiseAddr = "example.invalid" },
 		"empty Join":         func(c *gcmemberlist.Config) { c.Join = []string{""} },
 		"Logger and LogOutput": func(c *gcmemberlist.Config) {
-			mc := fastConfig()
+			mc := fastConfig(t)
 			mc.Logger = log.New(&bytes.Buffer{}, "", 0)
 			mc.LogOutput = &bytes.Buffer{}
 			c.MemberlistConfig = mc
@@ -181,7 +186,7 @@ func TestNewInvalidConfig(t *testing.T) {
 		cfg := ok
 		mod(&cfg)
 		s, err := gcmemberlist.New(cfg)
-		if !errors.Is(err, discovery.ErrInvalidOption) {
+		if !errors.Is(err, groupcache.ErrInvalidOption) {
 			t.Errorf("%s: New = %v, want ErrInvalidOption", name, err)
 		}
 		if s != nil {
@@ -190,7 +195,7 @@ func TestNewInvalidConfig(t *testing.T) {
 	}
 
 	// memberlist's own checks come through too.
-	mc := fastConfig()
+	mc := fastConfig(t)
 	mc.ProtocolVersion = memberlist.ProtocolVersionMax + 1
 	if s, err := gcmemberlist.New(gcmemberlist.Config{PeerAddr: "127.0.0.1:8080", BindAddr: "127.0.0.1", MemberlistConfig: mc}); err == nil {
 		s.Shutdown()
@@ -200,6 +205,7 @@ func TestNewInvalidConfig(t *testing.T) {
 
 // When no seed answers, New fails and leaves nothing running (goleak checks the latter).
 func TestNewJoinFailure(t *testing.T) {
+	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +217,7 @@ func TestNewJoinFailure(t *testing.T) {
 		PeerAddr:         peerAddr(0),
 		BindAddr:         "127.0.0.1",
 		Join:             []string{dead},
-		MemberlistConfig: fastConfig(),
+		MemberlistConfig: fastConfig(t),
 		Logger:           slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err == nil {
@@ -249,8 +255,9 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 // A gossip member that is not a groupcache node (its metadata is no "host:port") is left out.
 // The base configuration's Delegate and Events keep working.
 func TestForeignMemberAndChainedDelegates(t *testing.T) {
+	t.Parallel()
 	ev := &countingEvents{joined: make(chan string, 16)}
-	mc := fastConfig()
+	mc := fastConfig(t)
 	mc.Events = ev
 	mc.Delegate = &stateDelegate{state: []byte("hello")}
 	s, err := gcmemberlist.New(gcmemberlist.Config{PeerAddr: peerAddr(0), BindAddr: "127.0.0.1", MemberlistConfig: mc})
@@ -261,7 +268,7 @@ func TestForeignMemberAndChainedDelegates(t *testing.T) {
 	w := watch(t, "node-0", s)
 	w.waitFor([]string{peerAddr(0)}, 5*time.Second)
 
-	fc := fastConfig()
+	fc := fastConfig(t)
 	fc.Name = "foreign"
 	fc.BindAddr = "127.0.0.1"
 	fc.BindPort = 0

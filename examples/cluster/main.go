@@ -1,6 +1,8 @@
 // Command cluster starts a 3-node cluster on 127.0.0.1 in one process (three nodes, three ports,
 // real sockets between them), runs a short workload against every node and prints, per node, what
-// happened: loads, hits, remote fetches, hot copies and bytes on the wire.
+// happened: this node's own reads (hits, hot hits, misses), the loads it ran, the requests it sent
+// to its peers and answered for them, and the bytes on the wire. It then checks that the columns
+// add up.
 //
 // The point to see: 3 nodes x 8 goroutines read the same 2,000 products, yet the "database" is
 // queried once per product in the whole cluster, each time by the product's owner. Then a Set, a
@@ -37,113 +39,220 @@ type Product struct {
 	Tags        []string
 }
 
+// workload is what every node's readers do.
+type workload struct {
+	nodes, products, readers, reads int
+}
+
+func (w workload) total() int64 { return int64(w.nodes * w.readers * w.reads) }
+
 func main() {
-	nodes := flag.Int("nodes", 3, "nodes in the cluster")
-	products := flag.Int("products", 2000, "distinct products")
-	readers := flag.Int("goroutines", 8, "readers per node")
-	reads := flag.Int("reads", 5000, "reads per reader")
+	var w workload
+	flag.IntVar(&w.nodes, "nodes", 3, "nodes in the cluster")
+	flag.IntVar(&w.products, "products", 2000, "distinct products")
+	flag.IntVar(&w.readers, "goroutines", 8, "readers per node")
+	flag.IntVar(&w.reads, "reads", 5000, "reads per reader")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 
-	// The "database": slow, and it counts its queries.
-	var queries atomic.Int64
-	db := func(ctx context.Context, id ProductID) (Product, error) {
-		queries.Add(1)
-		select {
-		case <-time.After(2 * time.Millisecond):
-		case <-ctx.Done():
-			return Product{}, ctx.Err()
-		}
-		return Product{
-			ID: id, Name: fmt.Sprintf("product %d", id), PriceCents: int64(id) * 99,
-			Description: strings.Repeat(fmt.Sprintf("Product %d is a fine product. ", id), 100),
-			Tags:        []string{"catalog", fmt.Sprintf("shelf-%d", id%40)},
-		}, nil
+	db := new(database)
+	members, err := startCluster(w.nodes, db)
+	if err != nil {
+		log.Fatal(err)
 	}
+	defer stopCluster(members)
+	var addrs []string
+	for _, m := range members {
+		addrs = append(addrs, m.node.Self())
+	}
+	fmt.Printf("cluster of %d nodes: %s\n", w.nodes, strings.Join(addrs, ", "))
+	fmt.Printf("workload: %d goroutines per node, %d reads each, zipf over %d products\n\n", w.readers, w.reads, w.products)
 
+	start := time.Now()
+	distinct, failures := run(members, w)
+	fmt.Printf("%d reads in %v, %d failed\n\n", w.total(), time.Since(start).Round(time.Millisecond), failures)
+
+	stats := make([]groupcache.Stats, len(members))
+	for i, m := range members {
+		stats[i] = m.cache.Stats()
+	}
+	printStats(members, stats)
+	checkSums(stats, w.total(), db.queries.Load(), distinct)
+
+	ctx := context.Background()
+	showSet(ctx, members)
+	showRemove(ctx, members, db)
+	showGetMany(ctx, members[0], db, w.products)
+}
+
+// database is the slow source of truth; it counts its queries.
+type database struct {
+	queries atomic.Int64
+}
+
+func (db *database) load(ctx context.Context, id ProductID) (Product, error) {
+	db.queries.Add(1)
+	select {
+	case <-time.After(2 * time.Millisecond):
+	case <-ctx.Done():
+		return Product{}, ctx.Err()
+	}
+	return Product{
+		ID: id, Name: fmt.Sprintf("product %d", id), PriceCents: int64(id) * 99,
+		Description: strings.Repeat(fmt.Sprintf("Product %d is a fine product. ", id), 100),
+		Tags:        []string{"catalog", fmt.Sprintf("shelf-%d", id%40)},
+	}, nil
+}
+
+// member is one node of the cluster with its cache and the HTTP server it answers peers on.
+type member struct {
+	node  *groupcache.Node
+	cache *groupcache.Cache[ProductID, Product]
+	srv   *http.Server
+}
+
+// startCluster starts n nodes on 127.0.0.1, each with a "products" cache loading from db.
+func startCluster(n int, db *database) ([]member, error) {
 	// Listen first, so every node knows every address before it starts.
 	var listeners []net.Listener
 	var addrs []string
-	for range *nodes {
+	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			log.Fatal(err)
+			return nil, err
 		}
 		listeners = append(listeners, l)
 		addrs = append(addrs, l.Addr().String())
 	}
-	type member struct {
-		node  *groupcache.Node
-		cache *groupcache.Cache[ProductID, Product]
-		srv   *http.Server
-	}
 	var members []member
 	for i, l := range listeners {
-		// The nodes start together, so no node has values to hand over to another: no hand-off.
-		node, err := groupcache.NewNode(addrs[i], groupcache.WithPeers(addrs...), groupcache.WithHandoffWindow(0))
+		m, err := startMember(l, addrs[i], addrs, db)
 		if err != nil {
-			log.Fatal(err)
+			return nil, err
 		}
-		cache, err := groupcache.New[ProductID, Product]("products",
-			groupcache.LoaderFunc[ProductID, Product](db),
-			groupcache.WithNode(node),
-			groupcache.WithMaxBytes(16<<20))
-		if err != nil {
-			log.Fatal(err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/_groupcache/", node.Handler()) // the node's peer protocol, on your own mux
-		srv := &http.Server{Handler: mux}
-		go func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Fatal(err)
-			}
-		}()
-		members = append(members, member{node, cache, srv})
+		members = append(members, m)
 	}
-	fmt.Printf("cluster of %d nodes: %s\n", *nodes, strings.Join(addrs, ", "))
-	fmt.Printf("workload: %d goroutines per node, %d reads each, zipf over %d products\n\n", *readers, *reads, *products)
+	return members, nil
+}
 
-	start := time.Now()
-	var wg sync.WaitGroup
-	var failures atomic.Int64
+// startMember starts the node self, serving on l, with peers.
+func startMember(l net.Listener, self string, peers []string, db *database) (member, error) {
+	// The nodes start together, so no node has values to hand over to another: no hand-off.
+	node, err := groupcache.NewNode(self, groupcache.WithPeers(peers...), groupcache.WithHandoffWindow(0))
+	if err != nil {
+		return member{}, err
+	}
+	cache, err := groupcache.New[ProductID, Product]("products",
+		groupcache.LoaderFunc[ProductID, Product](db.load),
+		groupcache.WithNode(node),
+		groupcache.WithMaxBytes(16<<20))
+	if err != nil {
+		return member{}, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/_groupcache/", node.Handler()) // the node's peer protocol, on your own mux
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Fatal(err)
+		}
+	}()
+	return member{node, cache, srv}, nil
+}
+
+func stopCluster(members []member) {
+	for _, m := range members {
+		m.cache.Close()
+		m.srv.Close()
+		m.node.Close()
+	}
+}
+
+// run runs the workload: w.readers goroutines per node, each reading w.reads products of a zipf
+// distribution. It returns how many distinct products were read, and how many reads failed.
+func run(members []member, w workload) (distinct int, failures int64) {
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		read   = map[ProductID]bool{}
+		failed atomic.Int64
+	)
 	for i, m := range members {
-		for g := range *readers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				z := rand.NewZipf(rand.New(rand.NewPCG(uint64(i), uint64(g))), 1.1, 1, uint64(*products-1))
-				for range *reads {
+		for g := range w.readers {
+			wg.Go(func() {
+				seen := map[ProductID]bool{}
+				z := rand.NewZipf(rand.New(rand.NewPCG(uint64(i), uint64(g))), 1.1, 1, uint64(w.products-1))
+				for range w.reads {
 					id := ProductID(z.Uint64())
-					p, err := m.cache.Get(context.Background(), id)
-					if err != nil || p.ID != id {
-						failures.Add(1)
+					seen[id] = true
+					if p, err := m.cache.Get(context.Background(), id); err != nil || p.ID != id {
+						failed.Add(1)
 					}
 				}
-			}()
+				mu.Lock()
+				defer mu.Unlock()
+				for id := range seen {
+					read[id] = true
+				}
+			})
 		}
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	return len(read), failed.Load()
+}
 
+// printStats prints, per node, its own reads and loads, then what went between the nodes.
+func printStats(members []member, stats []groupcache.Stats) {
+	fmt.Println("this node's reads (gets = owned-key hits + hot hits + misses) and the loads it ran for them:")
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "node\tgets\towned-key hits\thot hits\tloads\tfetched from peers\tserved to peers\tbytes sent (raw)\tbytes received (raw)\t")
-	var loads, distinct int64
-	for _, m := range members {
-		st := m.cache.Stats()
-		loads += st.Loads
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d (%d)\t%d (%d)\t\n", m.node.Self(),
-			st.Gets-st.PeerRequests, st.Hits-st.HotHits, st.HotHits, st.Loads, st.RemoteGets, st.PeerRequests,
-			st.BytesSent, st.BytesSentRaw, st.BytesReceived, st.BytesReceivedRaw)
-		distinct += st.Items - st.HotItems
+	fmt.Fprintln(tw, "node\tgets\towned-key hits\thot hits\tmisses\tfetched from peers\tloads\t")
+	for i, st := range stats {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t\n", members[i].node.Self(),
+			st.Gets, st.Hits-st.HotHits, st.HotHits, st.Misses, st.RemoteGets, st.Loads-st.PeerLoads)
 	}
 	tw.Flush()
-	fmt.Printf("\n%d reads in %v, %d failed\n", int64(*nodes**readers**reads), elapsed.Round(time.Millisecond), failures.Load())
-	fmt.Printf("database queries: %d for %d distinct products cached by their owners: one load per key in the whole cluster\n",
-		queries.Load(), distinct)
+	fmt.Println("\nrequests from peers, the loads they caused, and value bytes on the wire:")
+	tw = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "node\tpeers' requests\tloads for peers\tbytes sent (raw)\tbytes received (raw)\t")
+	for i, st := range stats {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d (%d)\t%d (%d)\t\n", members[i].node.Self(),
+			st.PeerRequests, st.PeerLoads, st.BytesSent, st.BytesSentRaw, st.BytesReceived, st.BytesReceivedRaw)
+	}
+	tw.Flush()
+}
 
-	// Writes and bulk reads, seen from every node.
-	ctx := context.Background()
+// checkSums checks and prints that the columns add up: the nodes' gets are the workload's reads,
+// every fetch from a peer is a request that peer answered, and the loads of all nodes are the
+// database's queries, one per distinct product read. It reports a mismatch and goes on.
+func checkSums(stats []groupcache.Stats, reads, queries int64, distinct int) {
+	var sum groupcache.Stats
+	split := true
+	for _, st := range stats {
+		split = split && st.Gets == st.Hits+st.Misses
+		sum.Gets += st.Gets
+		sum.RemoteGets += st.RemoteGets
+		sum.PeerRequests += st.PeerRequests
+		sum.Loads += st.Loads
+	}
+	fmt.Println("\ndo the columns add up?")
+	check(split, "on every node, gets = owned-key hits + hot hits + misses")
+	check(sum.Gets == reads, "gets of all nodes: %d; reads of the workload: %d", sum.Gets, reads)
+	check(sum.RemoteGets == sum.PeerRequests, "fetched from peers, all nodes: %d; peers' requests answered: %d", sum.RemoteGets, sum.PeerRequests)
+	check(sum.Loads == queries && queries == int64(distinct),
+		"loads of all nodes (for themselves and for peers): %d; database queries: %d; distinct products read: %d (one load per key in the whole cluster)",
+		sum.Loads, queries, distinct)
+}
+
+func check(ok bool, format string, args ...any) {
+	verdict := "ok       "
+	if !ok {
+		verdict = "MISMATCH "
+	}
+	fmt.Printf("  %s%s\n", verdict, fmt.Sprintf(format, args...))
+}
+
+// showSet sets a product on one node and reads it back on every node.
+func showSet(ctx context.Context, members []member) {
 	last := members[len(members)-1]
 	p, _ := last.cache.Get(ctx, 7)
 	p.PriceCents = 1
@@ -156,21 +265,27 @@ func main() {
 		prices = append(prices, fmt.Sprint(p.PriceCents))
 	}
 	fmt.Printf("\nSet product 7 to 1 cent on %s; every node now reads: %s\n", last.node.Self(), strings.Join(prices, ", "))
+}
 
-	before := queries.Load()
+// showRemove removes a product and reads it again on every node.
+func showRemove(ctx context.Context, members []member, db *database) {
+	before := db.queries.Load()
 	members[0].cache.Remove(ctx, 8) // gone on its owner and from every hot store
 	for _, m := range members {
 		m.cache.Get(ctx, 8)
 	}
-	fmt.Printf("Removed product 8; the next reads on every node queried the database %d time(s)\n", queries.Load()-before)
+	fmt.Printf("Removed product 8; the next reads on every node queried the database %d time(s)\n", db.queries.Load()-before)
+}
 
+// showGetMany reads 100 products not cached yet in one call.
+func showGetMany(ctx context.Context, m member, db *database, products int) {
 	ids := make([]ProductID, 100)
 	for i := range ids {
-		ids[i] = ProductID(*products + i) // not cached yet
+		ids[i] = ProductID(products + i) // not cached yet
 	}
-	before = queries.Load()
-	sent := members[0].node.Stats().Client.Requests
-	results := members[0].cache.GetMany(ctx, ids)
+	before := db.queries.Load()
+	sent := m.node.Stats().Client.Requests
+	results := m.cache.GetMany(ctx, ids)
 	ok := 0
 	for i, r := range results {
 		if r.Err == nil && r.Value.ID == ids[i] {
@@ -178,11 +293,5 @@ func main() {
 		}
 	}
 	fmt.Printf("GetMany of %d new products on %s: %d values, %d database queries, %d requests to peers\n",
-		len(ids), members[0].node.Self(), ok, queries.Load()-before, members[0].node.Stats().Client.Requests-sent)
-
-	for _, m := range members {
-		m.cache.Close()
-		m.srv.Close()
-		m.node.Close()
-	}
+		len(ids), m.node.Self(), ok, db.queries.Load()-before, m.node.Stats().Client.Requests-sent)
 }

@@ -62,50 +62,71 @@ func main() {
 	flag.Parse()
 	log.SetFlags(0)
 	if *role != "" {
-		// Children profile themselves when asked: CLUSTERBENCH_CHILD_PROFILE=dir.
-		if dir := os.Getenv("CLUSTERBENCH_CHILD_PROFILE"); dir != "" {
-			f, err := os.Create(fmt.Sprintf("%s/%s-%d.prof", dir, *role, os.Getpid()))
-			fatalIf(err)
-			fatalIf(pprof.StartCPUProfile(f))
-			defer pprof.StopCPUProfile()
-		}
+		runChild(*role)
+		return
 	}
-	switch *role {
-	case "echo":
-		runEcho(*sizeFlag)
-		return
-	case "node":
-		runNodeChild(*sizeFlag)
-		return
-	case "gcnode":
-		runGCChild(*sizeFlag)
-		return
-	case "":
-	default:
-		log.Fatalf("unknown role %q", *role)
-	}
-
 	if *heapGoal > 0 {
 		debug.SetGCPercent(-1)
 		debug.SetMemoryLimit(*heapGoal)
 	}
+	sizes := parseSizes(*sizesFlag)
+	fmt.Printf("clusterbench: GOOS=%s GOARCH=%s NumCPU=%d GOMAXPROCS=%d %s\n",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
+	fmt.Printf("keys=%d samples=%d duration=%v callers=%d heapgoal=%d\n\n", *keysFlag, *samples, *duration, *callers, *heapGoal)
+	if *only == "getmany" {
+		printGetMany(sizes)
+		return
+	}
+	printRemoteHits(sizes, systems())
+	printColdFill()
+	if *batchFlag > 0 && *only == "" {
+		printGetMany(sizes)
+	}
+}
+
+// runChild runs this process as a child of the given role (echo, node, gcnode) until its parent
+// stops it. Children profile themselves when asked: CLUSTERBENCH_CHILD_PROFILE=dir.
+func runChild(role string) {
+	if dir := os.Getenv("CLUSTERBENCH_CHILD_PROFILE"); dir != "" {
+		f, err := os.Create(fmt.Sprintf("%s/%s-%d.prof", dir, role, os.Getpid()))
+		fatalIf(err)
+		fatalIf(pprof.StartCPUProfile(f))
+		defer pprof.StopCPUProfile()
+	}
+	switch role {
+	case "echo":
+		runEcho(*sizeFlag)
+	case "node":
+		runNodeChild(*sizeFlag)
+	case "gcnode":
+		runGCChild(*sizeFlag)
+	default:
+		log.Fatalf("unknown role %q", role)
+	}
+}
+
+// parseSizes parses the comma-separated value sizes of -sizes.
+func parseSizes(list string) []int {
 	var sizes []int
-	for _, s := range strings.Split(*sizesFlag, ",") {
+	for _, s := range strings.Split(list, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
 			log.Fatalf("bad size %q", s)
 		}
 		sizes = append(sizes, n)
 	}
-	fmt.Printf("clusterbench: GOOS=%s GOARCH=%s NumCPU=%d GOMAXPROCS=%d %s\n",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version())
-	fmt.Printf("keys=%d samples=%d duration=%v callers=%d heapgoal=%d\n\n", *keysFlag, *samples, *duration, *callers, *heapGoal)
+	return sizes
+}
 
-	type spec struct {
-		name string
-		make func(size int) system
-	}
-	specs := []spec{
+// spec names a system and makes it for a value size.
+type spec struct {
+	name string
+	make func(size int) system
+}
+
+// systems returns the systems measured, the floors first: the ratios divide by them.
+func systems() []spec {
+	return []spec{
 		{"floor1", func(n int) system { return newFloor(n, 1) }},
 		{"floor2", func(n int) system { return newFloor(n, 2) }},
 		{"floor2new", func(n int) system { f := newFloor(n, 2); f.fresh = true; return f }},
@@ -114,87 +135,114 @@ func main() {
 		{"oursview", func(n int) system { o := newOurs(n); o.view = true; return o }},
 		{"gc", func(n int) system { return newGC(n) }},
 	}
-	if *only == "getmany" {
-		printGetMany(sizes)
-		return
-	}
+}
+
+// printRemoteHits measures the remote hits of every system (those -only selects, and the floors)
+// for every value size, -rounds times, and prints the table of their medians.
+func printRemoteHits(sizes []int, specs []spec) {
 	fmt.Println("Medians over the rounds; each ratio is taken within one round, then its median is shown.")
 	fmt.Println()
 	fmt.Println("| value | system | p50 (1 caller) | p99 (1 caller) | ops/s (1 caller) | p50 (16) | p99 (16) | ops/s (16) | p50 / floor(1) | ops/s(16) / floor(1) | ops/s(16) / floor(2) | ops/s(16) / floor(2, new memory) | ops/s(16) / golang/groupcache |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, size := range sizes {
-		rounds := make([]map[string]result, *roundsFlag)
-		for r := range rounds {
-			rounds[r] = map[string]result{}
-			for _, sp := range specs {
-				if *only != "" && !strings.Contains(sp.name, *only) && !strings.HasPrefix(sp.name, "floor") {
-					continue
-				}
-				rounds[r][sp.name] = measureSystem(sp.make(size))
-			}
-		}
+		rs := measureRounds(size, specs)
 		for _, sp := range specs {
-			if _, ok := rounds[0][sp.name]; !ok {
-				continue
+			if _, ok := rs[0][sp.name]; ok {
+				printRow(size, sp.name, rs)
 			}
-			med := func(f func(map[string]result) float64) float64 {
-				var xs []float64
-				for _, rd := range rounds {
-					if x := f(rd); x == x { // skip NaN (a missing system)
-						xs = append(xs, x)
-					}
-				}
-				if len(xs) == 0 {
-					return 0
-				}
-				slices.Sort(xs)
-				return xs[len(xs)/2]
-			}
-			get := func(name string, f func(result) float64) func(map[string]result) float64 {
-				return func(rd map[string]result) float64 {
-					r, ok := rd[name]
-					if !ok {
-						return nan()
-					}
-					return f(r)
-				}
-			}
-			ratio := func(a, b func(map[string]result) float64) func(map[string]result) float64 {
-				return func(rd map[string]result) float64 { return a(rd) / b(rd) }
-			}
-			p50 := func(r result) float64 { return float64(r.single.p50) }
-			ops16 := func(r result) float64 { return r.multi.ops }
-			fmt.Printf("| %s | %s | %s | %s | %.0f | %s | %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", sizeName(size), rounds[0][sp.name].name,
-				us(time.Duration(med(get(sp.name, p50)))),
-				us(time.Duration(med(get(sp.name, func(r result) float64 { return float64(r.single.p99) })))),
-				med(get(sp.name, func(r result) float64 { return r.single.ops })),
-				us(time.Duration(med(get(sp.name, func(r result) float64 { return float64(r.multi.p50) })))),
-				us(time.Duration(med(get(sp.name, func(r result) float64 { return float64(r.multi.p99) })))),
-				med(get(sp.name, ops16)),
-				med(ratio(get(sp.name, p50), get("floor1", p50))),
-				med(ratio(get(sp.name, ops16), get("floor1", ops16))),
-				med(ratio(get(sp.name, ops16), get("floor2", ops16))),
-				med(ratio(get(sp.name, ops16), get("floor2new", ops16))),
-				med(ratio(get(sp.name, ops16), get("gc", ops16))))
 		}
 		if *syscallsFlag {
 			var names []string
 			for _, sp := range specs {
 				names = append(names, sp.name)
 			}
-			printSyscalls(size, rounds, names)
+			printSyscalls(size, rs, names)
 		}
 	}
+}
 
+// measureRounds measures the systems -only selects, and the floors, once per round.
+func measureRounds(size int, specs []spec) rounds {
+	rs := make(rounds, *roundsFlag)
+	for r := range rs {
+		rs[r] = map[string]result{}
+		for _, sp := range specs {
+			if *only != "" && !strings.Contains(sp.name, *only) && !strings.HasPrefix(sp.name, "floor") {
+				continue
+			}
+			rs[r][sp.name] = measureSystem(sp.make(size))
+		}
+	}
+	return rs
+}
+
+// rounds holds the results of every round of one value size, by system name.
+type rounds []map[string]result
+
+// median returns the median over the rounds of f, skipping the rounds where f is NaN (a system
+// not measured); 0 if there is none.
+func (rs rounds) median(f func(map[string]result) float64) float64 {
+	var xs []float64
+	for _, rd := range rs {
+		if x := f(rd); x == x { // skip NaN (a missing system)
+			xs = append(xs, x)
+		}
+	}
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	return xs[len(xs)/2]
+}
+
+// of returns f of the result of the system name in a round; NaN if the round has none.
+func of(name string, f func(result) float64) func(map[string]result) float64 {
+	return func(rd map[string]result) float64 {
+		r, ok := rd[name]
+		if !ok {
+			return nan()
+		}
+		return f(r)
+	}
+}
+
+// ratio returns a / b within a round.
+func ratio(a, b func(map[string]result) float64) func(map[string]result) float64 {
+	return func(rd map[string]result) float64 { return a(rd) / b(rd) }
+}
+
+func p50(r result) float64   { return float64(r.single.p50) }
+func p99(r result) float64   { return float64(r.single.p99) }
+func ops1(r result) float64  { return r.single.ops }
+func p50m(r result) float64  { return float64(r.multi.p50) }
+func p99m(r result) float64  { return float64(r.multi.p99) }
+func ops16(r result) float64 { return r.multi.ops }
+
+// printRow prints the table row of the system name: medians over the rounds, and ratios to the
+// floors and to golang/groupcache taken within each round.
+func printRow(size int, name string, rs rounds) {
+	fmt.Printf("| %s | %s | %s | %s | %.0f | %s | %s | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", sizeName(size), rs[0][name].name,
+		us(time.Duration(rs.median(of(name, p50)))),
+		us(time.Duration(rs.median(of(name, p99)))),
+		rs.median(of(name, ops1)),
+		us(time.Duration(rs.median(of(name, p50m)))),
+		us(time.Duration(rs.median(of(name, p99m)))),
+		rs.median(of(name, ops16)),
+		rs.median(ratio(of(name, p50), of("floor1", p50))),
+		rs.median(ratio(of(name, ops16), of("floor1", ops16))),
+		rs.median(ratio(of(name, ops16), of("floor2", ops16))),
+		rs.median(ratio(of(name, ops16), of("floor2new", ops16))),
+		rs.median(ratio(of(name, ops16), of("gc", ops16))))
+}
+
+// printColdFill prints the loads and the time of a cold fill of every system.
+func printColdFill() {
 	fmt.Printf("\ncold fill: 3 nodes (3 child processes) ask for the same %d fresh keys at once, %d goroutines each\n\n", *coldKeys, *callers)
 	fmt.Println("| system | loads | keys | duration |")
 	fmt.Println("|---|---|---|---|")
 	for _, sys := range []struct{ name, role string }{{"this library", "node"}, {"golang/groupcache", "gcnode"}} {
 		loads, took := coldFill(sys.role, *coldKeys, *callers)
 		fmt.Printf("| %s | %d | %d | %v |\n", sys.name, loads, *coldKeys, took.Round(time.Millisecond))
-	}
-	if *batchFlag > 0 && *only == "" {
-		printGetMany(sizes)
 	}
 }
 
@@ -310,14 +358,14 @@ func run(s system, keys []int, callers, count int, d time.Duration) stat {
 
 // printSyscalls prints the system calls per request of the 16-caller runs of the systems named,
 // medians over the rounds.
-func printSyscalls(size int, rounds []map[string]result, names []string) {
+func printSyscalls(size int, rs rounds, names []string) {
 	fmt.Printf("\n%s, %d callers: read and write system calls per request (EAGAIN included), medians over the rounds\n\n", sizeName(size), *callers)
 	fmt.Println("| system | client reads | client writes | server reads | server writes |")
 	fmt.Println("|---|---|---|---|---|")
 	for _, name := range names {
 		var cols [4][]float64
 		label := ""
-		for _, rd := range rounds {
+		for _, rd := range rs {
 			if r, ok := rd[name]; ok && r.sysOK {
 				label = r.name
 				for i := range cols {
