@@ -59,8 +59,8 @@ func newStore[K Key](capacity int, _ bool) Cache[K] {
 
 func (c storeCache[K]) Get(k K) (int, bool) { return c.s.Get(k) }
 func (c storeCache[K]) Set(k K, v int) {
-	if err := c.s.Set(k, v, 1, 0); err != nil {
-		panic(err)
+	if !c.s.Set(k, v, 1, 0) {
+		panic("localcache: entry larger than the store")
 	}
 }
 

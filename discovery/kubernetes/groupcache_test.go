@@ -2,7 +2,6 @@ package kubernetes_test
 
 import (
 	"net"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -62,7 +61,7 @@ func TestFeedsGroupcacheNodes(t *testing.T) {
 		create(t, c, m.podSlice(true))
 	}
 	for _, m := range ms {
-		waitPeers(t, m.Member, addrs, wait)
+		m.Member.WaitPeers(t, addrs, wait)
 	}
 
 	const keys = 60
@@ -74,27 +73,10 @@ func TestFeedsGroupcacheNodes(t *testing.T) {
 	// The third pod fails its readiness probe: the two others drop it. (It keeps itself in its
 	// own set: discovery.Run always adds the node itself.)
 	update(t, c, ms[2].podSlice(false))
-	waitPeers(t, ms[0].Member, addrs[:2], wait)
-	waitPeers(t, ms[1].Member, addrs[:2], wait)
+	ms[0].Member.WaitPeers(t, addrs[:2], wait)
+	ms[1].Member.WaitPeers(t, addrs[:2], wait)
 	for _, m := range ms[:2] {
 		m.GetKeys(t, "new", keys)
 	}
 	loads.CheckOnce(t, "new", keys, "after the pod turned not ready")
-}
-
-// waitPeers waits until m's node has the peer set want (in any order), failing the test after
-// timeout. It looks at the node itself after each set applied: m.WaitPeers can match a set that
-// was applied before an earlier wait returned and is still queued in m.Applied (a two-node set
-// seen while the cluster formed), and return while the node has another.
-func waitPeers(t *testing.T, m *discoverytest.Member, want []string, timeout time.Duration) {
-	t.Helper()
-	want = slices.Sorted(slices.Values(want))
-	deadline := time.After(timeout)
-	for !slices.Equal(m.Node.Peers(), want) {
-		select {
-		case <-m.Applied:
-		case <-deadline:
-			t.Fatalf("%s: peers %v, want %v after %v", m.Node.Self(), m.Node.Peers(), want, timeout)
-		}
-	}
 }

@@ -1,7 +1,6 @@
 package memberlist_test
 
 import (
-	"slices"
 	"testing"
 	"time"
 
@@ -47,7 +46,7 @@ func TestFeedsGroupcacheNodes(t *testing.T) {
 		addrs = append(addrs, m.Node.Self())
 	}
 	for _, m := range ms {
-		waitPeers(t, m.Member, addrs, 10*time.Second)
+		m.Member.WaitPeers(t, addrs, 10*time.Second)
 	}
 	t.Logf("3 groupcache nodes have the full peer set %v after start", time.Since(start).Round(time.Millisecond))
 
@@ -63,28 +62,11 @@ func TestFeedsGroupcacheNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms[2].Stop()
-	waitPeers(t, ms[0].Member, addrs[:2], 10*time.Second)
-	waitPeers(t, ms[1].Member, addrs[:2], 10*time.Second)
+	ms[0].Member.WaitPeers(t, addrs[:2], 10*time.Second)
+	ms[1].Member.WaitPeers(t, addrs[:2], 10*time.Second)
 	t.Logf("after a Leave, the others apply the 2-node set in %v", time.Since(start).Round(time.Millisecond))
 	for _, m := range ms[:2] {
 		m.GetKeys(t, "new", keys)
 	}
 	loads.CheckOnce(t, "new", keys, "after the leave")
-}
-
-// waitPeers waits until m's node has the peer set want (in any order), failing the test after
-// timeout. It looks at the node itself after each set applied: m.WaitPeers can match a set that
-// was applied before an earlier wait returned and is still queued in m.Applied (a two-node set
-// seen while the cluster formed), and return while the node has another.
-func waitPeers(t *testing.T, m *discoverytest.Member, want []string, timeout time.Duration) {
-	t.Helper()
-	want = slices.Sorted(slices.Values(want))
-	deadline := time.After(timeout)
-	for !slices.Equal(m.Node.Peers(), want) {
-		select {
-		case <-m.Applied:
-		case <-deadline:
-			t.Fatalf("%s: peers %v, want %v after %v", m.Node.Self(), m.Node.Peers(), want, timeout)
-		}
-	}
 }

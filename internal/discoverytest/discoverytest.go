@@ -168,21 +168,16 @@ func (m *Member) Stop() {
 	}
 }
 
-// WaitPeers waits until the node's applied peer set is want (in any order), failing the test
-// after timeout.
+// WaitPeers waits until the node's peer set is want (in any order), failing the test after
+// timeout. It looks at the node itself after each set applied: an older set still queued in
+// Applied may equal want while the node has moved on.
 func (m *Member) WaitPeers(t testing.TB, want []string, timeout time.Duration) {
 	t.Helper()
 	want = slices.Sorted(slices.Values(want))
-	if slices.Equal(m.Node.Peers(), want) {
-		return
-	}
 	deadline := time.After(timeout)
-	for {
+	for !slices.Equal(m.Node.Peers(), want) {
 		select {
-		case got := <-m.Applied:
-			if slices.Equal(got, want) {
-				return
-			}
+		case <-m.Applied:
 		case <-deadline:
 			t.Fatalf("%s: peers %v, want %v after %v", m.Node.Self(), m.Node.Peers(), want, timeout)
 		}

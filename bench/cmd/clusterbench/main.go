@@ -11,7 +11,7 @@
 //	go run ./cmd/clusterbench                 # from the bench module
 //	go run ./cmd/clusterbench -sizes 1024 -duration 3s
 //	go run ./cmd/clusterbench -sizes 1024 -only getmany   # GetMany of 100 keys against 100 Gets
-//	go run ./cmd/clusterbench -sizes 1024 -only transport -pipeline 1   # pipelined peer.Client
+//	go run ./cmd/clusterbench -sizes 1024 -only transport -conns 2      # peer.Client, 2 connections per peer
 //	go run ./cmd/clusterbench -sizes 1024 -only transport -syscalls     # and system calls per request
 package main
 
@@ -54,8 +54,8 @@ var (
 	heapGoal = flag.Int64("heapgoal", 0, "if > 0, the measuring process collects garbage when its heap reaches this many bytes "+
 		"(GOGC off, this memory limit), whatever its live heap: every system then gets the same number of collections "+
 		"per byte allocated; the child processes keep the default")
-	pipeline = flag.Int("pipeline", -1, "pipelined connections per peer of the measuring node's peer.Client and of the bare one "+
-		"(peer.WithPipelining); 0: one request per connection; -1: the peer package's default")
+	conns = flag.Int("conns", 0, "connections per peer of the measuring node's peer.Client and of the bare one "+
+		"(peer.WithConnsPerPeer); 0: the peer package's default")
 )
 
 func main() {

@@ -144,9 +144,9 @@ func newOurs(size int) *ours { return &ours{ourCluster: startOurCluster(size)} }
 
 func (o *ours) name() string {
 	if o.view {
-		return "this library, View" + pipelineName()
+		return "this library, View" + connsName()
 	}
-	return "this library" + pipelineName()
+	return "this library" + connsName()
 }
 
 func (o *ours) remoteKeys(n int) []int {
@@ -195,22 +195,19 @@ func newTransportOnly(size int) *transportOnly {
 	return t
 }
 
-func (t *transportOnly) name() string { return "peer.Client alone" + pipelineName() }
+func (t *transportOnly) name() string { return "peer.Client alone" + connsName() }
 
-// clientOptions are the options of the measuring node's peer.Client and of the bare one (-pipeline).
+// clientOptions are the options of the measuring node's peer.Client and of the bare one (-conns).
 func clientOptions() []peer.ClientOption {
-	if *pipeline < 0 {
+	if *conns <= 0 {
 		return nil
 	}
-	return []peer.ClientOption{peer.WithPipelining(*pipeline)}
+	return []peer.ClientOption{peer.WithConnsPerPeer(*conns)}
 }
 
-func pipelineName() string {
-	switch {
-	case *pipeline == 0:
-		return ", not pipelined"
-	case *pipeline > 0:
-		return fmt.Sprintf(", pipelined over %d conns/peer", *pipeline)
+func connsName() string {
+	if *conns > 0 {
+		return fmt.Sprintf(", %d conns/peer", *conns)
 	}
 	return ""
 }
