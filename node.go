@@ -44,7 +44,8 @@ type Node struct {
 	health  sync.Map                               // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
 	mu      sync.Mutex                             // serializes peer-set changes and cache registration
 	closed  atomic.Bool
-	done    chan struct{} // closed by Close
+	servers []*http.Server // of Serve, closed by Close; guarded by mu
+	done    chan struct{}  // closed by Close
 	closing sync.Once
 }
 
@@ -381,9 +382,22 @@ func (n *Node) unregister(name string, c servedCache) {
 //	mux.Handle(peer.DefaultBasePath, node.Handler())
 func (n *Node) Handler() http.Handler { return n.server }
 
-// Serve answers peers on l (listening at the node's own address) until Close. It returns after
-// Close with http.ErrServerClosed.
-func (n *Node) Serve(l net.Listener) error { return n.server.Serve(l) }
+// Serve answers peers on l (listening at the node's own address) with an http.Server, whose header
+// and idle timeouts are set, until Close, and then returns http.ErrServerClosed. l is closed when
+// Serve returns. To serve on your own http.Server instead, mount Handler and set its timeouts.
+func (n *Node) Serve(l net.Listener) error {
+	srv := &http.Server{Handler: n.server, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	n.mu.Lock()
+	if n.closed.Load() {
+		n.mu.Unlock()
+		l.Close()
+		return http.ErrServerClosed
+	}
+	n.servers = append(n.servers, srv)
+	n.mu.Unlock()
+	return srv.Serve(l)
+}
 
 // NodeStats are the counters of a node's transport: what its server answered to peers and what its
 // client asked them.
@@ -406,6 +420,9 @@ func (n *Node) Close() error {
 	n.closing.Do(func() {
 		n.mu.Lock()
 		n.closed.Store(true)
+		for _, srv := range n.servers {
+			_ = srv.Close()
+		}
 		n.mu.Unlock()
 		close(n.done)
 		err = errors.Join(n.server.Close(), n.client.Close())

@@ -2,6 +2,7 @@ package peer
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,14 +42,9 @@ type Client struct {
 
 	// The counters, written by every request, do not share a cache line with the fields above,
 	// which every request reads.
-	_         [64]byte
-	requests  atomic.Int64
-	errs      atomic.Int64
-	dials     atomic.Int64
-	openConns atomic.Int64
-	waits     atomic.Int64
-	retries   atomic.Int64
-
+	_                                      [64]byte
+	requests, errs, dials, openConns       atomic.Int64
+	waits, retries                         atomic.Int64
 	bytesSent, bytesReceived, sharedWrites atomic.Int64
 }
 
@@ -62,14 +58,10 @@ type ClientStats struct {
 	BytesSent, BytesReceived int64
 	// Dials counts the connections made; OpenConns is the number open now.
 	Dials, OpenConns int64
-	// Waits counts the calls that found every connection to their peer full (or being dialed)
-	// and waited for room.
-	Waits int64
-	// Retries counts the requests sent again on a new connection because theirs broke before
-	// their reply arrived (every operation is idempotent).
-	Retries int64
-	// SharedWrites counts the requests whose frame went out in one write with others.
-	SharedWrites int64
+	// Waits counts the calls that waited for room on a connection (or for a dial); Retries the
+	// requests sent again on a new connection because theirs broke before their reply came;
+	// SharedWrites the requests whose frame went out in one write with others.
+	Waits, Retries, SharedWrites int64
 }
 
 // NewClient returns a Client, or an error matching ErrInvalidOption.
@@ -83,17 +75,11 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 			return nil, err
 		}
 	}
-	orDefault := func(d time.Duration, def time.Duration) time.Duration {
-		if d == 0 {
-			return def
-		}
-		return d
-	}
 	c := &Client{
 		basePath:        cfg.basePath,
-		timeout:         orDefault(cfg.timeout, DefaultTimeout),
-		dialTimeout:     orDefault(cfg.dialTimeout, DefaultDialTimeout),
-		idleConnTimeout: orDefault(cfg.idleConnTimeout, DefaultIdleConnTimeout),
+		timeout:         cmp.Or(cfg.timeout, DefaultTimeout),
+		dialTimeout:     cmp.Or(cfg.dialTimeout, DefaultDialTimeout),
+		idleConnTimeout: cmp.Or(cfg.idleConnTimeout, DefaultIdleConnTimeout),
 		conns:           max(cfg.conns, 1),
 		lim:             cfg.limits.withDefaults(),
 		done:            make(chan struct{}),
@@ -129,13 +115,9 @@ func (c *Client) Peek(ctx context.Context, peer, cache string, key []byte) (Valu
 	return resp.Value, err
 }
 
-// GetMany asks peer for the values of keys in the named cache, in one request and one reply:
-// one Result per key, in order, or an error for the whole request (as for Get). A Result's Err has
-// the entry's Status: the peer's answer, StatusOverloaded for a key the peer could not fit in its
-// reply (ask again), or StatusTooLarge for a value over the client's limits. The Results' values
-// share one buffer, exactly the reply's size (each capacity-capped): keeping one keeps it all,
-// so copy a small value kept long out of a large batch. keys must number 1 to MaxBatchKeys, each
-// of at most MaxKeyBytes (StatusBadRequest otherwise, nothing sent).
+// GetMany asks peer for the values of keys in one request: one Result per key, in order, or an
+// error for the whole request. A Result's Err has the entry's Status (StatusOverloaded: ask
+// again). The values share one buffer: keeping one keeps it all (copy small ones kept long).
 func (c *Client) GetMany(ctx context.Context, peer, cache string, keys [][]byte) ([]Result, error) {
 	r := request{Request: Request{Op: OpGetMany, Cache: cache, Keys: keys}}
 	_, err := c.do(ctx, peer, &r)
@@ -150,25 +132,21 @@ func (c *Client) PeekMany(ctx context.Context, peer, cache string, keys [][]byte
 	return r.results, err
 }
 
-// Set stores v under key in the named cache at peer. A value over the client's MaxValueBytes
-// (decoded, for a compressed one) is refused with StatusTooLarge, a malformed compressed one with
-// StatusBadRequest, before sending. Other errors are as for Get.
+// Set stores v under key in the named cache at peer. Errors are as for Get.
 func (c *Client) Set(ctx context.Context, peer, cache string, key []byte, v Value) error {
 	r := request{Request: Request{Op: OpSet, Cache: cache, Key: key, Value: v}}
 	_, err := c.do(ctx, peer, &r)
 	return err
 }
 
-// Remove drops keys from the named cache at peer; absent keys are not an error. keys are as for
-// GetMany; errors as for Get.
+// Remove drops keys from the named cache at peer; absent keys are not an error.
 func (c *Client) Remove(ctx context.Context, peer, cache string, keys [][]byte) error {
 	r := request{Request: Request{Op: OpRemove, Cache: cache, Keys: keys}}
 	_, err := c.do(ctx, peer, &r)
 	return err
 }
 
-// Clear drops every entry of the named cache at peer, which adopts generation (0 is refused with
-// StatusBadRequest). Other errors are as for Get.
+// Clear drops every entry of the named cache at peer, which adopts generation (at least 1).
 func (c *Client) Clear(ctx context.Context, peer, cache string, generation uint64) error {
 	r := request{Request: Request{Op: OpClear, Cache: cache, Generation: generation}}
 	_, err := c.do(ctx, peer, &r)

@@ -15,11 +15,10 @@ import (
 	"time"
 )
 
-// A caller appends its frame, under a new id, to its connection's pending frames and, if no write
-// is in progress, writes all that is pending: frames of callers that arrive meanwhile share a
-// write. One goroutine per connection reads the replies and hands each to the call its id names.
-// A connection that fails fails every call on it; each but the one whose reply was being read
-// (its lent memory may still be written into) may be sent once more on a new connection.
+// A caller appends its frame to its connection's pending frames and, if no write is in progress,
+// writes all that is pending. A caller that finds nobody reading reads the replies itself, handing
+// each to the call its id names, until its own comes (a lone request costs no goroutine switch);
+// then, or when it leaves early, a goroutine reads while calls are in flight.
 
 // clientReadBuffer is the read buffer of a connection: a read can bring many replies.
 const clientReadBuffer = 32 << 10
@@ -50,7 +49,8 @@ type conn struct {
 	calls     map[uint32]*call // by id, the calls in flight
 	lastID    uint32
 	abandoned int   // calls in flight whose callers left
-	cur       *call // the call whose reply the reader is reading
+	reading   bool  // a caller or readLoop reads the replies
+	rf        frame // the reply being read: the reader's, but rf.c, which is guarded by mu
 	writing   bool
 	queued    int    // frames in wbuf
 	wbuf      []byte // frames not handed to a write yet
@@ -70,12 +70,10 @@ type call struct {
 
 	// Guarded by the connection's mu.
 	id        uint32
-	done      bool // the outcome below is set
+	done      bool // the outcome is set
 	abandoned bool // the caller left; the reader drops the reply
-	resp      Response
-	results   []Result
-	err       error
-	retry     bool // the request may be sent again on another connection
+	outcome
+	retry bool // the request may be sent again on another connection
 }
 
 // newCall returns a call from the Client's pool, or a new one.
@@ -200,8 +198,6 @@ func (p *pool) dialLocked(r *request) (*conn, error) {
 	cc.lastUsed.Store(r.now.UnixNano())
 	p.conns = append(p.conns, cc)
 	p.c.openConns.Add(1)
-	p.c.readers.Add(1)
-	go cc.readLoop()
 	return cc, nil
 }
 
@@ -252,7 +248,7 @@ func (p *pool) closeAll() {
 }
 
 // roundTrip queues r (whose place pick counted), writes it or leaves it to the writer, and waits
-// for its reply, an error, or (retry) leave to send it again on another connection.
+// for its reply, an error, or (retry) leave to send it again elsewhere.
 func (cc *conn) roundTrip(r *request) (Response, bool, error) {
 	c := cc.p.c.newCall()
 	c.op, c.nkeys, c.dst = r.Op, len(r.Keys), r.dst
@@ -268,24 +264,78 @@ func (cc *conn) roundTrip(r *request) (Response, bool, error) {
 	if !cc.writing {
 		cc.flushLocked(r.deadline)
 	}
-	cc.mu.Unlock()
-	c.timer.Reset(time.Until(r.deadline))
 	var err error
-	select {
-	case <-c.ch:
-	case <-r.ctx.Done():
-		err = cc.p.netError(r, nil, "waiting for the reply")
-	case <-c.timer.C:
-		err = cc.p.netError(r, os.ErrDeadlineExceeded, "waiting for the reply")
+	if !cc.reading {
+		cc.reading = true
+		cc.mu.Unlock()
+		err = cc.readOwn(c, r)
+	} else {
+		cc.mu.Unlock()
+		err = cc.wait(c, r)
 	}
-	c.timer.Stop()
-	if err != nil && cc.abandon(c) {
+	if err != nil {
 		return Response{}, false, err // c is the reader's now
 	}
 	resp, retry, err := c.resp, c.retry, c.err
 	r.results = c.results
 	c.recycle()
 	return resp, retry, err
+}
+
+// wait waits for c's outcome, its deadline or its context's end (then c is abandoned: an error).
+func (cc *conn) wait(c *call, r *request) error {
+	c.timer.Reset(time.Until(r.deadline))
+	defer c.timer.Stop()
+	select {
+	case <-c.ch:
+		return nil
+	case <-r.ctx.Done():
+	case <-c.timer.C:
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.abandonLocked(c, r)
+}
+
+// readOwn reads replies until c's comes, its deadline passes or its context ends, then passes the
+// reading on. It returns an error when c was abandoned, which is then the reader's.
+func (cc *conn) readOwn(c *call, r *request) (left error) {
+	if r.ctx.Done() != nil {
+		defer context.AfterFunc(r.ctx, func() { _ = cc.nc.SetReadDeadline(aLongTimeAgo) })()
+	}
+	_ = cc.nc.SetReadDeadline(r.deadline)
+	for {
+		err := cc.readOne()
+		cc.mu.Lock()
+		switch {
+		case c.done:
+		case err == nil:
+			cc.mu.Unlock()
+			continue
+		case !isTimeout(err) || cc.dead.Load():
+			cc.breakLocked(err)
+		case r.ctx.Err() == nil && time.Now().Before(r.deadline):
+			// A deadline an earlier reader left behind: not this caller's.
+			_ = cc.nc.SetReadDeadline(r.deadline)
+			cc.mu.Unlock()
+			continue
+		default:
+			left = cc.abandonLocked(c, r)
+		}
+		cc.passRoleLocked()
+		cc.mu.Unlock()
+		return left
+	}
+}
+
+// passRoleLocked gives the reading to a goroutine while calls are in flight, else to the next caller.
+func (cc *conn) passRoleLocked() {
+	if cc.dead.Load() || (len(cc.calls) == 0 && cc.rf.c == nil) {
+		cc.reading = false
+		return
+	}
+	cc.p.c.readers.Add(1)
+	go cc.readLoop()
 }
 
 // recycle clears c and puts it back in the pool of calls.
@@ -358,15 +408,13 @@ func (cc *conn) write(buf []byte, deadline time.Time) error {
 	return err
 }
 
-// abandon marks c abandoned when its outcome is not set yet, and reports whether it did; the
-// reader then drops its reply. A connection on which more than MaxConnRequests/2 calls are
-// abandoned (a peer that does not answer) takes no new call, and is closed once no caller waits.
-func (cc *conn) abandon(c *call) bool {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
+// abandonLocked marks c abandoned, unless its outcome came, and returns r's error. A connection
+// with over MaxConnRequests/2 abandoned calls (a peer that does not answer) is drained and closed.
+func (cc *conn) abandonLocked(c *call, r *request) error {
 	if c.done {
-		return false
+		return nil
 	}
+	err := cc.p.netError(r, os.ErrDeadlineExceeded, "waiting for the reply")
 	c.abandoned = true
 	cc.abandoned++
 	if cc.abandoned > MaxConnRequests/2 && !cc.draining.Load() {
@@ -374,7 +422,7 @@ func (cc *conn) abandon(c *call) bool {
 		cc.p.wake() // it no longer counts among the peer's connections
 	}
 	cc.closeIfDrainedLocked()
-	return true
+	return err
 }
 
 // closeIfDrainedLocked closes a draining connection on which no caller waits anymore.
@@ -384,21 +432,69 @@ func (cc *conn) closeIfDrainedLocked() {
 	}
 }
 
-// readLoop reads replies and hands them to their calls until the connection breaks.
+// readLoop reads replies while calls are in flight, until the connection breaks.
 func (cc *conn) readLoop() {
 	defer cc.p.c.readers.Done()
+	_ = cc.nc.SetReadDeadline(time.Time{})
 	for {
-		if err := cc.readOne(); err != nil {
-			cc.mu.Lock()
+		err := cc.readOne()
+		cc.mu.Lock()
+		switch {
+		case err != nil && (!isTimeout(err) || cc.dead.Load()):
 			cc.breakLocked(err)
 			cc.mu.Unlock()
 			return
+		case err != nil:
+			_ = cc.nc.SetReadDeadline(time.Time{}) // one a caller left behind
+		case len(cc.calls) == 0 && cc.rf.c == nil:
+			cc.reading = false
+			cc.mu.Unlock()
+			return
 		}
+		cc.mu.Unlock()
 	}
 }
 
-// readOne reads one reply and hands it to its call. Its error breaks the connection.
+// frame is the reply frame being read, past its prefix; a reader that leaves (a timeout) leaves
+// its progress for the next to resume.
+type frame struct {
+	c        *call // nil: between frames
+	op       Op
+	nkeys, n int      // n: the frame's length
+	off      int      // the value's offset; 0 until the head is parsed
+	resp     Response // the head
+	buf      []byte   // the value read so far (a batch: the whole frame)
+	skipping bool     // its caller left, or its value is over the limits
+	skip     int      // bytes still to skip
+	err      error    // the call's own error, once skipped
+}
+
+// readOne reads (or resumes) one reply for its call; a timeout keeps its progress in rf.
 func (cc *conn) readOne() error {
+	f := &cc.rf
+	if f.c == nil {
+		if err := cc.startFrame(f); err != nil {
+			return err
+		}
+	}
+	out, err := cc.continueFrame(f)
+	if err != nil {
+		return err
+	}
+	cc.p.c.bytesReceived.Add(int64(f.n) + prefixLen)
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	c := f.c
+	*f = frame{}
+	if cc.dead.Load() {
+		return net.ErrClosed // breakLocked has ended c already
+	}
+	cc.deliverLocked(c, out)
+	return nil
+}
+
+// startFrame reads the prefix of the next reply frame and starts f on it.
+func (cc *conn) startFrame(f *frame) error {
 	hdr, err := cc.br.Peek(prefixLen)
 	if err != nil {
 		if len(hdr) > 0 {
@@ -407,44 +503,24 @@ func (cc *conn) readOne() error {
 		return err
 	}
 	n, id := parsePrefix(hdr)
-	_, _ = cc.br.Discard(prefixLen)
 	cc.mu.Lock()
 	c := cc.calls[id]
-	var op Op
-	var nkeys int
-	var dst []byte
-	skip := c == nil || c.abandoned
-	if c != nil {
-		// Copied under mu: a call ended by breakLocked may be recycled while its reply is read.
-		op, nkeys, dst = c.op, c.nkeys, c.dst
-		cc.cur = c
+	if c != nil { // its fields, copied under mu: a call ended by breakLocked may be recycled
+		*f = frame{c: c, op: c.op, nkeys: c.nkeys, n: n, skipping: c.abandoned, skip: n}
+		if cap(c.dst) > 0 {
+			f.buf = c.dst[:0]
+		}
 	}
 	cc.mu.Unlock()
 	if c == nil {
 		return &Error{Peer: cc.p.addr, Err: ErrProtocol,
 			Msg: fmt.Sprintf("reply with id %#x, which is not that of a request in flight on the connection", id)}
 	}
-	if max := cc.p.c.lim.MaxFrameBytes; n > max {
-		return &Error{Peer: cc.p.addr, Op: op, Status: StatusTooLarge, Err: ErrProtocol,
-			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, max)}
+	if lim := cc.p.c.lim.MaxFrameBytes; n > lim {
+		return &Error{Peer: cc.p.addr, Op: f.op, Status: StatusTooLarge, Err: ErrProtocol,
+			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, lim)}
 	}
-	var out outcome
-	if skip {
-		_, err = cc.br.Discard(n)
-	} else {
-		out, err = cc.readReply(op, nkeys, dst, n)
-	}
-	if err != nil {
-		return err
-	}
-	cc.p.c.bytesReceived.Add(int64(n) + prefixLen)
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	if cc.dead.Load() {
-		return net.ErrClosed // breakLocked has ended c already
-	}
-	cc.cur = nil
-	cc.deliverLocked(c, out)
+	_, _ = cc.br.Discard(prefixLen)
 	return nil
 }
 
@@ -455,40 +531,68 @@ type outcome struct {
 	err     error    // the call's own error: a value over this side's limits
 }
 
-// readReply reads the rest of an n-byte reply frame to a request of op (of nkeys keys), reading a
-// value into dst's memory when it fits. An error breaks the connection.
-func (cc *conn) readReply(op Op, nkeys int, dst []byte, n int) (outcome, error) {
-	if op == OpGetMany || op == OpPeekMany {
-		return cc.readBatch(op, nkeys, n)
+// continueFrame reads the rest of f; a value into the memory its call lent if it fits, else new.
+func (cc *conn) continueFrame(f *frame) (outcome, error) {
+	if f.skipping {
+		m, err := cc.br.Discard(f.skip)
+		if f.skip -= m; err != nil {
+			return outcome{}, midReply(err, f.n-f.skip, f.n)
+		}
+		return outcome{err: f.err}, nil
 	}
-	// The head (all of the frame but the value) is parsed where it lies in the read buffer. Peek
-	// no more than is buffered (at least the longest head): asking for more would cost a read for
-	// bytes that go to the value anyway.
-	head, err := cc.br.Peek(min(n, max(cc.br.Buffered(), maxResponseHead)))
+	if f.op == OpGetMany || f.op == OpPeekMany {
+		return cc.readBatch(f)
+	}
+	if f.off == 0 {
+		if done, err := cc.readHead(f); err != nil || done {
+			return outcome{resp: f.resp}, err
+		}
+		if f.skipping {
+			return cc.continueFrame(f)
+		}
+	}
+	var err error
+	if cap(f.buf) < f.n-f.off {
+		f.buf = nil
+	}
+	if f.buf, err = fillFrame(cc.br, f.buf, f.n-f.off); err != nil {
+		return outcome{}, midReply(err, f.off+len(f.buf), f.n)
+	}
+	f.resp.Value.Data = f.buf
+	if err := checkValue(&f.resp.Value, cc.p.c.lim.MaxValueBytes, protocolError); err != nil {
+		if pe := cc.annotate(err, f.op); pe.Status != StatusTooLarge {
+			return outcome{}, pe
+		}
+		return outcome{err: err}, nil
+	}
+	return outcome{resp: f.resp}, nil
+}
+
+// readHead parses the head of f where it lies in the read buffer; done: a reply without value. A
+// value over this side's limit makes f skip the frame, failing its call alone.
+func (cc *conn) readHead(f *frame) (done bool, err error) {
+	// Peek no more than is buffered (at least the longest head): asking for more would cost a
+	// read for bytes that go to the value anyway.
+	head, err := cc.br.Peek(min(f.n, max(cc.br.Buffered(), maxResponseHead)))
 	if err != nil {
-		return outcome{}, midReply(err, len(head), n)
+		return false, midReply(err, len(head), f.n)
 	}
-	resp, off, err := parseResponseHead(head, n, cc.p.c.lim.MaxValueBytes)
-	ack := op == OpSet || op == OpRemove || op == OpClear
+	resp, off, err := parseResponseHead(head, f.n, cc.p.c.lim.MaxValueBytes)
+	ack := f.op == OpSet || f.op == OpRemove || f.op == OpClear
 	if err == nil && ack {
-		err = checkAck(&resp, off, n)
+		err = checkAck(&resp, off, f.n)
 	}
 	if err != nil {
-		pe := cc.annotate(err, op)
+		pe := cc.annotate(err, f.op)
 		if pe.Status != StatusTooLarge || ack { // any value on an acknowledgment is one too many
-			return outcome{}, protocolFault(pe)
+			return false, protocolFault(pe)
 		}
-		// A well-formed frame with a value over this side's limit fails its call alone.
-		if m, err := cc.br.Discard(n); err != nil {
-			return outcome{}, midReply(err, m, n)
-		}
-		return outcome{err: pe}, nil
+		f.skipping, f.err = true, pe
+		return false, nil
 	}
 	_, _ = cc.br.Discard(off)
-	if resp.Status != StatusOK {
-		return outcome{resp: resp}, nil
-	}
-	return cc.readValue(op, resp, dst, off, n)
+	f.resp, f.off = resp, off
+	return resp.Status != StatusOK, nil
 }
 
 // checkAck refuses an acknowledgment (the reply to a Set, Remove or Clear) with a value or flags.
@@ -499,55 +603,33 @@ func checkAck(resp *Response, off, n int) error {
 	return nil
 }
 
-// readValue reads the value of a reply frame of n bytes, from offset off to its end, into dst's
-// memory when it fits, else into new memory of exactly its size.
-func (cc *conn) readValue(op Op, resp Response, dst []byte, off, n int) (outcome, error) {
-	var buf []byte
-	if cap(dst) >= n-off {
-		buf = dst[:0]
-	}
-	buf, err := fillFrame(cc.br, buf, n-off)
-	if err != nil {
-		return outcome{}, midReply(err, off+len(buf), n)
-	}
-	resp.Value.Data = buf
-	if err := checkValue(&resp.Value, cc.p.c.lim.MaxValueBytes, protocolError); err != nil {
-		if pe := cc.annotate(err, op); pe.Status != StatusTooLarge {
-			return outcome{}, pe
-		}
-		return outcome{err: err}, nil
-	}
-	return outcome{resp: resp}, nil
-}
-
-// readBatch reads the rest of an n-byte reply to a GetMany or PeekMany of nkeys keys into one
-// buffer, which the results' values share.
-func (cc *conn) readBatch(op Op, nkeys, n int) (outcome, error) {
-	buf, err := fillFrame(cc.br, nil, n)
-	if err != nil {
-		return outcome{}, midReply(err, len(buf), n)
+// readBatch reads the rest of f, a batch reply, into one buffer that the results' values share.
+func (cc *conn) readBatch(f *frame) (outcome, error) {
+	var err error
+	if f.buf, err = fillFrame(cc.br, f.buf, f.n); err != nil {
+		return outcome{}, midReply(err, len(f.buf), f.n)
 	}
 	// The batch body is bounded by the frame, not by the limit on one value.
-	resp, off, err := parseResponseHead(buf, n, n)
+	resp, off, err := parseResponseHead(f.buf, f.n, f.n)
 	if err != nil {
-		return outcome{}, protocolFault(cc.annotate(err, op))
+		return outcome{}, protocolFault(cc.annotate(err, f.op))
 	}
 	if resp.Status != StatusOK {
 		return outcome{resp: resp}, nil
 	}
 	if resp.Value.Compressed || resp.Value.Expires != 0 || resp.Msg != "" {
-		return outcome{}, cc.annotate(protocolError("batch reply with flags or a message"), op)
+		return outcome{}, cc.annotate(protocolError("batch reply with flags or a message"), f.op)
 	}
-	rs, err := parseBatch(buf[off:n:n], nkeys, cc.p.c.lim.MaxValueBytes)
+	rs, err := parseBatch(f.buf[off:f.n:f.n], f.nkeys, cc.p.c.lim.MaxValueBytes)
 	if err != nil {
-		return outcome{}, protocolFault(cc.annotate(err, op))
+		return outcome{}, protocolFault(cc.annotate(err, f.op))
 	}
 	for i := range rs {
 		if pe, ok := rs[i].Err.(*Error); ok {
-			pe.Peer, pe.Op = cc.p.addr, op
+			pe.Peer, pe.Op = cc.p.addr, f.op
 		}
 	}
-	return outcome{resp: Response{}, results: rs}, nil
+	return outcome{results: rs}, nil
 }
 
 // annotate returns err, an *Error of this package's parsers, with the peer and op set.
@@ -557,8 +639,7 @@ func (cc *conn) annotate(err error, op Op) *Error {
 	return pe
 }
 
-// protocolFault turns a frame-level StatusTooLarge (a body longer than its frame, a value on an
-// acknowledgment) into the protocol error it is; other errors are returned as they are.
+// protocolFault turns a frame-level StatusTooLarge into the protocol error it is.
 func protocolFault(pe *Error) *Error {
 	if pe.Status == StatusTooLarge {
 		pe.Status, pe.Err = StatusOK, ErrProtocol
@@ -585,12 +666,11 @@ func (cc *conn) deliverLocked(c *call, out outcome) {
 		cc.closeIfDrainedLocked()
 		return
 	}
-	c.done, c.resp, c.results, c.err = true, out.resp, out.results, out.err
+	c.done, c.outcome = true, out
 	c.ch <- struct{}{}
 }
 
-// breakLocked closes the connection and ends every call waiting on it, with cause as their
-// error: an *Error (a malformed reply) copied for each, or a network failure.
+// breakLocked closes the connection and ends every call on it with cause (copied, if an *Error).
 func (cc *conn) breakLocked(cause error) {
 	if cc.dead.Load() {
 		return
@@ -613,7 +693,7 @@ func (cc *conn) breakLocked(cause error) {
 		}
 		// A reply being read may still be read into the memory its caller lent: it is not sent
 		// again, so no two connections write into that memory.
-		c.done, c.retry = true, c != cc.cur && !protocol
+		c.done, c.retry = true, c != cc.rf.c && !protocol
 		c.ch <- struct{}{}
 	}
 	cc.inflight.Add(-int32(len(cc.calls)))

@@ -84,9 +84,8 @@ var (
 	ErrUnavailable = errors.New("peer: unavailable")
 )
 
-// StatusOf returns the Status of the first *Error in err's chain that has one: what the peer
-// answered, or the same condition found on this side (see Error). It returns StatusOK for nil and
-// for errors without a status (ErrUnavailable, ErrProtocol, errors of other packages).
+// StatusOf returns the Status of the first *Error in err's chain that has one (see Error), or
+// StatusOK: for nil, ErrUnavailable, ErrProtocol and errors of other packages.
 func StatusOf(err error) Status {
 	switch e := err.(type) {
 	case *Error:

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"unicode/utf8"
@@ -55,9 +56,8 @@ type Limits struct {
 	MaxValueBytes int // the raw, and for a compressed value the decoded, length of a value; default 64 MiB, at most 1 GiB
 	MaxCacheName  int // the length of a cache name; default 255, at most 64 KiB
 	MaxBatchKeys  int // the keys of a Remove, GetMany or PeekMany; default 4096, at most 65536
-	// MaxFrameBytes bounds one frame (after its stream prefix), checked against the prefix before
-	// any memory is allocated for the frame. Default MaxValueBytes + MaxKeyBytes + MaxCacheName
-	// + FrameOverhead; at most 2 GiB - 1.
+	// MaxFrameBytes bounds one frame, checked before any memory is allocated for it. Default
+	// MaxValueBytes + MaxKeyBytes + MaxCacheName + FrameOverhead; at most 2 GiB - 1.
 	MaxFrameBytes int
 }
 
@@ -186,10 +186,9 @@ func uvarintLen(x uint64) int {
 }
 
 // ParseRequest parses a request frame (without its stream prefix), strictly: a frame that parses
-// re-encodes (AppendRequest) to the same bytes. Errors are *Error values with the Status a server
-// replies with: StatusBadVersion, StatusTooLarge for a Set value over lim (a compressed one's
-// decoded length included, so a decompression bomb is refused without inflating it), and
-// StatusBadRequest for anything else. It never panics. Key, Keys and Value.Data alias frame.
+// re-encodes to the same bytes. Errors have the Status a server replies with: StatusBadVersion,
+// StatusTooLarge for a Set value over lim (decoded, without inflating it), else StatusBadRequest.
+// It never panics. Key, Keys and Value.Data alias frame.
 func ParseRequest(frame []byte, lim Limits) (r Request, err error) {
 	if err = parseRequest(frame, lim.withDefaults(), nil, &r); err != nil {
 		r = Request{}
@@ -218,7 +217,7 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 	}
 	name, rest, msg := field(rest, lim.MaxCacheName)
 	if msg != "" || len(name) == 0 {
-		return badRequest("cache name: " + cmp(msg, "empty"))
+		return badRequest("cache name: " + cmp.Or(msg, "empty"))
 	}
 	switch op {
 	case OpRemove, OpGetMany, OpPeekMany:
@@ -241,14 +240,6 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 	}
 	r.Cache = sc.name(name)
 	return err
-}
-
-// cmp returns a if it is not empty, else b.
-func cmp(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // parseRequestHeader checks the header bytes of a request and returns its op, flags and the rest.

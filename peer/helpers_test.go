@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // testBackend is a Backend over a map of values by cache and key. Its hook, when set, runs before
@@ -153,10 +154,12 @@ func serveOn(t testing.TB, l net.Listener, b Backend, opts ...ServerOption) *Ser
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
-	go func() { done <- s.Serve(l) }()
+	go func() { done <- srv.Serve(l) }()
 	t.Cleanup(func() {
 		s.Close()
+		srv.Close()
 		if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 			t.Errorf("Serve returned %v", err)
 		}

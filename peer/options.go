@@ -80,10 +80,8 @@ type clientConfig struct {
 	conns           int
 }
 
-// WithBasePath sets the path a Server answers under, or the path at which a Client asks its
-// peers (they must agree). A trailing slash is added if missing. Default DefaultBasePath
-// ("/_groupcache/"); it must start with "/". Mount the server at the same path on your mux:
-// mux.Handle(path, server).
+// WithBasePath sets the path a Server answers under, or at which a Client asks (they must agree;
+// a trailing slash is added). Default DefaultBasePath ("/_groupcache/"); it must start with "/".
 func WithBasePath(path string) Option {
 	return bothOption(func(c *common) error {
 		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \t\r\n?#") {
@@ -140,9 +138,8 @@ func WithServerLogger(l *slog.Logger) ServerOption {
 }
 
 // WithIdleTimeout sets how long a connection may go without a request (or a stalled reply)
-// before the Server closes it, re-armed coarsely (a connection may be closed up to d/16 early); a
-// connection with requests in progress is never idle. Default DefaultIdleTimeout (2 minutes);
-// range d >= 0 (0 means the default).
+// before the Server closes it (up to d/16 early); one with requests in progress is never idle.
+// Default DefaultIdleTimeout (2 minutes); range d >= 0 (0 means the default).
 func WithIdleTimeout(d time.Duration) ServerOption {
 	return serverOption(func(c *serverConfig) error { return duration("WithIdleTimeout", d, &c.idleTimeout) })
 }
@@ -160,9 +157,8 @@ func WithDialTimeout(d time.Duration) ClientOption {
 	return clientOption(func(c *clientConfig) error { return duration("WithDialTimeout", d, &c.dialTimeout) })
 }
 
-// WithIdleConnTimeout sets how long a Client keeps a connection that no call has used; keep it
-// below the peers' WithIdleTimeout. Default DefaultIdleConnTimeout (1 minute); range d >= 0 (0
-// means the default).
+// WithIdleConnTimeout sets how long a Client keeps a connection that no call has used (below the
+// peers' WithIdleTimeout). Default DefaultIdleConnTimeout (1 minute); d >= 0 (0: the default).
 func WithIdleConnTimeout(d time.Duration) ClientOption {
 	return clientOption(func(c *clientConfig) error { return duration("WithIdleConnTimeout", d, &c.idleConnTimeout) })
 }

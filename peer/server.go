@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -23,16 +24,13 @@ import (
 type Backend interface {
 	// Get returns the value of key in the named cache, loading it if it must.
 	Get(ctx context.Context, cache string, key []byte) (Value, error)
-	// GetInline answers as Get would, with ok true, when it can without blocking (from memory,
-	// no load, no I/O); with ok false it did nothing, and Get runs on a goroutine of its own. It
-	// runs on the connection's goroutine: a hit costs no goroutine, a load holds up nobody.
+	// GetInline answers as Get would, with ok true, when it can without blocking; with ok false,
+	// Get runs on a goroutine of its own. It runs on the connection's goroutine.
 	GetInline(cache string, key []byte) (v Value, ok bool, err error)
 	// Peek returns the value of key only if this node holds it (StatusNotFound if not); it never
 	// loads or blocks: it runs on the connection's goroutine.
 	Peek(ctx context.Context, cache string, key []byte) (Value, error)
-	// GetMany returns one Result per key, in order, its error mapped as Get's are; a non-nil
-	// error answers the whole request instead. Entries that do not fit in the reply frame are
-	// answered with StatusOverloaded, for the caller to ask again.
+	// GetMany returns one Result per key, in order; a non-nil error answers the whole request.
 	GetMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error)
 	// PeekMany is GetMany without loading or blocking, as Peek.
 	PeekMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error)
@@ -45,7 +43,7 @@ type Backend interface {
 }
 
 // Server answers peers' requests from a Backend. It is an http.Handler: mount it on a mux at its
-// base path (WithBasePath, default "/_groupcache/"), or let Serve do it. A GET of the base path
+// base path (WithBasePath, default "/_groupcache/"). A GET of the base path
 // with "Connection: Upgrade" and "Upgrade: groupcache/2" is hijacked and becomes a connection of
 // frames (docs/protocol.md); anything else gets a plain-text HTTP error.
 type Server struct {
@@ -62,11 +60,10 @@ type Server struct {
 
 	inflight atomic.Int64 // requests being served, for WithMaxConcurrent
 
-	mu      sync.Mutex
-	closed  bool
-	conns   map[*serverConn]struct{}
-	servers map[*http.Server]struct{}
-	wg      sync.WaitGroup // ServeHTTP calls in progress
+	mu     sync.Mutex
+	closed bool
+	conns  map[*serverConn]struct{}
+	wg     sync.WaitGroup // ServeHTTP calls in progress
 
 	totals   connCounters // of the connections that ended; live ones count in their own
 	upgrades atomic.Int64
@@ -102,8 +99,7 @@ type ServerStats struct {
 	// indexed by Op (frames that did not parse count in Requests only).
 	Requests int64
 	ByOp     [maxOp + 1]int64
-	// ByStatus counts the replies by status, indexed by Status (StatusOK for values, batches
-	// and acknowledgments); every request gets one, unless its connection ended first.
+	// ByStatus counts the replies by status, indexed by Status (StatusOK: values, batches, acks).
 	ByStatus [maxStatus + 1]int64
 	// Panics counts the Backend's panics (answered with StatusInternal).
 	Panics int64
@@ -111,8 +107,7 @@ type ServerStats struct {
 	BytesIn, BytesOut int64
 	// ActiveConns is the number of connections open now; Conns the number accepted.
 	ActiveConns, Conns int64
-	// Detached counts the requests served on a goroutine of their own (a load, a write, a batch)
-	// rather than answered at once on their connection's (a hit, a Peek, a refusal).
+	// Detached counts the requests served on a goroutine of their own (a load, a write, a batch).
 	Detached int64
 }
 
@@ -130,9 +125,6 @@ func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
 			return nil, err
 		}
 	}
-	if cfg.idleTimeout == 0 {
-		cfg.idleTimeout = DefaultIdleTimeout
-	}
 	lim := cfg.limits.withDefaults()
 	s := &Server{
 		backend:       b,
@@ -140,10 +132,9 @@ func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
 		lim:           lim,
 		reqFrameMax:   min(lim.MaxFrameBytes, requestFrameMax(lim)),
 		maxConcurrent: int64(cfg.maxConcurrent),
-		idleTimeout:   cfg.idleTimeout,
+		idleTimeout:   cmp.Or(cfg.idleTimeout, DefaultIdleTimeout),
 		log:           cfg.logger,
 		conns:         make(map[*serverConn]struct{}),
-		servers:       make(map[*http.Server]struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -201,41 +192,14 @@ func hasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// Serve serves s at its base path on l with an http.Server until Close, and then returns
-// http.ErrServerClosed (or another error of the http.Server). l is closed when Serve returns.
-func (s *Server) Serve(l net.Listener) error {
-	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       s.idleTimeout,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		l.Close()
-		return http.ErrServerClosed
-	}
-	s.servers[srv] = struct{}{}
-	s.mu.Unlock()
-	err := srv.Serve(l)
-	s.mu.Lock()
-	delete(s.servers, srv)
-	s.mu.Unlock()
-	return err
-}
-
-// Close stops the server: it closes Serve's listeners and every connection, cancels the contexts
-// passed to the Backend, and waits until every request it was serving has ended. Requests that
-// come through another http.Server afterwards get HTTP 503. It is idempotent and returns nil.
+// Close stops the server: it closes every upgraded connection (which http.Server.Shutdown does not
+// track), cancels the contexts passed to the Backend, and waits until every request it was
+// serving has ended; requests that come afterwards get HTTP 503. It is idempotent.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if !s.closed {
 		s.closed = true
 		s.cancel()
-		for srv := range s.servers {
-			_ = srv.Close()
-		}
 		for c := range s.conns {
 			_ = c.nc.Close()
 		}

@@ -13,11 +13,10 @@ import (
 	"time"
 )
 
-// serverConn is a connection on the server side. Its goroutine answers at once what it can (a
-// refusal, a Peek or PeekMany, a Get the Backend answers inline) and serves any other request on
-// a goroutine of its own, at most MaxConnRequests at once. Whoever finds no write in progress
-// writes all pending replies; the connection's goroutine writes only when no further request is
-// whole in its read buffer, so the replies to the requests of one read go out together.
+// serverConn is a connection on the server side. Its goroutine answers at once a refusal, a Peek
+// and a hit (GetInline), and serves other requests on goroutines of their own, at most
+// MaxConnRequests at once. It writes only when no further request is whole in its read buffer, so
+// the replies to the requests of one read go out together.
 type serverConn struct {
 	s       *Server
 	nc      net.Conn
@@ -161,8 +160,7 @@ func (c *serverConn) refuseFrame(n int, id uint32) {
 	c.flush()
 }
 
-// readRequest reads an n-byte request frame: peeked in br's buffer (to discard once done), or, if
-// longer, read into rbuf.
+// readRequest reads an n-byte request frame: peeked in br's buffer, or, if longer, into rbuf.
 func (c *serverConn) readRequest(n int) (frame []byte, peeked bool, err error) {
 	if n <= c.br.Size() {
 		frame, err = c.br.Peek(n)
@@ -172,9 +170,8 @@ func (c *serverConn) readRequest(n int) (frame []byte, peeked bool, err error) {
 	return c.rbuf, false, err
 }
 
-// handle answers the request frame with the given id at once if it can, or starts a goroutine
-// that serves it (taking c.rbuf when owned, else a copy of the frame). It reports false when the
-// connection ends while it waits for room.
+// handle answers a request at once if it can, or starts a goroutine that serves it (taking c.rbuf
+// when owned, else a copy); false: the connection ended while it waited for room.
 func (c *serverConn) handle(id uint32, frame []byte, owned bool) bool {
 	s := c.s
 	c.st.requests.Add(1)
@@ -219,8 +216,7 @@ func (c *serverConn) refuse(id uint32, err error) {
 	c.reply(id, &Response{Status: pe.Status, Msg: pe.Msg})
 }
 
-// inline answers req from memory when it can: a Peek or PeekMany, or a Get the Backend answers
-// inline.
+// inline answers req from memory when it can: a Peek or PeekMany, or a Get answered inline.
 func (c *serverConn) inline(req *Request) (Response, bool) {
 	switch req.Op {
 	case OpPeek, OpPeekMany:
@@ -260,8 +256,7 @@ func (c *serverConn) serveDetached(id uint32, frame []byte) {
 	c.flush()
 }
 
-// reply appends the reply to the request with the given id to the pending replies (a value over
-// smallReply bytes is written from where it lies), or drops it when the connection ends.
+// reply appends a reply to the pending ones (a large value stays where it lies).
 func (c *serverConn) reply(id uint32, r *Response) {
 	c.st.byStatus[r.Status].Add(1)
 	c.mu.Lock()
@@ -349,8 +344,7 @@ func (c *serverConn) armRead(force bool) {
 	}
 }
 
-// nextBuffered reports whether br holds a whole request frame (or the prefix of one over the
-// limit), to answer before the replies are written.
+// nextBuffered reports whether br holds a whole request frame (or a prefix over the limit).
 func (c *serverConn) nextBuffered() bool {
 	b := c.br.Buffered()
 	if b < prefixLen {

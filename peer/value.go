@@ -40,9 +40,8 @@ func Compress(raw []byte, threshold int) Value {
 	return Value{Data: enc, Compressed: true}
 }
 
-// Raw returns the decoded bytes of v: v.Data when v is not compressed, new memory when it is. A
-// value over limit (0 means DefaultMaxValueBytes) is refused with StatusTooLarge before anything
-// is inflated; malformed compressed data gives an error matching ErrProtocol.
+// Raw returns the decoded bytes of v (new memory, when compressed). A value over limit (0 means
+// DefaultMaxValueBytes) is refused with StatusTooLarge before anything is inflated.
 func (v Value) Raw(limit int) ([]byte, error) {
 	return v.RawInto(nil, limit)
 }
@@ -93,9 +92,8 @@ const (
 	fullLen      = 2 + 1 + len(batchFullMsg) // the length of such an entry
 )
 
-// AppendBatch appends the batch body of rs (the value of a GetMany or PeekMany reply: the entry
-// count, then one entry per result) to dst, unchecked. An entry carries its Result's value, or
-// the status and message of its Err as ParseBatch returns them, or as a Server answers them.
+// AppendBatch appends the batch body of rs (the value of a GetMany or PeekMany reply) to dst,
+// unchecked; an entry carries its Result's value, or the status and message of its Err.
 func AppendBatch(dst []byte, rs []Result) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(rs)))
 	for i := range rs {
@@ -136,10 +134,8 @@ func entryLen(st Status, v *Value, msg string) int {
 	return 2 + uvarintLen(uint64(len(v.Data))) + len(v.Data)
 }
 
-// ParseBatch parses the batch body of a GetMany or PeekMany reply answering n keys, strictly as
-// ParseResponse; a malformed body (an entry count other than n included) is refused with an error
-// matching ErrProtocol. An entry whose value is over lim (decoded, for a compressed one) fails
-// alone, with StatusTooLarge. It never panics. The values' Data alias body.
+// ParseBatch parses the batch body of a reply answering n keys, strictly as ParseResponse; a
+// malformed one matches ErrProtocol. An entry over lim fails alone (StatusTooLarge).
 func ParseBatch(body []byte, n int, lim Limits) ([]Result, error) {
 	return parseBatch(body, n, lim.withDefaults().MaxValueBytes)
 }
@@ -214,9 +210,8 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	return b[vlen:], nil
 }
 
-// appendBatchReply appends the batch body a Server sends for rs to dst: each value checked as a
-// Get reply's, and from the first entry that would take the frame over lim.MaxFrameBytes on,
-// StatusOverloaded entries with batchFullMsg. ok is false when even those would not fit.
+// appendBatchReply appends the batch body a Server sends for rs, values checked, entries that do
+// not fit in lim.MaxFrameBytes StatusOverloaded; ok is false when even those would not fit.
 func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool) {
 	// The reply frame is the header, an empty message, the body's length and the body.
 	budget := lim.MaxFrameBytes - (headerLen + 1 + uvarintLen(uint64(lim.MaxFrameBytes)))
