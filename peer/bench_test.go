@@ -9,9 +9,12 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
@@ -483,5 +486,89 @@ func BenchmarkParseBatch(b *testing.B) {
 		if _, err := ParseBatch(body, benchBatch, Limits{}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkSlowRequests measures what slow requests at the peer (a load on a miss, say) cost the
+// fast ones: 16 callers ask one server, one request in 50 takes 2 ms in the backend, the others
+// are hits answered inline, over 1, 2 or 4 connections per peer. A slow request holds up none of
+// the others: the server answers each when it is ready. Reported: the p50 and p99 latency of the
+// fast requests, and their throughput.
+//
+//	go test -run '^$' -bench SlowRequests -benchtime 3s ./peer/
+func BenchmarkSlowRequests(b *testing.B) {
+	backend := newBackend()
+	backend.inline = true
+	for i := range 1000 {
+		backend.set("c", "k-"+itoa(i), Value{Data: []byte("v")})
+	}
+	backend.hook = func(_ context.Context, _ Op, key []byte) error {
+		if bytes.HasPrefix(key, []byte("slow")) {
+			time.Sleep(2 * time.Millisecond)
+		}
+		return nil
+	}
+	_, addr := startServer(b, backend)
+	for _, conns := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			c := newClient(b, WithConnsPerPeer(conns))
+			var mu sync.Mutex
+			var fast []time.Duration
+			var n atomic.Int64
+			parallel16(b)
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				var lat []time.Duration
+				for pb.Next() {
+					i := n.Add(1)
+					key := "k-" + itoa(int(i%1000))
+					if i%50 == 0 {
+						key = "slow-" + itoa(int(i))
+					}
+					t0 := time.Now()
+					if _, err := c.Get(context.Background(), addr, "c", []byte(key)); err != nil && StatusOf(err) != StatusNotFound {
+						b.Error(err)
+						return
+					}
+					if key[0] == 'k' {
+						lat = append(lat, time.Since(t0))
+					}
+				}
+				mu.Lock()
+				fast = append(fast, lat...)
+				mu.Unlock()
+			})
+			elapsed := time.Since(start)
+			if len(fast) == 0 {
+				return
+			}
+			slices.Sort(fast)
+			b.ReportMetric(float64(fast[len(fast)/2].Microseconds()), "fast-p50-µs")
+			b.ReportMetric(float64(fast[len(fast)*99/100].Microseconds()), "fast-p99-µs")
+			b.ReportMetric(float64(len(fast))/elapsed.Seconds(), "fast/s")
+		})
+	}
+}
+
+// BenchmarkConnsPerPeer is BenchmarkGet's 16 callers of 1 KiB over 1, 2 or 4 connections per
+// peer.
+//
+//	go test -run '^$' -bench ConnsPerPeer -benchmem ./peer/
+func BenchmarkConnsPerPeer(b *testing.B) {
+	_, addr := startServer(b, valueBackend{Value{Data: random(1 << 10)}})
+	for _, conns := range []int{1, 2, 4} {
+		c := newClient(b, WithConnsPerPeer(conns))
+		b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			b.ReportAllocs()
+			parallel16(b)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := c.Get(context.Background(), addr, benchRequest.Cache, benchRequest.Key); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
 	}
 }

@@ -160,7 +160,7 @@ func (c *Client) Close() error {
 		c.closed.Store(true)
 		close(c.done)
 		c.pools.Range(func(_, v any) bool {
-			v.(*pool).closeAll()
+			v.(*pool).closeIf(func(*conn) bool { return true }) // the calls waiting fail
 			return true
 		})
 	})
@@ -278,7 +278,9 @@ func (c *Client) pool(peer string) *pool {
 // sweep closes the connections no call has used for the idle connection timeout, in every pool.
 func (c *Client) sweep(now time.Time) {
 	c.pools.Range(func(_, v any) bool {
-		v.(*pool).closeIdle(now)
+		v.(*pool).closeIf(func(cc *conn) bool {
+			return now.UnixNano()-cc.lastUsed.Load() > int64(c.idleConnTimeout) && len(cc.calls) == cc.abandoned
+		})
 		return true
 	})
 }

@@ -48,9 +48,11 @@ type conn struct {
 	mu        sync.Mutex
 	calls     map[uint32]*call // by id, the calls in flight
 	lastID    uint32
-	abandoned int   // calls in flight whose callers left
-	reading   bool  // a caller or readLoop reads the replies
-	rf        frame // the reply being read: the reader's, but rf.c, which is guarded by mu
+	abandoned int       // calls in flight whose callers left
+	reading   bool      // a caller or readLoop reads the replies
+	rf        frame     // the reply being read: the reader's, but rf.c, which is guarded by mu
+	rArmed    time.Time // the read deadline set (the reader's); wArmed, the write one (the writer's)
+	wArmed    time.Time
 	writing   bool
 	queued    int    // frames in wbuf
 	wbuf      []byte // frames not handed to a write yet
@@ -224,27 +226,15 @@ func (p *pool) live() []*conn {
 	return append([]*conn(nil), p.conns...)
 }
 
-// closeIdle closes the connections no call has used for the idle connection timeout.
-func (p *pool) closeIdle(now time.Time) {
-	for _, cc := range p.live() {
-		if now.UnixNano()-cc.lastUsed.Load() > int64(p.c.idleConnTimeout) {
-			cc.mu.Lock()
-			if len(cc.calls) == cc.abandoned {
-				cc.breakLocked(net.ErrClosed)
-			}
-			cc.mu.Unlock()
-		}
-	}
-}
-
-// closeAll closes every connection (Client.Close): the calls waiting on them fail.
-func (p *pool) closeAll() {
+// closeIf closes the connections for which close, called with their lock held, reports true.
+func (p *pool) closeIf(close func(*conn) bool) {
 	for _, cc := range p.live() {
 		cc.mu.Lock()
-		cc.breakLocked(net.ErrClosed)
+		if close(cc) {
+			cc.breakLocked(net.ErrClosed)
+		}
 		cc.mu.Unlock()
 	}
-	p.wake()
 }
 
 // roundTrip queues r (whose place pick counted), writes it or leaves it to the writer, and waits
@@ -303,7 +293,7 @@ func (cc *conn) readOwn(c *call, r *request) (left error) {
 	if r.ctx.Done() != nil {
 		defer context.AfterFunc(r.ctx, func() { _ = cc.nc.SetReadDeadline(aLongTimeAgo) })()
 	}
-	_ = cc.nc.SetReadDeadline(r.deadline)
+	cc.rArmed = arm(cc.nc.SetReadDeadline, cc.rArmed, r.deadline)
 	for {
 		err := cc.readOne()
 		cc.mu.Lock()
@@ -316,7 +306,7 @@ func (cc *conn) readOwn(c *call, r *request) (left error) {
 			cc.breakLocked(err)
 		case r.ctx.Err() == nil && time.Now().Before(r.deadline):
 			// A deadline an earlier reader left behind: not this caller's.
-			_ = cc.nc.SetReadDeadline(r.deadline)
+			cc.rArmed = arm(cc.nc.SetReadDeadline, time.Time{}, r.deadline)
 			cc.mu.Unlock()
 			continue
 		default:
@@ -399,13 +389,29 @@ func (cc *conn) flushLocked(deadline time.Time) {
 	cc.writing = false
 }
 
-// write writes buf before deadline.
+// write writes buf before deadline, through a deadline an earlier writer left.
 func (cc *conn) write(buf []byte, deadline time.Time) error {
-	if err := cc.nc.SetWriteDeadline(deadline); err != nil {
-		return err
+	for {
+		cc.wArmed = arm(cc.nc.SetWriteDeadline, cc.wArmed, deadline)
+		n, err := cc.nc.Write(buf)
+		if err == nil || !isTimeout(err) || !time.Now().Before(deadline) {
+			return err
+		}
+		buf, cc.wArmed = buf[n:], time.Time{}
 	}
-	_, err := cc.nc.Write(buf)
-	return err
+}
+
+// arm sets deadline with set unless armed, the one set already, is neither zero nor later nor in
+// the first half of the time left (moving a deadline costs a timer operation); it returns the one
+// set now.
+func arm(set func(time.Time) error, armed, deadline time.Time) time.Time {
+	if !armed.IsZero() && !armed.After(deadline) && time.Until(armed) >= time.Until(deadline)/2 {
+		return armed
+	}
+	if set(deadline) != nil {
+		return time.Time{}
+	}
+	return deadline
 }
 
 // abandonLocked marks c abandoned, unless its outcome came, and returns r's error. A connection
@@ -436,6 +442,7 @@ func (cc *conn) closeIfDrainedLocked() {
 func (cc *conn) readLoop() {
 	defer cc.p.c.readers.Done()
 	_ = cc.nc.SetReadDeadline(time.Time{})
+	cc.rArmed = time.Time{}
 	for {
 		err := cc.readOne()
 		cc.mu.Lock()
@@ -446,6 +453,7 @@ func (cc *conn) readLoop() {
 			return
 		case err != nil:
 			_ = cc.nc.SetReadDeadline(time.Time{}) // one a caller left behind
+			cc.rArmed = time.Time{}
 		case len(cc.calls) == 0 && cc.rf.c == nil:
 			cc.reading = false
 			cc.mu.Unlock()
@@ -658,9 +666,7 @@ func midReply(err error, got, want int) error {
 // deliverLocked takes c out of flight and sets its outcome, unless its caller left.
 func (cc *conn) deliverLocked(c *call, out outcome) {
 	delete(cc.calls, c.id)
-	if cc.inflight.Add(-1) == MaxConnRequests-1 {
-		cc.p.wake()
-	}
+	cc.release()
 	if c.abandoned {
 		cc.abandoned--
 		cc.closeIfDrainedLocked()

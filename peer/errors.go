@@ -176,10 +176,3 @@ func (e *causeError) Error() string {
 }
 
 func (e *causeError) Unwrap() []error { return []error{e.sentinel, e.cause} }
-
-// Timeout reports whether the cause is a timeout, so callers that check net.Error-style
-// Timeout() see through the wrapping.
-func (e *causeError) Timeout() bool {
-	t, ok := e.cause.(interface{ Timeout() bool })
-	return ok && t.Timeout()
-}
