@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,9 @@ type Client struct {
 	idleConnTimeout time.Duration
 	conns           int
 	lim             Limits
+	tls             *tls.Config // WithTLS's, with a session cache
+	secrets         [][]byte    // WithSecret's: the first is proved
+	self            string      // WithSelf's claim
 	dialContext     func(ctx context.Context, network, addr string) (net.Conn, error) // a net.Dialer's; tests set another
 
 	pools     sync.Map // peer address -> *pool
@@ -82,7 +86,13 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		idleConnTimeout: cmp.Or(cfg.idleConnTimeout, DefaultIdleConnTimeout),
 		conns:           max(cfg.conns, 1),
 		lim:             cfg.limits.withDefaults(),
+		tls:             cfg.tls,
+		secrets:         cfg.secrets,
+		self:            cfg.self,
 		done:            make(chan struct{}),
+	}
+	if c.tls != nil && c.tls.ClientSessionCache == nil {
+		c.tls.ClientSessionCache = tls.NewLRUClientSessionCache(0) // a reconnection resumes its session
 	}
 	c.dialContext = (&net.Dialer{}).DialContext
 	c.lastSweep.Store(time.Now().UnixNano())
@@ -324,16 +334,40 @@ func (p *pool) dial(r *request) (net.Conn, error) {
 		return nil, p.netError(r, err, "dialing")
 	}
 	p.c.dials.Add(1)
-	if err := p.handshake(ctx, nc, deadline); err != nil {
-		nc.Close()
+	if nc, err = p.secure(ctx, nc); err == nil {
+		if err = p.handshake(ctx, nc, deadline); err != nil {
+			nc.Close()
+		}
+	}
+	if err != nil {
 		var pe *Error
 		if errors.As(err, &pe) {
 			pe.Op = r.Op
 			return nil, pe
 		}
-		return nil, p.netError(r, err, "upgrade handshake")
+		return nil, p.netError(r, err, "handshake")
 	}
 	return nc, nil
+}
+
+// secure runs the TLS handshake on nc when the client speaks TLS. A peer whose certificate is
+// not valid for its address is refused with StatusForbidden.
+func (p *pool) secure(ctx context.Context, nc net.Conn) (net.Conn, error) {
+	host, _, _ := net.SplitHostPort(p.addr)
+	cfg := p.c.clientTLS(host)
+	if cfg == nil {
+		return nc, nil
+	}
+	tc := tls.Client(nc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		var ve *tls.CertificateVerificationError
+		if errors.As(err, &ve) {
+			return nil, &Error{Peer: p.addr, Status: StatusForbidden, Msg: "the peer's certificate", Err: err}
+		}
+		return nil, err
+	}
+	return tc, nil
 }
 
 // handshake sends the upgrade request and checks the answer. Errors that are the peer's fault are
@@ -344,8 +378,9 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 	}
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
 	defer stop()
+	auth, nonce := p.c.authHeaders()
 	req := "GET " + p.c.basePath + " HTTP/1.1\r\nHost: " + p.addr +
-		"\r\nConnection: Upgrade\r\nUpgrade: " + UpgradeToken + "\r\n\r\n"
+		"\r\nConnection: Upgrade\r\nUpgrade: " + UpgradeToken + "\r\n" + auth + "\r\n"
 	if _, err := io.WriteString(nc, req); err != nil {
 		return err
 	}
@@ -367,6 +402,8 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 		return &Error{Peer: p.addr, Err: sentinel, Msg: msg}
 	}
 	switch {
+	case resp.StatusCode == http.StatusForbidden:
+		return &Error{Peer: p.addr, Status: StatusForbidden, Msg: "upgrade refused: " + answer(resp)}
 	case resp.StatusCode == http.StatusServiceUnavailable:
 		return bad(ErrUnavailable, "upgrade refused: "+answer(resp))
 	case resp.StatusCode != http.StatusSwitchingProtocols:
@@ -375,6 +412,16 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 		return bad(ErrProtocol, fmt.Sprintf("upgraded to %q, not to %s", resp.Header.Get("Upgrade"), UpgradeToken))
 	case br.Buffered() > 0:
 		return bad(ErrProtocol, "unexpected bytes after the upgrade answer")
+	}
+	proof, err := p.c.proveSecret(resp.Header, nonce)
+	if err != nil {
+		err.(*Error).Peer = p.addr
+		return err
+	}
+	if len(proof) > 0 {
+		if _, err := nc.Write(proof); err != nil {
+			return err
+		}
 	}
 	return nc.SetDeadline(time.Time{}) // the reader waits for replies as long as it takes
 }

@@ -511,6 +511,9 @@ func (cc *conn) startFrame(f *frame) error {
 		return err
 	}
 	n, id := parsePrefix(hdr)
+	if id == 0 {
+		return cc.refusal(n)
+	}
 	cc.mu.Lock()
 	c := cc.calls[id]
 	if c != nil { // its fields, copied under mu: a call ended by breakLocked may be recycled
@@ -530,6 +533,24 @@ func (cc *conn) startFrame(f *frame) error {
 	}
 	_, _ = cc.br.Discard(prefixLen)
 	return nil
+}
+
+// refusal reads a reply frame of n bytes with id 0, by which a server refuses the connection
+// (a wrong proof of the shared secret), and returns it as the error of every call on it.
+func (cc *conn) refusal(n int) error {
+	if n > maxResponseHead {
+		return &Error{Peer: cc.p.addr, Err: ErrProtocol, Msg: fmt.Sprintf("refusal frame of %d bytes", n)}
+	}
+	_, _ = cc.br.Discard(prefixLen)
+	frame, err := cc.br.Peek(n)
+	if err != nil {
+		return midReply(err, len(frame), n)
+	}
+	resp, _, err := parseResponseHead(frame, n, 0)
+	if err != nil || resp.Status == StatusOK {
+		return &Error{Peer: cc.p.addr, Err: ErrProtocol, Msg: "malformed refusal frame"}
+	}
+	return &Error{Peer: cc.p.addr, Status: resp.Status, Msg: "connection refused: " + resp.Msg}
 }
 
 // outcome is what the reply to one call brought.

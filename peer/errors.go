@@ -55,13 +55,14 @@ const (
 	StatusInternal     Status = 5 // the owner failed to produce the value; the message says why
 	StatusBadRequest   Status = 6 // the request was malformed or over the owner's limits
 	StatusBadVersion   Status = 7 // the request frame's version is not the owner's
+	StatusForbidden    Status = 8 // the peer may not do this: not authenticated, or not authorized
 
-	maxStatus = StatusBadVersion
+	maxStatus = StatusForbidden
 )
 
 var statusNames = [...]string{StatusOK: "ok", StatusNotFound: "not found", StatusUnknownCache: "unknown cache",
 	StatusTooLarge: "too large", StatusOverloaded: "overloaded", StatusInternal: "internal error",
-	StatusBadRequest: "bad request", StatusBadVersion: "unsupported version"}
+	StatusBadRequest: "bad request", StatusBadVersion: "unsupported version", StatusForbidden: "forbidden"}
 
 // String returns the lower-case name of the status, or "status(N)" for an unknown one.
 func (s Status) String() string {

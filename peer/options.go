@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -21,6 +22,15 @@ const (
 	// DefaultIdleConnTimeout is how long a Client keeps a connection no call has used; it is
 	// below DefaultIdleTimeout so that the client, not the server, closes idle connections.
 	DefaultIdleConnTimeout = time.Minute
+	// DefaultMaxConns bounds the connections a Server keeps open (WithMaxConns).
+	DefaultMaxConns = 1024
+	// DefaultStallTimeout bounds a started request frame's arrival and a reply write's progress
+	// (WithStallTimeout).
+	DefaultStallTimeout = 10 * time.Second
+	// DefaultConnBuffer and DefaultServerBuffer bound the bytes a Server holds for requests it has
+	// read and replies it has not written, per connection and in all (WithMaxBuffered).
+	DefaultConnBuffer   = 16 << 20
+	DefaultServerBuffer = 128 << 20
 )
 
 func optionError(name, format string, args ...any) error {
@@ -63,6 +73,8 @@ func (f bothOption) applyClient(c *clientConfig) error { return f(&c.common) }
 type common struct {
 	basePath string
 	limits   Limits
+	tls      *tls.Config // WithTLS
+	secrets  [][]byte    // WithSecret: the current secret first
 }
 
 type serverConfig struct {
@@ -70,6 +82,12 @@ type serverConfig struct {
 	maxConcurrent int
 	logger        *slog.Logger
 	idleTimeout   time.Duration
+	insecure      bool
+	authorize     func(node string, op Op) bool
+	maxConns      int
+	stallTimeout  time.Duration
+	connBuffer    int
+	serverBuffer  int
 }
 
 type clientConfig struct {
@@ -78,6 +96,7 @@ type clientConfig struct {
 	dialTimeout     time.Duration
 	idleConnTimeout time.Duration
 	conns           int
+	self            string
 }
 
 // WithBasePath sets the path a Server answers under, or at which a Client asks (they must agree;
@@ -183,6 +202,46 @@ func WithConnsPerPeer(n int) ClientOption {
 			return optionError("WithConnsPerPeer", "%d is outside 1..64", n)
 		}
 		c.conns = n
+		return nil
+	})
+}
+
+// WithMaxConns bounds the connections a Server keeps open; an upgrade beyond it is refused with
+// HTTP 503 (the client's call fails with ErrUnavailable and its node loads the key itself).
+// Each peer keeps WithConnsPerPeer connections (one by default) to each other. Default
+// DefaultMaxConns (1024); range n >= 0 (0 means the default).
+func WithMaxConns(n int) ServerOption {
+	return serverOption(func(c *serverConfig) error {
+		if n < 0 {
+			return optionError("WithMaxConns", "%d is negative", n)
+		}
+		c.maxConns = n
+		return nil
+	})
+}
+
+// WithStallTimeout bounds how long a Server waits for the rest of a request frame once its first
+// byte has come, for the client's proof of the shared secret once the upgrade is answered, and
+// for a write of replies to complete: a connection that stalls so is closed, releasing what it
+// held. A frame of MaxFrameBytes must therefore arrive within d. Default DefaultStallTimeout
+// (10 s); range d >= 0 (0 means the default).
+func WithStallTimeout(d time.Duration) ServerOption {
+	return serverOption(func(c *serverConfig) error { return duration("WithStallTimeout", d, &c.stallTimeout) })
+}
+
+// WithMaxBuffered bounds the bytes a Server holds for requests it has read and not answered
+// and for replies it has not written: perConn on one connection, perServer in all. A connection
+// over perConn is not read until its replies drain (a client that does not read its replies
+// stops being served, and is closed after the stall timeout); a reply that would take the server
+// over perServer is answered StatusOverloaded instead. One request or reply larger than perConn
+// is allowed when its connection holds nothing else. Defaults DefaultConnBuffer (16 MiB) and
+// DefaultServerBuffer (128 MiB); ranges >= 0 (0 means the default).
+func WithMaxBuffered(perConn, perServer int) ServerOption {
+	return serverOption(func(c *serverConfig) error {
+		if perConn < 0 || perServer < 0 {
+			return optionError("WithMaxBuffered", "%d, %d: negative", perConn, perServer)
+		}
+		c.connBuffer, c.serverBuffer = perConn, perServer
 		return nil
 	})
 }

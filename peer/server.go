@@ -53,12 +53,18 @@ type Server struct {
 	reqFrameMax   int // the longest request frame accepted: the longest valid one of any op
 	maxConcurrent int64
 	idleTimeout   time.Duration
+	stallTimeout  time.Duration
+	maxConns      int64
 	log           *slog.Logger
+	authState
+	budget // of the bytes held for requests and replies, in all
+	connBudget int64
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 
 	inflight atomic.Int64 // requests being served, for WithMaxConcurrent
+	open     atomic.Int64 // connections upgraded or being upgraded, for WithMaxConns
 
 	mu     sync.Mutex
 	closed bool
@@ -109,6 +115,9 @@ type ServerStats struct {
 	ActiveConns, Conns int64
 	// Detached counts the requests served on a goroutine of their own (a load, a write, a batch).
 	Detached int64
+	// Refused counts the clients refused before they were served: not authenticated, not
+	// loopback (with neither TLS nor a secret), or over the connection limit.
+	Refused int64
 }
 
 // NewServer returns a Server that serves from b, or an error matching ErrInvalidOption.
@@ -133,8 +142,23 @@ func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
 		reqFrameMax:   min(lim.MaxFrameBytes, requestFrameMax(lim)),
 		maxConcurrent: int64(cfg.maxConcurrent),
 		idleTimeout:   cmp.Or(cfg.idleTimeout, DefaultIdleTimeout),
+		stallTimeout:  cmp.Or(cfg.stallTimeout, DefaultStallTimeout),
+		maxConns:      int64(cmp.Or(cfg.maxConns, DefaultMaxConns)),
 		log:           cfg.logger,
 		conns:         make(map[*serverConn]struct{}),
+		authState: authState{tls: cfg.tls, secrets: cfg.secrets, insecure: cfg.insecure,
+			authorize: cfg.authorize},
+		budget:     budget{limit: int64(cmp.Or(cfg.serverBuffer, DefaultServerBuffer))},
+		connBudget: int64(cmp.Or(cfg.connBuffer, DefaultConnBuffer)),
+	}
+	if cfg.tls != nil {
+		s.clientCAs = cmp.Or(cfg.tls.ClientCAs, cfg.tls.RootCAs)
+	}
+	switch {
+	case cfg.tls == nil && len(cfg.secrets) == 0 && cfg.insecure:
+		s.log.Warn("peer: serving every client that reaches this node, without authentication (WithInsecure)")
+	case cfg.tls == nil && len(cfg.secrets) == 0:
+		s.log.Info("peer: serving loopback clients only: neither WithTLS nor WithSecret is set")
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -165,7 +189,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("peer: cannot upgrade to %q; this server speaks %s",
 			r.Header.Get("Upgrade"), UpgradeToken), http.StatusBadRequest)
 	default:
-		s.upgrade(w)
+		s.upgrade(w, r)
 	}
 }
 
@@ -227,6 +251,7 @@ func (s *Server) Stats() ServerStats {
 		ActiveConns: active,
 		Conns:       s.upgrades.Load(),
 		Detached:    s.detached.Load(),
+		Refused:     s.refusals.Load(),
 	}
 	for i := range sum.byOp {
 		st.ByOp[i] = sum.byOp[i].Load()
@@ -237,25 +262,34 @@ func (s *Server) Stats() ServerStats {
 	return st
 }
 
-// handle answers a parsed request from the Backend.
-func (s *Server) handle(ctx context.Context, req *Request, c *connCounters) Response {
+// handle answers a parsed request from the Backend. A batch reply is built once c has room for
+// it: reserved is what it took, which the reply gives back.
+func (s *Server) handle(c *serverConn, req *Request) (resp Response, reserved int) {
 	if s.maxConcurrent > 0 {
 		if s.inflight.Add(1) > s.maxConcurrent {
 			s.inflight.Add(-1)
-			return Response{Status: StatusOverloaded, Msg: "serving " + strconv.FormatInt(s.maxConcurrent, 10) + " requests already"}
+			return Response{Status: StatusOverloaded, Msg: "serving " + strconv.FormatInt(s.maxConcurrent, 10) + " requests already"}, 0
 		}
 		defer s.inflight.Add(-1)
 	}
-	v, rs, err := s.call(ctx, req, c)
+	v, rs, err := s.call(c.ctx, req, &c.st)
 	switch {
 	case err != nil:
-		return errorResponse(err)
+		return errorResponse(err), 0
 	case req.Op == OpGetMany || req.Op == OpPeekMany:
-		return s.batchResponse(req, rs)
+		if len(rs) != len(req.Keys) {
+			return Response{Status: StatusInternal,
+				Msg: fmt.Sprintf("backend returned %d results for %d keys", len(rs), len(req.Keys))}, 0
+		}
+		size := batchReplySize(rs, s.lim)
+		if !c.reserve(size) {
+			return Response{Status: StatusOverloaded, Msg: "the server's reply buffers are full"}, 0
+		}
+		return s.batchResponse(rs), size
 	case req.Op == OpGet || req.Op == OpPeek:
-		return s.valueResponse(v)
+		return s.valueResponse(v), 0
 	}
-	return Response{} // the acknowledgment of a write
+	return Response{}, 0 // the acknowledgment of a write
 }
 
 // call asks the Backend what req asks, turning a panic into an error.
@@ -308,11 +342,7 @@ func errorResponse(err error) Response {
 }
 
 // batchResponse is the reply to a GetMany or PeekMany the Backend answered with rs.
-func (s *Server) batchResponse(req *Request, rs []Result) Response {
-	if len(rs) != len(req.Keys) {
-		return Response{Status: StatusInternal,
-			Msg: fmt.Sprintf("backend returned %d results for %d keys", len(rs), len(req.Keys))}
-	}
+func (s *Server) batchResponse(rs []Result) Response {
 	body, ok := appendBatchReply(nil, rs, s.lim)
 	if !ok {
 		return Response{Status: StatusTooLarge,

@@ -220,11 +220,7 @@ func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool
 	if used+n*fullLen > budget {
 		return dst, false
 	}
-	size := used
-	for i := range rs {
-		size += fullLen + 8 + len(rs[i].Value.Data) // about the entry's length: enough but for long messages
-	}
-	if size = min(size, budget); size > cap(dst)-len(dst) {
+	if size := batchReplySize(rs, lim); size > cap(dst)-len(dst) {
 		dst = append(make([]byte, 0, len(dst)+size), dst...)
 	}
 	dst = binary.AppendUvarint(dst, uint64(n))
@@ -245,6 +241,16 @@ func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool
 		break
 	}
 	return dst, true
+}
+
+// batchReplySize returns about the length of the body of a reply with rs: enough but for long
+// messages, and at most what fits in a frame.
+func batchReplySize(rs []Result, lim Limits) int {
+	size := uvarintLen(uint64(len(rs)))
+	for i := range rs {
+		size += fullLen + 8 + len(rs[i].Value.Data)
+	}
+	return min(size, lim.MaxFrameBytes-(headerLen+1+uvarintLen(uint64(lim.MaxFrameBytes))))
 }
 
 // replyStatus returns the status and message a Server answers a Backend's error with: the status
