@@ -31,9 +31,9 @@ type Client struct {
 	idleConnTimeout time.Duration
 	conns           int
 	lim             Limits
-	tls             *tls.Config // WithTLS's, with a session cache
-	secrets         [][]byte    // WithSecret's: the first is proved
-	self            string      // WithSelf's claim
+	tls             *tls.Config                                                       // WithTLS's, with a session cache
+	secrets         [][]byte                                                          // WithSecret's: the first is proved
+	self            string                                                            // WithSelf's claim
 	dialContext     func(ctx context.Context, network, addr string) (net.Conn, error) // a net.Dialer's; tests set another
 
 	pools     sync.Map // peer address -> *pool

@@ -57,7 +57,7 @@ type Server struct {
 	maxConns      int64
 	log           *slog.Logger
 	authState
-	budget // of the bytes held for requests and replies, in all
+	budget     // of the bytes held for requests and replies, in all
 	connBudget int64
 
 	ctx    context.Context // cancelled by Close

@@ -37,10 +37,10 @@ type serverConn struct {
 	held       int       // bytes of requests being served and of replies not written
 	pending    int       // of which replies, and room reserved for them
 	wbuf       []byte    // replies not handed to a write yet (of a large one, its head)
-	large      []cut  // the values of large replies in wbuf not handed to a write yet
-	writing    bool   // a goroutine writes, and will write what is pending when it is done
-	broken     bool   // a write failed, or the connection ends: replies are dropped
-	spare      []byte // the buffer of the write in progress, for the replies after it
+	large      []cut     // the values of large replies in wbuf not handed to a write yet
+	writing    bool      // a goroutine writes, and will write what is pending when it is done
+	broken     bool      // a write failed, or the connection ends: replies are dropped
+	spare      []byte    // the buffer of the write in progress, for the replies after it
 	largeSpare []cut
 
 	iov    net.Buffers // the writer's (whoever holds writing)
