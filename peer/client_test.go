@@ -136,7 +136,7 @@ func TestClientLimits(t *testing.T) {
 	t.Parallel()
 	b := newBackend()
 	b.set("c", "big", Value{Data: make([]byte, 2000)})
-	b.set("c", "bomb", Compress(make([]byte, 1<<20), 1))
+	b.set("c", "bomb", bombOf(1<<20))
 	b.set("c", "k", Value{Data: []byte("v")})
 	_, addr := startServer(t, b)
 	refuse := newClient(t, WithLimits(Limits{MaxKeyBytes: 4, MaxValueBytes: 100, MaxBatchKeys: 3}))

@@ -20,6 +20,14 @@ const UpgradeToken = "groupcache/2"
 // MaxConnRequests bounds the requests in flight on one connection, on both sides.
 const MaxConnRequests = 256
 
+// MaxInflation bounds how many times its compressed length a compressed value may inflate to,
+// once over 64 KiB decoded: a few bytes of a hostile peer cannot make a receiver allocate
+// megabytes. Compress never makes such a value; both sides check it.
+const MaxInflation = 256
+
+// inflationFloor is the decoded length up to which MaxInflation does not apply.
+const inflationFloor = 64 << 10
+
 // Default limits (see Limits), and the message bound.
 const (
 	DefaultMaxKeyBytes   = 4 << 10  // 4 KiB
@@ -353,7 +361,8 @@ func parseSetValue(b []byte, flags byte, lim Limits, v *Value) error {
 }
 
 // checkValue checks a compressed value's S2 header: well formed (else fail's error), stating a
-// decoded length of at most maxValue.
+// decoded length of at most maxValue, and of at most MaxInflation times its compressed length
+// (above 64 KiB).
 func checkValue(v *Value, maxValue int, fail func(string) error) error {
 	if !v.Compressed {
 		return nil
@@ -365,6 +374,10 @@ func checkValue(v *Value, maxValue int, fail func(string) error) error {
 	if dlen > maxValue {
 		return &Error{Status: StatusTooLarge,
 			Msg: fmt.Sprintf("compressed value inflates to %d bytes, over the limit of %d", dlen, maxValue)}
+	}
+	if dlen > inflationFloor && dlen/MaxInflation > len(v.Data) {
+		return &Error{Status: StatusTooLarge,
+			Msg: fmt.Sprintf("compressed value of %d bytes inflates to %d, over %d times its size", len(v.Data), dlen, MaxInflation)}
 	}
 	return nil
 }

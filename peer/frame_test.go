@@ -185,8 +185,8 @@ func TestParseRequestErrors(t *testing.T) {
 }
 
 func TestParseResponseErrors(t *testing.T) {
-	bomb := Compress(make([]byte, 1<<20), 1) // 1 MiB of zeros: a few dozen bytes compressed
-	bombFrame := hex.EncodeToString(AppendResponse(nil, &Response{Value: bomb}))
+	bombFrame := hex.EncodeToString(AppendResponse(nil, &Response{Value: bombOf(1 << 20)}))
+	mibFrame := hex.EncodeToString(AppendResponse(nil, &Response{Value: squeezed(1 << 20)}))
 	cases := []struct {
 		name  string
 		frame string
@@ -210,6 +210,8 @@ func TestParseResponseErrors(t *testing.T) {
 		{"value over limit", "02 00 00 00 03 616161", Limits{MaxValueBytes: 2}, ErrTooLarge},
 		{"bad compressed header", "02 00 01 00 01 ff", Limits{}, ErrProtocol},
 		{"bomb", bombFrame, Limits{MaxValueBytes: 1 << 19}, ErrTooLarge},
+		{"bomb under the value limit", bombFrame, Limits{}, ErrTooLarge},
+		{"compressed over the value limit", mibFrame, Limits{MaxValueBytes: 1 << 19}, ErrTooLarge},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -223,7 +225,7 @@ func TestParseResponseErrors(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ParseResponse(hexFrame(t, bombFrame), Limits{}); err != nil {
+	if _, err := ParseResponse(hexFrame(t, mibFrame), Limits{}); err != nil {
 		t.Fatalf("1 MiB under the default limit: %v", err)
 	}
 }

@@ -170,7 +170,9 @@ func TestOpRequestRoundTrip(t *testing.T) {
 
 func TestParseOpRequestErrors(t *testing.T) {
 	bomb := hex.EncodeToString(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"),
-		Value: Compress(make([]byte, 1<<20), 1)}))
+		Value: bombOf(1 << 20)}))
+	mib := hex.EncodeToString(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"),
+		Value: squeezed(1 << 20)}))
 	cases := []struct {
 		name  string
 		frame string
@@ -199,6 +201,8 @@ func TestParseOpRequestErrors(t *testing.T) {
 		{"set: value over limit", "02 03 00 01 63 00 03 616161", Limits{MaxValueBytes: 2}, StatusTooLarge},
 		{"set: value length over limit, truncated", "02 03 00 01 63 00 ffffffff0f", Limits{}, StatusTooLarge},
 		{"set: S2 bomb", bomb, Limits{MaxValueBytes: 1 << 19}, StatusTooLarge},
+		{"set: S2 bomb under the value limit", bomb, Limits{}, StatusTooLarge},
+		{"set: compressed over the value limit", mib, Limits{MaxValueBytes: 1 << 19}, StatusTooLarge},
 		{"set: bad S2 header", "02 03 01 01 63 00 01 ff", Limits{}, StatusBadRequest},
 		{"set: empty compressed value", "02 03 01 01 63 00 00", Limits{}, StatusBadRequest},
 
@@ -261,7 +265,7 @@ func TestParseOpRequestErrors(t *testing.T) {
 			t.Fatalf("%s: %v", c.frame, err)
 		}
 	}
-	if _, err := ParseRequest(hexFrame(t, bomb), Limits{}); err != nil {
+	if _, err := ParseRequest(hexFrame(t, mib), Limits{}); err != nil {
 		t.Fatalf("1 MiB under the default limit: %v", err)
 	}
 }
@@ -314,7 +318,7 @@ func TestParseBatchErrors(t *testing.T) {
 
 // TestParseBatchEntryOverLimit: a value over the limit fails its entry alone.
 func TestParseBatchEntryOverLimit(t *testing.T) {
-	bomb := Compress(make([]byte, 1<<20), 1)
+	bomb := squeezed(1 << 20)
 	body := AppendBatch(nil, []Result{
 		{Value: Value{Data: []byte("abc"), Expires: 5}},
 		{Value: bomb},

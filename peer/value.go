@@ -21,7 +21,8 @@ type Value struct {
 
 // Compress returns raw as a Value, compressed with S2 when len(raw) >= threshold (0 means
 // DefaultCompressThreshold, a negative one never) and that makes it smaller. An uncompressed Value
-// aliases raw. An owner compresses a value once and serves the result many times.
+// aliases raw. An owner compresses a value once and serves the result many times. A value that
+// would compress over MaxInflation times (a long run of one byte) is sent raw.
 func Compress(raw []byte, threshold int) Value {
 	if threshold == 0 {
 		threshold = DefaultCompressThreshold
@@ -31,8 +32,8 @@ func Compress(raw []byte, threshold int) Value {
 		return Value{Data: raw}
 	}
 	enc := s2.EncodeBetter(make([]byte, bound), raw)
-	if len(enc) >= len(raw) {
-		return Value{Data: raw}
+	if len(enc) >= len(raw) || (len(raw) > inflationFloor && len(raw)/MaxInflation > len(enc)) {
+		return Value{Data: raw} // no gain, or more than a receiver inflates
 	}
 	if cap(enc)-len(enc) > len(enc)/8 {
 		enc = append([]byte(nil), enc...) // a value may be kept long: not with the worst-case buffer

@@ -63,9 +63,15 @@ func TestCompress(t *testing.T) {
 
 func TestRawLimits(t *testing.T) {
 	raw := make([]byte, 1<<20)
-	v := Compress(raw, 1)
-	if !v.Compressed || len(v.Data) > 1<<10 {
-		t.Fatalf("zeros: %d bytes", len(v.Data))
+	if v := Compress(raw, 1); v.Compressed {
+		t.Fatalf("zeros compressed to %d bytes: over MaxInflation", len(v.Data))
+	}
+	if _, err := bombOf(1 << 20).Raw(0); StatusOf(err) != StatusTooLarge {
+		t.Fatalf("bomb under the value limit: %v", err)
+	}
+	v := squeezed(1 << 20)
+	if !v.Compressed {
+		t.Fatal("not compressed")
 	}
 	_, err := v.Raw(1<<20 - 1)
 	if StatusOf(err) != StatusTooLarge {
