@@ -337,8 +337,8 @@ func TestClusterValuesTravelCompressed(t *testing.T) {
 	t.Parallel()
 	cl := testcluster.Start(t, 2)
 	big := make([]byte, 0, 64<<10)
-	for len(big) < 64<<10 {
-		big = append(big, "compressible text "...)
+	for i := 0; len(big) < 64<<10; i++ {
+		big = fmt.Appendf(big, "line %d of compressible text\n", i) // a few times smaller, as text is
 	}
 	c0 := groupcache.MustNew[string, []byte]("b", groupcache.LoaderFunc[string, []byte](
 		func(context.Context, string) ([]byte, error) { return big, nil }),
