@@ -29,7 +29,7 @@ import (
 
 // The targets.
 const (
-	maxPeerLines     = 3000
+	maxPeerLines     = 3800
 	maxFuncLines     = 60
 	maxCyclo         = 15
 	maxRootExported  = 75

@@ -398,6 +398,24 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 		return &Error{Peer: p.addr, Err: ErrProtocol, Msg: "bad answer to the upgrade request: " + err.Error()}
 	}
 	defer resp.Body.Close()
+	if err := p.checkUpgrade(resp, br); err != nil {
+		return err
+	}
+	proof, err := p.c.proveSecret(resp.Header, nonce)
+	if err != nil {
+		err.(*Error).Peer = p.addr
+		return err
+	}
+	if len(proof) > 0 {
+		if _, err := nc.Write(proof); err != nil {
+			return err
+		}
+	}
+	return nc.SetDeadline(time.Time{}) // the reader waits for replies as long as it takes
+}
+
+// checkUpgrade checks the answer to the upgrade request: 101 to UpgradeToken and nothing after it.
+func (p *pool) checkUpgrade(resp *http.Response, br *bufio.Reader) error {
 	bad := func(sentinel error, msg string) error {
 		return &Error{Peer: p.addr, Err: sentinel, Msg: msg}
 	}
@@ -413,17 +431,7 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 	case br.Buffered() > 0:
 		return bad(ErrProtocol, "unexpected bytes after the upgrade answer")
 	}
-	proof, err := p.c.proveSecret(resp.Header, nonce)
-	if err != nil {
-		err.(*Error).Peer = p.addr
-		return err
-	}
-	if len(proof) > 0 {
-		if _, err := nc.Write(proof); err != nil {
-			return err
-		}
-	}
-	return nc.SetDeadline(time.Time{}) // the reader waits for replies as long as it takes
+	return nil
 }
 
 // answer returns the status and the start of the body of a refusal.
