@@ -184,7 +184,9 @@ func (c *Cache[K, V]) decode(raw []byte) (v V, err error) {
 // peer's error, translated (peerErr) or not.
 func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) bool {
 	switch {
-	case errors.Is(err, peer.ErrUnavailable):
+	case errors.Is(err, peer.ErrUnavailable), peer.StatusOf(err) == peer.StatusForbidden:
+		// A refusal of this node (a wrong secret or certificate, an authorizer) lasts: skip the
+		// peer for the back-off period as if it were down.
 		c.node.markDown(owner, err)
 		return ctx.Err() == nil // past the load timeout the flight is over anyway
 	case errors.Is(err, peer.ErrProtocol), fallbackStatus(peer.StatusOf(err)):

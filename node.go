@@ -2,6 +2,7 @@ package groupcache
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,20 +97,28 @@ func WithPeers(peers ...string) NodeOption {
 	})
 }
 
-// WithClientOptions passes options to the node's peer.Client, which asks peers (timeouts,
-// connections per peer, limits). Default: peer's defaults.
-func WithClientOptions(opts ...peer.ClientOption) NodeOption {
+// WithPeerOptions passes options to the node's transport: each peer.ServerOption configures the
+// server that answers peers, each peer.ClientOption the client that asks them, and each
+// peer.SharedOption both, as the two ends of a connection must agree on it. Authentication is
+// one of these: peer.WithTLS or peer.WithSecret, given to every node of the cluster
+// (docs/security.md). Without either, the node serves loopback peers only, unless
+// peer.WithInsecure is given. The node claims its own address when it connects (peer.WithSelf)
+// and, by default, accepts writes (Set, Remove, Clear) only from peers that claim an address of
+// its current peer set; a peer.WithAuthorizer given here replaces that rule. Default: peer's
+// defaults.
+func WithPeerOptions(opts ...peer.Option) NodeOption {
 	return nodeOptionFunc(func(s *nodeSettings) error {
-		s.clientOptions = append(s.clientOptions, opts...)
-		return nil
-	})
-}
-
-// WithServerOptions passes options to the node's peer.Server (base path, limits, concurrency).
-// Default: peer's defaults.
-func WithServerOptions(opts ...peer.ServerOption) NodeOption {
-	return nodeOptionFunc(func(s *nodeSettings) error {
-		s.serverOptions = append(s.serverOptions, opts...)
+		for _, o := range opts {
+			if o == nil {
+				continue
+			}
+			if so, ok := o.(peer.ServerOption); ok {
+				s.serverOptions = append(s.serverOptions, so)
+			}
+			if co, ok := o.(peer.ClientOption); ok {
+				s.clientOptions = append(s.clientOptions, co)
+			}
+		}
 		return nil
 	})
 }
@@ -194,12 +203,13 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 	if err := n.initPeers(append(s.peers, self)); err != nil {
 		return nil, err
 	}
-	server, err := peer.NewServer(nodeBackend{n}, append([]peer.ServerOption{peer.WithServerLogger(n.log)}, s.serverOptions...)...)
+	server, err := peer.NewServer(nodeBackend{n}, append([]peer.ServerOption{peer.WithServerLogger(n.log),
+		peer.WithAuthorizer(n.authorize)}, s.serverOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	n.server = server
-	if n.client, err = peer.NewClient(s.clientOptions...); err != nil {
+	if n.client, err = peer.NewClient(append([]peer.ClientOption{peer.WithSelf(self)}, s.clientOptions...)...); err != nil {
 		server.Close()
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
@@ -215,6 +225,14 @@ func checkAddr(addr string) error {
 		return errors.New("want host:port")
 	}
 	return nil
+}
+
+// authorize is the server's default authorizer: reads from any peer the transport authenticated,
+// writes only from a peer that claims an address of the current peer set. A peer that has just
+// joined may see its first writes refused until this node learns of it; the writer then reports
+// ErrIncomplete.
+func (n *Node) authorize(claim string, op peer.Op) bool {
+	return !op.IsWrite() || (claim != "" && n.ring.Load().Contains(claim))
 }
 
 // Done returns a channel that is closed when the node is closed; discovery.Run stops then.
@@ -377,17 +395,23 @@ func (n *Node) unregister(name string, c servedCache) {
 }
 
 // Handler returns the handler that answers peers. Mount it at the transport's base path (default
-// peer.DefaultBasePath, "/_groupcache/") on the HTTP server that listens at the node's address:
+// peer.DefaultBasePath, "/_groupcache/") on the HTTP server that listens at the node's address,
+// with a ReadHeaderTimeout and, with peer.WithTLS, a TLS configuration as docs/security.md shows:
 //
 //	mux.Handle(peer.DefaultBasePath, node.Handler())
 func (n *Node) Handler() http.Handler { return n.server }
 
 // Serve answers peers on l (listening at the node's own address) with an http.Server, whose header
-// and idle timeouts are set, until Close, and then returns http.ErrServerClosed. l is closed when
-// Serve returns. To serve on your own http.Server instead, mount Handler and set its timeouts.
+// and idle timeouts are set, until Close, and then returns http.ErrServerClosed. With peer.WithTLS
+// it serves TLS on l. l is closed when Serve returns. To serve on your own http.Server instead,
+// mount Handler and set its timeouts (docs/security.md).
 func (n *Node) Serve(l net.Listener) error {
 	srv := &http.Server{Handler: n.server, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	if cfg := n.server.TLSConfig(); cfg != nil {
+		srv.TLSConfig = cfg
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){} // no HTTP/2: the upgrade needs HTTP/1.1
+	}
 	n.mu.Lock()
 	if n.closed.Load() {
 		n.mu.Unlock()
@@ -396,6 +420,9 @@ func (n *Node) Serve(l net.Listener) error {
 	}
 	n.servers = append(n.servers, srv)
 	n.mu.Unlock()
+	if srv.TLSConfig != nil {
+		return srv.ServeTLS(l, "", "")
+	}
 	return srv.Serve(l)
 }
 

@@ -59,7 +59,7 @@ func runChildNode() error {
 	}
 	self := l.Addr().String()
 	node, err := groupcache.NewNode(self,
-		groupcache.WithClientOptions(peer.WithTimeout(childPeerTimeout), peer.WithDialTimeout(childPeerTimeout)),
+		groupcache.WithPeerOptions(peer.WithTimeout(childPeerTimeout), peer.WithDialTimeout(childPeerTimeout)),
 		groupcache.WithPeerBackoff(childBackoff))
 	if err != nil {
 		return err

@@ -48,7 +48,7 @@ const (
 // certificate therefore names its host (an IP or DNS SAN) and allows both server and client
 // authentication. cfg is cloned; a nil cfg, or one without RootCAs or ClientCAs, is refused.
 // A Server serves TLS through its TLSConfig.
-func WithTLS(cfg *tls.Config) Option {
+func WithTLS(cfg *tls.Config) SharedOption {
 	return bothOption(func(c *common) error {
 		if cfg == nil || (cfg.RootCAs == nil && cfg.ClientCAs == nil) {
 			return optionError("WithTLS", "want a config with the cluster's CA in RootCAs or ClientCAs")
@@ -65,7 +65,7 @@ func WithTLS(cfg *tls.Config) Option {
 // rotated with no downtime (docs/security.md). A secret must hold at least 16 random bytes; at
 // most 8 may be accepted at once. The secret authenticates connections; it neither encrypts nor
 // protects their bytes: use WithTLS as well for that.
-func WithSecret(current []byte, accepted ...[]byte) Option {
+func WithSecret(current []byte, accepted ...[]byte) SharedOption {
 	return bothOption(func(c *common) error {
 		all := append([][]byte{current}, accepted...)
 		if len(all) > maxSecrets {

@@ -3,24 +3,20 @@ package peer
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/testpki"
 )
 
 var (
@@ -85,7 +81,7 @@ func TestSecretRotation(t *testing.T) {
 }
 
 func TestSecretOptions(t *testing.T) {
-	for name, opt := range map[string]Option{
+	for name, opt := range map[string]SharedOption{
 		"short": WithSecret([]byte("short")),
 		"twice": WithSecret(secretA, secretA),
 		"too many": WithSecret(secretA, secretB, []byte("0123456789abcdef2"), []byte("0123456789abcdef3"),
@@ -258,49 +254,25 @@ func TestAuthorizer(t *testing.T) {
 }
 
 // pki is a CA and certificates it signs, for the TLS tests.
-type pki struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
+type pki struct{ *testpki.CA }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t *testing.T) pki {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca, err := testpki.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &pki{cert: cert, key: key, pool: pool}
+	return pki{ca}
 }
 
 // node returns a certificate for the given IPs, for server and client authentication.
-func (p *pki) node(t *testing.T, ips ...string) tls.Certificate {
+func (p pki) node(t *testing.T, ips ...string) tls.Certificate {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "node"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	for _, ip := range ips {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
+	cert, err := p.Node(ips...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
-// config returns a node's TLS configuration: its certificate, if any, and the CA.
-func (p *pki) config(certs ...tls.Certificate) *tls.Config {
-	return &tls.Config{Certificates: certs, RootCAs: p.pool}
+	return cert
 }
 
 // startTLSServer serves b over TLS on a loopback port until the end of the test.
@@ -328,20 +300,20 @@ func startTLSServer(t *testing.T, b Backend, opts ...ServerOption) (*Server, str
 func TestMutualTLS(t *testing.T) {
 	ca := newPKI(t)
 	cert := ca.node(t, "127.0.0.1")
-	s, addr := startTLSServer(t, backendWithK(), WithTLS(ca.config(cert)))
-	getOK(t, newClient(t, WithTLS(ca.config(cert)), WithSelf("127.0.0.1:7")), addr)
-	getOK(t, newClient(t, WithTLS(ca.config(cert))), addr) // no claim: the certificate alone
+	s, addr := startTLSServer(t, backendWithK(), WithTLS(ca.Config(cert)))
+	getOK(t, newClient(t, WithTLS(ca.Config(cert)), WithSelf("127.0.0.1:7")), addr)
+	getOK(t, newClient(t, WithTLS(ca.Config(cert))), addr) // no claim: the certificate alone
 
 	get := func(c *Client, addr string) error {
 		_, err := c.Get(context.Background(), addr, "c", []byte("k"))
 		return err
 	}
-	forbidden(t, get(newClient(t, WithTLS(ca.config())), addr), "no client certificate")
+	forbidden(t, get(newClient(t, WithTLS(ca.Config())), addr), "no client certificate")
 	stranger := newPKI(t)
-	forbidden(t, get(newClient(t, WithTLS(&tls.Config{RootCAs: ca.pool,
+	forbidden(t, get(newClient(t, WithTLS(&tls.Config{RootCAs: ca.Pool,
 		Certificates: []tls.Certificate{stranger.node(t, "127.0.0.1")}})), addr), "client certificate")
 	// A certificate of the CA, but for another host than the one the client claims to be.
-	forbidden(t, get(newClient(t, WithTLS(ca.config(ca.node(t, "127.0.0.2"))), WithSelf("127.0.0.1:7")), addr),
+	forbidden(t, get(newClient(t, WithTLS(ca.Config(ca.node(t, "127.0.0.2"))), WithSelf("127.0.0.1:7")), addr),
 		"not valid for its claim")
 	if st := s.Stats(); st.Refused != 3 || st.Requests != 2 {
 		t.Fatalf("%+v", st)
@@ -351,11 +323,11 @@ func TestMutualTLS(t *testing.T) {
 	}
 
 	// A server whose certificate is not for the address the client dialed.
-	_, wrong := startTLSServer(t, backendWithK(), WithTLS(ca.config(ca.node(t, "127.0.0.2"))))
-	forbidden(t, get(newClient(t, WithTLS(ca.config(cert))), wrong), "certificate")
+	_, wrong := startTLSServer(t, backendWithK(), WithTLS(ca.Config(ca.node(t, "127.0.0.2"))))
+	forbidden(t, get(newClient(t, WithTLS(ca.Config(cert))), wrong), "certificate")
 	// A server without TLS.
 	_, plain := startServer(t, backendWithK())
-	if err := get(newClient(t, WithTLS(ca.config(cert))), plain); err == nil {
+	if err := get(newClient(t, WithTLS(ca.Config(cert))), plain); err == nil {
 		t.Fatal("a TLS client spoke to a server without TLS")
 	}
 }
@@ -364,8 +336,8 @@ func TestMutualTLS(t *testing.T) {
 func TestTLSWithSecret(t *testing.T) {
 	ca := newPKI(t)
 	cert := ca.node(t, "127.0.0.1")
-	_, addr := startTLSServer(t, backendWithK(), WithTLS(ca.config(cert)), WithSecret(secretA))
-	getOK(t, newClient(t, WithTLS(ca.config(cert)), WithSecret(secretA)), addr)
-	_, err := newClient(t, WithTLS(ca.config(cert)), WithSecret(secretB)).Get(context.Background(), addr, "c", []byte("k"))
+	_, addr := startTLSServer(t, backendWithK(), WithTLS(ca.Config(cert)), WithSecret(secretA))
+	getOK(t, newClient(t, WithTLS(ca.Config(cert)), WithSecret(secretA)), addr)
+	_, err := newClient(t, WithTLS(ca.Config(cert)), WithSecret(secretB)).Get(context.Background(), addr, "c", []byte("k"))
 	forbidden(t, err, "not one this node accepts")
 }

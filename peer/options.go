@@ -37,34 +37,47 @@ func optionError(name, format string, args ...any) error {
 	return &Error{Err: ErrInvalidOption, Msg: name + ": " + fmt.Sprintf(format, args...)}
 }
 
+// Option is any option of this package: a ServerOption, a ClientOption, or a SharedOption that
+// is both. A groupcache Node takes them all in one list and gives each to the side it configures.
+type Option interface {
+	peerOption()
+}
+
 // ServerOption configures a Server in NewServer. Each option checks its argument; NewServer
 // returns the first error.
 type ServerOption interface {
+	Option
 	applyServer(*serverConfig) error
 }
 
 // ClientOption configures a Client in NewClient. Each option checks its argument; NewClient
 // returns the first error.
 type ClientOption interface {
+	Option
 	applyClient(*clientConfig) error
 }
 
-// Option is an option for both a Server and a Client (WithBasePath, WithLimits).
-type Option interface {
+// SharedOption is an option of both a Server and a Client, which the two ends of a connection
+// must agree on (WithBasePath, WithLimits, WithTLS, WithSecret).
+type SharedOption interface {
 	ServerOption
 	ClientOption
 }
 
 type serverOption func(*serverConfig) error
 
+func (serverOption) peerOption()                         {}
 func (f serverOption) applyServer(c *serverConfig) error { return f(c) }
 
 type clientOption func(*clientConfig) error
 
+func (clientOption) peerOption()                         {}
 func (f clientOption) applyClient(c *clientConfig) error { return f(c) }
 
 // bothOption sets a field the server and the client configurations share.
 type bothOption func(*common) error
+
+func (bothOption) peerOption() {}
 
 func (f bothOption) applyServer(c *serverConfig) error { return f(&c.common) }
 func (f bothOption) applyClient(c *clientConfig) error { return f(&c.common) }
@@ -101,7 +114,7 @@ type clientConfig struct {
 
 // WithBasePath sets the path a Server answers under, or at which a Client asks (they must agree;
 // a trailing slash is added). Default DefaultBasePath ("/_groupcache/"); it must start with "/".
-func WithBasePath(path string) Option {
+func WithBasePath(path string) SharedOption {
 	return bothOption(func(c *common) error {
 		if !strings.HasPrefix(path, "/") || strings.ContainsAny(path, " \t\r\n?#") {
 			return optionError("WithBasePath", "%q is not an absolute URL path", path)
@@ -121,7 +134,7 @@ func WithBasePath(path string) Option {
 // refuses to send a request over them (the same statuses), closes a connection on which a reply
 // frame over MaxFrameBytes arrives, and fails a value over them (a call, or a batch entry) with
 // StatusTooLarge.
-func WithLimits(l Limits) Option {
+func WithLimits(l Limits) SharedOption {
 	return bothOption(func(c *common) error {
 		if err := l.validate(); err != nil {
 			return optionError("WithLimits", "%v", err)

@@ -111,7 +111,7 @@ func startOurCluster(size int) *ourCluster {
 	l := listenLoopback()
 	// The measuring node keeps no copies of remote values, so every Get of a remote key is a
 	// remote hit.
-	local := newOurNode(l.Addr().String(), size, []groupcache.NodeOption{groupcache.WithClientOptions(clientOptions()...)},
+	local := newOurNode(l.Addr().String(), size, []groupcache.NodeOption{groupcache.WithPeerOptions(peerOptions(clientOptions())...)},
 		groupcache.WithHotFraction(0))
 	srv := &http.Server{Handler: local.handler()}
 	go srv.Serve(l)
@@ -256,4 +256,13 @@ func coldFill(role string, keys, goroutines int) (int64, time.Duration) {
 		loads += st["loads"]
 	}
 	return loads, took
+}
+
+// peerOptions returns opts as a Node takes them.
+func peerOptions(opts []peer.ClientOption) []peer.Option {
+	out := make([]peer.Option, len(opts))
+	for i, o := range opts {
+		out[i] = o
+	}
+	return out
 }
