@@ -71,3 +71,6 @@ func (ca *CA) Node(ips ...string) (tls.Certificate, error) {
 func (ca *CA) Config(certs ...tls.Certificate) *tls.Config {
 	return &tls.Config{Certificates: certs, RootCAs: ca.Pool}
 }
+
+// CertDER returns the CA's certificate, DER-encoded.
+func (ca *CA) CertDER() []byte { return ca.cert.Raw }

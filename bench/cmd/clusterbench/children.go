@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -21,13 +22,15 @@ import (
 // child is this binary re-executed in another role. It prints "ADDR host:port" once it listens
 // and exits when its standard input closes.
 type child struct {
-	addr  string
-	cmd   *exec.Cmd
-	stdin io.Closer
+	addr   string
+	cmd    *exec.Cmd
+	stdin  io.Closer
+	client *http.Client // of the control calls
+	scheme string
 }
 
-func startChild(role string, size int) *child {
-	cmd := exec.Command(os.Args[0], "-role", role, "-size", strconv.Itoa(size))
+func startChild(role string, size int, auth string) *child {
+	cmd := exec.Command(os.Args[0], append([]string{"-role", role, "-size", strconv.Itoa(size)}, childArgs(auth)...)...)
 	if *childCPUs != "" {
 		// Pinned apart from the measuring process (which the caller pins with taskset itself).
 		cmd = exec.Command("taskset", append([]string{"-c", *childCPUs}, cmd.Args...)...)
@@ -44,7 +47,8 @@ func startChild(role string, size int) *child {
 		log.Fatalf("child %s did not start: %v", role, err)
 	}
 	go io.Copy(io.Discard, stdout)
-	return &child{addr: strings.TrimPrefix(strings.TrimSpace(line), "ADDR "), cmd: cmd, stdin: stdin}
+	client, scheme := controlClient(auth)
+	return &child{addr: strings.TrimPrefix(strings.TrimSpace(line), "ADDR "), cmd: cmd, stdin: stdin, client: client, scheme: scheme}
 }
 
 func (c *child) stop() {
@@ -61,7 +65,7 @@ func (c *child) stop() {
 
 // control calls a child's control endpoint and decodes its JSON answer into out (if not nil).
 func (c *child) control(path string, q url.Values, out any) {
-	resp, err := http.Post("http://"+c.addr+path+"?"+q.Encode(), "text/plain", nil)
+	resp, err := c.client.Post(c.scheme+"://"+c.addr+path+"?"+q.Encode(), "text/plain", nil)
 	fatalIf(err)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -73,13 +77,31 @@ func (c *child) control(path string, q url.Values, out any) {
 	}
 }
 
-// serveUntilStdinCloses announces l's address, serves h on it and returns when stdin closes.
-func serveUntilStdinCloses(l net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h}
-	go srv.Serve(l)
+// serveUntilStdinCloses announces l's address, serves h on it (over TLS with cfg) and returns
+// when stdin closes.
+func serveUntilStdinCloses(l net.Listener, h http.Handler, cfg *tls.Config) {
+	srv := newServer(h, cfg)
+	go serve(srv, l)
 	fmt.Printf("ADDR %s\n", l.Addr())
 	io.Copy(io.Discard, os.Stdin)
 	srv.Close()
+}
+
+// newServer returns an http.Server of h with a header timeout and, with cfg, TLS over HTTP/1.1.
+func newServer(h http.Handler, cfg *tls.Config) *http.Server {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, TLSConfig: cfg}
+	if cfg != nil {
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
+	return srv
+}
+
+// serve serves srv on l, over TLS if srv has a TLS configuration.
+func serve(srv *http.Server, l net.Listener) error {
+	if srv.TLSConfig != nil {
+		return srv.ServeTLS(l, "", "")
+	}
+	return srv.Serve(l)
 }
 
 func listenLoopback() net.Listener {
@@ -153,7 +175,7 @@ type floorConn struct {
 func newFloor(size, servers int) *floor {
 	f := &floor{size: size, conns: map[[2]int]*floorConn{}}
 	for range servers {
-		f.children = append(f.children, startChild("echo", size))
+		f.children = append(f.children, startChild("echo", size, ""))
 	}
 	return f
 }

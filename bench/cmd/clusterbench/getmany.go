@@ -15,7 +15,7 @@ import (
 func measureGetMany(size, batch, rounds int, d time.Duration) (many, seq, ratio float64) {
 	var manys, seqs, ratios []float64
 	for range rounds {
-		c := newOurs(size)
+		c := newOurs(size, "")
 		idx := c.remoteKeys(*keysFlag)
 		keys := make([]string, len(idx))
 		ctx := context.Background()

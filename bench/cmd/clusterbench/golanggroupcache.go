@@ -62,7 +62,7 @@ func (n *gcNode) get(key string) error {
 func runGCChild(size int) {
 	l := listenLoopback()
 	n := newGCNode(l, size, 1<<30)
-	serveUntilStdinCloses(l, n.handler())
+	serveUntilStdinCloses(l, n.handler(), nil)
 }
 
 // gcSystem is the measuring golang/groupcache node (this process) and two child nodes. Only one
@@ -85,7 +85,7 @@ func newGCSystem(size int) *gcSystem {
 		gcLocal = newGCNode(gcListener, size, 64<<10)
 		go http.Serve(gcListener, gcLocal.handler())
 	}
-	s := &gcSystem{local: gcLocal, children: []*child{startChild("gcnode", size), startChild("gcnode", size)}, size: size}
+	s := &gcSystem{local: gcLocal, children: []*child{startChild("gcnode", size, ""), startChild("gcnode", size, "")}, size: size}
 	s.addrs = []string{gcListener.Addr().String(), s.children[0].addr, s.children[1].addr}
 	q := url.Values{"peers": {strings.Join(s.addrs, ",")}}
 	for _, ch := range s.children {

@@ -131,8 +131,10 @@ func systems() []spec {
 		{"floor2", func(n int) system { return newFloor(n, 2) }},
 		{"floor2new", func(n int) system { f := newFloor(n, 2); f.fresh = true; return f }},
 		{"transport", func(n int) system { return newTransportOnly(n) }},
-		{"ours", func(n int) system { return newOurs(n) }},
-		{"oursview", func(n int) system { o := newOurs(n); o.view = true; return o }},
+		{"ours", func(n int) system { return newOurs(n, "") }},
+		{"oursview", func(n int) system { o := newOurs(n, ""); o.view = true; return o }},
+		{"ourssecret", func(n int) system { return newOurs(n, "secret") }},
+		{"ourstls", func(n int) system { return newOurs(n, "tls") }},
 		{"gc", func(n int) system { return newGC(n) }},
 	}
 }
@@ -144,6 +146,7 @@ func printRemoteHits(sizes []int, specs []spec) {
 	fmt.Println()
 	fmt.Println("| value | system | p50 (1 caller) | p99 (1 caller) | ops/s (1 caller) | p50 (16) | p99 (16) | ops/s (16) | p50 / floor(1) | ops/s(16) / floor(1) | ops/s(16) / floor(2) | ops/s(16) / floor(2, new memory) | ops/s(16) / golang/groupcache |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	var security []string
 	for _, size := range sizes {
 		rs := measureRounds(size, specs)
 		for _, sp := range specs {
@@ -151,6 +154,7 @@ func printRemoteHits(sizes []int, specs []spec) {
 				printRow(size, sp.name, rs)
 			}
 		}
+		security = append(security, securityRows(size, rs)...)
 		if *syscallsFlag {
 			var names []string
 			for _, sp := range specs {
@@ -159,6 +163,30 @@ func printRemoteHits(sizes []int, specs []spec) {
 			printSyscalls(size, rs, names)
 		}
 	}
+	if len(security) > 0 {
+		fmt.Println("\nThe cost of security: each mode against plaintext, ratios taken within one round, medians shown.")
+		fmt.Println()
+		fmt.Println("| value | mode | p50 (1 caller) / plaintext | ops/s (16) / plaintext |")
+		fmt.Println("|---|---|---|---|")
+		for _, row := range security {
+			fmt.Println(row)
+		}
+	}
+}
+
+// securityRows returns, for each authenticated system measured, its p50 and throughput as ratios
+// to the plaintext system's in the same round.
+func securityRows(size int, rs rounds) []string {
+	var rows []string
+	for _, name := range []string{"ourssecret", "ourstls"} {
+		_, ok := rs[0][name]
+		if _, plain := rs[0]["ours"]; !ok || !plain {
+			continue
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %s | %.3f | %.3f |", sizeName(size), rs[0][name].name,
+			rs.median(ratio(of(name, p50), of("ours", p50))), rs.median(ratio(of(name, ops16), of("ours", ops16)))))
+	}
+	return rows
 }
 
 // measureRounds measures the systems -only selects, and the floors, once per round.

@@ -92,8 +92,8 @@ func fill(keys, goroutines int, get func(string) error) error {
 
 func runNodeChild(size int) {
 	l := listenLoopback()
-	n := newOurNode(l.Addr().String(), size, nil)
-	serveUntilStdinCloses(l, n.handler())
+	n := newOurNode(l.Addr().String(), size, []groupcache.NodeOption{groupcache.WithPeerOptions(authOptions(*authFlag)...)})
+	serveUntilStdinCloses(l, n.handler(), serverTLS(*authFlag))
 	n.cache.Close()
 	n.node.Close()
 }
@@ -104,18 +104,21 @@ type ourCluster struct {
 	stop     func()
 	children []*child
 	addrs    []string
-	size     int // of the values
+	size     int    // of the values
+	auth     string // "", "secret" or "tls"
 }
 
-func startOurCluster(size int) *ourCluster {
+func startOurCluster(size int, auth string) *ourCluster {
 	l := listenLoopback()
 	// The measuring node keeps no copies of remote values, so every Get of a remote key is a
 	// remote hit.
-	local := newOurNode(l.Addr().String(), size, []groupcache.NodeOption{groupcache.WithPeerOptions(peerOptions(clientOptions())...)},
+	opts := append(peerOptions(clientOptions()), authOptions(auth)...)
+	local := newOurNode(l.Addr().String(), size, []groupcache.NodeOption{groupcache.WithPeerOptions(opts...)},
 		groupcache.WithHotFraction(0))
-	srv := &http.Server{Handler: local.handler()}
-	go srv.Serve(l)
-	c := &ourCluster{local: local, children: []*child{startChild("node", size), startChild("node", size)}, size: size}
+	srv := newServer(local.handler(), serverTLS(auth))
+	go serve(srv, l)
+	c := &ourCluster{local: local, children: []*child{startChild("node", size, auth), startChild("node", size, auth)},
+		size: size, auth: auth}
 	c.addrs = []string{l.Addr().String(), c.children[0].addr, c.children[1].addr}
 	q := url.Values{"peers": {strings.Join(c.addrs, ",")}}
 	for _, ch := range c.children {
@@ -140,13 +143,20 @@ type ours struct {
 	view bool
 }
 
-func newOurs(size int) *ours { return &ours{ourCluster: startOurCluster(size)} }
+func newOurs(size int, auth string) *ours { return &ours{ourCluster: startOurCluster(size, auth)} }
 
 func (o *ours) name() string {
+	name := "this library"
 	if o.view {
-		return "this library, View" + connsName()
+		name += ", View"
 	}
-	return "this library" + connsName()
+	switch o.auth {
+	case "secret":
+		name += ", shared secret"
+	case "tls":
+		name += ", mutual TLS"
+	}
+	return name + connsName()
 }
 
 func (o *ours) remoteKeys(n int) []int {
@@ -189,7 +199,7 @@ type transportOnly struct {
 func newTransportOnly(size int) *transportOnly {
 	client, err := peer.NewClient(clientOptions()...)
 	fatalIf(err)
-	t := &transportOnly{ours: newOurs(size), client: client}
+	t := &transportOnly{ours: newOurs(size, ""), client: client}
 	t.ring, err = hash.NewRing(t.addrs)
 	fatalIf(err)
 	return t
@@ -227,7 +237,7 @@ func (t *transportOnly) close() {
 // coldFill starts 3 child nodes of role ("node" or "gcnode"), makes all of them ask for the same
 // fresh keys at once, and returns the loads counted across the 3 processes.
 func coldFill(role string, keys, goroutines int) (int64, time.Duration) {
-	children := []*child{startChild(role, 1024), startChild(role, 1024), startChild(role, 1024)}
+	children := []*child{startChild(role, 1024, ""), startChild(role, 1024, ""), startChild(role, 1024, "")}
 	defer func() {
 		for _, ch := range children {
 			ch.stop()

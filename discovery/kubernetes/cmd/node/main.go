@@ -6,7 +6,9 @@
 //	GET /stats       the cache's statistics as JSON
 //
 // Settings come from the environment, filled by the downward API in deployment.yaml: POD_IP,
-// POD_NAMESPACE, GROUPCACHE_SERVICE, GROUPCACHE_PORT_NAME and GROUPCACHE_PORT.
+// POD_NAMESPACE, GROUPCACHE_SERVICE, GROUPCACHE_PORT_NAME and GROUPCACHE_PORT; and from the
+// Secret "groupcache": GROUPCACHE_SECRET, the shared secret the pods prove to each other, and
+// GROUPCACHE_SECRET_PREVIOUS, optional, also accepted while a new secret rolls out.
 package main
 
 import (
@@ -38,7 +40,11 @@ func main() {
 func run(log *slog.Logger) error {
 	port := os.Getenv("GROUPCACHE_PORT")
 	self := net.JoinHostPort(os.Getenv("POD_IP"), port) // as the EndpointSlices list this pod
-	node, err := groupcache.NewNode(self, groupcache.WithNodeLogger(log))
+	secret, err := peerSecret()
+	if err != nil {
+		return err
+	}
+	node, err := groupcache.NewNode(self, groupcache.WithNodeLogger(log), groupcache.WithPeerOptions(secret))
 	if err != nil {
 		return err
 	}
@@ -91,4 +97,18 @@ func run(log *slog.Logger) error {
 		return err
 	}
 	return nil
+}
+
+// peerSecret returns the option that makes the pods prove the Secret's value to each other: pods
+// talk over the pod network, which other workloads reach too.
+func peerSecret() (peer.SharedOption, error) {
+	current := os.Getenv("GROUPCACHE_SECRET")
+	if current == "" {
+		return nil, errors.New("GROUPCACHE_SECRET is empty: create the Secret groupcache (see examples/kubernetes/README.md)")
+	}
+	var accepted [][]byte
+	if prev := os.Getenv("GROUPCACHE_SECRET_PREVIOUS"); prev != "" {
+		accepted = append(accepted, []byte(prev))
+	}
+	return peer.WithSecret([]byte(current), accepted...), nil
 }
