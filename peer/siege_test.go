@@ -195,8 +195,10 @@ func (sg *siege) closeOnStop(nc net.Conn) func() {
 // replies), as fast as the connection takes them, with no reply ever read. The server stops
 // reading the connection once its replies hold the connection's budget, and closes it after the
 // stall timeout.
-func TestSiegeUnreadReplies(t *testing.T) {
-	sg := newSiege(t)
+func TestSiegeUnreadReplies(t *testing.T) { runSiege(t, startUnreadReplies) }
+
+func startUnreadReplies(tb testing.TB) (*siege, func(*testing.T)) {
+	sg := newSiege(tb)
 	keys := make([][]byte, DefaultMaxBatchKeys)
 	for i := range keys {
 		keys[i] = []byte("k")
@@ -221,17 +223,18 @@ func TestSiegeUnreadReplies(t *testing.T) {
 			}
 		}
 	})
-	lat, errs := sg.run(t)
-	sg.check(t, lat, errs)
+	return sg, nil
 }
 
 // TestSiegeStalledConnections: connections that upgrade and then send a few bytes of a frame
 // (part of its prefix, or a prefix and a drip of its body), as many as the server takes. The
 // server takes no more than its connection limit (the rest get HTTP 503) and closes each stalled
 // one after the stall timeout (shortened here so that the test waits for it).
-func TestSiegeStalledConnections(t *testing.T) {
+func TestSiegeStalledConnections(t *testing.T) { runSiege(t, startStalledConnections) }
+
+func startStalledConnections(tb testing.TB) (*siege, func(*testing.T)) {
 	const maxConns, attackers = 64, 96
-	sg := newSiege(t, WithMaxConns(maxConns), WithStallTimeout(300*time.Millisecond))
+	sg := newSiege(tb, WithMaxConns(maxConns), WithStallTimeout(300*time.Millisecond))
 	var upgraded, closedByServer, refused atomic.Int64
 	sg.attack(attackers, func(in func()) {
 		p := dialAttacker(sg.addr)
@@ -261,22 +264,24 @@ func TestSiegeStalledConnections(t *testing.T) {
 			closedByServer.Add(1)
 		}
 	})
-	lat, errs := sg.run(t)
-	sg.attacks.Wait() // every attacker is refused, or closed by the server
-	if st := sg.s.Stats(); upgraded.Load() != maxConns-1 || refused.Load() != attackers-maxConns+1 ||
-		st.Refused != refused.Load() || closedByServer.Load() != upgraded.Load() {
-		t.Errorf("upgraded %d, refused %d, closed by the server %d; server %+v", upgraded.Load(), refused.Load(),
-			closedByServer.Load(), st)
+	return sg, func(t *testing.T) {
+		sg.attacks.Wait() // every attacker is refused, or closed by the server
+		if st := sg.s.Stats(); upgraded.Load() != maxConns-1 || refused.Load() != attackers-maxConns+1 ||
+			st.Refused != refused.Load() || closedByServer.Load() != upgraded.Load() {
+			t.Errorf("upgraded %d, refused %d, closed by the server %d; server %+v", upgraded.Load(), refused.Load(),
+				closedByServer.Load(), st)
+		}
 	}
-	sg.check(t, lat, errs)
 }
 
 // TestSiegeInflatedSets: Set frames of a few dozen bytes whose values would inflate to 50 MiB,
 // as fast as the server answers them. Each is refused before anything is inflated.
-func TestSiegeInflatedSets(t *testing.T) {
+func TestSiegeInflatedSets(t *testing.T) { runSiege(t, startInflatedSets) }
+
+func startInflatedSets(tb testing.TB) (*siege, func(*testing.T)) {
 	req := reqFrame(1, &Request{Op: OpSet, Cache: "c", Key: []byte("k2"), Value: bombOf(50 << 20)})
-	sg := newSiege(t)
-	t.Logf("a Set frame of %d bytes", len(req))
+	sg := newSiege(tb)
+	tb.Logf("a Set frame of %d bytes", len(req))
 	var refusedSets atomic.Int64
 	sg.attack(1, func(in func()) {
 		p := dialAttacker(sg.addr)
@@ -301,11 +306,11 @@ func TestSiegeInflatedSets(t *testing.T) {
 			in()
 		}
 	})
-	lat, errs := sg.run(t)
-	if refusedSets.Load() == 0 || sg.b.ops[OpSet].Load() != 0 {
-		t.Errorf("%d Sets refused, %d reached the backend", refusedSets.Load(), sg.b.ops[OpSet].Load())
+	return sg, func(t *testing.T) {
+		if refusedSets.Load() == 0 || sg.b.ops[OpSet].Load() != 0 {
+			t.Errorf("%d Sets refused, %d reached the backend", refusedSets.Load(), sg.b.ops[OpSet].Load())
+		}
 	}
-	sg.check(t, lat, errs)
 }
 
 // readAttackReply reads one reply frame on an attacker's connection.
@@ -328,9 +333,17 @@ func readAttackReply(p *attacker) (Response, bool) {
 // (the defaults scaled down eightfold and more, for the race detector's sake). What the server
 // holds of them stays within its budget: a frame over it is skipped and answered
 // StatusOverloaded.
-func TestSiegeLargeSets(t *testing.T) {
-	req := reqFrame(1, &Request{Op: OpSet, Cache: "c", Key: []byte("big"), Value: Value{Data: make([]byte, 1<<20)}})
-	sg := newSiege(t, WithMaxBuffered(2<<20, 8<<20))
+func TestSiegeLargeSets(t *testing.T) { runSiege(t, startLargeSets) }
+
+func startLargeSets(tb testing.TB) (*siege, func(*testing.T)) {
+	return startLargeSetsOf(tb, 6, 1<<20, WithMaxBuffered(2<<20, 8<<20))
+}
+
+// startLargeSetsOf is the attack of TestSiegeLargeSets from conns connections with values of size
+// bytes and the given server options; BenchmarkSiege runs it with the default budgets too.
+func startLargeSetsOf(tb testing.TB, conns, size int, opts ...ServerOption) (*siege, func(*testing.T)) {
+	req := reqFrame(1, &Request{Op: OpSet, Cache: "c", Key: []byte("big"), Value: Value{Data: make([]byte, size)}})
+	sg := newSiege(tb, opts...)
 	sg.requests = 100 // each waits behind the attackers' megabytes on two cores
 	sg.b.hook = func(ctx context.Context, op Op, _ []byte) error {
 		if op == OpSet {
@@ -338,7 +351,7 @@ func TestSiegeLargeSets(t *testing.T) {
 		}
 		return nil
 	}
-	sg.attack(6, func(in func()) {
+	sg.attack(conns, func(in func()) {
 		p := dialAttacker(sg.addr)
 		if p == nil {
 			return
@@ -361,6 +374,50 @@ func TestSiegeLargeSets(t *testing.T) {
 			}
 		}
 	})
+	return sg, nil
+}
+
+// runSiege runs an attack as a test: the well-behaved client's requests, the attack's own checks,
+// then the suite's targets.
+func runSiege(t *testing.T, start func(testing.TB) (*siege, func(*testing.T))) {
+	sg, extra := start(t)
 	lat, errs := sg.run(t)
+	if extra != nil {
+		extra(t)
+	}
 	sg.check(t, lat, errs)
+}
+
+// BenchmarkSiege reports, for each attack, the well-behaved client's p50 and p99 latency, the
+// server's peak live heap above its baseline and how long Close took; LargeSetsDefaultBudgets is
+// LargeSets from 12 connections with 8 MiB values and the default budgets. Run it with a fixed count:
+//
+//	go test -run '^$' -bench Siege -benchtime 500x ./peer/
+func BenchmarkSiege(b *testing.B) {
+	for _, a := range []struct {
+		name  string
+		start func(testing.TB) (*siege, func(*testing.T))
+	}{
+		{"UnreadReplies", startUnreadReplies},
+		{"StalledConnections", startStalledConnections},
+		{"InflatedSets", startInflatedSets},
+		{"LargeSets", startLargeSets},
+		{"LargeSetsDefaultBudgets", func(tb testing.TB) (*siege, func(*testing.T)) { return startLargeSetsOf(tb, 12, 8<<20) }},
+	} {
+		b.Run(a.name, func(b *testing.B) {
+			sg, _ := a.start(b)
+			sg.requests = b.N
+			lat, errs := sg.run(b)
+			if len(errs) > 0 {
+				b.Fatalf("%d of %d well-behaved requests failed; first: %v", len(errs), len(lat), errs[0])
+			}
+			took := sg.end(b)
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			b.ReportMetric(float64(int64(sg.peakLive.Load())-int64(sg.baseline))/(1<<20), "heap-MiB")
+			b.ReportMetric(float64(took.Microseconds())/1000, "close-ms")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }
