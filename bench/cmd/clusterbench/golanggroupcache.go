@@ -83,7 +83,7 @@ func newGCSystem(size int) *gcSystem {
 		// A small cache: the measuring node's main cache holds only keys it owns, and its hot
 		// cache (1/8 of this) cannot hold enough copies to turn remote hits into local ones.
 		gcLocal = newGCNode(gcListener, size, 64<<10)
-		go http.Serve(gcListener, gcLocal.handler())
+		go serve(newServer(gcLocal.handler(), nil), gcListener)
 	}
 	s := &gcSystem{local: gcLocal, children: []*child{startChild("gcnode", size, ""), startChild("gcnode", size, "")}, size: size}
 	s.addrs = []string{gcListener.Addr().String(), s.children[0].addr, s.children[1].addr}
