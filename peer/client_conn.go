@@ -255,11 +255,15 @@ func (cc *conn) roundTrip(r *request) (Response, bool, error) {
 		cc.flushLocked(r.deadline)
 	}
 	var err error
-	if !cc.reading {
+	switch {
+	case c.done:
+		// The reply came while this caller wrote, read by a reader that may have left since.
+		cc.mu.Unlock()
+	case !cc.reading:
 		cc.reading = true
 		cc.mu.Unlock()
 		err = cc.readOwn(c, r)
-	} else {
+	default:
 		cc.mu.Unlock()
 		err = cc.wait(c, r)
 	}

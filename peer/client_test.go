@@ -270,6 +270,73 @@ func TestClientWritesCombine(t *testing.T) {
 	})
 }
 
+// TestClientReplyDuringOwnWrite: a caller whose reply is read and handed to it by another reader
+// while its own write is still returning, the other reader then leaving, does not start reading
+// for a reply that has come already (it used to wait for its deadline, then succeed).
+func TestClientReplyDuringOwnWrite(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		b := newBackend()
+		b.inline = true
+		b.set("c", "k", Value{Data: []byte("v")})
+		b.set("c", "slow", Value{Data: []byte("v")})
+		release := make(chan struct{})
+		b.hook = func(_ context.Context, _ Op, key []byte) error {
+			<-release
+			return nil
+		}
+		pn := newPipeNet()
+		serveOn(t, pn, b)
+		c := pipeClient(t, pn)
+		if err := get(c, "peer:1", "k"); err != nil { // dial
+			t.Fatal(err)
+		}
+		cc := c.pool("peer:1").live()[0]
+		gate := make(chan struct{})
+		cc.nc = &stallAfterWrite{Conn: cc.nc, nth: 2, gate: gate}
+		b.inline = false // "slow" is served by a goroutine, which waits for release
+		var wg sync.WaitGroup
+		wg.Go(func() { // the reader, until its own reply comes
+			if _, err := c.Get(context.Background(), "peer:1", "c", []byte("slow")); err != nil {
+				t.Error(err)
+			}
+		})
+		synctest.Wait()
+		b.inline = true
+		var took time.Duration
+		wg.Go(func() { // its frame is written; the return from the write waits for gate
+			start := time.Now()
+			if err := get(c, "peer:1", "k"); err != nil {
+				t.Error(err)
+			}
+			took = time.Since(start)
+		})
+		synctest.Wait() // the reader has handed over the reply to "k"
+		close(release)
+		synctest.Wait() // the reader has its own reply and has left
+		close(gate)
+		wg.Wait()
+		if took != 0 {
+			t.Fatalf("the Get whose reply had come took %v", took)
+		}
+	})
+}
+
+// stallAfterWrite makes its nth Write wait for gate once the bytes are written.
+type stallAfterWrite struct {
+	net.Conn
+	nth, writes int
+	gate        chan struct{}
+}
+
+func (s *stallAfterWrite) Write(b []byte) (int, error) {
+	n, err := s.Conn.Write(b)
+	if s.writes++; s.writes == s.nth {
+		<-s.gate
+	}
+	return n, err
+}
+
 // gatedConn holds its first Write until gate is closed, and counts writes.
 type gatedConn struct {
 	net.Conn
