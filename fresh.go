@@ -61,7 +61,7 @@ func (c *Cache[K, V]) deadline(ttl time.Duration) int64 {
 	if c.jitter > 0 {
 		ttl -= time.Duration(rand.Float64() * c.jitter * float64(ttl))
 	}
-	return c.clock.Now().Add(ttl).UnixNano()
+	return c.now().Add(ttl).UnixNano()
 }
 
 // hardDeadline returns when the main store drops an entry that expires at expires: then, or at
@@ -85,7 +85,7 @@ func (c *Cache[K, V]) staleAt(expires int64) int64 {
 // hotDeadline returns when a copy of a peer's value that expires at expires (0 = never) leaves the
 // hot store: at that expiry, and no later than the hot TTL from now.
 func (c *Cache[K, V]) hotDeadline(expires int64) int64 {
-	limit := c.clock.Now().Add(c.hotTTL).UnixNano()
+	limit := c.now().Add(c.hotTTL).UnixNano()
 	if expires != 0 && expires < limit {
 		return expires
 	}
@@ -99,7 +99,7 @@ func (c *Cache[K, V]) special(key K, it item[V]) (V, error) {
 		c.fresh.negativeHits.Add(1)
 		return it.v, err
 	}
-	if c.clock.Now().UnixNano() >= it.staleMark() {
+	if c.now().UnixNano() >= it.staleMark() {
 		c.fresh.staleHits.Add(1)
 		c.refresh(key)
 	}

@@ -114,7 +114,7 @@ func (c *Cache[K, V]) lookup(key K) (item[V], bool) {
 
 // live reports whether an entry with this expiry (unix nanoseconds, 0 = never) is still valid.
 func (c *Cache[K, V]) live(expires int64) bool {
-	return expires == 0 || expires > c.clock.Now().UnixNano()
+	return expires == 0 || expires > c.now().UnixNano()
 }
 
 // load loads m's key here: on a node, taken over from its owner before the last peer-set change
@@ -213,7 +213,7 @@ func (c *Cache[K, V]) keep(m *miss[K, V], v V, ttl time.Duration) (item[V], erro
 // limit, and logs it at most once a minute (by the cache's clock).
 func (c *Cache[K, V]) notCached(size int64) {
 	n := c.tooLarge.Add(1)
-	now := c.clock.Now().UnixNano()
+	now := c.now().UnixNano()
 	next := c.tooLargeLog.Load()
 	if now < next || !c.tooLargeLog.CompareAndSwap(next, now+int64(time.Minute)) {
 		return

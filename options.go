@@ -19,11 +19,6 @@ const (
 	defaultBatchSize   = 1000
 )
 
-// Clock tells the time. Caches use it for entry expiry; tests inject a fake one with WithClock.
-type Clock interface {
-	Now() time.Time
-}
-
 // Option configures a cache in New. Options check their own argument, New then checks them
 // against each other (validate), and reports the first invalid one as an error wrapping
 // ErrInvalidOption.
@@ -47,7 +42,7 @@ type settings struct {
 	loadTimeout   time.Duration
 	ttl           time.Duration
 	logger        *slog.Logger
-	clock         Clock
+	now           func() time.Time
 	node          *Node
 	nodeOnly      []string // names of the node-only options given, which need WithNode
 	hotFraction   float64
@@ -290,11 +285,12 @@ func WithLogger(l *slog.Logger) Option {
 	})
 }
 
-// WithClock sets the clock used for entry expiry. Default: the system clock; nil means the default.
-// Tests use a fake clock to expire entries without sleeping.
-func WithClock(c Clock) Option {
+// WithClock sets the clock used for entry expiry: now tells the time. Default time.Now; nil means
+// the default. Tests use a fake clock to expire entries without sleeping. now must be safe for
+// concurrent use.
+func WithClock(now func() time.Time) Option {
 	return optionFunc(func(s *settings) error {
-		s.clock = c
+		s.now = now
 		return nil
 	})
 }

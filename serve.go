@@ -84,7 +84,7 @@ func (c *Cache[K, V]) served(key K) (peer.Value, error, bool) {
 	if it.wire == nil {
 		return peer.Value{}, nil, false
 	}
-	if mark := it.staleMark(); mark != 0 && c.clock.Now().UnixNano() >= mark {
+	if mark := it.staleMark(); mark != 0 && c.now().UnixNano() >= mark {
 		c.refresh(key)
 	}
 	return c.sent(it.wire), nil, true

@@ -211,7 +211,7 @@ func (c *Cache[K, V]) Clear(ctx context.Context) error {
 		return err
 	}
 	c.fresh.clears.Add(1)
-	gen := max(c.gen.Load()+1, uint64(max(c.clock.Now().UnixNano(), 0)))
+	gen := max(c.gen.Load()+1, uint64(max(c.now().UnixNano(), 0)))
 	c.adopt(gen)
 	if c.node == nil || c.node.closed.Load() {
 		return nil
