@@ -60,6 +60,8 @@ type Cache[K comparable, V any] struct {
 	stale       time.Duration // stale-while-revalidate window
 	hotTTL      time.Duration
 	batchSize   int
+	maxLoads    int
+	loadSlots   chan struct{} // a token per loader call in progress (WithMaxLoads)
 	loadTimeout time.Duration
 	maxValue    int64
 	maxKey      int
@@ -88,6 +90,7 @@ type Cache[K comparable, V any] struct {
 	// Counters of the slow paths, all atomic. Hits and misses are counted by the stores.
 	loads      atomic.Int64
 	loadErrors atomic.Int64
+	loadWaits  atomic.Int64
 	dedup      atomic.Int64
 	tooLarge   atomic.Int64
 	fresh      freshCounters
@@ -194,6 +197,8 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		stale:       s.stale,
 		hotTTL:      s.hotTTL,
 		batchSize:   s.batchSize,
+		maxLoads:    s.maxLoads,
+		loadSlots:   make(chan struct{}, s.maxLoads),
 		stripes:     new([stripeCount]atomic.Uint64),
 		loadTimeout: s.loadTimeout,
 		maxKey:      s.maxKeyBytes,

@@ -25,7 +25,8 @@ type setOptionFunc func(*setSettings)
 func (f setOptionFunc) applySet(s *setSettings) { f(s) }
 
 // WithEntryTTL makes the value given to Set expire d after it is stored, instead of after the
-// cache's TTL (WithTTL); WithTTLJitter still applies. d <= 0 means the cache's TTL.
+// cache's TTL (WithTTL); WithTTLJitter still applies. d <= 0 means the cache's TTL, and so does a
+// d longer than the cache's TTL when it has one (WithTTL bounds every entry).
 func WithEntryTTL(d time.Duration) SetOption {
 	return setOptionFunc(func(s *setSettings) { s.ttl = d })
 }
