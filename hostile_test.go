@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,9 +34,9 @@ var year2100 = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
 
 // rawClient returns a peer client that claims to be the node at self (a member of the peer set,
 // as a compromised node would be), closed at the end of the test.
-func rawClient(t *testing.T, self string) *peer.Client {
+func rawClient(t *testing.T, self string, opts ...peer.ClientOption) *peer.Client {
 	t.Helper()
-	c, err := peer.NewClient(peer.WithSelf(self))
+	c, err := peer.NewClient(append([]peer.ClientOption{peer.WithSelf(self)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -312,6 +313,146 @@ func TestHostileClearGeneration(t *testing.T) {
 			caches[victim].Get(ctx, k)
 			if n := log.total.Load(); n != before+1 {
 				t.Fatalf("loads after a legitimate Clear = %d, want %d: the victim did not clear", n, before+1)
+			}
+		})
+	}
+}
+
+// bombLoader counts the loader calls in progress (and their most at once) and the keys it is
+// given; every call blocks until gate is closed, ignoring its context.
+type bombLoader struct {
+	gate          chan struct{}
+	running, most atomic.Int64
+	mu            sync.Mutex
+	keys          map[string]int // guarded by mu
+}
+
+func (l *bombLoader) enter(keys ...string) {
+	n := l.running.Add(1)
+	for m := l.most.Load(); n > m && !l.most.CompareAndSwap(m, n); m = l.most.Load() {
+	}
+	l.mu.Lock()
+	for _, k := range keys {
+		l.keys[k]++
+	}
+	l.mu.Unlock()
+	<-l.gate
+	l.running.Add(-1)
+}
+
+func (l *bombLoader) Load(_ context.Context, k string) (string, error) {
+	l.enter(k)
+	return "v" + k, nil
+}
+
+// bombBatchLoader is bombLoader with LoadMany: a call counts one, whatever its keys.
+type bombBatchLoader struct{ *bombLoader }
+
+func (l bombBatchLoader) LoadMany(_ context.Context, keys []string) ([]groupcache.Loaded[string], error) {
+	l.enter(keys...)
+	out := make([]groupcache.Loaded[string], len(keys))
+	for i, k := range keys {
+		out[i].Value = "v" + k
+	}
+	return out, nil
+}
+
+func bombKeys(prefix string, from, to int) []string {
+	ks := make([]string, 0, to-from)
+	for i := from; i < to; i++ {
+		ks = append(ks, prefix+strconv.Itoa(i))
+	}
+	return ks
+}
+
+// TestLoadBombBounded is the load bomb of a hostile peer: a GetMany of 4,096 new keys from a raw
+// peer (OpGetMany), at the same time as a local GetMany of 4,096 new keys (half of them the
+// peer's) and local Gets. The loader calls in progress never exceed WithMaxLoads, the others wait
+// (Stats.LoadWaits), and once they may go on every distinct key is loaded exactly once.
+func TestLoadBombBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		batch bool
+		n     int
+		waits int64 // contenders beyond n while the loaders are blocked
+	}{
+		// Load: each GetMany runs min(16, n) loads at once; with the 8 Gets that is 24 contenders.
+		{"Load", false, 8, 16},
+		// LoadMany: each GetMany runs one LoadMany at a time; with the 8 Gets that is 10.
+		{"LoadMany", true, 2, 8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := testcluster.Start(t, 1)
+			addr := cl.Addrs[0]
+			l := &bombLoader{gate: make(chan struct{}), keys: map[string]int{}}
+			var loader groupcache.Loader[string, string] = l
+			if tc.batch {
+				loader = bombBatchLoader{l}
+			}
+			c, err := groupcache.New("c", loader, groupcache.WithNode(cl.Nodes[0]), groupcache.WithMaxLoads(tc.n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			ctx := context.Background()
+			local, remote, gets := bombKeys("k", 0, 4096), bombKeys("k", 2048, 6144), bombKeys("g", 0, 8)
+			kbs := make([][]byte, len(remote))
+			for i, k := range remote {
+				kbs[i] = keyBytes(t, k)
+			}
+			attacker := rawClient(t, addr, peer.WithTimeout(time.Minute))
+			var wg sync.WaitGroup
+			var localRes []groupcache.Result[string]
+			var remoteRes []peer.Result
+			var remoteErr error
+			wg.Go(func() { localRes = c.GetMany(ctx, local) })
+			wg.Go(func() { remoteRes, remoteErr = attacker.GetMany(ctx, addr, "c", kbs) })
+			getErrs := make([]error, len(gets))
+			for i, k := range gets {
+				wg.Go(func() { _, getErrs[i] = c.Get(ctx, k) })
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for c.Stats().LoadWaits < tc.waits && l.most.Load() <= int64(tc.n) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond) // polls a state only counters show
+			}
+			if m := l.most.Load(); m > int64(tc.n) {
+				t.Fatalf("%d loader calls in progress at once, over WithMaxLoads(%d)", m, tc.n)
+			}
+			if w := c.Stats().LoadWaits; w < tc.waits {
+				t.Fatalf("LoadWaits = %d after 30 s, want %d", w, tc.waits)
+			}
+			close(l.gate)
+			wg.Wait()
+			if m := l.most.Load(); m > int64(tc.n) {
+				t.Fatalf("%d loader calls in progress at once, over WithMaxLoads(%d)", m, tc.n)
+			}
+			if remoteErr != nil {
+				t.Fatalf("the peer's GetMany: %v", remoteErr)
+			}
+			for i, r := range remoteRes {
+				if r.Err != nil {
+					t.Fatalf("the peer's GetMany, key %s: %v", remote[i], r.Err)
+				}
+			}
+			for i, r := range localRes {
+				if r.Err != nil || r.Value != "v"+local[i] {
+					t.Fatalf("GetMany, key %s: %q, %v", local[i], r.Value, r.Err)
+				}
+			}
+			for i, err := range getErrs {
+				if err != nil {
+					t.Fatalf("Get(%s): %v", gets[i], err)
+				}
+			}
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if want := 6144 + len(gets); len(l.keys) != want {
+				t.Fatalf("%d distinct keys loaded, want %d", len(l.keys), want)
+			}
+			for k, n := range l.keys {
+				if n != 1 {
+					t.Fatalf("key %s loaded %d times, want once", k, n)
+				}
 			}
 		})
 	}
