@@ -457,3 +457,46 @@ func TestLoadBombBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestClearAcrossClockSkew: a node whose clock is more than a minute behind refuses the Clear of a
+// node whose clock is ahead, and Clear reports it with ErrIncomplete; within a minute it clears.
+func TestClearAcrossClockSkew(t *testing.T) {
+	for _, tc := range []struct {
+		skew    time.Duration
+		refused bool
+	}{{2 * time.Minute, true}, {30 * time.Second, false}} {
+		t.Run(tc.skew.String(), func(t *testing.T) {
+			cl := testcluster.Start(t, 2)
+			ahead := clock.NewFake(time.Now().Add(tc.skew))
+			log := newLoadLog()
+			var caches []*groupcache.Cache[string, string]
+			for i, n := range cl.Nodes {
+				opts := []groupcache.Option{groupcache.WithNode(n)}
+				if i == 0 {
+					opts = append(opts, groupcache.WithClock(ahead.Now))
+				}
+				c, err := groupcache.New("c", groupcache.LoaderFunc[string, string](func(_ context.Context, k string) (string, error) {
+					log.add(n.Self(), k)
+					return "value-" + k, nil
+				}), opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				caches = append(caches, c)
+			}
+			ctx := context.Background()
+			k := keyOwnedBy(t, cl, 1)
+			caches[1].Get(ctx, k)
+			err := caches[0].Clear(ctx)
+			caches[1].Get(ctx, k)
+			cleared := log.total.Load() == 2
+			switch {
+			case tc.refused && (!errors.Is(err, groupcache.ErrIncomplete) || cleared):
+				t.Fatalf("Clear from a clock %v ahead = %v, cleared %v; want ErrIncomplete and nothing cleared", tc.skew, err, cleared)
+			case !tc.refused && (err != nil || !cleared):
+				t.Fatalf("Clear from a clock %v ahead = %v, cleared %v; want it cleared", tc.skew, err, cleared)
+			}
+		})
+	}
+}

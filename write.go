@@ -203,7 +203,9 @@ func (c *Cache[K, V]) RemoveMany(ctx context.Context, keys []K) error {
 // cache.
 //
 // Errors: ErrClosed, ctx's error, and peers that could not be told (errors matching
-// ErrIncomplete): they keep their entries until these expire or a later Clear reaches them.
+// ErrIncomplete): they keep their entries until these expire or a later Clear reaches them. A
+// peer whose clock is more than a minute behind this node's refuses the Clear (its generation is
+// a time, see docs/design.md) and is reported so too.
 func (c *Cache[K, V]) Clear(ctx context.Context) error {
 	if c.closed.Load() {
 		return ErrClosed
