@@ -93,22 +93,23 @@ func TestHostileSetExpiryBoundedByTTL(t *testing.T) {
 		expires int64
 	}{{"year 2100", year2100}, {"never", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
-			cl := testcluster.Start(t, 1)
+			cl := testcluster.Start(t, 2) // node 1 is the one the attacker claims to be
 			clk := clock.NewFake(hostileEpoch)
 			log := newLoadLog()
 			c := stringCaches(t, cl, "c", log, nil, groupcache.WithTTL(time.Minute), groupcache.WithClock(clk.Now))[0]
-			attacker := rawClient(t, cl.Addrs[0])
+			k := keyOwnedBy(t, cl, 0)
+			attacker := rawClient(t, cl.Addrs[1])
 			ctx := context.Background()
-			err := attacker.Set(ctx, cl.Addrs[0], "c", keyBytes(t, "k"), peer.Value{Data: valueBytes(t, "planted"), Expires: tc.expires})
+			err := attacker.Set(ctx, cl.Addrs[0], "c", keyBytes(t, k), peer.Value{Data: valueBytes(t, "planted"), Expires: tc.expires})
 			if err != nil {
 				t.Fatalf("Set from the peer: %v", err)
 			}
 			clk.Advance(time.Minute - time.Second)
-			if v, err := c.Get(ctx, "k"); err != nil || v != "planted" {
+			if v, err := c.Get(ctx, k); err != nil || v != "planted" {
 				t.Fatalf("Get within the TTL = %q, %v; want the value the peer set", v, err)
 			}
 			clk.Advance(2 * time.Second)
-			if v, err := c.Get(ctx, "k"); err != nil || v != "value-k" {
+			if v, err := c.Get(ctx, k); err != nil || v != "value-"+k {
 				t.Fatalf("Get past the TTL = %q, %v; want the loader's value (the peer's expiry must not outlive the TTL)", v, err)
 			}
 		})
@@ -118,20 +119,21 @@ func TestHostileSetExpiryBoundedByTTL(t *testing.T) {
 // TestPeerExpiryKeptWithoutTTL: a cache without a TTL keeps its entries until evicted, and keeps
 // a peer's expiry as sent (it gives the value no longer a life than a local Set would).
 func TestPeerExpiryKeptWithoutTTL(t *testing.T) {
-	cl := testcluster.Start(t, 1)
+	cl := testcluster.Start(t, 2)
 	clk := clock.NewFake(hostileEpoch)
 	c := stringCaches(t, cl, "c", newLoadLog(), nil, groupcache.WithClock(clk.Now))[0]
 	ctx := context.Background()
+	k := keyOwnedBy(t, cl, 0)
 	expires := hostileEpoch.Add(10 * time.Second).UnixNano()
-	err := rawClient(t, cl.Addrs[0]).Set(ctx, cl.Addrs[0], "c", keyBytes(t, "k"), peer.Value{Data: valueBytes(t, "planted"), Expires: expires})
+	err := rawClient(t, cl.Addrs[1]).Set(ctx, cl.Addrs[0], "c", keyBytes(t, k), peer.Value{Data: valueBytes(t, "planted"), Expires: expires})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := c.Get(ctx, "k"); v != "planted" {
+	if v, _ := c.Get(ctx, k); v != "planted" {
 		t.Fatalf("Get before the peer's expiry = %q", v)
 	}
 	clk.Advance(11 * time.Second)
-	if v, _ := c.Get(ctx, "k"); v != "value-k" {
+	if v, _ := c.Get(ctx, k); v != "value-"+k {
 		t.Fatalf("Get after the peer's expiry = %q, want a reload", v)
 	}
 }
