@@ -23,7 +23,8 @@ type Loaded[V any] struct {
 	Value V
 	// Err is the key's own failure; ErrNotFound (wrapped or not) says the key does not exist.
 	Err error
-	// TTL overrides the cache's TTL for this entry when positive (as SetTTL does for Load).
+	// TTL overrides the cache's TTL for this entry when positive (as SetTTL does for Load); like
+	// SetTTL's, it is cut to the cache's TTL when that is shorter.
 	TTL time.Duration
 }
 

@@ -60,10 +60,12 @@ type Cache[K comparable, V any] struct {
 	stale       time.Duration // stale-while-revalidate window
 	hotTTL      time.Duration
 	batchSize   int
+	maxLoads    int
+	loadSlots   chan struct{} // a token per loader call in progress (WithMaxLoads)
 	loadTimeout time.Duration
 	maxValue    int64
 	maxKey      int
-	clock       Clock
+	now         func() time.Time // the cache's clock (WithClock)
 	log         *slog.Logger
 	buffers     sync.Pool // *[]byte scratch space for encoding keys and values
 	lent        sync.Pool // *lentBuffers: memory View reads remote values into, reused once fn returns
@@ -88,6 +90,7 @@ type Cache[K comparable, V any] struct {
 	// Counters of the slow paths, all atomic. Hits and misses are counted by the stores.
 	loads      atomic.Int64
 	loadErrors atomic.Int64
+	loadWaits  atomic.Int64
 	dedup      atomic.Int64
 	tooLarge   atomic.Int64
 	fresh      freshCounters
@@ -194,14 +197,16 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		stale:       s.stale,
 		hotTTL:      s.hotTTL,
 		batchSize:   s.batchSize,
+		maxLoads:    s.maxLoads,
+		loadSlots:   make(chan struct{}, s.maxLoads),
 		stripes:     new([stripeCount]atomic.Uint64),
 		loadTimeout: s.loadTimeout,
 		maxKey:      s.maxKeyBytes,
-		clock:       s.clock,
+		now:         s.now,
 		timeoutErr:  fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", name, s.loadTimeout, ErrLoadTimeout),
 	}
-	if c.clock == nil {
-		c.clock = systemClock{}
+	if c.now == nil {
+		c.now = time.Now
 	}
 	c.tooLargeLog.Store(math.MinInt64)
 	log := s.logger
@@ -275,7 +280,7 @@ func (c *Cache[K, V]) setStores(s *settings) error {
 	if c.maxValue <= 0 {
 		return invalid("WithMaxBytes", "%d leaves no room for an entry (entry overhead %d)", s.maxBytes, store.EntryOverhead)
 	}
-	now := func() int64 { return c.clock.Now().UnixNano() }
+	now := func() int64 { return c.now().UnixNano() }
 	var err error
 	if hotBytes > 0 {
 		if c.hot, err = store.New[K, item[V]](store.Config[K]{MaxBytes: hotBytes, Now: now}); err != nil {
@@ -291,10 +296,6 @@ func (c *Cache[K, V]) setStores(s *settings) error {
 	}
 	return nil
 }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
 
 // Name returns the name the cache was made with.
 func (c *Cache[K, V]) Name() string { return c.name }

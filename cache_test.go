@@ -271,7 +271,7 @@ func TestTTLWithFakeClock(t *testing.T) {
 	t.Parallel()
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
 	l := &countingLoader{}
-	c := MustNew[string, string]("t", l, WithTTL(time.Minute), WithClock(clk))
+	c := MustNew[string, string]("t", l, WithTTL(time.Minute), WithClock(clk.Now))
 	defer c.Close()
 	ctx := context.Background()
 	c.Get(ctx, "a")
@@ -304,7 +304,7 @@ func TestTooLargeValueIsReturnedNotCached(t *testing.T) {
 	c := MustNew[string, string]("t", LoaderFunc[string, string](func(_ context.Context, k string) (string, error) {
 		calls.Add(1)
 		return big, nil
-	}), WithMaxValueBytes(1000), WithLogger(slog.New(logs)), WithClock(clk))
+	}), WithMaxValueBytes(1000), WithLogger(slog.New(logs)), WithClock(clk.Now))
 	defer c.Close()
 	ctx := context.Background()
 	for range 2 {

@@ -85,7 +85,8 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, m *miss[K, V]) (V
 	return c.received(owner, m, val)
 }
 
-// received decodes a value fetched from owner for m's key and may keep a copy in the hot store.
+// received decodes a value fetched from owner for m's key and may keep a copy in the hot store
+// (until the owner's expiry, bounded by peerExpiry and the hot TTL).
 // With m.lb, a compressed value is inflated into lb's memory, and lb learns what it may reuse.
 func (c *Cache[K, V]) received(owner string, m *miss[K, V], val peer.Value) (V, error) {
 	var zero V
@@ -106,7 +107,7 @@ func (c *Cache[K, V]) received(owner string, m *miss[K, V], val peer.Value) (V, 
 		c.cluster.remoteErrors.Add(1)
 		return zero, fmt.Errorf("%w (value from %s)", err, owner)
 	}
-	kept, err := c.promote(m, v, raw, val.Expires)
+	kept, err := c.promote(m, v, raw, c.peerExpiry(val.Expires))
 	if err != nil {
 		return zero, err
 	}
@@ -249,8 +250,9 @@ func (c *Cache[K, V]) handoff(ctx context.Context, m *miss[K, V]) (item[V], bool
 }
 
 // takeOver decodes a value handed over by the previous owner of m's key and stores it in the main
-// store. val's bytes must be the cache's to keep.
+// store, its expiry bounded by peerExpiry. val's bytes must be the cache's to keep.
 func (c *Cache[K, V]) takeOver(m *miss[K, V], val peer.Value) (item[V], bool) {
+	val.Expires = c.peerExpiry(val.Expires) // kept with the value, and served to peers as such
 	if !c.live(val.Expires) {
 		return item[V]{}, false
 	}

@@ -172,7 +172,7 @@ func TestClusterExpiryOnOwnerAndHotCopies(t *testing.T) {
 	cl := testcluster.Start(t, 2)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, versioned(log), alwaysPromote,
-		groupcache.WithClock(clk), groupcache.WithTTL(10*time.Second), groupcache.WithHotTTL(time.Hour))
+		groupcache.WithClock(clk.Now), groupcache.WithTTL(10*time.Second), groupcache.WithHotTTL(time.Hour))
 	ctx := context.Background()
 	k := keyOwnedBy(t, cl, 0)
 	v1, _ := caches[1].Get(ctx, k)
@@ -197,7 +197,7 @@ func TestClusterHotTTLBoundsCopies(t *testing.T) {
 	cl := testcluster.Start(t, 2)
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, versioned(log), alwaysPromote,
-		groupcache.WithClock(clk), groupcache.WithTTL(time.Hour), groupcache.WithHotTTL(10*time.Second))
+		groupcache.WithClock(clk.Now), groupcache.WithTTL(time.Hour), groupcache.WithHotTTL(10*time.Second))
 	ctx := context.Background()
 	k := keyOwnedBy(t, cl, 0)
 	caches[1].Get(ctx, k)
@@ -243,7 +243,7 @@ func TestClusterStaleWhileRevalidate(t *testing.T) {
 	clk := clock.NewFake(time.Unix(1_700_000_000, 0))
 	cl := testcluster.Start(t, 2)
 	log := newLoadLog()
-	caches := stringCaches(t, cl, "c", log, versioned(log), groupcache.WithClock(clk),
+	caches := stringCaches(t, cl, "c", log, versioned(log), groupcache.WithClock(clk.Now),
 		groupcache.WithTTL(10*time.Second), groupcache.WithStaleWhileRevalidate(time.Minute))
 	ctx := context.Background()
 	k := keyOwnedBy(t, cl, 0)

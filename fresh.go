@@ -31,8 +31,9 @@ type freshCounters struct {
 
 // SetTTL sets the TTL of the value that the running Load returns: called from Loader.Load with the
 // ctx it was given, it overrides the cache's WithTTL for that one entry (WithTTLJitter still
-// applies). It reports false, and does nothing, when ctx is not a loader's context or d <= 0. The
-// last call before Load returns wins. A BatchLoader sets TTLs per key in its Loaded results instead.
+// applies; a d longer than the cache's TTL, when it has one, is cut to it). It reports false, and
+// does nothing, when ctx is not a loader's context or d <= 0. The last call before Load returns
+// wins. A BatchLoader sets TTLs per key in its Loaded results instead.
 func SetTTL(ctx context.Context, d time.Duration) bool {
 	box, ok := ctx.Value(entryTTLKey{}).(*entryTTL)
 	if !ok || d <= 0 {
@@ -50,9 +51,10 @@ type entryTTL struct{ d atomic.Int64 }
 func (b *entryTTL) get() time.Duration { return time.Duration(b.d.Load()) }
 
 // deadline returns the expiry (unix nanoseconds, 0 = never) of an entry stored now with ttl, or
-// with the cache's TTL when ttl is 0, shortened by the jitter.
+// with the cache's TTL when ttl is 0 or longer than it (the cache's TTL, when it has one, is the
+// longest any entry lives), shortened by the jitter.
 func (c *Cache[K, V]) deadline(ttl time.Duration) int64 {
-	if ttl <= 0 {
+	if ttl <= 0 || (c.ttl > 0 && ttl > c.ttl) {
 		ttl = c.ttl
 	}
 	if ttl <= 0 {
@@ -61,7 +63,24 @@ func (c *Cache[K, V]) deadline(ttl time.Duration) int64 {
 	if c.jitter > 0 {
 		ttl -= time.Duration(rand.Float64() * c.jitter * float64(ttl))
 	}
-	return c.clock.Now().Add(ttl).UnixNano()
+	return c.now().Add(ttl).UnixNano()
+}
+
+// peerExpiry bounds an expiry a peer sent (unix nanoseconds, 0 = never) with a value: a Set, an
+// owner's reply, a hand-off. With a TTL, it is at most the TTL from now, as if the value had been
+// stored here now: a peer cannot make this node keep a value longer than its own settings would
+// (an expiry in the year 2100, or none, becomes now + TTL). Without a TTL this node keeps its own
+// entries until they are evicted, so any expiry a peer sends is within that and is kept as sent.
+// Every expiry that comes from the network goes through here.
+func (c *Cache[K, V]) peerExpiry(expires int64) int64 {
+	if c.ttl <= 0 {
+		return expires
+	}
+	limit := c.now().Add(c.ttl).UnixNano()
+	if expires == 0 || expires > limit {
+		return limit
+	}
+	return expires
 }
 
 // hardDeadline returns when the main store drops an entry that expires at expires: then, or at
@@ -85,7 +104,7 @@ func (c *Cache[K, V]) staleAt(expires int64) int64 {
 // hotDeadline returns when a copy of a peer's value that expires at expires (0 = never) leaves the
 // hot store: at that expiry, and no later than the hot TTL from now.
 func (c *Cache[K, V]) hotDeadline(expires int64) int64 {
-	limit := c.clock.Now().Add(c.hotTTL).UnixNano()
+	limit := c.now().Add(c.hotTTL).UnixNano()
 	if expires != 0 && expires < limit {
 		return expires
 	}
@@ -99,7 +118,7 @@ func (c *Cache[K, V]) special(key K, it item[V]) (V, error) {
 		c.fresh.negativeHits.Add(1)
 		return it.v, err
 	}
-	if c.clock.Now().UnixNano() >= it.staleMark() {
+	if c.now().UnixNano() >= it.staleMark() {
 		c.fresh.staleHits.Add(1)
 		c.refresh(key)
 	}

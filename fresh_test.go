@@ -23,7 +23,7 @@ func TestSetTTLFromLoader(t *testing.T) {
 			t.Error("SetTTL in a loader reported false")
 		}
 		return l.Load(ctx, k)
-	}), WithTTL(time.Minute), WithClock(clk))
+	}), WithTTL(time.Minute), WithClock(clk.Now))
 	defer c.Close()
 	ctx := context.Background()
 	c.Get(ctx, "short")
@@ -47,7 +47,7 @@ func TestSetTTLFromLoader(t *testing.T) {
 func TestTTLJitterSpreadsExpiries(t *testing.T) {
 	t.Parallel()
 	clk := clock.NewFake(epoch)
-	c := MustNew[string, string]("t", &countingLoader{}, WithTTL(100*time.Second), WithTTLJitter(0.5), WithClock(clk))
+	c := MustNew[string, string]("t", &countingLoader{}, WithTTL(100*time.Second), WithTTLJitter(0.5), WithClock(clk.Now))
 	defer c.Close()
 	seen := map[int64]bool{}
 	for i := range 200 {
@@ -83,7 +83,7 @@ func TestNegativeCaching(t *testing.T) {
 	t.Parallel()
 	clk := clock.NewFake(epoch)
 	l := &notFoundLoader{}
-	c := MustNew[string, string]("t", l, WithTTL(time.Minute), WithNegativeTTL(10*time.Second), WithClock(clk))
+	c := MustNew[string, string]("t", l, WithTTL(time.Minute), WithNegativeTTL(10*time.Second), WithClock(clk.Now))
 	defer c.Close()
 	ctx := context.Background()
 	for range 3 {
@@ -160,7 +160,7 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	clk := clock.NewFake(epoch)
 	l := &versionLoader{}
 	c := MustNew[string, string]("t", l, WithTTL(10*time.Second), WithStaleWhileRevalidate(30*time.Second),
-		WithClock(clk), WithLogger(discardLogger()))
+		WithClock(clk.Now), WithLogger(discardLogger()))
 	defer c.Close()
 	ctx := context.Background()
 	if v, _ := c.Get(ctx, "k"); v != "k@1" {
@@ -290,7 +290,7 @@ func TestSetEntryTTL(t *testing.T) {
 	t.Parallel()
 	clk := clock.NewFake(epoch)
 	l := &versionLoader{}
-	c := MustNew[string, string]("t", l, WithClock(clk))
+	c := MustNew[string, string]("t", l, WithClock(clk.Now))
 	defer c.Close()
 	ctx := context.Background()
 	c.Set(ctx, "a", "short", WithEntryTTL(5*time.Second))
@@ -396,7 +396,7 @@ func TestGetManyAlone(t *testing.T) {
 	t.Parallel()
 	clk := clock.NewFake(epoch)
 	l := &batchLoader{}
-	c := MustNew[string, string]("t", l, WithBatchSize(10), WithClock(clk), WithNegativeTTL(time.Minute))
+	c := MustNew[string, string]("t", l, WithBatchSize(10), WithClock(clk.Now), WithNegativeTTL(time.Minute))
 	defer c.Close()
 	ctx := context.Background()
 	c.Get(ctx, "k0") // a hit for GetMany

@@ -114,7 +114,7 @@ func (c *Cache[K, V]) lookup(key K) (item[V], bool) {
 
 // live reports whether an entry with this expiry (unix nanoseconds, 0 = never) is still valid.
 func (c *Cache[K, V]) live(expires int64) bool {
-	return expires == 0 || expires > c.clock.Now().UnixNano()
+	return expires == 0 || expires > c.now().UnixNano()
 }
 
 // load loads m's key here: on a node, taken over from its owner before the last peer-set change
@@ -213,7 +213,7 @@ func (c *Cache[K, V]) keep(m *miss[K, V], v V, ttl time.Duration) (item[V], erro
 // limit, and logs it at most once a minute (by the cache's clock).
 func (c *Cache[K, V]) notCached(size int64) {
 	n := c.tooLarge.Add(1)
-	now := c.clock.Now().UnixNano()
+	now := c.now().UnixNano()
 	next := c.tooLargeLog.Load()
 	if now < next || !c.tooLargeLog.CompareAndSwap(next, now+int64(time.Minute)) {
 		return
@@ -234,28 +234,43 @@ func (c *Cache[K, V]) put(s *store.Store[K, item[V]], m *miss[K, V], it item[V],
 	}
 }
 
-// callLoader calls the user's loader for m's key and turns a panic into a *PanicError; ttl is
-// what the loader asked for with SetTTL (0: the cache's).
+// callLoader calls the user's loader for m's key, in a slot of WithMaxLoads, and turns a panic
+// into a *PanicError; ttl is what the loader asked for with SetTTL (0: the cache's).
 func (c *Cache[K, V]) callLoader(ctx context.Context, m *miss[K, V]) (v V, ttl time.Duration, err error) {
 	box := new(entryTTL)
 	ctx = context.WithValue(ctx, entryTTLKey{}, box)
 	if m.detach {
 		v, err = c.loadDetached(ctx, m.key)
 	} else {
-		v, err = c.loadHere(ctx, m.key)
+		v, err = c.loadGated(ctx, m.key)
 	}
 	return v, box.get(), err
 }
 
-// loadDetached runs the loader in a goroutine of its own and returns when ctx ends even if the
-// loader ignores ctx; the loader's late result is then dropped.
+// loadGated calls the loader in a slot of WithMaxLoads, waiting for one while ctx lasts.
+func (c *Cache[K, V]) loadGated(ctx context.Context, key K) (V, error) {
+	if err := c.acquireLoad(ctx); err != nil {
+		var zero V
+		return zero, err
+	}
+	defer c.releaseLoad()
+	return c.loadHere(ctx, key)
+}
+
+// loadDetached runs the loader (in a slot of WithMaxLoads) in a goroutine of its own and returns
+// when ctx ends even if the loader ignores ctx; the loader's late result is then dropped, and its
+// slot freed when it returns.
 func (c *Cache[K, V]) loadDetached(ctx context.Context, key K) (V, error) {
+	var zero V
 	if d, ok := ctx.Deadline(); ok && ctx.Done() == nil {
-		// A flight run by its caller has a deadline but no timer (fill.DoHere); the loader gets a
-		// context that really ends at the deadline.
+		// A flight run by its caller has a deadline but no timer (fill.DoHere); the loader, and
+		// the wait for its slot, get a context that really ends at the deadline.
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, d)
 		defer cancel()
+	}
+	if err := c.acquireLoad(ctx); err != nil {
+		return zero, err
 	}
 	type result struct {
 		v   V
@@ -263,6 +278,7 @@ func (c *Cache[K, V]) loadDetached(ctx context.Context, key K) (V, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
+		defer c.releaseLoad()
 		v, err := c.loadHere(ctx, key)
 		done <- result{v, err}
 	}()
@@ -270,10 +286,30 @@ func (c *Cache[K, V]) loadDetached(ctx context.Context, key K) (V, error) {
 	case r := <-done:
 		return r.v, r.err
 	case <-ctx.Done():
-		var zero V
 		return zero, ctx.Err()
 	}
 }
+
+// acquireLoad takes a slot for one loader call (WithMaxLoads), waiting for one while ctx lasts;
+// it returns ctx's error if ctx ends first. Every nil return is matched by one releaseLoad, when
+// the loader has returned.
+func (c *Cache[K, V]) acquireLoad(ctx context.Context) error {
+	select {
+	case c.loadSlots <- struct{}{}:
+		return nil
+	default:
+	}
+	c.loadWaits.Add(1)
+	select {
+	case c.loadSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// releaseLoad frees the slot of a loader call that has returned.
+func (c *Cache[K, V]) releaseLoad() { <-c.loadSlots }
 
 func (c *Cache[K, V]) loadHere(ctx context.Context, key K) (v V, err error) {
 	defer c.recoverInto(&err, "loader")

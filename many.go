@@ -17,7 +17,7 @@ const maxParallelLoads = 16
 // Get would have returned for that key. Keys found in memory are answered at once; the others are
 // filled together: keys owned by a peer with one request per owner (in requests of at most the
 // batch size, WithBatchSize), keys owned here with the loader's LoadMany when it is a BatchLoader
-// (otherwise with up to 16 loads at once). Single flight holds per key: a key that a Get or
+// (otherwise with up to 16 loads at once, fewer when WithMaxLoads is lower). Single flight holds per key: a key that a Get or
 // another GetMany is already filling is joined, not filled twice, and a Get of a key this call is
 // filling joins it.
 //
@@ -306,10 +306,10 @@ func (c *Cache[K, V]) loadChunk(ctx context.Context, b *batch[K, V], chunk []int
 	}
 }
 
-// parallel calls f for each of idx, at most maxParallelLoads at once, and returns when all have
-// returned.
+// parallel calls f for each of idx, at most maxParallelLoads (and at most WithMaxLoads) at once,
+// and returns when all have returned.
 func (c *Cache[K, V]) parallel(idx []int, f func(i int)) {
-	sem := make(chan struct{}, maxParallelLoads)
+	sem := make(chan struct{}, min(maxParallelLoads, c.maxLoads))
 	var wg sync.WaitGroup
 	for _, i := range idx {
 		sem <- struct{}{}
@@ -321,8 +321,13 @@ func (c *Cache[K, V]) parallel(idx []int, f func(i int)) {
 	wg.Wait()
 }
 
-// callBatch calls the BatchLoader, turning a panic into a *PanicError.
+// callBatch calls the BatchLoader in a slot of WithMaxLoads (waiting for one while ctx lasts),
+// turning a panic into a *PanicError.
 func (c *Cache[K, V]) callBatch(ctx context.Context, keys []K) (ls []Loaded[V], err error) {
+	if err := c.acquireLoad(ctx); err != nil {
+		return nil, err
+	}
+	defer c.releaseLoad()
 	defer c.recoverInto(&err, "batch loader")
 	return c.batch.LoadMany(ctx, keys)
 }

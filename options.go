@@ -17,12 +17,9 @@ const (
 	defaultHotFraction = 0.125
 	defaultHotTTL      = time.Minute
 	defaultBatchSize   = 1000
+	defaultMaxLoads    = 256
+	maxMaxLoads        = 1 << 16
 )
-
-// Clock tells the time. Caches use it for entry expiry; tests inject a fake one with WithClock.
-type Clock interface {
-	Now() time.Time
-}
 
 // Option configures a cache in New. Options check their own argument, New then checks them
 // against each other (validate), and reports the first invalid one as an error wrapping
@@ -47,7 +44,7 @@ type settings struct {
 	loadTimeout   time.Duration
 	ttl           time.Duration
 	logger        *slog.Logger
-	clock         Clock
+	now           func() time.Time
 	node          *Node
 	nodeOnly      []string // names of the node-only options given, which need WithNode
 	hotFraction   float64
@@ -57,6 +54,7 @@ type settings struct {
 	stale         time.Duration
 	hotTTL        time.Duration
 	batchSize     int
+	maxLoads      int
 
 	// Typed options, checked against K and V in New.
 	valueCodec typedOption
@@ -84,6 +82,7 @@ func newSettings() settings {
 		hotFraction: defaultHotFraction,
 		hotTTL:      defaultHotTTL,
 		batchSize:   defaultBatchSize,
+		maxLoads:    defaultMaxLoads,
 	}
 }
 
@@ -196,7 +195,11 @@ func WithLoadTimeout(d time.Duration) Option {
 }
 
 // WithTTL makes entries expire d after they were loaded; an expired entry is a miss and is loaded
-// again. Default 0: entries never expire and leave only by eviction. Valid range d >= 0.
+// again. It is also the longest any entry lives: a longer TTL given per entry (SetTTL,
+// Loaded.TTL, WithEntryTTL) is cut to d, and so is an expiry a peer sends with a value (a Set, an
+// owner's reply, a hand-off), counted from when the value arrives. Default 0: entries never expire
+// and leave only by eviction (a per-entry TTL and a peer's expiry then apply as given). Valid range
+// d >= 0.
 func WithTTL(d time.Duration) Option {
 	return optionFunc(func(s *settings) error {
 		if d < 0 {
@@ -281,6 +284,25 @@ func WithBatchSize(n int) Option {
 	})
 }
 
+// WithMaxLoads bounds the loader calls in progress in this cache at once: at most n calls of Load
+// and LoadMany (one LoadMany counts one, whatever its keys), for this process's own Gets, peers'
+// requests, fallbacks and refreshes alike. A load that finds n running waits for one to return,
+// for as long as the load may last (the load timeout, and while a caller still waits for it);
+// Stats.LoadWaits counts such waits. A slot is held until the loader returns, even when every
+// caller has stopped waiting, so a loader that ignores its context holds one for as long as it
+// runs. GetMany runs at most min(16, n) of its own loads at once. Hits never wait. A loader that
+// calls Get of the same cache for another key holds its slot while that load waits for one.
+// Default 256; valid range 1 to 65,536.
+func WithMaxLoads(n int) Option {
+	return optionFunc(func(s *settings) error {
+		if n <= 0 || n > maxMaxLoads {
+			return invalid("WithMaxLoads", "%d is outside 1..%d", n, maxMaxLoads)
+		}
+		s.maxLoads = n
+		return nil
+	})
+}
+
 // WithLogger sets the logger for events a caller does not see in a returned error (a loader panic
 // is logged with its stack as well as returned). Default slog.Default(); nil means the default.
 func WithLogger(l *slog.Logger) Option {
@@ -290,11 +312,12 @@ func WithLogger(l *slog.Logger) Option {
 	})
 }
 
-// WithClock sets the clock used for entry expiry. Default: the system clock; nil means the default.
-// Tests use a fake clock to expire entries without sleeping.
-func WithClock(c Clock) Option {
+// WithClock sets the clock used for entry expiry: now tells the time. Default time.Now; nil means
+// the default. Tests use a fake clock to expire entries without sleeping. now must be safe for
+// concurrent use.
+func WithClock(now func() time.Time) Option {
 	return optionFunc(func(s *settings) error {
-		s.clock = c
+		s.now = now
 		return nil
 	})
 }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/typedcache/groupcache"
-	"github.com/typedcache/groupcache/codec"
 	"github.com/typedcache/groupcache/hash"
 	"github.com/typedcache/groupcache/internal/testcluster"
 	"github.com/typedcache/groupcache/internal/testpki"
@@ -25,8 +24,8 @@ var (
 	secretB = []byte("0123456789abcdef-somebody else's")
 )
 
-// rawClient is a peer.Client of a process that is not a node, closed at the end of the test.
-func rawClient(t *testing.T, opts ...peer.ClientOption) *peer.Client {
+// strangerClient is a peer.Client of a process that is not a node, closed at the end of the test.
+func strangerClient(t *testing.T, opts ...peer.ClientOption) *peer.Client {
 	t.Helper()
 	c, err := peer.NewClient(append([]peer.ClientOption{peer.WithTimeout(5 * time.Second)}, opts...)...)
 	if err != nil {
@@ -34,11 +33,6 @@ func rawClient(t *testing.T, opts ...peer.ClientOption) *peer.Client {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-func keyBytes(k string) []byte {
-	b, _ := codec.String().Append(nil, k)
-	return b
 }
 
 // wantStatus fails unless err carries the peer status want.
@@ -61,14 +55,14 @@ func TestNodeWritesOnlyFromMembers(t *testing.T) {
 	v := peer.Value{Data: []byte{0x66, 'p', 'l', 'a', 'n', 't', 'e', 'd'}}
 
 	for name, c := range map[string]*peer.Client{
-		"no claim":   rawClient(t),
-		"non-member": rawClient(t, peer.WithSelf("127.0.0.1:1")),
+		"no claim":   strangerClient(t),
+		"non-member": strangerClient(t, peer.WithSelf("127.0.0.1:1")),
 	} {
-		if _, err := c.Get(ctx, cl.Addrs[0], "c", keyBytes(k)); err != nil {
+		if _, err := c.Get(ctx, cl.Addrs[0], "c", keyBytes(t, k)); err != nil {
 			t.Fatalf("%s: a read was refused: %v", name, err)
 		}
-		wantStatus(t, name+": Set", c.Set(ctx, cl.Addrs[0], "c", keyBytes(k), v), peer.StatusForbidden)
-		wantStatus(t, name+": Remove", c.Remove(ctx, cl.Addrs[0], "c", [][]byte{keyBytes(k)}), peer.StatusForbidden)
+		wantStatus(t, name+": Set", c.Set(ctx, cl.Addrs[0], "c", keyBytes(t, k), v), peer.StatusForbidden)
+		wantStatus(t, name+": Remove", c.Remove(ctx, cl.Addrs[0], "c", [][]byte{keyBytes(t, k)}), peer.StatusForbidden)
 		wantStatus(t, name+": Clear", c.Clear(ctx, cl.Addrs[0], "c", uint64(time.Now().UnixNano())), peer.StatusForbidden)
 	}
 	if got, err := caches[0].Get(ctx, k); err != nil || got != "value-"+k {
@@ -135,7 +129,7 @@ func TestNodeSharedSecret(t *testing.T) {
 	if st := cl.Nodes[0].Stats(); st.Server.Refused == 0 {
 		t.Fatalf("the owner did not count the refusal: %+v", st.Server)
 	}
-	_, err = rawClient(t).Get(ctx, cl.Addrs[0], "c", keyBytes(k))
+	_, err = strangerClient(t).Get(ctx, cl.Addrs[0], "c", keyBytes(t, k))
 	wantStatus(t, "a client without the secret", err, peer.StatusForbidden)
 	if log.total.Load() != 1 {
 		t.Fatalf("%d loads in the cluster, want 1", log.total.Load())
@@ -151,7 +145,7 @@ func ownedIn(t *testing.T, peers []string, owner, skip string) string {
 	}
 	for n := 0; ; n++ {
 		k := "k" + strconv.Itoa(n)
-		if p, _ := r.Owner(keyBytes(k)); p == owner && k != skip {
+		if p, _ := r.Owner(keyBytes(t, k)); p == owner && k != skip {
 			return k
 		}
 	}
@@ -189,13 +183,13 @@ func TestNodeMutualTLS(t *testing.T) {
 		t.Fatalf("owner has %q after a Set over TLS", got)
 	}
 
-	if _, err := rawClient(t).Get(ctx, cl.Addrs[0], "c", keyBytes(k)); err == nil {
+	if _, err := strangerClient(t).Get(ctx, cl.Addrs[0], "c", keyBytes(t, k)); err == nil {
 		t.Fatal("a plaintext client was served by a TLS node")
 	}
 	other, _ := testpki.New()
 	otherCert, _ := other.Node("127.0.0.1")
-	_, err = rawClient(t, peer.WithTLS(&tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{otherCert}})).
-		Get(ctx, cl.Addrs[0], "c", keyBytes(k))
+	_, err = strangerClient(t, peer.WithTLS(&tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{otherCert}})).
+		Get(ctx, cl.Addrs[0], "c", keyBytes(t, k))
 	wantStatus(t, "a client of another CA", err, peer.StatusForbidden)
 }
 

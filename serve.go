@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/typedcache/groupcache/peer"
 )
@@ -84,7 +85,7 @@ func (c *Cache[K, V]) served(key K) (peer.Value, error, bool) {
 	if it.wire == nil {
 		return peer.Value{}, nil, false
 	}
-	if mark := it.staleMark(); mark != 0 && c.clock.Now().UnixNano() >= mark {
+	if mark := it.staleMark(); mark != 0 && c.now().UnixNano() >= mark {
 		c.refresh(key)
 	}
 	return c.sent(it.wire), nil, true
@@ -220,7 +221,8 @@ func (c *Cache[K, V]) serveMisses(ctx context.Context, misses []miss[K, V], plac
 	}
 }
 
-// setFromPeer stores a value a peer sent with Set: this node owns key.
+// setFromPeer stores a value a peer sent with Set: this node owns key. Its expiry is bounded by
+// peerExpiry.
 func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	if c.closed.Load() {
 		return c.errGone()
@@ -252,8 +254,9 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 		c.tooLarge.Add(1)
 		return wireStatus(peer.StatusTooLarge, fmt.Errorf("cache %q: value of %d bytes over the limit of %d", c.name, size, c.maxValue))
 	}
-	w := &wireForm{Value: peer.Value{Data: data, Compressed: val.Compressed, Expires: val.Expires}, rawLen: len(raw)}
-	c.setLocal(key, kb, item[V]{v: v, wire: w}, size, val.Expires)
+	expires := c.peerExpiry(val.Expires)
+	w := &wireForm{Value: peer.Value{Data: data, Compressed: val.Compressed, Expires: expires}, rawLen: len(raw)}
+	c.setLocal(key, kb, item[V]{v: v, wire: w}, size, expires)
 	return nil
 }
 
@@ -292,12 +295,27 @@ func (c *Cache[K, V]) removeFromPeer(kbs [][]byte) error {
 	return nil
 }
 
-// clearFromPeer adopts a generation a peer's Clear sent.
+// maxClockSkew is how far ahead of this node's clock a peer's Clear generation (a time in Unix
+// nanoseconds, see Clear) may be. Past it the Clear is refused: one request must not push the
+// generation out of reach of later Clears.
+const maxClockSkew = time.Minute
+
+// clearFromPeer empties the cache for a peer's Clear of generation gen: it adopts gen when gen is
+// higher than the cache's generation, and its own generation plus one otherwise, so a peer's Clear
+// always empties the cache. A generation more than maxClockSkew ahead of this node's clock is
+// refused with StatusBadRequest, and nothing is cleared.
 func (c *Cache[K, V]) clearFromPeer(gen uint64) error {
 	if c.closed.Load() {
 		return c.errGone()
 	}
-	c.adopt(gen)
+	now := c.now()
+	if limit := uint64(max(now.Add(maxClockSkew).UnixNano(), 0)); gen > limit {
+		return wireStatus(peer.StatusBadRequest, fmt.Errorf(
+			"cache %q: Clear generation %d is more than %v ahead of this node's clock (%d): refused; are the nodes' clocks synchronised?",
+			c.name, gen, maxClockSkew, now.UnixNano()))
+	}
+	for !c.adopt(max(gen, c.gen.Load()+1)) { // false: another Clear moved it meanwhile; go past that
+	}
 	return nil
 }
 

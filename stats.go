@@ -20,6 +20,11 @@ type Stats struct {
 	// of LoadMany calls), for own lookups, peers' requests (PeerLoads), fallbacks (FallbackLoads)
 	// and refreshes alike. With single flight, concurrent lookups of one key cause one load.
 	Loads int64
+	// LoadWaits is the number of loader calls (Load, or LoadMany for a batch) that waited for a
+	// slot because WithMaxLoads calls were in progress already. A wait cut short by the load
+	// timeout ends the load with ErrLoadTimeout, and counts in Loads and LoadErrors as a load
+	// that timed out.
+	LoadWaits int64
 	// LoadErrors is the number of those loads that failed: the loader returned an error
 	// (ErrNotFound included), panicked or timed out, or its value could not be measured (codec or
 	// sizer failure).
@@ -101,6 +106,7 @@ func (c *Cache[K, V]) Stats() Stats {
 		Gets:         st.Hits + st.Misses - peerLookups,
 		Hits:         st.Hits - peerHits,
 		Loads:        c.loads.Load(),
+		LoadWaits:    c.loadWaits.Load(),
 		LoadErrors:   c.loadErrors.Load(),
 		Deduplicated: c.dedup.Load(),
 		TooLarge:     c.tooLarge.Load(),

@@ -25,7 +25,8 @@ type setOptionFunc func(*setSettings)
 func (f setOptionFunc) applySet(s *setSettings) { f(s) }
 
 // WithEntryTTL makes the value given to Set expire d after it is stored, instead of after the
-// cache's TTL (WithTTL); WithTTLJitter still applies. d <= 0 means the cache's TTL.
+// cache's TTL (WithTTL); WithTTLJitter still applies. d <= 0 means the cache's TTL, and so does a
+// d longer than the cache's TTL when it has one (WithTTL bounds every entry).
 func WithEntryTTL(d time.Duration) SetOption {
 	return setOptionFunc(func(s *setSettings) { s.ttl = d })
 }
@@ -202,7 +203,9 @@ func (c *Cache[K, V]) RemoveMany(ctx context.Context, keys []K) error {
 // cache.
 //
 // Errors: ErrClosed, ctx's error, and peers that could not be told (errors matching
-// ErrIncomplete): they keep their entries until these expire or a later Clear reaches them.
+// ErrIncomplete): they keep their entries until these expire or a later Clear reaches them. A
+// peer whose clock is more than a minute behind this node's refuses the Clear (its generation is
+// a time, see docs/design.md) and is reported so too.
 func (c *Cache[K, V]) Clear(ctx context.Context) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -211,7 +214,7 @@ func (c *Cache[K, V]) Clear(ctx context.Context) error {
 		return err
 	}
 	c.fresh.clears.Add(1)
-	gen := max(c.gen.Load()+1, uint64(max(c.clock.Now().UnixNano(), 0)))
+	gen := max(c.gen.Load()+1, uint64(max(c.now().UnixNano(), 0)))
 	c.adopt(gen)
 	if c.node == nil || c.node.closed.Load() {
 		return nil

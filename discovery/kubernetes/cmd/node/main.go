@@ -61,19 +61,7 @@ func run(log *slog.Logger) error {
 	}
 	defer pages.Close()
 
-	mux := http.NewServeMux()
-	mux.Handle(peer.DefaultBasePath, node.Handler())
-	mux.HandleFunc("GET /get", func(w http.ResponseWriter, r *http.Request) {
-		v, err := pages.Get(r.Context(), r.URL.Query().Get("key"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		w.Write([]byte(v + "\n"))
-	})
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(pages.Stats())
-	})
+	mux := routes(node, pages)
 	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.ListenAndServe() }()
@@ -111,4 +99,22 @@ func peerSecret() (peer.SharedOption, error) {
 		accepted = append(accepted, []byte(prev))
 	}
 	return peer.WithSecret([]byte(current), accepted...), nil
+}
+
+// routes serves the peer protocol and the application's two endpoints.
+func routes(node *groupcache.Node, pages *groupcache.Cache[string, string]) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle(peer.DefaultBasePath, node.Handler())
+	mux.HandleFunc("GET /get", func(w http.ResponseWriter, r *http.Request) {
+		v, err := pages.Get(r.Context(), r.URL.Query().Get("key"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Write([]byte(v + "\n"))
+	})
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(pages.Stats())
+	})
+	return mux
 }
