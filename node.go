@@ -43,9 +43,14 @@ type Node struct {
 	handoff atomic.Pointer[handoffRing]            // the ring before the last change, while recent
 	caches  atomic.Pointer[map[string]servedCache] // copy on write under mu
 	health  sync.Map                               // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
+	probing sync.Map                               // peer address -> true, while a probe of it runs
+	probes  sync.WaitGroup                         // the probes, which Close waits for; Add under mu
 	mu      sync.Mutex                             // serializes peer-set changes and cache registration
 	closed  atomic.Bool
 	servers []*http.Server // of Serve, closed by Close; guarded by mu
+
+	misnames    atomic.Int64 // connections to peers that named themselves otherwise
+	misnamedLog atomic.Int64 // unix nanoseconds of the last log of one
 	done    chan struct{}  // closed by Close
 	closing sync.Once
 }
@@ -204,12 +209,13 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		return nil, err
 	}
 	server, err := peer.NewServer(nodeBackend{n}, append([]peer.ServerOption{peer.WithServerLogger(n.log),
-		peer.WithAuthorizer(n.authorize)}, s.serverOptions...)...)
+		peer.WithAuthorizer(n.authorize), peer.WithSelf(n.self)}, s.serverOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	n.server = server
-	if n.client, err = peer.NewClient(append([]peer.ClientOption{peer.WithSelf(self)}, s.clientOptions...)...); err != nil {
+	if n.client, err = peer.NewClient(append([]peer.ClientOption{peer.WithSelf(n.self), peer.WithObserver(observer{n})},
+		s.clientOptions...)...); err != nil {
 		server.Close()
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
@@ -260,6 +266,11 @@ func (n *Node) SetPeers(peers ...string) error {
 		return nil
 	}
 	n.log.Info("peer set changed", slog.Any("peers", ring.Peers()))
+	for _, p := range slices.Concat(old.Peers(), ring.Peers()) {
+		if old.Contains(p) != ring.Contains(p) {
+			n.health.Delete(p) // a peer that joins or leaves starts afresh: no back-off
+		}
+	}
 	n.startHandoff(old)
 	return nil
 }
@@ -347,14 +358,87 @@ func (n *Node) healthy(peer string) bool {
 	return !ok || v.(*atomic.Int64).Load() <= time.Now().UnixNano()
 }
 
-// markDown makes the node skip peer for the back-off period.
+// markDown makes the node skip peer for the back-off period, or until it answers a probe.
 func (n *Node) markDown(peer string, err error) {
 	v, _ := n.health.LoadOrStore(peer, new(atomic.Int64))
 	until := time.Now().Add(n.backoff).UnixNano()
 	if v.(*atomic.Int64).Swap(until) <= time.Now().UnixNano() {
 		n.log.Warn("peer unavailable, loading its keys locally", slog.String("peer", peer),
 			slog.Duration("backoff", n.backoff), slog.Any("err", err))
+		n.startProbe(peer)
 	}
+}
+
+// Probes of a peer marked down: one every probeInterval, each bounded by probeTimeout (and the
+// client's timeout).
+const (
+	probeInterval = 500 * time.Millisecond
+	probeTimeout  = time.Second
+)
+
+// startProbe starts probing addr, a peer marked down, unless it is probed already or the node is
+// closed. The node's Close waits for the probe.
+func (n *Node) startProbe(addr string) {
+	if _, busy := n.probing.LoadOrStore(addr, true); busy {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed.Load() {
+		n.probing.Delete(addr)
+		return
+	}
+	n.probes.Add(1)
+	go n.probe(addr)
+}
+
+// probe asks addr, a peer marked down, a cheap question every probeInterval, and makes the node
+// use it again as soon as it answers. It stops then, when the back-off ends first, when addr
+// leaves the peer set, or when the node closes.
+func (n *Node) probe(addr string) {
+	defer n.probes.Done()
+	defer func() {
+		n.probing.Delete(addr)
+		if !n.closed.Load() && !n.healthy(addr) && n.ring.Load().Contains(addr) {
+			n.startProbe(addr) // marked down again while this probe was ending
+		}
+	}()
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+		if n.healthy(addr) || !n.ring.Load().Contains(addr) {
+			return
+		}
+		if n.answers(addr) {
+			if v, ok := n.health.Load(addr); ok {
+				v.(*atomic.Int64).Store(0)
+			}
+			n.log.Info("peer answers again", slog.String("peer", addr))
+			return
+		}
+	}
+}
+
+// answers reports whether the peer at addr answers a Peek (which never loads, and which the
+// peer's server answers from memory) of the empty key of one of this node's caches: with a value
+// or a status that is not a refusal. A node without caches asks its peers nothing to probe.
+func (n *Node) answers(addr string) bool {
+	var name string
+	for name = range *n.caches.Load() {
+		break
+	}
+	if name == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	_, err := n.client.Peek(ctx, addr, name, nil)
+	return err == nil || !peerDown(err) && !errors.Is(err, peer.ErrProtocol) && peer.StatusOf(err) != peer.StatusForbidden
 }
 
 // register attaches a cache under its name; names are unique per node.
@@ -433,15 +517,65 @@ type NodeStats struct {
 	Server peer.ServerStats
 	// Client counts the requests this node sent to peers.
 	Client peer.ClientStats
+	// Misnamed counts the connections to a peer that named itself (its own address, given to
+	// NewNode) otherwise than this node's peer set does: the two nodes disagree on which keys
+	// that peer owns. Each is logged, at most once a minute.
+	Misnamed int64
 }
 
 // Stats returns the node's transport counters. Each cache has its own in Cache.Stats.
 func (n *Node) Stats() NodeStats {
-	return NodeStats{Server: n.server.Stats(), Client: n.client.Stats()}
+	return NodeStats{Server: n.server.Stats(), Client: n.client.Stats(), Misnamed: n.misnames.Load()}
+}
+
+// misnamed counts a connection to the peer at addr that names itself claim, and logs it at most
+// once a minute.
+func (n *Node) misnamed(addr, claim string) {
+	count := n.misnames.Add(1)
+	now := time.Now().UnixNano()
+	last := n.misnamedLog.Load()
+	if last != 0 && now-last < int64(time.Minute) || !n.misnamedLog.CompareAndSwap(last, now) {
+		return
+	}
+	n.log.Warn("a peer names itself otherwise than this node's peer set: the nodes disagree on which keys it owns",
+		slog.String("peer", addr), slog.String("claims", claim), slog.Int64("misnamed_since_start", count))
+}
+
+// Shutdown makes the node leave its cluster gracefully, then closes it as Close does. At once it
+// stops taking peers' requests: the listeners of Serve close, a peer that connects is refused, and
+// every connected peer gets a notice that makes it stop asking this node and load the keys this
+// node owns itself; requests that still arrive are answered "leaving", which has the same effect.
+// Then it answers the requests in flight, until they are done or ctx ends. A node served through
+// Handler on a server of one's own: shut that server down after Shutdown returns. Take the node out
+// of its discovery source first where the source can (docs/design.md, "Leaving the cluster"), so
+// that the peers' rings drop it too. It returns ctx's error when requests were still in flight as
+// ctx ended (they then fail over to their callers' own loads), ErrClosed after Close or Shutdown.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.mu.Lock()
+	if n.closed.Load() {
+		n.mu.Unlock()
+		return ErrClosed
+	}
+	servers := slices.Clone(n.servers)
+	n.mu.Unlock()
+	n.log.Info("leaving the cluster")
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		// Closes its listener; the upgraded connections are the peer server's to drain.
+		wg.Go(func() { _ = srv.Shutdown(ctx) })
+	}
+	err := n.server.Shutdown(ctx)
+	wg.Wait()
+	if cerr := n.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Close stops serving peers, closes the connections to them and detaches every cache: caches stay
-// usable and load every key locally from then on. The first call returns nil, later ones ErrClosed.
+// usable and load every key locally from then on. Requests of peers in flight are cut short, and
+// those peers load the keys themselves; Shutdown lets them finish first. The first call returns
+// nil, later ones ErrClosed.
 func (n *Node) Close() error {
 	err := ErrClosed
 	n.closing.Do(func() {
@@ -453,9 +587,21 @@ func (n *Node) Close() error {
 		n.mu.Unlock()
 		close(n.done)
 		err = errors.Join(n.server.Close(), n.client.Close())
+		n.probes.Wait()
 	})
 	return err
 }
+
+// observer is what the node's client tells the node of its peers.
+type observer struct{ n *Node }
+
+// Leaving marks a peer that is shutting down as down: its keys are loaded here meanwhile.
+func (o observer) Leaving(addr string) {
+	o.n.markDown(addr, &peer.Error{Peer: addr, Status: peer.StatusLeaving, Msg: "it is leaving the cluster"})
+}
+
+// Misnamed counts and logs a peer that names itself otherwise than this node's peer set does.
+func (o observer) Misnamed(addr, claim string) { o.n.misnamed(addr, claim) }
 
 // nodeBackend is the node's face towards its server: it finds the named cache.
 type nodeBackend struct{ n *Node }

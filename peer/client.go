@@ -34,6 +34,7 @@ type Client struct {
 	tls             *tls.Config                                                       // WithTLS's, with a session cache
 	secrets         [][]byte                                                          // WithSecret's: the first is proved
 	self            string                                                            // WithSelf's claim
+	observer        Observer                                                          // WithObserver's; may be nil
 	dialContext     func(ctx context.Context, network, addr string) (net.Conn, error) // a net.Dialer's; tests set another
 
 	pools     sync.Map // peer address -> *pool
@@ -89,6 +90,7 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		tls:             cfg.tls,
 		secrets:         cfg.secrets,
 		self:            cfg.self,
+		observer:        cfg.observer,
 		done:            make(chan struct{}),
 	}
 	if c.tls != nil && c.tls.ClientSessionCache == nil {
@@ -400,6 +402,9 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 	defer resp.Body.Close()
 	if err := p.checkUpgrade(resp, br); err != nil {
 		return err
+	}
+	if name := resp.Header.Get(headerNode); name != "" && name != p.addr && p.c.observer != nil {
+		p.c.observer.Misnamed(p.addr, name[:min(len(name), maxClaim)])
 	}
 	proof, err := p.c.proveSecret(resp.Header, nonce)
 	if err != nil {
