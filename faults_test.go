@@ -1,10 +1,15 @@
 package groupcache_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -279,4 +284,143 @@ func blackHole(t *testing.T) (string, *atomic.Int64) {
 		}
 	})
 	return l.Addr().String(), &n
+}
+
+// TestPeerNamesAreCanonical: nodes that name a peer differently ("localhost:p" on one,
+// "127.0.0.1:p" on the other) agree on the ring: each key is loaded once.
+func TestPeerNamesAreCanonical(t *testing.T) {
+	t.Parallel()
+	if _, err := groupcache.NewNode("127.0.0.1:99999"); !errors.Is(err, groupcache.ErrInvalidOption) {
+		t.Fatalf("NewNode with port 99999: %v", err)
+	}
+	lb, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(lb.Addr().String())
+	b, err := groupcache.NewNode("LOCALHOST:0" + port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Self() != "127.0.0.1:"+port {
+		t.Fatalf("Self() = %q", b.Self())
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { b.Serve(lb) })
+	t.Cleanup(func() { b.Close(); wg.Wait() })
+	a, aAddr := startNode(t, []string{"localhost:" + port})
+	if err := b.SetPeers(aAddr, "127.0.0.1:"+port); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SetPeers("[::ffff:127.0.0.1]:"+port, aAddr, "localhost:"+port); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := a.Peers(), b.Peers(); !slices.Equal(got, want) {
+		t.Fatalf("peer sets %v and %v", got, want)
+	}
+	if err := a.SetPeers(aAddr, "127.0.0.1:99999"); !errors.Is(err, groupcache.ErrInvalidOption) {
+		t.Fatalf("SetPeers with port 99999: %v", err)
+	}
+	var loads atomic.Int64
+	var caches []*groupcache.Cache[string, string]
+	for _, n := range []*groupcache.Node{a, b} {
+		c := groupcache.MustNew[string, string]("c", groupcache.LoaderFunc[string, string](func(_ context.Context, k string) (string, error) {
+			loads.Add(1)
+			return "value-" + k, nil
+		}), groupcache.WithNode(n))
+		t.Cleanup(func() { c.Close() })
+		caches = append(caches, c)
+	}
+	for i := range 200 {
+		for _, c := range caches {
+			if _, err := c.Get(context.Background(), "k"+strconv.Itoa(i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := loads.Load(); n != 200 {
+		t.Fatalf("%d loads for 200 keys", n)
+	}
+	if n := a.Stats().Misnamed + b.Stats().Misnamed; n != 0 {
+		t.Fatalf("%d connections misnamed", n)
+	}
+}
+
+// TestMisnamedPeerIsCounted: a node that reaches a peer under another name than the peer's own
+// counts it and logs it.
+func TestMisnamedPeerIsCounted(t *testing.T) {
+	t.Parallel()
+	lb, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A forwarder: the peer set of node a names node b by the forwarder's address.
+	fwd, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fwd.Close() })
+	go forward(fwd, lb.Addr().String())
+	b, err := groupcache.NewNode(lb.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { b.Serve(lb) })
+	t.Cleanup(func() { b.Close(); wg.Wait() })
+	var logs lockedBuffer
+	a, aAddr := startNode(t, []string{fwd.Addr().String()},
+		groupcache.WithNodeLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	c := groupcache.MustNew[string, string]("c", groupcache.LoaderFunc[string, string](func(_ context.Context, k string) (string, error) {
+		return "value-" + k, nil
+	}), groupcache.WithNode(a))
+	t.Cleanup(func() { c.Close() })
+	k := keysOwnedIn(t, []string{aAddr, fwd.Addr().String()}, fwd.Addr().String(), 1)[0]
+	if _, err := c.Get(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.Stats().Misnamed; n != 1 {
+		t.Fatalf("Misnamed = %d, want 1", n)
+	}
+	if s := logs.String(); !strings.Contains(s, "names itself") || !strings.Contains(s, "claims="+lb.Addr().String()) {
+		t.Fatalf("no log of the misnamed peer in %q", s)
+	}
+}
+
+// forward copies the connections l accepts to and from addr, until l is closed.
+func forward(l net.Listener, addr string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			d, err := net.Dial("tcp", addr)
+			if err != nil {
+				return
+			}
+			defer d.Close()
+			go func() { io.Copy(d, c); d.Close() }()
+			io.Copy(c, d)
+		}()
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use, for logs.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -8,10 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/typedcache/groupcache/hash"
 	"github.com/typedcache/groupcache/peer"
@@ -49,10 +53,10 @@ type Node struct {
 	closed  atomic.Bool
 	servers []*http.Server // of Serve, closed by Close; guarded by mu
 
-	misnames    atomic.Int64 // connections to peers that named themselves otherwise
-	misnamedLog atomic.Int64 // unix nanoseconds of the last log of one
-	done    chan struct{}  // closed by Close
-	closing sync.Once
+	misnames    atomic.Int64  // connections to peers that named themselves otherwise
+	misnamedLog atomic.Int64  // unix nanoseconds of the last log of one
+	done        chan struct{} // closed by Close
+	closing     sync.Once
 }
 
 // handoffRing is the ring that was in force before the last peer-set change, and until when a new
@@ -129,8 +133,11 @@ func WithPeerOptions(opts ...peer.Option) NodeOption {
 }
 
 // WithPeerBackoff sets how long the node skips a peer after a network failure (connection refused,
-// broken or timed out): keys it owns are loaded locally meanwhile, so a dead peer costs at most one
-// timeout per back-off period instead of one per Get. Default 5 s; valid range d > 0.
+// broken or timed out), a refusal, or its notice that it is leaving: keys it owns are loaded
+// locally meanwhile, so a dead peer costs at most one timeout per back-off period instead of one
+// per Get. Meanwhile the node probes the peer every 0.5 s with a Peek, which never loads, and asks
+// it again as soon as it answers: the back-off bounds the skipping of a peer that does not
+// answer. Default 5 s; valid range d > 0.
 func WithPeerBackoff(d time.Duration) NodeOption {
 	return nodeOptionFunc(func(s *nodeSettings) error {
 		if d <= 0 {
@@ -175,12 +182,17 @@ func WithNodeLogger(l *slog.Logger) NodeOption {
 	})
 }
 
-// NewNode makes the node of this process; self is the address ("host:port") at which its peers
-// reach it, and must appear as it does in the peer sets of every other node. The node serves peers
-// once its Handler is mounted on an HTTP server, or through Serve.
+// NewNode makes the node of this process; self is the address ("host:port", port in 1..65535) at
+// which its peers reach it, and must appear under that name in the peer sets of every other node.
+// Addresses are reduced to one form before they go on the ring ("localhost:080" and
+// "127.0.0.1:80" are one peer; Self returns that form): see docs/design.md, "Peer addresses". A
+// node that reaches a peer under another name than the peer's own logs it and counts it in
+// NodeStats.Misnamed. The node serves peers once its Handler is mounted on an HTTP server, or
+// through Serve.
 func NewNode(self string, opts ...NodeOption) (*Node, error) {
-	if err := checkAddr(self); err != nil {
-		return nil, invalid("NewNode", "self %q: %v", self, err)
+	self, err := canonical(self)
+	if err != nil {
+		return nil, invalid("NewNode", "self: %v", err)
 	}
 	s := nodeSettings{backoff: defaultPeerBackoff, window: defaultHandoffWindow, compress: peer.DefaultCompressThreshold}
 	for _, o := range opts {
@@ -222,15 +234,32 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 	return n, nil
 }
 
-func checkAddr(addr string) error {
+// canonical returns the form of a peer address that goes on the ring, or why addr is not one: nodes
+// that name a peer differently disagree on which keys it owns, so each name is reduced to one
+// form. "host:port", with a port in 1..65535, written in decimal without leading zeros; an IP host
+// in Go's text form (an IPv4-mapped IPv6 address as IPv4; IPv6 lower-case, compressed, in
+// brackets); a host name lower-cased and without a trailing dot; "localhost" as 127.0.0.1, the
+// address it names on nearly every system. Host names are not resolved: a name and the IP it
+// resolves to stay two names (a node that reaches a peer under another name than the peer's own
+// logs it, see NodeStats.Misnamed).
+func canonical(addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if host == "" || port == "" {
-		return errors.New("want host:port")
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return "", fmt.Errorf("%q: port %q is not in 1..65535", addr, port)
 	}
-	return nil
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	} else if host = strings.TrimSuffix(strings.ToLower(host), "."); host == "localhost" {
+		host = "127.0.0.1"
+	}
+	if host == "" || strings.ContainsFunc(host, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return "", fmt.Errorf("%q: empty host, or a space or control character in it", addr)
+	}
+	return net.JoinHostPort(host, strconv.FormatUint(p, 10)), nil
 }
 
 // authorize is the server's default authorizer: reads from any peer the transport authenticated,
@@ -251,9 +280,11 @@ func (n *Node) Self() string { return n.self }
 func (n *Node) Peers() []string { return n.ring.Load().Peers() }
 
 // SetPeers replaces the peer set, which must contain the node itself (a node outside its own ring
-// would never be asked for anything); duplicates are dropped and order does not matter. Gets
-// running meanwhile see either the old ring or the new one, never a mix. Errors: ErrInvalidOption
-// for a set without the node or with an address that is not "host:port", ErrClosed.
+// would never be asked for anything); addresses are reduced to one form as in NewNode, duplicates
+// are dropped and order does not matter. A peer that joins or leaves the set starts afresh: a
+// back-off it had (WithPeerBackoff) ends. Gets running meanwhile see either the old ring or the
+// new one, never a mix. Errors: ErrInvalidOption for a set without the node or with an address
+// that is not "host:port" with a port in 1..65535, ErrClosed.
 func (n *Node) SetPeers(peers ...string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -283,7 +314,7 @@ func (n *Node) initPeers(peers []string) error {
 		return err
 	}
 	n.ring.Store(ring)
-	others := slices.DeleteFunc(slices.Clone(peers), func(p string) bool { return p == n.self })
+	others := slices.DeleteFunc(ring.Peers(), func(p string) bool { return p == n.self })
 	if len(others) == 0 {
 		return nil
 	}
@@ -300,15 +331,17 @@ func (n *Node) newRing(peers []string) (*hash.Ring, error) {
 	if n.closed.Load() {
 		return nil, ErrClosed
 	}
-	if !slices.Contains(peers, n.self) {
-		return nil, invalid("SetPeers", "the set of %d peers does not contain the node itself, %q", len(peers), n.self)
-	}
-	for _, p := range peers {
-		if err := checkAddr(p); err != nil {
-			return nil, invalid("SetPeers", "peer %q: %v", p, err)
+	set := make([]string, len(peers))
+	for i, p := range peers {
+		var err error
+		if set[i], err = canonical(p); err != nil {
+			return nil, invalid("SetPeers", "peer %v", err)
 		}
 	}
-	ring, err := hash.NewRing(peers)
+	if !slices.Contains(set, n.self) {
+		return nil, invalid("SetPeers", "the set of %d peers does not contain the node itself, %q", len(peers), n.self)
+	}
+	ring, err := hash.NewRing(set)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}

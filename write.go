@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-
 )
 
 // SetOption configures one Set call.
