@@ -403,9 +403,7 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 	if err := p.checkUpgrade(resp, br); err != nil {
 		return err
 	}
-	if name := resp.Header.Get(headerNode); name != "" && name != p.addr && p.c.observer != nil {
-		p.c.observer.Misnamed(p.addr, name[:min(len(name), maxClaim)])
-	}
+	p.checkName(resp.Header.Get(headerNode))
 	proof, err := p.c.proveSecret(resp.Header, nonce)
 	if err != nil {
 		err.(*Error).Peer = p.addr
@@ -437,6 +435,14 @@ func (p *pool) checkUpgrade(resp *http.Response, br *bufio.Reader) error {
 		return bad(ErrProtocol, "unexpected bytes after the upgrade answer")
 	}
 	return nil
+}
+
+// checkName tells the Observer when the peer names itself (name, from its answer to the upgrade)
+// otherwise than the client does.
+func (p *pool) checkName(name string) {
+	if name != "" && name != p.addr && p.c.observer != nil {
+		p.c.observer.Misnamed(p.addr, name[:min(len(name), maxClaim)])
+	}
 }
 
 // answer returns the status and the start of the body of a refusal.

@@ -121,13 +121,9 @@ func (p *pool) pick(r *request) (*conn, error) {
 			p.mu.Unlock()
 			return nil, closedError(p.addr, r.Op)
 		}
-		if timer != nil && p.dialFails != fails {
-			// A dial failed while this call waited: the peer is down or does not answer, and
-			// dialing again would cost the call another timeout. It fails as that dial did.
-			e := *p.dialErr
+		if err := p.dialFailedLocked(timer != nil, fails, r.Op); err != nil {
 			p.mu.Unlock()
-			e.Op = r.Op
-			return nil, &e
+			return nil, err
 		}
 		best, count := p.bestLocked()
 		if best != nil && (best.inflight.Load() == 0 || count >= p.c.conns) {
@@ -165,6 +161,18 @@ func (p *pool) pick(r *request) (*conn, error) {
 		}
 		p.mu.Lock()
 	}
+}
+
+// dialFailedLocked returns, for a call that waited since dials had failed fails times, the error of
+// a dial that failed meanwhile: the peer is down or does not answer, and dialing again would cost
+// the call another timeout. It fails as that dial did.
+func (p *pool) dialFailedLocked(waited bool, fails uint64, op Op) error {
+	if !waited || p.dialFails == fails {
+		return nil
+	}
+	e := *p.dialErr
+	e.Op = op
+	return &e
 }
 
 // bestLocked drops the dead connections and returns the live one with the fewest calls in flight
