@@ -251,9 +251,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	var notices sync.WaitGroup // each on its own: a client that does not read must not hold the others
+	defer notices.Wait()       // after Close, which ends those still waiting
 	for _, c := range conns {
-		c.reply(0, &Response{Status: StatusLeaving, Msg: "shutting down"}, 0)
-		c.flush()
+		notices.Go(func() {
+			c.reply(0, &Response{Status: StatusLeaving, Msg: "shutting down"}, 0)
+			c.flush()
+		})
 	}
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
