@@ -391,14 +391,18 @@ func (n *Node) healthy(peer string) bool {
 	return !ok || v.(*atomic.Int64).Load() <= time.Now().UnixNano()
 }
 
-// markDown makes the node skip peer for the back-off period, or until it answers a probe.
-func (n *Node) markDown(peer string, err error) {
-	v, _ := n.health.LoadOrStore(peer, new(atomic.Int64))
+// markDown makes the node skip addr for the back-off period, or until it answers a probe. A peer
+// that refuses this node (peer.StatusForbidden) is not probed: that lasts until an operator acts,
+// and each probe would be one more refusal in its log.
+func (n *Node) markDown(addr string, err error) {
+	v, _ := n.health.LoadOrStore(addr, new(atomic.Int64))
 	until := time.Now().Add(n.backoff).UnixNano()
 	if v.(*atomic.Int64).Swap(until) <= time.Now().UnixNano() {
-		n.log.Warn("peer unavailable, loading its keys locally", slog.String("peer", peer),
+		n.log.Warn("peer unavailable, loading its keys locally", slog.String("peer", addr),
 			slog.Duration("backoff", n.backoff), slog.Any("err", err))
-		n.startProbe(peer)
+		if peer.StatusOf(err) != peer.StatusForbidden {
+			n.startProbe(addr)
+		}
 	}
 }
 
