@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -423,4 +425,63 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestRollingGracefulRestart: every node of five, one after the other, leaves with Shutdown and
+// comes back at its address while Gets run on every node: none fails or returns a wrong value.
+func TestRollingGracefulRestart(t *testing.T) {
+	t.Parallel()
+	cl := testcluster.Start(t, 5)
+	var caches [5]atomic.Pointer[groupcache.Cache[string, string]]
+	attach := func(i int) {
+		c := groupcache.MustNew[string, string]("c", groupcache.LoaderFunc[string, string](func(_ context.Context, k string) (string, error) {
+			return "value-" + k, nil
+		}), groupcache.WithNode(cl.Nodes[i]))
+		t.Cleanup(func() { c.Close() }) // a replaced cache stays usable: a Get may still hold it
+		caches[i].Store(c)
+	}
+	for i := range caches {
+		attach(i)
+	}
+	var gets, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for n := w; ; n += 7 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := "k" + strconv.Itoa(n%500)
+				v, err := caches[n%5].Load().Get(context.Background(), k)
+				gets.Add(1)
+				if err != nil || v != "value-"+k {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("Get(%s) = %q, %v", k, v, err))
+				}
+			}
+		})
+	}
+	for i := range caches {
+		before := gets.Load()
+		for gets.Load() < before+200 { // load on the cluster as node i leaves
+			runtime.Gosched()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := cl.Shutdown(ctx, i); err != nil {
+			t.Errorf("Shutdown of node %d: %v", i, err)
+		}
+		cancel()
+		cl.Restart(i)
+		attach(i)
+	}
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("%d of %d Gets failed during the rolling restart; first: %v", n, gets.Load(), firstErr.Load())
+	}
+	t.Logf("%d Gets during a rolling graceful restart of 5 nodes, 0 failed", gets.Load())
 }
