@@ -31,7 +31,8 @@ type leavingCluster struct {
 	caches  []*groupcache.Cache[string, string]
 	release chan struct{}
 	once    sync.Once
-	loading atomic.Int64 // loads node 2 has begun
+	loading atomic.Int64  // loads node 2 has begun
+	began   chan struct{} // one per load node 2 begins
 }
 
 // unblock lets node 2's loads answer.
@@ -39,13 +40,17 @@ func (lc *leavingCluster) unblock() { lc.once.Do(func() { close(lc.release) }) }
 
 func newLeavingCluster(t *testing.T) *leavingCluster {
 	t.Helper()
-	lc := &leavingCluster{cl: testcluster.Start(t, 3), release: make(chan struct{})}
+	lc := &leavingCluster{cl: testcluster.Start(t, 3), release: make(chan struct{}), began: make(chan struct{}, 64)}
 	t.Cleanup(lc.unblock)
 	lc.caches = stringCaches(t, lc.cl, "c", newLoadLog(), func(ctx context.Context, node int, k string) (string, error) {
 		if node != 2 {
 			return "value-" + k, nil
 		}
 		lc.loading.Add(1)
+		select {
+		case lc.began <- struct{}{}:
+		default:
+		}
 		select {
 		case <-lc.release:
 			return "from2-" + k, nil
@@ -71,8 +76,8 @@ func (lc *leavingCluster) inFlight(t *testing.T, n int) (keys []string, results 
 			results <- [2]string{k, v}
 		}()
 	}
-	for lc.loading.Load() < int64(n) {
-		time.Sleep(time.Millisecond) // polls a condition; the Gets reach node 2 in a few ms
+	for range n {
+		<-lc.began
 	}
 	return keys, results
 }
@@ -86,11 +91,12 @@ func (lc *leavingCluster) untilRefused(t *testing.T) {
 	}
 	defer c.Close()
 	for {
+		// Before: "not found". After: Leaving on the open connection, then 503 on a new one.
 		_, err := c.Peek(context.Background(), lc.cl.Addrs[2], "c", []byte("x"))
-		if errors.Is(err, peer.ErrUnavailable) {
+		if errors.Is(err, peer.ErrUnavailable) || peer.StatusOf(err) == peer.StatusLeaving {
 			return
 		}
-		time.Sleep(time.Millisecond)
+		runtime.Gosched()
 	}
 }
 
