@@ -185,9 +185,9 @@ func (c *Cache[K, V]) decode(raw []byte) (v V, err error) {
 // peer's error, translated (peerErr) or not.
 func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) bool {
 	switch {
-	case errors.Is(err, peer.ErrUnavailable), peer.StatusOf(err) == peer.StatusForbidden:
+	case peerDown(err), peer.StatusOf(err) == peer.StatusForbidden:
 		// A refusal of this node (a wrong secret or certificate, an authorizer) lasts: skip the
-		// peer for the back-off period as if it were down.
+		// peer for the back-off period as if it were down. So does a peer that is leaving.
 		c.node.markDown(owner, err)
 		return ctx.Err() == nil // past the load timeout the flight is over anyway
 	case errors.Is(err, peer.ErrProtocol), fallbackStatus(peer.StatusOf(err)):
@@ -197,6 +197,12 @@ func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) 
 	// Not found, the owner's own load error, too large, a value this codec cannot decode: the
 	// same would happen here, or the caller must see it.
 	return false
+}
+
+// peerDown reports a failure after which a peer is skipped for the back-off period: it is
+// unreachable or slow (peer.ErrUnavailable), or leaving the cluster (peer.StatusLeaving).
+func peerDown(err error) bool {
+	return errors.Is(err, peer.ErrUnavailable) || peer.StatusOf(err) == peer.StatusLeaving
 }
 
 // fallbackStatus reports a peer's answer after which the key is loaded here: the owner could not
@@ -241,7 +247,7 @@ func (c *Cache[K, V]) handoff(ctx context.Context, m *miss[K, V]) (item[V], bool
 	}
 	val, err := c.node.client.Peek(ctx, prev, c.name, m.kb)
 	if err != nil {
-		if errors.Is(err, peer.ErrUnavailable) {
+		if peerDown(err) {
 			c.node.markDown(prev, err) // a departed owner costs one failed peek per back-off
 		}
 		return item[V]{}, false
@@ -318,7 +324,7 @@ func (c *Cache[K, V]) takeOverMany(ctx context.Context, prev string, b *batch[K,
 	for chunk, kbs := range b.chunks(idx, c.batchSize) {
 		rs, err := c.node.client.PeekMany(ctx, prev, c.name, kbs)
 		if err != nil {
-			if errors.Is(err, peer.ErrUnavailable) {
+			if peerDown(err) {
 				c.node.markDown(prev, err)
 				return append(left, idx[pos:]...) // this chunk and the ones after it
 			}

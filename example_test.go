@@ -165,6 +165,51 @@ func ExampleNewNode() {
 	// loads: 3
 }
 
+// Shutdown takes a node out of its cluster without failing a Get: its peers are told at once and
+// load its keys themselves, and the requests it was serving are answered before it closes.
+func ExampleNode_Shutdown() {
+	var listeners []net.Listener
+	var addrs []string
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		listeners = append(listeners, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	var nodes []*groupcache.Node
+	var caches []*groupcache.Cache[string, string]
+	for i, l := range listeners {
+		node, err := groupcache.NewNode(addrs[i], groupcache.WithPeers(addrs...))
+		if err != nil {
+			panic(err)
+		}
+		defer node.Close()
+		go node.Serve(l)
+		c := groupcache.MustNew[string, string]("greetings",
+			groupcache.LoaderFunc[string, string](func(_ context.Context, name string) (string, error) {
+				return "hello, " + name, nil
+			}),
+			groupcache.WithNode(node))
+		defer c.Close()
+		nodes, caches = append(nodes, node), append(caches, c)
+	}
+	// Leave the discovery source first, where there is one (docs/design.md, "Faults").
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	fmt.Println("shutdown:", nodes[1].Shutdown(ctx))
+	for _, name := range []string{"ada", "grace", "edsger"} {
+		v, err := caches[0].Get(context.Background(), name) // whichever node owns it
+		fmt.Println(v, err)
+	}
+	// Output:
+	// shutdown: <nil>
+	// hello, ada <nil>
+	// hello, grace <nil>
+	// hello, edsger <nil>
+}
+
 // View lends the value to a function instead of returning it: a large value fetched from its
 // owner is read into memory the cache reuses for the next View, so serving it costs no garbage.
 // The function must be done with the value when it returns (here, it writes it out).

@@ -8,10 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/typedcache/groupcache/hash"
 	"github.com/typedcache/groupcache/peer"
@@ -43,11 +47,16 @@ type Node struct {
 	handoff atomic.Pointer[handoffRing]            // the ring before the last change, while recent
 	caches  atomic.Pointer[map[string]servedCache] // copy on write under mu
 	health  sync.Map                               // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
+	probing sync.Map                               // peer address -> true, while a probe of it runs
+	probes  sync.WaitGroup                         // the probes, which Close waits for; Add under mu
 	mu      sync.Mutex                             // serializes peer-set changes and cache registration
 	closed  atomic.Bool
 	servers []*http.Server // of Serve, closed by Close; guarded by mu
-	done    chan struct{}  // closed by Close
-	closing sync.Once
+
+	misnames    atomic.Int64  // connections to peers that named themselves otherwise
+	misnamedLog atomic.Int64  // unix nanoseconds of the last log of one
+	done        chan struct{} // closed by Close
+	closing     sync.Once
 }
 
 // handoffRing is the ring that was in force before the last peer-set change, and until when a new
@@ -124,8 +133,11 @@ func WithPeerOptions(opts ...peer.Option) NodeOption {
 }
 
 // WithPeerBackoff sets how long the node skips a peer after a network failure (connection refused,
-// broken or timed out): keys it owns are loaded locally meanwhile, so a dead peer costs at most one
-// timeout per back-off period instead of one per Get. Default 5 s; valid range d > 0.
+// broken or timed out), a refusal, or its notice that it is leaving: keys it owns are loaded
+// locally meanwhile, so a dead peer costs at most one timeout per back-off period instead of one
+// per Get. Meanwhile the node probes the peer every 0.5 s with a Peek, which never loads, and asks
+// it again as soon as it answers: the back-off bounds the skipping of a peer that does not
+// answer. Default 5 s; valid range d > 0.
 func WithPeerBackoff(d time.Duration) NodeOption {
 	return nodeOptionFunc(func(s *nodeSettings) error {
 		if d <= 0 {
@@ -170,12 +182,17 @@ func WithNodeLogger(l *slog.Logger) NodeOption {
 	})
 }
 
-// NewNode makes the node of this process; self is the address ("host:port") at which its peers
-// reach it, and must appear as it does in the peer sets of every other node. The node serves peers
-// once its Handler is mounted on an HTTP server, or through Serve.
+// NewNode makes the node of this process; self is the address ("host:port", port in 1..65535) at
+// which its peers reach it, and must appear under that name in the peer sets of every other node.
+// Addresses are reduced to one form before they go on the ring ("localhost:080" and
+// "127.0.0.1:80" are one peer; Self returns that form): see docs/design.md, "Peer addresses". A
+// node that reaches a peer under another name than the peer's own logs it and counts it in
+// NodeStats.Misnamed. The node serves peers once its Handler is mounted on an HTTP server, or
+// through Serve.
 func NewNode(self string, opts ...NodeOption) (*Node, error) {
-	if err := checkAddr(self); err != nil {
-		return nil, invalid("NewNode", "self %q: %v", self, err)
+	self, err := canonical(self)
+	if err != nil {
+		return nil, invalid("NewNode", "self: %v", err)
 	}
 	s := nodeSettings{backoff: defaultPeerBackoff, window: defaultHandoffWindow, compress: peer.DefaultCompressThreshold}
 	for _, o := range opts {
@@ -204,27 +221,45 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		return nil, err
 	}
 	server, err := peer.NewServer(nodeBackend{n}, append([]peer.ServerOption{peer.WithServerLogger(n.log),
-		peer.WithAuthorizer(n.authorize)}, s.serverOptions...)...)
+		peer.WithAuthorizer(n.authorize), peer.WithSelf(n.self)}, s.serverOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	n.server = server
-	if n.client, err = peer.NewClient(append([]peer.ClientOption{peer.WithSelf(self)}, s.clientOptions...)...); err != nil {
+	if n.client, err = peer.NewClient(append([]peer.ClientOption{peer.WithSelf(n.self), peer.WithObserver(observer{n})},
+		s.clientOptions...)...); err != nil {
 		server.Close()
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	return n, nil
 }
 
-func checkAddr(addr string) error {
+// canonical returns the form of a peer address that goes on the ring, or why addr is not one: nodes
+// that name a peer differently disagree on which keys it owns, so each name is reduced to one
+// form. "host:port", with a port in 1..65535, written in decimal without leading zeros; an IP host
+// in Go's text form (an IPv4-mapped IPv6 address as IPv4; IPv6 lower-case, compressed, in
+// brackets); a host name lower-cased and without a trailing dot; "localhost" as 127.0.0.1, the
+// address it names on nearly every system. Host names are not resolved: a name and the IP it
+// resolves to stay two names (a node that reaches a peer under another name than the peer's own
+// logs it, see NodeStats.Misnamed).
+func canonical(addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if host == "" || port == "" {
-		return errors.New("want host:port")
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return "", fmt.Errorf("%q: port %q is not in 1..65535", addr, port)
 	}
-	return nil
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	} else if host = strings.TrimSuffix(strings.ToLower(host), "."); host == "localhost" {
+		host = "127.0.0.1"
+	}
+	if host == "" || strings.ContainsFunc(host, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return "", fmt.Errorf("%q: empty host, or a space or control character in it", addr)
+	}
+	return net.JoinHostPort(host, strconv.FormatUint(p, 10)), nil
 }
 
 // authorize is the server's default authorizer: reads from any peer the transport authenticated,
@@ -245,9 +280,11 @@ func (n *Node) Self() string { return n.self }
 func (n *Node) Peers() []string { return n.ring.Load().Peers() }
 
 // SetPeers replaces the peer set, which must contain the node itself (a node outside its own ring
-// would never be asked for anything); duplicates are dropped and order does not matter. Gets
-// running meanwhile see either the old ring or the new one, never a mix. Errors: ErrInvalidOption
-// for a set without the node or with an address that is not "host:port", ErrClosed.
+// would never be asked for anything); addresses are reduced to one form as in NewNode, duplicates
+// are dropped and order does not matter. A peer that joins or leaves the set starts afresh: a
+// back-off it had (WithPeerBackoff) ends. Gets running meanwhile see either the old ring or the
+// new one, never a mix. Errors: ErrInvalidOption for a set without the node or with an address
+// that is not "host:port" with a port in 1..65535, ErrClosed.
 func (n *Node) SetPeers(peers ...string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -260,6 +297,11 @@ func (n *Node) SetPeers(peers ...string) error {
 		return nil
 	}
 	n.log.Info("peer set changed", slog.Any("peers", ring.Peers()))
+	for _, p := range slices.Concat(old.Peers(), ring.Peers()) {
+		if old.Contains(p) != ring.Contains(p) {
+			n.health.Delete(p) // a peer that joins or leaves starts afresh: no back-off
+		}
+	}
 	n.startHandoff(old)
 	return nil
 }
@@ -272,7 +314,7 @@ func (n *Node) initPeers(peers []string) error {
 		return err
 	}
 	n.ring.Store(ring)
-	others := slices.DeleteFunc(slices.Clone(peers), func(p string) bool { return p == n.self })
+	others := slices.DeleteFunc(ring.Peers(), func(p string) bool { return p == n.self })
 	if len(others) == 0 {
 		return nil
 	}
@@ -289,15 +331,17 @@ func (n *Node) newRing(peers []string) (*hash.Ring, error) {
 	if n.closed.Load() {
 		return nil, ErrClosed
 	}
-	if !slices.Contains(peers, n.self) {
-		return nil, invalid("SetPeers", "the set of %d peers does not contain the node itself, %q", len(peers), n.self)
-	}
-	for _, p := range peers {
-		if err := checkAddr(p); err != nil {
-			return nil, invalid("SetPeers", "peer %q: %v", p, err)
+	set := make([]string, len(peers))
+	for i, p := range peers {
+		var err error
+		if set[i], err = canonical(p); err != nil {
+			return nil, invalid("SetPeers", "peer %v", err)
 		}
 	}
-	ring, err := hash.NewRing(peers)
+	if !slices.Contains(set, n.self) {
+		return nil, invalid("SetPeers", "the set of %d peers does not contain the node itself, %q", len(peers), n.self)
+	}
+	ring, err := hash.NewRing(set)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
@@ -347,14 +391,91 @@ func (n *Node) healthy(peer string) bool {
 	return !ok || v.(*atomic.Int64).Load() <= time.Now().UnixNano()
 }
 
-// markDown makes the node skip peer for the back-off period.
-func (n *Node) markDown(peer string, err error) {
-	v, _ := n.health.LoadOrStore(peer, new(atomic.Int64))
+// markDown makes the node skip addr for the back-off period, or until it answers a probe. A peer
+// that refuses this node (peer.StatusForbidden) is not probed: that lasts until an operator acts,
+// and each probe would be one more refusal in its log.
+func (n *Node) markDown(addr string, err error) {
+	v, _ := n.health.LoadOrStore(addr, new(atomic.Int64))
 	until := time.Now().Add(n.backoff).UnixNano()
 	if v.(*atomic.Int64).Swap(until) <= time.Now().UnixNano() {
-		n.log.Warn("peer unavailable, loading its keys locally", slog.String("peer", peer),
+		n.log.Warn("peer unavailable, loading its keys locally", slog.String("peer", addr),
 			slog.Duration("backoff", n.backoff), slog.Any("err", err))
+		if peer.StatusOf(err) != peer.StatusForbidden {
+			n.startProbe(addr)
+		}
 	}
+}
+
+// Probes of a peer marked down: one every probeInterval, each bounded by probeTimeout (and the
+// client's timeout).
+const (
+	probeInterval = 500 * time.Millisecond
+	probeTimeout  = time.Second
+)
+
+// startProbe starts probing addr, a peer marked down, unless it is probed already or the node is
+// closed. The node's Close waits for the probe.
+func (n *Node) startProbe(addr string) {
+	if _, busy := n.probing.LoadOrStore(addr, true); busy {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed.Load() {
+		n.probing.Delete(addr)
+		return
+	}
+	n.probes.Add(1)
+	go n.probe(addr)
+}
+
+// probe asks addr, a peer marked down, a cheap question every probeInterval, and makes the node
+// use it again as soon as it answers. It stops then, when the back-off ends first, when addr
+// leaves the peer set, or when the node closes.
+func (n *Node) probe(addr string) {
+	defer n.probes.Done()
+	defer func() {
+		n.probing.Delete(addr)
+		if !n.closed.Load() && !n.healthy(addr) && n.ring.Load().Contains(addr) {
+			n.startProbe(addr) // marked down again while this probe was ending
+		}
+	}()
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+		}
+		if n.healthy(addr) || !n.ring.Load().Contains(addr) {
+			return
+		}
+		if n.answers(addr) {
+			if v, ok := n.health.Load(addr); ok {
+				v.(*atomic.Int64).Store(0)
+			}
+			n.log.Info("peer answers again", slog.String("peer", addr))
+			return
+		}
+	}
+}
+
+// answers reports whether the peer at addr answers a Peek (which never loads, and which the
+// peer's server answers from memory) of the empty key of one of this node's caches: with a value
+// or a status that is not a refusal. A node without caches asks its peers nothing to probe.
+func (n *Node) answers(addr string) bool {
+	var name string
+	for name = range *n.caches.Load() {
+		break
+	}
+	if name == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	_, err := n.client.Peek(ctx, addr, name, nil)
+	return err == nil || !peerDown(err) && !errors.Is(err, peer.ErrProtocol) && peer.StatusOf(err) != peer.StatusForbidden
 }
 
 // register attaches a cache under its name; names are unique per node.
@@ -433,15 +554,65 @@ type NodeStats struct {
 	Server peer.ServerStats
 	// Client counts the requests this node sent to peers.
 	Client peer.ClientStats
+	// Misnamed counts the connections to a peer that named itself (its own address, given to
+	// NewNode) otherwise than this node's peer set does: the two nodes disagree on which keys
+	// that peer owns. Each is logged, at most once a minute.
+	Misnamed int64
 }
 
 // Stats returns the node's transport counters. Each cache has its own in Cache.Stats.
 func (n *Node) Stats() NodeStats {
-	return NodeStats{Server: n.server.Stats(), Client: n.client.Stats()}
+	return NodeStats{Server: n.server.Stats(), Client: n.client.Stats(), Misnamed: n.misnames.Load()}
+}
+
+// misnamed counts a connection to the peer at addr that names itself claim, and logs it at most
+// once a minute.
+func (n *Node) misnamed(addr, claim string) {
+	count := n.misnames.Add(1)
+	now := time.Now().UnixNano()
+	last := n.misnamedLog.Load()
+	if last != 0 && now-last < int64(time.Minute) || !n.misnamedLog.CompareAndSwap(last, now) {
+		return
+	}
+	n.log.Warn("a peer names itself otherwise than this node's peer set: the nodes disagree on which keys it owns",
+		slog.String("peer", addr), slog.String("claims", claim), slog.Int64("misnamed_since_start", count))
+}
+
+// Shutdown makes the node leave its cluster gracefully, then closes it as Close does. At once it
+// stops taking peers' requests: the listeners of Serve close, a peer that connects is refused, and
+// every connected peer gets a notice that makes it stop asking this node and load the keys this
+// node owns itself; requests that still arrive are answered "leaving", which has the same effect.
+// Then it answers the requests in flight, until they are done or ctx ends. A node served through
+// Handler on a server of one's own: shut that server down after Shutdown returns. Take the node out
+// of its discovery source first where the source can (docs/design.md, "Leaving the cluster"), so
+// that the peers' rings drop it too. It returns ctx's error when requests were still in flight as
+// ctx ended (they then fail over to their callers' own loads), ErrClosed after Close or Shutdown.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.mu.Lock()
+	if n.closed.Load() {
+		n.mu.Unlock()
+		return ErrClosed
+	}
+	servers := slices.Clone(n.servers)
+	n.mu.Unlock()
+	n.log.Info("leaving the cluster")
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		// Closes its listener; the upgraded connections are the peer server's to drain.
+		wg.Go(func() { _ = srv.Shutdown(ctx) })
+	}
+	err := n.server.Shutdown(ctx)
+	wg.Wait()
+	if cerr := n.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Close stops serving peers, closes the connections to them and detaches every cache: caches stay
-// usable and load every key locally from then on. The first call returns nil, later ones ErrClosed.
+// usable and load every key locally from then on. Requests of peers in flight are cut short, and
+// those peers load the keys themselves; Shutdown lets them finish first. The first call returns
+// nil, later ones ErrClosed.
 func (n *Node) Close() error {
 	err := ErrClosed
 	n.closing.Do(func() {
@@ -453,9 +624,21 @@ func (n *Node) Close() error {
 		n.mu.Unlock()
 		close(n.done)
 		err = errors.Join(n.server.Close(), n.client.Close())
+		n.probes.Wait()
 	})
 	return err
 }
+
+// observer is what the node's client tells the node of its peers.
+type observer struct{ n *Node }
+
+// Leaving marks a peer that is shutting down as down: its keys are loaded here meanwhile.
+func (o observer) Leaving(addr string) {
+	o.n.markDown(addr, &peer.Error{Peer: addr, Status: peer.StatusLeaving, Msg: "it is leaving the cluster"})
+}
+
+// Misnamed counts and logs a peer that names itself otherwise than this node's peer set does.
+func (o observer) Misnamed(addr, claim string) { o.n.misnamed(addr, claim) }
 
 // nodeBackend is the node's face towards its server: it finds the named cache.
 type nodeBackend struct{ n *Node }

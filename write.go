@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/typedcache/groupcache/peer"
 )
 
 // SetOption configures one Set call.
@@ -107,7 +105,7 @@ func (c *Cache[K, V]) setOnOwner(ctx context.Context, key K, kb []byte, it item[
 // peerFailed marks p down for the back-off period when err, the failure of a request to it, is
 // the network's and not the end of ctx.
 func (c *Cache[K, V]) peerFailed(ctx context.Context, p string, err error) {
-	if errors.Is(err, peer.ErrUnavailable) && ctx.Err() == nil {
+	if peerDown(err) && ctx.Err() == nil {
 		c.node.markDown(p, err)
 	}
 }

@@ -29,7 +29,7 @@ import (
 
 // The targets.
 const (
-	maxPeerLines     = 3800
+	maxPeerLines     = 3950
 	maxFuncLines     = 60
 	maxCyclo         = 15
 	maxRootExported  = 75

@@ -97,12 +97,13 @@ func WithInsecure() ServerOption {
 	})
 }
 
-// WithSelf sets the address ("host:port") of the node a Client belongs to, which it claims when
-// it connects: with WithTLS its certificate must be valid for that host, with WithSecret the
-// claim is bound into the proofs, and a Server's authorizer (WithAuthorizer) decides by it.
-// Default: no claim.
-func WithSelf(addr string) ClientOption {
-	return clientOption(func(c *clientConfig) error {
+// WithSelf sets the address ("host:port") of the node a Client or Server belongs to. A Client
+// claims it when it connects: with WithTLS its certificate must be valid for that host, with
+// WithSecret the claim is bound into the proofs, and a Server's authorizer (WithAuthorizer)
+// decides by it. A Server names itself so in its answer to the upgrade, and a Client that reached
+// it under another address tells its Observer (Misnamed). Default: no claim.
+func WithSelf(addr string) SharedOption {
+	return bothOption(func(c *common) error {
 		if err := checkClaim(addr); err != nil {
 			return optionError("WithSelf", "%v", err)
 		}

@@ -34,6 +34,7 @@ type Client struct {
 	tls             *tls.Config                                                       // WithTLS's, with a session cache
 	secrets         [][]byte                                                          // WithSecret's: the first is proved
 	self            string                                                            // WithSelf's claim
+	observer        Observer                                                          // WithObserver's; may be nil
 	dialContext     func(ctx context.Context, network, addr string) (net.Conn, error) // a net.Dialer's; tests set another
 
 	pools     sync.Map // peer address -> *pool
@@ -89,6 +90,7 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		tls:             cfg.tls,
 		secrets:         cfg.secrets,
 		self:            cfg.self,
+		observer:        cfg.observer,
 		done:            make(chan struct{}),
 	}
 	if c.tls != nil && c.tls.ClientSessionCache == nil {
@@ -401,6 +403,7 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 	if err := p.checkUpgrade(resp, br); err != nil {
 		return err
 	}
+	p.checkName(resp.Header.Get(headerNode))
 	proof, err := p.c.proveSecret(resp.Header, nonce)
 	if err != nil {
 		err.(*Error).Peer = p.addr
@@ -432,6 +435,14 @@ func (p *pool) checkUpgrade(resp *http.Response, br *bufio.Reader) error {
 		return bad(ErrProtocol, "unexpected bytes after the upgrade answer")
 	}
 	return nil
+}
+
+// checkName tells the Observer when the peer names itself (name, from its answer to the upgrade)
+// otherwise than the client does.
+func (p *pool) checkName(name string) {
+	if name != "" && name != p.addr && p.c.observer != nil {
+		p.c.observer.Misnamed(p.addr, name[:min(len(name), maxClaim)])
+	}
 }
 
 // answer returns the status and the start of the body of a refusal.

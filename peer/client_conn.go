@@ -28,10 +28,12 @@ type pool struct {
 	c    *Client
 	addr string
 
-	mu      sync.Mutex
-	conns   []*conn
-	dialing int
-	room    chan struct{} // closed (and cleared) when a call may find room: a slot, a dial, a close
+	mu        sync.Mutex
+	conns     []*conn
+	dialing   int
+	room      chan struct{} // closed (and cleared) when a call may find room: a slot, a dial, a close
+	dialFails uint64        // dials failed through the peer's fault (down, slow, refusing)
+	dialErr   *Error        // the last of them
 }
 
 // conn is one connection of a pool.
@@ -112,11 +114,16 @@ func (p *pool) roundTrip(r *request) (Response, error) {
 // and waits for room when every connection is full.
 func (p *pool) pick(r *request) (*conn, error) {
 	var timer *time.Timer
+	var fails uint64 // p.dialFails when the call began to wait
 	p.mu.Lock()
 	for {
 		if p.c.closed.Load() {
 			p.mu.Unlock()
 			return nil, closedError(p.addr, r.Op)
+		}
+		if err := p.dialFailedLocked(timer != nil, fails, r.Op); err != nil {
+			p.mu.Unlock()
+			return nil, err
 		}
 		best, count := p.bestLocked()
 		if best != nil && (best.inflight.Load() == 0 || count >= p.c.conns) {
@@ -130,6 +137,7 @@ func (p *pool) pick(r *request) (*conn, error) {
 		}
 		if timer == nil {
 			p.c.waits.Add(1)
+			fails = p.dialFails
 			timer = time.NewTimer(time.Until(r.deadline))
 			defer timer.Stop()
 		}
@@ -153,6 +161,18 @@ func (p *pool) pick(r *request) (*conn, error) {
 		}
 		p.mu.Lock()
 	}
+}
+
+// dialFailedLocked returns, for a call that waited since dials had failed fails times, the error of
+// a dial that failed meanwhile: the peer is down or does not answer, and dialing again would cost
+// the call another timeout. It fails as that dial did.
+func (p *pool) dialFailedLocked(waited bool, fails uint64, op Op) error {
+	if !waited || p.dialFails == fails {
+		return nil
+	}
+	e := *p.dialErr
+	e.Op = op
+	return &e
 }
 
 // bestLocked drops the dead connections and returns the live one with the fewest calls in flight
@@ -186,8 +206,13 @@ func (p *pool) dialLocked(r *request) (*conn, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.dialing--
-	p.wakeLocked() // the others may share the new connection, or dial themselves
+	p.wakeLocked() // the others may share the new connection, dial themselves, or fail as it did
 	if err != nil {
+		var pe *Error
+		if errors.As(err, &pe) && r.ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+			p.dialFails++ // the peer's fault, not the end of this caller's ctx
+			p.dialErr = pe
+		}
 		return nil, err
 	}
 	if p.c.closed.Load() {
@@ -485,7 +510,9 @@ type frame struct {
 func (cc *conn) readOne() error {
 	f := &cc.rf
 	if f.c == nil {
-		if err := cc.startFrame(f); err != nil {
+		if err := cc.startFrame(f); err == errNotice {
+			return nil
+		} else if err != nil {
 			return err
 		}
 	}
@@ -551,10 +578,31 @@ func (cc *conn) refusal(n int) error {
 		return midReply(err, len(frame), n)
 	}
 	resp, _, err := parseResponseHead(frame, n, 0)
-	if err != nil || resp.Status == StatusOK {
+	switch {
+	case err != nil || resp.Status == StatusOK:
 		return &Error{Peer: cc.p.addr, Err: ErrProtocol, Msg: "malformed refusal frame"}
+	case resp.Status == StatusLeaving:
+		_, _ = cc.br.Discard(n)
+		cc.leaving()
+		return errNotice
 	}
 	return &Error{Peer: cc.p.addr, Status: resp.Status, Msg: "connection refused: " + resp.Msg}
+}
+
+// errNotice is what startFrame returns for a notice it has read: a frame that answers no call.
+var errNotice = errors.New("peer: notice")
+
+// leaving takes the connection out of use after the peer's notice that it is leaving: the calls in
+// flight get their replies, then it closes. The Observer learns it.
+func (cc *conn) leaving() {
+	cc.mu.Lock()
+	cc.draining.Store(true)
+	cc.closeIfDrainedLocked()
+	cc.mu.Unlock()
+	cc.p.wake()
+	if o := cc.p.c.observer; o != nil {
+		o.Leaving(cc.p.addr)
+	}
 }
 
 // outcome is what the reply to one call brought.
@@ -694,11 +742,11 @@ func (cc *conn) deliverLocked(c *call, out outcome) {
 	cc.release()
 	if c.abandoned {
 		cc.abandoned--
-		cc.closeIfDrainedLocked()
-		return
+	} else {
+		c.done, c.outcome = true, out
+		c.ch <- struct{}{}
 	}
-	c.done, c.outcome = true, out
-	c.ch <- struct{}{}
+	cc.closeIfDrainedLocked()
 }
 
 // breakLocked closes the connection and ends every call on it with cause (copied, if an *Error).

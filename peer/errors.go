@@ -56,13 +56,15 @@ const (
 	StatusBadRequest   Status = 6 // the request was malformed or over the owner's limits
 	StatusBadVersion   Status = 7 // the request frame's version is not the owner's
 	StatusForbidden    Status = 8 // the peer may not do this: not authenticated, or not authorized
+	StatusLeaving      Status = 9 // the peer is shutting down: it takes no new request (docs/protocol.md)
 
-	maxStatus = StatusForbidden
+	maxStatus = StatusLeaving
 )
 
 var statusNames = [...]string{StatusOK: "ok", StatusNotFound: "not found", StatusUnknownCache: "unknown cache",
 	StatusTooLarge: "too large", StatusOverloaded: "overloaded", StatusInternal: "internal error",
-	StatusBadRequest: "bad request", StatusBadVersion: "unsupported version", StatusForbidden: "forbidden"}
+	StatusBadRequest: "bad request", StatusBadVersion: "unsupported version", StatusForbidden: "forbidden",
+	StatusLeaving: "leaving"}
 
 // String returns the lower-case name of the status, or "status(N)" for an unknown one.
 func (s Status) String() string {

@@ -196,7 +196,7 @@ func TestParseResponseErrors(t *testing.T) {
 		{"empty", "", Limits{}, ErrProtocol},
 		{"version", "01 00 00 00 00", Limits{}, ErrVersion},
 		{"short", "02 00", Limits{}, ErrProtocol},
-		{"unknown status", "02 09 00 00", Limits{}, ErrProtocol},
+		{"unknown status", "02 0a 00 00", Limits{}, ErrProtocol},
 		{"unknown flag", "02 00 04 00 00", Limits{}, ErrProtocol},
 		{"flags on error", "02 01 01 00", Limits{}, ErrProtocol},
 		{"no message", "02 00 00", Limits{}, ErrProtocol},

@@ -88,6 +88,7 @@ type common struct {
 	limits   Limits
 	tls      *tls.Config // WithTLS
 	secrets  [][]byte    // WithSecret: the current secret first
+	self     string      // WithSelf
 }
 
 type serverConfig struct {
@@ -109,7 +110,26 @@ type clientConfig struct {
 	dialTimeout     time.Duration
 	idleConnTimeout time.Duration
 	conns           int
-	self            string
+	observer        Observer
+}
+
+// Observer is told what a Client learns of its peers besides the replies to its calls
+// (WithObserver). Its methods must be quick and safe for concurrent use: they run on the
+// goroutine that read the news. Nothing a peer sends makes a Client name another peer to it.
+type Observer interface {
+	// Leaving: the peer at addr is shutting down (it sent a notice, docs/protocol.md): it takes
+	// no new request, on any connection, and answers those in flight.
+	Leaving(addr string)
+	// Misnamed: the peer reached at addr names itself claim (its WithSelf), another address.
+	Misnamed(addr, claim string)
+}
+
+// WithObserver sets whom a Client tells of its peers' notices (see Observer). Default: nobody.
+func WithObserver(o Observer) ClientOption {
+	return clientOption(func(c *clientConfig) error {
+		c.observer = o
+		return nil
+	})
 }
 
 // WithBasePath sets the path a Server answers under, or at which a Client asks (they must agree;

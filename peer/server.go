@@ -56,6 +56,7 @@ type Server struct {
 	stallTimeout  time.Duration
 	maxConns      int64
 	log           *slog.Logger
+	selfHeader    string // the Groupcache-Node header of the upgrade's answer, from WithSelf
 	authState
 	budget     // of the bytes held for requests and replies, in all
 	connBudget int64
@@ -65,6 +66,8 @@ type Server struct {
 
 	inflight atomic.Int64 // requests being served, for WithMaxConcurrent
 	open     atomic.Int64 // connections upgraded or being upgraded, for WithMaxConns
+
+	leaving atomic.Bool // set by Shutdown: new upgrades and requests are refused
 
 	mu     sync.Mutex
 	closed bool
@@ -154,6 +157,9 @@ func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
 	if cfg.tls != nil {
 		s.clientCAs = cmp.Or(cfg.tls.ClientCAs, cfg.tls.RootCAs)
 	}
+	if cfg.self != "" {
+		s.selfHeader = headerNode + ": " + cfg.self + "\r\n"
+	}
 	switch {
 	case cfg.tls == nil && len(cfg.secrets) == 0 && cfg.insecure:
 		s.log.Warn("peer: serving every client that reaches this node, without authentication (WithInsecure)")
@@ -174,7 +180,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !s.enter() {
-		http.Error(w, "peer: server closed", http.StatusServiceUnavailable)
+		http.Error(w, "peer: server closed or leaving", http.StatusServiceUnavailable)
 		return
 	}
 	defer s.wg.Done()
@@ -193,11 +199,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// enter registers a ServeHTTP call; it reports false once the server is closed.
+// enter registers a ServeHTTP call; it reports false once the server is leaving or closed.
 func (s *Server) enter() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || s.leaving.Load() {
 		return false
 	}
 	s.wg.Add(1)
@@ -231,6 +237,55 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	return nil
+}
+
+// Shutdown makes the server leave its cluster gracefully: it answers new upgrades with HTTP 503
+// and new requests with StatusLeaving, sends every connected client a notice that it is leaving
+// (a response frame of id 0 with StatusLeaving), waits until the requests it was serving are
+// answered or ctx ends, and then closes as Close does. It returns ctx's error if ctx ended first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.leaving.Store(true)
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	var notices sync.WaitGroup // each on its own: a client that does not read must not hold the others
+	defer notices.Wait()       // after Close, which ends those still waiting
+	for _, c := range conns {
+		notices.Go(func() {
+			c.reply(0, &Response{Status: StatusLeaving, Msg: "shutting down"}, 0)
+			c.flush()
+		})
+	}
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	var err error
+	for err == nil && s.busy() {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-t.C:
+		}
+	}
+	s.Close()
+	return err
+}
+
+// busy reports whether a request is being served or a reply waits to be written.
+func (s *Server) busy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.mu.Lock()
+		busy := len(c.slots) > 0 || c.pending > 0
+		c.mu.Unlock()
+		if busy {
+			return true
+		}
+	}
+	return false
 }
 
 // Stats returns the server's counters. It is safe to call at any time.
@@ -274,6 +329,9 @@ func (s *Server) handle(c *serverConn, req *Request) (resp Response, reserved in
 	}
 	v, rs, err := s.call(c.ctx, req, &c.st)
 	switch {
+	case err != nil && s.ctx.Err() != nil:
+		// Cut short by Close: the request was not served, the caller may load the key itself.
+		return Response{Status: StatusLeaving, Msg: "shutting down"}, 0
 	case err != nil:
 		return errorResponse(err), 0
 	case req.Op == OpGetMany || req.Op == OpPeekMany:

@@ -114,7 +114,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) {
 func (c *serverConn) start(a *admission) bool {
 	_ = c.nc.SetDeadline(time.Now().Add(c.s.stallTimeout))
 	if _, err := io.WriteString(c.nc, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+
-		UpgradeToken+"\r\n"+a.upgradeHeaders()+"\r\n"); err != nil {
+		UpgradeToken+"\r\n"+c.s.selfHeader+a.upgradeHeaders()+"\r\n"); err != nil {
 		return false
 	}
 	why, err := a.checkClientProof(c.nc, c.br, c.s.stallTimeout)
@@ -343,6 +343,10 @@ func (c *serverConn) handle(id uint32, frame []byte, owned bool) bool {
 		return true
 	}
 	c.st.byOp[req.Op].Add(1)
+	if s.leaving.Load() {
+		c.reply(id, &Response{Status: StatusLeaving, Msg: "shutting down"}, 0)
+		return true
+	}
 	if s.authorize != nil && !s.authorize(c.node, req.Op) {
 		c.reply(id, &Response{Status: StatusForbidden, Msg: fmt.Sprintf("%s is not allowed from %q", req.Op, c.node)}, 0)
 		return true

@@ -3,6 +3,7 @@
 package testcluster
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -35,7 +36,7 @@ func Start(t testing.TB, n int, opts ...groupcache.NodeOption) *Cluster {
 		c.Addrs = append(c.Addrs, listeners[i].Addr().String())
 	}
 	for i, l := range listeners {
-		c.serve(c.Addrs[i], l)
+		c.add(c.serve(c.Addrs[i], l))
 	}
 	t.Cleanup(c.Close)
 	return c
@@ -49,17 +50,21 @@ func (c *Cluster) listen() net.Listener {
 	return l
 }
 
-// serve makes the node at addr, with the cluster's current addresses as its peer set, and serves
-// it on l.
-func (c *Cluster) serve(addr string, l net.Listener) {
-	node, err := groupcache.NewNode(addr, append([]groupcache.NodeOption{groupcache.WithPeers(c.Addrs...)}, c.opts...)...)
-	if err != nil {
-		c.t.Fatal(err)
-	}
+// add appends a node that serves.
+func (c *Cluster) add(node *groupcache.Node) {
 	c.mu.Lock()
 	c.Nodes = append(c.Nodes, node)
 	c.alive = append(c.alive, true)
 	c.mu.Unlock()
+}
+
+// serve makes the node at addr, with the cluster's current addresses as its peer set, and serves
+// it on l.
+func (c *Cluster) serve(addr string, l net.Listener) *groupcache.Node {
+	node, err := groupcache.NewNode(addr, append([]groupcache.NodeOption{groupcache.WithPeers(c.Addrs...)}, c.opts...)...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -67,6 +72,7 @@ func (c *Cluster) serve(addr string, l net.Listener) {
 			c.t.Errorf("node %s: serve: %v", node.Self(), err)
 		}
 	}()
+	return node
 }
 
 // Add starts one more node, whose peer set is the whole cluster with it, and returns its index.
@@ -74,8 +80,37 @@ func (c *Cluster) serve(addr string, l net.Listener) {
 func (c *Cluster) Add() int {
 	l := c.listen()
 	c.Addrs = append(c.Addrs, l.Addr().String())
-	c.serve(c.Addrs[len(c.Addrs)-1], l)
+	c.add(c.serve(c.Addrs[len(c.Addrs)-1], l))
 	return len(c.Nodes) - 1
+}
+
+// Shutdown makes node i leave the cluster gracefully (Node.Shutdown) and returns what it returned.
+func (c *Cluster) Shutdown(ctx context.Context, i int) error {
+	c.mu.Lock()
+	alive := c.alive[i]
+	c.alive[i] = false
+	c.mu.Unlock()
+	if !alive {
+		return groupcache.ErrClosed
+	}
+	return c.Nodes[i].Shutdown(ctx)
+}
+
+// Restart starts node i again at its address after Kill or Shutdown, as a new process would: a
+// new node, with the cluster's current peer set and nothing cached, which replaces Nodes[i].
+func (c *Cluster) Restart(i int) *groupcache.Node {
+	l, err := net.Listen("tcp", c.Addrs[i])
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	node := c.serve(c.Addrs[i], l)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.alive[i] {
+		c.t.Fatalf("node %d restarted while alive", i)
+	}
+	c.Nodes[i], c.alive[i] = node, true
+	return node
 }
 
 // Announce gives every node the cluster's current peer set.

@@ -37,6 +37,14 @@ func main() {
 	}
 }
 
+// Timings of a pod's end (deployment.yaml's preStop and terminationGracePeriodSeconds leave room
+// for them): how long the node answers the peers' requests in flight once it leaves, and how long
+// the application's own requests then get to finish.
+const (
+	leaveTimeout = 15 * time.Second
+	stopTimeout  = 5 * time.Second
+)
+
 func run(log *slog.Logger) error {
 	port := os.Getenv("GROUPCACHE_PORT")
 	self := net.JoinHostPort(os.Getenv("POD_IP"), port) // as the EndpointSlices list this pod
@@ -49,20 +57,12 @@ func run(log *slog.Logger) error {
 		return err
 	}
 	defer node.Close()
-	hostname, _ := os.Hostname()
-	pages, err := groupcache.New[string, string]("pages",
-		groupcache.LoaderFunc[string, string](func(ctx context.Context, key string) (string, error) {
-			// The slow source of truth (a database, an API) would be called here.
-			return "page " + key + " rendered by " + hostname + " at " + time.Now().UTC().Format(time.RFC3339), nil
-		}),
-		groupcache.WithNode(node), groupcache.WithMaxBytes(64<<20), groupcache.WithLogger(log))
+	pages, err := newCache(node, log)
 	if err != nil {
 		return err
 	}
 	defer pages.Close()
-
-	mux := routes(node, pages)
-	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: ":" + port, Handler: newMux(node, pages), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.ListenAndServe() }()
 
@@ -79,30 +79,36 @@ func run(log *slog.Logger) error {
 	case err := <-serveErr:
 		return err
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// SIGTERM comes after preStop, once the pod's endpoint has been terminating for a while: the
+	// other pods' rings have dropped it. There is nothing to deregister. The node tells the peers
+	// still connected that it leaves and answers their requests in flight; then the application's
+	// own requests get to finish.
+	leave, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
+	if err := node.Shutdown(leave); err != nil {
+		log.Warn("requests of peers still in flight when the node left; they load their keys themselves", "err", err)
+	}
+	shutdown, cancel2 := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancel2()
 	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
 
-// peerSecret returns the option that makes the pods prove the Secret's value to each other: pods
-// talk over the pod network, which other workloads reach too.
-func peerSecret() (peer.SharedOption, error) {
-	current := os.Getenv("GROUPCACHE_SECRET")
-	if current == "" {
-		return nil, errors.New("GROUPCACHE_SECRET is empty: create the Secret groupcache (see examples/kubernetes/README.md)")
-	}
-	var accepted [][]byte
-	if prev := os.Getenv("GROUPCACHE_SECRET_PREVIOUS"); prev != "" {
-		accepted = append(accepted, []byte(prev))
-	}
-	return peer.WithSecret([]byte(current), accepted...), nil
+// newCache makes the cache the pods share.
+func newCache(node *groupcache.Node, log *slog.Logger) (*groupcache.Cache[string, string], error) {
+	hostname, _ := os.Hostname()
+	return groupcache.New[string, string]("pages",
+		groupcache.LoaderFunc[string, string](func(ctx context.Context, key string) (string, error) {
+			// The slow source of truth (a database, an API) would be called here.
+			return "page " + key + " rendered by " + hostname + " at " + time.Now().UTC().Format(time.RFC3339), nil
+		}),
+		groupcache.WithNode(node), groupcache.WithMaxBytes(64<<20), groupcache.WithLogger(log))
 }
 
-// routes serves the peer protocol and the application's two endpoints.
-func routes(node *groupcache.Node, pages *groupcache.Cache[string, string]) *http.ServeMux {
+// newMux serves the peer protocol and the application on one port.
+func newMux(node *groupcache.Node, pages *groupcache.Cache[string, string]) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle(peer.DefaultBasePath, node.Handler())
 	mux.HandleFunc("GET /get", func(w http.ResponseWriter, r *http.Request) {
@@ -117,4 +123,18 @@ func routes(node *groupcache.Node, pages *groupcache.Cache[string, string]) *htt
 		json.NewEncoder(w).Encode(pages.Stats())
 	})
 	return mux
+}
+
+// peerSecret returns the option that makes the pods prove the Secret's value to each other: pods
+// talk over the pod network, which other workloads reach too.
+func peerSecret() (peer.SharedOption, error) {
+	current := os.Getenv("GROUPCACHE_SECRET")
+	if current == "" {
+		return nil, errors.New("GROUPCACHE_SECRET is empty: create the Secret groupcache (see examples/kubernetes/README.md)")
+	}
+	var accepted [][]byte
+	if prev := os.Getenv("GROUPCACHE_SECRET_PREVIOUS"); prev != "" {
+		accepted = append(accepted, []byte(prev))
+	}
+	return peer.WithSecret([]byte(current), accepted...), nil
 }
