@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -191,7 +193,7 @@ func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) 
 		c.node.markDown(owner, err)
 		return ctx.Err() == nil // past the load timeout the flight is over anyway
 	case errors.Is(err, peer.ErrProtocol), fallbackStatus(peer.StatusOf(err)):
-		c.log.Warn("peer could not serve, loading locally", slog.String("peer", owner), slog.Any("err", err))
+		c.node.warnAbout(owner, "peer could not serve, loading locally", slog.String("cache", c.name), slog.Any("err", err))
 		return ctx.Err() == nil
 	}
 	// Not found, the owner's own load error, too large, a value this codec cannot decode: the
@@ -215,10 +217,26 @@ func fallbackStatus(st peer.Status) bool {
 	return false
 }
 
+// peerWords returns what a peer said in err (the message of its *peer.Error), cut to 200 bytes,
+// with anything unprintable escaped: a peer's words, which may be hostile, go into errors and
+// logs short and harmless.
+func peerWords(err error) string {
+	var pe *peer.Error
+	if !errors.As(err, &pe) || pe.Msg == "" {
+		return ""
+	}
+	msg := pe.Msg
+	if len(msg) > 200 {
+		msg = strings.ToValidUTF8(msg[:200], "") + "..."
+	}
+	q := strconv.QuoteToGraphic(msg)
+	return q[1 : len(q)-1]
+}
+
 // peerErr translates the error of a request to peer to into this package's names: what the peer
 // answered (peer.StatusOf), or the failure of the exchange (peer.ErrUnavailable, ErrProtocol).
 // The peer's error stays in the chain (canFallBack reads it), except for "not found", which
-// needs no more words. Other errors (nil, translated already, this package's) are returned as
+// keeps only the owner's words (its loader's message). Other errors (nil, translated already, this package's) are returned as
 // they are. This is the one place where peer errors become this package's.
 func (c *Cache[K, V]) peerErr(to string, err error) error {
 	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrUnavailable) {
@@ -226,6 +244,9 @@ func (c *Cache[K, V]) peerErr(to string, err error) error {
 	}
 	switch st := peer.StatusOf(err); {
 	case st == peer.StatusNotFound:
+		if msg := peerWords(err); msg != "" {
+			return fmt.Errorf("%w: cache %q on %s: %s", ErrNotFound, c.name, to, msg)
+		}
 		return fmt.Errorf("%w: cache %q on %s", ErrNotFound, c.name, to)
 	case st == peer.StatusTooLarge:
 		return fmt.Errorf("%w: cache %q on %s: %w", ErrTooLarge, c.name, to, err)

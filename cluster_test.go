@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strconv"
 	"strings"
@@ -148,6 +149,9 @@ func TestClusterRemoteNotFoundIsBelieved(t *testing.T) {
 	_, err := caches[asker].Get(context.Background(), key)
 	if !errors.Is(err, groupcache.ErrNotFound) {
 		t.Fatalf("err = %v, want ErrNotFound", err)
+	}
+	if !strings.Contains(err.Error(), "no missing") {
+		t.Fatalf("err = %v: the owner's loader's words are lost", err)
 	}
 	if n := log.total.Load(); n != 1 {
 		t.Fatalf("loads = %d, want 1 (on the owner only; no local fallback)", n)
@@ -527,5 +531,58 @@ func TestClusterSlowLoadDoesNotStallOwnersHits(t *testing.T) {
 	}
 	if d := cl.Nodes[2].Stats().Server.Detached; d < 1 {
 		t.Errorf("the slow load did not run on a goroutine of its own: Detached %d", d)
+	}
+}
+
+// warnings counts the records at Warn level that a logger's handler gets, by message.
+type warnings struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (w *warnings) Enabled(context.Context, slog.Level) bool { return true }
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler       { return w }
+func (w *warnings) WithGroup(string) slog.Handler            { return w }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		w.mu.Lock()
+		w.n[r.Message]++
+		w.mu.Unlock()
+	}
+	return nil
+}
+
+// TestClusterFallbackWarnsOncePerPeer: a peer that cannot serve any Get (it lacks the cache) is
+// warned about once, not once per Get, while every Get falls back.
+func TestClusterFallbackWarnsOncePerPeer(t *testing.T) {
+	t.Parallel()
+	w := &warnings{n: map[string]int{}}
+	cl := testcluster.Start(t, 2, groupcache.WithNodeLogger(slog.New(w)))
+	c, err := groupcache.New[string, string]("only-here", groupcache.LoaderFunc[string, string](
+		func(_ context.Context, k string) (string, error) { return "v" + k, nil }), groupcache.WithNode(cl.Nodes[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var keys []string
+	for len(keys) < 15 {
+		keys = append(keys, keyOwnedBy(t, cl, 1, keys...))
+	}
+	for _, k := range keys {
+		if v, err := c.Get(context.Background(), k); err != nil || v != "v"+k {
+			t.Fatalf("Get = %q, %v", v, err)
+		}
+	}
+	if st := c.Stats(); st.FallbackLoads != 15 {
+		t.Fatalf("stats %+v", st)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	total := 0
+	for _, n := range w.n {
+		total += n
+	}
+	if total != 1 {
+		t.Fatalf("%d warnings for 15 Gets a peer could not serve: %v", total, w.n)
 	}
 }

@@ -47,16 +47,16 @@ type Node struct {
 	handoff atomic.Pointer[handoffRing]            // the ring before the last change, while recent
 	caches  atomic.Pointer[map[string]servedCache] // copy on write under mu
 	health  sync.Map                               // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
+	warned  sync.Map                               // peer address -> *atomic.Int64: unix nanos of the last warning about it
 	probing sync.Map                               // peer address -> true, while a probe of it runs
 	probes  sync.WaitGroup                         // the probes, which Close waits for; Add under mu
 	mu      sync.Mutex                             // serializes peer-set changes and cache registration
 	closed  atomic.Bool
 	servers []*http.Server // of Serve, closed by Close; guarded by mu
 
-	misnames    atomic.Int64  // connections to peers that named themselves otherwise
-	misnamedLog atomic.Int64  // unix nanoseconds of the last log of one
-	done        chan struct{} // closed by Close
-	closing     sync.Once
+	misnames atomic.Int64  // connections to peers that named themselves otherwise
+	done     chan struct{} // closed by Close
+	closing  sync.Once
 }
 
 // handoffRing is the ring that was in force before the last peer-set change, and until when a new
@@ -300,6 +300,7 @@ func (n *Node) SetPeers(peers ...string) error {
 	for _, p := range slices.Concat(old.Peers(), ring.Peers()) {
 		if old.Contains(p) != ring.Contains(p) {
 			n.health.Delete(p) // a peer that joins or leaves starts afresh: no back-off
+			n.warned.Delete(p)
 		}
 	}
 	n.startHandoff(old)
@@ -556,7 +557,7 @@ type NodeStats struct {
 	Client peer.ClientStats
 	// Misnamed counts the connections to a peer that named itself (its own address, given to
 	// NewNode) otherwise than this node's peer set does: the two nodes disagree on which keys
-	// that peer owns. Each is logged, at most once a minute.
+	// that peer owns. Each is logged (at most one warning a minute per peer).
 	Misnamed int64
 }
 
@@ -565,17 +566,24 @@ func (n *Node) Stats() NodeStats {
 	return NodeStats{Server: n.server.Stats(), Client: n.client.Stats(), Misnamed: n.misnames.Load()}
 }
 
-// misnamed counts a connection to the peer at addr that names itself claim, and logs it at most
-// once a minute.
+// misnamed counts a connection to the peer at addr that names itself claim, and logs it.
 func (n *Node) misnamed(addr, claim string) {
 	count := n.misnames.Add(1)
+	n.warnAbout(addr, "a peer names itself otherwise than this node's peer set: the nodes disagree on which keys it owns",
+		slog.String("claims", claim), slog.Int64("misnamed_since_start", count))
+}
+
+// warnAbout logs a warning about peer, at most one a minute per peer: a fault that every Get
+// meets (a peer without the cache, refusing a version) is read once, not once per Get.
+func (n *Node) warnAbout(peer, msg string, attrs ...any) {
+	v, _ := n.warned.LoadOrStore(peer, new(atomic.Int64))
+	last := v.(*atomic.Int64)
 	now := time.Now().UnixNano()
-	last := n.misnamedLog.Load()
-	if last != 0 && now-last < int64(time.Minute) || !n.misnamedLog.CompareAndSwap(last, now) {
+	prev := last.Load()
+	if prev != 0 && now-prev < int64(time.Minute) || !last.CompareAndSwap(prev, now) {
 		return
 	}
-	n.log.Warn("a peer names itself otherwise than this node's peer set: the nodes disagree on which keys it owns",
-		slog.String("peer", addr), slog.String("claims", claim), slog.Int64("misnamed_since_start", count))
+	n.log.Warn(msg+" (at most one warning a minute per peer)", append([]any{slog.String("peer", peer)}, attrs...)...)
 }
 
 // Shutdown makes the node leave its cluster gracefully, then closes it as Close does. At once it

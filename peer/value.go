@@ -112,7 +112,10 @@ func errorEntry(err error) (Status, string) {
 	if pe, ok := err.(*Error); ok && pe.Status != StatusOK && pe.Status <= maxEntryStatus && pe.Err == nil {
 		return pe.Status, cutMessage(pe.Msg)
 	}
-	return replyStatus(err)
+	if st, msg := replyStatus(err); st != StatusNotFound {
+		return st, msg
+	}
+	return StatusNotFound, "" // a batch of absent keys stays small
 }
 
 // appendEntry appends one batch entry: v when st is StatusOK, msg otherwise.
@@ -255,12 +258,9 @@ func batchReplySize(rs []Result, lim Limits) int {
 }
 
 // replyStatus returns the status and message a Server answers a Backend's error with: the status
-// it maps to and its text (an *Error's without its status; none for StatusNotFound).
+// it maps to and its text (an *Error's without its status).
 func replyStatus(err error) (Status, string) {
 	st := statusOf(err)
-	if st == StatusNotFound {
-		return st, ""
-	}
 	if pe, ok := err.(*Error); ok {
 		return st, cutMessage(pe.detail())
 	}
