@@ -77,6 +77,7 @@ func main() {
 		printGetMany(sizes)
 		return
 	}
+	defer removePKI()
 	printRemoteHits(sizes, systems())
 	printColdFill()
 	if *batchFlag > 0 && *only == "" {
