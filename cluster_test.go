@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strconv"
 	"strings"
@@ -584,5 +586,48 @@ func TestClusterFallbackWarnsOncePerPeer(t *testing.T) {
 	}
 	if total != 1 {
 		t.Fatalf("%d warnings for 15 Gets a peer could not serve: %v", total, w.n)
+	}
+}
+
+// TestNodeProbes: livez answers 200 until Close; readyz answers 200 once the peer set is known
+// and until the node starts leaving, 503 otherwise; other paths still reach the peer server.
+func TestNodeProbes(t *testing.T) {
+	t.Parallel()
+	get := func(n *groupcache.Node, path string) int {
+		w := httptest.NewRecorder()
+		n.Handler().ServeHTTP(w, httptest.NewRequest(http.MethodGet, peer.DefaultBasePath+path, nil))
+		return w.Code
+	}
+	alone, err := groupcache.NewNode("127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if get(alone, "livez") != 200 || get(alone, "readyz") != 503 {
+		t.Fatalf("before its peer set: livez %d, readyz %d", get(alone, "livez"), get(alone, "readyz"))
+	}
+	if err := alone.SetPeers("127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	if get(alone, "readyz") != 200 {
+		t.Fatalf("with its peer set (itself): readyz %d", get(alone, "readyz"))
+	}
+	if code := get(alone, ""); code != http.StatusMethodNotAllowed && code != http.StatusBadRequest {
+		t.Fatalf("the base path answered %d: not the peer server's refusal of a plain GET", code)
+	}
+	if err := alone.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if get(alone, "livez") != 503 || get(alone, "readyz") != 503 {
+		t.Fatalf("after Shutdown: livez %d, readyz %d", get(alone, "livez"), get(alone, "readyz"))
+	}
+
+	cl := testcluster.Start(t, 2) // WithPeers: ready at once, over a real socket
+	resp, err := http.Get("http://" + cl.Addrs[0] + peer.DefaultBasePath + "readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("a node started with its peers: readyz %d", resp.StatusCode)
 	}
 }

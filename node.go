@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -55,6 +56,8 @@ type Node struct {
 	servers []*http.Server // of Serve, closed by Close; guarded by mu
 
 	misnames atomic.Int64  // connections to peers that named themselves otherwise
+	known    atomic.Bool   // the peer set was given (WithPeers or SetPeers): readyz
+	leaving  atomic.Bool   // Shutdown has begun: readyz
 	done     chan struct{} // closed by Close
 	closing  sync.Once
 }
@@ -217,6 +220,7 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 	n.log = n.log.With(slog.String("node", self))
 	empty := map[string]servedCache{}
 	n.caches.Store(&empty)
+	n.known.Store(len(s.peers) > 0)
 	if err := n.initPeers(append(s.peers, self)); err != nil {
 		return nil, err
 	}
@@ -293,6 +297,7 @@ func (n *Node) SetPeers(peers ...string) error {
 		return err
 	}
 	old := n.ring.Swap(ring)
+	n.known.Store(true)
 	if slices.Equal(old.Peers(), ring.Peers()) {
 		return nil
 	}
@@ -521,14 +526,50 @@ func (n *Node) unregister(name string, c servedCache) {
 // with a ReadHeaderTimeout and, with peer.WithTLS, a TLS configuration as docs/security.md shows:
 //
 //	mux.Handle(peer.DefaultBasePath, node.Handler())
-func (n *Node) Handler() http.Handler { return n.server }
+//
+// It also answers two probes for orchestrators, without authentication (they tell nothing of
+// the caches): GET <base path>livez answers 200 until the node is closed, and GET <base
+// path>readyz answers 200 once the node knows its peer set (WithPeers or SetPeers, even of the
+// node alone) and until it starts leaving (Shutdown), 503 otherwise.
+func (n *Node) Handler() http.Handler { return http.HandlerFunc(n.serveHTTP) }
+
+// serveHTTP answers the probes, and hands every other request to the peer server.
+func (n *Node) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case n.server.BasePath() + "livez":
+		probe(w, !n.closed.Load(), "closed")
+	case n.server.BasePath() + "readyz":
+		switch {
+		case n.closed.Load():
+			probe(w, false, "closed")
+		case n.leaving.Load():
+			probe(w, false, "leaving the cluster")
+		default:
+			probe(w, n.known.Load(), "no peer set yet")
+		}
+	default:
+		n.server.ServeHTTP(w, r)
+	}
+}
+
+// probe answers a probe: 200 "ok", or 503 and why not.
+func probe(w http.ResponseWriter, ok bool, why string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, why+"\n")
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
 
 // Serve answers peers on l (listening at the node's own address) with an http.Server, whose header
 // and idle timeouts are set, until Close, and then returns http.ErrServerClosed. With peer.WithTLS
 // it serves TLS on l. l is closed when Serve returns. To serve on your own http.Server instead,
 // mount Handler and set its timeouts (docs/security.md).
 func (n *Node) Serve(l net.Listener) error {
-	srv := &http.Server{Handler: n.server, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	srv := &http.Server{Handler: n.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	if cfg := n.server.TLSConfig(); cfg != nil {
 		srv.TLSConfig = cfg
@@ -603,6 +644,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	servers := slices.Clone(n.servers)
 	n.mu.Unlock()
+	n.leaving.Store(true)
 	n.log.Info("leaving the cluster")
 	var wg sync.WaitGroup
 	for _, srv := range servers {
