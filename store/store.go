@@ -101,15 +101,17 @@ type Store[K comparable, V any] struct {
 	now      func() int64
 	tomb     *entry[K, V] // tombstone sentinel for table slots
 	max      int64
-	smallMax int64
 	_        [cacheLine]byte
 
-	mu    sync.Mutex
-	used  int64 // sum of entry sizes; guarded by mu
-	small list[K, V]
-	main  list[K, V]
-	ghost ghost
-	_     [cacheLine]byte
+	mu       sync.Mutex
+	used     int64 // sum of entry sizes; guarded by mu
+	smallMax int64 // the window's share of max, moved by the climber; guarded by mu
+	small    list[K, V]
+	prob     list[K, V]
+	prot     list[K, V]
+	sketch   sketch
+	climb    climber
+	_        [cacheLine]byte
 
 	// Published copies for lock-free readers of Bytes, Len and Stats.
 	bytes     atomic.Int64
@@ -138,7 +140,7 @@ func New[K comparable, V any](cfg Config[K]) (*Store[K, V], error) {
 		now:      cfg.Now,
 		tomb:     new(entry[K, V]),
 		max:      cfg.MaxBytes,
-		smallMax: max(cfg.MaxBytes*smallPercent/100, 1),
+		smallMax: cfg.MaxBytes * windowPercent / 100,
 	}
 	if s.now == nil {
 		s.now = func() int64 { return time.Now().UnixNano() }
@@ -146,7 +148,7 @@ func New[K comparable, V any](cfg Config[K]) (*Store[K, V], error) {
 	for i := range s.shards {
 		s.shards[i].tab.Store(newTable[K, V](minTableSize))
 	}
-	s.ghost.reset()
+	s.climb.reset(s.max)
 	return s, nil
 }
 
@@ -234,11 +236,7 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 		if old.queue != qNone {
 			ne.freq.Store(old.freq.Load())
 			ne.queue = old.queue
-			if old.queue == qSmall {
-				s.small.replace(old, ne)
-			} else {
-				s.main.replace(old, ne)
-			}
+			s.queueOf(old.queue).replace(old, ne)
 			old.queue = qNone
 			t := sh.tab.Load()
 			t.slots[t.indexOf(old, h)].e.Store(ne)
@@ -252,12 +250,16 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 			break // unreachable: an entry that fits always fits an empty store
 		}
 	}
+	if n := int(s.items.Load()) + 1; n > len(s.sketch.table) {
+		s.sketch.ensure(n)
+	}
 	s.link(ne, h)
 	_, at := sh.tab.Load().lookup(h, k, s.tomb)
 	sh.insert(ne, h, at, s.tomb)
 	s.used += ne.size
 	s.bytes.Store(s.used)
 	s.items.Add(1)
+	s.adapt()
 	return true
 }
 
@@ -295,7 +297,7 @@ func (s *Store[K, V]) Clear() {
 		sh.live, sh.tombs = 0, 0
 	}
 	// Unlink everything so that a reader still holding an old table pins only its own entries.
-	for _, l := range []*list[K, V]{&s.small, &s.main} {
+	for _, l := range []*list[K, V]{&s.small, &s.prob, &s.prot} {
 		for e := l.head; e != nil; {
 			next := e.next
 			e.prev, e.next, e.queue = nil, nil, qNone
@@ -303,7 +305,7 @@ func (s *Store[K, V]) Clear() {
 		}
 		*l = list[K, V]{}
 	}
-	s.ghost.reset()
+	s.sketch.reset()
 	s.used = 0
 	s.bytes.Store(0)
 	s.items.Store(0)
