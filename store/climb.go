@@ -9,7 +9,7 @@ package store
 // runs under Store.mu.
 const (
 	// windowPercent is the window's initial share of MaxBytes.
-	windowPercent = 1
+	windowPercent = 10
 	// maxWindowPercent bounds the window's share, so that main keeps a frequency-filtered part.
 	maxWindowPercent = 80
 	stepPercent      = 6.25

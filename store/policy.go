@@ -15,7 +15,11 @@ const (
 	// maxFreq saturates the per-entry access counter (2 bits).
 	maxFreq = 3
 	// protPercent is the protected segment's share of main.
-	protPercent = 80
+	protPercent = 95
+	// admitMargin is by how much a candidate's estimate must exceed the victim's for the
+	// candidate to replace it: with 1, a key seen as often as the victim plus this once (the
+	// request that brought it in) does not evict it.
+	admitMargin = 1
 )
 
 // list is an intrusive doubly-linked FIFO: new entries at head, eviction from tail.
@@ -129,17 +133,18 @@ func (x *expiry) past(at int64) bool {
 	return x.t >= at
 }
 
-// evictOne removes one entry and returns false only if the store is empty.
+// evictOne removes one entry to make room for a new one of need bytes, which will enter the
+// window, and returns false only if the store is empty.
 //
-// While the window holds more than its share of MaxBytes, its tail is the candidate. A candidate
-// read while in the window moves to main's protected segment; one that was not moves to main's
-// probation segment if main has room for it, else it competes with main's victim (see victim)
-// and the sketch decides: it replaces the victim only if its key was seen more often recently,
-// and is evicted otherwise. When the window is within its share, main's victim is evicted.
-// Expired entries are evicted wherever they are met.
-func (s *Store[K, V]) evictOne() bool {
+// While the window would hold more than its share of MaxBytes, its tail is the candidate. A
+// candidate read while in the window moves to main's protected segment; one that was not moves
+// to main's probation segment if main has room for it within its share, else it competes with
+// main's victim (see victim) and the sketch decides: it replaces the victim only if its key was
+// seen more often recently, and is evicted otherwise. When the window is within its share, main's
+// victim is evicted. Expired entries are evicted wherever they are met.
+func (s *Store[K, V]) evictOne(need int64) bool {
 	x := expiry{now: s.now}
-	for s.small.n > 0 && (s.small.bytes > s.smallMax || s.prob.n+s.prot.n == 0) {
+	for s.small.n > 0 && (s.small.bytes+need > s.smallMax || s.prob.n+s.prot.n == 0) {
 		c := s.small.tail
 		if x.past(c.expiresAt) {
 			s.drop(c)
@@ -151,12 +156,12 @@ func (s *Store[K, V]) evictOne() bool {
 			s.protect(c)
 			continue
 		}
-		if s.mainBytes()+c.size <= s.max-s.smallMax || s.prob.n+s.prot.n == 0 {
+		if s.mainBytes()+c.size <= s.max-s.smallMax {
 			s.move(c, qProb, 0)
 			continue
 		}
 		v, hv := s.victim(&x)
-		if !x.past(v.expiresAt) && s.sketch.estimate(hc) <= s.sketch.estimate(hv) {
+		if !x.past(v.expiresAt) && s.sketch.estimate(hc) <= s.sketch.estimate(hv)+admitMargin {
 			s.dropHashed(c, hc)
 			return true
 		}

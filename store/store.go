@@ -231,7 +231,7 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 		old := sh.tab.Load().slots[i].e.Load()
 		// Make room while the old entry is still counted; the policy may evict it too.
 		for old.queue != qNone && s.used-old.size+ne.size > s.max {
-			s.evictOne()
+			s.evictOne(0)
 		}
 		if old.queue != qNone {
 			ne.freq.Store(old.freq.Load())
@@ -246,7 +246,7 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 		}
 	}
 	for s.used+ne.size > s.max {
-		if !s.evictOne() {
+		if !s.evictOne(ne.size) {
 			break // unreachable: an entry that fits always fits an empty store
 		}
 	}
