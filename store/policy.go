@@ -156,7 +156,7 @@ func (s *Store[K, V]) evictOne(need int64) bool {
 			s.protect(c)
 			continue
 		}
-		if s.mainBytes()+c.size <= s.max-s.smallMax {
+		if s.mainBytes()+c.size <= s.max-s.smallMax || s.prob.n+s.prot.n == 0 {
 			s.move(c, qProb, 0)
 			continue
 		}
