@@ -1,5 +1,7 @@
 package store
 
+import "os"
+
 // This file holds the eviction policy. Everything here runs under Store.mu, except the reader's
 // frequency bump in Store.Get, which is an atomic store on entry.freq.
 
@@ -204,6 +206,9 @@ func (s *Store[K, V]) victim(x *expiry) (*entry[K, V], uint64) {
 			s.move(s.prot.tail, qProb, 0)
 		}
 		t := s.prob.tail
+		if dbgMRU {
+			t = s.prob.head
+		}
 		h := s.hash(t.key)
 		f := t.freq.Load()
 		if f == 0 || budget == 0 || x.past(t.expiresAt) {
@@ -239,3 +244,5 @@ func (s *Store[K, V]) dropHashed(e *entry[K, V], h uint64) {
 	s.release(e)
 	s.evictions.Add(1)
 }
+
+var dbgMRU = os.Getenv("DBG_MRU") != ""
