@@ -1,7 +1,5 @@
 package store
 
-import "os"
-
 // This file holds the eviction policy. Everything here runs under Store.mu, except the reader's
 // frequency bump in Store.Get, which is an atomic store on entry.freq.
 
@@ -162,7 +160,7 @@ func (s *Store[K, V]) evictOne(need int64) bool {
 			s.move(c, qProb, 0)
 			continue
 		}
-		v, hv := s.victim(&x)
+		v, hv := s.victim(&x, s.pickNewest())
 		if !x.past(v.expiresAt) && s.sketch.estimate(hc) <= s.sketch.estimate(hv)+admitMargin {
 			s.dropHashed(c, hc)
 			return true
@@ -194,19 +192,19 @@ func (s *Store[K, V]) protect(e *entry[K, V]) {
 	}
 }
 
-// victim returns main's victim with its key's hash: the tail of probation once it is an entry
-// not read since it came there (or an expired one). A probation entry that was read moves to the
-// protected segment; when probation is empty, the protected tail is demoted to it. main must not
-// be empty. Readers may bump counters meanwhile; a budget bounds the moves, after which the tail
-// is returned whatever its counter.
-func (s *Store[K, V]) victim(x *expiry) (*entry[K, V], uint64) {
+// victim returns main's victim with its key's hash: an entry of probation not read since it came
+// there (or an expired one), its oldest or, with newest, its newest. A probation entry that was
+// read moves to the protected segment instead; when probation is empty, the protected tail is
+// demoted to it. main must not be empty. Readers may bump counters meanwhile; a budget bounds
+// the moves, after which the entry at hand is returned whatever its counter.
+func (s *Store[K, V]) victim(x *expiry, newest bool) (*entry[K, V], uint64) {
 	budget := (s.prob.n + s.prot.n) * maxFreq
 	for {
 		if s.prob.n == 0 {
 			s.move(s.prot.tail, qProb, 0)
 		}
 		t := s.prob.tail
-		if dbgMRU {
+		if newest {
 			t = s.prob.head
 		}
 		h := s.hash(t.key)
@@ -220,10 +218,21 @@ func (s *Store[K, V]) victim(x *expiry) (*entry[K, V], uint64) {
 	}
 }
 
+// pickNewest reports whether this contest's victim is probation's newest entry: a share
+// s.newest of contests take it (spread evenly), the others take the oldest.
+func (s *Store[K, V]) pickNewest() bool {
+	s.newestAcc += s.newest
+	if s.newestAcc < 1 {
+		return false
+	}
+	s.newestAcc--
+	return true
+}
+
 // evictMain evicts main's victim, or the window's tail when main is empty.
 func (s *Store[K, V]) evictMain(x *expiry) bool {
 	if s.prob.n+s.prot.n > 0 {
-		v, h := s.victim(x)
+		v, h := s.victim(x, false)
 		s.dropHashed(v, h)
 		return true
 	}
@@ -244,5 +253,3 @@ func (s *Store[K, V]) dropHashed(e *entry[K, V], h uint64) {
 	s.release(e)
 	s.evictions.Add(1)
 }
-
-var dbgMRU = os.Getenv("DBG_MRU") != ""

@@ -107,12 +107,15 @@ type Store[K comparable, V any] struct {
 	mu       sync.Mutex
 	used     int64 // sum of entry sizes; guarded by mu
 	smallMax int64 // the window's share of max, moved by the climber; guarded by mu
-	small    list[K, V]
-	prob     list[K, V]
-	prot     list[K, V]
-	sketch   sketch
-	climb    climber
-	_        [cacheLine]byte
+	// newest is the share of contests whose victim is probation's newest entry rather than its
+	// oldest, moved by the climber; newestAcc spreads them. Guarded by mu.
+	newest, newestAcc float64
+	small             list[K, V]
+	prob              list[K, V]
+	prot              list[K, V]
+	sketch            sketch
+	climb             climber
+	_                 [cacheLine]byte
 
 	// Published copies for lock-free readers of Bytes, Len and Stats.
 	bytes     atomic.Int64
