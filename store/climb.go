@@ -21,7 +21,7 @@ const (
 	// windowStep is the window's first move, as a share of MaxBytes (negative: it shrinks).
 	windowStep = -0.0625
 	// newestStep is the first move of the share of contests that take the newest victim.
-	newestStep   = 0.25
+	newestStep   = 0.1
 	stepDecay    = 0.98
 	restartDelta = 0.05
 	// sampleEvery is how many inserts pass between two looks at the request counters.
