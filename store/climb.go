@@ -7,8 +7,8 @@ package store
 // store: the entries that stay are hit on the next pass, where evicting the oldest churns them
 // all before their turn comes; the oldest suits everything else).
 //
-// The hit ratio is sampled over about ten times as many requests as the store holds entries,
-// and each sample moves one parameter, the two in turn. A sample judges the last move of the
+// The hit ratio is sampled over a number of requests proportional to the entries the store
+// holds (sampleFactor), and each sample moves one parameter, the two in turn. A sample judges the last move of the
 // other parameter: if the hit ratio did not fall, that parameter's next move goes the same way,
 // else the other way. Moves shrink by stepDecay each time, so the parameters settle; a change in
 // the hit ratio of restartDelta or more (the workload changed) starts the judged parameter's
@@ -29,6 +29,12 @@ const (
 	// minSample is the fewest requests a sample may have.
 	minSample = 1024
 )
+
+// sampleFactor is the length of a sample, in requests per entry held, by the parameter the
+// sample judges: the window's effect shows within a few requests per entry (a recency-skewed
+// workload that shifts needs the window to follow it quickly), the victim end's only once a loop
+// larger than the store came round, which takes more.
+var sampleFactor = [2]int64{pWindow: 3, pNewest: 10}
 
 // The parameters the climber moves.
 const (
@@ -70,7 +76,7 @@ func (s *Store[K, V]) adapt() {
 	c.inserts = 0
 	hits, requests := s.counters()
 	n := requests - c.requests
-	if n < max(minSample, 10*s.items.Load()) {
+	if n < max(minSample, sampleFactor[c.last]*s.items.Load()) {
 		return
 	}
 	rate := float64(hits-c.hits) / float64(n)

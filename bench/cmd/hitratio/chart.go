@@ -116,15 +116,17 @@ func writeSVG(w io.Writer, title string, ps []panel) {
 
 // drawPanel draws one panel at (x0, y0): axes, grid, one polyline per series.
 func drawPanel(w io.Writer, p panel, x0, y0 int) {
-	lo, hi := 0.0, math.Min(1, math.Ceil(maxRatio(p)*10)/10)
-	if hi <= 0 {
-		hi = 0.1
+	lo, hi, step := 0.0, 1.0, 0.2
+	for _, st := range []float64{0.01, 0.02, 0.05, 0.1, 0.2} {
+		if top := math.Ceil(maxRatio(p)/st-1e-9) * st; top/st <= 6 {
+			hi, step = math.Max(top, st), st
+			break
+		}
 	}
 	px := func(i int) float64 { return float64(x0+marginL) + xpos(p.x, i)*plotW }
 	py := func(r float64) float64 { return float64(y0+marginT) + (1-(r-lo)/(hi-lo))*plotH }
 	fmt.Fprintf(w, `<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", x0+marginL, y0+16, esc(p.title))
-	for k := 0; k <= 4; k++ {
-		r := lo + (hi-lo)*float64(k)/4
+	for r := lo; r <= hi+1e-9; r += step {
 		fmt.Fprintf(w, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>`+"\n", x0+marginL, x0+marginL+plotW, py(r), py(r))
 		fmt.Fprintf(w, `<text x="%d" y="%.1f" text-anchor="end">%.0f%%</text>`+"\n", x0+marginL-4, py(r)+4, 100*r)
 	}
