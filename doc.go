@@ -12,8 +12,8 @@
 // decoding and no allocation. Values are encoded only to measure their cost (see WithSizer) and to
 // travel between nodes; the codec is pluggable (WithCodec, CBOR by default). Keys of string and
 // integer kinds need no setup; other key types take WithKeyCodec. Memory is bounded in bytes
-// (WithMaxBytes) and the store evicts with S3-FIFO, which keeps a hot set through scans. Entries
-// may expire (WithTTL).
+// (WithMaxBytes, or WithMemoryFraction of the process's memory limit) and the store's eviction
+// adapts to the workload while keeping a hot set through scans. Entries may expire (WithTTL).
 //
 // Values returned by Get are shared: treat them as read-only. View lends a value to a function
 // instead of returning it; a remote hit is then read into memory the cache reuses, which saves

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/typedcache/groupcache/codec"
+	"github.com/typedcache/groupcache/internal/memlimit"
 )
 
 // Defaults of the options; each option's doc states its own.
@@ -39,6 +40,9 @@ func (f optionFunc) apply(s *settings) error { return f(s) }
 // settings collects the options of one New call before they are checked and turned into a cache.
 type settings struct {
 	maxBytes      int64
+	maxBytesSet   bool                            // WithMaxBytes was given
+	memFraction   float64                         // WithMemoryFraction's f; 0 = not given
+	memLimit      func() (int64, memlimit.Source) // reads the process's memory limit
 	maxValueBytes int64
 	maxKeyBytes   int
 	loadTimeout   time.Duration
@@ -77,6 +81,7 @@ func invalid(option, format string, args ...any) error {
 func newSettings() settings {
 	return settings{
 		maxBytes:    defaultMaxBytes,
+		memLimit:    memlimit.Limit,
 		maxKeyBytes: defaultMaxKeyBytes,
 		loadTimeout: defaultLoadTimeout,
 		hotFraction: defaultHotFraction,
@@ -91,6 +96,23 @@ func (s *settings) validate() error {
 	if s.node == nil && len(s.nodeOnly) > 0 {
 		return invalid(s.nodeOnly[0], "applies only to a cache on a node (WithNode)")
 	}
+	if s.memFraction > 0 && s.maxBytesSet {
+		return invalid("WithMemoryFraction", "WithMaxBytes is given too; size the cache with one of them")
+	}
+	return s.sizeFromMemory()
+}
+
+// sizeFromMemory sets maxBytes from the process's memory limit when WithMemoryFraction was
+// given.
+func (s *settings) sizeFromMemory() error {
+	if s.memFraction == 0 {
+		return nil
+	}
+	limit, src := s.memLimit()
+	if src == memlimit.None {
+		return invalid("WithMemoryFraction", "the process has no memory limit: set GOMEMLIMIT, run in a container with a memory limit, or use WithMaxBytes")
+	}
+	s.maxBytes = max(1, int64(s.memFraction*float64(limit)))
 	return nil
 }
 
@@ -102,7 +124,27 @@ func WithMaxBytes(n int64) Option {
 		if n <= 0 {
 			return invalid("WithMaxBytes", "%d is not positive", n)
 		}
-		s.maxBytes = n
+		s.maxBytes, s.maxBytesSet = n, true
+		return nil
+	})
+}
+
+// WithMemoryFraction sizes the cache as the fraction f of the process's memory limit, read once
+// in New: the Go runtime's soft limit (GOMEMLIMIT, or debug.SetMemoryLimit) when one is set, else
+// the memory limit of the container the process runs in (cgroup v2 memory.max, the least on the
+// way up to the root, or cgroup v1 memory.limit_in_bytes). The cache's byte bound is then
+// f × limit, counted as WithMaxBytes counts it, so the cache takes about that share of the heap
+// (docs/store.md, "Sizing from the process's memory"). Leave room for the rest of the process:
+// several caches' fractions add up, and the Go runtime needs headroom under a limit to collect
+// garbage without running constantly. It excludes WithMaxBytes (both: an error), and New fails
+// with ErrInvalidOption if the process has no limit. Default: not set, the cache is sized by
+// WithMaxBytes; valid range 0 < f < 1.
+func WithMemoryFraction(f float64) Option {
+	return optionFunc(func(s *settings) error {
+		if !(f > 0 && f < 1) {
+			return invalid("WithMemoryFraction", "%v is not in (0, 1)", f)
+		}
+		s.memFraction = f
 		return nil
 	})
 }

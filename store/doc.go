@@ -1,19 +1,22 @@
 // Package store is a sharded, byte-bounded, concurrent in-memory key/value store, generic in the
-// key and value types, with S3-FIFO eviction. It is the local storage under the groupcache
-// Cache; it knows nothing of loading, codecs or peers.
+// key and value types, with an eviction policy that adapts to the workload. It is the local
+// storage under the groupcache Cache; it knows nothing of loading, codecs or peers.
 //
 // # Eviction policy
 //
-// S3-FIFO (Yang et al., SOSP 2023): a small FIFO that takes new entries and may hold about 10% of
-// MaxBytes, a main FIFO for the rest, and a ghost queue of the hashes of keys recently evicted from
-// the small FIFO. Each entry has a 2-bit access counter that Get increments (and does not write
-// once saturated). An entry that reaches the small FIFO's tail unread is evicted and remembered in
-// the ghost; one that was read moves to the main FIFO. The main FIFO is a CLOCK: its tail is
-// reinserted with its counter decremented while the counter is non-zero, else evicted. A key
-// inserted while the ghost remembers it goes straight to the main FIFO. One-off keys therefore
-// pass through the small FIFO only, which makes the store scan resistant, and the policy needs no
-// reordering on reads, which keeps Get lock-free. Measured against W-TinyLFU and LRU, the hit
-// ratio and the cost of a hit are in docs/store.md and docs/benchmarks.md.
+// A W-TinyLFU design (Einziger, Friedman and Manes, "TinyLFU", 2017; Caffeine's adaptive window)
+// built so that reads stay lock-free: a window FIFO takes new entries; a main region, split into
+// probation and protected segments, holds the rest; a count-min sketch of 4-bit counters
+// estimates how often each key was seen recently. When the window overflows, its oldest entry
+// moves to protected if it was read while in the window, else it competes with main's victim
+// (the oldest probation entry not read since it came there) and replaces it only if the sketch
+// has seen its key more often. Reads only bump a 2-bit counter in the entry, never move it; the
+// writer, under the store's lock, turns the counters into promotions and sketch counts when it
+// meets them. The window's share of MaxBytes is hill-climbed on the hit ratio: it grows while
+// growing it helps (recency-heavy workloads), shrinks otherwise (frequency-heavy ones and loops).
+// One-off keys therefore never displace entries that were read (scan resistance), and a loop
+// larger than the store keeps a fixed part of itself instead of none. The measurements behind
+// each choice are in docs/store.md.
 //
 // # Byte bound, cost and overhead
 //

@@ -21,7 +21,7 @@ func heapPerEntry(n int, add func(i int), payload float64) float64 {
 }
 
 // TestEntryOverheadEstimate measures the store's own memory per entry (entry, table slots and
-// ghost, but not the key and value bytes that the caller's cost counts) for two common shapes and
+// sketch, but not the key and value bytes that the caller's cost counts) for two common shapes and
 // checks that EntryOverhead is a fair estimate of it. The figures are logged (go test -v -run
 // Overhead) and recorded in the EntryOverhead comment.
 func TestEntryOverheadEstimate(t *testing.T) {
@@ -58,8 +58,9 @@ func TestEntryOverheadEstimate(t *testing.T) {
 			runtime.KeepAlive(s)
 			return per
 		}},
-		{"evicting store: ghost included", func() float64 {
-			// A full store that has been evicting holds a ghost about as large as itself.
+		{"evicting store", func() float64 {
+			// A full store that has been evicting: tombstones in its tables, a sketch sized for
+			// every entry.
 			s := mustNew[uint64, int](t, Config[uint64]{MaxBytes: n * (8 + EntryOverhead)})
 			for i := range 3 * n {
 				s.Set(uint64(1<<40+i), i, 8, 0)

@@ -1,24 +1,25 @@
 package store
 
-// This file holds the S3-FIFO eviction policy. Everything here runs under Store.mu, except the
-// reader's frequency bump in Store.Get, which is an atomic store on entry.freq.
+// This file holds the eviction policy. Everything here runs under Store.mu, except the reader's
+// frequency bump in Store.Get, which is an atomic store on entry.freq.
 
 // Queue an entry is in.
 const (
 	qNone  uint8 = iota // removed (evicted, replaced, deleted or cleared)
-	qSmall              // the small probationary FIFO
-	qMain               // the main FIFO
+	qSmall              // the window: a FIFO that takes new entries
+	qProb               // main's probation segment: admitted, not read since
+	qProt               // main's protected segment: read while in the window or in probation
 )
 
 const (
 	// maxFreq saturates the per-entry access counter (2 bits).
 	maxFreq = 3
-	// smallPercent is the share of MaxBytes that the small FIFO may hold before eviction takes
-	// from it.
-	smallPercent = 10
-	// promoteFreq is the number of accesses while in the small FIFO that earns an entry its place
-	// in the main FIFO when it reaches the small FIFO's tail.
-	promoteFreq = 1
+	// protPercent is the protected segment's share of main.
+	protPercent = 95
+	// admitMargin is by how much a candidate's estimate must exceed the victim's for the
+	// candidate to replace it: with 1, a key seen as often as the victim plus this once (the
+	// request that brought it in) does not evict it.
+	admitMargin = 1
 )
 
 // list is an intrusive doubly-linked FIFO: new entries at head, eviction from tail.
@@ -74,143 +75,165 @@ func (l *list[K, V]) replace(old, ne *entry[K, V]) {
 	l.bytes += ne.size - old.size
 }
 
-// ghost remembers the hashes of keys recently evicted from the small FIFO, oldest first. A key
-// that comes back while remembered goes straight to the main FIFO.
-type ghost struct {
-	ring  []uint64          // hashes; len is a power of two
-	start uint64            // sequence number of the oldest hash in ring
-	n     int               // hashes in ring
-	seq   map[uint64]uint64 // hash -> sequence number of its newest copy in ring
-}
-
-func (g *ghost) reset() {
-	g.ring, g.start, g.n = nil, 0, 0
-	g.seq = make(map[uint64]uint64)
-}
-
-// add remembers h and forgets the oldest hashes beyond limit.
-func (g *ghost) add(h uint64, limit int) {
-	if limit <= 0 {
-		return
-	}
-	for g.n >= limit {
-		g.pop()
-	}
-	if g.n == len(g.ring) {
-		g.grow()
-	}
-	pos := g.start + uint64(g.n)
-	g.ring[pos&uint64(len(g.ring)-1)] = h
-	g.seq[h] = pos
-	g.n++
-}
-
-func (g *ghost) pop() {
-	h := g.ring[g.start&uint64(len(g.ring)-1)]
-	if p, ok := g.seq[h]; ok && p == g.start {
-		delete(g.seq, h)
-	}
-	g.start++
-	g.n--
-}
-
-func (g *ghost) grow() {
-	size := max(len(g.ring)*2, 64)
-	ring := make([]uint64, size)
-	for i := range g.n {
-		pos := g.start + uint64(i)
-		ring[pos&uint64(size-1)] = g.ring[pos&uint64(len(g.ring)-1)]
-	}
-	g.ring = ring
-}
-
-// take reports whether h is remembered and forgets it.
-func (g *ghost) take(h uint64) bool {
-	if _, ok := g.seq[h]; ok {
-		delete(g.seq, h)
-		return true
-	}
-	return false
-}
-
-// link adds a new entry, whose key hashes to h, to the policy: to the main FIFO if its key was
-// evicted from the small FIFO recently (a ghost hit), else to the small FIFO.
+// link adds a new entry, whose key hashes to h, to the window and counts the access in the
+// sketch.
 func (s *Store[K, V]) link(e *entry[K, V], h uint64) {
-	if s.ghost.take(h) {
-		e.queue = qMain
-		s.main.pushHead(e)
-	} else {
-		e.queue = qSmall
-		s.small.pushHead(e)
+	e.queue = qSmall
+	s.small.pushHead(e)
+	s.sketch.add(h, 1)
+}
+
+// queueOf returns the list that queue q names.
+func (s *Store[K, V]) queueOf(q uint8) *list[K, V] {
+	switch q {
+	case qSmall:
+		return &s.small
+	case qProb:
+		return &s.prob
+	case qProt:
+		return &s.prot
 	}
+	return nil
 }
 
 // unlink removes e from its queue.
 func (s *Store[K, V]) unlink(e *entry[K, V]) {
-	switch e.queue {
-	case qSmall:
-		s.small.unlink(e)
-	case qMain:
-		s.main.unlink(e)
+	if l := s.queueOf(e.queue); l != nil {
+		l.unlink(e)
 	}
 	e.queue = qNone
 }
 
-// evictOne removes one entry chosen by S3-FIFO and returns false only if the store is empty.
-//
-// The small FIFO is evicted from while it holds at least its share of MaxBytes (or the main FIFO
-// is empty): its tail moves to the main FIFO if it was read since insertion, else it is dropped
-// and its hash remembered in the ghost. Otherwise the main FIFO's tail is dropped if its counter
-// is zero, or reinserted at the head with the counter decremented (a CLOCK with 2-bit counters).
-// Expired entries are dropped wherever they are met, whatever their counter.
-func (s *Store[K, V]) evictOne() bool {
-	var now int64
-	nowSet := false
-	expired := func(e *entry[K, V]) bool {
-		if e.expiresAt == 0 {
-			return false
-		}
-		if !nowSet {
-			now, nowSet = s.now(), true
-		}
-		return now >= e.expiresAt
-	}
-
-	for s.small.n > 0 && (s.small.bytes >= s.smallMax || s.main.n == 0) {
-		t := s.small.tail
-		if t.freq.Load() >= promoteFreq && !expired(t) {
-			s.small.unlink(t)
-			t.freq.Store(0)
-			t.queue = qMain
-			s.main.pushHead(t)
-			if s.main.bytes > s.max-s.smallMax {
-				return s.evictMain(expired)
-			}
-			continue
-		}
-		h := s.drop(t)
-		if t.expiresAt == 0 || !expired(t) {
-			s.ghost.add(h, s.main.n+s.small.n)
-		}
-		return true
-	}
-	return s.evictMain(expired)
+// move puts e at the head of queue q (e must be in a queue) with its access counter set to f.
+func (s *Store[K, V]) move(e *entry[K, V], q uint8, f int32) {
+	s.queueOf(e.queue).unlink(e)
+	e.freq.Store(f)
+	e.queue = q
+	s.queueOf(q).pushHead(e)
 }
 
-func (s *Store[K, V]) evictMain(expired func(*entry[K, V]) bool) bool {
-	// Readers may bump counters while we go round; the budget bounds the reinsertions so that a
-	// main FIFO whose every entry is being read cannot keep the writer going round forever.
-	budget := s.main.n * maxFreq
-	for s.main.n > 0 {
-		t := s.main.tail
-		if f := t.freq.Load(); f > 0 && budget > 0 && !expired(t) {
-			budget--
-			s.main.unlink(t)
-			t.freq.Store(f - 1)
-			s.main.pushHead(t)
+// mainBytes is what main (probation and protected) holds.
+func (s *Store[K, V]) mainBytes() int64 { return s.prob.bytes + s.prot.bytes }
+
+// expiry tells expired entries apart, reading the clock at most once per eviction and only for
+// an entry that has an expiry.
+type expiry struct {
+	now   func() int64
+	t     int64
+	ready bool
+}
+
+func (x *expiry) past(at int64) bool {
+	if at == 0 {
+		return false
+	}
+	if !x.ready {
+		x.t, x.ready = x.now(), true
+	}
+	return x.t >= at
+}
+
+// evictOne removes one entry to make room for a new one of need bytes, which will enter the
+// window, and returns false only if the store is empty.
+//
+// While the window would hold more than its share of MaxBytes, its tail is the candidate. A
+// candidate read while in the window moves to main's protected segment; one that was not moves
+// to main's probation segment if main has room for it within its share, else it competes with
+// main's victim (see victim) and the sketch decides: it replaces the victim only if its key was
+// seen more often recently, and is evicted otherwise. When the window is within its share, main's
+// victim is evicted. Expired entries are evicted wherever they are met.
+func (s *Store[K, V]) evictOne(need int64) bool {
+	x := expiry{now: s.now}
+	for s.small.n > 0 && (s.small.bytes+need > s.smallMax || s.prob.n+s.prot.n == 0) {
+		c := s.small.tail
+		if x.past(c.expiresAt) {
+			s.drop(c)
+			return true
+		}
+		hc := s.hash(c.key)
+		if f := c.freq.Load(); f > 0 {
+			s.sketch.add(hc, int(f)) // the hits it had in the window
+			s.protect(c)
 			continue
 		}
-		s.drop(t)
+		if s.mainBytes()+c.size <= s.max-s.smallMax || s.prob.n+s.prot.n == 0 {
+			s.move(c, qProb, 0)
+			continue
+		}
+		v, hv := s.victim(&x, s.pickNewest())
+		if !x.past(v.expiresAt) && s.sketch.estimate(hc) <= s.sketch.estimate(hv)+admitMargin {
+			s.dropHashed(c, hc)
+			return true
+		}
+		s.dropHashed(v, hv)
+		s.move(c, qProb, 0)
+		return true
+	}
+	return s.evictMain(&x)
+}
+
+// protect moves e to the head of the protected segment and, while that segment holds more than
+// its share of main, demotes protected entries to probation: the segment is a CLOCK whose tail,
+// if read since the hand last passed it, goes back to the head with its counter decremented (the
+// read counted in the sketch), and otherwise moves to probation.
+func (s *Store[K, V]) protect(e *entry[K, V]) {
+	s.move(e, qProt, 0)
+	limit := (s.max - s.smallMax) * protPercent / 100
+	budget := s.prot.n * maxFreq
+	for s.prot.bytes > limit && s.prot.n > 1 {
+		t := s.prot.tail
+		if f := t.freq.Load(); f > 0 && budget > 0 {
+			budget--
+			s.move(t, qProt, f-1)
+			s.sketch.add(s.hash(t.key), 1)
+			continue
+		}
+		s.move(t, qProb, 0)
+	}
+}
+
+// victim returns main's victim with its key's hash: an entry of probation not read since it came
+// there (or an expired one), its oldest or, with newest, its newest. A probation entry that was
+// read moves to the protected segment instead; when probation is empty, the protected tail is
+// demoted to it. main must not be empty. Readers may bump counters meanwhile; a budget bounds
+// the moves, after which the entry at hand is returned whatever its counter.
+func (s *Store[K, V]) victim(x *expiry, newest bool) (*entry[K, V], uint64) {
+	budget := (s.prob.n + s.prot.n) * maxFreq
+	for {
+		if s.prob.n == 0 {
+			s.move(s.prot.tail, qProb, 0)
+		}
+		t := s.prob.tail
+		if newest {
+			t = s.prob.head
+		}
+		h := s.hash(t.key)
+		f := t.freq.Load()
+		if f == 0 || budget == 0 || x.past(t.expiresAt) {
+			return t, h
+		}
+		budget--
+		s.sketch.add(h, int(f))
+		s.protect(t)
+	}
+}
+
+// pickNewest reports whether this contest's victim is probation's newest entry: a share
+// s.newest of contests take it (spread evenly), the others take the oldest.
+func (s *Store[K, V]) pickNewest() bool {
+	s.newestAcc += s.newest
+	if s.newestAcc < 1 {
+		return false
+	}
+	s.newestAcc--
+	return true
+}
+
+// evictMain evicts main's victim, or the window's tail when main is empty.
+func (s *Store[K, V]) evictMain(x *expiry) bool {
+	if s.prob.n+s.prot.n > 0 {
+		v, h := s.victim(x, false)
+		s.dropHashed(v, h)
 		return true
 	}
 	if s.small.n > 0 {
@@ -220,13 +243,13 @@ func (s *Store[K, V]) evictMain(expired func(*entry[K, V]) bool) bool {
 	return false
 }
 
-// drop evicts e: out of its queue and its table, bytes released, eviction counted. It returns
-// the key's hash.
-func (s *Store[K, V]) drop(e *entry[K, V]) uint64 {
-	h := s.hash(e.key)
+// drop evicts e: out of its queue and its table, bytes released, eviction counted.
+func (s *Store[K, V]) drop(e *entry[K, V]) { s.dropHashed(e, s.hash(e.key)) }
+
+// dropHashed is drop for an entry whose key's hash h is known.
+func (s *Store[K, V]) dropHashed(e *entry[K, V], h uint64) {
 	s.unlink(e)
 	s.shardOf(h).remove(e, h, s.tomb)
 	s.release(e)
 	s.evictions.Add(1)
-	return h
 }

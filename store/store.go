@@ -14,15 +14,16 @@ import (
 // EntryOverhead is the fixed number of bytes added to the cost of every entry to stand for the
 // memory the store itself spends on it: the entry header (key and value headers, expiry, size,
 // policy links and counter), its share of the hash table (16-byte slots kept between 3/8 and
-// 3/4 full) and of the ghost queue (a hash in a ring plus a map slot, about one per entry).
+// 3/4 full) and of the frequency sketch (8 to 16 bytes per entry).
 //
 // It was measured, not guessed: TestEntryOverheadEstimate (go test -v -run Overhead) counts the
 // growth of the Go heap per entry, not counting the key and value bytes that the caller's cost
-// already covers. On 64-bit Go it finds 75 to 95 bytes for a store that has not yet evicted (a
-// 64-byte entry allocation for uint64 keys with pointer values, 80 bytes for string keys with
-// []byte values, plus table slots), and about 165 bytes in a full store that has been evicting,
-// whose ghost then remembers about one hash per entry. 128 sits between the two.
-const EntryOverhead = 128
+// already covers. On 64-bit Go it finds about 90 bytes for uint64 keys with pointer values, 103
+// for string keys with []byte values, and 116 in a full store that has been evicting (whose
+// table holds tombstones and whose sketch is sized for every entry). The root package's
+// TestBytesChargedMatchHeap checks the whole cache: its charge per entry stays within 15% of
+// the heap it takes, for the smallest entries (uint64 keys and values) and for 100-byte values.
+const EntryOverhead = 112
 
 // ErrInvalidConfig is wrapped by the error New returns for an invalid Config.
 var ErrInvalidConfig = errors.New("store: invalid config")
@@ -89,7 +90,7 @@ type entry[K comparable, V any] struct {
 	// 64-byte allocation, which measurably speeds up hits on tables larger than the CPU caches.
 }
 
-// Store is a sharded, byte-bounded, concurrent in-memory key/value store with S3-FIFO eviction.
+// Store is a sharded, byte-bounded, concurrent in-memory key/value store with adaptive eviction.
 // Get and Peek take no lock; Set, Remove and Clear serialize on one mutex. All methods are safe
 // for concurrent use.
 type Store[K comparable, V any] struct {
@@ -101,15 +102,20 @@ type Store[K comparable, V any] struct {
 	now      func() int64
 	tomb     *entry[K, V] // tombstone sentinel for table slots
 	max      int64
-	smallMax int64
 	_        [cacheLine]byte
 
-	mu    sync.Mutex
-	used  int64 // sum of entry sizes; guarded by mu
-	small list[K, V]
-	main  list[K, V]
-	ghost ghost
-	_     [cacheLine]byte
+	mu       sync.Mutex
+	used     int64 // sum of entry sizes; guarded by mu
+	smallMax int64 // the window's share of max, moved by the climber; guarded by mu
+	// newest is the share of contests whose victim is probation's newest entry rather than its
+	// oldest, moved by the climber; newestAcc spreads them. Guarded by mu.
+	newest, newestAcc float64
+	small             list[K, V]
+	prob              list[K, V]
+	prot              list[K, V]
+	sketch            sketch
+	climb             climber
+	_                 [cacheLine]byte
 
 	// Published copies for lock-free readers of Bytes, Len and Stats.
 	bytes     atomic.Int64
@@ -138,7 +144,7 @@ func New[K comparable, V any](cfg Config[K]) (*Store[K, V], error) {
 		now:      cfg.Now,
 		tomb:     new(entry[K, V]),
 		max:      cfg.MaxBytes,
-		smallMax: max(cfg.MaxBytes*smallPercent/100, 1),
+		smallMax: cfg.MaxBytes * windowPercent / 100,
 	}
 	if s.now == nil {
 		s.now = func() int64 { return time.Now().UnixNano() }
@@ -146,7 +152,7 @@ func New[K comparable, V any](cfg Config[K]) (*Store[K, V], error) {
 	for i := range s.shards {
 		s.shards[i].tab.Store(newTable[K, V](minTableSize))
 	}
-	s.ghost.reset()
+	s.climb.reset(s.max)
 	return s, nil
 }
 
@@ -229,16 +235,12 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 		old := sh.tab.Load().slots[i].e.Load()
 		// Make room while the old entry is still counted; the policy may evict it too.
 		for old.queue != qNone && s.used-old.size+ne.size > s.max {
-			s.evictOne()
+			s.evictOne(0)
 		}
 		if old.queue != qNone {
 			ne.freq.Store(old.freq.Load())
 			ne.queue = old.queue
-			if old.queue == qSmall {
-				s.small.replace(old, ne)
-			} else {
-				s.main.replace(old, ne)
-			}
+			s.queueOf(old.queue).replace(old, ne)
 			old.queue = qNone
 			t := sh.tab.Load()
 			t.slots[t.indexOf(old, h)].e.Store(ne)
@@ -248,9 +250,12 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 		}
 	}
 	for s.used+ne.size > s.max {
-		if !s.evictOne() {
+		if !s.evictOne(ne.size) {
 			break // unreachable: an entry that fits always fits an empty store
 		}
+	}
+	if n := int(s.items.Load()) + 1; n > len(s.sketch.table) {
+		s.sketch.ensure(n)
 	}
 	s.link(ne, h)
 	_, at := sh.tab.Load().lookup(h, k, s.tomb)
@@ -258,6 +263,7 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 	s.used += ne.size
 	s.bytes.Store(s.used)
 	s.items.Add(1)
+	s.adapt()
 	return true
 }
 
@@ -295,7 +301,7 @@ func (s *Store[K, V]) Clear() {
 		sh.live, sh.tombs = 0, 0
 	}
 	// Unlink everything so that a reader still holding an old table pins only its own entries.
-	for _, l := range []*list[K, V]{&s.small, &s.main} {
+	for _, l := range []*list[K, V]{&s.small, &s.prob, &s.prot} {
 		for e := l.head; e != nil; {
 			next := e.next
 			e.prev, e.next, e.queue = nil, nil, qNone
@@ -303,7 +309,7 @@ func (s *Store[K, V]) Clear() {
 		}
 		*l = list[K, V]{}
 	}
-	s.ghost.reset()
+	s.sketch.reset()
 	s.used = 0
 	s.bytes.Store(0)
 	s.items.Store(0)

@@ -76,7 +76,7 @@ func checkInvariants[K comparable, V any](t testing.TB, s *Store[K, V]) {
 	for _, q := range []struct {
 		l  *list[K, V]
 		id uint8
-	}{{&s.small, qSmall}, {&s.main, qMain}} {
+	}{{&s.small, qSmall}, {&s.prob, qProb}, {&s.prot, qProt}} {
 		var b int64
 		n := 0
 		var prev *entry[K, V]

@@ -1,0 +1,5 @@
+//go:build race
+
+package groupcache
+
+const raceEnabled = true
