@@ -83,7 +83,9 @@ func ownerOf(t testing.TB, cl *testcluster.Cluster, key string) int {
 
 func TestClusterOneLoadPerKey(t *testing.T) {
 	t.Parallel()
-	cl := testcluster.Start(t, 3)
+	// Timeouts far above what a loaded machine may take: this test is about single flight, and a
+	// fetch that timed out would rightly fall back to a load of its own.
+	cl := testcluster.Start(t, 3, groupcache.WithPeerOptions(peer.WithTimeout(time.Minute), peer.WithDialTimeout(time.Minute)))
 	log := newLoadLog()
 	caches := stringCaches(t, cl, "c", log, nil)
 	const keys, goroutines = 500, 50

@@ -236,8 +236,11 @@ func startStalledConnections(tb testing.TB) (*siege, func(*testing.T)) {
 	const maxConns, attackers = 64, 96
 	sg := newSiege(tb, WithMaxConns(maxConns), WithStallTimeout(300*time.Millisecond))
 	var upgraded, closedByServer, refused atomic.Int64
+	var tried sync.WaitGroup // every attacker has connected or been refused: no stall timer runs before
+	tried.Add(attackers)
 	sg.attack(attackers, func(in func()) {
 		p := dialAttacker(sg.addr)
+		tried.Done()
 		if p == nil {
 			refused.Add(1)
 			in() // the limit is reached
@@ -245,6 +248,7 @@ func startStalledConnections(tb testing.TB) (*siege, func(*testing.T)) {
 		}
 		upgraded.Add(1)
 		defer p.nc.Close()
+		tried.Wait() // an idle connection waits for the idle timeout (minutes), not the stall one
 		var err error
 		if upgraded.Load()%2 == 0 {
 			p.nc.Write(appendPrefix(nil, 1<<20, 1))
