@@ -491,3 +491,38 @@ func TestRollingGracefulRestart(t *testing.T) {
 	}
 	t.Logf("%d Gets during a rolling graceful restart of 5 nodes, 0 failed", gets.Load())
 }
+
+// TestRejoinedPeerIsAskedAtOnce: a peer that leaves the peer set, restarts at its address and
+// joins again is asked at once: what the old connection still holds (its notice that it was
+// leaving) does not make the node skip the new process.
+func TestRejoinedPeerIsAskedAtOnce(t *testing.T) {
+	t.Parallel()
+	cl := testcluster.Start(t, 2, groupcache.WithPeerBackoff(time.Hour))
+	log := newLoadLog()
+	caches := stringCaches(t, cl, "c", log, nil)
+	k := keyOwnedBy(t, cl, 1)
+	if _, err := caches[0].Get(context.Background(), k); err != nil { // a connection to node 1
+		t.Fatal(err)
+	}
+	if err := cl.Nodes[0].SetPeers(cl.Addrs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Shutdown(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	cl.Restart(1)
+	groupcache.MustNew[string, string]("c", groupcache.LoaderFunc[string, string](func(_ context.Context, k string) (string, error) {
+		return "value-" + k, nil
+	}), groupcache.WithNode(cl.Nodes[1]))
+	if err := cl.Nodes[0].SetPeers(cl.Addrs...); err != nil {
+		t.Fatal(err)
+	}
+	for _, k2 := range []string{keyOwnedBy(t, cl, 1, k), keyOwnedBy(t, cl, 1, k, keyOwnedBy(t, cl, 1, k))} {
+		if v, err := caches[0].Get(context.Background(), k2); err != nil || v != "value-"+k2 {
+			t.Fatalf("Get = %q, %v", v, err)
+		}
+	}
+	if st := caches[0].Stats(); st.FallbackLoads != 0 {
+		t.Fatalf("the rejoined peer was skipped: %+v", st)
+	}
+}
