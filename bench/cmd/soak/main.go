@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command soak runs a cluster of nodes as OS processes on 127.0.0.1 under a mixed workload and a
 // schedule of faults, and checks every value read against a versioned oracle: the freshness
 // contract of docs/reliability.md ("Freshness under faults"), exactly.
