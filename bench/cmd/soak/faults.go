@@ -17,7 +17,11 @@ type faulter struct {
 	rng    *rand.Rand
 	counts map[string]int
 	errs   []error
+	n      int // faults so far
 }
+
+// schedule is the order of the faults: every kind within six faults, SIGKILL and SIGSTOP twice.
+var schedule = []string{"kill", "stop", "peers", "kill", "stop", "rolling"}
 
 func (f *faulter) run(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
@@ -35,29 +39,29 @@ func (f *faulter) run(ctx context.Context, period time.Duration) {
 	}
 }
 
-// one injects a fault chosen at random: SIGKILL and restart, SIGSTOP and SIGCONT, a rolling
+// one injects the next fault of the schedule, on a node chosen at random: SIGKILL and restart, SIGSTOP and SIGCONT, a rolling
 // graceful restart of every node that faults may touch, or a peer-set change (a node taken out
 // of the set and stopped gracefully, then started again and put back).
 func (f *faulter) one(ctx context.Context, period time.Duration) error {
-	defer func() { fmt.Fprintf(f.cl.stderr, "soak: %v fault done\n", f.o.since(time.Now())) }()
 	victims := f.cl.procs[f.cl.cfg.keep:]
 	if len(victims) == 0 {
 		return nil
 	}
 	p := victims[f.rng.IntN(len(victims))]
-	x := f.rng.IntN(100)
-	fmt.Fprintf(f.cl.stderr, "soak: %v fault %d on node %d\n", f.o.since(time.Now()), x, p.id)
-	switch {
-	case x < 35:
+	kind := schedule[f.n%len(schedule)]
+	f.n++
+	fmt.Fprintf(f.cl.stderr, "soak: %v: %s, node %d\n", f.o.since(time.Now()), kind, p.id)
+	switch kind {
+	case "kill":
 		f.counts["SIGKILL+restart"]++
 		f.cl.kill(p)
 		pause(ctx, time.Duration(200+f.rng.IntN(1800))*time.Millisecond)
 		return f.cl.restart(p)
-	case x < 70:
+	case "stop":
 		f.counts["SIGSTOP+SIGCONT"]++
 		f.cl.stop(p, time.Duration(500+f.rng.IntN(2500))*time.Millisecond)
 		return nil
-	case x < 80:
+	case "rolling":
 		f.counts["rolling graceful restart"]++
 		for _, p := range victims {
 			f.cl.leave(p)
