@@ -39,7 +39,8 @@ func WithEntryTTL(d time.Duration) SetOption {
 // per-value limit), ErrCodec, ErrUnavailable (the owner could not be reached or could not store
 // the value) or a *PanicError; nothing was stored then. Once the owner has stored the value, Set
 // reports peers that could not be told to drop their copies with an error matching
-// ErrIncomplete; such a copy is served until it expires (at most the hot TTL, WithHotTTL).
+// ErrIncomplete; such a copy is served until it expires (docs/reliability.md, "Freshness under
+// faults").
 func (c *Cache[K, V]) Set(ctx context.Context, key K, v V, opts ...SetOption) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -164,7 +165,7 @@ func (c *Cache[K, V]) Remove(ctx context.Context, key K) error {
 // Errors: ErrClosed, ctx's error, an error matching ErrInvalidKey (nothing removed); an owner
 // that could not be told keeps its value, and the error, matching ErrUnavailable, says which;
 // other peers that could not be told are reported with an error matching ErrIncomplete, and their
-// copies are served until they expire (at most the hot TTL). An owner is asked even when it is
+// copies are served until they expire (docs/reliability.md). An owner is asked even when it is
 // marked unavailable (WithPeerBackoff); another peer so marked is not, and is reported with
 // ErrIncomplete.
 func (c *Cache[K, V]) RemoveMany(ctx context.Context, keys []K) error {
