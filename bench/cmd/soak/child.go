@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -73,7 +74,7 @@ func runChild(args []string) {
 	}
 	d, err := openDB(cfg.dbPath, len(cacheNames), cfg.keys, false)
 	fail(err)
-	pl, err := net.Listen("tcp", cfg.addr)
+	pl, err := listenPeer(cfg.addr)
 	fail(err)
 	cl, err := net.Listen("tcp", "127.0.0.1:0")
 	fail(err)
@@ -260,6 +261,21 @@ func writeReply(err error) reply {
 		return reply{}
 	}
 	return reply{Kind: kind(err), Err: err.Error()}
+}
+
+// listenPeer listens on addr; for a port 0, on a free port below the kernel's usual range of
+// ephemeral ports (32768 and up), so that no outgoing connection can hold the port while the node
+// is down and keep it from starting again at the same address.
+func listenPeer(addr string) (net.Listener, error) {
+	if addr != "127.0.0.1:0" {
+		return net.Listen("tcp", addr)
+	}
+	for range 100 {
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000))); err == nil {
+			return l, nil
+		}
+	}
+	return net.Listen("tcp", addr)
 }
 
 // rss returns the resident set size of this process, from /proc/self/statm.

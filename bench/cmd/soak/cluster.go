@@ -250,9 +250,17 @@ func (c *cluster) leave(p *proc) {
 	}
 }
 
-// restart starts p again at its peer address, with the current peer set.
+// restart starts p again at its peer address, with the current peer set (three tries: the port
+// may be held for a moment).
 func (c *cluster) restart(p *proc) error {
-	return c.launch(p, c.peers())
+	var err error
+	for range 3 {
+		if err = c.launch(p, c.peers()); err == nil {
+			return nil
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return err
 }
 
 // stop pauses p (SIGSTOP) for d, then resumes it.
