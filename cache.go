@@ -74,6 +74,11 @@ type Cache[K comparable, V any] struct {
 	// stamp): the generation of Clear, and per stripe of keys a count of removals and sets.
 	gen     atomic.Uint64
 	stripes *[stripeCount]atomic.Uint64
+	// On a node, when each stripe was last written here and when the cache was last cleared, in
+	// the node's count of writes (Node.writes): a key written since the last peer-set change is
+	// not taken over from its previous owner, which may not have been told of the write yet.
+	lastWrite *[stripeCount]atomic.Uint64
+	lastClear atomic.Uint64
 
 	refreshing sync.Map       // keys with a stale-while-revalidate refresh running
 	background sync.WaitGroup // refresh goroutines, waited for by Close
@@ -200,6 +205,7 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		maxLoads:    s.maxLoads,
 		loadSlots:   make(chan struct{}, s.maxLoads),
 		stripes:     new([stripeCount]atomic.Uint64),
+		lastWrite:   new([stripeCount]atomic.Uint64),
 		loadTimeout: s.loadTimeout,
 		maxKey:      s.maxKeyBytes,
 		now:         s.now,

@@ -262,7 +262,7 @@ func (c *Cache[K, V]) peerErr(to string, err error) error {
 // that has just become the owner takes the value over instead of loading it, and stores it. It
 // reports false when there is no such peer or the peer does not hold the value.
 func (c *Cache[K, V]) handoff(ctx context.Context, m *miss[K, V]) (item[V], bool) {
-	prev, ok := c.node.previousOwner(m.kb)
+	prev, ok := c.previousOwner(m.kb)
 	if !ok {
 		return item[V]{}, false
 	}
@@ -315,7 +315,7 @@ func (c *Cache[K, V]) handoffMany(ctx context.Context, b *batch[K, V], idx []int
 	var rest []int
 	byPrev := map[string][]int{}
 	for _, i := range idx {
-		if prev, ok := c.node.previousOwner(b.ms[i].kb); ok {
+		if prev, ok := c.previousOwner(b.ms[i].kb); ok {
 			byPrev[prev] = append(byPrev[prev], i)
 		} else {
 			rest = append(rest, i)

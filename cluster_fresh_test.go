@@ -10,12 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/typedcache/groupcache"
+	"github.com/typedcache/groupcache/hash"
 	"github.com/typedcache/groupcache/internal/clock"
 	"github.com/typedcache/groupcache/internal/testcluster"
 	"github.com/typedcache/groupcache/peer"
@@ -592,5 +595,66 @@ func TestClusterGetManyHandsOff(t *testing.T) {
 	// Two GetMany (one per other node) and at most two PeekMany (one per previous owner).
 	if n := cl.Nodes[i].Stats().Client.Requests - before; n > 4 {
 		t.Fatalf("the new node sent %d requests, want at most 4", n)
+	}
+}
+
+// A write reaches a key's owner first and its other peers after. A node that has just become the
+// owner (a peer-set change, or a restart) and misses the key must not take the old value over from
+// the previous owner in between: the previous owner may not have been told yet. Found by the soak
+// (bench/cmd/soak): a Get after a Remove that returned nil saw the removed value.
+func TestClusterWrittenKeyIsNotTakenOver(t *testing.T) {
+	t.Parallel()
+	cl := testcluster.Start(t, 2)
+	var version atomic.Int64
+	version.Store(1)
+	load := func(_ context.Context, _ int, k string) (string, error) {
+		return fmt.Sprintf("%s@%d", k, version.Load()), nil
+	}
+	log := newLoadLog()
+	caches := stringCaches(t, cl, "c", log, load)
+	before, err := hash.NewRing(cl.Addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := cl.Add() // the others do not know it yet
+	after, err := hash.NewRing(cl.Addrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two keys the new node will own, whose previous owners hold version 1 in their main stores.
+	ctx := context.Background()
+	var keys []string
+	for j := 0; len(keys) < 2; j++ {
+		k := fmt.Sprint("k", j)
+		if o, _ := after.Owner([]byte(k)); o != cl.Addrs[i] {
+			continue
+		}
+		keys = append(keys, k)
+		prev, _ := before.Owner([]byte(k))
+		if v, err := caches[slices.Index(cl.Addrs, prev)].Get(ctx, k); err != nil || v != k+"@1" {
+			t.Fatalf("Get(%s) on its owner = %q, %v", k, v, err)
+		}
+	}
+	cl.Announce()
+	caches = append(caches, stringCaches(t, &testcluster.Cluster{Nodes: cl.Nodes[i:]}, "c", log, load)...)
+	// The database changes, and a Remove of the first key has reached its new owner, not yet its
+	// previous one.
+	version.Store(2)
+	prev, _ := before.Owner([]byte(keys[0]))
+	client, err := peer.NewClient(peer.WithSelf(prev)) // as a member would send it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if err := client.Remove(ctx, cl.Addrs[i], "c", [][]byte{[]byte(keys[0])}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := caches[i].Get(ctx, keys[0]); err != nil || v != keys[0]+"@2" {
+		t.Fatalf("Get(%s) on the new owner after the Remove = %q, %v; want %q: loaded, not taken over", keys[0], v, err, keys[0]+"@2")
+	}
+	// A key not written since is still taken over: version 1, no load.
+	loads := log.total.Load()
+	if v, err := caches[i].Get(ctx, keys[1]); err != nil || v != keys[1]+"@1" || log.total.Load() != loads {
+		t.Fatalf("Get(%s) on the new owner = %q, %v after %d loads; want it taken over", keys[1], v, err, log.total.Load()-loads)
 	}
 }

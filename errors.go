@@ -43,7 +43,8 @@ var (
 
 	// ErrIncomplete matches the error of a Set, Remove, RemoveMany or Clear that did what it must
 	// on the key's owner (or here) but could not tell every other peer: those peers may serve a
-	// copy of the old value until it expires (at most the hot TTL, WithHotTTL). The error says
+	// copy of the old value until it expires (a hot copy the hot TTL, an entry in a main store the
+	// TTL: docs/reliability.md, "Freshness under faults"). The error says
 	// which peers, and why.
 	ErrIncomplete = errors.New("groupcache: not every peer was told")
 

@@ -46,6 +46,7 @@ type Node struct {
 
 	ring    atomic.Pointer[hash.Ring]              // swapped whole; never nil
 	handoff atomic.Pointer[handoffRing]            // the ring before the last change, while recent
+	writes  atomic.Uint64                          // writes (removals, sets, clears) of the caches here, counted for the hand-off
 	caches  atomic.Pointer[map[string]servedCache] // copy on write under mu
 	health  sync.Map                               // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
 	warned  sync.Map                               // peer address -> *atomic.Int64: unix nanos of the last warning about it
@@ -67,6 +68,9 @@ type Node struct {
 type handoffRing struct {
 	ring  *hash.Ring
 	until int64 // unix nanoseconds
+	// since is the node's count of writes (Node.writes) when the ring changed: a key written here
+	// after it is not taken over (see Cache.previousOwner).
+	since uint64
 }
 
 // servedCache is the part of a Cache[K, V] that the node's server calls. It knows no K or V.
@@ -357,7 +361,7 @@ func (n *Node) newRing(peers []string) (*hash.Ring, error) {
 // startHandoff makes old the ring whose owners new owners ask first, for the hand-off window.
 func (n *Node) startHandoff(old *hash.Ring) {
 	if n.window > 0 {
-		n.handoff.Store(&handoffRing{ring: old, until: time.Now().Add(n.window).UnixNano()})
+		n.handoff.Store(&handoffRing{ring: old, until: time.Now().Add(n.window).UnixNano(), since: n.writes.Load()})
 	}
 }
 

@@ -39,7 +39,8 @@ func WithEntryTTL(d time.Duration) SetOption {
 // per-value limit), ErrCodec, ErrUnavailable (the owner could not be reached or could not store
 // the value) or a *PanicError; nothing was stored then. Once the owner has stored the value, Set
 // reports peers that could not be told to drop their copies with an error matching
-// ErrIncomplete; such a copy is served until it expires (at most the hot TTL, WithHotTTL).
+// ErrIncomplete; such a copy is served until it expires (docs/reliability.md, "Freshness under
+// faults").
 func (c *Cache[K, V]) Set(ctx context.Context, key K, v V, opts ...SetOption) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -126,12 +127,28 @@ func (c *Cache[K, V]) setLocal(key K, kb []byte, it item[V], size, expires int64
 // drop removes key from both stores and makes loads of it in flight not store their values: a
 // Get after drop loads anew.
 func (c *Cache[K, V]) drop(key K, kb []byte) {
-	c.stripes[stripeOf(kb)].Add(1) // first: a load that stores after this sees it and backs out
+	i := stripeOf(kb)
+	if c.node != nil {
+		c.lastWrite[i].Store(c.node.writes.Add(1)) // first: a hand-off after this does not take the key over
+	}
+	c.stripes[i].Add(1) // first: a load that stores after this sees it and backs out
 	c.flights.Forget(key)
 	c.store.Remove(key)
 	if c.hot != nil {
 		c.hot.Remove(key)
 	}
+}
+
+// previousOwner is the node's previousOwner of the key whose bytes are kb, unless the key's stripe
+// was written here, or the cache cleared, since the peer set changed: a write reaches the owner
+// first and the previous owner after, so a value taken over from it now could be the one the write
+// replaced.
+func (c *Cache[K, V]) previousOwner(kb []byte) (string, bool) {
+	h := c.node.handoff.Load()
+	if h == nil || c.lastWrite[stripeOf(kb)].Load() > h.since || c.lastClear.Load() > h.since {
+		return "", false
+	}
+	return c.node.previousOwner(kb)
 }
 
 // Remove deletes key: here, on its owner, and from every peer's hot store, so the next Get of key
@@ -148,7 +165,7 @@ func (c *Cache[K, V]) Remove(ctx context.Context, key K) error {
 // Errors: ErrClosed, ctx's error, an error matching ErrInvalidKey (nothing removed); an owner
 // that could not be told keeps its value, and the error, matching ErrUnavailable, says which;
 // other peers that could not be told are reported with an error matching ErrIncomplete, and their
-// copies are served until they expire (at most the hot TTL). An owner is asked even when it is
+// copies are served until they expire (docs/reliability.md). An owner is asked even when it is
 // marked unavailable (WithPeerBackoff); another peer so marked is not, and is reported with
 // ErrIncomplete.
 func (c *Cache[K, V]) RemoveMany(ctx context.Context, keys []K) error {
@@ -167,31 +184,46 @@ func (c *Cache[K, V]) RemoveMany(ctx context.Context, keys []K) error {
 		kbs[i] = kb
 	}
 	c.fresh.removes.Add(int64(len(keys)))
-	for i, k := range keys {
-		c.drop(k, kbs[i])
-	}
 	if c.node == nil || c.node.closed.Load() || len(keys) == 0 {
+		for i, k := range keys {
+			c.drop(k, kbs[i])
+		}
 		return nil
 	}
 	owners := make([]string, len(kbs))
+	mine := make([]bool, len(kbs))
 	for i, kb := range kbs {
-		owners[i], _ = c.node.owner(kb)
+		owners[i], mine[i] = c.node.owner(kb)
 	}
-	keysOf := func(owned bool) func(string) [][]byte {
-		return func(p string) [][]byte {
-			var ks [][]byte
-			for i, kb := range kbs {
-				if (owners[i] == p) == owned {
-					ks = append(ks, kb)
-				}
+	// The owners first (this node for the keys it owns), then the copies: here, so that a Get here
+	// cannot fetch the old value again from an owner not told yet, and on the other peers.
+	dropHere := func(owned bool) {
+		for i, k := range keys {
+			if mine[i] == owned {
+				c.drop(k, kbs[i])
 			}
-			return ks
 		}
 	}
-	if err := c.askPeers(ctx, keysOf(true), false); err != nil {
+	dropHere(true)
+	err := c.askPeers(ctx, c.keysOf(kbs, owners, true), false)
+	dropHere(false)
+	if err != nil {
 		return err
 	}
-	return c.tellPeers(ctx, keysOf(false))
+	return c.tellPeers(ctx, c.keysOf(kbs, owners, false))
+}
+
+// keysOf returns, for a peer p, the keys of kbs it owns (owned) or does not own, by owners.
+func (c *Cache[K, V]) keysOf(kbs [][]byte, owners []string, owned bool) func(string) [][]byte {
+	return func(p string) [][]byte {
+		var ks [][]byte
+		for i, kb := range kbs {
+			if (owners[i] == p) == owned {
+				ks = append(ks, kb)
+			}
+		}
+		return ks
+	}
 }
 
 // Clear empties the cache on every node: each drops every entry and adopts a new generation
@@ -224,6 +256,9 @@ func (c *Cache[K, V]) Clear(ctx context.Context) error {
 
 // adopt moves the cache to generation gen, emptying it, unless it is at gen or later already.
 func (c *Cache[K, V]) adopt(gen uint64) bool {
+	if c.node != nil {
+		c.lastClear.Store(c.node.writes.Add(1)) // first: a hand-off after this takes nothing over
+	}
 	for {
 		cur := c.gen.Load()
 		if gen <= cur {
