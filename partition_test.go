@@ -216,7 +216,9 @@ func startNetns(t *testing.T, n int) *netns {
 	ns := &netns{t: t, prefix: fmt.Sprintf("gcpart%d-", os.Getpid()), db: t.TempDir(), cut: map[string]bool{}}
 	t.Cleanup(ns.remove)
 	sw := ns.prefix + "sw"
-	run(t, "", "ip", "netns", "add", sw)
+	if out, err := exec.Command("ip", "netns", "add", sw).CombinedOutput(); err != nil {
+		t.Skipf("cannot create a network namespace (%v: %s): skipped", err, strings.TrimSpace(string(out)))
+	}
 	run(t, "", "ip", "-n", sw, "link", "add", "br0", "type", "bridge")
 	run(t, "", "ip", "-n", sw, "link", "set", "br0", "up")
 	var addrs []string
