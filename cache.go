@@ -146,10 +146,12 @@ func (it *item[V]) markStale(mark int64) {
 // negative returns the item of a cached "not found".
 func negative[V any](err error) item[V] { return item[V]{meta: &itemMeta{err: err}} }
 
-// wireForm is a value as served to peers.
+// wireForm is a value as served to peers. Its Value has no TTL: peers are sent the lifetime left
+// until expires (see onWire).
 type wireForm struct {
 	peer.Value
-	rawLen int // length of the encoded value before compression
+	rawLen  int   // length of the encoded value before compression
+	expires int64 // the value's expiry by this node's clock, unix nanoseconds; 0: never
 }
 
 // New makes a cache named name whose misses are filled by loader. It returns an error wrapping

@@ -73,6 +73,7 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, m *miss[K, V]) (V
 	c.cluster.remoteGets.Add(1)
 	var val peer.Value
 	var err error
+	at := c.now().UnixNano() // the value's lifetime counts from here (see peerExpiry)
 	if m.lb != nil {
 		val, err = c.node.client.GetInto(ctx, owner, c.name, m.kb, m.lb.wire[:0])
 	} else {
@@ -84,13 +85,13 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, m *miss[K, V]) (V
 		c.remoteNotFound(m, err)
 		return zero, err
 	}
-	return c.received(owner, m, val)
+	return c.received(owner, m, val, at)
 }
 
-// received decodes a value fetched from owner for m's key and may keep a copy in the hot store
-// (until the owner's expiry, bounded by peerExpiry and the hot TTL).
+// received decodes a value fetched from owner for m's key, asked for at at, and may keep a copy
+// in the hot store (for the lifetime the owner sent, bounded by peerExpiry and the hot TTL).
 // With m.lb, a compressed value is inflated into lb's memory, and lb learns what it may reuse.
-func (c *Cache[K, V]) received(owner string, m *miss[K, V], val peer.Value) (V, error) {
+func (c *Cache[K, V]) received(owner string, m *miss[K, V], val peer.Value, at int64) (V, error) {
 	var zero V
 	c.cluster.bytesReceived.Add(int64(len(val.Data)))
 	var dst []byte
@@ -109,7 +110,7 @@ func (c *Cache[K, V]) received(owner string, m *miss[K, V], val peer.Value) (V, 
 		c.cluster.remoteErrors.Add(1)
 		return zero, fmt.Errorf("%w (value from %s)", err, owner)
 	}
-	kept, err := c.promote(m, v, raw, c.peerExpiry(val.Expires))
+	kept, err := c.promote(m, v, raw, c.peerExpiry(at, val.TTL))
 	if err != nil {
 		return zero, err
 	}
@@ -125,11 +126,11 @@ func (c *Cache[K, V]) received(owner string, m *miss[K, V], val peer.Value) (V, 
 
 // receivedShared is received for a value whose bytes alias a buffer shared with other values (a
 // batch reply): a codec that may keep the bytes it decodes gets a copy.
-func (c *Cache[K, V]) receivedShared(owner string, m *miss[K, V], val peer.Value) (V, error) {
+func (c *Cache[K, V]) receivedShared(owner string, m *miss[K, V], val peer.Value, at int64) (V, error) {
 	if _, owned := c.values.(codec.OwnedDecoder[V]); owned && !val.Compressed {
 		val.Data = bytes.Clone(val.Data)
 	}
-	return c.received(owner, m, val)
+	return c.received(owner, m, val, at)
 }
 
 // promote keeps a copy of a value fetched from its owner (raw, its encoding, expiring at expires)
@@ -266,6 +267,7 @@ func (c *Cache[K, V]) handoff(ctx context.Context, m *miss[K, V]) (item[V], bool
 	if !ok {
 		return item[V]{}, false
 	}
+	at := c.now().UnixNano()
 	val, err := c.node.client.Peek(ctx, prev, c.name, m.kb)
 	if err != nil {
 		if peerDown(err) {
@@ -273,16 +275,18 @@ func (c *Cache[K, V]) handoff(ctx context.Context, m *miss[K, V]) (item[V], bool
 		}
 		return item[V]{}, false
 	}
-	return c.takeOver(m, val)
+	return c.takeOver(m, val, at)
 }
 
-// takeOver decodes a value handed over by the previous owner of m's key and stores it in the main
-// store, its expiry bounded by peerExpiry. val's bytes must be the cache's to keep.
-func (c *Cache[K, V]) takeOver(m *miss[K, V], val peer.Value) (item[V], bool) {
-	val.Expires = c.peerExpiry(val.Expires) // kept with the value, and served to peers as such
-	if !c.live(val.Expires) {
+// takeOver decodes a value handed over by the previous owner of m's key, asked for at at, and
+// stores it in the main store, its expiry bounded by peerExpiry. val's bytes must be the cache's
+// to keep.
+func (c *Cache[K, V]) takeOver(m *miss[K, V], val peer.Value, at int64) (item[V], bool) {
+	expires := c.peerExpiry(at, val.TTL) // kept with the value, and served to peers as such
+	if !c.live(expires) {
 		return item[V]{}, false
 	}
+	val.TTL = 0
 	raw, err := val.Raw(int(c.maxValue))
 	if err != nil {
 		return item[V]{}, false
@@ -294,14 +298,14 @@ func (c *Cache[K, V]) takeOver(m *miss[K, V], val peer.Value) (item[V], bool) {
 	c.cluster.handoffs.Add(1)
 	c.cluster.bytesReceived.Add(int64(len(val.Data)))
 	c.cluster.bytesReceivedRaw.Add(int64(len(raw)))
-	it := item[V]{v: v, wire: &wireForm{Value: val, rawLen: len(raw)}}
-	it.markStale(c.staleAt(val.Expires))
+	it := item[V]{v: v, wire: &wireForm{Value: val, rawLen: len(raw), expires: expires}}
+	it.markStale(c.staleAt(expires))
 	size := int64(len(raw) + len(m.kb))
 	if val.Compressed {
 		size += int64(len(val.Data))
 	}
 	if size <= c.maxValue {
-		c.put(c.store, m, it, size, c.hardDeadline(val.Expires))
+		c.put(c.store, m, it, size, c.hardDeadline(expires))
 	}
 	return it, true
 }
@@ -343,6 +347,7 @@ func (c *Cache[K, V]) takeOverMany(ctx context.Context, prev string, b *batch[K,
 	var left []int
 	pos := 0 // where chunk starts in idx
 	for chunk, kbs := range b.chunks(idx, c.batchSize) {
+		at := c.now().UnixNano()
 		rs, err := c.node.client.PeekMany(ctx, prev, c.name, kbs)
 		if err != nil {
 			if peerDown(err) {
@@ -358,7 +363,7 @@ func (c *Cache[K, V]) takeOverMany(ctx context.Context, prev string, b *batch[K,
 			if rs[j].Err == nil {
 				val := rs[j].Value
 				val.Data = bytes.Clone(val.Data) // it aliases the reply's buffer
-				if it, ok := c.takeOver(&b.ms[i], val); ok {
+				if it, ok := c.takeOver(&b.ms[i], val, at); ok {
 					b.set(i, it.v, nil)
 					continue
 				}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/codec"
@@ -13,17 +14,20 @@ import (
 
 // BenchmarkRemoteHit measures a Get of a key owned by another node of an in-process cluster and
 // already cached there; the asking node keeps no copy. The "view" variant asks with View, whose
-// remote hits read into reused memory. The "transport" variant asks the owner
+// remote hits read into reused memory. The "ttl" variant is "cache" for entries with a TTL,
+// whose remaining lifetime travels with them. The "transport" variant asks the owner
 // through a bare peer.Client, to separate the cache's own cost from the transport's.
 func BenchmarkRemoteHit(b *testing.B) {
 	cl := testcluster.Start(b, 2)
 	caches := benchCaches(b, cl)
+	withTTL := namedBenchCaches(b, cl, "bt", groupcache.WithTTL(time.Hour))
 	var keys []string
 	for i := 0; len(keys) < 256; i++ {
 		k := strconv.Itoa(i)
 		if ownerOf(b, cl, k) == 1 {
 			keys = append(keys, k)
 			caches[0].Get(context.Background(), k)
+			withTTL[0].Get(context.Background(), k)
 		}
 	}
 	ctx := context.Background()
@@ -31,6 +35,14 @@ func BenchmarkRemoteHit(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
 			if _, err := caches[0].Get(ctx, keys[i%len(keys)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ttl", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := withTTL[0].Get(ctx, keys[i%len(keys)]); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -100,14 +112,19 @@ func BenchmarkGetMany(b *testing.B) {
 // benchCaches makes a cache "b" of 1 KiB values on every node of cl; node 0 keeps no hot copies,
 // so each Get there of a key owned elsewhere is a remote hit.
 func benchCaches(b *testing.B, cl *testcluster.Cluster) []*groupcache.Cache[string, []byte] {
+	return namedBenchCaches(b, cl, "b")
+}
+
+// namedBenchCaches is benchCaches for a cache of another name, with extra options.
+func namedBenchCaches(b *testing.B, cl *testcluster.Cluster, name string, extra ...groupcache.Option) []*groupcache.Cache[string, []byte] {
 	value := make([]byte, 1024)
 	var caches []*groupcache.Cache[string, []byte]
 	for i, n := range cl.Nodes {
-		opts := []groupcache.Option{groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes())}
+		opts := append([]groupcache.Option{groupcache.WithNode(n), groupcache.WithCodec(codec.Bytes())}, extra...)
 		if i == 0 {
 			opts = append(opts, groupcache.WithHotFraction(0))
 		}
-		c := groupcache.MustNew[string, []byte]("b", groupcache.LoaderFunc[string, []byte](
+		c := groupcache.MustNew[string, []byte](name, groupcache.LoaderFunc[string, []byte](
 			func(context.Context, string) ([]byte, error) { return value, nil }), opts...)
 		b.Cleanup(func() { c.Close() })
 		caches = append(caches, c)

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
 	"github.com/zeebo/xxh3"
 
+	"github.com/typedcache/groupcache/peer"
 	"github.com/typedcache/groupcache/store"
 )
 
@@ -66,21 +68,49 @@ func (c *Cache[K, V]) deadline(ttl time.Duration) int64 {
 	return c.now().Add(ttl).UnixNano()
 }
 
-// peerExpiry bounds an expiry a peer sent (unix nanoseconds, 0 = never) with a value: a Set, an
-// owner's reply, a hand-off. With a TTL, it is at most the TTL from now, as if the value had been
-// stored here now: a peer cannot make this node keep a value longer than its own settings would
-// (an expiry in the year 2100, or none, becomes now + TTL). Without a TTL this node keeps its own
-// entries until they are evicted, so any expiry a peer sends is within that and is kept as sent.
-// Every expiry that comes from the network goes through here.
-func (c *Cache[K, V]) peerExpiry(expires int64) int64 {
-	if c.ttl <= 0 {
-		return expires
+// peerExpiry returns the expiry, by this node's clock (unix nanoseconds, 0 = never), of a value a
+// peer sent with ttl, the lifetime it had left when sent (0: never; negative: expired): a Set, an
+// owner's reply, a hand-off. The lifetime counts from at, when this node sent the request the
+// value answers (the round trip then shortens the copy's life, never lengthens it), or when a
+// peer's Set arrived; no clock of another node is read, so skew does not matter. With a TTL, the
+// lifetime is cut to it, as if the value had been stored here at: a peer cannot make this node
+// keep a value longer than its own settings would (a century, or never, becomes the TTL).
+// Without a TTL this node keeps its own entries until they are evicted, so any lifetime a peer
+// sends is within that and is kept as sent (one past what an int64 deadline can say: never). An
+// expired value gets -1, which no clock reading makes live. Every expiry that comes from the
+// network goes through here.
+func (c *Cache[K, V]) peerExpiry(at int64, ttl time.Duration) int64 {
+	if c.ttl > 0 && (ttl == 0 || ttl > c.ttl) {
+		ttl = c.ttl
 	}
-	limit := c.now().Add(c.ttl).UnixNano()
-	if expires == 0 || expires > limit {
-		return limit
+	switch {
+	case ttl < 0:
+		return -1
+	case ttl == 0 || int64(ttl) > math.MaxInt64-at:
+		return 0
 	}
-	return expires
+	return at + int64(ttl)
+}
+
+// remaining returns the lifetime left, by this node's clock, of a value that expires at expires
+// (unix nanoseconds; 0 = never, and then 0): what a peer is sent instead of the expiry, so that
+// it counts the lifetime from its own clock. A value already expired (a stale value served while
+// it is refreshed) has a negative one, never 0.
+func (c *Cache[K, V]) remaining(expires int64) time.Duration {
+	if expires == 0 {
+		return 0
+	}
+	if d := expires - c.now().UnixNano(); d != 0 {
+		return time.Duration(d)
+	}
+	return -1
+}
+
+// onWire returns w's value as it is sent to a peer now: with the lifetime it has left.
+func (c *Cache[K, V]) onWire(w *wireForm) peer.Value {
+	v := w.Value
+	v.TTL = c.remaining(w.expires)
+	return v
 }
 
 // hardDeadline returns when the main store drops an entry that expires at expires: then, or at

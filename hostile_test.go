@@ -29,8 +29,8 @@ import (
 // hostileEpoch is the fake clock's start in these tests.
 var hostileEpoch = time.Unix(1_700_000_000, 0)
 
-// year2100 is an expiry no cache of these tests allows.
-var year2100 = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()
+// century is a lifetime no cache of these tests allows.
+const century = 100 * 365 * 24 * time.Hour
 
 // rawClient returns a peer client that claims to be the node at self (a member of the peer set,
 // as a compromised node would be), closed at the end of the test.
@@ -85,13 +85,13 @@ func keyOfRing(t testing.TB, addrs []string, owner, prefix string) string {
 	return ""
 }
 
-// TestHostileSetExpiryBoundedByTTL: a peer's Set with an expiry in the year 2100 (or none) keeps
-// the value no longer than the cache's TTL from its arrival.
+// TestHostileSetExpiryBoundedByTTL: a peer's Set with a lifetime of a century, the longest one
+// the wire can say, or none, keeps the value no longer than the cache's TTL from its arrival.
 func TestHostileSetExpiryBoundedByTTL(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		expires int64
-	}{{"year 2100", year2100}, {"never", 0}} {
+		name string
+		ttl  time.Duration
+	}{{"a century", century}, {"longest", math.MaxInt64}, {"never", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			cl := testcluster.Start(t, 2) // node 1 is the one the attacker claims to be
 			clk := clock.NewFake(hostileEpoch)
@@ -100,7 +100,7 @@ func TestHostileSetExpiryBoundedByTTL(t *testing.T) {
 			k := keyOwnedBy(t, cl, 0)
 			attacker := rawClient(t, cl.Addrs[1])
 			ctx := context.Background()
-			err := attacker.Set(ctx, cl.Addrs[0], "c", keyBytes(t, k), peer.Value{Data: valueBytes(t, "planted"), Expires: tc.expires})
+			err := attacker.Set(ctx, cl.Addrs[0], "c", keyBytes(t, k), peer.Value{Data: valueBytes(t, "planted"), TTL: tc.ttl})
 			if err != nil {
 				t.Fatalf("Set from the peer: %v", err)
 			}
@@ -117,15 +117,14 @@ func TestHostileSetExpiryBoundedByTTL(t *testing.T) {
 }
 
 // TestPeerExpiryKeptWithoutTTL: a cache without a TTL keeps its entries until evicted, and keeps
-// a peer's expiry as sent (it gives the value no longer a life than a local Set would).
+// a peer's lifetime as sent (it gives the value no longer a life than a local Set would).
 func TestPeerExpiryKeptWithoutTTL(t *testing.T) {
 	cl := testcluster.Start(t, 2)
 	clk := clock.NewFake(hostileEpoch)
 	c := stringCaches(t, cl, "c", newLoadLog(), nil, groupcache.WithClock(clk.Now))[0]
 	ctx := context.Background()
 	k := keyOwnedBy(t, cl, 0)
-	expires := hostileEpoch.Add(10 * time.Second).UnixNano()
-	err := rawClient(t, cl.Addrs[1]).Set(ctx, cl.Addrs[0], "c", keyBytes(t, k), peer.Value{Data: valueBytes(t, "planted"), Expires: expires})
+	err := rawClient(t, cl.Addrs[1]).Set(ctx, cl.Addrs[0], "c", keyBytes(t, k), peer.Value{Data: valueBytes(t, "planted"), TTL: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,14 +138,14 @@ func TestPeerExpiryKeptWithoutTTL(t *testing.T) {
 }
 
 // hostileOwner is a fake node that answers every Get, GetMany, Peek and PeekMany with one value
-// that claims to expire in the year 2100, and counts the requests.
+// that claims to live for a century, and counts the requests.
 type hostileOwner struct {
 	value                 []byte
 	gets, getManys, peeks atomic.Int64
 	unexpectedWrite       atomic.Bool
 }
 
-func (h *hostileOwner) val() peer.Value { return peer.Value{Data: h.value, Expires: year2100} }
+func (h *hostileOwner) val() peer.Value { return peer.Value{Data: h.value, TTL: century} }
 
 func (h *hostileOwner) Get(context.Context, string, []byte) (peer.Value, error) {
 	h.gets.Add(1)
@@ -214,7 +213,7 @@ func startHostileOwner(t *testing.T, h *hostileOwner) string {
 }
 
 // TestHostileOwnerExpiryBounded: values an owner sends (a Get's reply, a GetMany's, a hand-off's
-// peek) with an expiry in the year 2100 are kept no longer than the receiving cache's TTL, even
+// peek) with a lifetime of a century are kept no longer than the receiving cache's TTL, even
 // when the hot TTL is longer.
 func TestHostileOwnerExpiryBounded(t *testing.T) {
 	for _, path := range []string{"get", "getmany", "handoff"} {
@@ -264,7 +263,7 @@ func TestHostileOwnerExpiryBounded(t *testing.T) {
 			clk.Advance(2 * time.Second)
 			get()
 			if n := count.Load(); n != 2 {
-				t.Fatalf("requests to the owner after the TTL = %d, want 2: the owner's expiry in 2100 outlived the TTL", n)
+				t.Fatalf("requests to the owner after the TTL = %d, want 2: the owner's century outlived the TTL", n)
 			}
 			if h.unexpectedWrite.Load() {
 				t.Fatal("the node sent the hostile owner a Set")

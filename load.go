@@ -197,7 +197,7 @@ func (c *Cache[K, V]) keep(m *miss[K, V], v V, ttl time.Duration) (item[V], erro
 	}
 	expires := c.deadline(ttl)
 	if it.wire != nil {
-		it.wire.Expires = expires
+		it.wire.expires = expires
 	}
 	if m.into == c.hot {
 		it.wire = nil

@@ -183,6 +183,7 @@ func (c *Cache[K, V]) fetchMany(ctx context.Context, owner string, b *batch[K, V
 	for chunk, kbs := range b.chunks(idx, c.batchSize) {
 		c.fresh.batchRequests.Add(1)
 		c.cluster.remoteGets.Add(int64(len(chunk)))
+		at := c.now().UnixNano()
 		rs, err := c.node.client.GetMany(ctx, owner, c.name, kbs)
 		if err != nil {
 			c.cluster.remoteErrors.Add(int64(len(chunk)))
@@ -196,21 +197,21 @@ func (c *Cache[K, V]) fetchMany(ctx context.Context, owner string, b *batch[K, V
 			}
 			continue
 		}
-		c.receivedMany(ctx, owner, b, chunk, rs)
+		c.receivedMany(ctx, owner, b, chunk, rs, at)
 	}
 }
 
-// receivedMany reports the keys chunk of b from rs, owner's reply for them. Keys the owner could
-// not fit in its reply are asked for again alone; keys it could not serve are loaded here when
-// Get would load them here.
-func (c *Cache[K, V]) receivedMany(ctx context.Context, owner string, b *batch[K, V], chunk []int, rs []peer.Result) {
+// receivedMany reports the keys chunk of b from rs, owner's reply to a request sent at at. Keys
+// the owner could not fit in its reply are asked for again alone; keys it could not serve are
+// loaded here when Get would load them here.
+func (c *Cache[K, V]) receivedMany(ctx context.Context, owner string, b *batch[K, V], chunk []int, rs []peer.Result, at int64) {
 	var zero V
 	var again, fallback []int
 	for j, r := range rs {
 		i := chunk[j]
 		m := &b.ms[i]
 		if r.Err == nil {
-			v, err := c.receivedShared(owner, m, r.Value)
+			v, err := c.receivedShared(owner, m, r.Value, at)
 			b.set(i, v, err)
 			continue
 		}

@@ -109,7 +109,7 @@ func (c *Cache[K, V]) reply(key K, v V) (peer.Value, error) {
 func (c *Cache[K, V]) sent(w *wireForm) peer.Value {
 	c.cluster.bytesSent.Add(int64(len(w.Data)))
 	c.cluster.bytesSentRaw.Add(int64(w.rawLen))
-	return w.Value
+	return c.onWire(w)
 }
 
 // peek answers a peer's hand-off request: the value of key bytes kb if the main store holds it,
@@ -221,8 +221,8 @@ func (c *Cache[K, V]) serveMisses(ctx context.Context, misses []miss[K, V], plac
 	}
 }
 
-// setFromPeer stores a value a peer sent with Set: this node owns key. Its expiry is bounded by
-// peerExpiry.
+// setFromPeer stores a value a peer sent with Set: this node owns key. Its lifetime counts from
+// now, bounded by peerExpiry.
 func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	if c.closed.Load() {
 		return c.errGone()
@@ -254,8 +254,8 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 		c.tooLarge.Add(1)
 		return wireStatus(peer.StatusTooLarge, fmt.Errorf("cache %q: value of %d bytes over the limit of %d", c.name, size, c.maxValue))
 	}
-	expires := c.peerExpiry(val.Expires)
-	w := &wireForm{Value: peer.Value{Data: data, Compressed: val.Compressed, Expires: expires}, rawLen: len(raw)}
+	expires := c.peerExpiry(c.now().UnixNano(), val.TTL)
+	w := &wireForm{Value: peer.Value{Data: data, Compressed: val.Compressed}, rawLen: len(raw), expires: expires}
 	c.setLocal(key, kb, item[V]{v: v, wire: w}, size, expires)
 	return nil
 }

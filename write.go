@@ -79,12 +79,12 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, v V, opts ...SetOption) er
 // setOnOwner is Set on a node: it stores it (of this size, expiring at expires) on the owner of
 // key (here, or a peer), then tells every other peer to drop its copy.
 func (c *Cache[K, V]) setOnOwner(ctx context.Context, key K, kb []byte, it item[V], size, expires int64) error {
-	it.wire.Expires = expires
+	it.wire.expires = expires
 	owner, self := c.node.owner(kb)
 	if self {
 		c.setLocal(key, kb, it, size, expires)
 	} else {
-		if err := c.node.client.Set(ctx, owner, c.name, kb, it.wire.Value); err != nil {
+		if err := c.node.client.Set(ctx, owner, c.name, kb, c.onWire(it.wire)); err != nil {
 			c.cluster.remoteErrors.Add(1)
 			c.peerFailed(ctx, owner, err)
 			return c.peerErr(owner, err)

@@ -280,7 +280,7 @@ func BenchmarkParseRequest(b *testing.B) {
 
 func BenchmarkAppendResponse(b *testing.B) {
 	for _, sz := range benchSizes {
-		r := Response{Value: Value{Data: random(sz.n), Expires: 1767225600000000000}}
+		r := Response{Value: Value{Data: random(sz.n), TTL: time.Minute}}
 		buf := make([]byte, 0, sz.n+64)
 		b.Run(sz.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -294,7 +294,7 @@ func BenchmarkAppendResponse(b *testing.B) {
 
 func BenchmarkParseResponse(b *testing.B) {
 	for _, sz := range benchSizes {
-		frame := AppendResponse(nil, &Response{Value: Value{Data: random(sz.n), Expires: 1767225600000000000}})
+		frame := AppendResponse(nil, &Response{Value: Value{Data: random(sz.n), TTL: time.Minute}})
 		b.Run(sz.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(sz.n))
@@ -450,7 +450,7 @@ func BenchmarkGetMany(b *testing.B) {
 func benchResults() []Result {
 	rs := make([]Result, benchBatch)
 	for i := range rs {
-		rs[i].Value = Value{Data: random(1 << 10), Expires: 1767225600000000000}
+		rs[i].Value = Value{Data: random(1 << 10), TTL: time.Minute}
 	}
 	return rs
 }

@@ -678,7 +678,7 @@ func (cc *conn) readHead(f *frame) (done bool, err error) {
 
 // checkAck refuses an acknowledgment (the reply to a Set, Remove or Clear) with a value or flags.
 func checkAck(resp *Response, off, n int) error {
-	if resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.Expires != 0) {
+	if resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.TTL != 0) {
 		return protocolError("acknowledgment with a value or flags")
 	}
 	return nil
@@ -698,7 +698,7 @@ func (cc *conn) readBatch(f *frame) (outcome, error) {
 	if resp.Status != StatusOK {
 		return outcome{resp: resp}, nil
 	}
-	if resp.Value.Compressed || resp.Value.Expires != 0 || resp.Msg != "" {
+	if resp.Value.Compressed || resp.Value.TTL != 0 || resp.Msg != "" {
 		return outcome{}, cc.annotate(protocolError("batch reply with flags or a message"), f.op)
 	}
 	rs, err := parseBatch(f.buf[off:f.n:f.n], f.nkeys, cc.p.c.lim.MaxValueBytes)

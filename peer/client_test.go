@@ -20,12 +20,12 @@ func TestClientOps(t *testing.T) {
 	t.Parallel()
 	b := newBackend()
 	big := Compress(bytes.Repeat([]byte("abcd"), 1000), 0)
-	b.set("c", "k", Value{Data: []byte("v"), Expires: 99})
+	b.set("c", "k", Value{Data: []byte("v"), TTL: 99})
 	b.set("c", "big", big)
 	_, addr := startServer(t, b)
 	c := newClient(t)
 	ctx := context.Background()
-	for key, want := range map[string]Value{"k": {Data: []byte("v"), Expires: 99}, "big": big} {
+	for key, want := range map[string]Value{"k": {Data: []byte("v"), TTL: 99}, "big": big} {
 		if v, err := c.Get(ctx, addr, "c", []byte(key)); err != nil || !sameValue(v, want) {
 			t.Fatalf("Get %s: %+v %v", key, v, err)
 		}
@@ -45,7 +45,7 @@ func TestClientOps(t *testing.T) {
 		}
 		checkErr(t, rs[1].Err, addr, op, ErrNotFound)
 	}
-	if err := c.Set(ctx, addr, "c", []byte("new"), Value{Data: []byte("x"), Expires: 7}); err != nil || !sameValue(b.mustGet("new"), Value{Data: []byte("x"), Expires: 7}) {
+	if err := c.Set(ctx, addr, "c", []byte("new"), Value{Data: []byte("x"), TTL: 7}); err != nil || !sameValue(b.mustGet("new"), Value{Data: []byte("x"), TTL: 7}) {
 		t.Fatalf("Set: %v", err)
 	}
 	if err := c.Set(ctx, addr, "c", []byte("new2"), big); err != nil || !sameValue(b.mustGet("new2"), big) {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/klauspost/compress/s2"
@@ -54,8 +55,8 @@ const (
 // Flags of a response, of a batch entry and of an OpSet request (the other requests have none).
 const (
 	flagCompressed = 1 << 0 // the value is an S2 block
-	flagExpires    = 1 << 1 // an 8-byte big-endian expiry follows the flags
-	knownFlags     = flagCompressed | flagExpires
+	flagTTL        = 1 << 1 // an 8-byte big-endian TTL follows the flags
+	knownFlags     = flagCompressed | flagTTL
 )
 
 // Limits bound what one side accepts and sends (see WithLimits); a zero field means its default.
@@ -133,7 +134,7 @@ func AppendRequest(dst []byte, r *Request) []byte {
 	if r.Op == OpSet {
 		flags = valueFlags(&r.Value)
 	}
-	dst = appendExpiry(append(dst, Version, byte(r.Op), flags), flags, r.Value.Expires)
+	dst = appendTTL(append(dst, Version, byte(r.Op), flags), flags, r.Value.TTL)
 	dst = appendField(dst, r.Cache)
 	switch r.Op {
 	case OpRemove, OpGetMany, OpPeekMany:
@@ -156,16 +157,16 @@ func valueFlags(v *Value) (flags byte) {
 	if v.Compressed {
 		flags |= flagCompressed
 	}
-	if v.Expires != 0 {
-		flags |= flagExpires
+	if v.TTL != 0 {
+		flags |= flagTTL
 	}
 	return flags
 }
 
-// appendExpiry appends the expiry when flags say there is one.
-func appendExpiry(dst []byte, flags byte, expires int64) []byte {
-	if flags&flagExpires != 0 {
-		dst = binary.BigEndian.AppendUint64(dst, uint64(expires))
+// appendTTL appends the TTL when flags say there is one.
+func appendTTL(dst []byte, flags byte, ttl time.Duration) []byte {
+	if flags&flagTTL != 0 {
+		dst = binary.BigEndian.AppendUint64(dst, uint64(ttl))
 	}
 	return dst
 }
@@ -220,7 +221,7 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 		return err
 	}
 	*r = Request{Op: op}
-	if rest, err = parseExpiry(rest, flags, &r.Value, badRequest); err != nil {
+	if rest, err = parseTTL(rest, flags, &r.Value, badRequest); err != nil {
 		return err
 	}
 	name, rest, msg := field(rest, lim.MaxCacheName)
@@ -269,16 +270,16 @@ func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
 	return op, flags, frame[headerLen:], nil
 }
 
-// parseExpiry reads the expiry that flags announce from b into v (fail: the error of a bad one).
-func parseExpiry(b []byte, flags byte, v *Value, fail func(string) error) ([]byte, error) {
-	if flags&flagExpires == 0 {
+// parseTTL reads the TTL that flags announce from b into v (fail: the error of a bad one).
+func parseTTL(b []byte, flags byte, v *Value, fail func(string) error) ([]byte, error) {
+	if flags&flagTTL == 0 {
 		return b, nil
 	}
 	if len(b) < 8 {
-		return nil, fail("truncated expiry")
+		return nil, fail("truncated TTL")
 	}
-	if v.Expires = int64(binary.BigEndian.Uint64(b)); v.Expires == 0 {
-		return nil, fail("zero expiry with the expiry flag")
+	if v.TTL = time.Duration(binary.BigEndian.Uint64(b)); v.TTL == 0 {
+		return nil, fail("zero TTL with the expiry flag")
 	}
 	return b[8:], nil
 }
@@ -438,7 +439,7 @@ func appendResponseHead(dst []byte, r *Response) []byte {
 	if r.Status == StatusOK {
 		flags = valueFlags(&r.Value)
 	}
-	dst = appendExpiry(append(dst, Version, byte(r.Status), flags), flags, r.Value.Expires)
+	dst = appendTTL(append(dst, Version, byte(r.Status), flags), flags, r.Value.TTL)
 	dst = appendField(dst, cutMessage(r.Msg))
 	if r.Status == StatusOK {
 		dst = binary.AppendUvarint(dst, uint64(len(r.Value.Data)))
@@ -525,7 +526,7 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 	return r, off, nil
 }
 
-// parseResponseHeader parses the header bytes of a response, and its expiry, into r.
+// parseResponseHeader parses the header bytes of a response, and its TTL, into r.
 func parseResponseHeader(b []byte, r *Response) (flags byte, rest []byte, err error) {
 	if len(b) > 0 && b[0] != Version {
 		return 0, nil, &Error{Status: StatusBadVersion,
@@ -543,6 +544,6 @@ func parseResponseHeader(b []byte, r *Response) (flags byte, rest []byte, err er
 	case r.Status != StatusOK && flags != 0:
 		return 0, nil, protocolError("flags on a reply without value")
 	}
-	rest, err = parseExpiry(b[headerLen:], flags, &r.Value, protocolError)
+	rest, err = parseTTL(b[headerLen:], flags, &r.Value, protocolError)
 	return flags, rest, err
 }

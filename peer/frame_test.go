@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestPinnedRequestBytes pins the encoding of a version-1 request. If it fails, the wire format
@@ -33,9 +34,14 @@ func TestPinnedResponseBytes(t *testing.T) {
 		want string
 	}{
 		{
-			// A hit that expires at 2026-01-01T00:00:00Z.
-			Response{Value: Value{Data: []byte("hello"), Expires: 1767225600000000000}},
-			"02" + "00" + "02" + "18867251edfa0000" + "00" + "05" + "68656c6c6f",
+			// A hit that has a minute to live.
+			Response{Value: Value{Data: []byte("hello"), TTL: time.Minute}},
+			"02" + "00" + "02" + "0000000df8475800" + "00" + "05" + "68656c6c6f",
+		},
+		{
+			// A stale hit: it expired a second before it was sent.
+			Response{Value: Value{Data: []byte("hello"), TTL: -time.Second}},
+			"02" + "00" + "02" + "ffffffffc4653600" + "00" + "05" + "68656c6c6f",
 		},
 		{
 			// A hit without expiry, compressed.
@@ -57,7 +63,7 @@ func TestPinnedResponseBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 		if r.Status != c.r.Status || r.Msg != c.r.Msg || !bytes.Equal(r.Value.Data, c.r.Value.Data) ||
-			r.Value.Compressed != c.r.Value.Compressed || r.Value.Expires != c.r.Value.Expires {
+			r.Value.Compressed != c.r.Value.Compressed || r.Value.TTL != c.r.Value.TTL {
 			t.Fatalf("parsed %+v, want %+v", r, c.r)
 		}
 	}
@@ -89,7 +95,7 @@ func TestResponseRoundTrip(t *testing.T) {
 	for _, r := range []Response{
 		{},
 		{Value: Value{Data: []byte("v")}},
-		{Value: Value{Data: bytes.Repeat([]byte("x"), 70000), Expires: -5}},
+		{Value: Value{Data: bytes.Repeat([]byte("x"), 70000), TTL: -5}},
 		{Value: Compress(bytes.Repeat([]byte("abc"), 1000), 1), Msg: "note"},
 		{Status: StatusInternal, Msg: "boom"},
 		{Status: StatusBadVersion},
@@ -100,7 +106,7 @@ func TestResponseRoundTrip(t *testing.T) {
 			t.Fatalf("%v: %v", r.Status, err)
 		}
 		if got.Status != r.Status || got.Msg != r.Msg || !bytes.Equal(got.Value.Data, r.Value.Data) ||
-			got.Value.Compressed != r.Value.Compressed || got.Value.Expires != r.Value.Expires {
+			got.Value.Compressed != r.Value.Compressed || got.Value.TTL != r.Value.TTL {
 			t.Fatalf("got %+v, want %+v", got, r)
 		}
 		if again := AppendResponse(nil, &got); !bytes.Equal(again, frame) {
@@ -110,12 +116,12 @@ func TestResponseRoundTrip(t *testing.T) {
 }
 
 func TestResponseValueIgnoredOnError(t *testing.T) {
-	r := Response{Status: StatusNotFound, Value: Value{Data: []byte("ignored"), Compressed: true, Expires: 7}}
+	r := Response{Status: StatusNotFound, Value: Value{Data: []byte("ignored"), Compressed: true, TTL: 7}}
 	got, err := ParseResponse(AppendResponse(nil, &r), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Value.Data != nil || got.Value.Compressed || got.Value.Expires != 0 {
+	if got.Value.Data != nil || got.Value.Compressed || got.Value.TTL != 0 {
 		t.Fatalf("value on a non-OK response: %+v", got.Value)
 	}
 }

@@ -25,7 +25,8 @@ var fuzzLimits = Limits{MaxKeyBytes: 64, MaxValueBytes: 1 << 16, MaxCacheName: 1
 func FuzzParseRequest(f *testing.F) {
 	f.Add(AppendRequest(nil, &Request{Op: OpGet, Cache: "users", Key: []byte("alice")}))
 	f.Add(AppendRequest(nil, &Request{Op: OpGet, Cache: "c"}))
-	f.Add(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Value{Data: []byte("v"), Expires: 1}}))
+	f.Add(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Value{Data: []byte("v"), TTL: 1}}))
+	f.Add(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Value{Data: []byte("v"), TTL: -time.Second}}))
 	f.Add(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Compress(bytes.Repeat([]byte("ab"), 64), 1)}))
 	f.Add(AppendRequest(nil, &Request{Op: OpGetMany, Cache: "c", Keys: [][]byte{[]byte("a"), nil, []byte("b")}}))
 	f.Add(AppendRequest(nil, &Request{Op: OpRemove, Cache: "c", Keys: [][]byte{[]byte("a")}}))
@@ -78,7 +79,7 @@ func checkParsedRequest(t *testing.T, r Request, l Limits) {
 	}
 	switch r.Op {
 	case OpGet, OpPeek, OpGetMany, OpPeekMany, OpRemove, OpClear:
-		if r.Value.Data != nil || r.Value.Compressed || r.Value.Expires != 0 {
+		if r.Value.Data != nil || r.Value.Compressed || r.Value.TTL != 0 {
 			t.Fatalf("parsed a value for %v", r.Op)
 		}
 		if r.Op != OpGet && r.Op != OpPeek && r.Key != nil {
@@ -101,10 +102,11 @@ func checkParsedRequest(t *testing.T, r Request, l Limits) {
 // FuzzParseBatch parses the body of a GetMany reply answering n keys.
 func FuzzParseBatch(f *testing.F) {
 	f.Add(AppendBatch(nil, []Result{
-		{Value: Value{Data: []byte("hello"), Expires: 1767225600000000000}},
+		{Value: Value{Data: []byte("hello"), TTL: time.Minute}},
 		{Err: ErrNotFound},
 		{Err: errors.New("db down")},
 	}), uint16(3))
+	f.Add(AppendBatch(nil, []Result{{Value: Value{Data: []byte("stale"), TTL: -time.Second}}}), uint16(1))
 	f.Add(AppendBatch(nil, []Result{{Value: Compress(bytes.Repeat([]byte("abcd"), 64), 1)}}), uint16(1))
 	f.Add(AppendBatch(nil, []Result{{Value: bombOf(1 << 20)}, {}}), uint16(2))
 	f.Add(AppendBatch(nil, []Result{{Value: squeezed(1 << 20)}, {}}), uint16(2))
@@ -127,7 +129,7 @@ func FuzzParseBatch(f *testing.F) {
 			for i, r := range rs {
 				if r.Err != nil {
 					var pe *Error
-					if !errors.As(r.Err, &pe) || r.Value.Data != nil || r.Value.Compressed || r.Value.Expires != 0 {
+					if !errors.As(r.Err, &pe) || r.Value.Data != nil || r.Value.Compressed || r.Value.TTL != 0 {
 						t.Fatalf("entry %d: %+v", i, r)
 					}
 					if pe.Status == StatusTooLarge && (strings.HasPrefix(pe.Msg, "value of ") || strings.HasPrefix(pe.Msg, "compressed value ")) {
@@ -158,7 +160,8 @@ func FuzzParseBatch(f *testing.F) {
 }
 
 func FuzzParseResponse(f *testing.F) {
-	f.Add(AppendResponse(nil, &Response{Value: Value{Data: []byte("hello"), Expires: 1767225600000000000}}))
+	f.Add(AppendResponse(nil, &Response{Value: Value{Data: []byte("hello"), TTL: time.Minute}}))
+	f.Add(AppendResponse(nil, &Response{Value: Value{Data: []byte("hello"), TTL: -time.Second}}))
 	f.Add(AppendResponse(nil, &Response{Value: Compress(bytes.Repeat([]byte("abcd"), 64), 1)}))
 	f.Add(AppendResponse(nil, &Response{Status: StatusNotFound, Msg: "no such user"}))
 	f.Fuzz(func(t *testing.T, frame []byte) {
@@ -261,7 +264,7 @@ func checkHeadAgrees(t *testing.T, frame []byte, lim Limits, r Response, err err
 		if herr != nil {
 			t.Fatalf("head: %v, frame: ok", herr)
 		}
-		if hr.Status != r.Status || hr.Msg != r.Msg || hr.Value.Expires != r.Value.Expires ||
+		if hr.Status != r.Status || hr.Msg != r.Msg || hr.Value.TTL != r.Value.TTL ||
 			hr.Value.Compressed != r.Value.Compressed || off != len(frame)-len(r.Value.Data) {
 			t.Fatalf("head %+v off %d, frame %+v", hr, off, r)
 		}

@@ -257,7 +257,7 @@ func checkErr(t testing.TB, err error, peer string, op Op, want error) *Error {
 }
 
 func sameValue(a, b Value) bool {
-	return bytes.Equal(a.Data, b.Data) && a.Compressed == b.Compressed && a.Expires == b.Expires
+	return bytes.Equal(a.Data, b.Data) && a.Compressed == b.Compressed && a.TTL == b.TTL
 }
 
 // bombOf returns n zero bytes as one S2 block, which inflates far over MaxInflation times its

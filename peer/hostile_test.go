@@ -215,10 +215,10 @@ func TestHostileBatchReplies(t *testing.T) {
 		{"extra entry", OpPeekMany, func(req Request) []byte { return batch(AppendBatch(nil, hits(len(req.Keys)+1))) }},
 		{"garbage body", OpGetMany, func(Request) []byte { return batch([]byte{2, 0xff}) }},
 		{"flags on a batch", OpGetMany, func(req Request) []byte {
-			return AppendResponse(nil, &Response{Value: Value{Data: AppendBatch(nil, hits(len(req.Keys))), Expires: 5}})
+			return AppendResponse(nil, &Response{Value: Value{Data: AppendBatch(nil, hits(len(req.Keys))), TTL: 5}})
 		}},
 		{"value on an acknowledgment", OpSet, func(Request) []byte { return batch([]byte("x")) }},
-		{"expiry on an acknowledgment", OpRemove, func(Request) []byte { return AppendResponse(nil, &Response{Value: Value{Expires: 9}}) }},
+		{"expiry on an acknowledgment", OpRemove, func(Request) []byte { return AppendResponse(nil, &Response{Value: Value{TTL: 9}}) }},
 	}
 	c := newClient(t)
 	ctx := context.Background()

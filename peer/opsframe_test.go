@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestPinnedOpRequestBytes pins the encoding of the version-1 requests of Set, Remove, GetMany,
@@ -18,10 +19,10 @@ func TestPinnedOpRequestBytes(t *testing.T) {
 		want string
 	}{
 		{
-			// Set "alice" to "hello", expiring at 2026-01-01T00:00:00Z.
+			// Set "alice" to "hello", with a minute to live.
 			Request{Op: OpSet, Cache: "users", Key: []byte("alice"),
-				Value: Value{Data: []byte("hello"), Expires: 1767225600000000000}},
-			"02" + "03" + "02" + "18867251edfa0000" + "05" + "7573657273" + "05" + "616c696365" + "05" + "68656c6c6f",
+				Value: Value{Data: []byte("hello"), TTL: time.Minute}},
+			"02" + "03" + "02" + "0000000df8475800" + "05" + "7573657273" + "05" + "616c696365" + "05" + "68656c6c6f",
 		},
 		{
 			// Set a compressed value without expiry.
@@ -65,10 +66,10 @@ func TestPinnedOpRequestBytes(t *testing.T) {
 // TestPinnedOpResponseBytes pins the reply to a GetMany and the acknowledgment of Set, Remove and
 // Clear.
 func TestPinnedOpResponseBytes(t *testing.T) {
-	// A GetMany of alice (a hit that expires at 2026-01-01T00:00:00Z), bob (not found) and
+	// A GetMany of alice (a hit with a minute to live), bob (not found) and
 	// carol (an error).
 	rs := []Result{
-		{Value: Value{Data: []byte("hello"), Expires: 1767225600000000000}},
+		{Value: Value{Data: []byte("hello"), TTL: time.Minute}},
 		{Err: ErrNotFound},
 		{Err: errors.New("db down")},
 	}
@@ -76,7 +77,7 @@ func TestPinnedOpResponseBytes(t *testing.T) {
 	got := AppendResponse(nil, &Response{Value: Value{Data: body}})
 	const want = "02" + "00" + "00" + "00" + "1e" + // header, empty message, a 30-byte batch body
 		"03" + // three entries
-		"00" + "02" + "18867251edfa0000" + "05" + "68656c6c6f" + // OK, expires, "hello"
+		"00" + "02" + "0000000df8475800" + "05" + "68656c6c6f" + // OK, expires, "hello"
 		"01" + "00" + "00" + // NotFound, no message
 		"05" + "00" + "07" + "646220646f776e" // Internal, "db down"
 	if h := hex.EncodeToString(got); h != want {
@@ -127,10 +128,10 @@ func TestOpRequestRoundTrip(t *testing.T) {
 	}
 	for _, r := range []Request{
 		{Op: OpSet, Cache: "c", Key: nil, Value: Value{Data: []byte{}}},
-		{Op: OpSet, Cache: "c", Key: long, Value: Value{Data: long, Expires: -1}},
+		{Op: OpSet, Cache: "c", Key: long, Value: Value{Data: long, TTL: -1}},
 		{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Compress(bytes.Repeat([]byte("abc"), 1000), 1)},
 		{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Value{Data: Compress(bytes.Repeat([]byte("a"), 100), 1).Data,
-			Compressed: true, Expires: 1 << 62}},
+			Compressed: true, TTL: 1 << 62}},
 		{Op: OpRemove, Cache: "c", Keys: keysOf("")},
 		{Op: OpRemove, Cache: "c", Keys: [][]byte{long, nil, long}},
 		{Op: OpGetMany, Cache: "ünïcode", Keys: many},
@@ -161,7 +162,7 @@ func TestOpRequestRoundTrip(t *testing.T) {
 	}
 	// Fields an op does not use are not encoded.
 	a := AppendRequest(nil, &Request{Op: OpClear, Cache: "c", Generation: 5, Key: []byte("k"), Keys: keysOf("x"),
-		Value: Value{Data: []byte("v"), Compressed: true, Expires: 3}})
+		Value: Value{Data: []byte("v"), Compressed: true, TTL: 3}})
 	b := AppendRequest(nil, &Request{Op: OpClear, Cache: "c", Generation: 5})
 	if !bytes.Equal(a, b) {
 		t.Fatalf("%x != %x", a, b)
@@ -320,16 +321,16 @@ func TestParseBatchErrors(t *testing.T) {
 func TestParseBatchEntryOverLimit(t *testing.T) {
 	bomb := squeezed(1 << 20)
 	body := AppendBatch(nil, []Result{
-		{Value: Value{Data: []byte("abc"), Expires: 5}},
+		{Value: Value{Data: []byte("abc"), TTL: 5}},
 		{Value: bomb},
 		{Value: Value{Data: []byte("ok")}},
-		{Value: Value{Data: []byte("abcd"), Expires: 6}},
+		{Value: Value{Data: []byte("abcd"), TTL: 6}},
 	})
 	rs, err := ParseBatch(body, 4, Limits{MaxValueBytes: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rs[0].Err != nil || string(rs[0].Value.Data) != "abc" || rs[0].Value.Expires != 5 ||
+	if rs[0].Err != nil || string(rs[0].Value.Data) != "abc" || rs[0].Value.TTL != 5 ||
 		rs[2].Err != nil || string(rs[2].Value.Data) != "ok" {
 		t.Fatalf("%+v", rs)
 	}
@@ -349,7 +350,7 @@ func TestParseBatchEntryOverLimit(t *testing.T) {
 func TestBatchRoundTrip(t *testing.T) {
 	rs := []Result{
 		{Value: Value{}},
-		{Value: Value{Data: []byte("v"), Expires: -7}},
+		{Value: Value{Data: []byte("v"), TTL: -7}},
 		{Value: Compress(bytes.Repeat([]byte("abc"), 1000), 1)},
 		{Value: Value{Data: bytes.Repeat([]byte("x"), 70000)}},
 		{Err: &Error{Status: StatusNotFound, Msg: "a message on a miss"}},
@@ -415,7 +416,7 @@ func TestAppendBatchReply(t *testing.T) {
 		{Value: Value{Data: []byte{0x80}, Compressed: true}},  // malformed
 		{Err: errors.New("boom")},                             //
 		{Err: ErrNotFound},                                    //
-		{Value: Value{Data: make([]byte, 100), Expires: 1}},   // does not fit
+		{Value: Value{Data: make([]byte, 100), TTL: 1}},       // does not fit
 		{Value: Value{Data: []byte("c")}},                     // would fit, but comes after
 	}
 	body, ok := appendBatchReply(nil, rs, lim)

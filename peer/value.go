@@ -3,6 +3,7 @@ package peer
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	"github.com/klauspost/compress/s2"
 )
@@ -16,7 +17,9 @@ const DefaultCompressThreshold = 1400
 type Value struct {
 	Data       []byte // the encoded value, or its compressed form
 	Compressed bool   // Data is an S2 block
-	Expires    int64  // the absolute deadline of the value in unix nanoseconds; 0: never
+	// TTL is the value's remaining lifetime when its frame was sent (the receiver counts it
+	// from its own clock, so clocks need not agree): 0 never expires, negative has expired.
+	TTL time.Duration
 }
 
 // Compress returns raw as a Value, compressed with S2 when len(raw) >= threshold (0 means
@@ -124,7 +127,7 @@ func appendEntry(dst []byte, st Status, v *Value, msg string) []byte {
 		return appendField(append(dst, byte(st), 0), msg)
 	}
 	flags := valueFlags(v)
-	return appendField(appendExpiry(append(dst, byte(StatusOK), flags), flags, v.Expires), v.Data)
+	return appendField(appendTTL(append(dst, byte(StatusOK), flags), flags, v.TTL), v.Data)
 }
 
 // entryLen returns the length of the entry appendEntry appends.
@@ -132,7 +135,7 @@ func entryLen(st Status, v *Value, msg string) int {
 	if st != StatusOK {
 		return 2 + uvarintLen(uint64(len(msg))) + len(msg)
 	}
-	if v.Expires != 0 {
+	if v.TTL != 0 {
 		return 10 + uvarintLen(uint64(len(v.Data))) + len(v.Data)
 	}
 	return 2 + uvarintLen(uint64(len(v.Data))) + len(v.Data)
@@ -190,7 +193,7 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 		r.Err = &Error{Status: st, Msg: string(msg)}
 		return rest, nil
 	}
-	b, err := parseExpiry(b[2:], flags, &r.Value, protocolError)
+	b, err := parseTTL(b[2:], flags, &r.Value, protocolError)
 	if err != nil {
 		return nil, err
 	}
