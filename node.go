@@ -308,8 +308,9 @@ func (n *Node) SetPeers(peers ...string) error {
 	n.log.Info("peer set changed", slog.Any("peers", ring.Peers()))
 	for _, p := range slices.Concat(old.Peers(), ring.Peers()) {
 		if old.Contains(p) != ring.Contains(p) {
-			n.health.Delete(p) // a peer that joins or leaves starts afresh: no back-off
+			n.health.Delete(p) // a peer that joins or leaves starts afresh: no back-off,
 			n.warned.Delete(p)
+			n.client.Drain(p) // and new connections (it may be a new process at the address)
 		}
 	}
 	n.startHandoff(old)

@@ -287,6 +287,15 @@ func (c *Client) pool(peer string) *pool {
 	return p.(*pool)
 }
 
+// Drain makes the connections to peer take no new call and close once their calls are done: the
+// next call dials anew (a peer that left and came back may be a new process at the address).
+func (c *Client) Drain(peer string) {
+	if v, ok := c.pools.Load(peer); ok {
+		v.(*pool).closeIf(func(cc *conn) bool { cc.draining.Store(true); return len(cc.calls) == cc.abandoned })
+		v.(*pool).wake()
+	}
+}
+
 // sweep closes the connections no call has used for the idle connection timeout, in every pool.
 func (c *Client) sweep(now time.Time) {
 	c.pools.Range(func(_, v any) bool {
