@@ -24,19 +24,12 @@ type faulter struct {
 var schedule = []string{"kill", "stop", "peers", "kill", "stop", "rolling"}
 
 func (f *faulter) run(ctx context.Context, period time.Duration) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, period, func() {
 		if err := f.one(ctx, period); err != nil {
 			f.errs = append(f.errs, err)
 			fmt.Fprintln(f.cl.stderr, "soak: fault:", err)
 		}
-	}
+	})
 }
 
 // one injects the next fault of the schedule, on a node chosen at random: SIGKILL and restart, SIGSTOP and SIGCONT, a rolling

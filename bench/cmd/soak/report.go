@@ -77,14 +77,7 @@ func (s *series) add(id, inc int, st stats) {
 // sampler reads every node that is up every period, until ctx ends.
 func sampler(ctx context.Context, cl *cluster, period time.Duration, done *sync.WaitGroup) {
 	defer done.Done()
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, period, func() {
 		for _, p := range cl.procs {
 			cl.mu.Lock()
 			up, inc, addr := p.state == stateUp, p.incarnation, p.ctrlAddr
@@ -99,6 +92,20 @@ func sampler(ctx context.Context, cl *cluster, period time.Duration, done *sync.
 			if err == nil {
 				cl.series.add(p.id, inc, st)
 			}
+		}
+	})
+}
+
+// every calls f every period until ctx ends.
+func every(ctx context.Context, period time.Duration, f func()) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
 		}
 	}
 }

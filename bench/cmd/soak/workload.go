@@ -286,17 +286,10 @@ func opPath(op int) string {
 // clearer runs a Clear of a random cache through a random node every period, until ctx ends.
 func clearer(ctx context.Context, w *worker, period time.Duration, done *sync.WaitGroup) {
 	defer done.Done()
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, period, func() {
 		p, inc := w.cl.pickUp(w.rng.IntN)
 		if p == nil {
-			continue
+			return
 		}
 		c := w.rng.IntN(len(cacheNames))
 		tok := w.o.steady()
@@ -306,5 +299,5 @@ func clearer(ctx context.Context, w *worker, period time.Duration, done *sync.Wa
 		if ok {
 			w.o.cleared(c, snap, clean && w.o.stillSteady(tok), time.Now())
 		}
-	}
+	})
 }
