@@ -411,6 +411,7 @@ func (n *Node) markDown(addr string, err error) {
 	if v.(*atomic.Int64).Swap(until) <= time.Now().UnixNano() {
 		n.log.Warn("peer unavailable, loading its keys locally", slog.String("peer", addr),
 			slog.Duration("backoff", n.backoff), slog.Any("err", err))
+		n.client.Drain(addr) // a connection that timed out may be stuck: probes and calls dial anew
 		if peer.StatusOf(err) != peer.StatusForbidden {
 			n.startProbe(addr)
 		}
