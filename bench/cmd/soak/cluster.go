@@ -90,6 +90,7 @@ func (c *cluster) launch(p *proc, peers string) error {
 	cmd := exec.Command(c.cfg.self, c.cfg.selfArgs...)
 	cmd.Args = append(cmd.Args, cc.args()...)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // no node outlives the soak
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
