@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"reflect"
 	"runtime/debug"
 	"sync"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/typedcache/groupcache/codec"
 	"github.com/typedcache/groupcache/fill"
+	"github.com/typedcache/groupcache/internal/ratelimit"
 	"github.com/typedcache/groupcache/peer"
 	"github.com/typedcache/groupcache/store"
 )
@@ -88,9 +88,8 @@ type Cache[K comparable, V any] struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 
-	// tooLargeLog is when (unix nanoseconds, by the cache's clock) a value too large to cache may
-	// be logged next; atomic.
-	tooLargeLog atomic.Int64
+	// tooLargeLog lets a value too large to cache be logged once a minute, by the cache's clock.
+	tooLargeLog ratelimit.Gate
 
 	// Counters of the slow paths, all atomic. Hits and misses are counted by the stores.
 	loads      atomic.Int64
@@ -216,7 +215,6 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 	if c.now == nil {
 		c.now = time.Now
 	}
-	c.tooLargeLog.Store(math.MinInt64)
 	log := s.logger
 	if log == nil {
 		log = slog.Default()

@@ -213,9 +213,7 @@ func (c *Cache[K, V]) keep(m *miss[K, V], v V, ttl time.Duration) (item[V], erro
 // limit, and logs it at most once a minute (by the cache's clock).
 func (c *Cache[K, V]) notCached(size int64) {
 	n := c.tooLarge.Add(1)
-	now := c.now().UnixNano()
-	next := c.tooLargeLog.Load()
-	if now < next || !c.tooLargeLog.CompareAndSwap(next, now+int64(time.Minute)) {
+	if !c.tooLargeLog.Pass(c.now().UnixNano(), time.Minute) {
 		return
 	}
 	c.log.Warn("value too large to cache: returned to its callers, not cached (logged at most once a minute)",

@@ -19,6 +19,7 @@ import (
 	"unicode"
 
 	"github.com/typedcache/groupcache/hash"
+	"github.com/typedcache/groupcache/internal/ratelimit"
 	"github.com/typedcache/groupcache/peer"
 )
 
@@ -49,7 +50,7 @@ type Node struct {
 	writes  atomic.Uint64                          // writes (removals, sets, clears) of the caches here, counted for the hand-off
 	caches  atomic.Pointer[map[string]servedCache] // copy on write under mu
 	health  sync.Map                               // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
-	warned  sync.Map                               // peer address -> *atomic.Int64: unix nanos of the last warning about it
+	warned  sync.Map                               // peer address -> *ratelimit.Gate of the warnings about it
 	probing sync.Map                               // peer address -> true, while a probe of it runs
 	probes  sync.WaitGroup                         // the probes, which Close waits for; Add under mu
 	mu      sync.Mutex                             // serializes peer-set changes and cache registration
@@ -623,11 +624,7 @@ func (n *Node) misnamed(addr, claim string) {
 // warnAbout logs a warning about peer, at most one a minute per peer: a fault that every Get
 // meets (a peer without the cache, refusing a version) is read once, not once per Get.
 func (n *Node) warnAbout(peer, msg string, attrs ...any) {
-	v, _ := n.warned.LoadOrStore(peer, new(atomic.Int64))
-	last := v.(*atomic.Int64)
-	now := time.Now().UnixNano()
-	prev := last.Load()
-	if prev != 0 && now-prev < int64(time.Minute) || !last.CompareAndSwap(prev, now) {
+	if v, _ := n.warned.LoadOrStore(peer, new(ratelimit.Gate)); !v.(*ratelimit.Gate).Pass(time.Now().UnixNano(), time.Minute) {
 		return
 	}
 	n.log.Warn(msg+" (at most one warning a minute per peer)", append([]any{slog.String("peer", peer)}, attrs...)...)

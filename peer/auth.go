@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/ratelimit"
 )
 
 // Peers authenticate each other with mutual TLS (WithTLS), with a shared secret (WithSecret), or
@@ -302,9 +304,7 @@ func (a *admission) checkClientProof(nc net.Conn, r io.Reader, timeout time.Dura
 // refused counts a refused client and logs it, at most once a second (with how many were not).
 func (s *Server) refused(remote, why string) {
 	n := s.refusals.Add(1)
-	now := time.Now().UnixNano()
-	last := s.lastRefusalLog.Load()
-	if now-last < int64(time.Second) || !s.lastRefusalLog.CompareAndSwap(last, now) {
+	if !s.refusalLog.Pass(time.Now().UnixNano(), time.Second) {
 		return
 	}
 	s.log.Warn("peer: refused a client", slog.String("remote", remote), slog.String("reason", why),
@@ -319,13 +319,13 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, rf *refusal) {
 
 // authState is the part of a Server that authenticates clients.
 type authState struct {
-	tls            *tls.Config // WithTLS's, for TLSConfig
-	clientCAs      *x509.CertPool
-	secrets        [][]byte
-	insecure       bool
-	authorize      func(node string, op Op) bool
-	refusals       atomic.Int64
-	lastRefusalLog atomic.Int64
+	tls        *tls.Config // WithTLS's, for TLSConfig
+	clientCAs  *x509.CertPool
+	secrets    [][]byte
+	insecure   bool
+	authorize  func(node string, op Op) bool
+	refusals   atomic.Int64
+	refusalLog ratelimit.Gate
 }
 
 // TLSConfig returns the TLS configuration an http.Server serving s must use, or nil without
