@@ -131,6 +131,9 @@ func (c *Cache[K, V]) drop(key K, kb []byte) {
 	if c.node != nil {
 		c.lastWrite[i].Store(c.node.writes.Add(1)) // first: a hand-off after this does not take the key over
 	}
+	if c.recent != nil {
+		c.recent.record(kb, c.now().UnixNano()) // first: a value handed over after this is declined
+	}
 	c.stripes[i].Add(1) // first: a load that stores after this sees it and backs out
 	c.flights.Forget(key)
 	c.store.Remove(key)
@@ -258,6 +261,9 @@ func (c *Cache[K, V]) Clear(ctx context.Context) error {
 func (c *Cache[K, V]) adopt(gen uint64) bool {
 	if c.node != nil {
 		c.lastClear.Store(c.node.writes.Add(1)) // first: a hand-off after this takes nothing over
+	}
+	if c.recent != nil {
+		c.recent.clear(c.now().UnixNano())
 	}
 	for {
 		cur := c.gen.Load()

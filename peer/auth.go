@@ -129,8 +129,8 @@ func WithAuthorizer(allow func(node string, op Op) bool) ServerOption {
 	})
 }
 
-// IsWrite reports whether op changes a cache (Set, Remove, Clear), for an authorizer.
-func (o Op) IsWrite() bool { return o == OpSet || o == OpRemove || o == OpClear }
+// IsWrite reports whether op changes a cache (Set, Offer, Remove, Clear), for an authorizer.
+func (o Op) IsWrite() bool { return o.carriesValue() || o == OpRemove || o == OpClear }
 
 // checkClaim refuses a claimed node address that is not "host:port".
 func checkClaim(addr string) error {

@@ -95,6 +95,7 @@ func (b valueBackend) Get(context.Context, string, []byte) (Value, error)  { ret
 func (b valueBackend) GetInline(string, []byte) (Value, bool, error)       { return b.v, true, nil }
 func (b valueBackend) Peek(context.Context, string, []byte) (Value, error) { return b.v, nil }
 func (b valueBackend) Set(context.Context, string, []byte, Value) error    { return nil }
+func (b valueBackend) Offer(context.Context, string, []byte, Value) error  { return nil }
 func (b valueBackend) Remove(context.Context, string, [][]byte) error      { return nil }
 func (b valueBackend) Clear(context.Context, string, uint64) error         { return nil }
 func (b valueBackend) PeekMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error) {

@@ -151,6 +151,15 @@ func (c *Client) Set(ctx context.Context, peer, cache string, key []byte, v Valu
 	return err
 }
 
+// Offer hands v over to peer as the value of key in the named cache: peer stores it only if it
+// owns key, or will own it once this node is gone, holds no value for it and has not seen it
+// written lately; it answers nil whether it stored v or not. Errors are as for Get.
+func (c *Client) Offer(ctx context.Context, peer, cache string, key []byte, v Value) error {
+	r := request{Request: Request{Op: OpOffer, Cache: cache, Key: key, Value: v}}
+	_, err := c.do(ctx, peer, &r)
+	return err
+}
+
 // Remove drops keys from the named cache at peer; absent keys are not an error.
 func (c *Client) Remove(ctx context.Context, peer, cache string, keys [][]byte) error {
 	r := request{Request: Request{Op: OpRemove, Cache: cache, Keys: keys}}
@@ -250,9 +259,9 @@ func (c *Client) check(peer string, r *Request) error {
 		err = badRequest("generation 0")
 	case r.Op != OpClear && len(r.Key) > lim.MaxKeyBytes:
 		err = badRequest(fmt.Sprintf("key of %d bytes over the limit of %d", len(r.Key), lim.MaxKeyBytes))
-	case r.Op == OpSet && len(r.Value.Data) > lim.MaxValueBytes:
+	case r.Op.carriesValue() && len(r.Value.Data) > lim.MaxValueBytes:
 		err = tooLarge(len(r.Value.Data), lim.MaxValueBytes)
-	case r.Op == OpSet:
+	case r.Op.carriesValue():
 		err = checkValue(&r.Value, lim.MaxValueBytes, badRequest)
 	}
 	if pe, ok := err.(*Error); ok {

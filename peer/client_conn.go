@@ -593,14 +593,16 @@ func (cc *conn) refusal(n int) error {
 var errNotice = errors.New("peer: notice")
 
 // leaving takes the connection out of use after the peer's notice that it is leaving: the calls in
-// flight get their replies, then it closes. The Observer learns it.
+// flight get their replies, then it closes. The Observer learns it, unless the connection was out
+// of use already: drained (the news may be of a process that has since left and come back) or
+// told before.
 func (cc *conn) leaving() {
 	cc.mu.Lock()
-	cc.draining.Store(true)
+	news := !cc.draining.Swap(true)
 	cc.closeIfDrainedLocked()
 	cc.mu.Unlock()
 	cc.p.wake()
-	if o := cc.p.c.observer; o != nil {
+	if o := cc.p.c.observer; o != nil && news {
 		o.Leaving(cc.p.addr)
 	}
 }
@@ -659,7 +661,7 @@ func (cc *conn) readHead(f *frame) (done bool, err error) {
 		return false, midReply(err, len(head), f.n)
 	}
 	resp, off, err := parseResponseHead(head, f.n, cc.p.c.lim.MaxValueBytes)
-	ack := f.op == OpSet || f.op == OpRemove || f.op == OpClear
+	ack := f.op.IsWrite()
 	if err == nil && ack {
 		err = checkAck(&resp, off, f.n)
 	}

@@ -51,13 +51,21 @@ func TestClientOps(t *testing.T) {
 	if err := c.Set(ctx, addr, "c", []byte("new2"), big); err != nil || !sameValue(b.mustGet("new2"), big) {
 		t.Fatalf("Set compressed: %v", err)
 	}
+	// An offer reaches the Backend's Offer, which here keeps what it holds.
+	if err := c.Offer(ctx, addr, "c", []byte("new2"), Value{Data: []byte("o")}); err != nil || !sameValue(b.mustGet("new2"), big) {
+		t.Fatalf("Offer of a key held: %v", err)
+	}
+	if err := c.Offer(ctx, addr, "c", []byte("offered"), Value{Data: []byte("o"), TTL: 5}); err != nil ||
+		!sameValue(b.mustGet("offered"), Value{Data: []byte("o"), TTL: 5}) || b.ops[OpOffer].Load() != 2 {
+		t.Fatalf("Offer: %v", err)
+	}
 	if err := c.Remove(ctx, addr, "c", keysOf("new", "absent")); err != nil || b.has("new") || !b.has("new2") {
 		t.Fatalf("Remove: %v", err)
 	}
 	if err := c.Clear(ctx, addr, "c", 42); err != nil || b.has("k") || len(b.gens) != 1 || b.gens[0] != 42 {
 		t.Fatalf("Clear: %v %v", err, b.gens)
 	}
-	if st := c.Stats(); st.Requests != 12 || st.Errors != 2 || st.Dials != 1 || st.OpenConns != 1 {
+	if st := c.Stats(); st.Requests != 14 || st.Errors != 2 || st.Dials != 1 || st.OpenConns != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }

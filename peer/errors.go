@@ -26,12 +26,18 @@ const (
 	OpClear Op = 0x06
 	// OpPeekMany is the batch form of OpPeek (an entry the peer does not hold is StatusNotFound).
 	OpPeekMany Op = 0x07
+	// OpOffer hands a value over to the peer that owns its key, or will once the sender is gone:
+	// a Set that the peer may decline (docs/protocol.md), answered StatusOK either way.
+	OpOffer Op = 0x08
 
-	maxOp = OpPeekMany
+	maxOp = OpOffer
 )
 
 var opNames = [...]string{OpGet: "get", OpRemove: "remove", OpSet: "set", OpGetMany: "getmany",
-	OpPeek: "peek", OpClear: "clear", OpPeekMany: "peekmany"}
+	OpPeek: "peek", OpClear: "clear", OpPeekMany: "peekmany", OpOffer: "offer"}
+
+// carriesValue reports whether the request frame of the op carries a value (and its flags).
+func (o Op) carriesValue() bool { return o == OpSet || o == OpOffer }
 
 // String returns the lower-case name of the operation, or "op(N)" for an unknown one.
 func (o Op) String() string {

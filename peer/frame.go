@@ -52,7 +52,8 @@ const (
 	prefixLen = 8 // what precedes a frame on a stream: its length and its request id
 )
 
-// Flags of a response, of a batch entry and of an OpSet request (the other requests have none).
+// Flags of a response, of a batch entry and of an OpSet or OpOffer request (the other requests
+// have none).
 const (
 	flagCompressed = 1 << 0 // the value is an S2 block
 	flagTTL        = 1 << 1 // an 8-byte big-endian TTL follows the flags
@@ -131,7 +132,7 @@ type Response struct {
 // AppendRequest appends the frame of r (without its stream prefix) to dst, unchecked.
 func AppendRequest(dst []byte, r *Request) []byte {
 	var flags byte
-	if r.Op == OpSet {
+	if r.Op.carriesValue() {
 		flags = valueFlags(&r.Value)
 	}
 	dst = appendTTL(append(dst, Version, byte(r.Op), flags), flags, r.Value.TTL)
@@ -144,7 +145,7 @@ func AppendRequest(dst []byte, r *Request) []byte {
 		}
 	case OpClear:
 		dst = binary.AppendUvarint(dst, r.Generation)
-	case OpSet:
+	case OpSet, OpOffer:
 		dst = appendField(appendField(dst, r.Key), r.Value.Data)
 	default:
 		dst = appendField(dst, r.Key)
@@ -233,13 +234,13 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 		r.Keys, rest, err = parseKeys(rest, lim, sc)
 	case OpClear:
 		r.Generation, rest, err = parseGeneration(rest)
-	default: // OpGet, OpPeek, OpSet
+	default: // OpGet, OpPeek, OpSet, OpOffer
 		key, after, msg := field(rest, lim.MaxKeyBytes)
 		if msg != "" {
 			return badRequest("key: " + msg)
 		}
 		r.Key, rest = key[:len(key):len(key)], after
-		if op == OpSet {
+		if op.carriesValue() {
 			err = parseSetValue(rest, flags, lim, &r.Value)
 			rest = nil
 		}
@@ -264,7 +265,7 @@ func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
 	if op == 0 || op > maxOp {
 		return 0, 0, nil, badRequest("unsupported op " + op.String())
 	}
-	if (op != OpSet && flags != 0) || flags&^knownFlags != 0 {
+	if (!op.carriesValue() && flags != 0) || flags&^knownFlags != 0 {
 		return 0, 0, nil, badRequest("unknown request flags")
 	}
 	return op, flags, frame[headerLen:], nil
@@ -344,7 +345,7 @@ func (sc *reqScratch) name(b []byte) string {
 	return sc.cache
 }
 
-// parseSetValue parses the value field of an OpSet request, which runs to the end of b, into v.
+// parseSetValue parses the value field of an OpSet or OpOffer request, which runs to the end of b, into v.
 func parseSetValue(b []byte, flags byte, lim Limits, v *Value) error {
 	n, k := uvarint(b)
 	switch b = b[max(k, 0):]; {

@@ -28,6 +28,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Value{Data: []byte("v"), TTL: 1}}))
 	f.Add(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Value{Data: []byte("v"), TTL: -time.Second}}))
 	f.Add(AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("k"), Value: Compress(bytes.Repeat([]byte("ab"), 64), 1)}))
+	f.Add(AppendRequest(nil, &Request{Op: OpOffer, Cache: "c", Key: []byte("k"), Value: Value{Data: []byte("v"), TTL: time.Second}}))
 	f.Add(AppendRequest(nil, &Request{Op: OpGetMany, Cache: "c", Keys: [][]byte{[]byte("a"), nil, []byte("b")}}))
 	f.Add(AppendRequest(nil, &Request{Op: OpRemove, Cache: "c", Keys: [][]byte{[]byte("a")}}))
 	f.Add(AppendRequest(nil, &Request{Op: OpClear, Cache: "c", Generation: 300}))
@@ -39,7 +40,7 @@ func FuzzParseRequest(f *testing.F) {
 			if err != nil {
 				var pe *Error
 				if !errors.As(err, &pe) || !(StatusOf(err) == StatusBadRequest || StatusOf(err) == StatusBadVersion ||
-					(StatusOf(err) == StatusTooLarge && len(frame) > 1 && Op(frame[1]) == OpSet)) {
+					(StatusOf(err) == StatusTooLarge && len(frame) > 1 && Op(frame[1]).carriesValue())) {
 					t.Fatalf("unexpected error %T %v", err, err)
 				}
 				continue
@@ -85,7 +86,7 @@ func checkParsedRequest(t *testing.T, r Request, l Limits) {
 		if r.Op != OpGet && r.Op != OpPeek && r.Key != nil {
 			t.Fatalf("parsed a key for %v", r.Op)
 		}
-	case OpSet:
+	case OpSet, OpOffer:
 		if len(r.Value.Data) > l.MaxValueBytes {
 			t.Fatalf("parsed a value of %d bytes", len(r.Value.Data))
 		}

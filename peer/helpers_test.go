@@ -112,6 +112,21 @@ func (b *testBackend) Set(ctx context.Context, cache string, key []byte, v Value
 	return nil
 }
 
+// Offer stores v under key unless the backend holds a value for it already.
+func (b *testBackend) Offer(ctx context.Context, cache string, key []byte, v Value) error {
+	if err := b.run(ctx, OpOffer, key); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	_, held := b.values[cache+"\x00"+string(key)]
+	b.mu.Unlock()
+	if !held {
+		v.Data = append([]byte(nil), v.Data...)
+		b.set(cache, string(key), v)
+	}
+	return nil
+}
+
 func (b *testBackend) Remove(ctx context.Context, cache string, keys [][]byte) error {
 	if err := b.run(ctx, OpRemove, nil); err != nil {
 		return err

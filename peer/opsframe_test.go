@@ -47,6 +47,12 @@ func TestPinnedOpRequestBytes(t *testing.T) {
 			Request{Op: OpPeekMany, Cache: "users", Keys: keysOf("alice", "bob", "carol")},
 			"02" + "07" + "00" + "05" + "7573657273" + "03" + "05" + "616c696365" + "03" + "626f62" + "05" + "6361726f6c",
 		},
+		{
+			// The layout of Set; only the op byte differs.
+			Request{Op: OpOffer, Cache: "users", Key: []byte("alice"),
+				Value: Value{Data: []byte("hello"), TTL: time.Minute}},
+			"02" + "08" + "02" + "0000000df8475800" + "05" + "7573657273" + "05" + "616c696365" + "05" + "68656c6c6f",
+		},
 	}
 	for _, c := range cases {
 		got := AppendRequest(nil, &c.r)
@@ -139,6 +145,8 @@ func TestOpRequestRoundTrip(t *testing.T) {
 		{Op: OpPeekMany, Cache: "ünïcode", Keys: many},
 		{Op: OpClear, Cache: "c", Generation: 1},
 		{Op: OpClear, Cache: "c", Generation: 1<<64 - 1},
+		{Op: OpOffer, Cache: "c", Key: long, Value: Value{Data: long, TTL: time.Hour}},
+		{Op: OpOffer, Cache: "c", Key: []byte("k"), Value: Compress(bytes.Repeat([]byte("abc"), 1000), 1)},
 	} {
 		frame := AppendRequest([]byte("prefix"), &r)[len("prefix"):]
 		got, err := ParseRequest(frame, Limits{})
@@ -460,7 +468,7 @@ func TestBatchLimitAndOpNames(t *testing.T) {
 		t.Fatalf("negative batch limit: %v", err)
 	}
 	names := map[Op]string{OpGet: "get", OpRemove: "remove", OpSet: "set", OpGetMany: "getmany", OpPeek: "peek",
-		OpClear: "clear", OpPeekMany: "peekmany", 8: "op(8)"}
+		OpClear: "clear", OpPeekMany: "peekmany", OpOffer: "offer", 9: "op(9)"}
 	for op, want := range names {
 		if op.String() != want {
 			t.Errorf("%d: %q, want %q", op, op.String(), want)

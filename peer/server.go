@@ -36,6 +36,9 @@ type Backend interface {
 	PeekMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error)
 	// Set stores v (checked against the server's limits, not decoded) under key.
 	Set(ctx context.Context, cache string, key []byte, v Value) error
+	// Offer is Set of a value handed over by a node that no longer owns key (OpOffer): the
+	// Backend may decline it, and answers nil when it does.
+	Offer(ctx context.Context, cache string, key []byte, v Value) error
 	// Remove drops keys from the named cache; an absent key is fine.
 	Remove(ctx context.Context, cache string, keys [][]byte) error
 	// Clear drops every entry of the named cache and adopts generation (at least 1).
@@ -364,6 +367,8 @@ func (s *Server) call(ctx context.Context, req *Request, c *connCounters) (v Val
 		rs, err = s.backend.PeekMany(ctx, req.Cache, req.Keys)
 	case OpSet:
 		err = s.backend.Set(ctx, req.Cache, req.Key, req.Value)
+	case OpOffer:
+		err = s.backend.Offer(ctx, req.Cache, req.Key, req.Value)
 	case OpRemove:
 		err = s.backend.Remove(ctx, req.Cache, req.Keys)
 	case OpClear:
