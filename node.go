@@ -162,8 +162,11 @@ func WithPeerBackoff(d time.Duration) NodeOption {
 
 // WithHandoffWindow sets how long after a peer-set change a node that became the owner of a key
 // first asks the key's previous owner for its value (a peek, which never makes the previous owner
-// load) before running the loader, so that scaling out does not turn into a load storm. 0 turns
-// hand-off off. Default 1 min; valid range d >= 0.
+// load) before running the loader, so that scaling out does not turn into a load storm. It also
+// bounds the hand-over of values to their next owners, when the node leaves (Shutdown) or a peer
+// joins (at most half of d), and how long a node declines values handed over for a key written on
+// it (d): give every node the same d, at least four times the peer call timeout. 0 turns hand-off
+// and hand-over off. Default 1 min; valid range d >= 0.
 func WithHandoffWindow(d time.Duration) NodeOption {
 	return nodeOptionFunc(func(s *nodeSettings) error {
 		if d < 0 {
