@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/s2"
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // testBackend is a Backend over a map of values by cache and key. Its hook, when set, runs before
@@ -22,8 +24,8 @@ import (
 type testBackend struct {
 	inline bool
 	hook   func(ctx context.Context, op Op, key []byte) error
-	ops    [maxOp + 1]atomic.Int64 // operations the hook saw, by op
-	inl    atomic.Int64            // GetInline answers
+	ops    [wire.MaxOp + 1]atomic.Int64 // operations the hook saw, by op
+	inl    atomic.Int64                 // GetInline answers
 
 	mu     sync.Mutex
 	values map[string]Value
@@ -276,4 +278,14 @@ func squeezed(n int) Value {
 		raw[i] = byte(x & 3)
 	}
 	return Compress(raw, 1)
+}
+
+// random returns n pseudo-random bytes, the same for the same n.
+func random(n int) []byte {
+	r := rand.New(rand.NewPCG(3, 4))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
 }

@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"cmp"
@@ -48,8 +48,8 @@ const (
 	maxBatchCeiling = 1 << 16
 	maxFrameCeiling = 1<<31 - 1
 
-	headerLen = 3 // version, op or status, flags
-	prefixLen = 8 // what precedes a frame on a stream: its length and its request id
+	HeaderLen = 3 // version, op or status, flags
+	PrefixLen = 8 // what precedes a frame on a stream: its length and its request id
 )
 
 // Flags of a response, of a batch entry and of an OpSet request (the other requests have none).
@@ -70,8 +70,8 @@ type Limits struct {
 	MaxFrameBytes int
 }
 
-// withDefaults returns l with every zero or negative field replaced by its default.
-func (l Limits) withDefaults() Limits {
+// Resolve returns l with every zero or negative field replaced by its default: the limits in force.
+func Resolve(l Limits) Limits {
 	def := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
@@ -85,8 +85,8 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// validate reports a field out of its range.
-func (l Limits) validate() error {
+// CheckLimits reports a field of l out of its range.
+func CheckLimits(l Limits) error {
 	for _, f := range []struct {
 		name       string
 		v, ceiling int
@@ -100,13 +100,13 @@ func (l Limits) validate() error {
 	return nil
 }
 
-// appendPrefix appends the stream prefix of a frame of n bytes with the given request id.
-func appendPrefix(dst []byte, n int, id uint32) []byte {
+// AppendPrefix appends the stream prefix of a frame of n bytes with the given request id.
+func AppendPrefix(dst []byte, n int, id uint32) []byte {
 	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(dst, uint32(n)), id)
 }
 
-// parsePrefix returns the frame length and request id of a stream prefix (prefixLen bytes).
-func parsePrefix(b []byte) (n int, id uint32) {
+// ParsePrefix returns the frame length and request id of a stream prefix (PrefixLen bytes).
+func ParsePrefix(b []byte) (n int, id uint32) {
 	return int(binary.BigEndian.Uint32(b)), binary.BigEndian.Uint32(b[4:])
 }
 
@@ -176,12 +176,12 @@ func appendField[T string | []byte](dst []byte, f T) []byte {
 	return append(binary.AppendUvarint(dst, uint64(len(f))), f...)
 }
 
-// requestFrameMax returns the length of the longest request frame valid under lim, of any op.
-func requestFrameMax(lim Limits) int {
+// RequestFrameMax returns the length of the longest request frame valid under lim, of any op.
+func RequestFrameMax(lim Limits) int {
 	const v = binary.MaxVarintLen64
 	name, key := v+lim.MaxCacheName, v+lim.MaxKeyBytes
-	set := headerLen + 8 + name + key + v + lim.MaxValueBytes
-	batch := headerLen + name + v + lim.MaxBatchKeys*(uvarintLen(uint64(lim.MaxKeyBytes))+lim.MaxKeyBytes)
+	set := HeaderLen + 8 + name + key + v + lim.MaxValueBytes
+	batch := HeaderLen + name + v + lim.MaxBatchKeys*(uvarintLen(uint64(lim.MaxKeyBytes))+lim.MaxKeyBytes)
 	return max(set, batch) // a Get, a Peek or a Clear is shorter than a Set
 }
 
@@ -199,34 +199,34 @@ func uvarintLen(x uint64) int {
 // StatusTooLarge for a Set value over lim (decoded, without inflating it), else StatusBadRequest.
 // It never panics. Key, Keys and Value.Data alias frame.
 func ParseRequest(frame []byte, lim Limits) (r Request, err error) {
-	if err = parseRequest(frame, lim.withDefaults(), nil, &r); err != nil {
+	if err = ParseRequestInto(frame, Resolve(lim), nil, &r); err != nil {
 		r = Request{}
 	}
 	return r, err
 }
 
-// reqScratch is what a server connection reuses from one request to the next.
-type reqScratch struct {
+// Scratch is what a server connection reuses from one request to the next.
+type Scratch struct {
 	cache string   // the previous request's cache name, returned again while it does not change
 	keys  [][]byte // the key list of the previous batch request
 }
 
-// maxKeptKeys bounds the key list a reqScratch keeps between requests.
+// maxKeptKeys bounds the key list a Scratch keeps between requests.
 const maxKeptKeys = 1024
 
-// parseRequest parses with resolved limits into r; sc, when not nil, lends its memory.
-func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
+// ParseRequestInto parses with resolved limits into r; sc, when not nil, lends its memory.
+func ParseRequestInto(frame []byte, lim Limits, sc *Scratch, r *Request) error {
 	op, flags, rest, err := parseRequestHeader(frame)
 	if err != nil {
 		return err
 	}
 	*r = Request{Op: op}
-	if rest, err = parseTTL(rest, flags, &r.Value, badRequest); err != nil {
+	if rest, err = parseTTL(rest, flags, &r.Value, BadRequest); err != nil {
 		return err
 	}
 	name, rest, msg := field(rest, lim.MaxCacheName)
 	if msg != "" || len(name) == 0 {
-		return badRequest("cache name: " + cmp.Or(msg, "empty"))
+		return BadRequest("cache name: " + cmp.Or(msg, "empty"))
 	}
 	switch op {
 	case OpRemove, OpGetMany, OpPeekMany:
@@ -236,7 +236,7 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 	default: // OpGet, OpPeek, OpSet
 		key, after, msg := field(rest, lim.MaxKeyBytes)
 		if msg != "" {
-			return badRequest("key: " + msg)
+			return BadRequest("key: " + msg)
 		}
 		r.Key, rest = key[:len(key):len(key)], after
 		if op == OpSet {
@@ -245,7 +245,7 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 		}
 	}
 	if err == nil && len(rest) != 0 {
-		err = badRequest("trailing bytes")
+		err = BadRequest("trailing bytes")
 	}
 	r.Cache = sc.name(name)
 	return err
@@ -257,17 +257,17 @@ func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
 		return 0, 0, nil, &Error{Status: StatusBadVersion,
 			Msg: fmt.Sprintf("request version %d, this server speaks %d", frame[0], Version)}
 	}
-	if len(frame) < headerLen {
-		return 0, 0, nil, badRequest("truncated header")
+	if len(frame) < HeaderLen {
+		return 0, 0, nil, BadRequest("truncated header")
 	}
 	op, flags := Op(frame[1]), frame[2]
-	if op == 0 || op > maxOp {
-		return 0, 0, nil, badRequest("unsupported op " + op.String())
+	if op == 0 || op > MaxOp {
+		return 0, 0, nil, BadRequest("unsupported op " + op.String())
 	}
 	if (op != OpSet && flags != 0) || flags&^knownFlags != 0 {
-		return 0, 0, nil, badRequest("unknown request flags")
+		return 0, 0, nil, BadRequest("unknown request flags")
 	}
-	return op, flags, frame[headerLen:], nil
+	return op, flags, frame[HeaderLen:], nil
 }
 
 // parseTTL reads the TTL that flags announce from b into v (fail: the error of a bad one).
@@ -285,23 +285,23 @@ func parseTTL(b []byte, flags byte, v *Value, fail func(string) error) ([]byte, 
 }
 
 // parseKeys parses the key list of a batch request from b, in memory sc lends when it can.
-func parseKeys(b []byte, lim Limits, sc *reqScratch) ([][]byte, []byte, error) {
+func parseKeys(b []byte, lim Limits, sc *Scratch) ([][]byte, []byte, error) {
 	n, k := uvarint(b)
 	if k <= 0 {
-		return nil, nil, badRequest("key count: bad encoding")
+		return nil, nil, BadRequest("key count: bad encoding")
 	}
 	b = b[k:]
 	if n == 0 || n > uint64(lim.MaxBatchKeys) {
-		return nil, nil, badRequest(fmt.Sprintf("key count %d outside 1..%d", n, lim.MaxBatchKeys))
+		return nil, nil, BadRequest(fmt.Sprintf("key count %d outside 1..%d", n, lim.MaxBatchKeys))
 	}
 	if n > uint64(len(b)) { // every key takes at least its length byte
-		return nil, nil, badRequest("keys: truncated")
+		return nil, nil, BadRequest("keys: truncated")
 	}
 	keys := sc.keyList(int(n))
 	for i := range int(n) {
 		key, rest, msg := field(b, lim.MaxKeyBytes)
 		if msg != "" {
-			return nil, nil, badRequest(fmt.Sprintf("key %d: %s", i, msg))
+			return nil, nil, BadRequest(fmt.Sprintf("key %d: %s", i, msg))
 		}
 		keys = append(keys, key[:len(key):len(key)])
 		b = rest
@@ -313,16 +313,16 @@ func parseKeys(b []byte, lim Limits, sc *reqScratch) ([][]byte, []byte, error) {
 func parseGeneration(b []byte) (uint64, []byte, error) {
 	g, k := uvarint(b)
 	if k <= 0 {
-		return 0, nil, badRequest("generation: bad encoding")
+		return 0, nil, BadRequest("generation: bad encoding")
 	}
 	if g == 0 {
-		return 0, nil, badRequest("generation 0")
+		return 0, nil, BadRequest("generation 0")
 	}
 	return g, b[k:], nil
 }
 
 // keyList returns an empty key list with room for n keys: sc's, or new memory sc keeps if small.
-func (sc *reqScratch) keyList(n int) [][]byte {
+func (sc *Scratch) keyList(n int) [][]byte {
 	if sc != nil && cap(sc.keys) >= n {
 		return sc.keys[:0]
 	}
@@ -334,7 +334,7 @@ func (sc *reqScratch) keyList(n int) [][]byte {
 }
 
 // name returns the cache name b: the previous request's when the same (no allocation) or new.
-func (sc *reqScratch) name(b []byte) string {
+func (sc *Scratch) name(b []byte) string {
 	if sc == nil {
 		return string(b)
 	}
@@ -349,22 +349,22 @@ func parseSetValue(b []byte, flags byte, lim Limits, v *Value) error {
 	n, k := uvarint(b)
 	switch b = b[max(k, 0):]; {
 	case k <= 0:
-		return badRequest("value: bad length")
+		return BadRequest("value: bad length")
 	case n > uint64(lim.MaxValueBytes):
-		return tooLarge(n, lim.MaxValueBytes)
+		return TooLarge(n, lim.MaxValueBytes)
 	case n > uint64(len(b)):
-		return badRequest("value: truncated")
+		return BadRequest("value: truncated")
 	case n < uint64(len(b)):
-		return badRequest("trailing bytes")
+		return BadRequest("trailing bytes")
 	}
 	v.Data, v.Compressed = b[:len(b):len(b)], flags&flagCompressed != 0
-	return checkValue(v, lim.MaxValueBytes, badRequest)
+	return CheckValue(v, lim.MaxValueBytes, BadRequest)
 }
 
-// checkValue checks a compressed value's S2 header: well formed (else fail's error), stating a
+// CheckValue checks a compressed value's S2 header: well formed (else fail's error), stating a
 // decoded length of at most maxValue, and of at most MaxInflation times its compressed length
 // (above 64 KiB).
-func checkValue(v *Value, maxValue int, fail func(string) error) error {
+func CheckValue(v *Value, maxValue int, fail func(string) error) error {
 	if !v.Compressed {
 		return nil
 	}
@@ -383,14 +383,14 @@ func checkValue(v *Value, maxValue int, fail func(string) error) error {
 	return nil
 }
 
-// tooLarge is the error of a value of n bytes over the limit.
-func tooLarge[T int | uint64](n T, limit int) error {
+// TooLarge is the error of a value of n bytes over the limit.
+func TooLarge[T int | uint64](n T, limit int) error {
 	return &Error{Status: StatusTooLarge, Msg: fmt.Sprintf("value of %d bytes over the limit of %d", n, limit)}
 }
 
-func badRequest(msg string) error { return &Error{Status: StatusBadRequest, Msg: msg} }
+func BadRequest(msg string) error { return &Error{Status: StatusBadRequest, Msg: msg} }
 
-func protocolError(msg string) error { return &Error{Err: ErrProtocol, Msg: msg} }
+func ProtocolError(msg string) error { return &Error{Err: ErrProtocol, Msg: msg} }
 
 // field reads a uvarint-length-prefixed field of at most limit bytes from b, or says what is wrong.
 func field(b []byte, limit int) (f, rest []byte, problem string) {
@@ -425,16 +425,16 @@ func uvarint(b []byte) (v uint64, k int) {
 
 // AppendResponse appends the frame of r (without its stream prefix) to dst.
 func AppendResponse(dst []byte, r *Response) []byte {
-	dst = appendResponseHead(dst, r)
+	dst = AppendResponseHead(dst, r)
 	if r.Status == StatusOK {
 		dst = append(dst, r.Value.Data...)
 	}
 	return dst
 }
 
-// appendResponseHead appends the frame of r up to the value bytes, so that a large value can be
+// AppendResponseHead appends the frame of r up to the value bytes, so that a large value can be
 // written from where it lies.
-func appendResponseHead(dst []byte, r *Response) []byte {
+func AppendResponseHead(dst []byte, r *Response) []byte {
 	var flags byte
 	if r.Status == StatusOK {
 		flags = valueFlags(&r.Value)
@@ -447,8 +447,8 @@ func appendResponseHead(dst []byte, r *Response) []byte {
 	return dst
 }
 
-// responseFrameLen returns the length of the frame of r whose head is headLen bytes long.
-func responseFrameLen(headLen int, r *Response) int {
+// ResponseFrameLen returns the length of the frame of r whose head is headLen bytes long.
+func ResponseFrameLen(headLen int, r *Response) int {
 	if r.Status == StatusOK {
 		return headLen + len(r.Value.Data)
 	}
@@ -471,34 +471,34 @@ func cutMessage(msg string) string {
 // Errors are *Error values: StatusBadVersion, StatusTooLarge for a value over lim (decoded, for a
 // compressed one), ErrProtocol for anything else. It never panics. Value.Data aliases frame.
 func ParseResponse(frame []byte, lim Limits) (Response, error) {
-	maxValue := lim.withDefaults().MaxValueBytes
-	r, off, err := parseResponseHead(frame, len(frame), maxValue)
+	maxValue := Resolve(lim).MaxValueBytes
+	r, off, err := ParseResponseHead(frame, len(frame), maxValue)
 	if err != nil {
 		return Response{}, err
 	}
 	if r.Status == StatusOK {
 		r.Value.Data = frame[off:len(frame):len(frame)]
-		if err := checkValue(&r.Value, maxValue, protocolError); err != nil {
+		if err := CheckValue(&r.Value, maxValue, ProtocolError); err != nil {
 			return Response{}, err
 		}
 	}
 	return r, nil
 }
 
-// maxResponseHead bounds the length of a response frame's head (everything before the value).
-const maxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes + binary.MaxVarintLen64
+// MaxResponseHead bounds the length of a response frame's head (everything before the value).
+const MaxResponseHead = HeaderLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes + binary.MaxVarintLen64
 
-// parseResponseHead parses the head of a response frame of n bytes (everything before the value)
-// from b, which holds at least min(n, maxResponseHead) of its bytes. It returns the response
+// ParseResponseHead parses the head of a response frame of n bytes (everything before the value)
+// from b, which holds at least min(n, MaxResponseHead) of its bytes. It returns the response
 // without its value's data, and the offset of the value, which runs to the end of the frame.
-func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err error) {
+func ParseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err error) {
 	flags, rest, err := parseResponseHeader(b, &r)
 	if err != nil {
 		return Response{}, 0, err
 	}
 	msg, rest, problem := field(rest, MaxMessageBytes)
 	if problem != "" {
-		return Response{}, 0, protocolError("message: " + problem)
+		return Response{}, 0, ProtocolError("message: " + problem)
 	}
 	if len(msg) > 0 {
 		r.Msg = string(msg)
@@ -506,7 +506,7 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 	off = len(b) - len(rest)
 	if r.Status != StatusOK {
 		if off != n {
-			return Response{}, 0, protocolError("trailing bytes")
+			return Response{}, 0, ProtocolError("trailing bytes")
 		}
 		return r, off, nil
 	}
@@ -514,13 +514,13 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 	off += max(k, 0)
 	switch {
 	case k <= 0:
-		return Response{}, 0, protocolError("value: bad length")
+		return Response{}, 0, ProtocolError("value: bad length")
 	case vlen > uint64(maxValue):
-		return Response{}, 0, tooLarge(vlen, maxValue)
+		return Response{}, 0, TooLarge(vlen, maxValue)
 	case vlen > uint64(n-off):
-		return Response{}, 0, protocolError("value: truncated")
+		return Response{}, 0, ProtocolError("value: truncated")
 	case vlen < uint64(n-off):
-		return Response{}, 0, protocolError("trailing bytes")
+		return Response{}, 0, ProtocolError("trailing bytes")
 	}
 	r.Value.Compressed = flags&flagCompressed != 0
 	return r, off, nil
@@ -532,18 +532,18 @@ func parseResponseHeader(b []byte, r *Response) (flags byte, rest []byte, err er
 		return 0, nil, &Error{Status: StatusBadVersion,
 			Msg: fmt.Sprintf("reply version %d, this client speaks %d", b[0], Version)}
 	}
-	if len(b) < headerLen {
-		return 0, nil, protocolError("truncated header")
+	if len(b) < HeaderLen {
+		return 0, nil, ProtocolError("truncated header")
 	}
 	r.Status, flags = Status(b[1]), b[2]
 	switch {
-	case r.Status > maxStatus:
-		return 0, nil, protocolError(fmt.Sprintf("unknown status %d", b[1]))
+	case r.Status > MaxStatus:
+		return 0, nil, ProtocolError(fmt.Sprintf("unknown status %d", b[1]))
 	case flags&^knownFlags != 0:
-		return 0, nil, protocolError("unknown flags")
+		return 0, nil, ProtocolError("unknown flags")
 	case r.Status != StatusOK && flags != 0:
-		return 0, nil, protocolError("flags on a reply without value")
+		return 0, nil, ProtocolError("flags on a reply without value")
 	}
-	rest, err = parseTTL(b[headerLen:], flags, &r.Value, protocolError)
+	rest, err = parseTTL(b[HeaderLen:], flags, &r.Value, ProtocolError)
 	return flags, rest, err
 }

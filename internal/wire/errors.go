@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"errors"
@@ -27,7 +27,7 @@ const (
 	// OpPeekMany is the batch form of OpPeek (an entry the peer does not hold is StatusNotFound).
 	OpPeekMany Op = 0x07
 
-	maxOp = OpPeekMany
+	MaxOp = OpPeekMany
 )
 
 var opNames = [...]string{OpGet: "get", OpRemove: "remove", OpSet: "set", OpGetMany: "getmany",
@@ -35,11 +35,14 @@ var opNames = [...]string{OpGet: "get", OpRemove: "remove", OpSet: "set", OpGetM
 
 // String returns the lower-case name of the operation, or "op(N)" for an unknown one.
 func (o Op) String() string {
-	if o != 0 && o <= maxOp {
+	if o != 0 && o <= MaxOp {
 		return opNames[o]
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
+
+// IsWrite reports whether o changes a cache (Set, Remove, Clear), for an authorizer.
+func (o Op) IsWrite() bool { return o == OpSet || o == OpRemove || o == OpClear }
 
 // Status is the status byte of a response frame. A response with any status other than StatusOK
 // carries no value, only a message.
@@ -58,7 +61,7 @@ const (
 	StatusForbidden    Status = 8 // the peer may not do this: not authenticated, or not authorized
 	StatusLeaving      Status = 9 // the peer is shutting down: it takes no new request (docs/protocol.md)
 
-	maxStatus = StatusLeaving
+	MaxStatus = StatusLeaving
 )
 
 var statusNames = [...]string{StatusOK: "ok", StatusNotFound: "not found", StatusUnknownCache: "unknown cache",
@@ -68,7 +71,7 @@ var statusNames = [...]string{StatusOK: "ok", StatusNotFound: "not found", Statu
 
 // String returns the lower-case name of the status, or "status(N)" for an unknown one.
 func (s Status) String() string {
-	if s <= maxStatus {
+	if s <= MaxStatus {
 		return statusNames[s]
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
@@ -164,8 +167,8 @@ func statusOf(err error) Status {
 	return StatusInternal
 }
 
-// wrapCause returns an error that matches both sentinel and cause.
-func wrapCause(sentinel, cause error) error {
+// WrapCause returns an error that matches both sentinel and cause.
+func WrapCause(sentinel, cause error) error {
 	if cause == nil {
 		return sentinel
 	}

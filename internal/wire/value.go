@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"encoding/binary"
@@ -58,11 +58,11 @@ func (v Value) RawInto(dst []byte, limit int) ([]byte, error) {
 	}
 	if !v.Compressed {
 		if len(v.Data) > limit {
-			return nil, tooLarge(len(v.Data), limit)
+			return nil, TooLarge(len(v.Data), limit)
 		}
 		return v.Data, nil
 	}
-	if err := checkValue(&v, limit, protocolError); err != nil {
+	if err := CheckValue(&v, limit, ProtocolError); err != nil {
 		return nil, err
 	}
 	n, _ := s2.DecodedLen(v.Data)
@@ -115,7 +115,7 @@ func errorEntry(err error) (Status, string) {
 	if pe, ok := err.(*Error); ok && pe.Status != StatusOK && pe.Status <= maxEntryStatus && pe.Err == nil {
 		return pe.Status, cutMessage(pe.Msg)
 	}
-	if st, msg := replyStatus(err); st != StatusNotFound {
+	if st, msg := ReplyStatus(err); st != StatusNotFound {
 		return st, msg
 	}
 	return StatusNotFound, "" // a batch of absent keys stays small
@@ -143,19 +143,16 @@ func entryLen(st Status, v *Value, msg string) int {
 
 // ParseBatch parses the batch body of a reply answering n keys, strictly as ParseResponse; a
 // malformed one matches ErrProtocol. An entry over lim fails alone (StatusTooLarge).
-func ParseBatch(body []byte, n int, lim Limits) ([]Result, error) {
-	return parseBatch(body, n, lim.withDefaults().MaxValueBytes)
-}
-
-func parseBatch(b []byte, n int, maxValue int) ([]Result, error) {
+func ParseBatch(b []byte, n int, lim Limits) ([]Result, error) {
+	maxValue := Resolve(lim).MaxValueBytes
 	count, k := uvarint(b)
 	switch b = b[max(k, 0):]; {
 	case k <= 0:
-		return nil, protocolError("batch: bad entry count")
+		return nil, ProtocolError("batch: bad entry count")
 	case n < 0 || count != uint64(n):
-		return nil, protocolError(fmt.Sprintf("batch of %d entries answering %d keys", count, n))
+		return nil, ProtocolError(fmt.Sprintf("batch of %d entries answering %d keys", count, n))
 	case count > uint64(len(b)/minEntryLen):
-		return nil, protocolError("batch: truncated")
+		return nil, ProtocolError("batch: truncated")
 	}
 	rs := make([]Result, n)
 	for i := range rs {
@@ -167,7 +164,7 @@ func parseBatch(b []byte, n int, maxValue int) ([]Result, error) {
 		}
 	}
 	if len(b) != 0 {
-		return nil, protocolError("batch: trailing bytes")
+		return nil, ProtocolError("batch: trailing bytes")
 	}
 	return rs, nil
 }
@@ -175,40 +172,40 @@ func parseBatch(b []byte, n int, maxValue int) ([]Result, error) {
 // parseEntry parses one batch entry from b into r and returns the bytes after it.
 func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	if len(b) < 2 {
-		return nil, protocolError("truncated")
+		return nil, ProtocolError("truncated")
 	}
 	st, flags := Status(b[0]), b[1]
 	switch {
 	case st > maxEntryStatus:
-		return nil, protocolError(fmt.Sprintf("unknown status %d", b[0]))
+		return nil, ProtocolError(fmt.Sprintf("unknown status %d", b[0]))
 	case flags&^knownFlags != 0:
-		return nil, protocolError("unknown flags")
+		return nil, ProtocolError("unknown flags")
 	case st != StatusOK && flags != 0:
-		return nil, protocolError("flags on an entry without value")
+		return nil, ProtocolError("flags on an entry without value")
 	case st != StatusOK:
 		msg, rest, problem := field(b[2:], MaxMessageBytes)
 		if problem != "" {
-			return nil, protocolError("message: " + problem)
+			return nil, ProtocolError("message: " + problem)
 		}
 		r.Err = &Error{Status: st, Msg: string(msg)}
 		return rest, nil
 	}
-	b, err := parseTTL(b[2:], flags, &r.Value, protocolError)
+	b, err := parseTTL(b[2:], flags, &r.Value, ProtocolError)
 	if err != nil {
 		return nil, err
 	}
 	vlen, k := uvarint(b)
 	switch b = b[max(k, 0):]; {
 	case k <= 0:
-		return nil, protocolError("value: bad length")
+		return nil, ProtocolError("value: bad length")
 	case vlen > uint64(len(b)):
-		return nil, protocolError("value: truncated")
+		return nil, ProtocolError("value: truncated")
 	case vlen > uint64(maxValue):
-		*r = Result{Err: tooLarge(vlen, maxValue)} // this entry alone
+		*r = Result{Err: TooLarge(vlen, maxValue)} // this entry alone
 		return b[vlen:], nil
 	}
 	r.Value.Data, r.Value.Compressed = b[:vlen:vlen], flags&flagCompressed != 0
-	if err := checkValue(&r.Value, maxValue, protocolError); err != nil {
+	if err := CheckValue(&r.Value, maxValue, ProtocolError); err != nil {
 		if StatusOf(err) != StatusTooLarge {
 			return nil, err
 		}
@@ -217,17 +214,17 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	return b[vlen:], nil
 }
 
-// appendBatchReply appends the batch body a Server sends for rs, values checked, entries that do
+// AppendBatchReply appends the batch body a Server sends for rs, values checked, entries that do
 // not fit in lim.MaxFrameBytes StatusOverloaded; ok is false when even those would not fit.
-func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool) {
+func AppendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool) {
 	// The reply frame is the header, an empty message, the body's length and the body.
-	budget := lim.MaxFrameBytes - (headerLen + 1 + uvarintLen(uint64(lim.MaxFrameBytes)))
+	budget := lim.MaxFrameBytes - (HeaderLen + 1 + uvarintLen(uint64(lim.MaxFrameBytes)))
 	n := len(rs)
 	used := uvarintLen(uint64(n))
 	if used+n*fullLen > budget {
 		return dst, false
 	}
-	if size := batchReplySize(rs, lim); size > cap(dst)-len(dst) {
+	if size := BatchReplySize(rs, lim); size > cap(dst)-len(dst) {
 		dst = append(make([]byte, 0, len(dst)+size), dst...)
 	}
 	dst = binary.AppendUvarint(dst, uint64(n))
@@ -235,7 +232,7 @@ func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool
 		r := &rs[i]
 		st, msg := errorEntry(r.Err)
 		if r.Err == nil {
-			st, msg = checkOutgoing(&r.Value, lim)
+			st, msg = CheckOutgoing(&r.Value, lim)
 		}
 		if l := entryLen(st, &r.Value, msg); used+l+(n-i-1)*fullLen <= budget {
 			dst = appendEntry(dst, st, &r.Value, msg)
@@ -250,19 +247,19 @@ func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool
 	return dst, true
 }
 
-// batchReplySize returns about the length of the body of a reply with rs: enough but for long
+// BatchReplySize returns about the length of the body of a reply with rs: enough but for long
 // messages, and at most what fits in a frame.
-func batchReplySize(rs []Result, lim Limits) int {
+func BatchReplySize(rs []Result, lim Limits) int {
 	size := uvarintLen(uint64(len(rs)))
 	for i := range rs {
 		size += fullLen + 8 + len(rs[i].Value.Data)
 	}
-	return min(size, lim.MaxFrameBytes-(headerLen+1+uvarintLen(uint64(lim.MaxFrameBytes))))
+	return min(size, lim.MaxFrameBytes-(HeaderLen+1+uvarintLen(uint64(lim.MaxFrameBytes))))
 }
 
-// replyStatus returns the status and message a Server answers a Backend's error with: the status
+// ReplyStatus returns the status and message a Server answers a Backend's error with: the status
 // it maps to and its text (an *Error's without its status).
-func replyStatus(err error) (Status, string) {
+func ReplyStatus(err error) (Status, string) {
 	st := statusOf(err)
 	if pe, ok := err.(*Error); ok {
 		return st, cutMessage(pe.detail())
@@ -270,8 +267,8 @@ func replyStatus(err error) (Status, string) {
 	return st, cutMessage(err.Error())
 }
 
-// checkOutgoing checks a value a Server is about to send against lim.
-func checkOutgoing(v *Value, lim Limits) (Status, string) {
+// CheckOutgoing checks a value a Server is about to send against lim.
+func CheckOutgoing(v *Value, lim Limits) (Status, string) {
 	n := len(v.Data)
 	if v.Compressed {
 		dlen, err := s2.DecodedLen(v.Data)
