@@ -241,39 +241,11 @@ func (c *Client) do(ctx context.Context, peer string, r *request) (wire.Response
 
 // check refuses a request over the client's limits, before anything is sent.
 func (c *Client) check(peer string, r *wire.Request) error {
-	lim := &c.lim
-	var err error
-	switch {
-	case len(r.Cache) == 0 || len(r.Cache) > lim.MaxCacheName:
-		err = wire.BadRequest(fmt.Sprintf("cache name of %d bytes outside 1..%d", len(r.Cache), lim.MaxCacheName))
-	case r.Op == OpGetMany || r.Op == OpPeekMany || r.Op == OpRemove:
-		err = checkKeys(r.Keys, lim)
-	case r.Op == OpClear && r.Generation == 0:
-		err = wire.BadRequest("generation 0")
-	case r.Op != OpClear && len(r.Key) > lim.MaxKeyBytes:
-		err = wire.BadRequest(fmt.Sprintf("key of %d bytes over the limit of %d", len(r.Key), lim.MaxKeyBytes))
-	case r.Op == OpSet && len(r.Value.Data) > lim.MaxValueBytes:
-		err = wire.TooLarge(len(r.Value.Data), lim.MaxValueBytes)
-	case r.Op == OpSet:
-		err = wire.CheckValue(&r.Value, lim.MaxValueBytes, wire.BadRequest)
-	}
+	err := wire.CheckRequest(r, &c.lim)
 	if pe, ok := err.(*Error); ok {
 		pe.Peer, pe.Op = peer, r.Op
 	}
 	return err
-}
-
-// checkKeys refuses the key list of a batch over lim.
-func checkKeys(keys [][]byte, lim *Limits) error {
-	if len(keys) == 0 || len(keys) > lim.MaxBatchKeys {
-		return wire.BadRequest(fmt.Sprintf("%d keys outside 1..%d", len(keys), lim.MaxBatchKeys))
-	}
-	for i, k := range keys {
-		if len(k) > lim.MaxKeyBytes {
-			return wire.BadRequest(fmt.Sprintf("key %d of %d bytes over the limit of %d", i, len(k), lim.MaxKeyBytes))
-		}
-	}
-	return nil
 }
 
 // closedError is the error of a call on (or interrupted by the closing of) a closed Client.

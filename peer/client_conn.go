@@ -663,7 +663,7 @@ func (cc *conn) readHead(f *frame) (done bool, err error) {
 	resp, off, err := wire.ParseResponseHead(head, f.n, cc.p.c.lim.MaxValueBytes)
 	ack := f.op == OpSet || f.op == OpRemove || f.op == OpClear
 	if err == nil && ack {
-		err = checkAck(&resp, off, f.n)
+		err = wire.CheckAck(&resp, off, f.n)
 	}
 	if err != nil {
 		pe := cc.annotate(err, f.op)
@@ -676,14 +676,6 @@ func (cc *conn) readHead(f *frame) (done bool, err error) {
 	_, _ = cc.br.Discard(off)
 	f.resp, f.off = resp, off
 	return resp.Status != StatusOK, nil
-}
-
-// checkAck refuses an acknowledgment (the reply to a Set, Remove or Clear) with a value or flags.
-func checkAck(resp *wire.Response, off, n int) error {
-	if resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.TTL != 0) {
-		return wire.ProtocolError("acknowledgment with a value or flags")
-	}
-	return nil
 }
 
 // readBatch reads the rest of f, a batch reply, into one buffer that the results' values share.

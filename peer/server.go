@@ -3,7 +3,6 @@ package peer
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -335,7 +334,7 @@ func (s *Server) handle(c *serverConn, req *wire.Request) (resp wire.Response, r
 		// Cut short by Close: the request was not served, the caller may load the key itself.
 		return wire.Response{Status: StatusLeaving, Msg: "shutting down"}, 0
 	case err != nil:
-		return errorResponse(err), 0
+		return wire.ErrorResponse(err), 0
 	case req.Op == OpGetMany || req.Op == OpPeekMany:
 		if len(rs) != len(req.Keys) {
 			return wire.Response{Status: StatusInternal,
@@ -345,9 +344,9 @@ func (s *Server) handle(c *serverConn, req *wire.Request) (resp wire.Response, r
 		if !c.reserve(size) {
 			return wire.Response{Status: StatusOverloaded, Msg: "the server's reply buffers are full"}, 0
 		}
-		return s.batchResponse(rs), size
+		return wire.BatchResponse(rs, s.lim), size
 	case req.Op == OpGet || req.Op == OpPeek:
-		return s.valueResponse(v), 0
+		return wire.ValueResponse(v, s.lim), 0
 	}
 	return wire.Response{}, 0 // the acknowledgment of a write
 }
@@ -381,34 +380,6 @@ func (s *Server) recoverBackend(req *wire.Request, c *connCounters, err *error) 
 		s.log.Error("peer: Backend panicked", "op", req.Op, "cache", req.Cache, "panic", p, "stack", string(debug.Stack()))
 		*err = fmt.Errorf("backend panicked: %v", p)
 	}
-}
-
-// valueResponse is the reply carrying v, checked against the server's limits.
-func (s *Server) valueResponse(v Value) wire.Response {
-	if st, msg := wire.CheckOutgoing(&v, s.lim); st != StatusOK {
-		return wire.Response{Status: st, Msg: msg}
-	}
-	if frameLen := wire.HeaderLen + 8 + 1 + binary.MaxVarintLen64 + len(v.Data); frameLen > s.lim.MaxFrameBytes {
-		return wire.Response{Status: StatusTooLarge,
-			Msg: fmt.Sprintf("reply frame of about %d bytes over the limit of %d", frameLen, s.lim.MaxFrameBytes)}
-	}
-	return wire.Response{Value: v}
-}
-
-// errorResponse is the reply to a request the Backend answered with err.
-func errorResponse(err error) wire.Response {
-	st, msg := wire.ReplyStatus(err)
-	return wire.Response{Status: st, Msg: msg}
-}
-
-// batchResponse is the reply to a GetMany or PeekMany the Backend answered with rs.
-func (s *Server) batchResponse(rs []Result) wire.Response {
-	body, ok := wire.AppendBatchReply(nil, rs, s.lim)
-	if !ok {
-		return wire.Response{Status: StatusTooLarge,
-			Msg: fmt.Sprintf("a reply to %d keys does not fit in the frame limit of %d bytes", len(rs), s.lim.MaxFrameBytes)}
-	}
-	return wire.Response{Value: Value{Data: body}}
 }
 
 // isTimeout reports a network timeout.

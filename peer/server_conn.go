@@ -403,10 +403,10 @@ func (c *serverConn) inline(req *wire.Request) (wire.Response, int, bool) {
 	case OpGet:
 		v, ok, err := c.getInline(req)
 		if err != nil {
-			return errorResponse(err), 0, true
+			return wire.ErrorResponse(err), 0, true
 		}
 		if ok {
-			return c.s.valueResponse(v), 0, true
+			return wire.ValueResponse(v, c.s.lim), 0, true
 		}
 	}
 	return wire.Response{}, 0, false

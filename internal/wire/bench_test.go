@@ -189,7 +189,7 @@ func benchResults() []Result {
 }
 
 // BenchmarkAppendBatch encodes the batch body of 100 values of 1 KiB: as AppendBatch, and as a
-// Server does (AppendBatchReply, with its checks and frame budget, into a reused buffer).
+// Server does (appendBatchReply, with its checks and frame budget, into a reused buffer).
 func BenchmarkAppendBatch(b *testing.B) {
 	rs := benchResults()
 	buf := make([]byte, 0, 128<<10)
@@ -205,7 +205,7 @@ func BenchmarkAppendBatch(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(benchBatch << 10)
 		for b.Loop() {
-			buf, _ = AppendBatchReply(buf[:0], rs, lim)
+			buf, _ = appendBatchReply(buf[:0], rs, lim)
 		}
 	})
 }

@@ -48,7 +48,7 @@ const (
 	maxBatchCeiling = 1 << 16
 	maxFrameCeiling = 1<<31 - 1
 
-	HeaderLen = 3 // version, op or status, flags
+	headerLen = 3 // version, op or status, flags
 	PrefixLen = 8 // what precedes a frame on a stream: its length and its request id
 )
 
@@ -180,8 +180,8 @@ func appendField[T string | []byte](dst []byte, f T) []byte {
 func RequestFrameMax(lim Limits) int {
 	const v = binary.MaxVarintLen64
 	name, key := v+lim.MaxCacheName, v+lim.MaxKeyBytes
-	set := HeaderLen + 8 + name + key + v + lim.MaxValueBytes
-	batch := HeaderLen + name + v + lim.MaxBatchKeys*(uvarintLen(uint64(lim.MaxKeyBytes))+lim.MaxKeyBytes)
+	set := headerLen + 8 + name + key + v + lim.MaxValueBytes
+	batch := headerLen + name + v + lim.MaxBatchKeys*(uvarintLen(uint64(lim.MaxKeyBytes))+lim.MaxKeyBytes)
 	return max(set, batch) // a Get, a Peek or a Clear is shorter than a Set
 }
 
@@ -221,12 +221,12 @@ func ParseRequestInto(frame []byte, lim Limits, sc *Scratch, r *Request) error {
 		return err
 	}
 	*r = Request{Op: op}
-	if rest, err = parseTTL(rest, flags, &r.Value, BadRequest); err != nil {
+	if rest, err = parseTTL(rest, flags, &r.Value, badRequest); err != nil {
 		return err
 	}
 	name, rest, msg := field(rest, lim.MaxCacheName)
 	if msg != "" || len(name) == 0 {
-		return BadRequest("cache name: " + cmp.Or(msg, "empty"))
+		return badRequest("cache name: " + cmp.Or(msg, "empty"))
 	}
 	switch op {
 	case OpRemove, OpGetMany, OpPeekMany:
@@ -236,7 +236,7 @@ func ParseRequestInto(frame []byte, lim Limits, sc *Scratch, r *Request) error {
 	default: // OpGet, OpPeek, OpSet
 		key, after, msg := field(rest, lim.MaxKeyBytes)
 		if msg != "" {
-			return BadRequest("key: " + msg)
+			return badRequest("key: " + msg)
 		}
 		r.Key, rest = key[:len(key):len(key)], after
 		if op == OpSet {
@@ -245,7 +245,7 @@ func ParseRequestInto(frame []byte, lim Limits, sc *Scratch, r *Request) error {
 		}
 	}
 	if err == nil && len(rest) != 0 {
-		err = BadRequest("trailing bytes")
+		err = badRequest("trailing bytes")
 	}
 	r.Cache = sc.name(name)
 	return err
@@ -257,17 +257,17 @@ func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
 		return 0, 0, nil, &Error{Status: StatusBadVersion,
 			Msg: fmt.Sprintf("request version %d, this server speaks %d", frame[0], Version)}
 	}
-	if len(frame) < HeaderLen {
-		return 0, 0, nil, BadRequest("truncated header")
+	if len(frame) < headerLen {
+		return 0, 0, nil, badRequest("truncated header")
 	}
 	op, flags := Op(frame[1]), frame[2]
 	if op == 0 || op > MaxOp {
-		return 0, 0, nil, BadRequest("unsupported op " + op.String())
+		return 0, 0, nil, badRequest("unsupported op " + op.String())
 	}
 	if (op != OpSet && flags != 0) || flags&^knownFlags != 0 {
-		return 0, 0, nil, BadRequest("unknown request flags")
+		return 0, 0, nil, badRequest("unknown request flags")
 	}
-	return op, flags, frame[HeaderLen:], nil
+	return op, flags, frame[headerLen:], nil
 }
 
 // parseTTL reads the TTL that flags announce from b into v (fail: the error of a bad one).
@@ -288,20 +288,20 @@ func parseTTL(b []byte, flags byte, v *Value, fail func(string) error) ([]byte, 
 func parseKeys(b []byte, lim Limits, sc *Scratch) ([][]byte, []byte, error) {
 	n, k := uvarint(b)
 	if k <= 0 {
-		return nil, nil, BadRequest("key count: bad encoding")
+		return nil, nil, badRequest("key count: bad encoding")
 	}
 	b = b[k:]
 	if n == 0 || n > uint64(lim.MaxBatchKeys) {
-		return nil, nil, BadRequest(fmt.Sprintf("key count %d outside 1..%d", n, lim.MaxBatchKeys))
+		return nil, nil, badRequest(fmt.Sprintf("key count %d outside 1..%d", n, lim.MaxBatchKeys))
 	}
 	if n > uint64(len(b)) { // every key takes at least its length byte
-		return nil, nil, BadRequest("keys: truncated")
+		return nil, nil, badRequest("keys: truncated")
 	}
 	keys := sc.keyList(int(n))
 	for i := range int(n) {
 		key, rest, msg := field(b, lim.MaxKeyBytes)
 		if msg != "" {
-			return nil, nil, BadRequest(fmt.Sprintf("key %d: %s", i, msg))
+			return nil, nil, badRequest(fmt.Sprintf("key %d: %s", i, msg))
 		}
 		keys = append(keys, key[:len(key):len(key)])
 		b = rest
@@ -313,10 +313,10 @@ func parseKeys(b []byte, lim Limits, sc *Scratch) ([][]byte, []byte, error) {
 func parseGeneration(b []byte) (uint64, []byte, error) {
 	g, k := uvarint(b)
 	if k <= 0 {
-		return 0, nil, BadRequest("generation: bad encoding")
+		return 0, nil, badRequest("generation: bad encoding")
 	}
 	if g == 0 {
-		return 0, nil, BadRequest("generation 0")
+		return 0, nil, badRequest("generation 0")
 	}
 	return g, b[k:], nil
 }
@@ -349,16 +349,16 @@ func parseSetValue(b []byte, flags byte, lim Limits, v *Value) error {
 	n, k := uvarint(b)
 	switch b = b[max(k, 0):]; {
 	case k <= 0:
-		return BadRequest("value: bad length")
+		return badRequest("value: bad length")
 	case n > uint64(lim.MaxValueBytes):
-		return TooLarge(n, lim.MaxValueBytes)
+		return tooLarge(n, lim.MaxValueBytes)
 	case n > uint64(len(b)):
-		return BadRequest("value: truncated")
+		return badRequest("value: truncated")
 	case n < uint64(len(b)):
-		return BadRequest("trailing bytes")
+		return badRequest("trailing bytes")
 	}
 	v.Data, v.Compressed = b[:len(b):len(b)], flags&flagCompressed != 0
-	return CheckValue(v, lim.MaxValueBytes, BadRequest)
+	return CheckValue(v, lim.MaxValueBytes, badRequest)
 }
 
 // CheckValue checks a compressed value's S2 header: well formed (else fail's error), stating a
@@ -383,12 +383,12 @@ func CheckValue(v *Value, maxValue int, fail func(string) error) error {
 	return nil
 }
 
-// TooLarge is the error of a value of n bytes over the limit.
-func TooLarge[T int | uint64](n T, limit int) error {
+// tooLarge is the error of a value of n bytes over the limit.
+func tooLarge[T int | uint64](n T, limit int) error {
 	return &Error{Status: StatusTooLarge, Msg: fmt.Sprintf("value of %d bytes over the limit of %d", n, limit)}
 }
 
-func BadRequest(msg string) error { return &Error{Status: StatusBadRequest, Msg: msg} }
+func badRequest(msg string) error { return &Error{Status: StatusBadRequest, Msg: msg} }
 
 func ProtocolError(msg string) error { return &Error{Err: ErrProtocol, Msg: msg} }
 
@@ -486,7 +486,7 @@ func ParseResponse(frame []byte, lim Limits) (Response, error) {
 }
 
 // MaxResponseHead bounds the length of a response frame's head (everything before the value).
-const MaxResponseHead = HeaderLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes + binary.MaxVarintLen64
+const MaxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes + binary.MaxVarintLen64
 
 // ParseResponseHead parses the head of a response frame of n bytes (everything before the value)
 // from b, which holds at least min(n, MaxResponseHead) of its bytes. It returns the response
@@ -516,7 +516,7 @@ func ParseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 	case k <= 0:
 		return Response{}, 0, ProtocolError("value: bad length")
 	case vlen > uint64(maxValue):
-		return Response{}, 0, TooLarge(vlen, maxValue)
+		return Response{}, 0, tooLarge(vlen, maxValue)
 	case vlen > uint64(n-off):
 		return Response{}, 0, ProtocolError("value: truncated")
 	case vlen < uint64(n-off):
@@ -532,7 +532,7 @@ func parseResponseHeader(b []byte, r *Response) (flags byte, rest []byte, err er
 		return 0, nil, &Error{Status: StatusBadVersion,
 			Msg: fmt.Sprintf("reply version %d, this client speaks %d", b[0], Version)}
 	}
-	if len(b) < HeaderLen {
+	if len(b) < headerLen {
 		return 0, nil, ProtocolError("truncated header")
 	}
 	r.Status, flags = Status(b[1]), b[2]
@@ -544,6 +544,48 @@ func parseResponseHeader(b []byte, r *Response) (flags byte, rest []byte, err er
 	case r.Status != StatusOK && flags != 0:
 		return 0, nil, ProtocolError("flags on a reply without value")
 	}
-	rest, err = parseTTL(b[HeaderLen:], flags, &r.Value, ProtocolError)
+	rest, err = parseTTL(b[headerLen:], flags, &r.Value, ProtocolError)
 	return flags, rest, err
+}
+
+// CheckRequest refuses a request over lim (resolved), before anything is sent: the error a
+// server would answer it with.
+func CheckRequest(r *Request, lim *Limits) error {
+	switch {
+	case len(r.Cache) == 0 || len(r.Cache) > lim.MaxCacheName:
+		return badRequest(fmt.Sprintf("cache name of %d bytes outside 1..%d", len(r.Cache), lim.MaxCacheName))
+	case r.Op == OpGetMany || r.Op == OpPeekMany || r.Op == OpRemove:
+		return checkKeys(r.Keys, lim)
+	case r.Op == OpClear && r.Generation == 0:
+		return badRequest("generation 0")
+	case r.Op != OpClear && len(r.Key) > lim.MaxKeyBytes:
+		return badRequest(fmt.Sprintf("key of %d bytes over the limit of %d", len(r.Key), lim.MaxKeyBytes))
+	case r.Op == OpSet && len(r.Value.Data) > lim.MaxValueBytes:
+		return tooLarge(len(r.Value.Data), lim.MaxValueBytes)
+	case r.Op == OpSet:
+		return CheckValue(&r.Value, lim.MaxValueBytes, badRequest)
+	}
+	return nil
+}
+
+// checkKeys refuses the key list of a batch over lim.
+func checkKeys(keys [][]byte, lim *Limits) error {
+	if len(keys) == 0 || len(keys) > lim.MaxBatchKeys {
+		return badRequest(fmt.Sprintf("%d keys outside 1..%d", len(keys), lim.MaxBatchKeys))
+	}
+	for i, k := range keys {
+		if len(k) > lim.MaxKeyBytes {
+			return badRequest(fmt.Sprintf("key %d of %d bytes over the limit of %d", i, len(k), lim.MaxKeyBytes))
+		}
+	}
+	return nil
+}
+
+// CheckAck refuses an acknowledgment (the reply to a Set, Remove or Clear) with a value or flags:
+// resp parsed from the head of a frame of n bytes, whose value starts at off.
+func CheckAck(resp *Response, off, n int) error {
+	if resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.TTL != 0) {
+		return ProtocolError("acknowledgment with a value or flags")
+	}
+	return nil
 }

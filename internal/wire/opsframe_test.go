@@ -419,7 +419,7 @@ func TestAppendBatchReply(t *testing.T) {
 		{Value: Value{Data: make([]byte, 100), TTL: 1}},       // does not fit
 		{Value: Value{Data: []byte("c")}},                     // would fit, but comes after
 	}
-	body, ok := AppendBatchReply(nil, rs, lim)
+	body, ok := appendBatchReply(nil, rs, lim)
 	if !ok {
 		t.Fatal("refused")
 	}
@@ -466,11 +466,11 @@ func TestBatchLimitAndOpNames(t *testing.T) {
 	// The server's request frame limit is the longest valid request of any op, within
 	// MaxFrameBytes.
 	l := Resolve(Limits{})
-	if got, want := RequestFrameMax(l), HeaderLen+8+3*binary.MaxVarintLen64+l.MaxCacheName+l.MaxKeyBytes+l.MaxValueBytes; got != want {
+	if got, want := RequestFrameMax(l), headerLen+8+3*binary.MaxVarintLen64+l.MaxCacheName+l.MaxKeyBytes+l.MaxValueBytes; got != want {
 		t.Fatalf("default request frame limit %d, want %d (a Set)", got, want)
 	}
 	l = Resolve(Limits{MaxValueBytes: 100, MaxKeyBytes: 1000, MaxBatchKeys: 10})
-	if got, want := RequestFrameMax(l), HeaderLen+2*binary.MaxVarintLen64+l.MaxCacheName+10*(2+1000); got != want {
+	if got, want := RequestFrameMax(l), headerLen+2*binary.MaxVarintLen64+l.MaxCacheName+10*(2+1000); got != want {
 		t.Fatalf("request frame limit %d, want %d (a GetMany)", got, want)
 	}
 }

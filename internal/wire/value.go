@@ -58,7 +58,7 @@ func (v Value) RawInto(dst []byte, limit int) ([]byte, error) {
 	}
 	if !v.Compressed {
 		if len(v.Data) > limit {
-			return nil, TooLarge(len(v.Data), limit)
+			return nil, tooLarge(len(v.Data), limit)
 		}
 		return v.Data, nil
 	}
@@ -115,7 +115,7 @@ func errorEntry(err error) (Status, string) {
 	if pe, ok := err.(*Error); ok && pe.Status != StatusOK && pe.Status <= maxEntryStatus && pe.Err == nil {
 		return pe.Status, cutMessage(pe.Msg)
 	}
-	if st, msg := ReplyStatus(err); st != StatusNotFound {
+	if st, msg := replyStatus(err); st != StatusNotFound {
 		return st, msg
 	}
 	return StatusNotFound, "" // a batch of absent keys stays small
@@ -201,7 +201,7 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	case vlen > uint64(len(b)):
 		return nil, ProtocolError("value: truncated")
 	case vlen > uint64(maxValue):
-		*r = Result{Err: TooLarge(vlen, maxValue)} // this entry alone
+		*r = Result{Err: tooLarge(vlen, maxValue)} // this entry alone
 		return b[vlen:], nil
 	}
 	r.Value.Data, r.Value.Compressed = b[:vlen:vlen], flags&flagCompressed != 0
@@ -214,11 +214,11 @@ func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	return b[vlen:], nil
 }
 
-// AppendBatchReply appends the batch body a Server sends for rs, values checked, entries that do
+// appendBatchReply appends the batch body a Server sends for rs, values checked, entries that do
 // not fit in lim.MaxFrameBytes StatusOverloaded; ok is false when even those would not fit.
-func AppendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool) {
+func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool) {
 	// The reply frame is the header, an empty message, the body's length and the body.
-	budget := lim.MaxFrameBytes - (HeaderLen + 1 + uvarintLen(uint64(lim.MaxFrameBytes)))
+	budget := lim.MaxFrameBytes - (headerLen + 1 + uvarintLen(uint64(lim.MaxFrameBytes)))
 	n := len(rs)
 	used := uvarintLen(uint64(n))
 	if used+n*fullLen > budget {
@@ -232,7 +232,7 @@ func AppendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool
 		r := &rs[i]
 		st, msg := errorEntry(r.Err)
 		if r.Err == nil {
-			st, msg = CheckOutgoing(&r.Value, lim)
+			st, msg = checkOutgoing(&r.Value, lim)
 		}
 		if l := entryLen(st, &r.Value, msg); used+l+(n-i-1)*fullLen <= budget {
 			dst = appendEntry(dst, st, &r.Value, msg)
@@ -254,12 +254,12 @@ func BatchReplySize(rs []Result, lim Limits) int {
 	for i := range rs {
 		size += fullLen + 8 + len(rs[i].Value.Data)
 	}
-	return min(size, lim.MaxFrameBytes-(HeaderLen+1+uvarintLen(uint64(lim.MaxFrameBytes))))
+	return min(size, lim.MaxFrameBytes-(headerLen+1+uvarintLen(uint64(lim.MaxFrameBytes))))
 }
 
-// ReplyStatus returns the status and message a Server answers a Backend's error with: the status
+// replyStatus returns the status and message a Server answers a Backend's error with: the status
 // it maps to and its text (an *Error's without its status).
-func ReplyStatus(err error) (Status, string) {
+func replyStatus(err error) (Status, string) {
 	st := statusOf(err)
 	if pe, ok := err.(*Error); ok {
 		return st, cutMessage(pe.detail())
@@ -267,8 +267,8 @@ func ReplyStatus(err error) (Status, string) {
 	return st, cutMessage(err.Error())
 }
 
-// CheckOutgoing checks a value a Server is about to send against lim.
-func CheckOutgoing(v *Value, lim Limits) (Status, string) {
+// checkOutgoing checks a value a Server is about to send against lim.
+func checkOutgoing(v *Value, lim Limits) (Status, string) {
 	n := len(v.Data)
 	if v.Compressed {
 		dlen, err := s2.DecodedLen(v.Data)
@@ -281,4 +281,33 @@ func CheckOutgoing(v *Value, lim Limits) (Status, string) {
 		return StatusTooLarge, fmt.Sprintf("value of %d bytes over the limit of %d", n, lim.MaxValueBytes)
 	}
 	return StatusOK, ""
+}
+
+// ValueResponse is a server's reply carrying v, checked against lim (resolved).
+func ValueResponse(v Value, lim Limits) Response {
+	if st, msg := checkOutgoing(&v, lim); st != StatusOK {
+		return Response{Status: st, Msg: msg}
+	}
+	if frameLen := headerLen + 8 + 1 + binary.MaxVarintLen64 + len(v.Data); frameLen > lim.MaxFrameBytes {
+		return Response{Status: StatusTooLarge,
+			Msg: fmt.Sprintf("reply frame of about %d bytes over the limit of %d", frameLen, lim.MaxFrameBytes)}
+	}
+	return Response{Value: v}
+}
+
+// ErrorResponse is a server's reply to a request its Backend answered with err.
+func ErrorResponse(err error) Response {
+	st, msg := replyStatus(err)
+	return Response{Status: st, Msg: msg}
+}
+
+// BatchResponse is a server's reply to a GetMany or PeekMany its Backend answered with rs, under
+// lim (resolved).
+func BatchResponse(rs []Result, lim Limits) Response {
+	body, ok := appendBatchReply(nil, rs, lim)
+	if !ok {
+		return Response{Status: StatusTooLarge,
+			Msg: fmt.Sprintf("a reply to %d keys does not fit in the frame limit of %d bytes", len(rs), lim.MaxFrameBytes)}
+	}
+	return Response{Value: Value{Data: body}}
 }
