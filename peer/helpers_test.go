@@ -266,20 +266,6 @@ func sameValue(a, b Value) bool {
 // size (Compress sends such a value raw; a hostile peer would not).
 func bombOf(n int) Value { return Value{Data: s2.Encode(nil, make([]byte, n)), Compressed: true} }
 
-// squeezed returns n bytes of two bits of entropy each, compressed: about 4 times smaller, well
-// under MaxInflation.
-func squeezed(n int) Value {
-	raw := make([]byte, n)
-	x := uint32(1)
-	for i := range raw {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		raw[i] = byte(x & 3)
-	}
-	return Compress(raw, 1)
-}
-
 // random returns n pseudo-random bytes, the same for the same n.
 func random(n int) []byte {
 	r := rand.New(rand.NewPCG(3, 4))
