@@ -82,11 +82,11 @@ func (s Status) String() string {
 var (
 	// ErrProtocol: a peer sent malformed or unexpected bytes (bad handshake, bad frame).
 	ErrProtocol = errors.New("peer: protocol error")
-	// ErrInvalidOption: NewServer or NewClient was given an invalid option or argument.
+	// ErrInvalidOption: peer.NewServer or peer.NewClient was given an invalid option or argument.
 	ErrInvalidOption = errors.New("peer: invalid option")
 	// ErrUnavailable: a network-level failure: could not connect, the connection broke, the
-	// request timed out, the caller's context ended, or the Client was closed. The owner may be
-	// down or slow; the caller may fall back (for example load the value itself).
+	// request timed out, the caller's context ended, or the peer.Client was closed. The owner may
+	// be down or slow; the caller may fall back (for example load the value itself).
 	ErrUnavailable = errors.New("peer: unavailable")
 )
 
@@ -111,10 +111,11 @@ func StatusOf(err error) Status {
 	return StatusOK
 }
 
-// Error is the error type of this package. Status is what the peer answered, or the same
-// condition found on this side (a request or reply over this side's limits, a reply of another
-// version); it is StatusOK for failures of the exchange itself, where Err matches ErrUnavailable
-// (and wraps the cause: a net.Error, a context's error, net.ErrClosed) or ErrProtocol.
+// Error is the error type of package peer (and of this one). Status is what the peer answered, or
+// the same condition found on this side (a request or reply over this side's limits, a reply of
+// another version); it is StatusOK for failures of the exchange itself, where Err matches
+// ErrUnavailable (and wraps the cause: a net.Error, a context's error, net.ErrClosed) or
+// ErrProtocol.
 type Error struct {
 	Peer   string // the peer's address ("host:port"); empty when no peer was involved
 	Op     Op     // the operation; zero when unknown

@@ -59,7 +59,8 @@ const (
 	knownFlags     = flagCompressed | flagTTL
 )
 
-// Limits bound what one side accepts and sends (see WithLimits); a zero field means its default.
+// Limits bound what one side accepts and sends (see peer.WithLimits); a zero field means its
+// default.
 type Limits struct {
 	MaxKeyBytes   int // the length of a key; default 4 KiB, at most 1 MiB
 	MaxValueBytes int // the raw, and for a compressed value the decoded, length of a value; default 64 MiB, at most 1 GiB

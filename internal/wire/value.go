@@ -81,7 +81,7 @@ type Result struct {
 	// Value is the value, when Err is nil.
 	Value Value
 	// Err is nil, or why there is no value: an *Error with the entry's Status (StatusTooLarge too
-	// for a value over this side's limits). Results of a Client have Peer and Op set.
+	// for a value over this side's limits). Results of a peer.Client have Peer and Op set.
 	Err error
 }
 
