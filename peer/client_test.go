@@ -12,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // TestClientOps sends every op through a Client to a Server and checks what the Backend got and
@@ -605,5 +607,12 @@ func TestOptions(t *testing.T) {
 	s, err := NewServer(newBackend(), WithBasePath("/cache"))
 	if err != nil || s.BasePath() != "/cache/" {
 		t.Fatalf("%v %q", err, s.BasePath())
+	}
+}
+
+func TestReadBufferHoldsResponseHead(t *testing.T) {
+	// The client parses a reply's head from its read buffer.
+	if clientReadBuffer < wire.MaxResponseHead {
+		t.Fatalf("read buffer of %d bytes, head up to %d", clientReadBuffer, wire.MaxResponseHead)
 	}
 }

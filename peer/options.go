@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // Defaults of the options. Each option's documentation names its default and range too.
@@ -156,7 +158,7 @@ func WithBasePath(path string) SharedOption {
 // StatusTooLarge.
 func WithLimits(l Limits) SharedOption {
 	return bothOption(func(c *common) error {
-		if err := l.validate(); err != nil {
+		if err := wire.CheckLimits(l); err != nil {
 			return optionError("WithLimits", "%v", err)
 		}
 		c.limits = l

@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"cmp"
@@ -49,7 +49,7 @@ const (
 	maxFrameCeiling = 1<<31 - 1
 
 	headerLen = 3 // version, op or status, flags
-	prefixLen = 8 // what precedes a frame on a stream: its length and its request id
+	PrefixLen = 8 // what precedes a frame on a stream: its length and its request id
 )
 
 // Flags of a response, of a batch entry and of an OpSet or OpOffer request (the other requests
@@ -60,7 +60,8 @@ const (
 	knownFlags     = flagCompressed | flagTTL
 )
 
-// Limits bound what one side accepts and sends (see WithLimits); a zero field means its default.
+// Limits bound what one side accepts and sends (see peer.WithLimits); a zero field means its
+// default.
 type Limits struct {
 	MaxKeyBytes   int // the length of a key; default 4 KiB, at most 1 MiB
 	MaxValueBytes int // the raw, and for a compressed value the decoded, length of a value; default 64 MiB, at most 1 GiB
@@ -71,8 +72,8 @@ type Limits struct {
 	MaxFrameBytes int
 }
 
-// withDefaults returns l with every zero or negative field replaced by its default.
-func (l Limits) withDefaults() Limits {
+// Resolve returns l with every zero or negative field replaced by its default: the limits in force.
+func Resolve(l Limits) Limits {
 	def := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
@@ -86,8 +87,8 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// validate reports a field out of its range.
-func (l Limits) validate() error {
+// CheckLimits reports a field of l out of its range.
+func CheckLimits(l Limits) error {
 	for _, f := range []struct {
 		name       string
 		v, ceiling int
@@ -101,13 +102,13 @@ func (l Limits) validate() error {
 	return nil
 }
 
-// appendPrefix appends the stream prefix of a frame of n bytes with the given request id.
-func appendPrefix(dst []byte, n int, id uint32) []byte {
+// AppendPrefix appends the stream prefix of a frame of n bytes with the given request id.
+func AppendPrefix(dst []byte, n int, id uint32) []byte {
 	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(dst, uint32(n)), id)
 }
 
-// parsePrefix returns the frame length and request id of a stream prefix (prefixLen bytes).
-func parsePrefix(b []byte) (n int, id uint32) {
+// ParsePrefix returns the frame length and request id of a stream prefix (PrefixLen bytes).
+func ParsePrefix(b []byte) (n int, id uint32) {
 	return int(binary.BigEndian.Uint32(b)), binary.BigEndian.Uint32(b[4:])
 }
 
@@ -177,8 +178,8 @@ func appendField[T string | []byte](dst []byte, f T) []byte {
 	return append(binary.AppendUvarint(dst, uint64(len(f))), f...)
 }
 
-// requestFrameMax returns the length of the longest request frame valid under lim, of any op.
-func requestFrameMax(lim Limits) int {
+// RequestFrameMax returns the length of the longest request frame valid under lim, of any op.
+func RequestFrameMax(lim Limits) int {
 	const v = binary.MaxVarintLen64
 	name, key := v+lim.MaxCacheName, v+lim.MaxKeyBytes
 	set := headerLen + 8 + name + key + v + lim.MaxValueBytes
@@ -200,23 +201,23 @@ func uvarintLen(x uint64) int {
 // StatusTooLarge for a Set value over lim (decoded, without inflating it), else StatusBadRequest.
 // It never panics. Key, Keys and Value.Data alias frame.
 func ParseRequest(frame []byte, lim Limits) (r Request, err error) {
-	if err = parseRequest(frame, lim.withDefaults(), nil, &r); err != nil {
+	if err = ParseRequestInto(frame, Resolve(lim), nil, &r); err != nil {
 		r = Request{}
 	}
 	return r, err
 }
 
-// reqScratch is what a server connection reuses from one request to the next.
-type reqScratch struct {
+// Scratch is what a server connection reuses from one request to the next.
+type Scratch struct {
 	cache string   // the previous request's cache name, returned again while it does not change
 	keys  [][]byte // the key list of the previous batch request
 }
 
-// maxKeptKeys bounds the key list a reqScratch keeps between requests.
+// maxKeptKeys bounds the key list a Scratch keeps between requests.
 const maxKeptKeys = 1024
 
-// parseRequest parses with resolved limits into r; sc, when not nil, lends its memory.
-func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
+// ParseRequestInto parses with resolved limits into r; sc, when not nil, lends its memory.
+func ParseRequestInto(frame []byte, lim Limits, sc *Scratch, r *Request) error {
 	op, flags, rest, err := parseRequestHeader(frame)
 	if err != nil {
 		return err
@@ -262,7 +263,7 @@ func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
 		return 0, 0, nil, badRequest("truncated header")
 	}
 	op, flags := Op(frame[1]), frame[2]
-	if op == 0 || op > maxOp {
+	if op == 0 || op > MaxOp {
 		return 0, 0, nil, badRequest("unsupported op " + op.String())
 	}
 	if (!op.carriesValue() && flags != 0) || flags&^knownFlags != 0 {
@@ -286,7 +287,7 @@ func parseTTL(b []byte, flags byte, v *Value, fail func(string) error) ([]byte, 
 }
 
 // parseKeys parses the key list of a batch request from b, in memory sc lends when it can.
-func parseKeys(b []byte, lim Limits, sc *reqScratch) ([][]byte, []byte, error) {
+func parseKeys(b []byte, lim Limits, sc *Scratch) ([][]byte, []byte, error) {
 	n, k := uvarint(b)
 	if k <= 0 {
 		return nil, nil, badRequest("key count: bad encoding")
@@ -323,7 +324,7 @@ func parseGeneration(b []byte) (uint64, []byte, error) {
 }
 
 // keyList returns an empty key list with room for n keys: sc's, or new memory sc keeps if small.
-func (sc *reqScratch) keyList(n int) [][]byte {
+func (sc *Scratch) keyList(n int) [][]byte {
 	if sc != nil && cap(sc.keys) >= n {
 		return sc.keys[:0]
 	}
@@ -335,7 +336,7 @@ func (sc *reqScratch) keyList(n int) [][]byte {
 }
 
 // name returns the cache name b: the previous request's when the same (no allocation) or new.
-func (sc *reqScratch) name(b []byte) string {
+func (sc *Scratch) name(b []byte) string {
 	if sc == nil {
 		return string(b)
 	}
@@ -359,13 +360,13 @@ func parseSetValue(b []byte, flags byte, lim Limits, v *Value) error {
 		return badRequest("trailing bytes")
 	}
 	v.Data, v.Compressed = b[:len(b):len(b)], flags&flagCompressed != 0
-	return checkValue(v, lim.MaxValueBytes, badRequest)
+	return CheckValue(v, lim.MaxValueBytes, badRequest)
 }
 
-// checkValue checks a compressed value's S2 header: well formed (else fail's error), stating a
+// CheckValue checks a compressed value's S2 header: well formed (else fail's error), stating a
 // decoded length of at most maxValue, and of at most MaxInflation times its compressed length
 // (above 64 KiB).
-func checkValue(v *Value, maxValue int, fail func(string) error) error {
+func CheckValue(v *Value, maxValue int, fail func(string) error) error {
 	if !v.Compressed {
 		return nil
 	}
@@ -391,7 +392,7 @@ func tooLarge[T int | uint64](n T, limit int) error {
 
 func badRequest(msg string) error { return &Error{Status: StatusBadRequest, Msg: msg} }
 
-func protocolError(msg string) error { return &Error{Err: ErrProtocol, Msg: msg} }
+func ProtocolError(msg string) error { return &Error{Err: ErrProtocol, Msg: msg} }
 
 // field reads a uvarint-length-prefixed field of at most limit bytes from b, or says what is wrong.
 func field(b []byte, limit int) (f, rest []byte, problem string) {
@@ -426,16 +427,16 @@ func uvarint(b []byte) (v uint64, k int) {
 
 // AppendResponse appends the frame of r (without its stream prefix) to dst.
 func AppendResponse(dst []byte, r *Response) []byte {
-	dst = appendResponseHead(dst, r)
+	dst = AppendResponseHead(dst, r)
 	if r.Status == StatusOK {
 		dst = append(dst, r.Value.Data...)
 	}
 	return dst
 }
 
-// appendResponseHead appends the frame of r up to the value bytes, so that a large value can be
+// AppendResponseHead appends the frame of r up to the value bytes, so that a large value can be
 // written from where it lies.
-func appendResponseHead(dst []byte, r *Response) []byte {
+func AppendResponseHead(dst []byte, r *Response) []byte {
 	var flags byte
 	if r.Status == StatusOK {
 		flags = valueFlags(&r.Value)
@@ -448,8 +449,8 @@ func appendResponseHead(dst []byte, r *Response) []byte {
 	return dst
 }
 
-// responseFrameLen returns the length of the frame of r whose head is headLen bytes long.
-func responseFrameLen(headLen int, r *Response) int {
+// ResponseFrameLen returns the length of the frame of r whose head is headLen bytes long.
+func ResponseFrameLen(headLen int, r *Response) int {
 	if r.Status == StatusOK {
 		return headLen + len(r.Value.Data)
 	}
@@ -472,34 +473,34 @@ func cutMessage(msg string) string {
 // Errors are *Error values: StatusBadVersion, StatusTooLarge for a value over lim (decoded, for a
 // compressed one), ErrProtocol for anything else. It never panics. Value.Data aliases frame.
 func ParseResponse(frame []byte, lim Limits) (Response, error) {
-	maxValue := lim.withDefaults().MaxValueBytes
-	r, off, err := parseResponseHead(frame, len(frame), maxValue)
+	maxValue := Resolve(lim).MaxValueBytes
+	r, off, err := ParseResponseHead(frame, len(frame), maxValue)
 	if err != nil {
 		return Response{}, err
 	}
 	if r.Status == StatusOK {
 		r.Value.Data = frame[off:len(frame):len(frame)]
-		if err := checkValue(&r.Value, maxValue, protocolError); err != nil {
+		if err := CheckValue(&r.Value, maxValue, ProtocolError); err != nil {
 			return Response{}, err
 		}
 	}
 	return r, nil
 }
 
-// maxResponseHead bounds the length of a response frame's head (everything before the value).
-const maxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes + binary.MaxVarintLen64
+// MaxResponseHead bounds the length of a response frame's head (everything before the value).
+const MaxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes + binary.MaxVarintLen64
 
-// parseResponseHead parses the head of a response frame of n bytes (everything before the value)
-// from b, which holds at least min(n, maxResponseHead) of its bytes. It returns the response
+// ParseResponseHead parses the head of a response frame of n bytes (everything before the value)
+// from b, which holds at least min(n, MaxResponseHead) of its bytes. It returns the response
 // without its value's data, and the offset of the value, which runs to the end of the frame.
-func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err error) {
+func ParseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err error) {
 	flags, rest, err := parseResponseHeader(b, &r)
 	if err != nil {
 		return Response{}, 0, err
 	}
 	msg, rest, problem := field(rest, MaxMessageBytes)
 	if problem != "" {
-		return Response{}, 0, protocolError("message: " + problem)
+		return Response{}, 0, ProtocolError("message: " + problem)
 	}
 	if len(msg) > 0 {
 		r.Msg = string(msg)
@@ -507,7 +508,7 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 	off = len(b) - len(rest)
 	if r.Status != StatusOK {
 		if off != n {
-			return Response{}, 0, protocolError("trailing bytes")
+			return Response{}, 0, ProtocolError("trailing bytes")
 		}
 		return r, off, nil
 	}
@@ -515,13 +516,13 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 	off += max(k, 0)
 	switch {
 	case k <= 0:
-		return Response{}, 0, protocolError("value: bad length")
+		return Response{}, 0, ProtocolError("value: bad length")
 	case vlen > uint64(maxValue):
 		return Response{}, 0, tooLarge(vlen, maxValue)
 	case vlen > uint64(n-off):
-		return Response{}, 0, protocolError("value: truncated")
+		return Response{}, 0, ProtocolError("value: truncated")
 	case vlen < uint64(n-off):
-		return Response{}, 0, protocolError("trailing bytes")
+		return Response{}, 0, ProtocolError("trailing bytes")
 	}
 	r.Value.Compressed = flags&flagCompressed != 0
 	return r, off, nil
@@ -534,17 +535,59 @@ func parseResponseHeader(b []byte, r *Response) (flags byte, rest []byte, err er
 			Msg: fmt.Sprintf("reply version %d, this client speaks %d", b[0], Version)}
 	}
 	if len(b) < headerLen {
-		return 0, nil, protocolError("truncated header")
+		return 0, nil, ProtocolError("truncated header")
 	}
 	r.Status, flags = Status(b[1]), b[2]
 	switch {
-	case r.Status > maxStatus:
-		return 0, nil, protocolError(fmt.Sprintf("unknown status %d", b[1]))
+	case r.Status > MaxStatus:
+		return 0, nil, ProtocolError(fmt.Sprintf("unknown status %d", b[1]))
 	case flags&^knownFlags != 0:
-		return 0, nil, protocolError("unknown flags")
+		return 0, nil, ProtocolError("unknown flags")
 	case r.Status != StatusOK && flags != 0:
-		return 0, nil, protocolError("flags on a reply without value")
+		return 0, nil, ProtocolError("flags on a reply without value")
 	}
-	rest, err = parseTTL(b[headerLen:], flags, &r.Value, protocolError)
+	rest, err = parseTTL(b[headerLen:], flags, &r.Value, ProtocolError)
 	return flags, rest, err
+}
+
+// CheckRequest refuses a request over lim (resolved), before anything is sent: the error a
+// server would answer it with.
+func CheckRequest(r *Request, lim *Limits) error {
+	switch {
+	case len(r.Cache) == 0 || len(r.Cache) > lim.MaxCacheName:
+		return badRequest(fmt.Sprintf("cache name of %d bytes outside 1..%d", len(r.Cache), lim.MaxCacheName))
+	case r.Op == OpGetMany || r.Op == OpPeekMany || r.Op == OpRemove:
+		return checkKeys(r.Keys, lim)
+	case r.Op == OpClear && r.Generation == 0:
+		return badRequest("generation 0")
+	case r.Op != OpClear && len(r.Key) > lim.MaxKeyBytes:
+		return badRequest(fmt.Sprintf("key of %d bytes over the limit of %d", len(r.Key), lim.MaxKeyBytes))
+	case r.Op.carriesValue() && len(r.Value.Data) > lim.MaxValueBytes:
+		return tooLarge(len(r.Value.Data), lim.MaxValueBytes)
+	case r.Op.carriesValue():
+		return CheckValue(&r.Value, lim.MaxValueBytes, badRequest)
+	}
+	return nil
+}
+
+// checkKeys refuses the key list of a batch over lim.
+func checkKeys(keys [][]byte, lim *Limits) error {
+	if len(keys) == 0 || len(keys) > lim.MaxBatchKeys {
+		return badRequest(fmt.Sprintf("%d keys outside 1..%d", len(keys), lim.MaxBatchKeys))
+	}
+	for i, k := range keys {
+		if len(k) > lim.MaxKeyBytes {
+			return badRequest(fmt.Sprintf("key %d of %d bytes over the limit of %d", i, len(k), lim.MaxKeyBytes))
+		}
+	}
+	return nil
+}
+
+// CheckAck refuses an acknowledgment (the reply to a Set, Remove or Clear) with a value or flags:
+// resp parsed from the head of a frame of n bytes, whose value starts at off.
+func CheckAck(resp *Response, off, n int) error {
+	if resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.TTL != 0) {
+		return ProtocolError("acknowledgment with a value or flags")
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"bytes"
@@ -164,7 +164,7 @@ func TestOpRequestRoundTrip(t *testing.T) {
 		if again := AppendRequest(nil, &got); !bytes.Equal(again, frame) {
 			t.Fatalf("re-encoding differs")
 		}
-		if len(frame) > requestFrameMax(Limits{}.withDefaults()) {
+		if len(frame) > RequestFrameMax(Resolve(Limits{})) {
 			t.Fatalf("%v frame of %d bytes over the request frame limit", r.Op, len(frame))
 		}
 	}
@@ -416,7 +416,7 @@ func TestBatchRoundTrip(t *testing.T) {
 func TestAppendBatchReply(t *testing.T) {
 	// Budgeted so that the entries up to 5 fit, with room for "full" entries after them, and
 	// entry 6 does not.
-	lim := Limits{MaxValueBytes: 100, MaxFrameBytes: 290}.withDefaults()
+	lim := Resolve(Limits{MaxValueBytes: 100, MaxFrameBytes: 290})
 	rs := []Result{
 		{Value: Value{Data: []byte("0123456789")}},
 		{Value: Value{Data: make([]byte, 101)}},               // over MaxValueBytes
@@ -455,17 +455,14 @@ func TestAppendBatchReply(t *testing.T) {
 }
 
 func TestBatchLimitAndOpNames(t *testing.T) {
-	if l := (Limits{}).withDefaults(); l.MaxBatchKeys != DefaultMaxBatchKeys {
+	if l := Resolve(Limits{}); l.MaxBatchKeys != DefaultMaxBatchKeys {
 		t.Fatalf("default %d", l.MaxBatchKeys)
 	}
-	if err := (Limits{MaxBatchKeys: maxBatchCeiling + 1}).validate(); err == nil {
+	if err := CheckLimits(Limits{MaxBatchKeys: maxBatchCeiling + 1}); err == nil {
 		t.Fatal("batch limit over the ceiling accepted")
 	}
-	if err := (Limits{MaxBatchKeys: maxBatchCeiling}).validate(); err != nil {
+	if err := CheckLimits(Limits{MaxBatchKeys: maxBatchCeiling}); err != nil {
 		t.Fatal(err)
-	}
-	if _, err := NewServer(newBackend(), WithLimits(Limits{MaxBatchKeys: -1})); !errors.Is(err, ErrInvalidOption) {
-		t.Fatalf("negative batch limit: %v", err)
 	}
 	names := map[Op]string{OpGet: "get", OpRemove: "remove", OpSet: "set", OpGetMany: "getmany", OpPeek: "peek",
 		OpClear: "clear", OpPeekMany: "peekmany", OpOffer: "offer", 9: "op(9)"}
@@ -476,17 +473,12 @@ func TestBatchLimitAndOpNames(t *testing.T) {
 	}
 	// The server's request frame limit is the longest valid request of any op, within
 	// MaxFrameBytes.
-	l := Limits{}.withDefaults()
-	if got, want := requestFrameMax(l), headerLen+8+3*binary.MaxVarintLen64+l.MaxCacheName+l.MaxKeyBytes+l.MaxValueBytes; got != want {
+	l := Resolve(Limits{})
+	if got, want := RequestFrameMax(l), headerLen+8+3*binary.MaxVarintLen64+l.MaxCacheName+l.MaxKeyBytes+l.MaxValueBytes; got != want {
 		t.Fatalf("default request frame limit %d, want %d (a Set)", got, want)
 	}
-	l = Limits{MaxValueBytes: 100, MaxKeyBytes: 1000, MaxBatchKeys: 10}.withDefaults()
-	if got, want := requestFrameMax(l), headerLen+2*binary.MaxVarintLen64+l.MaxCacheName+10*(2+1000); got != want {
+	l = Resolve(Limits{MaxValueBytes: 100, MaxKeyBytes: 1000, MaxBatchKeys: 10})
+	if got, want := RequestFrameMax(l), headerLen+2*binary.MaxVarintLen64+l.MaxCacheName+10*(2+1000); got != want {
 		t.Fatalf("request frame limit %d, want %d (a GetMany)", got, want)
 	}
-	s, err := NewServer(newBackend(), WithLimits(Limits{MaxFrameBytes: 500}))
-	if err != nil || s.reqFrameMax != 500 {
-		t.Fatalf("%v, %d", err, s.reqFrameMax)
-	}
-	s.Close()
 }

@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"bytes"
@@ -237,7 +237,7 @@ func TestParseResponseErrors(t *testing.T) {
 }
 
 func TestErrorMatching(t *testing.T) {
-	for st := StatusNotFound; st <= maxStatus; st++ {
+	for st := StatusNotFound; st <= MaxStatus; st++ {
 		err := fmt.Errorf("wrapped: %w", &Error{Peer: "h:1", Op: OpGet, Status: st, Msg: "m"})
 		if got := StatusOf(err); got != st {
 			t.Errorf("StatusOf(%v) = %v", err, got)
@@ -252,7 +252,7 @@ func TestErrorMatching(t *testing.T) {
 	if errors.Is(&Error{}, nil) {
 		t.Error("zero Error matches nil")
 	}
-	err := &Error{Peer: "h:1", Op: OpGet, Err: wrapCause(ErrUnavailable, errors.New("dial refused"))}
+	err := &Error{Peer: "h:1", Op: OpGet, Err: WrapCause(ErrUnavailable, errors.New("dial refused"))}
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrProtocol) {
 		t.Errorf("%v", err)
 	}
@@ -288,26 +288,19 @@ func TestStatusOf(t *testing.T) {
 }
 
 func TestLimits(t *testing.T) {
-	l := Limits{}.withDefaults()
+	l := Resolve(Limits{})
 	if l.MaxKeyBytes != DefaultMaxKeyBytes || l.MaxValueBytes != DefaultMaxValueBytes ||
 		l.MaxCacheName != DefaultMaxCacheName ||
 		l.MaxFrameBytes != DefaultMaxValueBytes+DefaultMaxKeyBytes+DefaultMaxCacheName+FrameOverhead {
 		t.Fatalf("defaults %+v", l)
 	}
-	if err := (Limits{MaxValueBytes: -1}).validate(); err == nil {
+	if err := CheckLimits(Limits{MaxValueBytes: -1}); err == nil {
 		t.Fatal("negative limit accepted")
 	}
-	if err := (Limits{MaxKeyBytes: maxKeyCeiling + 1}).validate(); err == nil {
+	if err := CheckLimits(Limits{MaxKeyBytes: maxKeyCeiling + 1}); err == nil {
 		t.Fatal("key limit over the ceiling accepted")
 	}
-	if err := (Limits{MaxFrameBytes: 100}).validate(); err != nil {
+	if err := CheckLimits(Limits{MaxFrameBytes: 100}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestReadBufferHoldsResponseHead(t *testing.T) {
-	// The client parses a reply's head from its read buffer.
-	if clientReadBuffer < maxResponseHead {
-		t.Fatalf("read buffer of %d bytes, head up to %d", clientReadBuffer, maxResponseHead)
 	}
 }
