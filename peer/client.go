@@ -37,6 +37,7 @@ type Client struct {
 	secrets         [][]byte                                                          // WithSecret's: the first is proved
 	self            string                                                            // WithSelf's claim
 	observer        Observer                                                          // WithObserver's; may be nil
+	inject          func(context.Context) []byte                                      // WithTraceContext's; may be nil
 	dialContext     func(ctx context.Context, network, addr string) (net.Conn, error) // a net.Dialer's; tests set another
 
 	pools     sync.Map // peer address -> *pool
@@ -93,6 +94,7 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		secrets:         cfg.secrets,
 		self:            cfg.self,
 		observer:        cfg.observer,
+		inject:          cfg.inject,
 		done:            make(chan struct{}),
 	}
 	if c.tls != nil && c.tls.ClientSessionCache == nil {
@@ -227,6 +229,11 @@ func (c *Client) do(ctx context.Context, peer string, r *request) (wire.Response
 		return wire.Response{}, err
 	}
 	c.requests.Add(1)
+	if c.inject != nil {
+		if r.Trace = c.inject(ctx); len(r.Trace) > MaxTraceBytes {
+			r.Trace = nil
+		}
+	}
 	r.ctx, r.now = ctx, time.Now()
 	r.deadline = r.now.Add(c.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(r.deadline) {

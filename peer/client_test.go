@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -614,5 +615,57 @@ func TestReadBufferHoldsResponseHead(t *testing.T) {
 	// The client parses a reply's head from its read buffer.
 	if clientReadBuffer < wire.MaxResponseHead {
 		t.Fatalf("read buffer of %d bytes, head up to %d", clientReadBuffer, wire.MaxResponseHead)
+	}
+}
+
+type traceKey struct{}
+
+// TestTraceContext: with WithTraceContext on both sides, the Backend sees, in its context, the
+// trace context the caller's context held, for every op that reaches it with one; a caller
+// without one, or with one over MaxTraceBytes, sends none.
+func TestTraceContext(t *testing.T) {
+	t.Parallel()
+	inject := func(ctx context.Context) []byte { b, _ := ctx.Value(traceKey{}).([]byte); return b }
+	extract := func(ctx context.Context, b []byte) context.Context {
+		return context.WithValue(ctx, traceKey{}, string(b)) // a copy: b aliases the request
+	}
+	b := newBackend()
+	b.set("c", "k", Value{Data: []byte("v")})
+	var mu sync.Mutex
+	seen := map[Op][]string{}
+	b.hook = func(ctx context.Context, op Op, _ []byte) error {
+		got, _ := ctx.Value(traceKey{}).(string)
+		mu.Lock()
+		seen[op] = append(seen[op], got)
+		mu.Unlock()
+		return nil
+	}
+	_, addr := startServer(t, b, WithTraceContext(inject, extract))
+	c := newClient(t, WithTraceContext(inject, extract))
+	tp := []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	ctx := context.WithValue(context.Background(), traceKey{}, tp)
+	if _, err := c.Get(ctx, addr, "c", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, addr, "c", []byte("k2"), Value{Data: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetMany(ctx, addr, "c", keysOf("k", "k2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(context.Background(), addr, "c", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	long := context.WithValue(context.Background(), traceKey{}, bytes.Repeat([]byte("t"), MaxTraceBytes+1))
+	if _, err := c.Get(long, addr, "c", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[Op][]string{OpGet: {string(tp), "", ""}, OpSet: {string(tp)}, OpGetMany: {string(tp)}}
+	for op, w := range want {
+		if !slices.Equal(seen[op], w) {
+			t.Errorf("%v: the Backend saw trace contexts %q, want %q", op, seen[op], w)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package peer
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -88,9 +89,11 @@ func (f bothOption) applyClient(c *clientConfig) error { return f(&c.common) }
 type common struct {
 	basePath string
 	limits   Limits
-	tls      *tls.Config // WithTLS
-	secrets  [][]byte    // WithSecret: the current secret first
-	self     string      // WithSelf
+	tls      *tls.Config                                   // WithTLS
+	secrets  [][]byte                                      // WithSecret: the current secret first
+	self     string                                        // WithSelf
+	inject   func(context.Context) []byte                  // WithTraceContext
+	extract  func(context.Context, []byte) context.Context // WithTraceContext
 }
 
 type serverConfig struct {
@@ -145,6 +148,17 @@ func WithBasePath(path string) SharedOption {
 			path += "/"
 		}
 		c.basePath = path
+		return nil
+	})
+}
+
+// WithTraceContext carries callers' trace contexts to the peers that serve them: a Client puts
+// inject(ctx) in each request (nothing when it returns nil or more than MaxTraceBytes), and a
+// Server gives the Backend extract(ctx, b) as the context of a request that carries b (b aliases
+// the request: copy what is kept). Default: requests carry no trace context.
+func WithTraceContext(inject func(context.Context) []byte, extract func(context.Context, []byte) context.Context) SharedOption {
+	return bothOption(func(c *common) error {
+		c.inject, c.extract = inject, extract
 		return nil
 	})
 }

@@ -60,7 +60,8 @@ type Server struct {
 	stallTimeout  time.Duration
 	maxConns      int64
 	log           *slog.Logger
-	selfHeader    string // the Groupcache-Node header of the upgrade's answer, from WithSelf
+	selfHeader    string                                        // the Groupcache-Node header of the upgrade's answer, from WithSelf
+	extract       func(context.Context, []byte) context.Context // WithTraceContext's; may be nil
 	authState
 	budget     // of the bytes held for requests and replies, in all
 	connBudget int64
@@ -152,6 +153,7 @@ func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
 		stallTimeout:  cmp.Or(cfg.stallTimeout, DefaultStallTimeout),
 		maxConns:      int64(cmp.Or(cfg.maxConns, DefaultMaxConns)),
 		log:           cfg.logger,
+		extract:       cfg.extract,
 		conns:         make(map[*serverConn]struct{}),
 		authState: authState{tls: cfg.tls, secrets: cfg.secrets, insecure: cfg.insecure,
 			authorize: cfg.authorize},
@@ -357,6 +359,9 @@ func (s *Server) handle(c *serverConn, req *wire.Request) (resp wire.Response, r
 // call asks the Backend what req asks, turning a panic into an error.
 func (s *Server) call(ctx context.Context, req *wire.Request, c *connCounters) (v Value, rs []Result, err error) {
 	defer s.recoverBackend(req, c, &err)
+	if len(req.Trace) > 0 && s.extract != nil {
+		ctx = s.extract(ctx, req.Trace)
+	}
 	switch req.Op {
 	case OpGet:
 		v, err = s.backend.Get(ctx, req.Cache, req.Key)

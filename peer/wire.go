@@ -69,13 +69,15 @@ func StatusOf(err error) Status { return wire.StatusOf(err) }
 func Compress(raw []byte, threshold int) Value { return wire.Compress(raw, threshold) }
 
 // Constants of the protocol: its version and upgrade token, the requests in flight on one
-// connection, the inflation bound of a compressed value, and Compress's default threshold.
+// connection, the inflation bound of a compressed value, Compress's default threshold, and the
+// longest trace context a request carries (WithTraceContext).
 const (
 	Version                  = wire.Version
 	UpgradeToken             = wire.UpgradeToken
 	MaxConnRequests          = wire.MaxConnRequests
 	MaxInflation             = wire.MaxInflation
 	DefaultCompressThreshold = wire.DefaultCompressThreshold
+	MaxTraceBytes            = wire.MaxTraceBytes
 )
 
 // Default limits (see Limits): of a key, of a value (decoded), of a cache name, of the keys of a

@@ -38,6 +38,8 @@ const (
 	// MaxMessageBytes is the longest message a response may carry. Servers cut longer messages
 	// (at a UTF-8 boundary); parsers refuse them.
 	MaxMessageBytes = 1024
+	// MaxTraceBytes is the longest trace context a request may carry; a longer one is not sent.
+	MaxTraceBytes = 1024
 	// FrameOverhead is what MaxFrameBytes adds by default to the value, key and cache name
 	// limits: room for the header bytes, the length varints and a message.
 	FrameOverhead = MaxMessageBytes + 64
@@ -58,6 +60,8 @@ const (
 	flagCompressed = 1 << 0 // the value is an S2 block
 	flagTTL        = 1 << 1 // an 8-byte big-endian TTL follows the flags
 	knownFlags     = flagCompressed | flagTTL
+	// flagTrace, of any request, says the caller's trace context follows the flags (and the TTL).
+	flagTrace = 1 << 2
 )
 
 // Limits bound what one side accepts and sends (see peer.WithLimits); a zero field means its
@@ -121,6 +125,9 @@ type Request struct {
 	Keys       [][]byte // 1 to MaxBatchKeys keys of 0 to MaxKeyBytes bytes
 	Value      Value    // at most MaxValueBytes, decoded (a compressed value's S2 header says)
 	Generation uint64   // at least 1
+	// Trace is the caller's trace context, of any op: opaque bytes (a W3C traceparent, then
+	// optionally a line feed and the tracestate), 1 to MaxTraceBytes; empty when not traced.
+	Trace []byte
 }
 
 // Response is a response frame. In a parsed Response, Value.Data aliases the frame.
@@ -136,7 +143,13 @@ func AppendRequest(dst []byte, r *Request) []byte {
 	if r.Op.carriesValue() {
 		flags = valueFlags(&r.Value)
 	}
+	if len(r.Trace) > 0 {
+		flags |= flagTrace
+	}
 	dst = appendTTL(append(dst, Version, byte(r.Op), flags), flags, r.Value.TTL)
+	if len(r.Trace) > 0 {
+		dst = appendField(dst, r.Trace)
+	}
 	dst = appendField(dst, r.Cache)
 	switch r.Op {
 	case OpRemove, OpGetMany, OpPeekMany:
@@ -182,8 +195,9 @@ func appendField[T string | []byte](dst []byte, f T) []byte {
 func RequestFrameMax(lim Limits) int {
 	const v = binary.MaxVarintLen64
 	name, key := v+lim.MaxCacheName, v+lim.MaxKeyBytes
-	set := headerLen + 8 + name + key + v + lim.MaxValueBytes
-	batch := headerLen + name + v + lim.MaxBatchKeys*(uvarintLen(uint64(lim.MaxKeyBytes))+lim.MaxKeyBytes)
+	trace := v + MaxTraceBytes
+	set := headerLen + 8 + trace + name + key + v + lim.MaxValueBytes
+	batch := headerLen + trace + name + v + lim.MaxBatchKeys*(uvarintLen(uint64(lim.MaxKeyBytes))+lim.MaxKeyBytes)
 	return max(set, batch) // a Get, a Peek or a Clear is shorter than a Set
 }
 
@@ -226,6 +240,13 @@ func ParseRequestInto(frame []byte, lim Limits, sc *Scratch, r *Request) error {
 	if rest, err = parseTTL(rest, flags, &r.Value, badRequest); err != nil {
 		return err
 	}
+	if flags&flagTrace != 0 {
+		trace, after, msg := field(rest, MaxTraceBytes)
+		if msg != "" || len(trace) == 0 {
+			return badRequest("trace context: " + cmp.Or(msg, "empty"))
+		}
+		r.Trace, rest = trace[:len(trace):len(trace)], after
+	}
 	name, rest, msg := field(rest, lim.MaxCacheName)
 	if msg != "" || len(name) == 0 {
 		return badRequest("cache name: " + cmp.Or(msg, "empty"))
@@ -266,7 +287,7 @@ func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
 	if op == 0 || op > MaxOp {
 		return 0, 0, nil, badRequest("unsupported op " + op.String())
 	}
-	if (!op.carriesValue() && flags != 0) || flags&^knownFlags != 0 {
+	if valueFlags := flags &^ flagTrace; (!op.carriesValue() && valueFlags != 0) || valueFlags&^knownFlags != 0 {
 		return 0, 0, nil, badRequest("unknown request flags")
 	}
 	return op, flags, frame[headerLen:], nil

@@ -28,6 +28,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add(AppendRequest(nil, &Request{Op: OpPeek, Cache: "c", Key: []byte("k")}))
 	f.Add(AppendRequest(nil, &Request{Op: OpPeekMany, Cache: "c", Keys: [][]byte{[]byte("a"), nil, []byte("b")}}))
 	f.Add(AppendRequest(nil, &Request{Op: OpOffer, Cache: "c", Key: []byte("k"), Value: Value{Data: []byte("v"), TTL: time.Second}}))
+	f.Add(AppendRequest(nil, &Request{Op: OpGetMany, Cache: "c", Keys: [][]byte{[]byte("a")}, Trace: []byte("00-01-02-01")}))
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		for _, lim := range []Limits{{}, fuzzLimits} {
 			r, err := ParseRequest(frame, lim)

@@ -123,7 +123,7 @@ func sameRequest(a, b Request) bool {
 		}
 	}
 	return a.Op == b.Op && a.Cache == b.Cache && bytes.Equal(a.Key, b.Key) && sameValue(a.Value, b.Value) &&
-		a.Generation == b.Generation
+		a.Generation == b.Generation && bytes.Equal(a.Trace, b.Trace)
 }
 
 func TestOpRequestRoundTrip(t *testing.T) {
@@ -146,6 +146,8 @@ func TestOpRequestRoundTrip(t *testing.T) {
 		{Op: OpClear, Cache: "c", Generation: 1},
 		{Op: OpClear, Cache: "c", Generation: 1<<64 - 1},
 		{Op: OpOffer, Cache: "c", Key: long, Value: Value{Data: long, TTL: time.Hour}},
+		{Op: OpPeekMany, Cache: "c", Keys: [][]byte{long, nil}, Trace: bytes.Repeat([]byte("t"), MaxTraceBytes)},
+		{Op: OpClear, Cache: "c", Generation: 7, Trace: []byte("x")},
 		{Op: OpOffer, Cache: "c", Key: []byte("k"), Value: Compress(bytes.Repeat([]byte("abc"), 1000), 1)},
 	} {
 		frame := AppendRequest([]byte("prefix"), &r)[len("prefix"):]
@@ -474,11 +476,12 @@ func TestBatchLimitAndOpNames(t *testing.T) {
 	// The server's request frame limit is the longest valid request of any op, within
 	// MaxFrameBytes.
 	l := Resolve(Limits{})
-	if got, want := RequestFrameMax(l), headerLen+8+3*binary.MaxVarintLen64+l.MaxCacheName+l.MaxKeyBytes+l.MaxValueBytes; got != want {
+	trace := binary.MaxVarintLen64 + MaxTraceBytes
+	if got, want := RequestFrameMax(l), headerLen+8+trace+3*binary.MaxVarintLen64+l.MaxCacheName+l.MaxKeyBytes+l.MaxValueBytes; got != want {
 		t.Fatalf("default request frame limit %d, want %d (a Set)", got, want)
 	}
 	l = Resolve(Limits{MaxValueBytes: 100, MaxKeyBytes: 1000, MaxBatchKeys: 10})
-	if got, want := RequestFrameMax(l), headerLen+2*binary.MaxVarintLen64+l.MaxCacheName+10*(2+1000); got != want {
+	if got, want := RequestFrameMax(l), headerLen+trace+2*binary.MaxVarintLen64+l.MaxCacheName+10*(2+1000); got != want {
 		t.Fatalf("request frame limit %d, want %d (a GetMany)", got, want)
 	}
 }
