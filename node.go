@@ -62,6 +62,7 @@ type Node struct {
 	leaving  atomic.Bool   // Shutdown has begun: readyz
 	done     chan struct{} // closed by Close
 	closing  sync.Once
+	started  time.Time // when NewNode made the node: NodeStats.Started
 }
 
 // handoffRing is the ring that was in force before the last peer-set change, and until when a new
@@ -84,6 +85,7 @@ type servedCache interface {
 	setFromPeer(key []byte, v peer.Value) error
 	removeFromPeer(keys [][]byte) error
 	clearFromPeer(generation uint64) error
+	Stats() Stats
 }
 
 // NodeOption configures NewNode.
@@ -212,6 +214,7 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		}
 	}
 	n := &Node{
+		started:  time.Now(),
 		done:     make(chan struct{}),
 		self:     self,
 		log:      s.logger,
@@ -607,11 +610,22 @@ type NodeStats struct {
 	// NewNode) otherwise than this node's peer set does: the two nodes disagree on which keys
 	// that peer owns. Each is logged (at most one warning a minute per peer).
 	Misnamed int64
+	// Started is when NewNode made the node.
+	Started time.Time
+	// Caches holds the Stats of each cache attached to the node (WithNode), by name.
+	Caches map[string]Stats
 }
 
-// Stats returns the node's transport counters. Each cache has its own in Cache.Stats.
+// Stats returns the node's transport counters, and a snapshot of each of its caches' counters
+// (the same as their Cache.Stats).
 func (n *Node) Stats() NodeStats {
-	return NodeStats{Server: n.server.Stats(), Client: n.client.Stats(), Misnamed: n.misnames.Load()}
+	caches := *n.caches.Load()
+	st := NodeStats{Server: n.server.Stats(), Client: n.client.Stats(), Misnamed: n.misnames.Load(),
+		Started: n.started, Caches: make(map[string]Stats, len(caches))}
+	for name, c := range caches {
+		st.Caches[name] = c.Stats()
+	}
+	return st
 }
 
 // misnamed counts a connection to the peer at addr that names itself claim, and logs it.
