@@ -1,61 +1,16 @@
-package status
+package status_test
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"go.uber.org/goleak"
-
-	"github.com/typedcache/groupcache"
-	"github.com/typedcache/groupcache/internal/testcluster"
+	"github.com/typedcache/groupcache/internal/statustest"
+	. "github.com/typedcache/groupcache/status"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// node is a node of a test cluster with its caches, and its status page served on a port of its
-// own.
-type node struct {
-	node   *groupcache.Node
-	caches map[string]*groupcache.Cache[string, string]
-	srv    *httptest.Server
-}
-
-// cluster starts n nodes on 127.0.0.1, each with the caches named, and each node's status page
-// on a server of its own, linked to its peers' pages.
-func cluster(t *testing.T, n int, names ...string) []node {
-	t.Helper()
-	cl := testcluster.Start(t, n)
-	urls := map[string]string{}
-	nodes := make([]node, n)
-	for i, gn := range cl.Nodes {
-		nodes[i] = node{node: gn, caches: map[string]*groupcache.Cache[string, string]{}}
-		for _, name := range names {
-			c := groupcache.MustNew[string, string](name, groupcache.LoaderFunc[string, string](
-				func(_ context.Context, k string) (string, error) {
-					if strings.HasPrefix(k, "missing") {
-						return "", groupcache.ErrNotFound
-					}
-					return name + ":" + k, nil
-				}), groupcache.WithNode(gn), groupcache.WithMaxBytes(1<<20))
-			t.Cleanup(func() { c.Close() })
-			nodes[i].caches[name] = c
-		}
-		mux := http.NewServeMux()
-		mux.Handle(DefaultPath, Handler(gn, WithPeerURL(func(p string) string { return urls[p] })))
-		nodes[i].srv = httptest.NewServer(mux)
-		t.Cleanup(nodes[i].srv.Close)
-		urls[gn.Self()] = nodes[i].srv.URL + DefaultPath
-	}
-	return nodes
-}
 
 // get returns the body of url, failing the test on an error or a status other than 200.
 func get(t *testing.T, url string, header ...string) (string, http.Header) {
@@ -83,21 +38,16 @@ func get(t *testing.T, url string, header ...string) (string, http.Header) {
 // its caches' Stats as Cache.Stats gives them, its peer set with each peer's page, and its
 // transport counters.
 func TestReportMatchesStats(t *testing.T) {
-	nodes := cluster(t, 3, "users", "orders")
-	ctx := context.Background()
-	for i, n := range nodes {
-		for k := range 40 {
-			n.caches["users"].Get(ctx, fmt.Sprint("u", k))
-			n.caches["orders"].Get(ctx, fmt.Sprint("missing", k%(i+2)))
-		}
-	}
+	nodes := statustest.Start(t, 3, []string{"users", "orders"})
+	statustest.Traffic(t, nodes, 20)
 	var addrs []string
 	for _, n := range nodes {
-		addrs = append(addrs, n.node.Self())
+		addrs = append(addrs, n.Node.Self())
 	}
 	slices.Sort(addrs)
+	var loadErrors int64
 	for _, n := range nodes {
-		body, hdr := get(t, n.srv.URL+DefaultPath+"?format=json")
+		body, hdr := get(t, n.URL+"?format=json")
 		if ct := hdr.Get("Content-Type"); ct != "application/json" {
 			t.Fatalf("Content-Type %q", ct)
 		}
@@ -105,38 +55,43 @@ func TestReportMatchesStats(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &rep); err != nil {
 			t.Fatal(err)
 		}
-		if rep.Self != n.node.Self() || rep.UptimeSeconds <= 0 || rep.Node.Started.IsZero() {
+		if rep.Self != n.Node.Self() || rep.UptimeSeconds <= 0 || rep.Node.Started.IsZero() {
 			t.Fatalf("self %q, uptime %v, started %v", rep.Self, rep.UptimeSeconds, rep.Node.Started)
 		}
-		for name, c := range n.caches {
+		for name, c := range n.Caches {
 			if got, want := rep.Node.Caches[name], c.Stats(); got != want {
-				t.Errorf("%s %s: report\n%+v\nStats\n%+v", n.node.Self(), name, got, want)
+				t.Errorf("%s %s: report\n%+v\nStats\n%+v", n.Node.Self(), name, got, want)
 			}
 		}
-		if got := rep.Node.Caches["users"].Gets; got != 40 {
-			t.Errorf("users gets %d, want 40", got)
+		if got := rep.Node.Caches["users"].Gets; got != 44 {
+			t.Errorf("users: %d gets, want 44", got)
 		}
+		loadErrors += rep.Node.Caches["users"].LoadErrors
 		var got []string
 		for _, p := range rep.Peers {
 			got = append(got, p.Addr)
-			if p.Self != (p.Addr == n.node.Self()) || p.URL == "" {
+			if p.Self != (p.Addr == n.Node.Self()) || p.URL == "" {
 				t.Errorf("peer %+v", p)
 			}
 		}
 		if !slices.Equal(got, addrs) {
 			t.Errorf("peers %v, want %v", got, addrs)
 		}
-		if st := n.node.Stats(); rep.Node.Client.Requests != st.Client.Requests || rep.Node.Server.Requests != st.Server.Requests {
+		if st := n.Node.Stats(); rep.Node.Client.Requests != st.Client.Requests || rep.Node.Server.Requests != st.Server.Requests {
 			t.Errorf("transport: report %+v %+v, node %+v %+v", rep.Node.Client, rep.Node.Server, st.Client, st.Server)
 		}
+	}
+	// Each node read 2 missing keys and 1 failing key twice, each loaded by its owner.
+	if loadErrors != 3*4 {
+		t.Errorf("load errors of all nodes: %d, want 12", loadErrors)
 	}
 }
 
 // TestFormats: a browser gets HTML, a client asking for JSON (by query or Accept) gets JSON;
 // other methods are refused.
 func TestFormats(t *testing.T) {
-	nodes := cluster(t, 1, "users")
-	url := nodes[0].srv.URL + DefaultPath
+	nodes := statustest.Start(t, 1, []string{"users"})
+	url := nodes[0].URL
 	for _, c := range []struct {
 		query, accept string
 		json          bool
@@ -167,8 +122,8 @@ func TestFormats(t *testing.T) {
 // TestPageHasNoExternalAssets: the page loads nothing (no src, no stylesheet link, no script), its
 // policy forbids it, and every link is the page's own JSON or a peer's page (itself included).
 func TestPageHasNoExternalAssets(t *testing.T) {
-	nodes := cluster(t, 2, "users")
-	body, hdr := get(t, nodes[0].srv.URL+DefaultPath)
+	nodes := statustest.Start(t, 2, []string{"users"})
+	body, hdr := get(t, nodes[0].URL)
 	for _, bad := range []string{"src=", "<script", "<link", "@import", "url("} {
 		if strings.Contains(body, bad) {
 			t.Errorf("the page has %q", bad)
@@ -179,7 +134,7 @@ func TestPageHasNoExternalAssets(t *testing.T) {
 	}
 	for _, href := range strings.Split(body, `href="`)[1:] {
 		href = href[:strings.IndexByte(href, '"')]
-		if href != "?format=json" && href != nodes[0].srv.URL+DefaultPath && href != nodes[1].srv.URL+DefaultPath {
+		if href != "?format=json" && href != nodes[0].URL && href != nodes[1].URL {
 			t.Errorf("link to %q", href)
 		}
 	}
@@ -187,42 +142,9 @@ func TestPageHasNoExternalAssets(t *testing.T) {
 
 // TestPageEscapes: a cache name is text on the page, never markup.
 func TestPageEscapes(t *testing.T) {
-	nodes := cluster(t, 1, `<b id="x">bold</b>`)
-	body, _ := get(t, nodes[0].srv.URL+DefaultPath)
+	nodes := statustest.Start(t, 1, []string{`<b id="x">bold</b>`})
+	body, _ := get(t, nodes[0].URL)
 	if strings.Contains(body, `<b id="x">`) || !strings.Contains(body, "&lt;b id=&#34;x&#34;&gt;bold&lt;/b&gt;") {
 		t.Fatalf("the cache name is not escaped:\n%s", body)
 	}
-}
-
-// TestRates: rates are counted since the node started until a sample is old enough, then over
-// the span since the oldest sample kept, which is at most 70 s old.
-func TestRates(t *testing.T) {
-	nodes := cluster(t, 1, "users")
-	users := nodes[0].caches["users"]
-	started := nodes[0].node.Stats().Started
-	now := started.Add(10 * time.Second)
-	h := Handler(nodes[0].node).(*handler)
-	h.now = func() time.Time { return now }
-	gets := func(n int, prefix string) {
-		for i := range n {
-			users.Get(context.Background(), fmt.Sprint(prefix, i))
-		}
-	}
-	check := func(step string, span float64, r Rates) {
-		t.Helper()
-		rep := h.report()
-		if rep.RateSeconds != span || rep.Rates["users"] != r {
-			t.Fatalf("%s: span %v, rates %+v; want %v, %+v", step, rep.RateSeconds, rep.Rates["users"], span, r)
-		}
-	}
-	gets(20, "a") // 20 misses, 20 loads
-	check("first view", 10, Rates{Gets: 2, Loads: 2})
-	now = now.Add(4 * time.Second)
-	gets(14, "a") // 14 hits
-	check("4 s later: no sample old enough", 14, Rates{HitRatio: 14.0 / 34, Gets: 34.0 / 14, Loads: 20.0 / 14})
-	now = now.Add(6 * time.Second)
-	gets(10, "b") // 10 misses
-	check("against the first view's sample", 10, Rates{HitRatio: 14.0 / 24, Gets: 2.4, Loads: 1})
-	now = now.Add(61 * time.Second)
-	check("71 s after the first sample: the next one", 61, Rates{})
 }
