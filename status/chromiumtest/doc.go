@@ -1,0 +1,8 @@
+// Package chromiumtest tests the status page (package status) in a real browser: headless
+// Chromium, driven with chromedp, against clusters of real nodes on 127.0.0.1. It is a module of
+// its own so that the core module does not depend on chromedp. The tests skip when Chromium is not
+// installed (Debian's chromium package; test.sh installs it when it runs as root).
+//
+// GROUPCACHE_STATUS_SCREENSHOT=path makes TestScreenshot write the page's screenshot (PNG) there;
+// docs/status-page.png is made so.
+package chromiumtest
