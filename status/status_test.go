@@ -2,12 +2,15 @@ package status_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/internal/statustest"
 	. "github.com/typedcache/groupcache/status"
 )
@@ -146,5 +149,30 @@ func TestPageEscapes(t *testing.T) {
 	body, _ := get(t, nodes[0].URL)
 	if strings.Contains(body, `<b id="x">`) || !strings.Contains(body, "&lt;b id=&#34;x&#34;&gt;bold&lt;/b&gt;") {
 		t.Fatalf("the cache name is not escaped:\n%s", body)
+	}
+}
+
+// BenchmarkPage: the handler renders the page of a node with 20 caches and 50 peers (HTML, and
+// JSON), without the network.
+func BenchmarkPage(b *testing.B) {
+	var names []string
+	for i := range 20 {
+		names = append(names, fmt.Sprintf("cache-%02d", i))
+	}
+	nodes := statustest.Start(b, 50, names, groupcache.WithHandoffWindow(0))
+	statustest.Traffic(b, nodes[:1], 10)
+	h := Handler(nodes[0].Node, WithPeerURL(func(p string) string { return "http://" + p + DefaultPath }))
+	for _, format := range []string{"html", "json"} {
+		b.Run(format, func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, DefaultPath+"?format="+format, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req)
+				if w.Code != http.StatusOK {
+					b.Fatal(w.Code)
+				}
+			}
+		})
 	}
 }
