@@ -103,9 +103,10 @@ func (c *Cache[K, V]) setOnOwner(ctx context.Context, key K, kb []byte, it item[
 	})
 }
 
-// peerFailed marks p down for the back-off period when err, the failure of a request to it, is
-// the network's and not the end of ctx.
+// peerFailed records err, the failure of a request to p, and marks p down for the back-off
+// period when err is the network's and not the end of ctx.
 func (c *Cache[K, V]) peerFailed(ctx context.Context, p string, err error) {
+	c.peerError(p, err)
 	if peerDown(err) && ctx.Err() == nil {
 		c.node.markDown(p, err)
 	}
