@@ -21,10 +21,10 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/typedcache/groupcache"
+	"github.com/typedcache/groupcache/observe"
 )
 
 // DefaultPath is where the application mounts the page by convention (the examples do); the
@@ -40,14 +40,16 @@ type Report struct {
 	UptimeSeconds float64
 	// Peers is the node's peer set, sorted, the node itself included.
 	Peers []Peer
-	// Node is the node's counters (Node.Stats): its transport, and each cache's in Node.Caches.
+	// Node is the node's counters (Node.Stats): its transport, what it knows of each peer in
+	// Node.Peers, each cache's counters in Node.Caches, its last failures.
 	Node groupcache.NodeStats
-	// Rates holds each cache's rates, by cache name, over the last RateSeconds.
-	Rates map[string]Rates
 	// RateSeconds is the span the rates cover: about the last minute when the page was asked for
 	// then too (the handler keeps what it saw at most every 10 s, for 70 s), or else since the
-	// node started.
-	RateSeconds float64
+	// node started. Rates holds each cache's rates over it, by cache name; ServeLatency is the
+	// durations NodeStats.ServeLatency counted over it.
+	RateSeconds  float64
+	Rates        map[string]Rates
+	ServeLatency observe.Histogram
 }
 
 // Peer is one member of the node's peer set.
@@ -58,15 +60,8 @@ type Peer struct {
 	Self bool
 	// URL is the peer's status page, as WithPeerURL maps it; empty when unknown.
 	URL string
-}
-
-// Rates are a cache's counters per second over a span of time, and its hit ratio over it.
-type Rates struct {
-	// HitRatio is Hits / Gets over the span, 0 without Gets.
-	HitRatio float64
-	// Gets, Loads, LoadErrors, Evictions, RemoteGets (fetches from owners) and PeerRequests (keys
-	// asked by peers) per second.
-	Gets, Loads, LoadErrors, Evictions, RemoteGets, PeerRequests float64
+	// Rates is what the node saw of the peer over Report.RateSeconds.
+	Rates PeerRates
 }
 
 // Option configures Handler.
@@ -101,7 +96,7 @@ type handler struct {
 	node    *groupcache.Node
 	peerURL func(string) string
 	now     func() time.Time
-	rates   history
+	rates   history // what it saw, for the rates
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -152,80 +147,8 @@ func (h *handler) report() Report {
 		}
 		rep.Peers = append(rep.Peers, peer)
 	}
-	rep.Rates, rep.RateSeconds = h.rates.rates(sample{now, st.Caches}, st.Started)
+	h.rates.fill(&rep, now)
 	return rep
-}
-
-// sample is what the handler saw of the caches' counters at a time.
-type sample struct {
-	at     time.Time
-	caches map[string]groupcache.Stats
-}
-
-// Rates are computed against a sample at least minSpan old, kept for at most maxAge; one sample is
-// kept every step at most.
-const (
-	step    = 10 * time.Second
-	minSpan = 5 * time.Second
-	maxAge  = 70 * time.Second
-)
-
-// history is the samples the rates are computed against.
-type history struct {
-	mu      sync.Mutex
-	samples []sample // oldest first; guarded by mu
-}
-
-// rates returns each cache's rates at cur against the oldest sample kept, or since started when
-// none is old enough, and the span they cover; it keeps cur when the newest sample is a step old.
-func (hs *history) rates(cur sample, started time.Time) (map[string]Rates, float64) {
-	hs.mu.Lock()
-	i := 0
-	for i < len(hs.samples) && cur.at.Sub(hs.samples[i].at) > maxAge {
-		i++
-	}
-	hs.samples = hs.samples[i:]
-	base := sample{at: started}
-	if len(hs.samples) > 0 && cur.at.Sub(hs.samples[0].at) >= minSpan {
-		base = hs.samples[0]
-	}
-	if len(hs.samples) == 0 || cur.at.Sub(hs.samples[len(hs.samples)-1].at) >= step {
-		hs.samples = append(hs.samples, cur)
-	}
-	hs.mu.Unlock()
-
-	span := cur.at.Sub(base.at).Seconds()
-	out := make(map[string]Rates, len(cur.caches))
-	for name, now := range cur.caches {
-		out[name] = ratesOf(base.caches[name], now, span) // a cache new since base starts from zero
-	}
-	return out, span
-}
-
-// ratesOf returns the rates of the counters from then to now, span seconds apart. A counter that
-// went down (a cache closed and made again under its name) counts from zero.
-func ratesOf(then, now groupcache.Stats, span float64) Rates {
-	if now.Gets < then.Gets || now.Loads < then.Loads {
-		then = groupcache.Stats{}
-	}
-	per := func(a, b int64) float64 {
-		if span <= 0 {
-			return 0
-		}
-		return float64(max(b-a, 0)) / span
-	}
-	r := Rates{
-		Gets:         per(then.Gets, now.Gets),
-		Loads:        per(then.Loads, now.Loads),
-		LoadErrors:   per(then.LoadErrors, now.LoadErrors),
-		Evictions:    per(then.Evictions, now.Evictions),
-		RemoteGets:   per(then.RemoteGets, now.RemoteGets),
-		PeerRequests: per(then.PeerRequests, now.PeerRequests),
-	}
-	if gets := now.Gets - then.Gets; gets > 0 {
-		r.HitRatio = float64(now.Hits-then.Hits) / float64(gets)
-	}
-	return r
 }
 
 // cacheNames returns the names of the caches in rep, sorted.

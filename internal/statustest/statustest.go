@@ -38,7 +38,7 @@ func Start(t testing.TB, n int, caches []string, opts ...groupcache.NodeOption) 
 	for i, gn := range cl.Nodes {
 		nodes[i] = Node{Node: gn, Caches: map[string]*groupcache.Cache[string, string]{}}
 		for _, name := range caches {
-			c := groupcache.MustNew[string, string](name, groupcache.LoaderFunc[string, string](
+			c, err := groupcache.New[string, string](name, groupcache.LoaderFunc[string, string](
 				func(_ context.Context, k string) (string, error) {
 					switch {
 					case strings.HasPrefix(k, "missing"):
@@ -48,6 +48,9 @@ func Start(t testing.TB, n int, caches []string, opts ...groupcache.NodeOption) 
 					}
 					return name + ":" + k, nil
 				}), groupcache.WithNode(gn), groupcache.WithMaxBytes(1<<20))
+			if err != nil {
+				t.Fatal(err)
+			}
 			t.Cleanup(func() { c.Close() })
 			nodes[i].Caches[name] = c
 		}

@@ -3,6 +3,7 @@
 // its own so that the core module does not depend on chromedp. The tests skip when Chromium is not
 // installed (Debian's chromium package; test.sh installs it when it runs as root).
 //
-// GROUPCACHE_STATUS_SCREENSHOT=path makes TestScreenshot write the page's screenshot (PNG) there;
-// docs/status-page.png is made so.
+// docs/status-page.png, the README's picture of the page, is a node of examples/cluster -serve:
+//
+//	chromium --headless --no-sandbox --hide-scrollbars --window-size=1500,1650 --screenshot=docs/status-page.png URL
 package chromiumtest

@@ -1,13 +1,11 @@
 package chromiumtest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"image/png"
-	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,6 +88,9 @@ type shown struct {
 	Reads     map[string]map[string]cell `json:"reads"`
 	Memory    map[string]map[string]cell `json:"memory"`
 	Transport map[string]map[string]cell `json:"transport"`
+	Latency   map[string]map[string]cell `json:"latency"`
+	HotKeys   map[string]map[string]cell `json:"hotKeys"`
+	Failures  []string                   `json:"failures"` // each row's cells' text, joined by "|"
 	Resources int                        `json:"resources"`
 }
 
@@ -104,6 +105,9 @@ const readPage = `(() => {
 		reads: rows('#reads tr[data-cache]'),
 		memory: rows('#memory tr[data-cache]'),
 		transport: rows('#transport tr[data-side]'),
+		latency: rows('#latency tr[data-cache]'),
+		hotKeys: rows('#hot-keys tr[data-cache]'),
+		failures: [...document.querySelectorAll('#failures tr')].slice(1).map(tr => [...tr.cells].map(td => td.textContent).join('|')),
 		resources: performance.getEntriesByType('resource').length,
 	};
 })()`
@@ -155,10 +159,44 @@ func checkCaches(t *testing.T, n statustest.Node, page shown) {
 	}
 }
 
+// checkNode fails the test unless the page shows what the node knows of its peers (state, ring
+// share, errors), its caches' hottest keys and its last failures.
+func checkNode(t *testing.T, n statustest.Node, page shown) {
+	t.Helper()
+	st := n.Node.Stats()
+	for addr, ps := range st.Peers {
+		row := page.Peers[addr]
+		state := "up"
+		if addr == n.Node.Self() {
+			state = "this node"
+		}
+		if got, want := row["state"].Text+" "+row["share"].Text, fmt.Sprintf("%s %.1f%%", state, 100*ps.RingShare); got != want {
+			t.Errorf("%s: peer %s shows %q, want %q", n.Node.Self(), addr, got, want)
+		}
+		checkCell(t, n.Node.Self()+" peer "+addr, row, "errors", ps.Errors)
+	}
+	for name, cs := range st.Caches {
+		keys := page.HotKeys[name]["keys"].Text
+		for _, k := range cs.HotKeys {
+			if !strings.Contains(keys, k.Key+"\u00a0×"+strconv.FormatInt(k.Count, 10)) {
+				t.Errorf("%s %s: hot key %q ×%d not in %q", n.Node.Self(), name, k.Key, k.Count, keys)
+			}
+		}
+	}
+	if len(page.Failures) != len(st.Failures) {
+		t.Fatalf("%s: %d failures shown, %d in NodeStats", n.Node.Self(), len(page.Failures), len(st.Failures))
+	}
+	for i, f := range st.Failures {
+		if want := fmt.Sprintf("|%s|%s|%d|%s", f.Cache, f.Peer, f.Count, f.Msg); !strings.HasSuffix(page.Failures[i], want) {
+			t.Errorf("%s: failure %d shows %q, want %q", n.Node.Self(), i, page.Failures[i], want)
+		}
+	}
+}
+
 // TestPageInChromium: on a 3-node cluster after traffic, each node's page, as Chromium shows it,
-// names the node, holds the numbers of its caches' Stats and of its transport, lists its peers
-// with links to their pages, and loads nothing but itself; following each link shows that peer's
-// page.
+// names the node, holds the numbers of its caches' Stats and of its transport, its peers' state
+// and ring share with links to their pages, its caches' hottest keys and its last failures, and
+// loads nothing but itself; following each link shows that peer's page.
 func TestPageInChromium(t *testing.T) {
 	nodes := statustest.Start(t, 3, []string{"orders", "users"})
 	statustest.Traffic(t, nodes, 30)
@@ -172,6 +210,7 @@ func TestPageInChromium(t *testing.T) {
 			t.Errorf("page of %s loaded %d resources, want none", n.Node.Self(), page.Resources)
 		}
 		checkCaches(t, n, page)
+		checkNode(t, n, page)
 		st := n.Node.Stats()
 		checkCell(t, n.Node.Self(), page.Transport["client"], "requests", st.Client.Requests)
 		checkCell(t, n.Node.Self(), page.Transport["server"], "requests", st.Server.Requests)
@@ -242,23 +281,4 @@ func BenchmarkLargeNode(b *testing.B) {
 		loadMs += run(b, ctx, chromedp.Evaluate[float64](`performance.getEntriesByType('navigation')[0].loadEventEnd`))
 	}
 	b.ReportMetric(loadMs/float64(b.N), "ms/load")
-}
-
-// TestScreenshot: Chromium renders the page of a node of a 3-node cluster to an image; with
-// GROUPCACHE_STATUS_SCREENSHOT set, the PNG is written there.
-func TestScreenshot(t *testing.T) {
-	nodes := statustest.Start(t, 3, []string{"products", "sessions", "users"})
-	statustest.Traffic(t, nodes, 200)
-	ctx := browser(t)
-	do(t, ctx, chromedp.EmulateViewport(1500, 900), chromedp.Navigate(nodes[0].URL))
-	img := run(t, ctx, chromedp.FullScreenshot(100))
-	cfg, err := png.DecodeConfig(bytes.NewReader(img))
-	if err != nil || cfg.Width != 1500 || cfg.Height < 300 {
-		t.Fatalf("screenshot: %v, %dx%d", err, cfg.Width, cfg.Height)
-	}
-	if path := os.Getenv("GROUPCACHE_STATUS_SCREENSHOT"); path != "" {
-		if err := os.WriteFile(path, img, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
