@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -114,7 +115,7 @@ func stats(args []string, out io.Writer) error {
 	}
 	slices.SortFunc(reps, func(a, b status.Report) int { return strings.Compare(a.Self, b.Self) })
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "node\tcache\tgets\thit%\tgets/s\tloads\tloads/s\tload errors\tpeer errors\titems\tbytes\tevictions\tpeers' requests\t")
+	fmt.Fprintln(tw, "node\tcache\tgets\thit%\tgets/s\tloads\tloads/s\tload errors\tpeer errors\titems\tbytes\tevictions\tpeers' requests\tload p99\tfetch p99\t")
 	total := map[string]groupcache.Stats{}
 	totalRates := map[string]status.Rates{}
 	for _, rep := range reps {
@@ -124,6 +125,8 @@ func stats(args []string, out io.Writer) error {
 			total[name] = add(total[name], st)
 			t := totalRates[name]
 			t.Gets, t.Loads = t.Gets+r.Gets, t.Loads+r.Loads
+			t.LoadLatency.Merge(r.LoadLatency)
+			t.FetchLatency.Merge(r.FetchLatency)
 			totalRates[name] = t
 		}
 	}
@@ -135,14 +138,16 @@ func stats(args []string, out io.Writer) error {
 	return tw.Flush()
 }
 
-// statsRow writes a row of the stats table. The hit ratio is over the counters' whole life.
+// statsRow writes a row of the stats table. The hit ratio is over the counters' whole life; the
+// rates and latencies over the span of the node's report.
 func statsRow(w io.Writer, node, cache string, st groupcache.Stats, r status.Rates) {
 	hit := "-"
 	if st.Gets > 0 {
 		hit = fmt.Sprintf("%.1f", 100*float64(st.Hits)/float64(st.Gets))
 	}
-	fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%.1f\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t\n", node, cache, st.Gets, hit, r.Gets,
-		st.Loads, r.Loads, st.LoadErrors, st.RemoteErrors, st.Items, st.Bytes, st.Evictions, st.PeerRequests)
+	fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%.1f\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", node, cache, st.Gets, hit, r.Gets,
+		st.Loads, r.Loads, st.LoadErrors, st.RemoteErrors, st.Items, st.Bytes, st.Evictions, st.PeerRequests,
+		latency(r.LoadLatency.Quantile(0.99)), latency(r.FetchLatency.Quantile(0.99)))
 }
 
 // add returns the sum of the counters the stats table shows.
@@ -168,7 +173,8 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// peers prints the peer set of the node whose status page is at ADDR.
+// peers prints the peer set of the node whose status page is at ADDR: each peer's state, share
+// of the ring, the node's requests to it over the report's span with their latency, its errors.
 func peers(args []string, out io.Writer) error {
 	var f statusFlags
 	fs := flag.NewFlagSet("peers", flag.ContinueOnError)
@@ -184,13 +190,33 @@ func peers(args []string, out io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "peer\t\tstatus page")
+	// The fetches are over the report's span ("fetches/61s"), errors since the node started.
+	fmt.Fprintf(tw, "peer\tstate\tshare\tfetches/%ss\tp50\tp99\terrors\tstatus page\n", strconv.FormatFloat(rep.RateSeconds, 'g', 2, 64))
 	for _, p := range rep.Peers {
-		self := ""
-		if p.Self {
-			self = "self"
+		ps := rep.Node.Peers[p.Addr]
+		state := "up"
+		switch {
+		case p.Self:
+			state = "self"
+		case ps.Down:
+			state = "down-until-" + ps.DownUntil.UTC().Format("15:04:05")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", p.Addr, self, cmp.Or(p.URL, "-"))
+		h := p.Rates.FetchLatency
+		fmt.Fprintf(tw, "%s\t%s\t%.1f%%\t%d\t%s\t%s\t%d\t%s\n", p.Addr, state, 100*ps.RingShare, h.Count(),
+			latency(h.Quantile(0.5)), latency(h.Quantile(0.99)), ps.Errors, cmp.Or(p.URL, "-"))
 	}
 	return tw.Flush()
+}
+
+// latency prints a duration with 3 significant digits, "-" for 0 (an empty histogram).
+func latency(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	for _, u := range []time.Duration{time.Second, time.Millisecond, time.Microsecond} {
+		if d >= u {
+			return strconv.FormatFloat(float64(d)/float64(u), 'g', 3, 64) + strings.TrimPrefix(u.String(), "1")
+		}
+	}
+	return d.String()
 }

@@ -68,24 +68,28 @@ func TestStats(t *testing.T) {
 	}
 }
 
-// TestPeers: peers prints a node's peer set, marks the node itself, and gives each peer's page.
+// TestPeers: peers prints a node's peer set with each peer's state, share of the ring, errors and
+// status page, as the node's Stats have them.
 func TestPeers(t *testing.T) {
 	nodes := statustest.Start(t, 3, []string{"users"})
+	statustest.Traffic(t, nodes, 10)
 	rows := table(t, "peers", nodes[2].Addr)
+	st := nodes[2].Node.Stats()
+	want := map[string]string{}
+	for _, n := range nodes {
+		ps, state := st.Peers[n.Node.Self()], "up"
+		if n.Node.Self() == nodes[2].Node.Self() {
+			state = "self"
+		}
+		want[n.Node.Self()] = fmt.Sprintf("%s %.1f%% %d %s", state, 100*ps.RingShare, ps.Errors, n.URL)
+	}
 	if len(rows) != 3 {
 		t.Fatalf("%d rows: %v", len(rows), rows)
 	}
-	for _, n := range nodes {
-		want := []string{n.Node.Self(), n.URL}
-		if n.Node.Self() == nodes[2].Node.Self() {
-			want = []string{n.Node.Self(), "self", n.URL}
-		}
-		found := false
-		for _, r := range rows {
-			found = found || strings.Join(r, " ") == strings.Join(want, " ")
-		}
-		if !found {
-			t.Errorf("no row %v in %v", want, rows)
+	for _, r := range rows {
+		// peer state share fetches p50 p99 errors page
+		if got := strings.Join([]string{r[1], r[2], r[6], r[7]}, " "); got != want[r[0]] {
+			t.Errorf("peer %s: %q, want %q", r[0], got, want[r[0]])
 		}
 	}
 }
