@@ -5,5 +5,5 @@
 //
 // docs/status-page.png, the README's picture of the page, is a node of examples/cluster -serve:
 //
-//	chromium --headless --no-sandbox --hide-scrollbars --window-size=1500,1650 --screenshot=docs/status-page.png URL
+//	chromium --headless --no-sandbox --hide-scrollbars --window-size=1500,1080 --screenshot=docs/status-page.png URL
 package chromiumtest
