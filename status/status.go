@@ -110,9 +110,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	if wantsJSON(r) {
 		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(rep) //nolint:errcheck // the client went away
+		json.NewEncoder(w).Encode(rep) //nolint:errcheck // the client went away
 		return
 	}
 	// Nothing is loaded from elsewhere, and nothing runs: the page is its HTML and its style.

@@ -275,7 +275,7 @@ func BenchmarkLargeNode(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		do(b, ctx, chromedp.Navigate(nodes[0].URL))
-		if rows := run(b, ctx, chromedp.Evaluate[int](`document.querySelectorAll('tr[data-cache], tr[data-peer]').length`)); rows != 2*20+50 {
+		if rows := run(b, ctx, chromedp.Evaluate[int](`document.querySelectorAll('#reads tr[data-cache], #peers tr[data-peer]').length`)); rows != 20+50 {
 			b.Fatalf("%d rows", rows)
 		}
 		loadMs += run(b, ctx, chromedp.Evaluate[float64](`performance.getEntriesByType('navigation')[0].loadEventEnd`))
