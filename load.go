@@ -236,15 +236,18 @@ func (c *Cache[K, V]) notCached(size int64) {
 }
 
 // put stores an item for m's key in s unless the cache is closed or the key was removed, set or
-// cleared since m.st was taken, and leaves nothing behind if that happens while it stores.
-func (c *Cache[K, V]) put(s *store.Store[K, item[V]], m *miss[K, V], it item[V], size, expires int64) {
+// cleared since m.st was taken, and leaves nothing behind if that happens while it stores. It
+// reports whether it stored the item.
+func (c *Cache[K, V]) put(s *store.Store[K, item[V]], m *miss[K, V], it item[V], size, expires int64) bool {
 	if c.closed.Load() || !c.current(m.st) {
-		return
+		return false
 	}
 	s.Set(m.key, it, size, expires) // false only for a size over the store's bound, which maxValue rules out
 	if c.closed.Load() || !c.current(m.st) {
 		s.Remove(m.key)
+		return false
 	}
+	return true
 }
 
 // callLoader calls the user's loader for m's key, in a slot of WithMaxLoads, and turns a panic
