@@ -198,9 +198,9 @@ func checkNode(t *testing.T, n statustest.Node, page shown) {
 // and ring share with links to their pages, its caches' hottest keys and its last failures, and
 // loads nothing but itself; following each link shows that peer's page.
 func TestPageInChromium(t *testing.T) {
+	ctx := browser(t)
 	nodes := statustest.Start(t, 3, []string{"orders", "users"})
 	statustest.Traffic(t, nodes, 30)
-	ctx := browser(t)
 	for _, n := range nodes {
 		page := show(t, ctx, n.URL)
 		if page.Self != n.Node.Self() {
