@@ -37,7 +37,7 @@ func writePage(w io.Writer, rep Report) error {
 	for _, p := range rep.Peers {
 		v.Peers = append(v.Peers, peerView{p, rep.Node.Peers[p.Addr]})
 	}
-	for _, name := range cacheNames(rep) {
+	for _, name := range sortedKeys(rep.Node.Caches) {
 		v.Caches = append(v.Caches, cacheView{name, rep.Node.Caches[name], rep.Rates[name]})
 	}
 	return page.Execute(w, v)

@@ -1,6 +1,8 @@
 // Package status serves a node's status page: an HTML page for people and the same report as
-// JSON for machines (the groupcache command reads it). It shows the node's identity and uptime,
-// its peers (with a link to each one's own page), and each cache's counters and rates.
+// JSON for machines (the groupcache command reads it). It shows the node's identity and uptime;
+// its peers, with their state (up, or skipped after a failure until when), share of the ring,
+// latency and errors, and a link to each one's own page; each cache's counters, rates and
+// latencies; the hottest keys the caches fetch from their owners; the node's last failures.
 //
 // The page names keys and caches, so it belongs on the application's own HTTP port, behind
 // whatever guards that port, never on the peer port:
@@ -138,7 +140,7 @@ func (h *handler) report() Report {
 		UptimeSeconds: now.Sub(st.Started).Seconds(),
 		Node:          st,
 	}
-	for _, p := range h.node.Peers() {
+	for _, p := range sortedKeys(st.Peers) { // the ring of this snapshot, self included
 		peer := Peer{Addr: p, Self: p == rep.Self}
 		if h.peerURL != nil {
 			peer.URL = h.peerURL(p)
@@ -149,12 +151,12 @@ func (h *handler) report() Report {
 	return rep
 }
 
-// cacheNames returns the names of the caches in rep, sorted.
-func cacheNames(rep Report) []string {
-	names := make([]string, 0, len(rep.Node.Caches))
-	for name := range rep.Node.Caches {
-		names = append(names, name)
+// sortedKeys returns the keys of m, sorted.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
 	}
-	slices.Sort(names)
-	return names
+	slices.Sort(keys)
+	return keys
 }

@@ -2,6 +2,7 @@ package status_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -178,5 +179,38 @@ func BenchmarkPage(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestDownPeer: a peer that stopped answering is shown skipped, until when, in the report and on
+// the page.
+func TestDownPeer(t *testing.T) {
+	nodes := statustest.Start(t, 3, []string{"users"})
+	down := nodes[2].Node.Self()
+	nodes[2].Node.Close()
+	for k := range 30 { // about a third are owned by the closed node, which are loaded here
+		if _, err := nodes[0].Caches["users"].Get(context.Background(), fmt.Sprint("key", k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body, _ := get(t, nodes[0].URL+"?format=json")
+	var rep Report
+	if err := json.Unmarshal([]byte(body), &rep); err != nil {
+		t.Fatal(err)
+	}
+	ps := rep.Node.Peers[down]
+	if !ps.Down || !ps.DownUntil.After(rep.Time) || ps.Errors == 0 {
+		t.Fatalf("closed peer %s: %+v", down, ps)
+	}
+	for _, p := range rep.Peers {
+		if p.Addr != down && rep.Node.Peers[p.Addr].Down {
+			t.Errorf("peer %s is down", p.Addr)
+		}
+	}
+	page, _ := get(t, nodes[0].URL)
+	want := fmt.Sprintf(`down until %s`, ps.DownUntil.UTC().Format("15:04:05"))
+	row := page[strings.Index(page, `data-peer="`+down+`"`):]
+	if row = row[:strings.Index(row, "</tr>")]; !strings.Contains(row, want) {
+		t.Fatalf("the page's row of %s has no %q:\n%s", down, want, row)
 	}
 }
