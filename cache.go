@@ -80,6 +80,9 @@ type Cache[K comparable, V any] struct {
 	// not taken over from its previous owner, which may not have been told of the write yet.
 	lastWrite *[stripeCount]atomic.Uint64
 	lastClear atomic.Uint64
+	// recent is the keys written here within the hand-off window, whose values handed over by
+	// peers are declined; nil without a node or hand-off.
+	recent *recentWrites
 
 	refreshing sync.Map       // keys with a stale-while-revalidate refresh running
 	background sync.WaitGroup // refresh goroutines, waited for by Close
@@ -226,6 +229,9 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		return nil, err
 	}
 	if c.node != nil {
+		if c.node.window > 0 {
+			c.recent = newRecentWrites(int64(c.node.window), c.now().UnixNano())
+		}
 		if err := c.node.register(name, c); err != nil {
 			return nil, err
 		}

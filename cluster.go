@@ -24,6 +24,7 @@ import (
 // clusterCounters count what a cache does as part of a cluster; all atomic.
 type clusterCounters struct {
 	handoffs         atomic.Int64
+	handedOver       atomic.Int64
 	remoteGets       atomic.Int64
 	remoteErrors     atomic.Int64
 	peerRequests     atomic.Int64

@@ -21,6 +21,7 @@ import (
 	"github.com/typedcache/groupcache/hash"
 	"github.com/typedcache/groupcache/internal/clock"
 	"github.com/typedcache/groupcache/internal/testcluster"
+	"github.com/typedcache/groupcache/internal/wire"
 	"github.com/typedcache/groupcache/peer"
 )
 
@@ -435,7 +436,7 @@ func TestClusterWritesBadInput(t *testing.T) {
 }
 
 // hostilePeer serves the upgraded protocol on 127.0.0.1 and answers every request with reply(req).
-func hostilePeer(t *testing.T, reply func(req peer.Request) []byte) string {
+func hostilePeer(t *testing.T, reply func(req wire.Request) []byte) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -465,7 +466,7 @@ func hostilePeer(t *testing.T, reply func(req peer.Request) []byte) string {
 					if _, err := io.ReadFull(br, frame); err != nil {
 						return
 					}
-					req, err := peer.ParseRequest(frame, peer.Limits{})
+					req, err := wire.ParseRequest(frame, peer.Limits{})
 					if err != nil {
 						return
 					}
@@ -489,13 +490,13 @@ func TestClusterHostileBatchReply(t *testing.T) {
 	t.Parallel()
 	for _, delta := range []int{-1, +1} {
 		t.Run(fmt.Sprint(delta), func(t *testing.T) {
-			hostile := hostilePeer(t, func(req peer.Request) []byte {
+			hostile := hostilePeer(t, func(req wire.Request) []byte {
 				n := max(len(req.Keys)+delta, 0)
 				rs := make([]peer.Result, n)
 				for i := range rs {
 					rs[i].Value = peer.Value{Data: []byte("\x63bad")} // CBOR text "bad"
 				}
-				return peer.AppendResponse(nil, &peer.Response{Value: peer.Value{Data: peer.AppendBatch(nil, rs)}})
+				return wire.AppendResponse(nil, &wire.Response{Value: peer.Value{Data: wire.AppendBatch(nil, rs)}})
 			})
 			cl := testcluster.Start(t, 1)
 			if err := cl.Nodes[0].SetPeers(append(cl.Nodes[0].Peers(), hostile)...); err != nil {

@@ -219,7 +219,11 @@ type stamp struct {
 	i      uint32
 }
 
-func stripeOf(kb []byte) uint32 { return uint32(xxh3.Hash(kb) % stripeCount) }
+func stripeOf(kb []byte) uint32 { return uint32(keyHash(kb) % stripeCount) }
+
+// keyHash is the hash of a key's bytes that chooses its stripe (its low bits) and its bit among
+// the keys written lately (its high bits, see recentWrites).
+func keyHash(kb []byte) uint64 { return xxh3.Hash(kb) }
 
 func (c *Cache[K, V]) stamp(kb []byte) stamp {
 	i := stripeOf(kb)

@@ -184,6 +184,11 @@ func (h *hostileOwner) Set(context.Context, string, []byte, peer.Value) error {
 	return nil
 }
 
+func (h *hostileOwner) Offer(context.Context, string, []byte, peer.Value) error {
+	h.unexpectedWrite.Store(true)
+	return nil
+}
+
 func (h *hostileOwner) Remove(context.Context, string, [][]byte) error { return nil }
 
 func (h *hostileOwner) Clear(context.Context, string, uint64) error { return nil }

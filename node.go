@@ -55,10 +55,12 @@ type Node struct {
 	warned  sync.Map                               // peer address -> *ratelimit.Gate of the warnings about it
 	probing sync.Map                               // peer address -> true, while a probe of it runs
 	peerObs sync.Map                               // peer address -> *peerRecord: its latency and errors
-	probes  sync.WaitGroup                         // the probes, which Close waits for; Add under mu
+	bg      sync.WaitGroup                         // the probes and hand-overs, which Close waits for; Add under mu
 	mu      sync.Mutex                             // serializes peer-set changes and cache registration
 	closed  atomic.Bool
 	servers []*http.Server // of Serve, closed by Close; guarded by mu
+
+	stopHandOver context.CancelFunc // of the hand-over to a peer that joined, in progress; guarded by mu
 
 	misnames atomic.Int64     // connections to peers that named themselves otherwise
 	serving  observe.Recorder // latency of the peers' requests for values served here
@@ -87,6 +89,8 @@ type servedCache interface {
 	peek(key []byte) (peer.Value, error)
 	peekMany(keys [][]byte) ([]peer.Result, error)
 	setFromPeer(key []byte, v peer.Value) error
+	offerFromPeer(key []byte, v peer.Value) error
+	handOver(ctx context.Context, next func(kb []byte) (string, bool))
 	removeFromPeer(keys [][]byte) error
 	clearFromPeer(generation uint64) error
 	Stats() Stats
@@ -164,8 +168,11 @@ func WithPeerBackoff(d time.Duration) NodeOption {
 
 // WithHandoffWindow sets how long after a peer-set change a node that became the owner of a key
 // first asks the key's previous owner for its value (a peek, which never makes the previous owner
-// load) before running the loader, so that scaling out does not turn into a load storm. 0 turns
-// hand-off off. Default 1 min; valid range d >= 0.
+// load) before running the loader, so that scaling out does not turn into a load storm. It also
+// bounds the hand-over of values to their next owners, when the node leaves (Shutdown) or a peer
+// joins (at most half of d), and how long a node declines values handed over for a key written on
+// it (d): give every node the same d, at least four times the peer call timeout. 0 turns hand-off
+// and hand-over off. Default 1 min; valid range d >= 0.
 func WithHandoffWindow(d time.Duration) NodeOption {
 	return nodeOptionFunc(func(s *nodeSettings) error {
 		if d < 0 {
@@ -283,7 +290,18 @@ func canonical(addr string) (string, error) {
 // joined may see its first writes refused until this node learns of it; the writer then reports
 // ErrIncomplete.
 func (n *Node) authorize(claim string, op peer.Op) bool {
-	return !op.IsWrite() || (claim != "" && n.ring.Load().Contains(claim))
+	switch {
+	case !op.IsWrite():
+		return true
+	case claim == "":
+		return false
+	case n.ring.Load().Contains(claim):
+		return true
+	}
+	// A node that has just left hands its values over (OpOffer), which fill only keys nobody
+	// wrote lately.
+	h := n.handoff.Load()
+	return op == peer.OpOffer && h != nil && time.Now().UnixNano() <= h.until && h.ring.Contains(claim)
 }
 
 // Done returns a channel that is closed when the node is closed; discovery.Run stops then.
@@ -314,15 +332,20 @@ func (n *Node) SetPeers(peers ...string) error {
 		return nil
 	}
 	n.log.Info("peer set changed", slog.Any("peers", ring.Peers()))
+	joined := false
 	for _, p := range slices.Concat(old.Peers(), ring.Peers()) {
 		if old.Contains(p) != ring.Contains(p) {
 			n.health.Delete(p) // a peer that joins or leaves starts afresh: no back-off,
 			n.warned.Delete(p)
 			n.peerObs.Delete(p)
 			n.client.Drain(p) // and new connections (it may be a new process at the address)
+			joined = joined || ring.Contains(p)
 		}
 	}
 	n.startHandoff(old)
+	if joined && n.window > 0 {
+		n.startHandOver() // only a peer that joins takes keys from the others
+	}
 	return nil
 }
 
@@ -446,7 +469,7 @@ func (n *Node) startProbe(addr string) {
 		n.probing.Delete(addr)
 		return
 	}
-	n.probes.Add(1)
+	n.bg.Add(1)
 	go n.probe(addr)
 }
 
@@ -454,7 +477,7 @@ func (n *Node) startProbe(addr string) {
 // use it again as soon as it answers. It stops then, when the back-off ends first, when addr
 // leaves the peer set, or when the node closes.
 func (n *Node) probe(addr string) {
-	defer n.probes.Done()
+	defer n.bg.Done()
 	defer func() {
 		n.probing.Delete(addr)
 		if !n.closed.Load() && !n.healthy(addr) && n.ring.Load().Contains(addr) {
@@ -686,15 +709,18 @@ func (n *Node) warnAbout(peer, msg string, attrs ...any) {
 	n.log.Warn(msg+" (at most one warning a minute per peer)", append([]any{slog.String("peer", peer)}, attrs...)...)
 }
 
-// Shutdown makes the node leave its cluster gracefully, then closes it as Close does. At once it
-// stops taking peers' requests: the listeners of Serve close, a peer that connects is refused, and
-// every connected peer gets a notice that makes it stop asking this node and load the keys this
-// node owns itself; requests that still arrive are answered "leaving", which has the same effect.
-// Then it answers the requests in flight, until they are done or ctx ends. A node served through
-// Handler on a server of one's own: shut that server down after Shutdown returns. Take the node out
-// of its discovery source first where the source can (docs/design.md, "Leaving the cluster"), so
-// that the peers' rings drop it too. It returns ctx's error when requests were still in flight as
-// ctx ended (they then fail over to their callers' own loads), ErrClosed after Close or Shutdown.
+// Shutdown makes the node leave its cluster gracefully, then closes it as Close does. First, unless
+// hand-off is off (WithHandoffWindow(0)), it hands the values it holds over to the nodes that own
+// their keys once it is gone, most valuable first, while it still serves: for at most half the
+// hand-off window and half of what is left of ctx. Then it stops taking peers' requests: the
+// listeners of Serve close, a peer that connects is refused, and every connected peer gets a notice
+// that makes it stop asking this node and load the keys this node owns itself; requests that still
+// arrive are answered "leaving", which has the same effect. Then it answers the requests in flight,
+// until they are done or ctx ends. A node served through Handler on a server of one's own: shut
+// that server down after Shutdown returns. Take the node out of its discovery source first where
+// the source can (docs/design.md, "Leaving the cluster"), so that the peers' rings drop it too. It
+// returns ctx's error when requests were still in flight as ctx ended (they then fail over to
+// their callers' own loads), ErrClosed after Close or Shutdown.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.mu.Lock()
 	if n.closed.Load() {
@@ -705,6 +731,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.mu.Unlock()
 	n.leaving.Store(true)
 	n.log.Info("leaving the cluster")
+	if n.window > 0 {
+		n.leaveHandOver(ctx)
+	}
 	var wg sync.WaitGroup
 	for _, srv := range servers {
 		// Closes its listener; the upgraded connections are the peer server's to drain.
@@ -730,10 +759,13 @@ func (n *Node) Close() error {
 		for _, srv := range n.servers {
 			_ = srv.Close()
 		}
+		if n.stopHandOver != nil {
+			n.stopHandOver()
+		}
 		n.mu.Unlock()
 		close(n.done)
 		err = errors.Join(n.server.Close(), n.client.Close())
-		n.probes.Wait()
+		n.bg.Wait()
 	})
 	return err
 }
@@ -813,6 +845,15 @@ func (b nodeBackend) Set(_ context.Context, cache string, key []byte, v peer.Val
 		return err
 	}
 	return c.setFromPeer(key, v)
+}
+
+// Offer takes a value over from a node that hands it over, or declines it.
+func (b nodeBackend) Offer(_ context.Context, cache string, key []byte, v peer.Value) error {
+	c, err := b.cache(cache)
+	if err != nil {
+		return err
+	}
+	return c.offerFromPeer(key, v)
 }
 
 // Remove drops keys from both stores.

@@ -239,13 +239,23 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	if c.closed.Load() {
 		return c.errGone()
 	}
-	key, err := c.decodeKey(kb)
+	key, it, size, err := c.fromPeer(kb, val)
 	if err != nil {
 		return err
 	}
+	c.setLocal(key, kb, it, size, it.wire.expires)
+	return nil
+}
+
+// fromPeer decodes the key and value a peer sent (val aliases the request: the item keeps
+// copies) into the item to store, its cost, and its expiry (item.wire.expires).
+func (c *Cache[K, V]) fromPeer(kb []byte, val peer.Value) (key K, it item[V], size int64, err error) {
+	if key, err = c.decodeKey(kb); err != nil {
+		return key, it, 0, err
+	}
 	raw, err := val.Raw(int(c.maxValue))
 	if err != nil {
-		return wireStatus(peer.StatusTooLarge, err)
+		return key, it, 0, wireStatus(peer.StatusTooLarge, err)
 	}
 	var data []byte
 	if val.Compressed {
@@ -256,20 +266,18 @@ func (c *Cache[K, V]) setFromPeer(kb []byte, val peer.Value) error {
 	}
 	v, err := c.decode(raw)
 	if err != nil {
-		return wireStatus(peer.StatusBadRequest, err)
+		return key, it, 0, wireStatus(peer.StatusBadRequest, err)
 	}
-	size, err := c.peerSize(v, raw, data, val.Compressed)
-	if err != nil {
-		return err
+	if size, err = c.peerSize(v, raw, data, val.Compressed); err != nil {
+		return key, it, 0, err
 	}
 	if size += int64(len(kb)); size > c.maxValue {
 		c.tooLarge.Add(1)
-		return wireStatus(peer.StatusTooLarge, fmt.Errorf("cache %q: value of %d bytes over the limit of %d", c.name, size, c.maxValue))
+		return key, it, 0, wireStatus(peer.StatusTooLarge, fmt.Errorf("cache %q: value of %d bytes over the limit of %d", c.name, size, c.maxValue))
 	}
 	expires := c.peerExpiry(c.now().UnixNano(), val.TTL)
 	w := &wireForm{Value: peer.Value{Data: data, Compressed: val.Compressed}, rawLen: len(raw), expires: expires}
-	c.setLocal(key, kb, item[V]{v: v, wire: w}, size, expires)
-	return nil
+	return key, item[V]{v: v, wire: w}, size, nil
 }
 
 // peerSize returns the cost of a value a peer sent, decoded as v from raw: the sizer's answer or

@@ -86,9 +86,12 @@ type Stats struct {
 	// FallbackLoads is the number of keys loaded here because their owner could not serve them
 	// (down, overloaded, without the cache); they count in Loads too.
 	FallbackLoads int64
-	// Handoffs is the number of values taken over from their previous owner after a peer-set
-	// change instead of being loaded (see WithHandoffWindow).
-	Handoffs int64
+	// Handoffs is the number of values taken over from another node instead of being loaded:
+	// asked of their previous owner after a peer-set change, or handed over by a node that left
+	// or by the interim owner of a key of this node that came back (see WithHandoffWindow).
+	// HandedOver is the number of values this node offered to the nodes that own their keys
+	// next, when it left (Shutdown) or a peer joined; a receiver may decline them.
+	Handoffs, HandedOver int64
 	// PeerRequests is the number of keys peers asked this node for, in Get and GetMany requests
 	// (hand-off peeks do not count); PeerLoads the number of loads they caused here (they count
 	// in Loads too).
@@ -155,6 +158,7 @@ func (c *Cache[K, V]) Stats() Stats {
 		BatchLoads:      c.fresh.batchLoads.Load(),
 
 		Handoffs:         c.cluster.handoffs.Load(),
+		HandedOver:       c.cluster.handedOver.Load(),
 		RemoteGets:       c.cluster.remoteGets.Load(),
 		RemoteErrors:     c.cluster.remoteErrors.Load(),
 		FallbackLoads:    c.cluster.fallbackLoads.Load(),

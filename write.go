@@ -149,6 +149,9 @@ func (c *Cache[K, V]) invalidate(key K, kb []byte) {
 	if c.node != nil {
 		c.lastWrite[i].Store(c.node.writes.Add(1)) // first: a hand-off after this does not take the key over
 	}
+	if c.recent != nil {
+		c.recent.record(kb, c.now().UnixNano()) // first: a value handed over after this is declined
+	}
 	c.stripes[i].Add(1) // first: a load that stores after this sees it and backs out
 	c.flights.Forget(key)
 }
@@ -272,6 +275,9 @@ func (c *Cache[K, V]) Clear(ctx context.Context) error {
 func (c *Cache[K, V]) adopt(gen uint64) bool {
 	if c.node != nil {
 		c.lastClear.Store(c.node.writes.Add(1)) // first: a hand-off after this takes nothing over
+	}
+	if c.recent != nil {
+		c.recent.clear(c.now().UnixNano())
 	}
 	for {
 		cur := c.gen.Load()

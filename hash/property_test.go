@@ -409,3 +409,45 @@ func TestBuckets(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerWithout checks OwnerWithout against the ring built without the peer, with and without
+// ties between positions, including wrap-around and a ring of one peer.
+func TestOwnerWithout(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		peers []string
+		opts  []Option
+	}{
+		{"ties", []string{"a", "b", "c", "d", "e", "f"}, []Option{WithReplicas(8), WithHash(coarseHash)}},
+		{"default", ipPeers(5), nil},
+		{"two", ipPeers(2), []Option{WithReplicas(4)}},
+	} {
+		full := mustRing(t, tc.peers, tc.opts...)
+		moved := 0 // keys whose owner was the peer left out: those OwnerWithout must move
+		for gone := range tc.peers {
+			rest := mustRing(t, slices.Delete(slices.Clone(tc.peers), gone, gone+1), tc.opts...)
+			for i := range 5_000 {
+				key := []byte(fmt.Sprintf("key-%d", i))
+				want, _ := rest.Owner(key)
+				got, ok := full.OwnerWithout(key, tc.peers[gone])
+				if !ok || got != want {
+					t.Fatalf("%s: OwnerWithout(%q, %s) = %q, %v; the ring without it says %q", tc.name, key, tc.peers[gone], got, ok, want)
+				}
+				if owner, _ := full.Owner(key); owner == tc.peers[gone] {
+					moved++
+				}
+			}
+		}
+		if moved < 5_000 {
+			t.Fatalf("%s: %d keys checked that move", tc.name, moved)
+		}
+	}
+	one := mustRing(t, []string{"a"})
+	if p, ok := one.OwnerWithout([]byte("k"), "a"); ok {
+		t.Fatalf("OwnerWithout on a ring of the peer alone = %q, true", p)
+	}
+	if p, ok := one.OwnerWithout([]byte("k"), "z"); !ok || p != "a" {
+		t.Fatalf("OwnerWithout of a peer not on the ring = %q, %v; want a", p, ok)
+	}
+}

@@ -267,6 +267,31 @@ func (r *Ring) OwnerString(key string) (peer string, ok bool) {
 	return r.peerAt(r.OwnerIndex(r.KeyHashString(key)))
 }
 
+// OwnerWithout returns the peer that would own key on the ring without peer: the owner of key on
+// NewRing(Peers() minus peer) with the same options, found without building that ring. It is
+// Owner when peer does not own key (removing a peer moves only that peer's keys), and ok=false
+// when no other peer is left. A node that leaves gives each of its keys to this peer.
+func (r *Ring) OwnerWithout(key []byte, peer string) (string, bool) {
+	i := r.OwnerIndex(r.KeyHash(key))
+	if i < 0 || r.peers[i] != peer {
+		return r.peerAt(i)
+	}
+	if len(r.peers) == 1 {
+		return "", false
+	}
+	// The first virtual node at or after the key's position, wrapping around, that is not peer's:
+	// the one Owner would find on the ring without peer's virtual nodes.
+	h := r.KeyHash(key)
+	j, _ := slices.BinarySearch(r.hashes, h)
+	for n := 0; n < len(r.hashes); n++ {
+		k := (j + n) % len(r.hashes)
+		if int(r.owners[k]) != i {
+			return r.peers[r.owners[k]], true
+		}
+	}
+	return "", false
+}
+
 func (r *Ring) peerAt(i int) (string, bool) {
 	if i < 0 {
 		return "", false

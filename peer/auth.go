@@ -3,8 +3,6 @@ package peer
 import (
 	"bytes"
 	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
@@ -20,25 +18,17 @@ import (
 	"time"
 
 	"github.com/typedcache/groupcache/internal/ratelimit"
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // Peers authenticate each other with mutual TLS (WithTLS), with a shared secret (WithSecret), or
 // both; a Server with neither serves loopback peers only, unless WithInsecure says otherwise.
 // docs/security.md describes the threat model, docs/protocol.md the handshake.
 
-// Headers of the upgrade handshake.
+// What a Server accepts of WithSecret.
 const (
-	headerNode  = "Groupcache-Node"  // the client's claim: its node's address
-	headerKey   = "Groupcache-Key"   // the id of the secret the client proves it knows
-	headerNonce = "Groupcache-Nonce" // a side's fresh nonce, in hex
-	headerProof = "Groupcache-Proof" // the server's proof, in hex
-
-	nonceLen   = 32
-	proofLen   = sha256.Size
-	keyIDLen   = 8
 	minSecret  = 16
 	maxSecrets = 8
-	maxClaim   = 261 // a host name of 255 bytes, a colon and a port
 )
 
 // WithTLS makes a Server serve, and a Client speak, over mutual TLS. cfg holds this node's
@@ -78,7 +68,7 @@ func WithSecret(current []byte, accepted ...[]byte) SharedOption {
 			if len(s) < minSecret {
 				return optionError("WithSecret", "secret %d has %d bytes; want at least %d", i, len(s), minSecret)
 			}
-			ids[keyID(s)] = true
+			ids[wire.KeyID(s)] = true
 			all[i] = bytes.Clone(s)
 		}
 		if len(ids) != len(all) {
@@ -106,7 +96,7 @@ func WithInsecure() ServerOption {
 // it under another address tells its Observer (Misnamed). Default: no claim.
 func WithSelf(addr string) SharedOption {
 	return bothOption(func(c *common) error {
-		if err := checkClaim(addr); err != nil {
+		if err := wire.CheckClaim(addr); err != nil {
 			return optionError("WithSelf", "%v", err)
 		}
 		c.self = addr
@@ -129,53 +119,6 @@ func WithAuthorizer(allow func(node string, op Op) bool) ServerOption {
 	})
 }
 
-// IsWrite reports whether op changes a cache (Set, Remove, Clear), for an authorizer.
-func (o Op) IsWrite() bool { return o == OpSet || o == OpRemove || o == OpClear }
-
-// checkClaim refuses a claimed node address that is not "host:port".
-func checkClaim(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	switch {
-	case err != nil:
-		return err
-	case host == "" || port == "" || len(addr) > maxClaim:
-		return fmt.Errorf("%q is not host:port", addr)
-	}
-	return nil
-}
-
-// keyID names a secret in the handshake without revealing it.
-func keyID(secret []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("groupcache/2 key id"))
-	return hex.EncodeToString(m.Sum(nil)[:keyIDLen])
-}
-
-// proof is what a side (role "server" or "client") sends to show it knows secret.
-func proof(secret []byte, role string, cnonce, snonce []byte, node string) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("groupcache/2 " + role + "\x00"))
-	m.Write(cnonce)
-	m.Write(snonce)
-	m.Write([]byte(node))
-	return m.Sum(nil)
-}
-
-// parseHex decodes a header value of exactly n bytes in hex.
-func parseHex(v string, n int) ([]byte, bool) {
-	if len(v) != 2*n {
-		return nil, false
-	}
-	b, err := hex.DecodeString(v)
-	return b, err == nil
-}
-
-func newNonce() []byte {
-	b := make([]byte, nonceLen)
-	_, _ = rand.Read(b) // never fails (crypto/rand)
-	return b
-}
-
 // admission is what the handshake established about a client before the upgrade.
 type admission struct {
 	node   string // the claimed address, authenticated as far as the mode goes
@@ -193,10 +136,10 @@ type refusal struct {
 // authenticate checks what r shows of the client (its TLS state, its address, its claim, the
 // secret it names) and returns the admission, or why it is refused.
 func (s *Server) authenticate(r *http.Request) (admission, *refusal) {
-	a := admission{node: r.Header.Get(headerNode)}
+	a := admission{node: r.Header.Get(wire.HeaderNode)}
 	if a.node != "" {
-		if err := checkClaim(a.node); err != nil {
-			return a, &refusal{http.StatusBadRequest, "bad " + headerNode + " header: " + err.Error()}
+		if err := wire.CheckClaim(a.node); err != nil {
+			return a, &refusal{http.StatusBadRequest, "bad " + wire.HeaderNode + " header: " + err.Error()}
 		}
 	}
 	if s.tls != nil {
@@ -218,23 +161,23 @@ func (s *Server) authenticate(r *http.Request) (admission, *refusal) {
 // chooseSecret picks the accepted secret the client names and reads its nonce; it returns what
 // is wrong, or "".
 func (a *admission) chooseSecret(secrets [][]byte, h http.Header) string {
-	id := h.Get(headerKey)
+	id := h.Get(wire.HeaderKey)
 	if id == "" {
-		return "this node requires the shared secret: no " + headerKey + " header"
+		return "this node requires the shared secret: no " + wire.HeaderKey + " header"
 	}
 	for _, s := range secrets {
-		if subtle.ConstantTimeCompare([]byte(id), []byte(keyID(s))) == 1 {
+		if subtle.ConstantTimeCompare([]byte(id), []byte(wire.KeyID(s))) == 1 {
 			a.secret = s
 		}
 	}
 	if a.secret == nil {
-		return "the secret named by " + headerKey + " is not one this node accepts"
+		return "the secret named by " + wire.HeaderKey + " is not one this node accepts"
 	}
 	var ok bool
-	if a.cnonce, ok = parseHex(h.Get(headerNonce), nonceLen); !ok {
-		return "bad " + headerNonce + " header: want " + strconv.Itoa(2*nonceLen) + " hex digits"
+	if a.cnonce, ok = wire.ParseHex(h.Get(wire.HeaderNonce), wire.NonceLen); !ok {
+		return "bad " + wire.HeaderNonce + " header: want " + strconv.Itoa(2*wire.NonceLen) + " hex digits"
 	}
-	a.snonce = newNonce()
+	a.snonce = wire.NewNonce()
 	return ""
 }
 
@@ -281,8 +224,8 @@ func (a *admission) upgradeHeaders() string {
 	if a.secret == nil {
 		return ""
 	}
-	return headerNonce + ": " + hex.EncodeToString(a.snonce) + "\r\n" + headerProof + ": " +
-		hex.EncodeToString(proof(a.secret, "server", a.cnonce, a.snonce, a.node)) + "\r\n"
+	return wire.HeaderNonce + ": " + hex.EncodeToString(a.snonce) + "\r\n" + wire.HeaderProof + ": " +
+		hex.EncodeToString(wire.Proof(a.secret, "server", a.cnonce, a.snonce, a.node)) + "\r\n"
 }
 
 // checkClientProof reads the client's proof, which follows the upgrade, within the stall timeout.
@@ -291,11 +234,11 @@ func (a *admission) checkClientProof(nc net.Conn, r io.Reader, timeout time.Dura
 		return "", nil
 	}
 	_ = nc.SetReadDeadline(time.Now().Add(timeout))
-	got := make([]byte, proofLen)
+	got := make([]byte, wire.ProofLen)
 	if _, err := io.ReadFull(r, got); err != nil {
 		return "", err
 	}
-	if !hmac.Equal(got, proof(a.secret, "client", a.cnonce, a.snonce, a.node)) {
+	if !hmac.Equal(got, wire.Proof(a.secret, "client", a.cnonce, a.snonce, a.node)) {
 		return "the client's proof of the shared secret is wrong", nil
 	}
 	return "", nil
@@ -358,13 +301,13 @@ func (c *Client) clientTLS(host string) *tls.Config {
 func (c *Client) authHeaders() (string, []byte) {
 	h := ""
 	if c.self != "" {
-		h = headerNode + ": " + c.self + "\r\n"
+		h = wire.HeaderNode + ": " + c.self + "\r\n"
 	}
 	if len(c.secrets) == 0 {
 		return h, nil
 	}
-	nonce := newNonce()
-	return h + headerKey + ": " + keyID(c.secrets[0]) + "\r\n" + headerNonce + ": " + hex.EncodeToString(nonce) + "\r\n", nonce
+	nonce := wire.NewNonce()
+	return h + wire.HeaderKey + ": " + wire.KeyID(c.secrets[0]) + "\r\n" + wire.HeaderNonce + ": " + hex.EncodeToString(nonce) + "\r\n", nonce
 }
 
 // proveSecret checks the server's proof in its answer to the upgrade and returns the client's.
@@ -372,14 +315,14 @@ func (c *Client) proveSecret(h http.Header, cnonce []byte) ([]byte, error) {
 	if len(c.secrets) == 0 {
 		return nil, nil
 	}
-	snonce, ok := parseHex(h.Get(headerNonce), nonceLen)
-	sp, ok2 := parseHex(h.Get(headerProof), proofLen)
+	snonce, ok := wire.ParseHex(h.Get(wire.HeaderNonce), wire.NonceLen)
+	sp, ok2 := wire.ParseHex(h.Get(wire.HeaderProof), wire.ProofLen)
 	if !ok || !ok2 {
 		return nil, &Error{Status: StatusForbidden, Msg: "the peer did not prove it knows the shared secret"}
 	}
 	secret := c.secrets[0]
-	if !hmac.Equal(sp, proof(secret, "server", cnonce, snonce, c.self)) {
+	if !hmac.Equal(sp, wire.Proof(secret, "server", cnonce, snonce, c.self)) {
 		return nil, &Error{Status: StatusForbidden, Msg: "the peer's proof of the shared secret is wrong"}
 	}
-	return proof(secret, "client", cnonce, snonce, c.self), nil
+	return wire.Proof(secret, "client", cnonce, snonce, c.self), nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/typedcache/groupcache/internal/testpki"
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 var (
@@ -123,21 +124,21 @@ func rawUpgrade(t *testing.T, addr, headers string) (net.Conn, *bufio.Reader, *h
 // proof, or one replayed from another connection) gets a refusal frame and is never served.
 func TestSecretProofRefused(t *testing.T) {
 	s, addr := startServer(t, backendWithK(), WithSecret(secretA))
-	cnonce := make([]byte, nonceLen)
-	headers := headerKey + ": " + keyID(secretA) + "\r\n" + headerNonce + ": " + hex.EncodeToString(cnonce) + "\r\n"
-	get := AppendRequest(appendPrefix(nil, 0, 1), &Request{Op: OpGet, Cache: "c", Key: []byte("k")})
-	binary.BigEndian.PutUint32(get, uint32(len(get)-prefixLen))
+	cnonce := make([]byte, wire.NonceLen)
+	headers := wire.HeaderKey + ": " + wire.KeyID(secretA) + "\r\n" + wire.HeaderNonce + ": " + hex.EncodeToString(cnonce) + "\r\n"
+	get := wire.AppendRequest(wire.AppendPrefix(nil, 0, 1), &wire.Request{Op: OpGet, Cache: "c", Key: []byte("k")})
+	binary.BigEndian.PutUint32(get, uint32(len(get)-wire.PrefixLen))
 
 	// A legitimate exchange, done by hand: its proof is valid on its own connection only.
 	nc, br, resp := rawUpgrade(t, addr, headers)
-	snonce, _ := hex.DecodeString(resp.Header.Get(headerNonce))
-	good := proof(secretA, "client", cnonce, snonce, "")
+	snonce, _ := hex.DecodeString(resp.Header.Get(wire.HeaderNonce))
+	good := wire.Proof(secretA, "client", cnonce, snonce, "")
 	nc.Write(append(good, get...))
 	if id, r := readReply(t, br); id != 1 || r.Status != StatusOK || string(r.Value.Data) != "v" {
 		t.Fatalf("legitimate exchange: %d %+v", id, r)
 	}
 
-	for name, p := range map[string][]byte{"wrong": make([]byte, proofLen), "replayed": good} {
+	for name, p := range map[string][]byte{"wrong": make([]byte, wire.ProofLen), "replayed": good} {
 		nc, br, resp := rawUpgrade(t, addr, headers)
 		if resp.StatusCode != http.StatusSwitchingProtocols {
 			t.Fatalf("%s: %s", name, resp.Status)
@@ -156,18 +157,18 @@ func TestSecretProofRefused(t *testing.T) {
 }
 
 // readReply reads one reply frame.
-func readReply(t *testing.T, br *bufio.Reader) (uint32, Response) {
+func readReply(t *testing.T, br *bufio.Reader) (uint32, wire.Response) {
 	t.Helper()
-	hdr := make([]byte, prefixLen)
+	hdr := make([]byte, wire.PrefixLen)
 	if _, err := io.ReadFull(br, hdr); err != nil {
 		t.Fatal(err)
 	}
-	n, id := parsePrefix(hdr)
+	n, id := wire.ParsePrefix(hdr)
 	frame := make([]byte, n)
 	if _, err := io.ReadFull(br, frame); err != nil {
 		t.Fatal(err)
 	}
-	r, err := ParseResponse(frame, Limits{})
+	r, err := wire.ParseResponse(frame, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestRefusalFrame(t *testing.T) {
 	addr := hostile(t, func(h *hostileConn) {
 		if h.upgrade() {
 			if _, _, err := h.read(); err == nil {
-				h.reply(0, AppendResponse(nil, &Response{Status: StatusForbidden, Msg: "go away"}))
+				h.reply(0, wire.AppendResponse(nil, &wire.Response{Status: StatusForbidden, Msg: "go away"}))
 			}
 			h.drain()
 		}
@@ -224,10 +225,10 @@ func TestLoopbackOnlyByDefault(t *testing.T) {
 	r := httptest.NewRequest(http.MethodGet, DefaultBasePath, nil)
 	r.Header.Set("Connection", "Upgrade")
 	r.Header.Set("Upgrade", UpgradeToken)
-	r.Header.Set(headerNode, "no port")
+	r.Header.Set(wire.HeaderNode, "no port")
 	w := httptest.NewRecorder()
 	s.ServeHTTP(w, r)
-	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), headerNode) {
+	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), wire.HeaderNode) {
 		t.Fatalf("bad claim: %d %s", w.Code, w.Body)
 	}
 }

@@ -16,8 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/klauspost/compress/s2"
-	"github.com/klauspost/compress/zstd"
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // Benchmarks. The loopback figures are meant to be read as ratios within one run:
@@ -43,7 +42,7 @@ func parallel16(b *testing.B) {
 }
 
 // benchRequest is the request both benchmarks send: the key and cache name sizes of a typical Get.
-var benchRequest = Request{Op: OpGet, Cache: "profiles", Key: []byte("user:000012345")}
+var benchRequest = wire.Request{Op: OpGet, Cache: "profiles", Key: []byte("user:000012345")}
 
 func BenchmarkGet(b *testing.B) {
 	for _, sz := range benchSizes {
@@ -95,6 +94,7 @@ func (b valueBackend) Get(context.Context, string, []byte) (Value, error)  { ret
 func (b valueBackend) GetInline(string, []byte) (Value, bool, error)       { return b.v, true, nil }
 func (b valueBackend) Peek(context.Context, string, []byte) (Value, error) { return b.v, nil }
 func (b valueBackend) Set(context.Context, string, []byte, Value) error    { return nil }
+func (b valueBackend) Offer(context.Context, string, []byte, Value) error  { return nil }
 func (b valueBackend) Remove(context.Context, string, [][]byte) error      { return nil }
 func (b valueBackend) Clear(context.Context, string, uint64) error         { return nil }
 func (b valueBackend) PeekMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error) {
@@ -178,7 +178,7 @@ func newRawClient(b *testing.B, addr string) *rawClient {
 	if err != nil {
 		b.Fatal(err)
 	}
-	frame := AppendRequest(nil, &benchRequest)
+	frame := wire.AppendRequest(nil, &benchRequest)
 	req := binary.BigEndian.AppendUint32(nil, uint32(len(frame)))
 	return &rawClient{nc: nc, br: bufio.NewReaderSize(nc, clientReadBuffer), req: append(req, frame...)}
 }
@@ -246,162 +246,6 @@ func BenchmarkRawTCP(b *testing.B) {
 	}
 }
 
-func BenchmarkAppendRequest(b *testing.B) {
-	buf := make([]byte, 0, 256)
-	b.ReportAllocs()
-	for b.Loop() {
-		buf = AppendRequest(buf[:0], &benchRequest)
-	}
-}
-
-func BenchmarkParseRequest(b *testing.B) {
-	frame := AppendRequest(nil, &benchRequest)
-	b.ReportAllocs()
-	b.Run("fresh-name", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := ParseRequest(frame, Limits{}); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("interned-name", func(b *testing.B) {
-		// How a server connection parses: the cache name of the previous request is reused.
-		lim := Limits{}.withDefaults()
-		var sc reqScratch
-		var r Request
-		b.ReportAllocs()
-		for b.Loop() {
-			if err := parseRequest(frame, lim, &sc, &r); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
-func BenchmarkAppendResponse(b *testing.B) {
-	for _, sz := range benchSizes {
-		r := Response{Value: Value{Data: random(sz.n), TTL: time.Minute}}
-		buf := make([]byte, 0, sz.n+64)
-		b.Run(sz.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(sz.n))
-			for b.Loop() {
-				buf = AppendResponse(buf[:0], &r)
-			}
-		})
-	}
-}
-
-func BenchmarkParseResponse(b *testing.B) {
-	for _, sz := range benchSizes {
-		frame := AppendResponse(nil, &Response{Value: Value{Data: random(sz.n), TTL: time.Minute}})
-		b.Run(sz.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(sz.n))
-			for b.Loop() {
-				if _, err := ParseResponse(frame, Limits{}); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkCompress compares the candidate compressors on a compressible 64 KiB payload (JSON-like
-// text). The compressed size is reported as "ratio" (compressed/raw).
-func BenchmarkCompress(b *testing.B) {
-	raw := compressible(64 << 10)
-	zenc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
-	defer zenc.Close()
-	zencDef, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
-	defer zencDef.Close()
-	dst := make([]byte, 0, s2.MaxEncodedLen(len(raw)))
-	cases := []struct {
-		name string
-		enc  func() []byte
-	}{
-		{"s2", func() []byte { return s2.Encode(dst[:cap(dst)], raw) }},
-		{"s2-better", func() []byte { return s2.EncodeBetter(dst[:cap(dst)], raw) }},
-		{"zstd-fastest", func() []byte { return zenc.EncodeAll(raw, dst[:0]) }},
-		{"zstd-default", func() []byte { return zencDef.EncodeAll(raw, dst[:0]) }},
-	}
-	for _, c := range cases {
-		b.Run(c.name+"/64KiB", func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(raw)))
-			var n int
-			for b.Loop() {
-				n = len(c.enc())
-			}
-			b.ReportMetric(float64(n)/float64(len(raw)), "ratio")
-		})
-	}
-}
-
-// BenchmarkDecompress compares decoding the same payload, as a receiver does once per Get.
-func BenchmarkDecompress(b *testing.B) {
-	raw := compressible(64 << 10)
-	zenc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
-	zdata := zenc.EncodeAll(raw, nil)
-	zenc.Close()
-	zdec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
-	defer zdec.Close()
-	s2v := Compress(raw, 1)
-	s2fast := s2.Encode(nil, raw)
-	cases := []struct {
-		name string
-		dec  func() ([]byte, error)
-	}{
-		{"s2-better/Raw", func() ([]byte, error) { return s2v.Raw(0) }},
-		{"s2", func() ([]byte, error) { return s2.Decode(nil, s2fast) }},
-		{"zstd-fastest", func() ([]byte, error) { return zdec.DecodeAll(zdata, nil) }},
-	}
-	for _, c := range cases {
-		b.Run(c.name+"/64KiB", func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(raw)))
-			for b.Loop() {
-				out, err := c.dec()
-				if err != nil || !bytes.Equal(out[:16], raw[:16]) {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkCompressThreshold measures S2 (as Compress uses it) on small compressible values, to
-// pick DefaultCompressThreshold: "saved" is bytes saved per value, to weigh against ns/op of
-// compressing (once per value, on the owner) plus decompressing (once per Get, on the caller).
-func BenchmarkCompressThreshold(b *testing.B) {
-	for _, n := range []int{128, 256, 512, 1024, 2048, 4096} {
-		raw := compressible(n)
-		v := Compress(raw, 1)
-		b.Run("encode/"+itoa(n), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				v = Compress(raw, 1)
-			}
-			b.ReportMetric(float64(len(raw)-len(v.Data)), "saved")
-		})
-		b.Run("decode/"+itoa(n), func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := v.Raw(0); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-func itoa(n int) string {
-	if n%1024 == 0 {
-		return strconv.Itoa(n/1024) + "KiB"
-	}
-	return strconv.Itoa(n) + "B"
-}
-
 const benchBatch = 100
 
 // benchKeys returns n keys of the size of benchRequest's.
@@ -447,48 +291,6 @@ func BenchmarkGetMany(b *testing.B) {
 	})
 }
 
-func benchResults() []Result {
-	rs := make([]Result, benchBatch)
-	for i := range rs {
-		rs[i].Value = Value{Data: random(1 << 10), TTL: time.Minute}
-	}
-	return rs
-}
-
-// BenchmarkAppendBatch encodes the batch body of 100 values of 1 KiB: as AppendBatch, and as a
-// Server does (appendBatchReply, with its checks and frame budget, into a reused buffer).
-func BenchmarkAppendBatch(b *testing.B) {
-	rs := benchResults()
-	buf := make([]byte, 0, 128<<10)
-	b.Run("AppendBatch", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(benchBatch << 10)
-		for b.Loop() {
-			buf = AppendBatch(buf[:0], rs)
-		}
-	})
-	b.Run("server", func(b *testing.B) {
-		lim := Limits{}.withDefaults()
-		b.ReportAllocs()
-		b.SetBytes(benchBatch << 10)
-		for b.Loop() {
-			buf, _ = appendBatchReply(buf[:0], rs, lim)
-		}
-	})
-}
-
-// BenchmarkParseBatch parses the batch body of 100 values of 1 KiB (the values are not copied).
-func BenchmarkParseBatch(b *testing.B) {
-	body := AppendBatch(nil, benchResults())
-	b.ReportAllocs()
-	b.SetBytes(benchBatch << 10)
-	for b.Loop() {
-		if _, err := ParseBatch(body, benchBatch, Limits{}); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // BenchmarkSlowRequests measures what slow requests at the peer (a load on a miss, say) cost the
 // fast ones: 16 callers ask one server, one request in 50 takes 2 ms in the backend, the others
 // are hits answered inline, over 1, 2 or 4 connections per peer. A slow request holds up none of
@@ -500,7 +302,7 @@ func BenchmarkSlowRequests(b *testing.B) {
 	backend := newBackend()
 	backend.inline = true
 	for i := range 1000 {
-		backend.set("c", "k-"+itoa(i), Value{Data: []byte("v")})
+		backend.set("c", "k-"+strconv.Itoa(i), Value{Data: []byte("v")})
 	}
 	backend.hook = func(_ context.Context, _ Op, key []byte) error {
 		if bytes.HasPrefix(key, []byte("slow")) {
@@ -521,9 +323,9 @@ func BenchmarkSlowRequests(b *testing.B) {
 				var lat []time.Duration
 				for pb.Next() {
 					i := n.Add(1)
-					key := "k-" + itoa(int(i%1000))
+					key := "k-" + strconv.Itoa(int(i%1000))
 					if i%50 == 0 {
-						key = "slow-" + itoa(int(i))
+						key = "slow-" + strconv.Itoa(int(i))
 					}
 					t0 := time.Now()
 					if _, err := c.Get(context.Background(), addr, "c", []byte(key)); err != nil && StatusOf(err) != StatusNotFound {

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // Client asks peers for values, and stores, removes and clears them, over a few connections per
@@ -35,6 +37,7 @@ type Client struct {
 	secrets         [][]byte                                                          // WithSecret's: the first is proved
 	self            string                                                            // WithSelf's claim
 	observer        Observer                                                          // WithObserver's; may be nil
+	inject          func(context.Context) []byte                                      // WithTraceContext's; may be nil
 	dialContext     func(ctx context.Context, network, addr string) (net.Conn, error) // a net.Dialer's; tests set another
 
 	pools     sync.Map // peer address -> *pool
@@ -86,11 +89,12 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		dialTimeout:     cmp.Or(cfg.dialTimeout, DefaultDialTimeout),
 		idleConnTimeout: cmp.Or(cfg.idleConnTimeout, DefaultIdleConnTimeout),
 		conns:           max(cfg.conns, 1),
-		lim:             cfg.limits.withDefaults(),
+		lim:             wire.Resolve(cfg.limits),
 		tls:             cfg.tls,
 		secrets:         cfg.secrets,
 		self:            cfg.self,
 		observer:        cfg.observer,
+		inject:          cfg.inject,
 		done:            make(chan struct{}),
 	}
 	if c.tls != nil && c.tls.ClientSessionCache == nil {
@@ -106,7 +110,7 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 // or reply over its limits, or no status and ErrProtocol (malformed bytes) or ErrUnavailable (the
 // network, a timeout, the end of ctx, whose error it then matches too, a closed Client).
 func (c *Client) Get(ctx context.Context, peer, cache string, key []byte) (Value, error) {
-	r := request{Request: Request{Op: OpGet, Cache: cache, Key: key}}
+	r := request{Request: wire.Request{Op: OpGet, Cache: cache, Key: key}}
 	resp, err := c.do(ctx, peer, &r)
 	return resp.Value, err
 }
@@ -114,7 +118,7 @@ func (c *Client) Get(ctx context.Context, peer, cache string, key []byte) (Value
 // GetInto is Get, reading the value into buf's memory when it fits in cap(buf). After an error
 // buf must not be reused: a reply abandoned halfway may still be read into it.
 func (c *Client) GetInto(ctx context.Context, peer, cache string, key, buf []byte) (Value, error) {
-	r := request{Request: Request{Op: OpGet, Cache: cache, Key: key}, dst: buf}
+	r := request{Request: wire.Request{Op: OpGet, Cache: cache, Key: key}, dst: buf}
 	resp, err := c.do(ctx, peer, &r)
 	return resp.Value, err
 }
@@ -122,7 +126,7 @@ func (c *Client) GetInto(ctx context.Context, peer, cache string, key, buf []byt
 // Peek asks peer for the value of key only if the peer holds it (StatusNotFound if not; it never
 // loads): a new owner takes a value over from the key's previous owner so. Errors are as for Get.
 func (c *Client) Peek(ctx context.Context, peer, cache string, key []byte) (Value, error) {
-	r := request{Request: Request{Op: OpPeek, Cache: cache, Key: key}}
+	r := request{Request: wire.Request{Op: OpPeek, Cache: cache, Key: key}}
 	resp, err := c.do(ctx, peer, &r)
 	return resp.Value, err
 }
@@ -131,7 +135,7 @@ func (c *Client) Peek(ctx context.Context, peer, cache string, key []byte) (Valu
 // error for the whole request. A Result's Err has the entry's Status (StatusOverloaded: ask
 // again). The values share one buffer: keeping one keeps it all (copy small ones kept long).
 func (c *Client) GetMany(ctx context.Context, peer, cache string, keys [][]byte) ([]Result, error) {
-	r := request{Request: Request{Op: OpGetMany, Cache: cache, Keys: keys}}
+	r := request{Request: wire.Request{Op: OpGetMany, Cache: cache, Keys: keys}}
 	_, err := c.do(ctx, peer, &r)
 	return r.results, err
 }
@@ -139,28 +143,37 @@ func (c *Client) GetMany(ctx context.Context, peer, cache string, keys [][]byte)
 // PeekMany is the batch form of Peek (an entry the peer does not hold has StatusNotFound).
 // Results, limits and errors are as for GetMany.
 func (c *Client) PeekMany(ctx context.Context, peer, cache string, keys [][]byte) ([]Result, error) {
-	r := request{Request: Request{Op: OpPeekMany, Cache: cache, Keys: keys}}
+	r := request{Request: wire.Request{Op: OpPeekMany, Cache: cache, Keys: keys}}
 	_, err := c.do(ctx, peer, &r)
 	return r.results, err
 }
 
 // Set stores v under key in the named cache at peer. Errors are as for Get.
 func (c *Client) Set(ctx context.Context, peer, cache string, key []byte, v Value) error {
-	r := request{Request: Request{Op: OpSet, Cache: cache, Key: key, Value: v}}
+	r := request{Request: wire.Request{Op: OpSet, Cache: cache, Key: key, Value: v}}
+	_, err := c.do(ctx, peer, &r)
+	return err
+}
+
+// Offer hands v over to peer as the value of key in the named cache: peer stores it only if it
+// owns key, or will own it once this node is gone, holds no value for it and has not seen it
+// written lately; it answers nil whether it stored v or not. Errors are as for Get.
+func (c *Client) Offer(ctx context.Context, peer, cache string, key []byte, v Value) error {
+	r := request{Request: wire.Request{Op: OpOffer, Cache: cache, Key: key, Value: v}}
 	_, err := c.do(ctx, peer, &r)
 	return err
 }
 
 // Remove drops keys from the named cache at peer; absent keys are not an error.
 func (c *Client) Remove(ctx context.Context, peer, cache string, keys [][]byte) error {
-	r := request{Request: Request{Op: OpRemove, Cache: cache, Keys: keys}}
+	r := request{Request: wire.Request{Op: OpRemove, Cache: cache, Keys: keys}}
 	_, err := c.do(ctx, peer, &r)
 	return err
 }
 
 // Clear drops every entry of the named cache at peer, which adopts generation (at least 1).
 func (c *Client) Clear(ctx context.Context, peer, cache string, generation uint64) error {
-	r := request{Request: Request{Op: OpClear, Cache: cache, Generation: generation}}
+	r := request{Request: wire.Request{Op: OpClear, Cache: cache, Generation: generation}}
 	_, err := c.do(ctx, peer, &r)
 	return err
 }
@@ -197,7 +210,7 @@ func (c *Client) Stats() ClientStats {
 
 // request is one call in progress.
 type request struct {
-	Request
+	wire.Request
 	ctx         context.Context
 	now         time.Time
 	deadline    time.Time
@@ -206,16 +219,21 @@ type request struct {
 	results     []Result // the answer to a GetMany or PeekMany
 }
 
-// do checks the request r (whose Request is filled in), sends it and waits for its reply. A reply
+// do checks the request r (whose wire.Request is filled in), sends it and waits for its reply. A reply
 // with a status other than StatusOK is returned as an error.
-func (c *Client) do(ctx context.Context, peer string, r *request) (Response, error) {
+func (c *Client) do(ctx context.Context, peer string, r *request) (wire.Response, error) {
 	if c.closed.Load() {
-		return Response{}, closedError(peer, r.Op)
+		return wire.Response{}, closedError(peer, r.Op)
 	}
 	if err := c.check(peer, &r.Request); err != nil {
-		return Response{}, err
+		return wire.Response{}, err
 	}
 	c.requests.Add(1)
+	if c.inject != nil {
+		if r.Trace = c.inject(ctx); len(r.Trace) > MaxTraceBytes {
+			r.Trace = nil
+		}
+	}
 	r.ctx, r.now = ctx, time.Now()
 	r.deadline = r.now.Add(c.timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(r.deadline) {
@@ -232,51 +250,23 @@ func (c *Client) do(ctx context.Context, peer string, r *request) (Response, err
 	if err != nil {
 		c.errs.Add(1)
 		r.results = nil
-		return Response{}, err
+		return wire.Response{}, err
 	}
 	return resp, nil
 }
 
 // check refuses a request over the client's limits, before anything is sent.
-func (c *Client) check(peer string, r *Request) error {
-	lim := &c.lim
-	var err error
-	switch {
-	case len(r.Cache) == 0 || len(r.Cache) > lim.MaxCacheName:
-		err = badRequest(fmt.Sprintf("cache name of %d bytes outside 1..%d", len(r.Cache), lim.MaxCacheName))
-	case r.Op == OpGetMany || r.Op == OpPeekMany || r.Op == OpRemove:
-		err = checkKeys(r.Keys, lim)
-	case r.Op == OpClear && r.Generation == 0:
-		err = badRequest("generation 0")
-	case r.Op != OpClear && len(r.Key) > lim.MaxKeyBytes:
-		err = badRequest(fmt.Sprintf("key of %d bytes over the limit of %d", len(r.Key), lim.MaxKeyBytes))
-	case r.Op == OpSet && len(r.Value.Data) > lim.MaxValueBytes:
-		err = tooLarge(len(r.Value.Data), lim.MaxValueBytes)
-	case r.Op == OpSet:
-		err = checkValue(&r.Value, lim.MaxValueBytes, badRequest)
-	}
+func (c *Client) check(peer string, r *wire.Request) error {
+	err := wire.CheckRequest(r, &c.lim)
 	if pe, ok := err.(*Error); ok {
 		pe.Peer, pe.Op = peer, r.Op
 	}
 	return err
 }
 
-// checkKeys refuses the key list of a batch over lim.
-func checkKeys(keys [][]byte, lim *Limits) error {
-	if len(keys) == 0 || len(keys) > lim.MaxBatchKeys {
-		return badRequest(fmt.Sprintf("%d keys outside 1..%d", len(keys), lim.MaxBatchKeys))
-	}
-	for i, k := range keys {
-		if len(k) > lim.MaxKeyBytes {
-			return badRequest(fmt.Sprintf("key %d of %d bytes over the limit of %d", i, len(k), lim.MaxKeyBytes))
-		}
-	}
-	return nil
-}
-
 // closedError is the error of a call on (or interrupted by the closing of) a closed Client.
 func closedError(peer string, op Op) error {
-	return &Error{Peer: peer, Op: op, Msg: "client closed", Err: wrapCause(ErrUnavailable, net.ErrClosed)}
+	return &Error{Peer: peer, Op: op, Msg: "client closed", Err: wire.WrapCause(ErrUnavailable, net.ErrClosed)}
 }
 
 func (c *Client) pool(peer string) *pool {
@@ -320,7 +310,7 @@ func (p *pool) netError(r *request, cause error, what string) error {
 	if errors.Is(cause, os.ErrDeadlineExceeded) && !errors.Is(cause, context.DeadlineExceeded) {
 		what += " (timed out)"
 	}
-	return &Error{Peer: p.addr, Op: r.Op, Msg: what, Err: wrapCause(ErrUnavailable, cause)}
+	return &Error{Peer: p.addr, Op: r.Op, Msg: what, Err: wire.WrapCause(ErrUnavailable, cause)}
 }
 
 // isClosedByPeer reports an error that shows the peer had closed the connection.
@@ -412,7 +402,7 @@ func (p *pool) handshake(ctx context.Context, nc net.Conn, deadline time.Time) e
 	if err := p.checkUpgrade(resp, br); err != nil {
 		return err
 	}
-	p.checkName(resp.Header.Get(headerNode))
+	p.checkName(resp.Header.Get(wire.HeaderNode))
 	proof, err := p.c.proveSecret(resp.Header, nonce)
 	if err != nil {
 		err.(*Error).Peer = p.addr
@@ -450,7 +440,7 @@ func (p *pool) checkUpgrade(resp *http.Response, br *bufio.Reader) error {
 // otherwise than the client does.
 func (p *pool) checkName(name string) {
 	if name != "" && name != p.addr && p.c.observer != nil {
-		p.c.observer.Misnamed(p.addr, name[:min(len(name), maxClaim)])
+		p.c.observer.Misnamed(p.addr, name[:min(len(name), wire.MaxClaim)])
 	}
 }
 

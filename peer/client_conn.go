@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // A caller appends its frame to its connection's pending frames and, if no write is in progress,
@@ -92,14 +94,14 @@ func (c *Client) newCall() *call {
 
 // roundTrip sends r to the peer and waits for its reply, once more on a new connection when its
 // connection broke and it may.
-func (p *pool) roundTrip(r *request) (Response, error) {
+func (p *pool) roundTrip(r *request) (wire.Response, error) {
 	if r.ctx.Err() != nil {
-		return Response{}, p.netError(r, nil, "before sending")
+		return wire.Response{}, p.netError(r, nil, "before sending")
 	}
 	for attempt := 0; ; attempt++ {
 		cc, err := p.pick(r)
 		if err != nil {
-			return Response{}, err
+			return wire.Response{}, err
 		}
 		resp, retry, err := cc.roundTrip(r)
 		if err == nil || !retry || attempt > 0 || r.ctx.Err() != nil || !time.Now().Before(r.deadline) || p.c.closed.Load() {
@@ -264,7 +266,7 @@ func (p *pool) closeIf(close func(*conn) bool) {
 
 // roundTrip queues r (whose place pick counted), writes it or leaves it to the writer, and waits
 // for its reply, an error, or (retry) leave to send it again elsewhere.
-func (cc *conn) roundTrip(r *request) (Response, bool, error) {
+func (cc *conn) roundTrip(r *request) (wire.Response, bool, error) {
 	c := cc.p.c.newCall()
 	c.op, c.nkeys, c.dst = r.Op, len(r.Keys), r.dst
 	cc.mu.Lock()
@@ -273,7 +275,7 @@ func (cc *conn) roundTrip(r *request) (Response, bool, error) {
 		cc.mu.Unlock()
 		cc.release()
 		c.recycle()
-		return Response{}, true, cc.p.netError(r, net.ErrClosed, "sending the request")
+		return wire.Response{}, true, cc.p.netError(r, net.ErrClosed, "sending the request")
 	}
 	cc.queueLocked(c, r)
 	if !cc.writing {
@@ -293,7 +295,7 @@ func (cc *conn) roundTrip(r *request) (Response, bool, error) {
 		err = cc.wait(c, r)
 	}
 	if err != nil {
-		return Response{}, false, err // c is the reader's now
+		return wire.Response{}, false, err // c is the reader's now
 	}
 	resp, retry, err := c.resp, c.retry, c.err
 	r.results = c.results
@@ -380,8 +382,8 @@ func (cc *conn) queueLocked(c *call, r *request) {
 	c.id = cc.lastID
 	cc.calls[c.id] = c
 	start := len(cc.wbuf)
-	b := AppendRequest(appendPrefix(cc.wbuf, 0, c.id), &r.Request) // a Set's value is copied: its caller may leave
-	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-prefixLen))
+	b := wire.AppendRequest(wire.AppendPrefix(cc.wbuf, 0, c.id), &r.Request) // a Set's value is copied: its caller may leave
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-wire.PrefixLen))
 	cc.wbuf = b
 	cc.queued++
 }
@@ -497,13 +499,13 @@ func (cc *conn) readLoop() {
 type frame struct {
 	c        *call // nil: between frames
 	op       Op
-	nkeys, n int      // n: the frame's length
-	off      int      // the value's offset; 0 until the head is parsed
-	resp     Response // the head
-	buf      []byte   // the value read so far (a batch: the whole frame)
-	skipping bool     // its caller left, or its value is over the limits
-	skip     int      // bytes still to skip
-	err      error    // the call's own error, once skipped
+	nkeys, n int           // n: the frame's length
+	off      int           // the value's offset; 0 until the head is parsed
+	resp     wire.Response // the head
+	buf      []byte        // the value read so far (a batch: the whole frame)
+	skipping bool          // its caller left, or its value is over the limits
+	skip     int           // bytes still to skip
+	err      error         // the call's own error, once skipped
 }
 
 // readOne reads (or resumes) one reply for its call; a timeout keeps its progress in rf.
@@ -520,7 +522,7 @@ func (cc *conn) readOne() error {
 	if err != nil {
 		return err
 	}
-	cc.p.c.bytesReceived.Add(int64(f.n) + prefixLen)
+	cc.p.c.bytesReceived.Add(int64(f.n) + wire.PrefixLen)
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	c := f.c
@@ -534,14 +536,14 @@ func (cc *conn) readOne() error {
 
 // startFrame reads the prefix of the next reply frame and starts f on it.
 func (cc *conn) startFrame(f *frame) error {
-	hdr, err := cc.br.Peek(prefixLen)
+	hdr, err := cc.br.Peek(wire.PrefixLen)
 	if err != nil {
 		if len(hdr) > 0 {
-			return midReply(err, len(hdr), prefixLen)
+			return midReply(err, len(hdr), wire.PrefixLen)
 		}
 		return err
 	}
-	n, id := parsePrefix(hdr)
+	n, id := wire.ParsePrefix(hdr)
 	if id == 0 {
 		return cc.refusal(n)
 	}
@@ -562,22 +564,22 @@ func (cc *conn) startFrame(f *frame) error {
 		return &Error{Peer: cc.p.addr, Op: f.op, Status: StatusTooLarge, Err: ErrProtocol,
 			Msg: fmt.Sprintf("reply frame of %d bytes over the limit of %d", n, lim)}
 	}
-	_, _ = cc.br.Discard(prefixLen)
+	_, _ = cc.br.Discard(wire.PrefixLen)
 	return nil
 }
 
 // refusal reads a reply frame of n bytes with id 0, by which a server refuses the connection
 // (a wrong proof of the shared secret), and returns it as the error of every call on it.
 func (cc *conn) refusal(n int) error {
-	if n > maxResponseHead {
+	if n > wire.MaxResponseHead {
 		return &Error{Peer: cc.p.addr, Err: ErrProtocol, Msg: fmt.Sprintf("refusal frame of %d bytes", n)}
 	}
-	_, _ = cc.br.Discard(prefixLen)
+	_, _ = cc.br.Discard(wire.PrefixLen)
 	frame, err := cc.br.Peek(n)
 	if err != nil {
 		return midReply(err, len(frame), n)
 	}
-	resp, _, err := parseResponseHead(frame, n, 0)
+	resp, _, err := wire.ParseResponseHead(frame, n, 0)
 	switch {
 	case err != nil || resp.Status == StatusOK:
 		return &Error{Peer: cc.p.addr, Err: ErrProtocol, Msg: "malformed refusal frame"}
@@ -593,21 +595,23 @@ func (cc *conn) refusal(n int) error {
 var errNotice = errors.New("peer: notice")
 
 // leaving takes the connection out of use after the peer's notice that it is leaving: the calls in
-// flight get their replies, then it closes. The Observer learns it.
+// flight get their replies, then it closes. The Observer learns it, unless the connection was out
+// of use already: drained (the news may be of a process that has since left and come back) or
+// told before.
 func (cc *conn) leaving() {
 	cc.mu.Lock()
-	cc.draining.Store(true)
+	news := !cc.draining.Swap(true)
 	cc.closeIfDrainedLocked()
 	cc.mu.Unlock()
 	cc.p.wake()
-	if o := cc.p.c.observer; o != nil {
+	if o := cc.p.c.observer; o != nil && news {
 		o.Leaving(cc.p.addr)
 	}
 }
 
 // outcome is what the reply to one call brought.
 type outcome struct {
-	resp    Response
+	resp    wire.Response
 	results []Result // of a GetMany or PeekMany
 	err     error    // the call's own error: a value over this side's limits
 }
@@ -640,7 +644,7 @@ func (cc *conn) continueFrame(f *frame) (outcome, error) {
 		return outcome{}, midReply(err, f.off+len(f.buf), f.n)
 	}
 	f.resp.Value.Data = f.buf
-	if err := checkValue(&f.resp.Value, cc.p.c.lim.MaxValueBytes, protocolError); err != nil {
+	if err := wire.CheckValue(&f.resp.Value, cc.p.c.lim.MaxValueBytes, wire.ProtocolError); err != nil {
 		if pe := cc.annotate(err, f.op); pe.Status != StatusTooLarge {
 			return outcome{}, pe
 		}
@@ -654,14 +658,14 @@ func (cc *conn) continueFrame(f *frame) (outcome, error) {
 func (cc *conn) readHead(f *frame) (done bool, err error) {
 	// Peek no more than is buffered (at least the longest head): asking for more would cost a
 	// read for bytes that go to the value anyway.
-	head, err := cc.br.Peek(min(f.n, max(cc.br.Buffered(), maxResponseHead)))
+	head, err := cc.br.Peek(min(f.n, max(cc.br.Buffered(), wire.MaxResponseHead)))
 	if err != nil {
 		return false, midReply(err, len(head), f.n)
 	}
-	resp, off, err := parseResponseHead(head, f.n, cc.p.c.lim.MaxValueBytes)
-	ack := f.op == OpSet || f.op == OpRemove || f.op == OpClear
+	resp, off, err := wire.ParseResponseHead(head, f.n, cc.p.c.lim.MaxValueBytes)
+	ack := f.op.IsWrite()
 	if err == nil && ack {
-		err = checkAck(&resp, off, f.n)
+		err = wire.CheckAck(&resp, off, f.n)
 	}
 	if err != nil {
 		pe := cc.annotate(err, f.op)
@@ -676,14 +680,6 @@ func (cc *conn) readHead(f *frame) (done bool, err error) {
 	return resp.Status != StatusOK, nil
 }
 
-// checkAck refuses an acknowledgment (the reply to a Set, Remove or Clear) with a value or flags.
-func checkAck(resp *Response, off, n int) error {
-	if resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.TTL != 0) {
-		return protocolError("acknowledgment with a value or flags")
-	}
-	return nil
-}
-
 // readBatch reads the rest of f, a batch reply, into one buffer that the results' values share.
 func (cc *conn) readBatch(f *frame) (outcome, error) {
 	var err error
@@ -691,7 +687,7 @@ func (cc *conn) readBatch(f *frame) (outcome, error) {
 		return outcome{}, midReply(err, len(f.buf), f.n)
 	}
 	// The batch body is bounded by the frame, not by the limit on one value.
-	resp, off, err := parseResponseHead(f.buf, f.n, f.n)
+	resp, off, err := wire.ParseResponseHead(f.buf, f.n, f.n)
 	if err != nil {
 		return outcome{}, protocolFault(cc.annotate(err, f.op))
 	}
@@ -699,9 +695,9 @@ func (cc *conn) readBatch(f *frame) (outcome, error) {
 		return outcome{resp: resp}, nil
 	}
 	if resp.Value.Compressed || resp.Value.TTL != 0 || resp.Msg != "" {
-		return outcome{}, cc.annotate(protocolError("batch reply with flags or a message"), f.op)
+		return outcome{}, cc.annotate(wire.ProtocolError("batch reply with flags or a message"), f.op)
 	}
-	rs, err := parseBatch(f.buf[off:f.n:f.n], f.nkeys, cc.p.c.lim.MaxValueBytes)
+	rs, err := wire.ParseBatch(f.buf[off:f.n:f.n], f.nkeys, cc.p.c.lim)
 	if err != nil {
 		return outcome{}, protocolFault(cc.annotate(err, f.op))
 	}
@@ -768,7 +764,7 @@ func (cc *conn) breakLocked(cause error) {
 			e.Op = c.op
 			c.err = &e
 		} else {
-			c.err = cc.p.netError(&request{Request: Request{Op: c.op}, ctx: context.Background()}, cause, "connection broken")
+			c.err = cc.p.netError(&request{Request: wire.Request{Op: c.op}, ctx: context.Background()}, cause, "connection broken")
 		}
 		// A reply being read may still be read into the memory its caller lent: it is not sent
 		// again, so no two connections write into that memory.

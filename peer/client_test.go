@@ -8,10 +8,13 @@ import (
 	"net"
 	"os"
 	"strings"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // TestClientOps sends every op through a Client to a Server and checks what the Backend got and
@@ -51,13 +54,21 @@ func TestClientOps(t *testing.T) {
 	if err := c.Set(ctx, addr, "c", []byte("new2"), big); err != nil || !sameValue(b.mustGet("new2"), big) {
 		t.Fatalf("Set compressed: %v", err)
 	}
+	// An offer reaches the Backend's Offer, which here keeps what it holds.
+	if err := c.Offer(ctx, addr, "c", []byte("new2"), Value{Data: []byte("o")}); err != nil || !sameValue(b.mustGet("new2"), big) {
+		t.Fatalf("Offer of a key held: %v", err)
+	}
+	if err := c.Offer(ctx, addr, "c", []byte("offered"), Value{Data: []byte("o"), TTL: 5}); err != nil ||
+		!sameValue(b.mustGet("offered"), Value{Data: []byte("o"), TTL: 5}) || b.ops[OpOffer].Load() != 2 {
+		t.Fatalf("Offer: %v", err)
+	}
 	if err := c.Remove(ctx, addr, "c", keysOf("new", "absent")); err != nil || b.has("new") || !b.has("new2") {
 		t.Fatalf("Remove: %v", err)
 	}
 	if err := c.Clear(ctx, addr, "c", 42); err != nil || b.has("k") || len(b.gens) != 1 || b.gens[0] != 42 {
 		t.Fatalf("Clear: %v %v", err, b.gens)
 	}
-	if st := c.Stats(); st.Requests != 12 || st.Errors != 2 || st.Dials != 1 || st.OpenConns != 1 {
+	if st := c.Stats(); st.Requests != 14 || st.Errors != 2 || st.Dials != 1 || st.OpenConns != 1 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -597,5 +608,64 @@ func TestOptions(t *testing.T) {
 	s, err := NewServer(newBackend(), WithBasePath("/cache"))
 	if err != nil || s.BasePath() != "/cache/" {
 		t.Fatalf("%v %q", err, s.BasePath())
+	}
+}
+
+func TestReadBufferHoldsResponseHead(t *testing.T) {
+	// The client parses a reply's head from its read buffer.
+	if clientReadBuffer < wire.MaxResponseHead {
+		t.Fatalf("read buffer of %d bytes, head up to %d", clientReadBuffer, wire.MaxResponseHead)
+	}
+}
+
+type traceKey struct{}
+
+// TestTraceContext: with WithTraceContext on both sides, the Backend sees, in its context, the
+// trace context the caller's context held, for every op that reaches it with one; a caller
+// without one, or with one over MaxTraceBytes, sends none.
+func TestTraceContext(t *testing.T) {
+	t.Parallel()
+	inject := func(ctx context.Context) []byte { b, _ := ctx.Value(traceKey{}).([]byte); return b }
+	extract := func(ctx context.Context, b []byte) context.Context {
+		return context.WithValue(ctx, traceKey{}, string(b)) // a copy: b aliases the request
+	}
+	b := newBackend()
+	b.set("c", "k", Value{Data: []byte("v")})
+	var mu sync.Mutex
+	seen := map[Op][]string{}
+	b.hook = func(ctx context.Context, op Op, _ []byte) error {
+		got, _ := ctx.Value(traceKey{}).(string)
+		mu.Lock()
+		seen[op] = append(seen[op], got)
+		mu.Unlock()
+		return nil
+	}
+	_, addr := startServer(t, b, WithTraceContext(inject, extract))
+	c := newClient(t, WithTraceContext(inject, extract))
+	tp := []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	ctx := context.WithValue(context.Background(), traceKey{}, tp)
+	if _, err := c.Get(ctx, addr, "c", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, addr, "c", []byte("k2"), Value{Data: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.GetMany(ctx, addr, "c", keysOf("k", "k2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(context.Background(), addr, "c", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	long := context.WithValue(context.Background(), traceKey{}, bytes.Repeat([]byte("t"), MaxTraceBytes+1))
+	if _, err := c.Get(long, addr, "c", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[Op][]string{OpGet: {string(tp), "", ""}, OpSet: {string(tp)}, OpGetMany: {string(tp)}}
+	for op, w := range want {
+		if !slices.Equal(seen[op], w) {
+			t.Errorf("%v: the Backend saw trace contexts %q, want %q", op, seen[op], w)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/s2"
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // testBackend is a Backend over a map of values by cache and key. Its hook, when set, runs before
@@ -22,8 +24,8 @@ import (
 type testBackend struct {
 	inline bool
 	hook   func(ctx context.Context, op Op, key []byte) error
-	ops    [maxOp + 1]atomic.Int64 // operations the hook saw, by op
-	inl    atomic.Int64            // GetInline answers
+	ops    [wire.MaxOp + 1]atomic.Int64 // operations the hook saw, by op
+	inl    atomic.Int64                 // GetInline answers
 
 	mu     sync.Mutex
 	values map[string]Value
@@ -109,6 +111,21 @@ func (b *testBackend) Set(ctx context.Context, cache string, key []byte, v Value
 	}
 	v.Data = append([]byte(nil), v.Data...) // the frame's memory is reused
 	b.set(cache, string(key), v)
+	return nil
+}
+
+// Offer stores v under key unless the backend holds a value for it already.
+func (b *testBackend) Offer(ctx context.Context, cache string, key []byte, v Value) error {
+	if err := b.run(ctx, OpOffer, key); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	_, held := b.values[cache+"\x00"+string(key)]
+	b.mu.Unlock()
+	if !held {
+		v.Data = append([]byte(nil), v.Data...)
+		b.set(cache, string(key), v)
+	}
 	return nil
 }
 
@@ -264,16 +281,12 @@ func sameValue(a, b Value) bool {
 // size (Compress sends such a value raw; a hostile peer would not).
 func bombOf(n int) Value { return Value{Data: s2.Encode(nil, make([]byte, n)), Compressed: true} }
 
-// squeezed returns n bytes of two bits of entropy each, compressed: about 4 times smaller, well
-// under MaxInflation.
-func squeezed(n int) Value {
-	raw := make([]byte, n)
-	x := uint32(1)
-	for i := range raw {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		raw[i] = byte(x & 3)
+// random returns n pseudo-random bytes, the same for the same n.
+func random(n int) []byte {
+	r := rand.New(rand.NewPCG(3, 4))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
 	}
-	return Compress(raw, 1)
+	return b
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // hostileConn is one connection accepted by a hostile test server: a peer that sends the bytes a
@@ -70,30 +72,30 @@ func (h *hostileConn) upgrade() bool {
 }
 
 // read reads one request frame and returns its id and request.
-func (h *hostileConn) read() (uint32, Request, error) {
-	hdr := make([]byte, prefixLen)
+func (h *hostileConn) read() (uint32, wire.Request, error) {
+	hdr := make([]byte, wire.PrefixLen)
 	if _, err := io.ReadFull(h.br, hdr); err != nil {
-		return 0, Request{}, err
+		return 0, wire.Request{}, err
 	}
-	n, id := parsePrefix(hdr)
+	n, id := wire.ParsePrefix(hdr)
 	frame := make([]byte, n)
 	if _, err := io.ReadFull(h.br, frame); err != nil {
-		return 0, Request{}, err
+		return 0, wire.Request{}, err
 	}
-	req, err := ParseRequest(frame, Limits{})
+	req, err := wire.ParseRequest(frame, Limits{})
 	return id, req, err
 }
 
 // reply writes frame under the given id.
 func (h *hostileConn) reply(id uint32, frame []byte) {
-	h.nc.Write(append(appendPrefix(nil, len(frame), id), frame...))
+	h.nc.Write(append(wire.AppendPrefix(nil, len(frame), id), frame...))
 }
 
 // drain reads until the client goes away.
 func (h *hostileConn) drain() { io.Copy(io.Discard, h.nc) }
 
 // answerFirst upgrades, reads one request and runs bad with its id; then drains.
-func answerFirst(bad func(h *hostileConn, id uint32, req Request)) func(*hostileConn) {
+func answerFirst(bad func(h *hostileConn, id uint32, req wire.Request)) func(*hostileConn) {
 	return func(h *hostileConn) {
 		if !h.upgrade() {
 			return
@@ -111,7 +113,7 @@ func answerFirst(bad func(h *hostileConn, id uint32, req Request)) func(*hostile
 // says whether the peer is unavailable or speaks garbage.
 func TestHostileServers(t *testing.T) {
 	t.Parallel()
-	hit := AppendResponse(nil, &Response{Value: Value{Data: []byte("value")}})
+	hit := wire.AppendResponse(nil, &wire.Response{Value: Value{Data: []byte("value")}})
 	cases := []struct {
 		name   string
 		handle func(h *hostileConn)
@@ -155,29 +157,29 @@ func TestHostileServers(t *testing.T) {
 				h.drain()
 			}
 		}, ErrUnavailable},
-		{"closes mid-reply", answerFirst(func(h *hostileConn, id uint32, _ Request) {
-			h.nc.Write(append(appendPrefix(nil, len(hit), id), hit[:len(hit)-2]...))
+		{"closes mid-reply", answerFirst(func(h *hostileConn, id uint32, _ wire.Request) {
+			h.nc.Write(append(wire.AppendPrefix(nil, len(hit), id), hit[:len(hit)-2]...))
 			h.nc.Close()
 		}), ErrUnavailable},
-		{"garbage frame", answerFirst(func(h *hostileConn, id uint32, _ Request) {
+		{"garbage frame", answerFirst(func(h *hostileConn, id uint32, _ wire.Request) {
 			h.reply(id, []byte{Version, 0, 0xf0, 0, 0})
 		}), ErrProtocol},
-		{"trailing bytes in frame", answerFirst(func(h *hostileConn, id uint32, _ Request) {
+		{"trailing bytes in frame", answerFirst(func(h *hostileConn, id uint32, _ wire.Request) {
 			h.reply(id, append(bytes.Clone(hit), 0))
 		}), ErrProtocol},
-		{"huge length prefix", answerFirst(func(h *hostileConn, id uint32, _ Request) {
-			h.nc.Write(append(appendPrefix(nil, 0x7fffffff, id), 1, 2, 3))
+		{"huge length prefix", answerFirst(func(h *hostileConn, id uint32, _ wire.Request) {
+			h.nc.Write(append(wire.AppendPrefix(nil, 0x7fffffff, id), 1, 2, 3))
 		}), ErrProtocol},
-		{"reply under an unknown id", answerFirst(func(h *hostileConn, id uint32, _ Request) {
+		{"reply under an unknown id", answerFirst(func(h *hostileConn, id uint32, _ wire.Request) {
 			h.reply(id+1000, hit)
 		}), ErrProtocol},
-		{"newer version reply", answerFirst(func(h *hostileConn, id uint32, _ Request) {
+		{"newer version reply", answerFirst(func(h *hostileConn, id uint32, _ wire.Request) {
 			f := bytes.Clone(hit)
 			f[0] = Version + 1
 			h.reply(id, f)
 		}), ErrVersion},
-		{"bad version status", answerFirst(func(h *hostileConn, id uint32, _ Request) {
-			h.reply(id, AppendResponse(nil, &Response{Status: StatusBadVersion, Msg: "speak 3"}))
+		{"bad version status", answerFirst(func(h *hostileConn, id uint32, _ wire.Request) {
+			h.reply(id, wire.AppendResponse(nil, &wire.Response{Status: StatusBadVersion, Msg: "speak 3"}))
 		}), ErrVersion},
 	}
 	c := newClient(t, WithTimeout(300*time.Millisecond), WithDialTimeout(200*time.Millisecond))
@@ -205,26 +207,26 @@ func TestHostileBatchReplies(t *testing.T) {
 		}
 		return rs
 	}
-	batch := func(body []byte) []byte { return AppendResponse(nil, &Response{Value: Value{Data: body}}) }
+	batch := func(body []byte) []byte { return wire.AppendResponse(nil, &wire.Response{Value: Value{Data: body}}) }
 	cases := []struct {
 		name  string
 		op    Op
-		reply func(req Request) []byte
+		reply func(req wire.Request) []byte
 	}{
-		{"missing entry", OpGetMany, func(req Request) []byte { return batch(AppendBatch(nil, hits(len(req.Keys)-1))) }},
-		{"extra entry", OpPeekMany, func(req Request) []byte { return batch(AppendBatch(nil, hits(len(req.Keys)+1))) }},
-		{"garbage body", OpGetMany, func(Request) []byte { return batch([]byte{2, 0xff}) }},
-		{"flags on a batch", OpGetMany, func(req Request) []byte {
-			return AppendResponse(nil, &Response{Value: Value{Data: AppendBatch(nil, hits(len(req.Keys))), TTL: 5}})
+		{"missing entry", OpGetMany, func(req wire.Request) []byte { return batch(wire.AppendBatch(nil, hits(len(req.Keys)-1))) }},
+		{"extra entry", OpPeekMany, func(req wire.Request) []byte { return batch(wire.AppendBatch(nil, hits(len(req.Keys)+1))) }},
+		{"garbage body", OpGetMany, func(wire.Request) []byte { return batch([]byte{2, 0xff}) }},
+		{"flags on a batch", OpGetMany, func(req wire.Request) []byte {
+			return wire.AppendResponse(nil, &wire.Response{Value: Value{Data: wire.AppendBatch(nil, hits(len(req.Keys))), TTL: 5}})
 		}},
-		{"value on an acknowledgment", OpSet, func(Request) []byte { return batch([]byte("x")) }},
-		{"expiry on an acknowledgment", OpRemove, func(Request) []byte { return AppendResponse(nil, &Response{Value: Value{TTL: 9}}) }},
+		{"value on an acknowledgment", OpSet, func(wire.Request) []byte { return batch([]byte("x")) }},
+		{"expiry on an acknowledgment", OpRemove, func(wire.Request) []byte { return wire.AppendResponse(nil, &wire.Response{Value: Value{TTL: 9}}) }},
 	}
 	c := newClient(t)
 	ctx := context.Background()
 	for _, tc := range cases {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
-			addr := hostile(t, answerFirst(func(h *hostileConn, id uint32, req Request) { h.reply(id, tc.reply(req)) }))
+			addr := hostile(t, answerFirst(func(h *hostileConn, id uint32, req wire.Request) { h.reply(id, tc.reply(req)) }))
 			var err error
 			switch tc.op {
 			case OpGetMany:
@@ -246,7 +248,7 @@ func TestHostileBatchReplies(t *testing.T) {
 // request whose reply was being read is not, and fails.
 func TestRetriedOnClosedConnection(t *testing.T) {
 	t.Parallel()
-	hit := AppendResponse(nil, &Response{Value: Value{Data: []byte("value")}})
+	hit := wire.AppendResponse(nil, &wire.Response{Value: Value{Data: []byte("value")}})
 	var conns atomic.Int64
 	addr := hostile(t, func(h *hostileConn) {
 		first := conns.Add(1) == 1
@@ -277,7 +279,7 @@ func TestRetriedOnClosedConnection(t *testing.T) {
 			return
 		}
 		if id, _, err := h.read(); err == nil {
-			h.nc.Write(append(appendPrefix(nil, len(hit), id), hit[:4]...))
+			h.nc.Write(append(wire.AppendPrefix(nil, len(hit), id), hit[:4]...))
 		}
 	})
 	checkErr(t, get(c, addr2, "k"), addr2, OpGet, ErrUnavailable)

@@ -1,11 +1,14 @@
 package peer
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // Defaults of the options. Each option's documentation names its default and range too.
@@ -86,9 +89,11 @@ func (f bothOption) applyClient(c *clientConfig) error { return f(&c.common) }
 type common struct {
 	basePath string
 	limits   Limits
-	tls      *tls.Config // WithTLS
-	secrets  [][]byte    // WithSecret: the current secret first
-	self     string      // WithSelf
+	tls      *tls.Config                                   // WithTLS
+	secrets  [][]byte                                      // WithSecret: the current secret first
+	self     string                                        // WithSelf
+	inject   func(context.Context) []byte                  // WithTraceContext
+	extract  func(context.Context, []byte) context.Context // WithTraceContext
 }
 
 type serverConfig struct {
@@ -147,6 +152,17 @@ func WithBasePath(path string) SharedOption {
 	})
 }
 
+// WithTraceContext carries callers' trace contexts to the peers that serve them: a Client puts
+// inject(ctx) in each request (nothing when it returns nil or more than MaxTraceBytes), and a
+// Server gives the Backend extract(ctx, b) as the context of a request that carries b (b aliases
+// the request: copy what is kept). Default: requests carry no trace context.
+func WithTraceContext(inject func(context.Context) []byte, extract func(context.Context, []byte) context.Context) SharedOption {
+	return bothOption(func(c *common) error {
+		c.inject, c.extract = inject, extract
+		return nil
+	})
+}
+
 // WithLimits sets the limits of a Server or a Client (zero fields mean their defaults, see
 // Limits); each field must be within its documented range. A Server refuses requests over them
 // (StatusBadRequest; StatusTooLarge for a Set's value), accepts request frames up to the longest
@@ -156,7 +172,7 @@ func WithBasePath(path string) SharedOption {
 // StatusTooLarge.
 func WithLimits(l Limits) SharedOption {
 	return bothOption(func(c *common) error {
-		if err := l.validate(); err != nil {
+		if err := wire.CheckLimits(l); err != nil {
 			return optionError("WithLimits", "%v", err)
 		}
 		c.limits = l

@@ -3,7 +3,6 @@ package peer
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // Backend is what a Server serves from: the caches of a node. An error maps to the Status of an
@@ -36,6 +37,9 @@ type Backend interface {
 	PeekMany(ctx context.Context, cache string, keys [][]byte) ([]Result, error)
 	// Set stores v (checked against the server's limits, not decoded) under key.
 	Set(ctx context.Context, cache string, key []byte, v Value) error
+	// Offer is Set of a value handed over by a node that no longer owns key (OpOffer): the
+	// Backend may decline it, and answers nil when it does.
+	Offer(ctx context.Context, cache string, key []byte, v Value) error
 	// Remove drops keys from the named cache; an absent key is fine.
 	Remove(ctx context.Context, cache string, keys [][]byte) error
 	// Clear drops every entry of the named cache and adopts generation (at least 1).
@@ -56,7 +60,8 @@ type Server struct {
 	stallTimeout  time.Duration
 	maxConns      int64
 	log           *slog.Logger
-	selfHeader    string // the Groupcache-Node header of the upgrade's answer, from WithSelf
+	selfHeader    string                                        // the Groupcache-Node header of the upgrade's answer, from WithSelf
+	extract       func(context.Context, []byte) context.Context // WithTraceContext's; may be nil
 	authState
 	budget     // of the bytes held for requests and replies, in all
 	connBudget int64
@@ -85,8 +90,8 @@ type connCounters struct {
 	bytesIn  atomic.Int64
 	bytesOut atomic.Int64
 	panics   atomic.Int64
-	byStatus [maxStatus + 1]atomic.Int64
-	byOp     [maxOp + 1]atomic.Int64
+	byStatus [wire.MaxStatus + 1]atomic.Int64
+	byOp     [wire.MaxOp + 1]atomic.Int64
 }
 
 func (c *connCounters) addTo(dst *connCounters) {
@@ -107,9 +112,9 @@ type ServerStats struct {
 	// Requests counts the request frames received (a batch counts once); ByOp splits them by op,
 	// indexed by Op (frames that did not parse count in Requests only).
 	Requests int64
-	ByOp     [maxOp + 1]int64
+	ByOp     [wire.MaxOp + 1]int64
 	// ByStatus counts the replies by status, indexed by Status (StatusOK: values, batches, acks).
-	ByStatus [maxStatus + 1]int64
+	ByStatus [wire.MaxStatus + 1]int64
 	// Panics counts the Backend's panics (answered with StatusInternal).
 	Panics int64
 	// BytesIn and BytesOut count the bytes of frames read and written, prefixes included.
@@ -137,17 +142,18 @@ func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
 			return nil, err
 		}
 	}
-	lim := cfg.limits.withDefaults()
+	lim := wire.Resolve(cfg.limits)
 	s := &Server{
 		backend:       b,
 		basePath:      cfg.basePath,
 		lim:           lim,
-		reqFrameMax:   min(lim.MaxFrameBytes, requestFrameMax(lim)),
+		reqFrameMax:   min(lim.MaxFrameBytes, wire.RequestFrameMax(lim)),
 		maxConcurrent: int64(cfg.maxConcurrent),
 		idleTimeout:   cmp.Or(cfg.idleTimeout, DefaultIdleTimeout),
 		stallTimeout:  cmp.Or(cfg.stallTimeout, DefaultStallTimeout),
 		maxConns:      int64(cmp.Or(cfg.maxConns, DefaultMaxConns)),
 		log:           cfg.logger,
+		extract:       cfg.extract,
 		conns:         make(map[*serverConn]struct{}),
 		authState: authState{tls: cfg.tls, secrets: cfg.secrets, insecure: cfg.insecure,
 			authorize: cfg.authorize},
@@ -158,7 +164,7 @@ func NewServer(b Backend, opts ...ServerOption) (*Server, error) {
 		s.clientCAs = cmp.Or(cfg.tls.ClientCAs, cfg.tls.RootCAs)
 	}
 	if cfg.self != "" {
-		s.selfHeader = headerNode + ": " + cfg.self + "\r\n"
+		s.selfHeader = wire.HeaderNode + ": " + cfg.self + "\r\n"
 	}
 	switch {
 	case cfg.tls == nil && len(cfg.secrets) == 0 && cfg.insecure:
@@ -255,7 +261,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer notices.Wait()       // after Close, which ends those still waiting
 	for _, c := range conns {
 		notices.Go(func() {
-			c.reply(0, &Response{Status: StatusLeaving, Msg: "shutting down"}, 0)
+			c.reply(0, &wire.Response{Status: StatusLeaving, Msg: "shutting down"}, 0)
 			c.flush()
 		})
 	}
@@ -319,11 +325,11 @@ func (s *Server) Stats() ServerStats {
 
 // handle answers a parsed request from the Backend. A batch reply is built once c has room for
 // it: reserved is what it took, which the reply gives back.
-func (s *Server) handle(c *serverConn, req *Request) (resp Response, reserved int) {
+func (s *Server) handle(c *serverConn, req *wire.Request) (resp wire.Response, reserved int) {
 	if s.maxConcurrent > 0 {
 		if s.inflight.Add(1) > s.maxConcurrent {
 			s.inflight.Add(-1)
-			return Response{Status: StatusOverloaded, Msg: "serving " + strconv.FormatInt(s.maxConcurrent, 10) + " requests already"}, 0
+			return wire.Response{Status: StatusOverloaded, Msg: "serving " + strconv.FormatInt(s.maxConcurrent, 10) + " requests already"}, 0
 		}
 		defer s.inflight.Add(-1)
 	}
@@ -331,28 +337,31 @@ func (s *Server) handle(c *serverConn, req *Request) (resp Response, reserved in
 	switch {
 	case err != nil && s.ctx.Err() != nil:
 		// Cut short by Close: the request was not served, the caller may load the key itself.
-		return Response{Status: StatusLeaving, Msg: "shutting down"}, 0
+		return wire.Response{Status: StatusLeaving, Msg: "shutting down"}, 0
 	case err != nil:
-		return errorResponse(err), 0
+		return wire.ErrorResponse(err), 0
 	case req.Op == OpGetMany || req.Op == OpPeekMany:
 		if len(rs) != len(req.Keys) {
-			return Response{Status: StatusInternal,
+			return wire.Response{Status: StatusInternal,
 				Msg: fmt.Sprintf("backend returned %d results for %d keys", len(rs), len(req.Keys))}, 0
 		}
-		size := batchReplySize(rs, s.lim)
+		size := wire.BatchReplySize(rs, s.lim)
 		if !c.reserve(size) {
-			return Response{Status: StatusOverloaded, Msg: "the server's reply buffers are full"}, 0
+			return wire.Response{Status: StatusOverloaded, Msg: "the server's reply buffers are full"}, 0
 		}
-		return s.batchResponse(rs), size
+		return wire.BatchResponse(rs, s.lim), size
 	case req.Op == OpGet || req.Op == OpPeek:
-		return s.valueResponse(v), 0
+		return wire.ValueResponse(v, s.lim), 0
 	}
-	return Response{}, 0 // the acknowledgment of a write
+	return wire.Response{}, 0 // the acknowledgment of a write
 }
 
 // call asks the Backend what req asks, turning a panic into an error.
-func (s *Server) call(ctx context.Context, req *Request, c *connCounters) (v Value, rs []Result, err error) {
+func (s *Server) call(ctx context.Context, req *wire.Request, c *connCounters) (v Value, rs []Result, err error) {
 	defer s.recoverBackend(req, c, &err)
+	if len(req.Trace) > 0 && s.extract != nil {
+		ctx = s.extract(ctx, req.Trace)
+	}
 	switch req.Op {
 	case OpGet:
 		v, err = s.backend.Get(ctx, req.Cache, req.Key)
@@ -364,6 +373,8 @@ func (s *Server) call(ctx context.Context, req *Request, c *connCounters) (v Val
 		rs, err = s.backend.PeekMany(ctx, req.Cache, req.Keys)
 	case OpSet:
 		err = s.backend.Set(ctx, req.Cache, req.Key, req.Value)
+	case OpOffer:
+		err = s.backend.Offer(ctx, req.Cache, req.Key, req.Value)
 	case OpRemove:
 		err = s.backend.Remove(ctx, req.Cache, req.Keys)
 	case OpClear:
@@ -373,40 +384,12 @@ func (s *Server) call(ctx context.Context, req *Request, c *connCounters) (v Val
 }
 
 // recoverBackend, deferred, turns a panic of the Backend into *err.
-func (s *Server) recoverBackend(req *Request, c *connCounters, err *error) {
+func (s *Server) recoverBackend(req *wire.Request, c *connCounters, err *error) {
 	if p := recover(); p != nil {
 		c.panics.Add(1)
 		s.log.Error("peer: Backend panicked", "op", req.Op, "cache", req.Cache, "panic", p, "stack", string(debug.Stack()))
 		*err = fmt.Errorf("backend panicked: %v", p)
 	}
-}
-
-// valueResponse is the reply carrying v, checked against the server's limits.
-func (s *Server) valueResponse(v Value) Response {
-	if st, msg := checkOutgoing(&v, s.lim); st != StatusOK {
-		return Response{Status: st, Msg: msg}
-	}
-	if frameLen := headerLen + 8 + 1 + binary.MaxVarintLen64 + len(v.Data); frameLen > s.lim.MaxFrameBytes {
-		return Response{Status: StatusTooLarge,
-			Msg: fmt.Sprintf("reply frame of about %d bytes over the limit of %d", frameLen, s.lim.MaxFrameBytes)}
-	}
-	return Response{Value: v}
-}
-
-// errorResponse is the reply to a request the Backend answered with err.
-func errorResponse(err error) Response {
-	st, msg := replyStatus(err)
-	return Response{Status: st, Msg: msg}
-}
-
-// batchResponse is the reply to a GetMany or PeekMany the Backend answered with rs.
-func (s *Server) batchResponse(rs []Result) Response {
-	body, ok := appendBatchReply(nil, rs, s.lim)
-	if !ok {
-		return Response{Status: StatusTooLarge,
-			Msg: fmt.Sprintf("a reply to %d keys does not fit in the frame limit of %d bytes", len(rs), s.lim.MaxFrameBytes)}
-	}
-	return Response{Value: Value{Data: body}}
 }
 
 // isTimeout reports a network timeout.

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // serverConn is a connection on the server side. Its goroutine answers at once a refusal, a Peek
@@ -23,9 +25,9 @@ type serverConn struct {
 	nc      net.Conn
 	br      *bufio.Reader
 	ctx     context.Context
-	rbuf    []byte     // a request frame longer than br's buffer
-	scratch reqScratch // what one request lends the next: cache name, key list
-	armedAt time.Time  // when the read deadline was last pushed
+	rbuf    []byte       // a request frame longer than br's buffer
+	scratch wire.Scratch // what one request lends the next: cache name, key list
+	armedAt time.Time    // when the read deadline was last pushed
 	st      connCounters
 	slots   chan struct{} // one per request served on its own goroutine
 	wg      sync.WaitGroup
@@ -123,7 +125,7 @@ func (c *serverConn) start(a *admission) bool {
 	}
 	if why != "" {
 		c.s.refused(c.nc.RemoteAddr().String(), why)
-		c.reply(0, &Response{Status: StatusForbidden, Msg: why}, 0) // id 0: the connection's refusal
+		c.reply(0, &wire.Response{Status: StatusForbidden, Msg: why}, 0) // id 0: the connection's refusal
 		c.flush()
 		return false
 	}
@@ -192,15 +194,15 @@ func (c *serverConn) next() (n int, id uint32, err error) {
 	if _, err = c.br.Peek(1); err != nil {
 		return 0, 0, err
 	}
-	if c.br.Buffered() < prefixLen {
+	if c.br.Buffered() < wire.PrefixLen {
 		c.stall()
 	}
-	hdr, err := c.br.Peek(prefixLen)
+	hdr, err := c.br.Peek(wire.PrefixLen)
 	if err != nil {
 		return 0, 0, err
 	}
-	n, id = parsePrefix(hdr)
-	_, _ = c.br.Discard(prefixLen)
+	n, id = wire.ParsePrefix(hdr)
+	_, _ = c.br.Discard(wire.PrefixLen)
 	if n <= c.s.reqFrameMax && c.br.Buffered() < n {
 		c.stall()
 	}
@@ -302,7 +304,7 @@ func (b *budget) take(n int) bool {
 func (c *serverConn) refuseFrame(n int, id uint32) {
 	c.st.requests.Add(1)
 	c.s.log.Debug("peer: refused a request frame", "bytes", n, "limit", c.s.reqFrameMax)
-	c.reply(id, &Response{Status: StatusBadRequest,
+	c.reply(id, &wire.Response{Status: StatusBadRequest,
 		Msg: fmt.Sprintf("request frame of %d bytes over the limit of %d", n, c.s.reqFrameMax)}, 0)
 	c.wg.Wait() // a write in progress could have missed the reply
 	c.flush()
@@ -332,23 +334,23 @@ func (c *serverConn) readRequest(n int) (frame []byte, peeked bool, err error) {
 func (c *serverConn) handle(id uint32, frame []byte, owned bool) bool {
 	s := c.s
 	c.st.requests.Add(1)
-	c.st.bytesIn.Add(int64(len(frame)) + prefixLen)
-	var req Request
+	c.st.bytesIn.Add(int64(len(frame)) + wire.PrefixLen)
+	var req wire.Request
 	if frame == nil {
-		c.reply(id, &Response{Status: StatusOverloaded, Msg: "the server's request buffers are full"}, 0)
+		c.reply(id, &wire.Response{Status: StatusOverloaded, Msg: "the server's request buffers are full"}, 0)
 		return true
 	}
-	if err := parseRequest(frame, s.lim, &c.scratch, &req); err != nil {
+	if err := wire.ParseRequestInto(frame, s.lim, &c.scratch, &req); err != nil {
 		c.refuse(id, err)
 		return true
 	}
 	c.st.byOp[req.Op].Add(1)
 	if s.leaving.Load() {
-		c.reply(id, &Response{Status: StatusLeaving, Msg: "shutting down"}, 0)
+		c.reply(id, &wire.Response{Status: StatusLeaving, Msg: "shutting down"}, 0)
 		return true
 	}
 	if s.authorize != nil && !s.authorize(c.node, req.Op) {
-		c.reply(id, &Response{Status: StatusForbidden, Msg: fmt.Sprintf("%s is not allowed from %q", req.Op, c.node)}, 0)
+		c.reply(id, &wire.Response{Status: StatusForbidden, Msg: fmt.Sprintf("%s is not allowed from %q", req.Op, c.node)}, 0)
 		return true
 	}
 	if resp, reserved, ok := c.inline(&req); ok {
@@ -364,7 +366,7 @@ func (c *serverConn) detach(id uint32, frame []byte, owned bool) bool {
 	if owned {
 		c.rbuf = nil // held since readRequest
 	} else if frame = bytes.Clone(frame); !c.hold(len(frame)) {
-		c.reply(id, &Response{Status: StatusOverloaded, Msg: "the server's request buffers are full"}, 0)
+		c.reply(id, &wire.Response{Status: StatusOverloaded, Msg: "the server's request buffers are full"}, 0)
 		return true
 	}
 	select {
@@ -389,11 +391,11 @@ func (c *serverConn) detach(id uint32, frame []byte, owned bool) bool {
 func (c *serverConn) refuse(id uint32, err error) {
 	pe := err.(*Error)
 	c.s.log.Debug("peer: refused a request", "status", pe.Status.String(), "reason", pe.Msg)
-	c.reply(id, &Response{Status: pe.Status, Msg: pe.Msg}, 0)
+	c.reply(id, &wire.Response{Status: pe.Status, Msg: pe.Msg}, 0)
 }
 
 // inline answers req from memory when it can: a Peek or PeekMany, or a Get answered inline.
-func (c *serverConn) inline(req *Request) (Response, int, bool) {
+func (c *serverConn) inline(req *wire.Request) (wire.Response, int, bool) {
 	switch req.Op {
 	case OpPeek, OpPeekMany:
 		resp, reserved := c.s.handle(c, req)
@@ -401,17 +403,17 @@ func (c *serverConn) inline(req *Request) (Response, int, bool) {
 	case OpGet:
 		v, ok, err := c.getInline(req)
 		if err != nil {
-			return errorResponse(err), 0, true
+			return wire.ErrorResponse(err), 0, true
 		}
 		if ok {
-			return c.s.valueResponse(v), 0, true
+			return wire.ValueResponse(v, c.s.lim), 0, true
 		}
 	}
-	return Response{}, 0, false
+	return wire.Response{}, 0, false
 }
 
 // getInline asks the Backend's GetInline, turning a panic into an error.
-func (c *serverConn) getInline(req *Request) (v Value, ok bool, err error) {
+func (c *serverConn) getInline(req *wire.Request) (v Value, ok bool, err error) {
 	defer c.s.recoverBackend(req, &c.st, &err)
 	return c.s.backend.GetInline(req.Cache, req.Key)
 }
@@ -419,13 +421,13 @@ func (c *serverConn) getInline(req *Request) (v Value, ok bool, err error) {
 // serveDetached serves one request on its own goroutine and writes its reply.
 func (c *serverConn) serveDetached(id uint32, frame []byte) {
 	defer c.wg.Done()
-	var req Request
-	var resp Response
+	var req wire.Request
+	var resp wire.Response
 	var reserved int
 	// The frame parsed on the connection's goroutine, with its scratch: it parses again.
-	if err := parseRequest(frame, c.s.lim, nil, &req); err != nil {
+	if err := wire.ParseRequestInto(frame, c.s.lim, nil, &req); err != nil {
 		pe := err.(*Error)
-		resp = Response{Status: pe.Status, Msg: pe.Msg}
+		resp = wire.Response{Status: pe.Status, Msg: pe.Msg}
 	} else {
 		resp, reserved = c.s.handle(c, &req)
 	}
@@ -437,9 +439,9 @@ func (c *serverConn) serveDetached(id uint32, frame []byte) {
 
 // reply appends a reply to the pending ones (a large value stays where it lies), once the pending
 // ones leave room for it; reserved is the room taken for it already (a batch).
-func (c *serverConn) reply(id uint32, r *Response, reserved int) {
+func (c *serverConn) reply(id uint32, r *wire.Response, reserved int) {
 	c.st.byStatus[r.Status].Add(1)
-	size := prefixLen + maxResponseHead
+	size := wire.PrefixLen + wire.MaxResponseHead
 	if r.Status == StatusOK {
 		size += len(r.Value.Data)
 	}
@@ -453,17 +455,17 @@ func (c *serverConn) reply(id uint32, r *Response, reserved int) {
 		return
 	}
 	start := len(c.wbuf)
-	buf := appendResponseHead(appendPrefix(c.wbuf, 0, id), r)
-	n := responseFrameLen(len(buf)-start-prefixLen, r)
+	buf := wire.AppendResponseHead(wire.AppendPrefix(c.wbuf, 0, id), r)
+	n := wire.ResponseFrameLen(len(buf)-start-wire.PrefixLen, r)
 	binary.BigEndian.PutUint32(buf[start:], uint32(n))
-	c.st.bytesOut.Add(int64(n) + prefixLen) // before the write, so a reader of the reply sees it counted
+	c.st.bytesOut.Add(int64(n) + wire.PrefixLen) // before the write, so a reader of the reply sees it counted
 	if r.Status == StatusOK && len(r.Value.Data) > smallReply {
 		c.large = append(c.large, cut{at: len(buf), data: r.Value.Data})
 	} else if r.Status == StatusOK {
 		buf = append(buf, r.Value.Data...)
 	}
 	c.wbuf = buf
-	c.heldLocked(n+prefixLen-reserved, n+prefixLen-reserved)
+	c.heldLocked(n+wire.PrefixLen-reserved, n+wire.PrefixLen-reserved)
 }
 
 // flush writes the pending replies, and those that come meanwhile, unless a write is in progress.
@@ -559,12 +561,12 @@ func (c *serverConn) armRead(force bool) {
 // nextBuffered reports whether br holds a whole request frame (or a prefix over the limit).
 func (c *serverConn) nextBuffered() bool {
 	b := c.br.Buffered()
-	if b < prefixLen {
+	if b < wire.PrefixLen {
 		return false
 	}
-	hdr, _ := c.br.Peek(prefixLen)
-	n, _ := parsePrefix(hdr)
-	return n > c.s.reqFrameMax || b-prefixLen >= n
+	hdr, _ := c.br.Peek(wire.PrefixLen)
+	n, _ := wire.ParsePrefix(hdr)
+	return n > c.s.reqFrameMax || b-wire.PrefixLen >= n
 }
 
 // fillFrame reads from r until buf holds n bytes, into buf's memory when n fits, else into new

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // rawConn is a connection upgraded by hand, for tests that send what a Client would not.
@@ -54,7 +56,7 @@ func dialRaw(t testing.TB, addr string) *rawConn {
 // send writes frame with the given request id.
 func (r *rawConn) send(id uint32, frame []byte) {
 	r.t.Helper()
-	if _, err := r.nc.Write(append(appendPrefix(nil, len(frame), id), frame...)); err != nil {
+	if _, err := r.nc.Write(append(wire.AppendPrefix(nil, len(frame), id), frame...)); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -62,22 +64,22 @@ func (r *rawConn) send(id uint32, frame []byte) {
 // get sends a Get of key in cache "c" with the given request id.
 func (r *rawConn) get(id uint32, key string) {
 	r.t.Helper()
-	r.send(id, AppendRequest(nil, &Request{Op: OpGet, Cache: "c", Key: []byte(key)}))
+	r.send(id, wire.AppendRequest(nil, &wire.Request{Op: OpGet, Cache: "c", Key: []byte(key)}))
 }
 
 // reply reads one reply frame and returns its id and response.
-func (r *rawConn) reply() (uint32, Response) {
+func (r *rawConn) reply() (uint32, wire.Response) {
 	r.t.Helper()
-	hdr := make([]byte, prefixLen)
+	hdr := make([]byte, wire.PrefixLen)
 	if _, err := io.ReadFull(r.br, hdr); err != nil {
 		r.t.Fatal(err)
 	}
-	n, id := parsePrefix(hdr)
+	n, id := wire.ParsePrefix(hdr)
 	frame := make([]byte, n)
 	if _, err := io.ReadFull(r.br, frame); err != nil {
 		r.t.Fatal(err)
 	}
-	resp, err := ParseResponse(frame, Limits{})
+	resp, err := wire.ParseResponse(frame, Limits{})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -85,9 +87,9 @@ func (r *rawConn) reply() (uint32, Response) {
 }
 
 // replies reads n replies and returns them by id.
-func (r *rawConn) replies(n int) map[uint32]Response {
+func (r *rawConn) replies(n int) map[uint32]wire.Response {
 	r.t.Helper()
-	got := make(map[uint32]Response, n)
+	got := make(map[uint32]wire.Response, n)
 	for range n {
 		id, resp := r.reply()
 		if _, dup := got[id]; dup {
@@ -222,8 +224,8 @@ func TestServerAnswersInAnyOrder(t *testing.T) {
 		r := upgradeRaw(t, nc)
 		r.get(1, "slow")
 		r.get(2, "k")
-		r.send(3, AppendRequest(nil, &Request{Op: OpPeek, Cache: "c", Key: []byte("p")}))
-		r.send(4, AppendRequest(nil, &Request{Op: OpSet, Cache: "c", Key: []byte("x"), Value: Value{Data: []byte("y")}}))
+		r.send(3, wire.AppendRequest(nil, &wire.Request{Op: OpPeek, Cache: "c", Key: []byte("p")}))
+		r.send(4, wire.AppendRequest(nil, &wire.Request{Op: OpSet, Cache: "c", Key: []byte("x"), Value: Value{Data: []byte("y")}}))
 		got := r.replies(3)
 		if r, ok := got[4]; !ok || r.Status != StatusOK || string(got[2].Value.Data) != "v" || string(got[3].Value.Data) != "s" {
 			t.Fatalf("replies %+v", got)
@@ -290,10 +292,10 @@ func TestServerRefusals(t *testing.T) {
 		{[]byte{Version, byte(OpGet), 0, 9}, StatusBadRequest, "cache name"},
 		{[]byte{Version, 9, 0, 1, 'c', 0}, StatusBadRequest, "unsupported op"},
 		{[]byte{1, byte(OpGet), 0, 1, 'c', 0}, StatusBadVersion, "this server speaks 2"},
-		{AppendRequest(nil, &Request{Op: OpGet, Cache: "c", Key: bytes.Repeat([]byte("k"), 17)}), StatusBadRequest, "over the limit"},
-		{AppendRequest(nil, &Request{Op: OpGet, Cache: "c", Key: []byte("panic")}), StatusInternal, "backend panicked: backend bug"},
-		{AppendRequest(nil, &Request{Op: OpClear, Cache: "c", Generation: 1}), StatusInternal, "backend panicked"},
-		{AppendRequest(nil, &Request{Op: OpGet, Cache: "c", Key: []byte("missing")}), StatusNotFound, ""},
+		{wire.AppendRequest(nil, &wire.Request{Op: OpGet, Cache: "c", Key: bytes.Repeat([]byte("k"), 17)}), StatusBadRequest, "over the limit"},
+		{wire.AppendRequest(nil, &wire.Request{Op: OpGet, Cache: "c", Key: []byte("panic")}), StatusInternal, "backend panicked: backend bug"},
+		{wire.AppendRequest(nil, &wire.Request{Op: OpClear, Cache: "c", Generation: 1}), StatusInternal, "backend panicked"},
+		{wire.AppendRequest(nil, &wire.Request{Op: OpGet, Cache: "c", Key: []byte("missing")}), StatusNotFound, ""},
 	}
 	for i, tc := range cases {
 		r.send(uint32(100+i), tc.frame)
@@ -321,7 +323,7 @@ func TestServerRefusesHugeFrame(t *testing.T) {
 	b.set("c", "k", Value{Data: []byte("v")})
 	_, addr := startServer(t, b)
 	r := dialRaw(t, addr)
-	r.nc.Write(appendPrefix(nil, 0x7fffffff, 5))
+	r.nc.Write(wire.AppendPrefix(nil, 0x7fffffff, 5))
 	if id, resp := r.reply(); id != 5 || resp.Status != StatusBadRequest || !strings.Contains(resp.Msg, "over the limit") {
 		t.Fatalf("reply %d %+v", id, resp)
 	}
@@ -329,7 +331,7 @@ func TestServerRefusesHugeFrame(t *testing.T) {
 		t.Fatal("connection not closed")
 	}
 	stall := dialRaw(t, addr)
-	stall.nc.Write(append(appendPrefix(nil, 50, 1), Version))
+	stall.nc.Write(append(wire.AppendPrefix(nil, 50, 1), Version))
 	junk, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -483,16 +485,16 @@ func TestServerStats(t *testing.T) {
 // panics, and every reply it writes is a well-formed frame under an id the input carried.
 func FuzzServerStream(f *testing.F) {
 	get := func(id uint32, key string) []byte {
-		fr := AppendRequest(nil, &Request{Op: OpGet, Cache: "c", Key: []byte(key)})
-		return append(appendPrefix(nil, len(fr), id), fr...)
+		fr := wire.AppendRequest(nil, &wire.Request{Op: OpGet, Cache: "c", Key: []byte(key)})
+		return append(wire.AppendPrefix(nil, len(fr), id), fr...)
 	}
-	many := AppendRequest(nil, &Request{Op: OpGetMany, Cache: "c", Keys: keysOf("k", "x")})
+	many := wire.AppendRequest(nil, &wire.Request{Op: OpGetMany, Cache: "c", Keys: keysOf("k", "x")})
 	f.Add(get(1, "k"))
 	f.Add(append(get(1, "k"), get(2, "big")...))
-	f.Add(append(appendPrefix(nil, len(many), 9), many...))
-	f.Add(appendPrefix(nil, 0x7fffffff, 3))
-	f.Add(append(appendPrefix(nil, 2, 4), Version, 9))
-	f.Add(append(appendPrefix(nil, 50, 1), Version))
+	f.Add(append(wire.AppendPrefix(nil, len(many), 9), many...))
+	f.Add(wire.AppendPrefix(nil, 0x7fffffff, 3))
+	f.Add(append(wire.AppendPrefix(nil, 2, 4), Version, 9))
+	f.Add(append(wire.AppendPrefix(nil, 50, 1), Version))
 
 	b := newBackend()
 	b.inline = true
@@ -502,13 +504,13 @@ func FuzzServerStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// The ids the input could carry, frame by frame, as the server reads it.
 		ids := map[uint32]bool{}
-		for rest := data; len(rest) >= prefixLen; {
-			n, id := parsePrefix(rest)
+		for rest := data; len(rest) >= wire.PrefixLen; {
+			n, id := wire.ParsePrefix(rest)
 			ids[id] = true
-			if n > len(rest)-prefixLen {
+			if n > len(rest)-wire.PrefixLen {
 				break
 			}
-			rest = rest[prefixLen+n:]
+			rest = rest[wire.PrefixLen+n:]
 		}
 		r := dialRaw(t, addr)
 		if _, err := r.nc.Write(data); err != nil {
@@ -516,14 +518,14 @@ func FuzzServerStream(f *testing.F) {
 		}
 		r.nc.(*net.TCPConn).CloseWrite()
 		for {
-			hdr := make([]byte, prefixLen)
+			hdr := make([]byte, wire.PrefixLen)
 			if _, err := io.ReadFull(r.br, hdr); err != nil {
 				if err != io.EOF {
 					t.Fatalf("reading a reply: %v", err)
 				}
 				return
 			}
-			n, id := parsePrefix(hdr)
+			n, id := wire.ParsePrefix(hdr)
 			if !ids[id] {
 				t.Fatalf("reply under id %d, which was not sent", id)
 			}
@@ -531,9 +533,22 @@ func FuzzServerStream(f *testing.F) {
 			if _, err := io.ReadFull(r.br, frame); err != nil {
 				t.Fatalf("reading a reply of %d bytes: %v", n, err)
 			}
-			if _, err := ParseResponse(frame, Limits{MaxValueBytes: 1 << 20}); err != nil {
+			if _, err := wire.ParseResponse(frame, Limits{MaxValueBytes: 1 << 20}); err != nil {
 				t.Fatalf("malformed reply: %v", err)
 			}
 		}
 	})
+}
+
+// TestServerLimits: WithLimits refuses a field out of its range, and a Server's request frame
+// limit is the longest valid request (wire.RequestFrameMax) capped at MaxFrameBytes.
+func TestServerLimits(t *testing.T) {
+	if _, err := NewServer(newBackend(), WithLimits(Limits{MaxBatchKeys: -1})); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("negative batch limit: %v", err)
+	}
+	s, err := NewServer(newBackend(), WithLimits(Limits{MaxFrameBytes: 500}))
+	if err != nil || s.reqFrameMax != 500 {
+		t.Fatalf("%v, %d", err, s.reqFrameMax)
+	}
+	s.Close()
 }

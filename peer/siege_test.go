@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/typedcache/groupcache/internal/wire"
 )
 
 // The hostile-client suite: each attack runs from raw connections against a real Server on a
@@ -172,9 +174,9 @@ func dialAttacker(addr string) *attacker {
 }
 
 // reqFrame returns a request frame with its prefix.
-func reqFrame(id uint32, r *Request) []byte {
-	b := AppendRequest(appendPrefix(nil, 0, id), r)
-	binary.BigEndian.PutUint32(b, uint32(len(b)-prefixLen))
+func reqFrame(id uint32, r *wire.Request) []byte {
+	b := wire.AppendRequest(wire.AppendPrefix(nil, 0, id), r)
+	binary.BigEndian.PutUint32(b, uint32(len(b)-wire.PrefixLen))
 	return b
 }
 
@@ -203,7 +205,7 @@ func startUnreadReplies(tb testing.TB) (*siege, func(*testing.T)) {
 	for i := range keys {
 		keys[i] = []byte("k")
 	}
-	req := reqFrame(0, &Request{Op: OpGetMany, Cache: "c", Keys: keys})
+	req := reqFrame(0, &wire.Request{Op: OpGetMany, Cache: "c", Keys: keys})
 	sg.attack(1, func(in func()) {
 		p := dialAttacker(sg.addr)
 		if p == nil {
@@ -251,7 +253,7 @@ func startStalledConnections(tb testing.TB) (*siege, func(*testing.T)) {
 		tried.Wait() // an idle connection waits for the idle timeout (minutes), not the stall one
 		var err error
 		if upgraded.Load()%2 == 0 {
-			p.nc.Write(appendPrefix(nil, 1<<20, 1))
+			p.nc.Write(wire.AppendPrefix(nil, 1<<20, 1))
 			for i := 0; ; i++ { // a byte of the frame every 20 ms
 				p.nc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 				if _, err = p.br.ReadByte(); err != nil && !isTimeout(err) {
@@ -283,7 +285,7 @@ func startStalledConnections(tb testing.TB) (*siege, func(*testing.T)) {
 func TestSiegeInflatedSets(t *testing.T) { runSiege(t, startInflatedSets) }
 
 func startInflatedSets(tb testing.TB) (*siege, func(*testing.T)) {
-	req := reqFrame(1, &Request{Op: OpSet, Cache: "c", Key: []byte("k2"), Value: bombOf(50 << 20)})
+	req := reqFrame(1, &wire.Request{Op: OpSet, Cache: "c", Key: []byte("k2"), Value: bombOf(50 << 20)})
 	sg := newSiege(tb)
 	tb.Logf("a Set frame of %d bytes", len(req))
 	var refusedSets atomic.Int64
@@ -318,17 +320,17 @@ func startInflatedSets(tb testing.TB) (*siege, func(*testing.T)) {
 }
 
 // readAttackReply reads one reply frame on an attacker's connection.
-func readAttackReply(p *attacker) (Response, bool) {
-	hdr := make([]byte, prefixLen)
+func readAttackReply(p *attacker) (wire.Response, bool) {
+	hdr := make([]byte, wire.PrefixLen)
 	if _, err := io.ReadFull(p.br, hdr); err != nil {
-		return Response{}, false
+		return wire.Response{}, false
 	}
-	n, _ := parsePrefix(hdr)
+	n, _ := wire.ParsePrefix(hdr)
 	b := make([]byte, n)
 	if _, err := io.ReadFull(p.br, b); err != nil {
-		return Response{}, false
+		return wire.Response{}, false
 	}
-	r, err := ParseResponse(b, Limits{})
+	r, err := wire.ParseResponse(b, Limits{})
 	return r, err == nil
 }
 
@@ -346,7 +348,7 @@ func startLargeSets(tb testing.TB) (*siege, func(*testing.T)) {
 // startLargeSetsOf is the attack of TestSiegeLargeSets from conns connections with values of size
 // bytes and the given server options; BenchmarkSiege runs it with the default budgets too.
 func startLargeSetsOf(tb testing.TB, conns, size int, opts ...ServerOption) (*siege, func(*testing.T)) {
-	req := reqFrame(1, &Request{Op: OpSet, Cache: "c", Key: []byte("big"), Value: Value{Data: make([]byte, size)}})
+	req := reqFrame(1, &wire.Request{Op: OpSet, Cache: "c", Key: []byte("big"), Value: Value{Data: make([]byte, size)}})
 	sg := newSiege(tb, opts...)
 	sg.requests = 100 // each waits behind the attackers' megabytes on two cores
 	sg.b.hook = func(ctx context.Context, op Op, _ []byte) error {

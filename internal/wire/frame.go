@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"cmp"
@@ -38,6 +38,8 @@ const (
 	// MaxMessageBytes is the longest message a response may carry. Servers cut longer messages
 	// (at a UTF-8 boundary); parsers refuse them.
 	MaxMessageBytes = 1024
+	// MaxTraceBytes is the longest trace context a request may carry; a longer one is not sent.
+	MaxTraceBytes = 1024
 	// FrameOverhead is what MaxFrameBytes adds by default to the value, key and cache name
 	// limits: room for the header bytes, the length varints and a message.
 	FrameOverhead = MaxMessageBytes + 64
@@ -49,17 +51,21 @@ const (
 	maxFrameCeiling = 1<<31 - 1
 
 	headerLen = 3 // version, op or status, flags
-	prefixLen = 8 // what precedes a frame on a stream: its length and its request id
+	PrefixLen = 8 // what precedes a frame on a stream: its length and its request id
 )
 
-// Flags of a response, of a batch entry and of an OpSet request (the other requests have none).
+// Flags of a response, of a batch entry and of an OpSet or OpOffer request (the other requests
+// have none).
 const (
 	flagCompressed = 1 << 0 // the value is an S2 block
 	flagTTL        = 1 << 1 // an 8-byte big-endian TTL follows the flags
 	knownFlags     = flagCompressed | flagTTL
+	// flagTrace, of any request, says the caller's trace context follows the flags (and the TTL).
+	flagTrace = 1 << 2
 )
 
-// Limits bound what one side accepts and sends (see WithLimits); a zero field means its default.
+// Limits bound what one side accepts and sends (see peer.WithLimits); a zero field means its
+// default.
 type Limits struct {
 	MaxKeyBytes   int // the length of a key; default 4 KiB, at most 1 MiB
 	MaxValueBytes int // the raw, and for a compressed value the decoded, length of a value; default 64 MiB, at most 1 GiB
@@ -70,8 +76,8 @@ type Limits struct {
 	MaxFrameBytes int
 }
 
-// withDefaults returns l with every zero or negative field replaced by its default.
-func (l Limits) withDefaults() Limits {
+// Resolve returns l with every zero or negative field replaced by its default: the limits in force.
+func Resolve(l Limits) Limits {
 	def := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
@@ -85,8 +91,8 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// validate reports a field out of its range.
-func (l Limits) validate() error {
+// CheckLimits reports a field of l out of its range.
+func CheckLimits(l Limits) error {
 	for _, f := range []struct {
 		name       string
 		v, ceiling int
@@ -100,13 +106,13 @@ func (l Limits) validate() error {
 	return nil
 }
 
-// appendPrefix appends the stream prefix of a frame of n bytes with the given request id.
-func appendPrefix(dst []byte, n int, id uint32) []byte {
+// AppendPrefix appends the stream prefix of a frame of n bytes with the given request id.
+func AppendPrefix(dst []byte, n int, id uint32) []byte {
 	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(dst, uint32(n)), id)
 }
 
-// parsePrefix returns the frame length and request id of a stream prefix (prefixLen bytes).
-func parsePrefix(b []byte) (n int, id uint32) {
+// ParsePrefix returns the frame length and request id of a stream prefix (PrefixLen bytes).
+func ParsePrefix(b []byte) (n int, id uint32) {
 	return int(binary.BigEndian.Uint32(b)), binary.BigEndian.Uint32(b[4:])
 }
 
@@ -119,6 +125,9 @@ type Request struct {
 	Keys       [][]byte // 1 to MaxBatchKeys keys of 0 to MaxKeyBytes bytes
 	Value      Value    // at most MaxValueBytes, decoded (a compressed value's S2 header says)
 	Generation uint64   // at least 1
+	// Trace is the caller's trace context, of any op: opaque bytes (a W3C traceparent, then
+	// optionally a line feed and the tracestate), 1 to MaxTraceBytes; empty when not traced.
+	Trace []byte
 }
 
 // Response is a response frame. In a parsed Response, Value.Data aliases the frame.
@@ -131,10 +140,16 @@ type Response struct {
 // AppendRequest appends the frame of r (without its stream prefix) to dst, unchecked.
 func AppendRequest(dst []byte, r *Request) []byte {
 	var flags byte
-	if r.Op == OpSet {
+	if r.Op.carriesValue() {
 		flags = valueFlags(&r.Value)
 	}
+	if len(r.Trace) > 0 {
+		flags |= flagTrace
+	}
 	dst = appendTTL(append(dst, Version, byte(r.Op), flags), flags, r.Value.TTL)
+	if len(r.Trace) > 0 {
+		dst = appendField(dst, r.Trace)
+	}
 	dst = appendField(dst, r.Cache)
 	switch r.Op {
 	case OpRemove, OpGetMany, OpPeekMany:
@@ -144,7 +159,7 @@ func AppendRequest(dst []byte, r *Request) []byte {
 		}
 	case OpClear:
 		dst = binary.AppendUvarint(dst, r.Generation)
-	case OpSet:
+	case OpSet, OpOffer:
 		dst = appendField(appendField(dst, r.Key), r.Value.Data)
 	default:
 		dst = appendField(dst, r.Key)
@@ -176,12 +191,13 @@ func appendField[T string | []byte](dst []byte, f T) []byte {
 	return append(binary.AppendUvarint(dst, uint64(len(f))), f...)
 }
 
-// requestFrameMax returns the length of the longest request frame valid under lim, of any op.
-func requestFrameMax(lim Limits) int {
+// RequestFrameMax returns the length of the longest request frame valid under lim, of any op.
+func RequestFrameMax(lim Limits) int {
 	const v = binary.MaxVarintLen64
 	name, key := v+lim.MaxCacheName, v+lim.MaxKeyBytes
-	set := headerLen + 8 + name + key + v + lim.MaxValueBytes
-	batch := headerLen + name + v + lim.MaxBatchKeys*(uvarintLen(uint64(lim.MaxKeyBytes))+lim.MaxKeyBytes)
+	trace := v + MaxTraceBytes
+	set := headerLen + 8 + trace + name + key + v + lim.MaxValueBytes
+	batch := headerLen + trace + name + v + lim.MaxBatchKeys*(uvarintLen(uint64(lim.MaxKeyBytes))+lim.MaxKeyBytes)
 	return max(set, batch) // a Get, a Peek or a Clear is shorter than a Set
 }
 
@@ -199,23 +215,23 @@ func uvarintLen(x uint64) int {
 // StatusTooLarge for a Set value over lim (decoded, without inflating it), else StatusBadRequest.
 // It never panics. Key, Keys and Value.Data alias frame.
 func ParseRequest(frame []byte, lim Limits) (r Request, err error) {
-	if err = parseRequest(frame, lim.withDefaults(), nil, &r); err != nil {
+	if err = ParseRequestInto(frame, Resolve(lim), nil, &r); err != nil {
 		r = Request{}
 	}
 	return r, err
 }
 
-// reqScratch is what a server connection reuses from one request to the next.
-type reqScratch struct {
+// Scratch is what a server connection reuses from one request to the next.
+type Scratch struct {
 	cache string   // the previous request's cache name, returned again while it does not change
 	keys  [][]byte // the key list of the previous batch request
 }
 
-// maxKeptKeys bounds the key list a reqScratch keeps between requests.
+// maxKeptKeys bounds the key list a Scratch keeps between requests.
 const maxKeptKeys = 1024
 
-// parseRequest parses with resolved limits into r; sc, when not nil, lends its memory.
-func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
+// ParseRequestInto parses with resolved limits into r; sc, when not nil, lends its memory.
+func ParseRequestInto(frame []byte, lim Limits, sc *Scratch, r *Request) error {
 	op, flags, rest, err := parseRequestHeader(frame)
 	if err != nil {
 		return err
@@ -223,6 +239,13 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 	*r = Request{Op: op}
 	if rest, err = parseTTL(rest, flags, &r.Value, badRequest); err != nil {
 		return err
+	}
+	if flags&flagTrace != 0 {
+		trace, after, msg := field(rest, MaxTraceBytes)
+		if msg != "" || len(trace) == 0 {
+			return badRequest("trace context: " + cmp.Or(msg, "empty"))
+		}
+		r.Trace, rest = trace[:len(trace):len(trace)], after
 	}
 	name, rest, msg := field(rest, lim.MaxCacheName)
 	if msg != "" || len(name) == 0 {
@@ -233,13 +256,13 @@ func parseRequest(frame []byte, lim Limits, sc *reqScratch, r *Request) error {
 		r.Keys, rest, err = parseKeys(rest, lim, sc)
 	case OpClear:
 		r.Generation, rest, err = parseGeneration(rest)
-	default: // OpGet, OpPeek, OpSet
+	default: // OpGet, OpPeek, OpSet, OpOffer
 		key, after, msg := field(rest, lim.MaxKeyBytes)
 		if msg != "" {
 			return badRequest("key: " + msg)
 		}
 		r.Key, rest = key[:len(key):len(key)], after
-		if op == OpSet {
+		if op.carriesValue() {
 			err = parseSetValue(rest, flags, lim, &r.Value)
 			rest = nil
 		}
@@ -261,10 +284,10 @@ func parseRequestHeader(frame []byte) (Op, byte, []byte, error) {
 		return 0, 0, nil, badRequest("truncated header")
 	}
 	op, flags := Op(frame[1]), frame[2]
-	if op == 0 || op > maxOp {
+	if op == 0 || op > MaxOp {
 		return 0, 0, nil, badRequest("unsupported op " + op.String())
 	}
-	if (op != OpSet && flags != 0) || flags&^knownFlags != 0 {
+	if valueFlags := flags &^ flagTrace; (!op.carriesValue() && valueFlags != 0) || valueFlags&^knownFlags != 0 {
 		return 0, 0, nil, badRequest("unknown request flags")
 	}
 	return op, flags, frame[headerLen:], nil
@@ -285,7 +308,7 @@ func parseTTL(b []byte, flags byte, v *Value, fail func(string) error) ([]byte, 
 }
 
 // parseKeys parses the key list of a batch request from b, in memory sc lends when it can.
-func parseKeys(b []byte, lim Limits, sc *reqScratch) ([][]byte, []byte, error) {
+func parseKeys(b []byte, lim Limits, sc *Scratch) ([][]byte, []byte, error) {
 	n, k := uvarint(b)
 	if k <= 0 {
 		return nil, nil, badRequest("key count: bad encoding")
@@ -322,7 +345,7 @@ func parseGeneration(b []byte) (uint64, []byte, error) {
 }
 
 // keyList returns an empty key list with room for n keys: sc's, or new memory sc keeps if small.
-func (sc *reqScratch) keyList(n int) [][]byte {
+func (sc *Scratch) keyList(n int) [][]byte {
 	if sc != nil && cap(sc.keys) >= n {
 		return sc.keys[:0]
 	}
@@ -334,7 +357,7 @@ func (sc *reqScratch) keyList(n int) [][]byte {
 }
 
 // name returns the cache name b: the previous request's when the same (no allocation) or new.
-func (sc *reqScratch) name(b []byte) string {
+func (sc *Scratch) name(b []byte) string {
 	if sc == nil {
 		return string(b)
 	}
@@ -344,7 +367,7 @@ func (sc *reqScratch) name(b []byte) string {
 	return sc.cache
 }
 
-// parseSetValue parses the value field of an OpSet request, which runs to the end of b, into v.
+// parseSetValue parses the value field of an OpSet or OpOffer request, which runs to the end of b, into v.
 func parseSetValue(b []byte, flags byte, lim Limits, v *Value) error {
 	n, k := uvarint(b)
 	switch b = b[max(k, 0):]; {
@@ -358,13 +381,13 @@ func parseSetValue(b []byte, flags byte, lim Limits, v *Value) error {
 		return badRequest("trailing bytes")
 	}
 	v.Data, v.Compressed = b[:len(b):len(b)], flags&flagCompressed != 0
-	return checkValue(v, lim.MaxValueBytes, badRequest)
+	return CheckValue(v, lim.MaxValueBytes, badRequest)
 }
 
-// checkValue checks a compressed value's S2 header: well formed (else fail's error), stating a
+// CheckValue checks a compressed value's S2 header: well formed (else fail's error), stating a
 // decoded length of at most maxValue, and of at most MaxInflation times its compressed length
 // (above 64 KiB).
-func checkValue(v *Value, maxValue int, fail func(string) error) error {
+func CheckValue(v *Value, maxValue int, fail func(string) error) error {
 	if !v.Compressed {
 		return nil
 	}
@@ -390,7 +413,7 @@ func tooLarge[T int | uint64](n T, limit int) error {
 
 func badRequest(msg string) error { return &Error{Status: StatusBadRequest, Msg: msg} }
 
-func protocolError(msg string) error { return &Error{Err: ErrProtocol, Msg: msg} }
+func ProtocolError(msg string) error { return &Error{Err: ErrProtocol, Msg: msg} }
 
 // field reads a uvarint-length-prefixed field of at most limit bytes from b, or says what is wrong.
 func field(b []byte, limit int) (f, rest []byte, problem string) {
@@ -425,16 +448,16 @@ func uvarint(b []byte) (v uint64, k int) {
 
 // AppendResponse appends the frame of r (without its stream prefix) to dst.
 func AppendResponse(dst []byte, r *Response) []byte {
-	dst = appendResponseHead(dst, r)
+	dst = AppendResponseHead(dst, r)
 	if r.Status == StatusOK {
 		dst = append(dst, r.Value.Data...)
 	}
 	return dst
 }
 
-// appendResponseHead appends the frame of r up to the value bytes, so that a large value can be
+// AppendResponseHead appends the frame of r up to the value bytes, so that a large value can be
 // written from where it lies.
-func appendResponseHead(dst []byte, r *Response) []byte {
+func AppendResponseHead(dst []byte, r *Response) []byte {
 	var flags byte
 	if r.Status == StatusOK {
 		flags = valueFlags(&r.Value)
@@ -447,8 +470,8 @@ func appendResponseHead(dst []byte, r *Response) []byte {
 	return dst
 }
 
-// responseFrameLen returns the length of the frame of r whose head is headLen bytes long.
-func responseFrameLen(headLen int, r *Response) int {
+// ResponseFrameLen returns the length of the frame of r whose head is headLen bytes long.
+func ResponseFrameLen(headLen int, r *Response) int {
 	if r.Status == StatusOK {
 		return headLen + len(r.Value.Data)
 	}
@@ -471,34 +494,34 @@ func cutMessage(msg string) string {
 // Errors are *Error values: StatusBadVersion, StatusTooLarge for a value over lim (decoded, for a
 // compressed one), ErrProtocol for anything else. It never panics. Value.Data aliases frame.
 func ParseResponse(frame []byte, lim Limits) (Response, error) {
-	maxValue := lim.withDefaults().MaxValueBytes
-	r, off, err := parseResponseHead(frame, len(frame), maxValue)
+	maxValue := Resolve(lim).MaxValueBytes
+	r, off, err := ParseResponseHead(frame, len(frame), maxValue)
 	if err != nil {
 		return Response{}, err
 	}
 	if r.Status == StatusOK {
 		r.Value.Data = frame[off:len(frame):len(frame)]
-		if err := checkValue(&r.Value, maxValue, protocolError); err != nil {
+		if err := CheckValue(&r.Value, maxValue, ProtocolError); err != nil {
 			return Response{}, err
 		}
 	}
 	return r, nil
 }
 
-// maxResponseHead bounds the length of a response frame's head (everything before the value).
-const maxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes + binary.MaxVarintLen64
+// MaxResponseHead bounds the length of a response frame's head (everything before the value).
+const MaxResponseHead = headerLen + 8 + binary.MaxVarintLen64 + MaxMessageBytes + binary.MaxVarintLen64
 
-// parseResponseHead parses the head of a response frame of n bytes (everything before the value)
-// from b, which holds at least min(n, maxResponseHead) of its bytes. It returns the response
+// ParseResponseHead parses the head of a response frame of n bytes (everything before the value)
+// from b, which holds at least min(n, MaxResponseHead) of its bytes. It returns the response
 // without its value's data, and the offset of the value, which runs to the end of the frame.
-func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err error) {
+func ParseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err error) {
 	flags, rest, err := parseResponseHeader(b, &r)
 	if err != nil {
 		return Response{}, 0, err
 	}
 	msg, rest, problem := field(rest, MaxMessageBytes)
 	if problem != "" {
-		return Response{}, 0, protocolError("message: " + problem)
+		return Response{}, 0, ProtocolError("message: " + problem)
 	}
 	if len(msg) > 0 {
 		r.Msg = string(msg)
@@ -506,7 +529,7 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 	off = len(b) - len(rest)
 	if r.Status != StatusOK {
 		if off != n {
-			return Response{}, 0, protocolError("trailing bytes")
+			return Response{}, 0, ProtocolError("trailing bytes")
 		}
 		return r, off, nil
 	}
@@ -514,13 +537,13 @@ func parseResponseHead(b []byte, n int, maxValue int) (r Response, off int, err 
 	off += max(k, 0)
 	switch {
 	case k <= 0:
-		return Response{}, 0, protocolError("value: bad length")
+		return Response{}, 0, ProtocolError("value: bad length")
 	case vlen > uint64(maxValue):
 		return Response{}, 0, tooLarge(vlen, maxValue)
 	case vlen > uint64(n-off):
-		return Response{}, 0, protocolError("value: truncated")
+		return Response{}, 0, ProtocolError("value: truncated")
 	case vlen < uint64(n-off):
-		return Response{}, 0, protocolError("trailing bytes")
+		return Response{}, 0, ProtocolError("trailing bytes")
 	}
 	r.Value.Compressed = flags&flagCompressed != 0
 	return r, off, nil
@@ -533,17 +556,59 @@ func parseResponseHeader(b []byte, r *Response) (flags byte, rest []byte, err er
 			Msg: fmt.Sprintf("reply version %d, this client speaks %d", b[0], Version)}
 	}
 	if len(b) < headerLen {
-		return 0, nil, protocolError("truncated header")
+		return 0, nil, ProtocolError("truncated header")
 	}
 	r.Status, flags = Status(b[1]), b[2]
 	switch {
-	case r.Status > maxStatus:
-		return 0, nil, protocolError(fmt.Sprintf("unknown status %d", b[1]))
+	case r.Status > MaxStatus:
+		return 0, nil, ProtocolError(fmt.Sprintf("unknown status %d", b[1]))
 	case flags&^knownFlags != 0:
-		return 0, nil, protocolError("unknown flags")
+		return 0, nil, ProtocolError("unknown flags")
 	case r.Status != StatusOK && flags != 0:
-		return 0, nil, protocolError("flags on a reply without value")
+		return 0, nil, ProtocolError("flags on a reply without value")
 	}
-	rest, err = parseTTL(b[headerLen:], flags, &r.Value, protocolError)
+	rest, err = parseTTL(b[headerLen:], flags, &r.Value, ProtocolError)
 	return flags, rest, err
+}
+
+// CheckRequest refuses a request over lim (resolved), before anything is sent: the error a
+// server would answer it with.
+func CheckRequest(r *Request, lim *Limits) error {
+	switch {
+	case len(r.Cache) == 0 || len(r.Cache) > lim.MaxCacheName:
+		return badRequest(fmt.Sprintf("cache name of %d bytes outside 1..%d", len(r.Cache), lim.MaxCacheName))
+	case r.Op == OpGetMany || r.Op == OpPeekMany || r.Op == OpRemove:
+		return checkKeys(r.Keys, lim)
+	case r.Op == OpClear && r.Generation == 0:
+		return badRequest("generation 0")
+	case r.Op != OpClear && len(r.Key) > lim.MaxKeyBytes:
+		return badRequest(fmt.Sprintf("key of %d bytes over the limit of %d", len(r.Key), lim.MaxKeyBytes))
+	case r.Op.carriesValue() && len(r.Value.Data) > lim.MaxValueBytes:
+		return tooLarge(len(r.Value.Data), lim.MaxValueBytes)
+	case r.Op.carriesValue():
+		return CheckValue(&r.Value, lim.MaxValueBytes, badRequest)
+	}
+	return nil
+}
+
+// checkKeys refuses the key list of a batch over lim.
+func checkKeys(keys [][]byte, lim *Limits) error {
+	if len(keys) == 0 || len(keys) > lim.MaxBatchKeys {
+		return badRequest(fmt.Sprintf("%d keys outside 1..%d", len(keys), lim.MaxBatchKeys))
+	}
+	for i, k := range keys {
+		if len(k) > lim.MaxKeyBytes {
+			return badRequest(fmt.Sprintf("key %d of %d bytes over the limit of %d", i, len(k), lim.MaxKeyBytes))
+		}
+	}
+	return nil
+}
+
+// CheckAck refuses an acknowledgment (the reply to a Set, Remove or Clear) with a value or flags:
+// resp parsed from the head of a frame of n bytes, whose value starts at off.
+func CheckAck(resp *Response, off, n int) error {
+	if resp.Status == StatusOK && (off != n || resp.Value.Compressed || resp.Value.TTL != 0) {
+		return ProtocolError("acknowledgment with a value or flags")
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"bytes"
@@ -46,6 +46,12 @@ func TestPinnedOpRequestBytes(t *testing.T) {
 			// The layout of GetMany; only the op byte differs.
 			Request{Op: OpPeekMany, Cache: "users", Keys: keysOf("alice", "bob", "carol")},
 			"02" + "07" + "00" + "05" + "7573657273" + "03" + "05" + "616c696365" + "03" + "626f62" + "05" + "6361726f6c",
+		},
+		{
+			// The layout of Set; only the op byte differs.
+			Request{Op: OpOffer, Cache: "users", Key: []byte("alice"),
+				Value: Value{Data: []byte("hello"), TTL: time.Minute}},
+			"02" + "08" + "02" + "0000000df8475800" + "05" + "7573657273" + "05" + "616c696365" + "05" + "68656c6c6f",
 		},
 	}
 	for _, c := range cases {
@@ -117,7 +123,7 @@ func sameRequest(a, b Request) bool {
 		}
 	}
 	return a.Op == b.Op && a.Cache == b.Cache && bytes.Equal(a.Key, b.Key) && sameValue(a.Value, b.Value) &&
-		a.Generation == b.Generation
+		a.Generation == b.Generation && bytes.Equal(a.Trace, b.Trace)
 }
 
 func TestOpRequestRoundTrip(t *testing.T) {
@@ -139,6 +145,10 @@ func TestOpRequestRoundTrip(t *testing.T) {
 		{Op: OpPeekMany, Cache: "ünïcode", Keys: many},
 		{Op: OpClear, Cache: "c", Generation: 1},
 		{Op: OpClear, Cache: "c", Generation: 1<<64 - 1},
+		{Op: OpOffer, Cache: "c", Key: long, Value: Value{Data: long, TTL: time.Hour}},
+		{Op: OpPeekMany, Cache: "c", Keys: [][]byte{long, nil}, Trace: bytes.Repeat([]byte("t"), MaxTraceBytes)},
+		{Op: OpClear, Cache: "c", Generation: 7, Trace: []byte("x")},
+		{Op: OpOffer, Cache: "c", Key: []byte("k"), Value: Compress(bytes.Repeat([]byte("abc"), 1000), 1)},
 	} {
 		frame := AppendRequest([]byte("prefix"), &r)[len("prefix"):]
 		got, err := ParseRequest(frame, Limits{})
@@ -156,7 +166,7 @@ func TestOpRequestRoundTrip(t *testing.T) {
 		if again := AppendRequest(nil, &got); !bytes.Equal(again, frame) {
 			t.Fatalf("re-encoding differs")
 		}
-		if len(frame) > requestFrameMax(Limits{}.withDefaults()) {
+		if len(frame) > RequestFrameMax(Resolve(Limits{})) {
 			t.Fatalf("%v frame of %d bytes over the request frame limit", r.Op, len(frame))
 		}
 	}
@@ -408,7 +418,7 @@ func TestBatchRoundTrip(t *testing.T) {
 func TestAppendBatchReply(t *testing.T) {
 	// Budgeted so that the entries up to 5 fit, with room for "full" entries after them, and
 	// entry 6 does not.
-	lim := Limits{MaxValueBytes: 100, MaxFrameBytes: 290}.withDefaults()
+	lim := Resolve(Limits{MaxValueBytes: 100, MaxFrameBytes: 290})
 	rs := []Result{
 		{Value: Value{Data: []byte("0123456789")}},
 		{Value: Value{Data: make([]byte, 101)}},               // over MaxValueBytes
@@ -447,20 +457,17 @@ func TestAppendBatchReply(t *testing.T) {
 }
 
 func TestBatchLimitAndOpNames(t *testing.T) {
-	if l := (Limits{}).withDefaults(); l.MaxBatchKeys != DefaultMaxBatchKeys {
+	if l := Resolve(Limits{}); l.MaxBatchKeys != DefaultMaxBatchKeys {
 		t.Fatalf("default %d", l.MaxBatchKeys)
 	}
-	if err := (Limits{MaxBatchKeys: maxBatchCeiling + 1}).validate(); err == nil {
+	if err := CheckLimits(Limits{MaxBatchKeys: maxBatchCeiling + 1}); err == nil {
 		t.Fatal("batch limit over the ceiling accepted")
 	}
-	if err := (Limits{MaxBatchKeys: maxBatchCeiling}).validate(); err != nil {
+	if err := CheckLimits(Limits{MaxBatchKeys: maxBatchCeiling}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewServer(newBackend(), WithLimits(Limits{MaxBatchKeys: -1})); !errors.Is(err, ErrInvalidOption) {
-		t.Fatalf("negative batch limit: %v", err)
-	}
 	names := map[Op]string{OpGet: "get", OpRemove: "remove", OpSet: "set", OpGetMany: "getmany", OpPeek: "peek",
-		OpClear: "clear", OpPeekMany: "peekmany", 8: "op(8)"}
+		OpClear: "clear", OpPeekMany: "peekmany", OpOffer: "offer", 9: "op(9)"}
 	for op, want := range names {
 		if op.String() != want {
 			t.Errorf("%d: %q, want %q", op, op.String(), want)
@@ -468,17 +475,13 @@ func TestBatchLimitAndOpNames(t *testing.T) {
 	}
 	// The server's request frame limit is the longest valid request of any op, within
 	// MaxFrameBytes.
-	l := Limits{}.withDefaults()
-	if got, want := requestFrameMax(l), headerLen+8+3*binary.MaxVarintLen64+l.MaxCacheName+l.MaxKeyBytes+l.MaxValueBytes; got != want {
+	l := Resolve(Limits{})
+	trace := binary.MaxVarintLen64 + MaxTraceBytes
+	if got, want := RequestFrameMax(l), headerLen+8+trace+3*binary.MaxVarintLen64+l.MaxCacheName+l.MaxKeyBytes+l.MaxValueBytes; got != want {
 		t.Fatalf("default request frame limit %d, want %d (a Set)", got, want)
 	}
-	l = Limits{MaxValueBytes: 100, MaxKeyBytes: 1000, MaxBatchKeys: 10}.withDefaults()
-	if got, want := requestFrameMax(l), headerLen+2*binary.MaxVarintLen64+l.MaxCacheName+10*(2+1000); got != want {
+	l = Resolve(Limits{MaxValueBytes: 100, MaxKeyBytes: 1000, MaxBatchKeys: 10})
+	if got, want := RequestFrameMax(l), headerLen+trace+2*binary.MaxVarintLen64+l.MaxCacheName+10*(2+1000); got != want {
 		t.Fatalf("request frame limit %d, want %d (a GetMany)", got, want)
 	}
-	s, err := NewServer(newBackend(), WithLimits(Limits{MaxFrameBytes: 500}))
-	if err != nil || s.reqFrameMax != 500 {
-		t.Fatalf("%v, %d", err, s.reqFrameMax)
-	}
-	s.Close()
 }

@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"encoding/binary"
@@ -62,7 +62,7 @@ func (v Value) RawInto(dst []byte, limit int) ([]byte, error) {
 		}
 		return v.Data, nil
 	}
-	if err := checkValue(&v, limit, protocolError); err != nil {
+	if err := CheckValue(&v, limit, ProtocolError); err != nil {
 		return nil, err
 	}
 	n, _ := s2.DecodedLen(v.Data)
@@ -81,7 +81,7 @@ type Result struct {
 	// Value is the value, when Err is nil.
 	Value Value
 	// Err is nil, or why there is no value: an *Error with the entry's Status (StatusTooLarge too
-	// for a value over this side's limits). Results of a Client have Peer and Op set.
+	// for a value over this side's limits). Results of a peer.Client have Peer and Op set.
 	Err error
 }
 
@@ -143,19 +143,16 @@ func entryLen(st Status, v *Value, msg string) int {
 
 // ParseBatch parses the batch body of a reply answering n keys, strictly as ParseResponse; a
 // malformed one matches ErrProtocol. An entry over lim fails alone (StatusTooLarge).
-func ParseBatch(body []byte, n int, lim Limits) ([]Result, error) {
-	return parseBatch(body, n, lim.withDefaults().MaxValueBytes)
-}
-
-func parseBatch(b []byte, n int, maxValue int) ([]Result, error) {
+func ParseBatch(b []byte, n int, lim Limits) ([]Result, error) {
+	maxValue := Resolve(lim).MaxValueBytes
 	count, k := uvarint(b)
 	switch b = b[max(k, 0):]; {
 	case k <= 0:
-		return nil, protocolError("batch: bad entry count")
+		return nil, ProtocolError("batch: bad entry count")
 	case n < 0 || count != uint64(n):
-		return nil, protocolError(fmt.Sprintf("batch of %d entries answering %d keys", count, n))
+		return nil, ProtocolError(fmt.Sprintf("batch of %d entries answering %d keys", count, n))
 	case count > uint64(len(b)/minEntryLen):
-		return nil, protocolError("batch: truncated")
+		return nil, ProtocolError("batch: truncated")
 	}
 	rs := make([]Result, n)
 	for i := range rs {
@@ -167,7 +164,7 @@ func parseBatch(b []byte, n int, maxValue int) ([]Result, error) {
 		}
 	}
 	if len(b) != 0 {
-		return nil, protocolError("batch: trailing bytes")
+		return nil, ProtocolError("batch: trailing bytes")
 	}
 	return rs, nil
 }
@@ -175,40 +172,40 @@ func parseBatch(b []byte, n int, maxValue int) ([]Result, error) {
 // parseEntry parses one batch entry from b into r and returns the bytes after it.
 func parseEntry(b []byte, r *Result, maxValue int) ([]byte, error) {
 	if len(b) < 2 {
-		return nil, protocolError("truncated")
+		return nil, ProtocolError("truncated")
 	}
 	st, flags := Status(b[0]), b[1]
 	switch {
 	case st > maxEntryStatus:
-		return nil, protocolError(fmt.Sprintf("unknown status %d", b[0]))
+		return nil, ProtocolError(fmt.Sprintf("unknown status %d", b[0]))
 	case flags&^knownFlags != 0:
-		return nil, protocolError("unknown flags")
+		return nil, ProtocolError("unknown flags")
 	case st != StatusOK && flags != 0:
-		return nil, protocolError("flags on an entry without value")
+		return nil, ProtocolError("flags on an entry without value")
 	case st != StatusOK:
 		msg, rest, problem := field(b[2:], MaxMessageBytes)
 		if problem != "" {
-			return nil, protocolError("message: " + problem)
+			return nil, ProtocolError("message: " + problem)
 		}
 		r.Err = &Error{Status: st, Msg: string(msg)}
 		return rest, nil
 	}
-	b, err := parseTTL(b[2:], flags, &r.Value, protocolError)
+	b, err := parseTTL(b[2:], flags, &r.Value, ProtocolError)
 	if err != nil {
 		return nil, err
 	}
 	vlen, k := uvarint(b)
 	switch b = b[max(k, 0):]; {
 	case k <= 0:
-		return nil, protocolError("value: bad length")
+		return nil, ProtocolError("value: bad length")
 	case vlen > uint64(len(b)):
-		return nil, protocolError("value: truncated")
+		return nil, ProtocolError("value: truncated")
 	case vlen > uint64(maxValue):
 		*r = Result{Err: tooLarge(vlen, maxValue)} // this entry alone
 		return b[vlen:], nil
 	}
 	r.Value.Data, r.Value.Compressed = b[:vlen:vlen], flags&flagCompressed != 0
-	if err := checkValue(&r.Value, maxValue, protocolError); err != nil {
+	if err := CheckValue(&r.Value, maxValue, ProtocolError); err != nil {
 		if StatusOf(err) != StatusTooLarge {
 			return nil, err
 		}
@@ -227,7 +224,7 @@ func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool
 	if used+n*fullLen > budget {
 		return dst, false
 	}
-	if size := batchReplySize(rs, lim); size > cap(dst)-len(dst) {
+	if size := BatchReplySize(rs, lim); size > cap(dst)-len(dst) {
 		dst = append(make([]byte, 0, len(dst)+size), dst...)
 	}
 	dst = binary.AppendUvarint(dst, uint64(n))
@@ -250,9 +247,9 @@ func appendBatchReply(dst []byte, rs []Result, lim Limits) (body []byte, ok bool
 	return dst, true
 }
 
-// batchReplySize returns about the length of the body of a reply with rs: enough but for long
+// BatchReplySize returns about the length of the body of a reply with rs: enough but for long
 // messages, and at most what fits in a frame.
-func batchReplySize(rs []Result, lim Limits) int {
+func BatchReplySize(rs []Result, lim Limits) int {
 	size := uvarintLen(uint64(len(rs)))
 	for i := range rs {
 		size += fullLen + 8 + len(rs[i].Value.Data)
@@ -284,4 +281,33 @@ func checkOutgoing(v *Value, lim Limits) (Status, string) {
 		return StatusTooLarge, fmt.Sprintf("value of %d bytes over the limit of %d", n, lim.MaxValueBytes)
 	}
 	return StatusOK, ""
+}
+
+// ValueResponse is a server's reply carrying v, checked against lim (resolved).
+func ValueResponse(v Value, lim Limits) Response {
+	if st, msg := checkOutgoing(&v, lim); st != StatusOK {
+		return Response{Status: st, Msg: msg}
+	}
+	if frameLen := headerLen + 8 + 1 + binary.MaxVarintLen64 + len(v.Data); frameLen > lim.MaxFrameBytes {
+		return Response{Status: StatusTooLarge,
+			Msg: fmt.Sprintf("reply frame of about %d bytes over the limit of %d", frameLen, lim.MaxFrameBytes)}
+	}
+	return Response{Value: v}
+}
+
+// ErrorResponse is a server's reply to a request its Backend answered with err.
+func ErrorResponse(err error) Response {
+	st, msg := replyStatus(err)
+	return Response{Status: st, Msg: msg}
+}
+
+// BatchResponse is a server's reply to a GetMany or PeekMany its Backend answered with rs, under
+// lim (resolved).
+func BatchResponse(rs []Result, lim Limits) Response {
+	body, ok := appendBatchReply(nil, rs, lim)
+	if !ok {
+		return Response{Status: StatusTooLarge,
+			Msg: fmt.Sprintf("a reply to %d keys does not fit in the frame limit of %d bytes", len(rs), lim.MaxFrameBytes)}
+	}
+	return Response{Value: Value{Data: body}}
 }

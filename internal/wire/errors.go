@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"errors"
@@ -26,20 +26,29 @@ const (
 	OpClear Op = 0x06
 	// OpPeekMany is the batch form of OpPeek (an entry the peer does not hold is StatusNotFound).
 	OpPeekMany Op = 0x07
+	// OpOffer hands a value over to the peer that owns its key, or will once the sender is gone:
+	// a Set that the peer may decline (docs/protocol.md), answered StatusOK either way.
+	OpOffer Op = 0x08
 
-	maxOp = OpPeekMany
+	MaxOp = OpOffer
 )
 
 var opNames = [...]string{OpGet: "get", OpRemove: "remove", OpSet: "set", OpGetMany: "getmany",
-	OpPeek: "peek", OpClear: "clear", OpPeekMany: "peekmany"}
+	OpPeek: "peek", OpClear: "clear", OpPeekMany: "peekmany", OpOffer: "offer"}
+
+// carriesValue reports whether the request frame of the op carries a value (and its flags).
+func (o Op) carriesValue() bool { return o == OpSet || o == OpOffer }
 
 // String returns the lower-case name of the operation, or "op(N)" for an unknown one.
 func (o Op) String() string {
-	if o != 0 && o <= maxOp {
+	if o != 0 && o <= MaxOp {
 		return opNames[o]
 	}
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
+
+// IsWrite reports whether o changes a cache (Set, Offer, Remove, Clear), for an authorizer.
+func (o Op) IsWrite() bool { return o.carriesValue() || o == OpRemove || o == OpClear }
 
 // Status is the status byte of a response frame. A response with any status other than StatusOK
 // carries no value, only a message.
@@ -58,7 +67,7 @@ const (
 	StatusForbidden    Status = 8 // the peer may not do this: not authenticated, or not authorized
 	StatusLeaving      Status = 9 // the peer is shutting down: it takes no new request (docs/protocol.md)
 
-	maxStatus = StatusLeaving
+	MaxStatus = StatusLeaving
 )
 
 var statusNames = [...]string{StatusOK: "ok", StatusNotFound: "not found", StatusUnknownCache: "unknown cache",
@@ -68,7 +77,7 @@ var statusNames = [...]string{StatusOK: "ok", StatusNotFound: "not found", Statu
 
 // String returns the lower-case name of the status, or "status(N)" for an unknown one.
 func (s Status) String() string {
-	if s <= maxStatus {
+	if s <= MaxStatus {
 		return statusNames[s]
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
@@ -79,11 +88,11 @@ func (s Status) String() string {
 var (
 	// ErrProtocol: a peer sent malformed or unexpected bytes (bad handshake, bad frame).
 	ErrProtocol = errors.New("peer: protocol error")
-	// ErrInvalidOption: NewServer or NewClient was given an invalid option or argument.
+	// ErrInvalidOption: peer.NewServer or peer.NewClient was given an invalid option or argument.
 	ErrInvalidOption = errors.New("peer: invalid option")
 	// ErrUnavailable: a network-level failure: could not connect, the connection broke, the
-	// request timed out, the caller's context ended, or the Client was closed. The owner may be
-	// down or slow; the caller may fall back (for example load the value itself).
+	// request timed out, the caller's context ended, or the peer.Client was closed. The owner may
+	// be down or slow; the caller may fall back (for example load the value itself).
 	ErrUnavailable = errors.New("peer: unavailable")
 )
 
@@ -108,10 +117,11 @@ func StatusOf(err error) Status {
 	return StatusOK
 }
 
-// Error is the error type of this package. Status is what the peer answered, or the same
-// condition found on this side (a request or reply over this side's limits, a reply of another
-// version); it is StatusOK for failures of the exchange itself, where Err matches ErrUnavailable
-// (and wraps the cause: a net.Error, a context's error, net.ErrClosed) or ErrProtocol.
+// Error is the error type of package peer (and of this one). Status is what the peer answered, or
+// the same condition found on this side (a request or reply over this side's limits, a reply of
+// another version); it is StatusOK for failures of the exchange itself, where Err matches
+// ErrUnavailable (and wraps the cause: a net.Error, a context's error, net.ErrClosed) or
+// ErrProtocol.
 type Error struct {
 	Peer   string // the peer's address ("host:port"); empty when no peer was involved
 	Op     Op     // the operation; zero when unknown
@@ -164,8 +174,8 @@ func statusOf(err error) Status {
 	return StatusInternal
 }
 
-// wrapCause returns an error that matches both sentinel and cause.
-func wrapCause(sentinel, cause error) error {
+// WrapCause returns an error that matches both sentinel and cause.
+func WrapCause(sentinel, cause error) error {
 	if cause == nil {
 		return sentinel
 	}

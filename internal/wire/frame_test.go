@@ -1,4 +1,4 @@
-package peer
+package wire
 
 import (
 	"bytes"
@@ -24,6 +24,34 @@ func TestPinnedRequestBytes(t *testing.T) {
 	}
 	if r.Op != OpGet || r.Cache != "users" || string(r.Key) != "alice" {
 		t.Fatalf("parsed %+v", r)
+	}
+}
+
+// TestPinnedTraceBytes pins a request that carries a trace context: flag bit 2, then the context
+// as a field before the cache name; the same request without it is the frame above, byte for byte.
+func TestPinnedTraceBytes(t *testing.T) {
+	tp := "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	cases := []struct {
+		r    Request
+		want string
+	}{
+		{Request{Op: OpGet, Cache: "users", Key: []byte("alice"), Trace: []byte(tp)},
+			"02" + "01" + "04" + "37" + hex.EncodeToString([]byte(tp)) + "05" + "7573657273" + "05" + "616c696365"},
+		{Request{Op: OpSet, Cache: "users", Key: []byte("alice"), Value: Value{Data: []byte("hello"), TTL: time.Minute}, Trace: []byte("t")},
+			"02" + "03" + "06" + "0000000df8475800" + "01" + "74" + "05" + "7573657273" + "05" + "616c696365" + "05" + "68656c6c6f"},
+	}
+	for _, c := range cases {
+		got := AppendRequest(nil, &c.r)
+		if h := hex.EncodeToString(got); h != c.want {
+			t.Fatalf("%v request frame with a trace context\n got %s\nwant %s", c.r.Op, h, c.want)
+		}
+		r, err := ParseRequest(got, Limits{})
+		if err != nil || string(r.Trace) != string(c.r.Trace) || string(r.Key) != "alice" || cap(r.Trace) != len(r.Trace) {
+			t.Fatalf("parsed %+v, %v", r, err)
+		}
+		if again := AppendRequest(nil, &r); string(again) != string(got) {
+			t.Fatal("re-encoding differs")
+		}
 	}
 }
 
@@ -175,6 +203,11 @@ func TestParseRequestErrors(t *testing.T) {
 		{"overflowing length", "02 01 00 ffffffffffffffffff7f", Limits{}, ErrBadRequest},
 		{"key over limit", "02 01 00 01 63 03 6b6b6b", Limits{MaxKeyBytes: 2}, ErrBadRequest},
 		{"name over limit", "02 01 00 03 636363 00", Limits{MaxCacheName: 2}, ErrBadRequest},
+		{"empty trace context", "02 01 04 00 01 63 00", Limits{}, ErrBadRequest},
+		{"trace context truncated", "02 01 04 05 74 01 63 00", Limits{}, ErrBadRequest},
+		{"trace context over its limit", "02 01 04 8108" + strings.Repeat("74", 1025) + " 01 63 00", Limits{}, ErrBadRequest},
+		{"unknown flag with a trace", "02 01 0c 01 74 01 63 00", Limits{}, ErrBadRequest},
+		{"value flag on a Get with a trace", "02 01 05 01 74 01 63 00", Limits{}, ErrBadRequest},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -237,7 +270,7 @@ func TestParseResponseErrors(t *testing.T) {
 }
 
 func TestErrorMatching(t *testing.T) {
-	for st := StatusNotFound; st <= maxStatus; st++ {
+	for st := StatusNotFound; st <= MaxStatus; st++ {
 		err := fmt.Errorf("wrapped: %w", &Error{Peer: "h:1", Op: OpGet, Status: st, Msg: "m"})
 		if got := StatusOf(err); got != st {
 			t.Errorf("StatusOf(%v) = %v", err, got)
@@ -252,7 +285,7 @@ func TestErrorMatching(t *testing.T) {
 	if errors.Is(&Error{}, nil) {
 		t.Error("zero Error matches nil")
 	}
-	err := &Error{Peer: "h:1", Op: OpGet, Err: wrapCause(ErrUnavailable, errors.New("dial refused"))}
+	err := &Error{Peer: "h:1", Op: OpGet, Err: WrapCause(ErrUnavailable, errors.New("dial refused"))}
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrProtocol) {
 		t.Errorf("%v", err)
 	}
@@ -288,26 +321,19 @@ func TestStatusOf(t *testing.T) {
 }
 
 func TestLimits(t *testing.T) {
-	l := Limits{}.withDefaults()
+	l := Resolve(Limits{})
 	if l.MaxKeyBytes != DefaultMaxKeyBytes || l.MaxValueBytes != DefaultMaxValueBytes ||
 		l.MaxCacheName != DefaultMaxCacheName ||
 		l.MaxFrameBytes != DefaultMaxValueBytes+DefaultMaxKeyBytes+DefaultMaxCacheName+FrameOverhead {
 		t.Fatalf("defaults %+v", l)
 	}
-	if err := (Limits{MaxValueBytes: -1}).validate(); err == nil {
+	if err := CheckLimits(Limits{MaxValueBytes: -1}); err == nil {
 		t.Fatal("negative limit accepted")
 	}
-	if err := (Limits{MaxKeyBytes: maxKeyCeiling + 1}).validate(); err == nil {
+	if err := CheckLimits(Limits{MaxKeyBytes: maxKeyCeiling + 1}); err == nil {
 		t.Fatal("key limit over the ceiling accepted")
 	}
-	if err := (Limits{MaxFrameBytes: 100}).validate(); err != nil {
+	if err := CheckLimits(Limits{MaxFrameBytes: 100}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestReadBufferHoldsResponseHead(t *testing.T) {
-	// The client parses a reply's head from its read buffer.
-	if clientReadBuffer < maxResponseHead {
-		t.Fatalf("read buffer of %d bytes, head up to %d", clientReadBuffer, maxResponseHead)
 	}
 }
