@@ -14,6 +14,7 @@ import (
 	"github.com/typedcache/groupcache/codec"
 	"github.com/typedcache/groupcache/fill"
 	"github.com/typedcache/groupcache/internal/ratelimit"
+	"github.com/typedcache/groupcache/internal/recent"
 	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
 	"github.com/typedcache/groupcache/store"
@@ -103,7 +104,8 @@ type Cache[K comparable, V any] struct {
 
 	tracer   observe.Tracer           // nil: none (WithTracer)
 	onRemove func(K, V, store.Reason) // nil: none (WithRemovalListener)
-	obs      cacheObs                 // latencies, evictions, hot keys, failures
+	obs      cacheObs                 // latencies, evictions, failures
+	hotKeys  recent.Keys[K]           // keys fetched from peers
 }
 
 // item is what the stores keep for a key: the typed value and, on a node, its wire form, so a

@@ -24,14 +24,12 @@ type cacheObs struct {
 	fetchLatency observe.Recorder // requests to owners for values
 	evictionAge  observe.Recorder // ages of the entries evicted while fresh
 	evictedFresh atomic.Int64
-	hotKeys      recent.Keys     // keys fetched from peers
 	failures     recent.Failures // the last failures
 }
 
 // fill copies what o recorded into s.
 func (o *cacheObs) fill(s *Stats) {
 	s.FetchLatency = o.fetchLatency.Snapshot()
-	s.HotKeys = o.hotKeys.Top()
 	s.LoadLatency = o.loadLatency.Snapshot()
 	s.EvictedFresh = o.evictedFresh.Load()
 	s.EvictionAge = o.evictionAge.Snapshot()
