@@ -113,9 +113,10 @@ type Cache[K comparable, V any] struct {
 //
 // The value is held inline (an item is stored by value), so a hit reads one entry and no more.
 type item[V any] struct {
-	v    V
-	wire *wireForm // nil without a node, in the hot store, and for a cached "not found"
-	meta *itemMeta // nil for a plain value: a hit checks one pointer
+	v      V
+	wire   *wireForm // nil without a node, in the hot store, and for a cached "not found"
+	meta   *itemMeta // nil for a plain value: a hit checks one pointer
+	stored int64     // when it was stored, unix nanoseconds by the cache's clock: its age at eviction
 }
 
 // itemMeta is what an entry that is not a plain value carries.

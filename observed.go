@@ -131,11 +131,12 @@ func (c *Cache[K, V]) loadFailure(err error) {
 // listener of values.
 func (c *Cache[K, V]) removed(r store.Removal[K, item[V]]) {
 	if r.Reason == store.Evicted {
-		if mark := r.Value.staleMark(); mark != 0 && c.now().UnixNano() >= mark {
+		now := c.now().UnixNano()
+		if mark := r.Value.staleMark(); mark != 0 && now >= mark {
 			r.Reason = store.Expired // kept past its TTL for stale-while-revalidate
 		} else {
 			c.obs.evictedFresh.Add(1)
-			c.obs.evictionAge.Record(r.Age)
+			c.obs.evictionAge.Record(time.Duration(now - r.Value.stored))
 		}
 	}
 	if c.onRemove != nil && r.Value.failure() == nil {
