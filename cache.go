@@ -14,6 +14,7 @@ import (
 	"github.com/typedcache/groupcache/codec"
 	"github.com/typedcache/groupcache/fill"
 	"github.com/typedcache/groupcache/internal/ratelimit"
+	"github.com/typedcache/groupcache/internal/recent"
 	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
 	"github.com/typedcache/groupcache/store"
@@ -106,7 +107,8 @@ type Cache[K comparable, V any] struct {
 
 	tracer   observe.Tracer           // nil: none (WithTracer)
 	onRemove func(K, V, store.Reason) // nil: none (WithRemovalListener)
-	obs      cacheObs                 // latencies, evictions, hot keys, failures
+	obs      cacheObs                 // latencies, evictions, failures
+	hotKeys  recent.Keys[K]           // keys fetched from peers
 }
 
 // item is what the stores keep for a key: the typed value and, on a node, its wire form, so a
@@ -114,9 +116,10 @@ type Cache[K comparable, V any] struct {
 //
 // The value is held inline (an item is stored by value), so a hit reads one entry and no more.
 type item[V any] struct {
-	v    V
-	wire *wireForm // nil without a node, in the hot store, and for a cached "not found"
-	meta *itemMeta // nil for a plain value: a hit checks one pointer
+	v      V
+	wire   *wireForm // nil without a node, in the hot store, and for a cached "not found"
+	meta   *itemMeta // nil for a plain value: a hit checks one pointer
+	stored int64     // when it was stored, unix nanoseconds by the cache's clock: its age at eviction
 }
 
 // itemMeta is what an entry that is not a plain value carries.

@@ -16,7 +16,6 @@ import (
 	"github.com/zeebo/xxh3"
 
 	"github.com/typedcache/groupcache/codec"
-	"github.com/typedcache/groupcache/internal/recent"
 	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
 )
@@ -124,7 +123,7 @@ func (c *Cache[K, V]) received(owner string, m *miss[K, V], val peer.Value, at i
 		return zero, err
 	}
 	h := xxh3.Hash(m.kb)
-	recent.SeeKey(&c.obs.hotKeys, h, m.key)
+	c.hotKeys.See(h, m.key)
 	kept, err := c.promote(m, h, v, raw, c.peerExpiry(at, val.TTL))
 	if err != nil {
 		return zero, err

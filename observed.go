@@ -24,14 +24,12 @@ type cacheObs struct {
 	fetchLatency observe.Recorder // requests to owners for values
 	evictionAge  observe.Recorder // ages of the entries evicted while fresh
 	evictedFresh atomic.Int64
-	hotKeys      recent.Keys     // keys fetched from peers
 	failures     recent.Failures // the last failures
 }
 
 // fill copies what o recorded into s.
 func (o *cacheObs) fill(s *Stats) {
 	s.FetchLatency = o.fetchLatency.Snapshot()
-	s.HotKeys = o.hotKeys.Top()
 	s.LoadLatency = o.loadLatency.Snapshot()
 	s.EvictedFresh = o.evictedFresh.Load()
 	s.EvictionAge = o.evictionAge.Snapshot()
@@ -133,11 +131,12 @@ func (c *Cache[K, V]) loadFailure(err error) {
 // listener of values.
 func (c *Cache[K, V]) removed(r store.Removal[K, item[V]]) {
 	if r.Reason == store.Evicted {
-		if mark := r.Value.staleMark(); mark != 0 && c.now().UnixNano() >= mark {
+		now := c.now().UnixNano()
+		if mark := r.Value.staleMark(); mark != 0 && now >= mark {
 			r.Reason = store.Expired // kept past its TTL for stale-while-revalidate
 		} else {
 			c.obs.evictedFresh.Add(1)
-			c.obs.evictionAge.Record(r.Age)
+			c.obs.evictionAge.Record(time.Duration(now - r.Value.stored))
 		}
 	}
 	if c.onRemove != nil && r.Value.failure() == nil {

@@ -170,6 +170,7 @@ func (c *Cache[K, V]) Stats() Stats {
 		BytesReceivedRaw: c.cluster.bytesReceivedRaw.Load(),
 	}
 	c.obs.fill(&s)
+	s.HotKeys = c.hotKeys.Top()
 	if c.hot != nil {
 		hs := c.hot.Stats()
 		s.HotHits, s.HotItems, s.HotBytes = hs.Hits, hs.Items, hs.Bytes

@@ -127,15 +127,10 @@ func (x *expiry) past(at int64) bool {
 	if at == 0 {
 		return false
 	}
-	return x.time() >= at
-}
-
-// time returns the time of the eviction, read once.
-func (x *expiry) time() int64 {
 	if !x.ready {
 		x.t, x.ready = x.now(), true
 	}
-	return x.t
+	return x.t >= at
 }
 
 // evictOne removes one entry to make room for a new one of need bytes, which will enter the
@@ -263,6 +258,6 @@ func (s *Store[K, V]) dropHashed(e *entry[K, V], h uint64, x *expiry) {
 		if x.past(e.expiresAt) {
 			reason = Expired
 		}
-		s.report(e, reason, x.time())
+		s.report(e, reason)
 	}
 }

@@ -42,8 +42,7 @@ type Config[K comparable, V any] struct {
 	// more, so an identity hash of integers is fine).
 	Hash func(K) uint64
 	// Now returns the current time in unix nanoseconds. nil means time.Now().UnixNano(). It is
-	// called for entries that have an expiry and, with OnRemove, to date each entry (Set) and
-	// measure its age when it leaves.
+	// called only for entries that have an expiry.
 	Now func() int64
 	// OnRemove, when not nil, is told of every entry that leaves the store, with the reason
 	// (see Reason). It is called after the store's lock is released, on the goroutine whose call
@@ -86,9 +85,6 @@ type Removal[K comparable, V any] struct {
 	Key    K
 	Value  V
 	Reason Reason
-	// Age is how long the entry was in the store: from the Set that stored it to its removal,
-	// by Config.Now.
-	Age time.Duration
 }
 
 // DefaultShards is the number of shards used when Config.Shards is 0: 16 per GOMAXPROCS, rounded
@@ -129,7 +125,6 @@ type entry[K comparable, V any] struct {
 	freq      atomic.Int32
 	queue     uint8 // guarded by Store.mu
 	size      int64 // cost + EntryOverhead
-	born      int64 // when Set stored it, by Config.Now; kept only with Config.OnRemove (else 0)
 	prev      *entry[K, V]
 	next      *entry[K, V]
 	// The key's hash is not kept here: it is in the table slot, and writers recompute it when
@@ -289,9 +284,6 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 
 // set stores ne, whose key hashes to h, evicting what it must first. Caller holds mu.
 func (s *Store[K, V]) set(ne *entry[K, V], h uint64) {
-	if s.onRemove != nil {
-		ne.born = s.now()
-	}
 	sh := s.shardOf(h)
 	if i, _ := sh.tab.Load().lookup(h, ne.key, s.tomb); i >= 0 {
 		old := sh.tab.Load().slots[i].e.Load()
@@ -308,11 +300,13 @@ func (s *Store[K, V]) set(ne *entry[K, V], h uint64) {
 			t.slots[t.indexOf(old, h)].e.Store(ne)
 			s.used += ne.size - old.size
 			s.bytes.Store(s.used)
-			reason := Replaced
-			if old.expiresAt != 0 && ne.born != 0 && ne.born >= old.expiresAt {
-				reason = Expired
+			if s.onRemove != nil {
+				reason := Replaced
+				if old.expiresAt != 0 && s.now() >= old.expiresAt {
+					reason = Expired
+				}
+				s.report(old, reason)
 			}
-			s.report(old, reason, ne.born)
 			return
 		}
 	}
@@ -364,9 +358,7 @@ func (s *Store[K, V]) removeKey(k K, h uint64, reason Reason) bool {
 	s.unlink(e)
 	sh.remove(e, h, s.tomb)
 	s.release(e)
-	if s.onRemove != nil {
-		s.report(e, reason, s.now())
-	}
+	s.report(e, reason)
 	return true
 }
 
@@ -387,18 +379,12 @@ func (s *Store[K, V]) clear() {
 		sh.tab.Store(newTable[K, V](minTableSize))
 		sh.live, sh.tombs = 0, 0
 	}
-	var now int64
-	if s.onRemove != nil {
-		now = s.now()
-	}
 	// Unlink everything so that a reader still holding an old table pins only its own entries.
 	for _, l := range []*list[K, V]{&s.small, &s.prob, &s.prot} {
 		for e := l.head; e != nil; {
 			next := e.next
 			e.prev, e.next, e.queue = nil, nil, qNone
-			if s.onRemove != nil {
-				s.report(e, Explicit, now)
-			}
+			s.report(e, Explicit)
 			e = next
 		}
 		*l = list[K, V]{}
@@ -409,13 +395,11 @@ func (s *Store[K, V]) clear() {
 	s.items.Store(0)
 }
 
-// report records that e left the store for reason at now (unix nanoseconds), for OnRemove.
-// Caller holds mu.
-func (s *Store[K, V]) report(e *entry[K, V], reason Reason, now int64) {
-	if s.onRemove == nil {
-		return
+// report records that e left the store for reason, for OnRemove. Caller holds mu.
+func (s *Store[K, V]) report(e *entry[K, V], reason Reason) {
+	if s.onRemove != nil {
+		s.removed = append(s.removed, Removal[K, V]{Key: e.key, Value: e.val, Reason: reason})
 	}
-	s.removed = append(s.removed, Removal[K, V]{Key: e.key, Value: e.val, Reason: reason, Age: time.Duration(now - e.born)})
 }
 
 // pending is what one writer call has to tell OnRemove once it has released the lock: a few

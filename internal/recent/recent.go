@@ -85,25 +85,25 @@ const (
 
 // Keys estimates the keys seen most often with the space-saving algorithm (Metwally, Agrawal
 // and El Abbadi, 2005): it tracks keySlots keys; a key not tracked takes the place of the one
-// with the lowest count, and inherits that count plus one. A key seen more than a
-// 1/keySlots share of the time is always tracked; a count may exceed the key's true count by the
-// count it inherited. Counts are halved every decayEvery keys. The zero value is ready.
-type Keys struct {
+// with the lowest count, and inherits that count plus one. A key seen more than a 1/keySlots
+// share of the time is always tracked; a count may exceed the key's true count by the count it
+// inherited. Counts are halved every decayEvery keys. Keys are kept as they are and turned into
+// text only by Top, so that seeing one allocates nothing. The zero value is ready.
+type Keys[K any] struct {
 	mu    sync.Mutex
-	slots [keySlots]keySlot // guarded by mu
-	used  int               // guarded by mu: slots in use
-	seen  int               // guarded by mu: keys seen since the last halving
+	slots [keySlots]keySlot[K] // guarded by mu
+	used  int                  // guarded by mu: slots in use
+	seen  int                  // guarded by mu: keys seen since the last halving
 }
 
-type keySlot struct {
+type keySlot[K any] struct {
 	hash  uint64
-	key   string
+	key   K
 	count int64
 }
 
-// SeeKey counts one sighting of key, whose hash (any good 64-bit hash of it) is hash. The key's
-// text (fmt's %v, cut to 64 bytes) is made only when the key enters the table.
-func SeeKey[K any](k *Keys, hash uint64, key K) {
+// See counts one sighting of key, whose hash (any good 64-bit hash of it) is hash.
+func (k *Keys[K]) See(hash uint64, key K) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.seen++; k.seen >= decayEvery {
@@ -125,11 +125,11 @@ func SeeKey[K any](k *Keys, hash uint64, key K) {
 		k.used++
 	}
 	s := &k.slots[low]
-	*s = keySlot{hash: hash, key: Text(fmt.Sprint(key), 64), count: s.count + 1}
+	*s = keySlot[K]{hash: hash, key: key, count: s.count + 1}
 }
 
 // decay halves every count and frees the slots that reach 0. Caller holds mu.
-func (k *Keys) decay() {
+func (k *Keys[K]) decay() {
 	k.seen = 0
 	kept := 0
 	for i := range k.used {
@@ -143,14 +143,17 @@ func (k *Keys) decay() {
 	k.used = kept
 }
 
-// Top returns the TopKeys keys with the highest counts, highest first.
-func (k *Keys) Top() []observe.KeyCount {
+// Top returns the TopKeys keys with the highest counts, highest first, each as text (fmt's %v,
+// cut to 64 bytes, anything unprintable escaped).
+func (k *Keys[K]) Top() []observe.KeyCount {
 	k.mu.Lock()
-	out := make([]observe.KeyCount, k.used)
-	for i := range k.used {
-		out[i] = observe.KeyCount{Key: k.slots[i].key, Count: k.slots[i].count}
-	}
+	slots := make([]keySlot[K], k.used)
+	copy(slots, k.slots[:k.used])
 	k.mu.Unlock()
-	slices.SortStableFunc(out, func(a, b observe.KeyCount) int { return cmp.Compare(b.Count, a.Count) })
-	return out[:min(TopKeys, len(out))]
+	slices.SortStableFunc(slots, func(a, b keySlot[K]) int { return cmp.Compare(b.count, a.count) })
+	out := make([]observe.KeyCount, min(TopKeys, len(slots)))
+	for i := range out {
+		out[i] = observe.KeyCount{Key: Text(fmt.Sprint(slots[i].key), 64), Count: slots[i].count}
+	}
+	return out
 }

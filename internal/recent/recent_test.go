@@ -57,15 +57,15 @@ func TestNewest(t *testing.T) {
 }
 
 func TestKeysFindsTheHotOnes(t *testing.T) {
-	var k Keys
+	var k Keys[string]
 	// Keys 0..4 take 60% of the sightings, 5,000 cold keys the rest, interleaved.
 	cold := 0
 	for i := range 5000 {
 		if i%5 < 3 {
 			hot := i % 5
-			SeeKey(&k, uint64(hot)+1, fmt.Sprintf("hot-%d", hot))
+			k.See(uint64(hot)+1, fmt.Sprintf("hot-%d", hot))
 		} else {
-			SeeKey(&k, uint64(1000+cold), cold)
+			k.See(uint64(1000+cold), fmt.Sprint(cold))
 			cold++
 		}
 	}
@@ -94,12 +94,12 @@ func TestKeysFindsTheHotOnes(t *testing.T) {
 }
 
 func TestKeysDecay(t *testing.T) {
-	var k Keys
+	var k Keys[string]
 	for range decayEvery - 1 {
-		SeeKey(&k, 1, "old")
+		k.See(1, "old")
 	}
 	for range decayEvery {
-		SeeKey(&k, 2, "new")
+		k.See(2, "new")
 	}
 	top := k.Top()
 	if top[0].Key != "new" {
@@ -112,12 +112,12 @@ func TestKeysDecay(t *testing.T) {
 }
 
 func TestKeysConcurrent(t *testing.T) {
-	var k Keys
+	var k Keys[int]
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Go(func() {
 			for i := range 2000 {
-				SeeKey(&k, uint64(i%50+g), i%50+g)
+				k.See(uint64(i%50+g), i%50+g)
 			}
 		})
 	}
@@ -128,9 +128,21 @@ func TestKeysConcurrent(t *testing.T) {
 }
 
 func TestKeyText(t *testing.T) {
-	var k Keys
-	SeeKey(&k, 1, strings.Repeat("é", 100))
+	var k Keys[string]
+	k.See(1, strings.Repeat("é", 100))
 	if got := k.Top()[0].Key; len(got) > 70 || !strings.HasSuffix(got, "...") {
 		t.Fatalf("long key shown as %q", got)
+	}
+}
+
+func TestSeeDoesNotAllocate(t *testing.T) {
+	var k Keys[string]
+	i := uint64(0)
+	keys := []string{"a", "b", "c"}
+	if n := testing.AllocsPerRun(1000, func() {
+		i++
+		k.See(i, keys[i%3]) // a new hash every time: each takes a slot
+	}); n != 0 {
+		t.Fatalf("See allocates %v times", n)
 	}
 }
