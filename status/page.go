@@ -114,7 +114,7 @@ code { font: .95em ui-monospace, monospace; background: #f4f4f7; padding: 0 .2em
 </head>
 <body>
 <h1>groupcache node <span id="self">{{.Self}}</span></h1>
-<p class="meta">up <span id="uptime">{{.Uptime}}</span>, since {{time .Node.Started}}; report of {{time .Time}}
+<p class="meta">{{if .Host}}on <span id="host">{{.Host}}</span>, {{end}}process {{.PID}}, up <span id="uptime">{{.Uptime}}</span>, since {{time .Node.Started}}; report of {{time .Time}}
 · <a href="?format=json">JSON</a></p>
 
 <h2>Peers ({{len .Peers}})</h2>

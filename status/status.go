@@ -21,6 +21,7 @@ package status
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -35,8 +36,11 @@ const DefaultPath = "/debug/groupcache/"
 
 // Report is what the page shows; it is the page's JSON form, field names as here.
 type Report struct {
-	// Self is the node's address on the peer port (Node.Self).
+	// Self is the node's address on the peer port (Node.Self); Host the name of the machine it
+	// runs on (os.Hostname) and PID its process.
 	Self string
+	Host string
+	PID  int
 	// Time is when the report was taken; UptimeSeconds how long the node had run then.
 	Time          time.Time
 	UptimeSeconds float64
@@ -134,8 +138,11 @@ func wantsJSON(r *http.Request) bool {
 func (h *handler) report() Report {
 	now := h.now()
 	st := h.node.Stats()
+	host, _ := os.Hostname()
 	rep := Report{
 		Self:          h.node.Self(),
+		Host:          host,
+		PID:           os.Getpid(),
 		Time:          now,
 		UptimeSeconds: now.Sub(st.Started).Seconds(),
 		Node:          st,

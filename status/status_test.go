@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -60,8 +61,8 @@ func TestReportMatchesStats(t *testing.T) {
 		if err := json.Unmarshal([]byte(body), &rep); err != nil {
 			t.Fatal(err)
 		}
-		if rep.Self != n.Node.Self() || rep.UptimeSeconds <= 0 || rep.Node.Started.IsZero() {
-			t.Fatalf("self %q, uptime %v, started %v", rep.Self, rep.UptimeSeconds, rep.Node.Started)
+		if rep.Self != n.Node.Self() || rep.UptimeSeconds <= 0 || rep.Node.Started.IsZero() || rep.PID != os.Getpid() {
+			t.Fatalf("self %q, uptime %v, started %v, pid %d", rep.Self, rep.UptimeSeconds, rep.Node.Started, rep.PID)
 		}
 		for name, c := range n.Caches {
 			// Compared as JSON: what the report says is what a client reads.
