@@ -12,6 +12,8 @@ import (
 
 	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/codec"
+	"github.com/typedcache/groupcache/observe"
+	"github.com/typedcache/groupcache/store"
 )
 
 type UserID int64
@@ -339,6 +341,52 @@ func ExampleSetTTL() {
 	fmt.Println(errors.Is(err, groupcache.ErrNotFound), "queries:", db.queries.Load())
 	// Output:
 	// true queries: 1
+}
+
+// A removal listener releases what a value holds when the value leaves the cache: here a
+// connection per tenant, closed when its entry is removed, evicted, expired or replaced (and,
+// for what is left, at Close).
+func ExampleWithRemovalListener() {
+	conns := must(groupcache.New[string, *tenantConn]("conns",
+		groupcache.LoaderFunc[string, *tenantConn](func(_ context.Context, tenant string) (*tenantConn, error) {
+			return &tenantConn{tenant: tenant}, nil
+		}),
+		groupcache.WithRemovalListener(func(tenant string, c *tenantConn, why store.Reason) {
+			fmt.Println("closing", tenant, "because", why)
+			c.Close()
+		}),
+	))
+	ctx := context.Background()
+	conns.Get(ctx, "acme")
+	conns.Get(ctx, "globex")
+	conns.Remove(ctx, "acme")
+	conns.Close()
+	// Output:
+	// closing acme because explicit
+	// closing globex because explicit
+}
+
+type tenantConn struct{ tenant string }
+
+func (c *tenantConn) Close() {}
+
+// A tracer is told of each step of a miss, with the context it runs in; hits tell it nothing.
+// The module observe/otel has one that makes OpenTelemetry spans.
+func ExampleWithTracer() {
+	tracer := observe.TracerFunc(func(ctx context.Context, s observe.Span) (context.Context, func(error)) {
+		fmt.Println("start", s.Step, s.Cache)
+		return ctx, func(err error) { fmt.Println("end", s.Step, err) }
+	})
+	users := must(groupcache.New[UserID, Profile]("users",
+		groupcache.LoaderFunc[UserID, Profile](loadProfileFromDB), groupcache.WithTracer(tracer)))
+	defer users.Close()
+	users.Get(context.Background(), 7)
+	users.Get(context.Background(), 7) // a hit
+	// Output:
+	// start get_miss users
+	// start load users
+	// end load <nil>
+	// end get_miss <nil>
 }
 
 // must returns v, or panics with err: the examples' shorthand for "check the error".
