@@ -14,6 +14,8 @@ import (
 	"github.com/typedcache/groupcache/codec"
 	"github.com/typedcache/groupcache/fill"
 	"github.com/typedcache/groupcache/internal/ratelimit"
+	"github.com/typedcache/groupcache/internal/recent"
+	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
 	"github.com/typedcache/groupcache/store"
 )
@@ -102,6 +104,11 @@ type Cache[K comparable, V any] struct {
 	tooLarge   atomic.Int64
 	fresh      freshCounters
 	cluster    clusterCounters
+
+	tracer   observe.Tracer           // nil: none (WithTracer)
+	onRemove func(K, V, store.Reason) // nil: none (WithRemovalListener)
+	obs      cacheObs                 // latencies, evictions, failures
+	hotKeys  recent.Keys[K]           // keys fetched from peers
 }
 
 // item is what the stores keep for a key: the typed value and, on a node, its wire form, so a
@@ -109,9 +116,10 @@ type Cache[K comparable, V any] struct {
 //
 // The value is held inline (an item is stored by value), so a hit reads one entry and no more.
 type item[V any] struct {
-	v    V
-	wire *wireForm // nil without a node, in the hot store, and for a cached "not found"
-	meta *itemMeta // nil for a plain value: a hit checks one pointer
+	v      V
+	wire   *wireForm // nil without a node, in the hot store, and for a cached "not found"
+	meta   *itemMeta // nil for a plain value: a hit checks one pointer
+	stored int64     // when it was stored, unix nanoseconds by the cache's clock: its age at eviction
 }
 
 // itemMeta is what an entry that is not a plain value carries.
@@ -185,15 +193,6 @@ func New[K comparable, V any](name string, loader Loader[K, V], opts ...Option) 
 	return build(name, loader, &s)
 }
 
-// MustNew is like New but panics on error. It is meant for tests and examples.
-func MustNew[K comparable, V any](name string, loader Loader[K, V], opts ...Option) *Cache[K, V] {
-	c, err := New(name, loader, opts...)
-	if err != nil {
-		panic(err)
-	}
-	return c
-}
-
 // build checks the settings against K and V, and makes the cache.
 func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (*Cache[K, V], error) {
 	c := &Cache[K, V]{
@@ -214,6 +213,7 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 		maxKey:      s.maxKeyBytes,
 		now:         s.now,
 		timeoutErr:  fmt.Errorf("groupcache: cache %q: load exceeded %v: %w", name, s.loadTimeout, ErrLoadTimeout),
+		tracer:      s.tracer,
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -266,7 +266,11 @@ func (c *Cache[K, V]) setCodecs(s *settings) error {
 	if err != nil {
 		return err
 	}
-	c.values, c.keys, c.sizer = values, keys, sizer
+	onRemove, _, err := typed[func(K, V, store.Reason)](s.onRemove, "listener", reflect.TypeFor[func(K, V, store.Reason)]())
+	if err != nil {
+		return err
+	}
+	c.values, c.keys, c.sizer, c.onRemove = values, keys, sizer, onRemove
 	return nil
 }
 
@@ -295,7 +299,7 @@ func (c *Cache[K, V]) setStores(s *settings) error {
 	now := func() int64 { return c.now().UnixNano() }
 	var err error
 	if hotBytes > 0 {
-		if c.hot, err = store.New[K, item[V]](store.Config[K]{MaxBytes: hotBytes, Now: now}); err != nil {
+		if c.hot, err = store.New(store.Config[K, item[V]]{MaxBytes: hotBytes, Now: now, OnRemove: c.removed}); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 		c.promoter = s.promoter
@@ -303,14 +307,11 @@ func (c *Cache[K, V]) setStores(s *settings) error {
 			c.promoter = newFrequencyPromoter().promote
 		}
 	}
-	if c.store, err = store.New[K, item[V]](store.Config[K]{MaxBytes: mainBytes, Now: now}); err != nil {
+	if c.store, err = store.New(store.Config[K, item[V]]{MaxBytes: mainBytes, Now: now, OnRemove: c.removed}); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	return nil
 }
-
-// Name returns the name the cache was made with.
-func (c *Cache[K, V]) Name() string { return c.name }
 
 // Get returns the value of key: from memory when it is there, otherwise, once for all concurrent
 // callers of the same key in this process, from the key's owner: the loader when this process owns
@@ -373,6 +374,7 @@ func (c *Cache[K, V]) recoverInto(err *error, what string) {
 	if r := recover(); r != nil {
 		pe := &PanicError{Value: r, Stack: debug.Stack(), in: what}
 		c.log.Error("panic in "+what, slog.Any("panic", r), slog.String("stack", string(pe.Stack)))
+		c.failed("", pe)
 		*err = pe
 	}
 }

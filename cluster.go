@@ -11,10 +11,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/zeebo/xxh3"
 
 	"github.com/typedcache/groupcache/codec"
+	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
 )
 
@@ -74,19 +76,25 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, m *miss[K, V]) (V
 	c.cluster.remoteGets.Add(1)
 	var val peer.Value
 	var err error
+	ctx, end := c.span(ctx, observe.Span{Step: observe.Fetch, Peer: owner})
+	start := time.Now()
 	at := c.now().UnixNano() // the value's lifetime counts from here (see peerExpiry)
 	if m.lb != nil {
 		val, err = c.node.client.GetInto(ctx, owner, c.name, m.kb, m.lb.wire[:0])
 	} else {
 		val, err = c.node.client.Get(ctx, owner, c.name, m.kb)
 	}
+	c.fetched(ctx, owner, start, err)
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
 		err = c.peerErr(owner, err)
 		c.remoteNotFound(m, err)
+		end(err)
 		return zero, err
 	}
-	return c.received(owner, m, val, at)
+	v, err := c.received(owner, m, val, at)
+	end(err)
+	return v, err
 }
 
 // received decodes a value fetched from owner for m's key, asked for at at, and may keep a copy
@@ -103,15 +111,20 @@ func (c *Cache[K, V]) received(owner string, m *miss[K, V], val peer.Value, at i
 	raw, err := val.RawInto(dst, math.MaxInt)
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
+		c.peerError(owner, err)
 		return zero, c.peerErr(owner, err)
 	}
 	c.cluster.bytesReceivedRaw.Add(int64(len(raw)))
 	v, err := c.decode(raw) // raw is ours: fresh from the transport, or just decompressed
 	if err != nil {
 		c.cluster.remoteErrors.Add(1)
-		return zero, fmt.Errorf("%w (value from %s)", err, owner)
+		err = fmt.Errorf("%w (value from %s)", err, owner)
+		c.peerError(owner, err)
+		return zero, err
 	}
-	kept, err := c.promote(m, v, raw, c.peerExpiry(at, val.TTL))
+	h := xxh3.Hash(m.kb)
+	c.hotKeys.See(h, m.key)
+	kept, err := c.promote(m, h, v, raw, c.peerExpiry(at, val.TTL))
 	if err != nil {
 		return zero, err
 	}
@@ -135,9 +148,9 @@ func (c *Cache[K, V]) receivedShared(owner string, m *miss[K, V], val peer.Value
 }
 
 // promote keeps a copy of a value fetched from its owner (raw, its encoding, expiring at expires)
-// in the hot store when the promoter asks for it, and reports whether it did. A value over the
-// per-value limit is not kept (and counted as such).
-func (c *Cache[K, V]) promote(m *miss[K, V], v V, raw []byte, expires int64) (bool, error) {
+// in the hot store when the promoter asks for it, and reports whether it did; h is the xxh3
+// hash of the key's bytes. A value over the per-value limit is not kept (and counted as such).
+func (c *Cache[K, V]) promote(m *miss[K, V], h uint64, v V, raw []byte, expires int64) (bool, error) {
 	if c.hot == nil || !c.live(expires) {
 		return false, nil
 	}
@@ -146,17 +159,18 @@ func (c *Cache[K, V]) promote(m *miss[K, V], v V, raw []byte, expires int64) (bo
 		c.notCached(size)
 		return false, nil
 	}
-	if ok, err := c.promotes(m.kb, len(raw)); !ok || err != nil {
+	if ok, err := c.promotes(h, len(raw)); !ok || err != nil {
 		return false, err
 	}
 	c.put(c.hot, m, item[V]{v: v}, size, c.hotDeadline(expires))
 	return true, nil
 }
 
-// promotes asks the promoter about the key whose bytes are kb, turning a panic into a *PanicError.
-func (c *Cache[K, V]) promotes(kb []byte, size int) (ok bool, err error) {
+// promotes asks the promoter about the key whose bytes hash (xxh3) to h, turning a panic into a
+// *PanicError.
+func (c *Cache[K, V]) promotes(h uint64, size int) (ok bool, err error) {
 	defer c.recoverInto(&err, "promoter")
-	return c.promoter(xxh3.Hash(kb), size), nil
+	return c.promoter(h, size), nil
 }
 
 // remoteNotFound keeps an owner's "not found" answer for m's key (err, translated) in the hot
@@ -269,8 +283,11 @@ func (c *Cache[K, V]) handoff(ctx context.Context, m *miss[K, V]) (item[V], bool
 		return item[V]{}, false
 	}
 	at := c.now().UnixNano()
-	val, err := c.node.client.Peek(ctx, prev, c.name, m.kb)
+	sctx, end := c.span(ctx, observe.Span{Step: observe.Handoff, Peer: prev})
+	val, err := c.node.client.Peek(sctx, prev, c.name, m.kb)
+	end(err)
 	if err != nil {
+		c.peerError(prev, err)
 		if peerDown(err) {
 			c.node.markDown(prev, err) // a departed owner costs one failed peek per back-off
 		}
@@ -349,8 +366,11 @@ func (c *Cache[K, V]) takeOverMany(ctx context.Context, prev string, b *batch[K,
 	pos := 0 // where chunk starts in idx
 	for chunk, kbs := range b.chunks(idx, c.batchSize) {
 		at := c.now().UnixNano()
-		rs, err := c.node.client.PeekMany(ctx, prev, c.name, kbs)
+		sctx, end := c.span(ctx, observe.Span{Step: observe.Handoff, Peer: prev, Keys: len(kbs)})
+		rs, err := c.node.client.PeekMany(sctx, prev, c.name, kbs)
+		end(err)
 		if err != nil {
+			c.peerError(prev, err)
 			if peerDown(err) {
 				c.node.markDown(prev, err)
 				return append(left, idx[pos:]...) // this chunk and the ones after it

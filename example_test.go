@@ -12,6 +12,8 @@ import (
 
 	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/codec"
+	"github.com/typedcache/groupcache/observe"
+	"github.com/typedcache/groupcache/store"
 )
 
 type UserID int64
@@ -77,10 +79,10 @@ func (profileCodec) Decode(data []byte) (Profile, error) {
 // A custom value codec replaces the default CBOR one. The codec measures each loaded value and,
 // in a cluster, encodes what travels between nodes.
 func ExampleWithCodec() {
-	users := groupcache.MustNew[UserID, Profile]("users",
+	users := must(groupcache.New[UserID, Profile]("users",
 		groupcache.LoaderFunc[UserID, Profile](loadProfileFromDB),
 		groupcache.WithCodec[Profile](profileCodec{}),
-	)
+	))
 	defer users.Close()
 
 	p, err := users.Get(context.Background(), 7)
@@ -96,12 +98,12 @@ type Point struct{ X, Y int }
 // Keys of other than string and integer kinds need a key codec; the deterministic CBOR codec
 // serves for struct keys.
 func ExampleWithKeyCodec() {
-	dist := groupcache.MustNew[Point, int]("manhattan",
+	dist := must(groupcache.New[Point, int]("manhattan",
 		groupcache.LoaderFunc[Point, int](func(_ context.Context, p Point) (int, error) {
 			return max(p.X, -p.X) + max(p.Y, -p.Y), nil
 		}),
 		groupcache.WithKeyCodec(codec.CBOR[Point]()),
-	)
+	))
 	defer dist.Close()
 	d, _ := dist.Get(context.Background(), Point{3, -4})
 	fmt.Println(d)
@@ -136,12 +138,12 @@ func ExampleNewNode() {
 		}
 		defer node.Close()
 		go node.Serve(l) // or mount node.Handler() on your own mux
-		c := groupcache.MustNew[string, string]("greetings",
+		c := must(groupcache.New[string, string]("greetings",
 			groupcache.LoaderFunc[string, string](func(_ context.Context, name string) (string, error) {
 				loads.Add(1)
 				return "hello, " + name, nil
 			}),
-			groupcache.WithNode(node))
+			groupcache.WithNode(node)))
 		defer c.Close()
 		caches = append(caches, c)
 	}
@@ -187,11 +189,11 @@ func ExampleNode_Shutdown() {
 		}
 		defer node.Close()
 		go node.Serve(l)
-		c := groupcache.MustNew[string, string]("greetings",
+		c := must(groupcache.New[string, string]("greetings",
 			groupcache.LoaderFunc[string, string](func(_ context.Context, name string) (string, error) {
 				return "hello, " + name, nil
 			}),
-			groupcache.WithNode(node))
+			groupcache.WithNode(node)))
 		defer c.Close()
 		nodes, caches = append(nodes, node), append(caches, c)
 	}
@@ -231,11 +233,11 @@ func ExampleCache_View() {
 		}
 		defer node.Close()
 		go node.Serve(ln)
-		c := groupcache.MustNew[string, []byte]("blobs",
+		c := must(groupcache.New[string, []byte]("blobs",
 			groupcache.LoaderFunc[string, []byte](func(_ context.Context, name string) ([]byte, error) {
 				return []byte(strings.Repeat(name, 3)), nil // a large object in real life
 			}),
-			groupcache.WithNode(node), groupcache.WithCodec(codec.Bytes()))
+			groupcache.WithNode(node), groupcache.WithCodec(codec.Bytes())))
 		defer c.Close()
 		caches = append(caches, c)
 	}
@@ -278,7 +280,7 @@ func (s *profileStore) LoadMany(ctx context.Context, ids []UserID) ([]groupcache
 // per owning peer on a node. Each key gets its own value or error.
 func ExampleCache_GetMany() {
 	db := &profileStore{}
-	users := groupcache.MustNew[UserID, Profile]("users", db)
+	users := must(groupcache.New[UserID, Profile]("users", db))
 	defer users.Close()
 
 	for _, r := range users.GetMany(context.Background(), []UserID{1, 2, -3, 2}) {
@@ -301,7 +303,7 @@ func ExampleCache_GetMany() {
 // load it again.
 func ExampleCache_Set() {
 	db := &profileStore{}
-	users := groupcache.MustNew[UserID, Profile]("users", db)
+	users := must(groupcache.New[UserID, Profile]("users", db))
 	defer users.Close()
 	ctx := context.Background()
 
@@ -322,7 +324,7 @@ func ExampleCache_Set() {
 // A loader can give its value a TTL of its own; a missing key can be remembered for a while.
 func ExampleSetTTL() {
 	db := &profileStore{}
-	users := groupcache.MustNew[UserID, Profile]("users",
+	users := must(groupcache.New[UserID, Profile]("users",
 		groupcache.LoaderFunc[UserID, Profile](func(ctx context.Context, id UserID) (Profile, error) {
 			if id == 1 {
 				groupcache.SetTTL(ctx, 5*time.Second) // the admin's profile changes often
@@ -331,7 +333,7 @@ func ExampleSetTTL() {
 		}),
 		groupcache.WithTTL(10*time.Minute),
 		groupcache.WithNegativeTTL(30*time.Second),
-	)
+	))
 	defer users.Close()
 	ctx := context.Background()
 	users.Get(ctx, -1)
@@ -339,4 +341,58 @@ func ExampleSetTTL() {
 	fmt.Println(errors.Is(err, groupcache.ErrNotFound), "queries:", db.queries.Load())
 	// Output:
 	// true queries: 1
+}
+
+// A removal listener releases what a value holds when the value leaves the cache: here a
+// connection per tenant, closed when its entry is removed, evicted, expired or replaced (and,
+// for what is left, at Close).
+func ExampleWithRemovalListener() {
+	conns := must(groupcache.New[string, *tenantConn]("conns",
+		groupcache.LoaderFunc[string, *tenantConn](func(_ context.Context, tenant string) (*tenantConn, error) {
+			return &tenantConn{tenant: tenant}, nil
+		}),
+		groupcache.WithRemovalListener(func(tenant string, c *tenantConn, why store.Reason) {
+			fmt.Println("closing", tenant, "because", why)
+			c.Close()
+		}),
+	))
+	ctx := context.Background()
+	conns.Get(ctx, "acme")
+	conns.Get(ctx, "globex")
+	conns.Remove(ctx, "acme")
+	conns.Close()
+	// Output:
+	// closing acme because explicit
+	// closing globex because explicit
+}
+
+type tenantConn struct{ tenant string }
+
+func (c *tenantConn) Close() {}
+
+// A tracer is told of each step of a miss, with the context it runs in; hits tell it nothing.
+// The module observe/otel has one that makes OpenTelemetry spans.
+func ExampleWithTracer() {
+	tracer := observe.TracerFunc(func(ctx context.Context, s observe.Span) (context.Context, func(error)) {
+		fmt.Println("start", s.Step, s.Cache)
+		return ctx, func(err error) { fmt.Println("end", s.Step, err) }
+	})
+	users := must(groupcache.New[UserID, Profile]("users",
+		groupcache.LoaderFunc[UserID, Profile](loadProfileFromDB), groupcache.WithTracer(tracer)))
+	defer users.Close()
+	users.Get(context.Background(), 7)
+	users.Get(context.Background(), 7) // a hit
+	// Output:
+	// start get_miss users
+	// start load users
+	// end load <nil>
+	// end get_miss <nil>
+}
+
+// must returns v, or panics with err: the examples' shorthand for "check the error".
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
 	"github.com/typedcache/groupcache/store"
 )
@@ -37,7 +38,7 @@ func (c *Cache[K, V]) newMiss(key K, kb []byte) miss[K, V] {
 	return miss[K, V]{key: key, kb: kb, into: c.store}
 }
 
-// miss is the slow path of Get.
+// miss is the slow path of Get: a GetMiss span around the key's flight.
 func (c *Cache[K, V]) miss(ctx context.Context, key K) (V, error) {
 	var zero V
 	if err := ctx.Err(); err != nil {
@@ -47,16 +48,27 @@ func (c *Cache[K, V]) miss(ctx context.Context, key K) (V, error) {
 	if err != nil {
 		return zero, err
 	}
+	ctx, end := c.span(ctx, observe.Span{Step: observe.GetMiss})
+	v, err := c.flight(ctx, key, kb)
+	end(err)
+	return v, err
+}
+
+// flight fills key, whose bytes are kb, in its single flight: runs it, or joins the one another
+// caller runs.
+func (c *Cache[K, V]) flight(ctx context.Context, key K, kb []byte) (V, error) {
 	m := c.newMiss(key, kb)
 	// A caller whose ctx can never end runs the flight itself (no goroutine, no hand-offs: most
 	// of the cost of a remote hit); the loader then runs detached, so the load timeout still frees
 	// this caller if the loader ignores its context.
 	m.detach = ctx.Done() == nil
+	start := c.waitStart()
 	v, err, shared := c.flights.DoHere(ctx, key, func(lctx context.Context) (V, error) {
 		return c.fill(lctx, m)
 	})
 	if shared {
 		c.dedup.Add(1)
+		c.waited(ctx, start, 1, err)
 	}
 	return v, c.flightErr(err)
 }
@@ -158,8 +170,10 @@ func (c *Cache[K, V]) fallback(ctx context.Context, m *miss[K, V]) (V, error) {
 func (c *Cache[K, V]) loadFailed(ctx context.Context, m *miss[K, V], err error) error {
 	c.loadErrors.Add(1)
 	if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		c.loadFailure(c.timeoutErr)
 		return c.timeoutErr
 	}
+	c.loadFailure(err)
 	if errors.Is(err, ErrNotFound) {
 		c.notFound(m, err)
 	}
@@ -189,6 +203,7 @@ func (c *Cache[K, V]) keep(m *miss[K, V], v V, ttl time.Duration) (item[V], erro
 	it, size, err := c.measure(v, len(m.kb))
 	if err != nil {
 		c.loadErrors.Add(1)
+		c.loadFailure(err)
 		return it, err
 	}
 	if size > c.maxValue {
@@ -221,15 +236,19 @@ func (c *Cache[K, V]) notCached(size int64) {
 }
 
 // put stores an item for m's key in s unless the cache is closed or the key was removed, set or
-// cleared since m.st was taken, and leaves nothing behind if that happens while it stores.
-func (c *Cache[K, V]) put(s *store.Store[K, item[V]], m *miss[K, V], it item[V], size, expires int64) {
+// cleared since m.st was taken, and leaves nothing behind if that happens while it stores. It
+// reports whether it stored the item.
+func (c *Cache[K, V]) put(s *store.Store[K, item[V]], m *miss[K, V], it item[V], size, expires int64) bool {
 	if c.closed.Load() || !c.current(m.st) {
-		return
+		return false
 	}
+	it.stored = c.now().UnixNano()
 	s.Set(m.key, it, size, expires) // false only for a size over the store's bound, which maxValue rules out
 	if c.closed.Load() || !c.current(m.st) {
 		s.Remove(m.key)
+		return false
 	}
+	return true
 }
 
 // callLoader calls the user's loader for m's key, in a slot of WithMaxLoads, and turns a panic
@@ -237,11 +256,13 @@ func (c *Cache[K, V]) put(s *store.Store[K, item[V]], m *miss[K, V], it item[V],
 func (c *Cache[K, V]) callLoader(ctx context.Context, m *miss[K, V]) (v V, ttl time.Duration, err error) {
 	box := new(entryTTL)
 	ctx = context.WithValue(ctx, entryTTLKey{}, box)
+	ctx, end := c.span(ctx, observe.Span{Step: observe.Load})
 	if m.detach {
 		v, err = c.loadDetached(ctx, m.key)
 	} else {
 		v, err = c.loadGated(ctx, m.key)
 	}
+	end(err)
 	return v, box.get(), err
 }
 
@@ -309,10 +330,15 @@ func (c *Cache[K, V]) acquireLoad(ctx context.Context) error {
 // releaseLoad frees the slot of a loader call that has returned.
 func (c *Cache[K, V]) releaseLoad() { <-c.loadSlots }
 
+// loadHere calls the loader, records its latency, and turns a panic into a *PanicError.
 func (c *Cache[K, V]) loadHere(ctx context.Context, key K) (v V, err error) {
+	defer c.loaded(time.Now())
 	defer c.recoverInto(&err, "loader")
 	return c.loader.Load(ctx, key)
 }
+
+// loaded records the latency of a loader call that started at start.
+func (c *Cache[K, V]) loaded(start time.Time) { c.obs.loadLatency.Record(time.Since(start)) }
 
 // measure returns the item for v and its cost: the sizer's answer or the encoded size, plus the
 // key length, plus on a node the size of the wire form kept with it.

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"iter"
 	"sync"
+	"time"
 
+	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
 )
 
@@ -79,6 +81,8 @@ func (c *Cache[K, V]) fillMisses(ctx context.Context, misses []miss[K, V], place
 		ks[j] = misses[j].key
 		byKey[ks[j]] = &misses[j]
 	}
+	ctx, end := c.span(ctx, observe.Span{Step: observe.GetMiss, Keys: len(ks)})
+	start := c.waitStart()
 	rs := c.flights.DoMany(ctx, ks, func(lctx context.Context, ks []K, set func(int, V, error)) {
 		b := &batch[K, V]{ms: make([]miss[K, V], len(ks)), set: set}
 		for i, k := range ks {
@@ -86,12 +90,20 @@ func (c *Cache[K, V]) fillMisses(ctx context.Context, misses []miss[K, V], place
 		}
 		c.fillMany(lctx, b)
 	})
+	var shared int
+	var errs []error
 	for j, r := range rs {
 		if r.Shared {
 			c.dedup.Add(1)
+			shared++
 		}
 		res[places[j]] = Result[V]{Value: r.Val, Err: c.flightErr(r.Err)}
+		if r.Err != nil && c.tracer != nil {
+			errs = append(errs, res[places[j]].Err)
+		}
 	}
+	c.waited(ctx, start, shared, nil)
+	end(errors.Join(errs...))
 }
 
 // cached is Get's lookup in memory: ok reports a hit, a value or a cached "not found".
@@ -184,7 +196,11 @@ func (c *Cache[K, V]) fetchMany(ctx context.Context, owner string, b *batch[K, V
 		c.fresh.batchRequests.Add(1)
 		c.cluster.remoteGets.Add(int64(len(chunk)))
 		at := c.now().UnixNano()
-		rs, err := c.node.client.GetMany(ctx, owner, c.name, kbs)
+		fctx, end := c.span(ctx, observe.Span{Step: observe.Fetch, Peer: owner, Keys: len(kbs)})
+		start := time.Now()
+		rs, err := c.node.client.GetMany(fctx, owner, c.name, kbs)
+		c.fetched(ctx, owner, start, err)
+		end(err)
 		if err != nil {
 			c.cluster.remoteErrors.Add(int64(len(chunk)))
 			if c.canFallBack(ctx, owner, err) {
@@ -216,9 +232,12 @@ func (c *Cache[K, V]) receivedMany(ctx context.Context, owner string, b *batch[K
 			continue
 		}
 		c.cluster.remoteErrors.Add(1)
-		switch {
-		case peer.StatusOf(r.Err) == peer.StatusOverloaded:
+		if peer.StatusOf(r.Err) == peer.StatusOverloaded {
 			again = append(again, i) // the reply was full: ask for it alone
+			continue
+		}
+		c.peerError(owner, r.Err)
+		switch {
 		case c.canFallBack(ctx, owner, r.Err):
 			fallback = append(fallback, i)
 		default:
@@ -291,6 +310,7 @@ func (c *Cache[K, V]) loadChunk(ctx context.Context, b *batch[K, V], chunk []int
 		if errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			err = c.timeoutErr
 		}
+		c.loadFailure(err)
 		for _, i := range chunk {
 			b.set(i, zero, err)
 		}
@@ -325,10 +345,13 @@ func (c *Cache[K, V]) parallel(idx []int, f func(i int)) {
 // callBatch calls the BatchLoader in a slot of WithMaxLoads (waiting for one while ctx lasts),
 // turning a panic into a *PanicError.
 func (c *Cache[K, V]) callBatch(ctx context.Context, keys []K) (ls []Loaded[V], err error) {
+	ctx, end := c.span(ctx, observe.Span{Step: observe.Load, Keys: len(keys)})
+	defer func() { end(err) }()
 	if err := c.acquireLoad(ctx); err != nil {
 		return nil, err
 	}
 	defer c.releaseLoad()
+	defer c.loaded(time.Now())
 	defer c.recoverInto(&err, "batch loader")
 	return c.batch.LoadMany(ctx, keys)
 }

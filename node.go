@@ -20,6 +20,8 @@ import (
 
 	"github.com/typedcache/groupcache/hash"
 	"github.com/typedcache/groupcache/internal/ratelimit"
+	"github.com/typedcache/groupcache/internal/recent"
+	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
 )
 
@@ -52,6 +54,7 @@ type Node struct {
 	health  sync.Map                               // peer address -> *atomic.Int64: unix nanos until which the peer is skipped
 	warned  sync.Map                               // peer address -> *ratelimit.Gate of the warnings about it
 	probing sync.Map                               // peer address -> true, while a probe of it runs
+	peerObs sync.Map                               // peer address -> *peerRecord: its latency and errors
 	bg      sync.WaitGroup                         // the probes and hand-overs, which Close waits for; Add under mu
 	mu      sync.Mutex                             // serializes peer-set changes and cache registration
 	closed  atomic.Bool
@@ -59,11 +62,13 @@ type Node struct {
 
 	stopHandOver context.CancelFunc // of the hand-over to a peer that joined, in progress; guarded by mu
 
-	misnames atomic.Int64  // connections to peers that named themselves otherwise
-	known    atomic.Bool   // the peer set was given (WithPeers or SetPeers): readyz
-	leaving  atomic.Bool   // Shutdown has begun: readyz
-	done     chan struct{} // closed by Close
+	misnames atomic.Int64     // connections to peers that named themselves otherwise
+	serving  observe.Recorder // latency of the peers' requests for values served here
+	known    atomic.Bool      // the peer set was given (WithPeers or SetPeers): readyz
+	leaving  atomic.Bool      // Shutdown has begun: readyz
+	done     chan struct{}    // closed by Close
 	closing  sync.Once
+	started  time.Time // when NewNode made the node: NodeStats.Started
 }
 
 // handoffRing is the ring that was in force before the last peer-set change, and until when a new
@@ -88,6 +93,7 @@ type servedCache interface {
 	handOver(ctx context.Context, next func(kb []byte) (string, bool))
 	removeFromPeer(keys [][]byte) error
 	clearFromPeer(generation uint64) error
+	Stats() Stats
 }
 
 // NodeOption configures NewNode.
@@ -219,6 +225,7 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		}
 	}
 	n := &Node{
+		started:  time.Now(),
 		done:     make(chan struct{}),
 		self:     self,
 		log:      s.logger,
@@ -330,6 +337,7 @@ func (n *Node) SetPeers(peers ...string) error {
 		if old.Contains(p) != ring.Contains(p) {
 			n.health.Delete(p) // a peer that joins or leaves starts afresh: no back-off,
 			n.warned.Delete(p)
+			n.peerObs.Delete(p)
 			n.client.Drain(p) // and new connections (it may be a new process at the address)
 			joined = joined || ring.Contains(p)
 		}
@@ -619,8 +627,9 @@ func (n *Node) Serve(l net.Listener) error {
 	return srv.Serve(l)
 }
 
-// NodeStats are the counters of a node's transport: what its server answered to peers and what its
-// client asked them.
+// NodeStats are the counters of a node's transport (what its server answered to peers and what
+// its client asked them), what it knows of each peer, and the Stats of each cache attached to
+// it.
 type NodeStats struct {
 	// Server counts the requests peers sent to this node.
 	Server peer.ServerStats
@@ -630,12 +639,59 @@ type NodeStats struct {
 	// NewNode) otherwise than this node's peer set does: the two nodes disagree on which keys
 	// that peer owns. Each is logged (at most one warning a minute per peer).
 	Misnamed int64
+	// Started is when NewNode made the node.
+	Started time.Time
+	// ServeLatency is the latency of the peers' requests for values (Get, GetMany) served here,
+	// from the request's arrival at the cache to its answer (a hit served from memory in a few
+	// microseconds, a load for as long as it takes).
+	ServeLatency observe.Histogram
+	// Peers has an entry for each peer of the node's ring, the node itself included (with only
+	// its RingShare): latency and failures of this node's requests to it, whether it is skipped
+	// now, and its share of the keys.
+	Peers map[string]observe.PeerStats
+	// Caches holds the Stats of each cache attached to the node, by name.
+	Caches map[string]Stats
+	// Failures are the node's last failures (at most 20, from every cache's Stats.Failures),
+	// newest first.
+	Failures []observe.Failure
 }
 
-// Stats returns the node's transport counters. Each cache has its own in Cache.Stats.
+// Stats returns the node's counters and those of its caches (each also in Cache.Stats). It takes
+// no lock on any Get path and is cheap enough for a metrics scrape.
 func (n *Node) Stats() NodeStats {
-	return NodeStats{Server: n.server.Stats(), Client: n.client.Stats(), Misnamed: n.misnames.Load()}
+	st := NodeStats{Server: n.server.Stats(), Client: n.client.Stats(), Misnamed: n.misnames.Load(),
+		Started: n.started, ServeLatency: n.serving.Snapshot()}
+	caches := *n.caches.Load()
+	st.Caches = make(map[string]Stats, len(caches))
+	lists := make([][]observe.Failure, 0, len(caches))
+	for name, c := range caches {
+		cs := c.Stats()
+		st.Caches[name] = cs
+		lists = append(lists, cs.Failures)
+	}
+	st.Failures = recent.Newest(recent.FailureSlots, lists...)
+	ring := n.ring.Load()
+	shares := ring.Shares()
+	st.Peers = make(map[string]observe.PeerStats, ring.Len())
+	now := time.Now().UnixNano()
+	for i, p := range ring.Peers() {
+		ps := observe.PeerStats{RingShare: shares[i]}
+		if v, ok := n.peerObs.Load(p); ok {
+			r := v.(*peerRecord)
+			ps.FetchLatency, ps.Errors = r.fetch.Snapshot(), r.errors.Load()
+		}
+		if v, ok := n.health.Load(p); ok {
+			if until := v.(*atomic.Int64).Load(); until > now {
+				ps.Down, ps.DownUntil = true, time.Unix(0, until)
+			}
+		}
+		st.Peers[p] = ps
+	}
+	return st
 }
+
+// served records the latency of a peer's request for values that arrived at start.
+func (n *Node) served(start time.Time) { n.serving.Record(time.Since(start)) }
 
 // misnamed counts a connection to the peer at addr that names itself claim, and logs it.
 func (n *Node) misnamed(addr, claim string) {
@@ -731,6 +787,7 @@ type nodeBackend struct{ n *Node }
 var _ peer.Backend = nodeBackend{}
 
 func (b nodeBackend) Get(ctx context.Context, cache string, key []byte) (peer.Value, error) {
+	defer b.n.served(time.Now())
 	c, err := b.cache(cache)
 	if err != nil {
 		return peer.Value{}, err
@@ -741,11 +798,16 @@ func (b nodeBackend) Get(ctx context.Context, cache string, key []byte) (peer.Va
 // GetInline answers a request from the main store when it can without waiting (a hit, a cached
 // "not found"); otherwise the server calls Get on a goroutine of its own.
 func (b nodeBackend) GetInline(cache string, key []byte) (peer.Value, bool, error) {
+	start := time.Now()
 	c, err := b.cache(cache)
 	if err != nil {
 		return peer.Value{}, true, err
 	}
-	return c.serveInline(key)
+	v, ok, err := c.serveInline(key)
+	if ok {
+		b.n.served(start)
+	}
+	return v, ok, err
 }
 
 // Peek answers a hand-off request: the value if this node holds it, never a load.
@@ -768,6 +830,7 @@ func (b nodeBackend) PeekMany(_ context.Context, cache string, keys [][]byte) ([
 
 // GetMany answers a batch request: one result per key, loading the keys missed here together.
 func (b nodeBackend) GetMany(ctx context.Context, cache string, keys [][]byte) ([]peer.Result, error) {
+	defer b.n.served(time.Now())
 	c, err := b.cache(cache)
 	if err != nil {
 		return nil, err

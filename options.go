@@ -8,6 +8,8 @@ import (
 
 	"github.com/typedcache/groupcache/codec"
 	"github.com/typedcache/groupcache/internal/memlimit"
+	"github.com/typedcache/groupcache/observe"
+	"github.com/typedcache/groupcache/store"
 )
 
 // Defaults of the options; each option's doc states its own.
@@ -27,8 +29,8 @@ const (
 // ErrInvalidOption.
 //
 // Options are not generic so that WithMaxBytes(64<<20) needs no type arguments. The few options that
-// carry a typed value (WithCodec, WithKeyCodec, WithSizer) are generic in that one type, inferred
-// from their argument; New checks that it matches the cache's K or V.
+// carry a typed value (WithCodec, WithKeyCodec, WithSizer, WithRemovalListener) are generic in
+// the types of their argument, which Go infers; New checks that they match the cache's K and V.
 type Option interface {
 	apply(*settings) error
 }
@@ -59,16 +61,18 @@ type settings struct {
 	hotTTL        time.Duration
 	batchSize     int
 	maxLoads      int
+	tracer        observe.Tracer
 
 	// Typed options, checked against K and V in New.
 	valueCodec typedOption
 	keyCodec   typedOption
 	sizer      typedOption
+	onRemove   typedOption
 }
 
 // typedOption is an option value of a type that New checks against the cache's K or V.
 type typedOption struct {
-	value any          // a codec.Codec[T] or a func(T) int64
+	value any          // a codec.Codec[T], a func(T) int64 or a func(K, V, store.Reason)
 	of    reflect.Type // T
 	name  string       // the option's name, for error messages
 }
@@ -401,6 +405,47 @@ func WithSizer[T any](size func(T) int64) Option {
 			return invalid("WithSizer", "nil function")
 		}
 		s.sizer = typedOption{value: size, of: reflect.TypeFor[T](), name: "WithSizer"}
+		return nil
+	})
+}
+
+// WithTracer makes the cache tell t of each step of its misses (observe.Step): the miss of a Get,
+// View or GetMany, the wait on another caller's flight, the fetch from the key's owner, the
+// hand-off from its previous owner, the answer to a peer's request that is not a hit, and the
+// loader's call, each with the context it runs in, so that a tracer's spans nest and the
+// loader's own spans are children of the Load span (the module
+// github.com/typedcache/groupcache/observe/otel makes OpenTelemetry spans). Hits tell t
+// nothing. The spans of one node do not yet join those of the peer it asks (no trace context
+// travels on the wire). Default: no tracer; nil means none.
+func WithTracer(t observe.Tracer) Option {
+	return optionFunc(func(s *settings) error {
+		s.tracer = t
+		return nil
+	})
+}
+
+// WithRemovalListener makes the cache call fn for every value that leaves its memory, with the
+// reason (store.Explicit: Remove, RemoveMany, Clear, a peer's, or Close; store.Expired: found
+// past its TTL, which may be long after it; store.Evicted: dropped, before its expiry, to make
+// room; store.Replaced: a newer value of the key stored over it), for a program that must release
+// what a value holds. K and V of the cache must be those of fn (New checks).
+//
+// Every value the cache stores is reported once, when it leaves (Close reports what is left),
+// on the hot store's copies of peers' values as on the main store's; a cached "not found" is
+// not, nor a value that was returned but never stored (too large, a copy not promoted). fn runs
+// after the cache's locks are released, on the goroutine that caused the removal: the one that
+// called Remove, Set, Clear or Close, a Get whose load stored a value and evicted others, a
+// peer's request, a background refresh. It therefore delays that call: hand slow work to a
+// goroutine of your own. Calls on different goroutines run concurrently, so fn must be safe for
+// concurrent use, and two removals of one key may be reported in either order. The value may
+// still be in use by callers that got it from Get: release only what they cannot be using.
+// A panic in fn is logged and recovered. Hits never call fn. Default: none.
+func WithRemovalListener[K comparable, V any](fn func(key K, value V, reason store.Reason)) Option {
+	return optionFunc(func(s *settings) error {
+		if fn == nil {
+			return invalid("WithRemovalListener", "nil function")
+		}
+		s.onRemove = typedOption{value: fn, of: reflect.TypeOf(fn), name: "WithRemovalListener"}
 		return nil
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
 )
 
@@ -27,6 +28,15 @@ func (c *Cache[K, V]) serve(ctx context.Context, kb []byte) (peer.Value, error) 
 	if w, err, ok := c.served(key); ok {
 		return w, err
 	}
+	ctx, end := c.span(ctx, observe.Span{Step: observe.Serve})
+	v, err := c.serveMiss(ctx, key, kb)
+	end(err)
+	return v, err
+}
+
+// serveMiss answers a peer's request for key, whose bytes are kb, that missed the main store:
+// with the value of its flight, which loads it here or waits for the load in progress.
+func (c *Cache[K, V]) serveMiss(ctx context.Context, key K, kb []byte) (peer.Value, error) {
 	m := c.newMiss(key, bytes.Clone(kb)) // the load may outlive this request
 	m.forPeer = true
 	var loaded *wireForm
@@ -193,6 +203,8 @@ func (c *Cache[K, V]) serveMisses(ctx context.Context, misses []miss[K, V], plac
 		ks[j] = misses[j].key
 		byKey[ks[j]] = &misses[j]
 	}
+	ctx, end := c.span(ctx, observe.Span{Step: observe.Serve, Keys: len(ks)})
+	defer end(nil) // one key's failure is in its reply, not the request's
 	rs := c.flights.DoMany(ctx, ks, func(lctx context.Context, ks []K, set func(int, V, error)) {
 		b := &batch[K, V]{ms: make([]miss[K, V], len(ks)), set: set}
 		var local []int

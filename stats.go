@@ -1,5 +1,7 @@
 package groupcache
 
+import "github.com/typedcache/groupcache/observe"
+
 // Stats is a snapshot of a cache's counters. Counters count from New and never go down; Items,
 // Bytes and MaxBytes (and their hot shares) are the current contents and bound. The counters are
 // read one by one without a lock, so a snapshot taken under load may be off by the operations in
@@ -97,6 +99,29 @@ type Stats struct {
 	// BytesSent and BytesReceived count value bytes on the wire to and from peers (compressed
 	// where they were); BytesSentRaw and BytesReceivedRaw the same values before compression.
 	BytesSent, BytesSentRaw, BytesReceived, BytesReceivedRaw int64
+	// FetchLatency is the latency of this cache's requests to peers for values (one per key a
+	// Get or View asked for, one per GetMany request), successful or not. HotKeys are the keys
+	// fetched from peers most often lately (at most 10, most fetched first; see
+	// observe.KeyCount): the keys the promoter sees.
+	FetchLatency observe.Histogram
+	HotKeys      []observe.KeyCount
+
+	// The fields below are what an operator needs beyond the counters, alone or on a node.
+
+	// LoadLatency is the latency of the loader's calls (a Load, or a LoadMany for a batch),
+	// successful or not, from the call to its return; a wait for a slot (WithMaxLoads) is not in
+	// it.
+	LoadLatency observe.Histogram
+	// EvictedFresh is the number of evictions (counted in Evictions) of entries that had not
+	// expired: values dropped only to make room. EvictionAge is the age of those entries when
+	// they were evicted, from when they were stored. Many, or young, mean the cache is too small
+	// for what it is asked for.
+	EvictedFresh int64
+	EvictionAge  observe.Histogram
+	// Failures are the cache's last failures (at most 20), newest first: loads that failed
+	// ("not found" is an answer, not a failure), failed requests to peers and errors in their
+	// answers, panics in user code.
+	Failures []observe.Failure
 }
 
 // Stats returns a snapshot of the cache's counters. It takes no lock on the Get path and is cheap
@@ -144,6 +169,8 @@ func (c *Cache[K, V]) Stats() Stats {
 		BytesReceived:    c.cluster.bytesReceived.Load(),
 		BytesReceivedRaw: c.cluster.bytesReceivedRaw.Load(),
 	}
+	c.obs.fill(&s)
+	s.HotKeys = c.hotKeys.Top()
 	if c.hot != nil {
 		hs := c.hot.Stats()
 		s.HotHits, s.HotItems, s.HotBytes = hs.Hits, hs.Items, hs.Bytes

@@ -14,6 +14,16 @@ if ! command -v etcd >/dev/null 2>&1; then
 	export GROUPCACHE_SKIP_ETCD=1
 fi
 
+# The status page's browser tests (status/chromiumtest) drive headless Chromium (Debian's chromium
+# package) with chromedp.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+	echo "== installing chromium for the status page's browser tests"
+	(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || true
+fi
+if ! command -v chromium >/dev/null 2>&1; then
+	echo "== chromium not found: the status page's browser tests are SKIPPED (install Debian's chromium to run them)"
+fi
+
 status=0
 while IFS= read -r mod; do
 	dir=$(dirname "$mod")

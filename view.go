@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/typedcache/groupcache/internal/deadline"
+	"github.com/typedcache/groupcache/observe"
 )
 
 // maxLentBuffer is the largest buffer a cache keeps for View's remote hits; a larger value is
@@ -73,6 +74,14 @@ func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers
 	if err != nil {
 		return v, nil, err
 	}
+	ctx, end := c.span(ctx, observe.Span{Step: observe.GetMiss})
+	v, lb, err = c.viewFlight(ctx, key, kb)
+	end(err)
+	return v, lb, err
+}
+
+// viewFlight is viewMiss once the key's bytes kb are known.
+func (c *Cache[K, V]) viewFlight(ctx context.Context, key K, kb []byte) (v V, lb *lentBuffers, err error) {
 	if owner, ok := c.remoteOwner(kb); ok && c.node.healthy(owner) {
 		lb, _ := c.lent.Get().(*lentBuffers)
 		if lb == nil {
@@ -80,12 +89,14 @@ func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers
 		}
 		m := c.newMiss(key, kb)
 		m.lb = lb
+		start := c.waitStart()
 		v, err, ran := c.flights.DoLent(ctx, key, func(ctx context.Context) (V, func() (V, error), error) {
 			return c.fillLent(ctx, owner, m)
 		})
 		switch {
 		case !ran:
 			c.dedup.Add(1)
+			c.waited(ctx, start, 1, err)
 			c.lent.Put(lb) // not read into: v, or err, came from the flight another caller ran
 		case err == nil:
 			return v, lb, nil
@@ -98,7 +109,7 @@ func (c *Cache[K, V]) viewMiss(ctx context.Context, key K) (v V, lb *lentBuffers
 		// Get's path: the owner is now marked down (or asked once more) and the key loaded
 		// here, once for all callers.
 	}
-	v, err = c.miss(ctx, key)
+	v, err = c.flight(ctx, key, kb)
 	return v, nil, err
 }
 

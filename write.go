@@ -103,30 +103,48 @@ func (c *Cache[K, V]) setOnOwner(ctx context.Context, key K, kb []byte, it item[
 	})
 }
 
-// peerFailed marks p down for the back-off period when err, the failure of a request to it, is
-// the network's and not the end of ctx.
+// peerFailed records err, the failure of a request to p, and marks p down for the back-off
+// period when err is the network's and not the end of ctx.
 func (c *Cache[K, V]) peerFailed(ctx context.Context, p string, err error) {
+	c.peerError(p, err)
 	if peerDown(err) && ctx.Err() == nil {
 		c.node.markDown(p, err)
 	}
 }
 
-// setLocal stores an item in the main store in place of whatever key had, and keeps loads in
-// flight from storing an older value afterwards.
+// setLocal stores an item in the main store in place of whatever key had (which leaves as
+// replaced, for the removal listener), and keeps loads in flight from storing an older value
+// afterwards.
 func (c *Cache[K, V]) setLocal(key K, kb []byte, it item[V], size, expires int64) {
-	c.drop(key, kb)
+	c.invalidate(key, kb)
+	if c.hot != nil {
+		c.hot.Remove(key)
+	}
 	if expires != 0 && !c.live(expires) {
+		c.store.Remove(key)
 		return
 	}
 	it.markStale(c.staleAt(expires))
 	m := c.newMiss(key, kb)
 	m.st = c.stamp(kb)
-	c.put(c.store, &m, it, size, c.hardDeadline(expires))
+	if !c.put(c.store, &m, it, size, c.hardDeadline(expires)) {
+		c.store.Remove(key) // another write came first: the value key had goes all the same
+	}
 }
 
 // drop removes key from both stores and makes loads of it in flight not store their values: a
 // Get after drop loads anew.
 func (c *Cache[K, V]) drop(key K, kb []byte) {
+	c.invalidate(key, kb)
+	c.store.Remove(key)
+	if c.hot != nil {
+		c.hot.Remove(key)
+	}
+}
+
+// invalidate makes loads of key, whose bytes are kb, in flight not store their values, and a
+// hand-off after it not take the key over.
+func (c *Cache[K, V]) invalidate(key K, kb []byte) {
 	i := stripeOf(kb)
 	if c.node != nil {
 		c.lastWrite[i].Store(c.node.writes.Add(1)) // first: a hand-off after this does not take the key over
@@ -136,10 +154,6 @@ func (c *Cache[K, V]) drop(key K, kb []byte) {
 	}
 	c.stripes[i].Add(1) // first: a load that stores after this sees it and backs out
 	c.flights.Forget(key)
-	c.store.Remove(key)
-	if c.hot != nil {
-		c.hot.Remove(key)
-	}
 }
 
 // previousOwner is the node's previousOwner of the key whose bytes are kb, unless the key's stripe

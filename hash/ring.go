@@ -334,3 +334,28 @@ func (r *Ring) Contains(peer string) bool {
 	_, found := slices.BinarySearch(r.peers, peer)
 	return found
 }
+
+// Shares returns the share of the hash space (0 to 1) each peer owns, indexed as Peers: the
+// fraction of keys it owns, on average over keys. nil for an empty ring.
+func (r *Ring) Shares() []float64 {
+	if r == nil || len(r.peers) == 0 {
+		return nil
+	}
+	arcs := make([]uint64, len(r.peers))
+	// The owner of hashes[i] owns the arc (hashes[i-1], hashes[i]]; hashes[0]'s arc wraps
+	// around from the last position (uint64 arithmetic wraps the same way).
+	prev := r.hashes[len(r.hashes)-1]
+	for i, h := range r.hashes {
+		arcs[r.owners[i]] += h - prev
+		prev = h
+	}
+	shares := make([]float64, len(arcs))
+	if len(r.hashes) == 1 || len(r.peers) == 1 {
+		shares[0] = 1 // one position, or one peer: it owns the whole space
+		return shares
+	}
+	for i, a := range arcs {
+		shares[i] = float64(a) / (1 << 64)
+	}
+	return shares
+}

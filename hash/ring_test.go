@@ -3,7 +3,9 @@ package hash
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -214,5 +216,37 @@ func TestPinnedOwners(t *testing.T) {
 	}
 	if r.hashes[0] != 0xe0ccf0f68293f || r.Peer(int(r.owners[0])) != "10.0.0.3:8080" {
 		t.Errorf("first virtual node = %#x owned by %q", r.hashes[0], r.Peer(int(r.owners[0])))
+	}
+}
+
+func TestShares(t *testing.T) {
+	if s := (*Ring)(nil).Shares(); s != nil {
+		t.Fatalf("nil ring: %v", s)
+	}
+	one, _ := NewRing([]string{"a"})
+	if s := one.Shares(); len(s) != 1 || s[0] != 1 {
+		t.Fatalf("one peer: %v", s)
+	}
+	peers := []string{"10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"}
+	r, err := NewRing(peers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shares := r.Shares()
+	// The shares add up to 1 and match the owners of many keys.
+	counts := make([]int, len(peers))
+	const keys = 200_000
+	for i := range keys {
+		counts[r.OwnerIndex(r.KeyHashString(strconv.Itoa(i)))]++
+	}
+	var sum float64
+	for i, s := range shares {
+		sum += s
+		if got := float64(counts[i]) / keys; math.Abs(got-s) > 0.01 {
+			t.Errorf("peer %s: share %.4f, owns %.4f of the keys", r.Peer(i), s, got)
+		}
+	}
+	if math.Abs(sum-1) > 1e-9 {
+		t.Errorf("shares add up to %v", sum)
 	}
 }

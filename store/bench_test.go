@@ -29,7 +29,7 @@ func zipfKeys(n int) []string {
 
 // fullStore returns a store holding every benchmark key (unit cost).
 func fullStore(b *testing.B, shards int) *Store[string, int] {
-	s := mustNew[string, int](b, Config[string]{MaxBytes: 2 * benchKeys * (1 + EntryOverhead), Shards: shards})
+	s := mustNew[string, int](b, Config[string, int]{MaxBytes: 2 * benchKeys * (1 + EntryOverhead), Shards: shards})
 	for i := range benchKeys {
 		if !s.Set("key:"+strconv.Itoa(i), i, 1, 0) {
 			b.Fatal("not stored")
@@ -78,7 +78,7 @@ func BenchmarkSet(b *testing.B) {
 			name = "parallel"
 		}
 		b.Run(name, func(b *testing.B) {
-			s := mustNew[string, int](b, Config[string]{MaxBytes: benchKeys / 10 * (1 + EntryOverhead)})
+			s := mustNew[string, int](b, Config[string, int]{MaxBytes: benchKeys / 10 * (1 + EntryOverhead)})
 			for i := range benchKeys / 10 {
 				s.Set(keys[i], i, 1, 0)
 			}
@@ -100,7 +100,7 @@ func BenchmarkSet(b *testing.B) {
 // keys (Sets of absent keys evict).
 func BenchmarkMixed(b *testing.B) {
 	keys := zipfKeys(benchTraceLen)
-	s := mustNew[string, int](b, Config[string]{MaxBytes: benchKeys / 10 * (1 + EntryOverhead)})
+	s := mustNew[string, int](b, Config[string, int]{MaxBytes: benchKeys / 10 * (1 + EntryOverhead)})
 	for i, k := range keys[:benchTraceLen/4] {
 		if _, ok := s.Get(k); !ok {
 			s.Set(k, i, 1, 0)

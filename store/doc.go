@@ -36,6 +36,14 @@
 // miss and expiration counters live in the shards, on their own cache lines, and are summed by
 // Stats.
 //
+// # Removals
+//
+// Config.OnRemove, when set, is told of every entry that leaves the store and why (Reason:
+// Explicit for Remove and Clear, Expired for an entry past its expiry when the policy meets it or
+// Set replaces it, Evicted for an entry dropped before its expiry to make room, Replaced for a
+// value Set stored over). Writers collect what they remove under the lock and report it once the
+// lock is released, on their own goroutine; reads never remove, so they are untouched.
+//
 // # Expiry
 //
 // Set takes an absolute expiry in unix nanoseconds (0 = never). Get treats an entry at or past

@@ -40,7 +40,7 @@ func TestEntryOverheadEstimate(t *testing.T) {
 				keys[i] = "key-" + strconv.Itoa(1e9+i) // 14 bytes
 				vals[i] = make([]byte, 64)
 			}
-			s := mustNew[string, []byte](t, Config[string]{MaxBytes: 1 << 40})
+			s := mustNew[string, []byte](t, Config[string, []byte]{MaxBytes: 1 << 40})
 			// Keys and values exist before the measurement, as they would when the caller sets
 			// them; the store's own growth is what remains.
 			per := heapPerEntry(n, func(i int) { s.Set(keys[i], vals[i], 78, 0) }, 0)
@@ -53,7 +53,7 @@ func TestEntryOverheadEstimate(t *testing.T) {
 			for i := range vals {
 				vals[i] = &value{}
 			}
-			s := mustNew[uint64, *value](t, Config[uint64]{MaxBytes: 1 << 40})
+			s := mustNew[uint64, *value](t, Config[uint64, *value]{MaxBytes: 1 << 40})
 			per := heapPerEntry(n, func(i int) { s.Set(uint64(i), vals[i], 24, 0) }, 0)
 			runtime.KeepAlive(s)
 			return per
@@ -61,7 +61,7 @@ func TestEntryOverheadEstimate(t *testing.T) {
 		{"evicting store", func() float64 {
 			// A full store that has been evicting: tombstones in its tables, a sketch sized for
 			// every entry.
-			s := mustNew[uint64, int](t, Config[uint64]{MaxBytes: n * (8 + EntryOverhead)})
+			s := mustNew[uint64, int](t, Config[uint64, int]{MaxBytes: n * (8 + EntryOverhead)})
 			for i := range 3 * n {
 				s.Set(uint64(1<<40+i), i, 8, 0)
 			}

@@ -147,7 +147,7 @@ func (s *Store[K, V]) evictOne(need int64) bool {
 	for s.small.n > 0 && (s.small.bytes+need > s.smallMax || s.prob.n+s.prot.n == 0) {
 		c := s.small.tail
 		if x.past(c.expiresAt) {
-			s.drop(c)
+			s.drop(c, &x)
 			return true
 		}
 		hc := s.hash(c.key)
@@ -162,10 +162,10 @@ func (s *Store[K, V]) evictOne(need int64) bool {
 		}
 		v, hv := s.victim(&x, s.pickNewest())
 		if !x.past(v.expiresAt) && s.sketch.estimate(hc) <= s.sketch.estimate(hv)+admitMargin {
-			s.dropHashed(c, hc)
+			s.dropHashed(c, hc, &x)
 			return true
 		}
-		s.dropHashed(v, hv)
+		s.dropHashed(v, hv, &x)
 		s.move(c, qProb, 0)
 		return true
 	}
@@ -233,23 +233,31 @@ func (s *Store[K, V]) pickNewest() bool {
 func (s *Store[K, V]) evictMain(x *expiry) bool {
 	if s.prob.n+s.prot.n > 0 {
 		v, h := s.victim(x, false)
-		s.dropHashed(v, h)
+		s.dropHashed(v, h, x)
 		return true
 	}
 	if s.small.n > 0 {
-		s.drop(s.small.tail)
+		s.drop(s.small.tail, x)
 		return true
 	}
 	return false
 }
 
-// drop evicts e: out of its queue and its table, bytes released, eviction counted.
-func (s *Store[K, V]) drop(e *entry[K, V]) { s.dropHashed(e, s.hash(e.key)) }
+// drop evicts e: out of its queue and its table, bytes released, eviction counted, and reported
+// to OnRemove as expired or evicted (by x's clock).
+func (s *Store[K, V]) drop(e *entry[K, V], x *expiry) { s.dropHashed(e, s.hash(e.key), x) }
 
 // dropHashed is drop for an entry whose key's hash h is known.
-func (s *Store[K, V]) dropHashed(e *entry[K, V], h uint64) {
+func (s *Store[K, V]) dropHashed(e *entry[K, V], h uint64, x *expiry) {
 	s.unlink(e)
 	s.shardOf(h).remove(e, h, s.tomb)
 	s.release(e)
 	s.evictions.Add(1)
+	if s.onRemove != nil {
+		reason := Evicted
+		if x.past(e.expiresAt) {
+			reason = Expired
+		}
+		s.report(e, reason)
+	}
 }

@@ -15,7 +15,7 @@ func TestLoopKeepsPart(t *testing.T) {
 	const capacity = 1000
 	for _, ratio := range []float64{1.1, 2, 5} {
 		loop := int(ratio * capacity)
-		s := mustNew[int, int](t, Config[int]{MaxBytes: capacity * (1 + EntryOverhead)})
+		s := mustNew[int, int](t, Config[int, int]{MaxBytes: capacity * (1 + EntryOverhead)})
 		passes := 20 * ratio
 		hits, reqs := 0, 0
 		for i := range int(passes) * loop {
@@ -45,7 +45,7 @@ func TestLoopKeepsPart(t *testing.T) {
 func TestFrequentKeyAdmitted(t *testing.T) {
 	t.Parallel()
 	const capacity = 200
-	s := mustNew[int, int](t, Config[int]{MaxBytes: capacity * (1 + EntryOverhead)})
+	s := mustNew[int, int](t, Config[int, int]{MaxBytes: capacity * (1 + EntryOverhead)})
 	for k := range 2 * capacity {
 		s.Set(k, k, 1, 0)
 	}
@@ -135,7 +135,7 @@ func TestClimberJudge(t *testing.T) {
 		t.Errorf("window after a large gain: step %v, want %v", c.step[pWindow], want)
 	}
 
-	s := mustNew[int, int](t, Config[int]{MaxBytes: maxBytes})
+	s := mustNew[int, int](t, Config[int, int]{MaxBytes: maxBytes})
 	s.nudge(pWindow, -2*maxBytes)
 	s.nudge(pNewest, 5)
 	if s.smallMax != 0 || s.newest != 1 {

@@ -10,7 +10,7 @@ func TestRanked(t *testing.T) {
 	t.Parallel()
 	var now int64 = 1
 	const capacity = 1000
-	s := mustNew[int, int](t, Config[int]{MaxBytes: capacity * (1 + EntryOverhead), Now: func() int64 { return now }})
+	s := mustNew[int, int](t, Config[int, int]{MaxBytes: capacity * (1 + EntryOverhead), Now: func() int64 { return now }})
 	// Keys 0..99 are read often; 100..799 once stored and never read; 800 expires.
 	for k := range 800 {
 		s.Set(k, k, 1, 0)

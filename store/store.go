@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math/bits"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,7 @@ var ErrInvalidConfig = errors.New("store: invalid config")
 
 // Config configures a Store. MaxBytes is required; the zero value of every other field means its
 // documented default.
-type Config[K comparable] struct {
+type Config[K comparable, V any] struct {
 	// MaxBytes bounds the sum of (cost + EntryOverhead) over all entries. It must be > 0. The
 	// bound holds at every moment, also while many goroutines write concurrently.
 	MaxBytes int64
@@ -43,6 +44,47 @@ type Config[K comparable] struct {
 	// Now returns the current time in unix nanoseconds. nil means time.Now().UnixNano(). It is
 	// called only for entries that have an expiry.
 	Now func() int64
+	// OnRemove, when not nil, is told of every entry that leaves the store, with the reason
+	// (see Reason). It is called after the store's lock is released, on the goroutine whose call
+	// removed the entry: Set (for the entries it evicts or replaces), Remove or Clear; so it
+	// may call the store, and it delays that call by its own cost. The entries one call removes
+	// are reported in the order they left; calls on different goroutines report concurrently,
+	// so two removals of one key may be reported in either order. Get and Peek never remove.
+	OnRemove func(Removal[K, V])
+}
+
+// Reason says why an entry left the store.
+type Reason uint8
+
+// The reasons an entry leaves the store.
+const (
+	// Explicit: Remove or Clear.
+	Explicit Reason = iota + 1
+	// Expired: the entry was past its expiry when the policy met it or Set replaced it. An
+	// expired entry stays until then, so this may come long after the expiry.
+	Expired
+	// Evicted: the policy dropped the entry, before its expiry, to make room for others.
+	Evicted
+	// Replaced: Set stored another value for the key (or refused one too large for the store,
+	// which drops the old value too).
+	Replaced
+)
+
+var reasonNames = [...]string{"unknown", "explicit", "expired", "evicted", "replaced"}
+
+// String returns the reason's name: "explicit", "expired", "evicted" or "replaced".
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) {
+		return reasonNames[r]
+	}
+	return reasonNames[0]
+}
+
+// Removal is an entry that left the store, as Config.OnRemove is told of it.
+type Removal[K comparable, V any] struct {
+	Key    K
+	Value  V
+	Reason Reason
 }
 
 // DefaultShards is the number of shards used when Config.Shards is 0: 16 per GOMAXPROCS, rounded
@@ -102,6 +144,7 @@ type Store[K comparable, V any] struct {
 	now      func() int64
 	tomb     *entry[K, V] // tombstone sentinel for table slots
 	max      int64
+	onRemove func(Removal[K, V])
 	_        [cacheLine]byte
 
 	mu       sync.Mutex
@@ -115,7 +158,9 @@ type Store[K comparable, V any] struct {
 	prot              list[K, V]
 	sketch            sketch
 	climb             climber
-	_                 [cacheLine]byte
+	// removed collects what the writer call in progress removed, for OnRemove; guarded by mu.
+	removed []Removal[K, V]
+	_       [cacheLine]byte
 
 	// Published copies for lock-free readers of Bytes, Len and Stats.
 	bytes     atomic.Int64
@@ -125,7 +170,7 @@ type Store[K comparable, V any] struct {
 
 // New returns an empty store. It returns an error wrapping ErrInvalidConfig if MaxBytes is not
 // positive or Shards is negative or not a power of two.
-func New[K comparable, V any](cfg Config[K]) (*Store[K, V], error) {
+func New[K comparable, V any](cfg Config[K, V]) (*Store[K, V], error) {
 	if cfg.MaxBytes <= 0 {
 		return nil, fmt.Errorf("%w: MaxBytes must be > 0, got %d", ErrInvalidConfig, cfg.MaxBytes)
 	}
@@ -144,6 +189,7 @@ func New[K comparable, V any](cfg Config[K]) (*Store[K, V], error) {
 		now:      cfg.Now,
 		tomb:     new(entry[K, V]),
 		max:      cfg.MaxBytes,
+		onRemove: cfg.OnRemove,
 		smallMax: cfg.MaxBytes * windowPercent / 100,
 	}
 	if s.now == nil {
@@ -221,17 +267,25 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 	if cost < 0 {
 		panic(fmt.Sprintf("store: Set with a negative cost %d", cost))
 	}
-	if cost > s.max-EntryOverhead {
-		s.Remove(k)
-		return false
-	}
 	h := s.hash(k)
-	ne := &entry[K, V]{key: k, val: v, expiresAt: expiresAt, size: cost + EntryOverhead}
-	sh := s.shardOf(h)
-
+	var gone pending[K, V]
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if i, _ := sh.tab.Load().lookup(h, k, s.tomb); i >= 0 {
+	if cost > s.max-EntryOverhead {
+		s.removeKey(k, h, Replaced) // the entry is larger than the store: no stale value stays
+	} else {
+		s.set(&entry[K, V]{key: k, val: v, expiresAt: expiresAt, size: cost + EntryOverhead}, h)
+		stored = true
+	}
+	s.take(&gone)
+	s.mu.Unlock()
+	s.tell(&gone)
+	return stored
+}
+
+// set stores ne, whose key hashes to h, evicting what it must first. Caller holds mu.
+func (s *Store[K, V]) set(ne *entry[K, V], h uint64) {
+	sh := s.shardOf(h)
+	if i, _ := sh.tab.Load().lookup(h, ne.key, s.tomb); i >= 0 {
 		old := sh.tab.Load().slots[i].e.Load()
 		// Make room while the old entry is still counted; the policy may evict it too.
 		for old.queue != qNone && s.used-old.size+ne.size > s.max {
@@ -246,7 +300,14 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 			t.slots[t.indexOf(old, h)].e.Store(ne)
 			s.used += ne.size - old.size
 			s.bytes.Store(s.used)
-			return true
+			if s.onRemove != nil {
+				reason := Replaced
+				if old.expiresAt != 0 && s.now() >= old.expiresAt {
+					reason = Expired
+				}
+				s.report(old, reason)
+			}
+			return
 		}
 	}
 	for s.used+ne.size > s.max {
@@ -258,13 +319,12 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 		s.sketch.ensure(n)
 	}
 	s.link(ne, h)
-	_, at := sh.tab.Load().lookup(h, k, s.tomb)
+	_, at := sh.tab.Load().lookup(h, ne.key, s.tomb)
 	sh.insert(ne, h, at, s.tomb)
 	s.used += ne.size
 	s.bytes.Store(s.used)
 	s.items.Add(1)
 	s.adapt()
-	return true
 }
 
 // release accounts for an entry that left the table. Caller holds mu.
@@ -277,9 +337,19 @@ func (s *Store[K, V]) release(e *entry[K, V]) {
 // Remove deletes the entry for k and reports whether there was one.
 func (s *Store[K, V]) Remove(k K) bool {
 	h := s.hash(k)
-	sh := s.shardOf(h)
+	var gone pending[K, V]
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	ok := s.removeKey(k, h, Explicit)
+	s.take(&gone)
+	s.mu.Unlock()
+	s.tell(&gone)
+	return ok
+}
+
+// removeKey deletes the entry for k, whose hash is h, for reason, and reports whether there
+// was one. Caller holds mu.
+func (s *Store[K, V]) removeKey(k K, h uint64, reason Reason) bool {
+	sh := s.shardOf(h)
 	i, _ := sh.tab.Load().lookup(h, k, s.tomb)
 	if i < 0 {
 		return false
@@ -288,13 +358,22 @@ func (s *Store[K, V]) Remove(k K) bool {
 	s.unlink(e)
 	sh.remove(e, h, s.tomb)
 	s.release(e)
+	s.report(e, reason)
 	return true
 }
 
 // Clear deletes every entry. Counters other than Items and Bytes are kept.
 func (s *Store[K, V]) Clear() {
+	var gone pending[K, V]
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.clear()
+	s.take(&gone)
+	s.mu.Unlock()
+	s.tell(&gone)
+}
+
+// clear deletes every entry. Caller holds mu.
+func (s *Store[K, V]) clear() {
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.tab.Store(newTable[K, V](minTableSize))
@@ -305,6 +384,7 @@ func (s *Store[K, V]) Clear() {
 		for e := l.head; e != nil; {
 			next := e.next
 			e.prev, e.next, e.queue = nil, nil, qNone
+			s.report(e, Explicit)
 			e = next
 		}
 		*l = list[K, V]{}
@@ -313,6 +393,47 @@ func (s *Store[K, V]) Clear() {
 	s.used = 0
 	s.bytes.Store(0)
 	s.items.Store(0)
+}
+
+// report records that e left the store for reason, for OnRemove. Caller holds mu.
+func (s *Store[K, V]) report(e *entry[K, V], reason Reason) {
+	if s.onRemove != nil {
+		s.removed = append(s.removed, Removal[K, V]{Key: e.key, Value: e.val, Reason: reason})
+	}
+}
+
+// pending is what one writer call has to tell OnRemove once it has released the lock: a few
+// removals kept in place (a Set evicts one or two entries at a time), and the rest.
+type pending[K comparable, V any] struct {
+	few  [2]Removal[K, V]
+	n    int
+	more []Removal[K, V]
+}
+
+// take moves the removals recorded so far into p. Caller holds mu.
+func (s *Store[K, V]) take(p *pending[K, V]) {
+	if len(s.removed) == 0 {
+		return
+	}
+	p.n = copy(p.few[:], s.removed)
+	if len(s.removed) > len(p.few) {
+		p.more = slices.Clone(s.removed[len(p.few):])
+	}
+	clear(s.removed) // no keys or values pinned
+	s.removed = s.removed[:0]
+	if cap(s.removed) > 64 {
+		s.removed = nil // a Clear's worth is not kept
+	}
+}
+
+// tell reports p's removals to OnRemove. Caller does not hold mu.
+func (s *Store[K, V]) tell(p *pending[K, V]) {
+	for i := range p.n {
+		s.onRemove(p.few[i])
+	}
+	for _, r := range p.more {
+		s.onRemove(r)
+	}
 }
 
 // Len returns the number of entries held, expired ones not yet evicted included.

@@ -15,7 +15,7 @@ type fakeClock struct{ ns atomic.Int64 }
 
 func (c *fakeClock) Now() int64 { return c.ns.Load() }
 
-func mustNew[K comparable, V any](t testing.TB, cfg Config[K]) *Store[K, V] {
+func mustNew[K comparable, V any](t testing.TB, cfg Config[K, V]) *Store[K, V] {
 	t.Helper()
 	s, err := New[K, V](cfg)
 	if err != nil {
@@ -118,17 +118,17 @@ func TestNewInvalidConfig(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		cfg  Config[string]
+		cfg  Config[string, int]
 		ok   bool
 	}{
-		{"zero MaxBytes", Config[string]{}, false},
-		{"negative MaxBytes", Config[string]{MaxBytes: -1}, false},
-		{"three shards", Config[string]{MaxBytes: 1 << 20, Shards: 3}, false},
-		{"negative shards", Config[string]{MaxBytes: 1 << 20, Shards: -4}, false},
-		{"too many shards", Config[string]{MaxBytes: 1 << 20, Shards: 1 << 20}, false},
-		{"defaults", Config[string]{MaxBytes: 1}, true},
-		{"one shard", Config[string]{MaxBytes: 1 << 20, Shards: 1}, true},
-		{"64 shards", Config[string]{MaxBytes: 1 << 20, Shards: 64}, true},
+		{"zero MaxBytes", Config[string, int]{}, false},
+		{"negative MaxBytes", Config[string, int]{MaxBytes: -1}, false},
+		{"three shards", Config[string, int]{MaxBytes: 1 << 20, Shards: 3}, false},
+		{"negative shards", Config[string, int]{MaxBytes: 1 << 20, Shards: -4}, false},
+		{"too many shards", Config[string, int]{MaxBytes: 1 << 20, Shards: 1 << 20}, false},
+		{"defaults", Config[string, int]{MaxBytes: 1}, true},
+		{"one shard", Config[string, int]{MaxBytes: 1 << 20, Shards: 1}, true},
+		{"64 shards", Config[string, int]{MaxBytes: 1 << 20, Shards: 64}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,7 +173,7 @@ func TestBasicSemantics(t *testing.T) {
 	t.Parallel()
 	for _, sc := range shardConfigs {
 		t.Run(sc.name, func(t *testing.T) {
-			s := mustNew[int, string](t, Config[int]{MaxBytes: 1 << 20, Shards: sc.shard, Hash: sc.hash})
+			s := mustNew[int, string](t, Config[int, string]{MaxBytes: 1 << 20, Shards: sc.shard, Hash: sc.hash})
 			if _, ok := s.Get(1); ok {
 				t.Fatal("Get on empty store hit")
 			}
@@ -248,7 +248,7 @@ func TestManyKeysGrowAndShrink(t *testing.T) {
 			if sc.name == "colliding hash" {
 				n = 300 // every probe is linear: keep it quadratic-but-small
 			}
-			s := mustNew[int, int](t, Config[int]{MaxBytes: 1 << 40, Shards: sc.shard, Hash: sc.hash})
+			s := mustNew[int, int](t, Config[int, int]{MaxBytes: 1 << 40, Shards: sc.shard, Hash: sc.hash})
 			for i := range n {
 				if !s.Set(i, i*2, 1, 0) {
 					t.Fatal("not stored")
@@ -294,7 +294,7 @@ func TestExpiry(t *testing.T) {
 	t.Parallel()
 	clk := &fakeClock{}
 	clk.ns.Store(1000)
-	s := mustNew[string, int](t, Config[string]{MaxBytes: 1 << 20, Now: clk.Now})
+	s := mustNew[string, int](t, Config[string, int]{MaxBytes: 1 << 20, Now: clk.Now})
 	must := func(stored bool) {
 		t.Helper()
 		if !stored {
@@ -356,7 +356,7 @@ func TestExpiry(t *testing.T) {
 func TestNowCalledOnlyForExpiringEntries(t *testing.T) {
 	t.Parallel()
 	var calls atomic.Int64
-	s := mustNew[int, int](t, Config[int]{MaxBytes: 1 << 20, Now: func() int64 { calls.Add(1); return 0 }})
+	s := mustNew[int, int](t, Config[int, int]{MaxBytes: 1 << 20, Now: func() int64 { calls.Add(1); return 0 }})
 	for i := range 100 {
 		if !s.Set(i, i, 1, 0) {
 			t.Fatal("not stored")
@@ -380,7 +380,7 @@ func TestExpiredEntriesEvictedFirst(t *testing.T) {
 	t.Parallel()
 	clk := &fakeClock{}
 	const n = 100
-	s := mustNew[int, int](t, Config[int]{MaxBytes: n * (1 + EntryOverhead), Now: clk.Now})
+	s := mustNew[int, int](t, Config[int, int]{MaxBytes: n * (1 + EntryOverhead), Now: clk.Now})
 	for i := range n {
 		exp := int64(0)
 		if i%2 == 0 {
@@ -421,7 +421,7 @@ func TestSetErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := mustNew[string, int](t, Config[string]{MaxBytes: max})
+			s := mustNew[string, int](t, Config[string, int]{MaxBytes: max})
 			if !s.Set("old", 1, 10, 0) {
 				t.Fatal("not stored")
 			}
@@ -439,7 +439,7 @@ func TestSetErrors(t *testing.T) {
 		})
 	}
 	t.Run("negative cost panics", func(t *testing.T) {
-		s := mustNew[string, int](t, Config[string]{MaxBytes: max})
+		s := mustNew[string, int](t, Config[string, int]{MaxBytes: max})
 		defer func() {
 			if recover() == nil {
 				t.Fatal("Set with a negative cost did not panic")
@@ -448,7 +448,7 @@ func TestSetErrors(t *testing.T) {
 		s.Set("k", 1, -1, 0)
 	})
 	t.Run("too large removes stale value", func(t *testing.T) {
-		s := mustNew[string, int](t, Config[string]{MaxBytes: max})
+		s := mustNew[string, int](t, Config[string, int]{MaxBytes: max})
 		if !s.Set("k", 1, 10, 0) {
 			t.Fatal("not stored")
 		}
@@ -481,7 +481,7 @@ func TestEvictionKeepsBound(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := mustNew[int, int](t, Config[int]{MaxBytes: tt.maxBytes, Shards: 4})
+			s := mustNew[int, int](t, Config[int, int]{MaxBytes: tt.maxBytes, Shards: 4})
 			r := rand.New(rand.NewPCG(1, 2))
 			for i := range 20000 {
 				k := r.IntN(2000)
@@ -519,7 +519,7 @@ func TestConcurrentByteBound(t *testing.T) {
 	}
 	for _, shards := range []int{1, 16} {
 		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
-			s := mustNew[int, []byte](t, Config[int]{MaxBytes: maxBytes, Shards: shards})
+			s := mustNew[int, []byte](t, Config[int, []byte]{MaxBytes: maxBytes, Shards: shards})
 			var stop atomic.Bool
 			var samples, over atomic.Int64
 			var sampler sync.WaitGroup
@@ -578,7 +578,7 @@ func TestConcurrentByteBound(t *testing.T) {
 // TestConcurrentClear races Clear against writers and readers.
 func TestConcurrentClear(t *testing.T) {
 	t.Parallel()
-	s := mustNew[int, int](t, Config[int]{MaxBytes: 64 << 10, Shards: 8})
+	s := mustNew[int, int](t, Config[int, int]{MaxBytes: 64 << 10, Shards: 8})
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Go(func() {
@@ -617,7 +617,7 @@ func TestScanResistance(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := mustNew[int, int](t, Config[int]{MaxBytes: capacity * (1 + EntryOverhead)})
+			s := mustNew[int, int](t, Config[int, int]{MaxBytes: capacity * (1 + EntryOverhead)})
 			lru := newTestLRU(capacity)
 			access := func(k int) {
 				lru.access(k)
@@ -688,7 +688,7 @@ func (l *testLRU) has(k int) bool { _, ok := l.elems[k]; return ok }
 func TestStatsCounters(t *testing.T) {
 	t.Parallel()
 	clk := &fakeClock{}
-	s := mustNew[int, int](t, Config[int]{MaxBytes: 3 * (1 + EntryOverhead), Now: clk.Now, Shards: 2})
+	s := mustNew[int, int](t, Config[int, int]{MaxBytes: 3 * (1 + EntryOverhead), Now: clk.Now, Shards: 2})
 	steps := []struct {
 		op   string
 		key  int
@@ -740,13 +740,13 @@ func TestGetHitAllocatesNothing(t *testing.T) {
 		run  func(t *testing.T) float64
 	}{
 		{"string key", func(t *testing.T) float64 {
-			s := mustNew[string, []byte](t, Config[string]{MaxBytes: 1 << 20})
+			s := mustNew[string, []byte](t, Config[string, []byte]{MaxBytes: 1 << 20})
 			s.Set("key", []byte("value"), 5, 0)
 			return testing.AllocsPerRun(1000, func() { s.Get("key") })
 		}},
 		{"uint64 key with expiry", func(t *testing.T) float64 {
 			clk := &fakeClock{}
-			s := mustNew[uint64, *int](t, Config[uint64]{MaxBytes: 1 << 20, Now: clk.Now})
+			s := mustNew[uint64, *int](t, Config[uint64, *int]{MaxBytes: 1 << 20, Now: clk.Now})
 			s.Set(7, new(int), 8, 100)
 			return testing.AllocsPerRun(1000, func() { s.Get(7) })
 		}},
@@ -755,7 +755,7 @@ func TestGetHitAllocatesNothing(t *testing.T) {
 				a string
 				b int
 			}
-			s := mustNew[key, int](t, Config[key]{MaxBytes: 1 << 20})
+			s := mustNew[key, int](t, Config[key, int]{MaxBytes: 1 << 20})
 			s.Set(key{"a", 1}, 1, 1, 1<<62)
 			return testing.AllocsPerRun(1000, func() { s.Get(key{"a", 1}) })
 		}},

@@ -50,7 +50,7 @@ type storeCache[K Key] struct{ s *store.Store[K, int] }
 
 func newStore[K Key](capacity int, _ bool) Cache[K] {
 	// Unit-cost entries: exactly capacity of them fit.
-	s, err := store.New[K, int](store.Config[K]{MaxBytes: int64(capacity) * (1 + store.EntryOverhead)})
+	s, err := store.New[K, int](store.Config[K, int]{MaxBytes: int64(capacity) * (1 + store.EntryOverhead)})
 	if err != nil {
 		panic(err)
 	}

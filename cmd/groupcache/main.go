@@ -1,18 +1,27 @@
-// Command groupcache asks a cluster of groupcache nodes what an operator needs to know, over the
-// peer protocol, with the cluster's own authentication:
+// Command groupcache asks a cluster of groupcache nodes what an operator needs to know: over the
+// peer protocol, with the cluster's own authentication, and from the nodes' status pages (package
+// status):
 //
-//	groupcache owner -peers ADDR,ADDR,... KEY    the peer that owns KEY in that peer set
-//	groupcache get [flags] CACHE KEY ADDR         the value of KEY in CACHE, asked of the node at ADDR
+//	groupcache stats [-all] ADDR...              every cache of every node, and of the cluster
+//	groupcache peers ADDR                         a node's peer set, with each peer's status page
+//	groupcache owner -peers PEER,PEER,... KEY     the peer that owns KEY in that peer set
+//	groupcache owner -node ADDR KEY               the peer that owns KEY in a node's peer set
+//	groupcache get [flags] CACHE KEY PEER         the value of KEY in CACHE, asked of the node PEER
 //
-// Keys are strings unless -int (the built-in codec of integer keys: 8 bytes, big-endian). get
-// prints the value's bytes as they are, or with -cbor the value decoded from CBOR (the default
-// codec) as JSON. get reads like any peer: the node answers from memory or loads the key itself
-// (a node never forwards a peer's request), so ask the key's owner (see owner) for its copy. Authentication: -secret-file (the cluster's shared secret, peer.WithSecret),
-// or -tls-cert, -tls-key and -tls-ca (a certificate of the cluster's CA, peer.WithTLS); with
-// neither, only nodes on this machine answer. -self names the address the tool claims.
+// ADDR is where a node's status page is: host:port (the page at status.DefaultPath, over HTTP) or
+// the page's URL. stats reads each node's report (the page's JSON), with -all also those of the
+// peers the pages link to, so one address is enough where the nodes know each other's pages.
+// owner builds the ring from a peer list (-peers) or from the peer set of a node (-node), and
+// names the key's owner by its peer address.
 //
-// Not built yet (docs/design.md, "Observability"): stats and peers, which need the nodes' status
-// page.
+// PEER is a node's address on the peer port. Keys are strings unless -int (the built-in codec of
+// integer keys: 8 bytes, big-endian). get prints the value's bytes as they are, or with -cbor the
+// value decoded from CBOR (the default codec) as JSON. get reads like any peer: the node answers
+// from memory or loads the key itself (a node never forwards a peer's request), so ask the key's
+// owner (see owner) for its copy. Authentication: -secret-file (the cluster's shared secret,
+// peer.WithSecret), or -tls-cert, -tls-key and -tls-ca (a certificate of the cluster's CA,
+// peer.WithTLS); with neither, only nodes on this machine answer. -self names the address the tool
+// claims.
 package main
 
 import (
@@ -51,8 +60,11 @@ var mapType = reflect.TypeOf(map[string]any(nil))
 var errUsage = errors.New("see the usage above")
 
 const usage = `usage:
-  groupcache owner -peers ADDR,ADDR,... [-int] KEY
-  groupcache get [-int] [-cbor] [-timeout D] [-secret-file F | -tls-cert F -tls-key F -tls-ca F] [-self ADDR] CACHE KEY ADDR`
+  groupcache stats [-all] [-timeout D] ADDR...
+  groupcache peers [-timeout D] ADDR
+  groupcache owner (-peers PEER,PEER,... | -node ADDR) [-int] [-timeout D] KEY
+  groupcache get [-int] [-cbor] [-timeout D] [-secret-file F | -tls-cert F -tls-key F -tls-ca F] [-self PEER] CACHE KEY PEER
+ADDR: a node's status page, host:port or URL; PEER: a node's address on the peer port`
 
 // run runs the command line args, writing its answer to out.
 func run(args []string, out io.Writer) error {
@@ -65,6 +77,10 @@ func run(args []string, out io.Writer) error {
 		return owner(args[1:], out)
 	case "get":
 		return get(args[1:], out)
+	case "stats":
+		return stats(args[1:], out)
+	case "peers":
+		return peers(args[1:], out)
 	}
 	fmt.Fprintln(os.Stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
@@ -85,9 +101,11 @@ func keyBytes(key string, asInt bool) ([]byte, error) {
 
 func owner(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("owner", flag.ContinueOnError)
-	peers := fs.String("peers", "", "the peer set, comma-separated host:port addresses")
+	list := fs.String("peers", "", "the peer set, comma-separated host:port addresses")
+	node := fs.String("node", "", "a node's status page (host:port or URL), whose peer set to use")
 	asInt := fs.Bool("int", false, "the key is an integer")
-	if err := fs.Parse(args); err != nil || fs.NArg() != 1 || *peers == "" {
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the node's answer")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 1 || (*list == "") == (*node == "") {
 		fmt.Fprintln(os.Stderr, usage)
 		return errUsage
 	}
@@ -95,7 +113,20 @@ func owner(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ring, err := hash.NewRing(strings.Split(*peers, ","))
+	set := strings.Split(*list, ",")
+	if *node != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+		defer cancel()
+		rep, err := fetchReport(ctx, *node)
+		if err != nil {
+			return err
+		}
+		set = set[:0]
+		for _, p := range rep.Peers {
+			set = append(set, p.Addr)
+		}
+	}
+	ring, err := hash.NewRing(set)
 	if err != nil {
 		return err
 	}

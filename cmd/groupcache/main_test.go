@@ -30,11 +30,14 @@ func cluster(t *testing.T) (cl *testcluster.Cluster, secretFile string, loadedBy
 	cl = testcluster.Start(t, 3, groupcache.WithPeerOptions(peer.WithSecret([]byte(secret))))
 	loadedBy = new(sync.Map)
 	for _, n := range cl.Nodes {
-		c := groupcache.MustNew[string, profile]("users", groupcache.LoaderFunc[string, profile](
+		c, err := groupcache.New[string, profile]("users", groupcache.LoaderFunc[string, profile](
 			func(_ context.Context, k string) (profile, error) {
 				loadedBy.Store(k, n.Self())
 				return profile{Name: k, Age: len(k)}, nil
 			}), groupcache.WithNode(n))
+		if err != nil {
+			t.Fatal(err)
+		}
 		t.Cleanup(func() { c.Close() })
 		caches = append(caches, c)
 	}

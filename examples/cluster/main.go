@@ -7,6 +7,10 @@
 // The point to see: 3 nodes x 8 goroutines read the same 2,000 products, yet the "database" is
 // queried once per product in the whole cluster, each time by the product's owner. Then a Set, a
 // Remove and a GetMany show how writes and bulk reads reach every node.
+//
+// Each node also serves its status page (package status) on an HTTP port of its own, as an
+// application would on its own port: with -serve the cluster keeps running after the demo, reads
+// go on at a gentle pace, and the command prints each node's page until it is interrupted.
 package main
 
 import (
@@ -20,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +32,7 @@ import (
 	"time"
 
 	"github.com/typedcache/groupcache"
+	"github.com/typedcache/groupcache/status"
 )
 
 type ProductID uint32
@@ -52,6 +58,7 @@ func main() {
 	flag.IntVar(&w.products, "products", 2000, "distinct products")
 	flag.IntVar(&w.readers, "goroutines", 8, "readers per node")
 	flag.IntVar(&w.reads, "reads", 5000, "reads per reader")
+	serve := flag.Bool("serve", false, "keep the cluster running after the demo and print each node's status page")
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 
@@ -83,6 +90,37 @@ func main() {
 	showSet(ctx, members)
 	showRemove(ctx, members, db)
 	showGetMany(ctx, members[0], db, w.products)
+	if *serve {
+		serveUntilInterrupted(members, w)
+	}
+}
+
+// serveUntilInterrupted prints each node's status page, then reads one product a millisecond on
+// every node, so that the pages' rates move, until the process is interrupted.
+func serveUntilInterrupted(members []member, w workload) {
+	fmt.Println("\nthe cluster keeps running; each node's status page (Ctrl-C to stop):")
+	for _, m := range members {
+		fmt.Printf("  %s  %s\n", m.node.Self(), m.statusURL)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Go(func() {
+			z := rand.NewZipf(rand.New(rand.NewPCG(uint64(i), 1)), 1.1, 1, uint64(w.products*2))
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					m.cache.Get(context.Background(), ProductID(z.Uint64())) // ctx ends the loop, not a Get
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // database is the slow source of truth; it counts its queries.
@@ -104,29 +142,35 @@ func (db *database) load(ctx context.Context, id ProductID) (Product, error) {
 	}, nil
 }
 
-// member is one node of the cluster with its cache and the HTTP server it answers peers on.
+// member is one node of the cluster with its cache, the HTTP server it answers peers on, and the
+// application's own HTTP server, which serves the node's status page.
 type member struct {
-	node  *groupcache.Node
-	cache *groupcache.Cache[ProductID, Product]
-	srv   *http.Server
+	node      *groupcache.Node
+	cache     *groupcache.Cache[ProductID, Product]
+	srv, app  *http.Server
+	statusURL string
 }
 
 // startCluster starts n nodes on 127.0.0.1, each with a "products" cache loading from db.
 func startCluster(n int, db *database) ([]member, error) {
-	// Listen first, so every node knows every address before it starts.
-	var listeners []net.Listener
+	// Listen first, so every node knows every address before it starts: its peers' addresses,
+	// and where their status pages are.
+	var peerLs, appLs []net.Listener
 	var addrs []string
+	pages := map[string]string{} // peer address -> its status page
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
+		pl, err1 := net.Listen("tcp", "127.0.0.1:0")
+		al, err2 := net.Listen("tcp", "127.0.0.1:0")
+		if err := errors.Join(err1, err2); err != nil {
 			return nil, err
 		}
-		listeners = append(listeners, l)
-		addrs = append(addrs, l.Addr().String())
+		peerLs, appLs = append(peerLs, pl), append(appLs, al)
+		addrs = append(addrs, pl.Addr().String())
+		pages[pl.Addr().String()] = "http://" + al.Addr().String() + status.DefaultPath
 	}
 	var members []member
-	for i, l := range listeners {
-		m, err := startMember(l, addrs[i], addrs, db)
+	for i := range peerLs {
+		m, err := startMember(peerLs[i], appLs[i], addrs[i], addrs, pages, db)
 		if err != nil {
 			return nil, err
 		}
@@ -135,8 +179,8 @@ func startCluster(n int, db *database) ([]member, error) {
 	return members, nil
 }
 
-// startMember starts the node self, serving on l, with peers.
-func startMember(l net.Listener, self string, peers []string, db *database) (member, error) {
+// startMember starts the node self, serving peers on l and its status page on app, with peers.
+func startMember(l, app net.Listener, self string, peers []string, pages map[string]string, db *database) (member, error) {
 	// The nodes start together, so no node has values to hand over to another: no hand-off.
 	node, err := groupcache.NewNode(self, groupcache.WithPeers(peers...), groupcache.WithHandoffWindow(0))
 	if err != nil {
@@ -152,18 +196,25 @@ func startMember(l net.Listener, self string, peers []string, db *database) (mem
 	mux := http.NewServeMux()
 	mux.Handle("/_groupcache/", node.Handler()) // the node's peer protocol, on your own mux
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Fatal(err)
-		}
-	}()
-	return member{node, cache, srv}, nil
+	// The status page names keys: it goes on the application's port, never on the peer port.
+	appMux := http.NewServeMux()
+	appMux.Handle(status.DefaultPath, status.Handler(node, status.WithPeerURL(func(p string) string { return pages[p] })))
+	appSrv := &http.Server{Handler: appMux, ReadHeaderTimeout: 10 * time.Second}
+	for s, l := range map[*http.Server]net.Listener{srv: l, appSrv: app} {
+		go func() {
+			if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Fatal(err)
+			}
+		}()
+	}
+	return member{node, cache, srv, appSrv, pages[self]}, nil
 }
 
 func stopCluster(members []member) {
 	for _, m := range members {
 		m.cache.Close()
 		m.srv.Close()
+		m.app.Close()
 		m.node.Close()
 	}
 }
