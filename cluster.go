@@ -203,14 +203,16 @@ func (c *Cache[K, V]) decode(raw []byte) (v V, err error) {
 // peer's error, translated (peerErr) or not.
 func (c *Cache[K, V]) canFallBack(ctx context.Context, owner string, err error) bool {
 	switch {
+	case ctx.Err() != nil:
+		return false // the callers left or the load timeout passed: not the peer's doing
 	case peerDown(err), peer.StatusOf(err) == peer.StatusForbidden:
 		// A refusal of this node (a wrong secret or certificate, an authorizer) lasts: skip the
 		// peer for the back-off period as if it were down. So does a peer that is leaving.
 		c.node.markDown(owner, err)
-		return ctx.Err() == nil // past the load timeout the flight is over anyway
+		return true
 	case errors.Is(err, peer.ErrProtocol), fallbackStatus(peer.StatusOf(err)):
 		c.node.warnAbout(owner, "peer could not serve, loading locally", slog.String("cache", c.name), slog.Any("err", err))
-		return ctx.Err() == nil
+		return true
 	}
 	// Not found, the owner's own load error, too large, a value this codec cannot decode: the
 	// same would happen here, or the caller must see it.
@@ -288,7 +290,7 @@ func (c *Cache[K, V]) handoff(ctx context.Context, m *miss[K, V]) (item[V], bool
 	end(err)
 	if err != nil {
 		c.peerError(prev, err)
-		if peerDown(err) {
+		if peerDown(err) && ctx.Err() == nil {
 			c.node.markDown(prev, err) // a departed owner costs one failed peek per back-off
 		}
 		return item[V]{}, false
@@ -371,7 +373,7 @@ func (c *Cache[K, V]) takeOverMany(ctx context.Context, prev string, b *batch[K,
 		end(err)
 		if err != nil {
 			c.peerError(prev, err)
-			if peerDown(err) {
+			if peerDown(err) && ctx.Err() == nil {
 				c.node.markDown(prev, err)
 				return append(left, idx[pos:]...) // this chunk and the ones after it
 			}

@@ -526,3 +526,45 @@ func TestRejoinedPeerIsAskedAtOnce(t *testing.T) {
 		t.Fatalf("the rejoined peer was skipped: %+v", st)
 	}
 }
+
+// TestCallerGivingUpKeepsPeerInUse: a GetMany whose caller gives up while the keys' owner is
+// loading them (its context cancelled; GetMany fetches with the caller's context) fails alone;
+// the owner is not taken for down: the next Get of another of its keys is still asked of it.
+func TestCallerGivingUpKeepsPeerInUse(t *testing.T) {
+	t.Parallel()
+	cl := testcluster.Start(t, 2)
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	log := newLoadLog()
+	slow := keyOwnedBy(t, cl, 1)
+	caches := stringCaches(t, cl, "c", log, func(ctx context.Context, node int, key string) (string, error) {
+		if key == slow {
+			started <- struct{}{}
+			<-release
+		}
+		return "value-" + key, nil
+	})
+	defer close(release)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- caches[0].GetMany(ctx, []string{slow})[0].Err }()
+	<-started
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that gave up got %v", err)
+	}
+	// The fetch ends with the caller's context (its latency is recorded then).
+	for deadline := time.Now().Add(20 * time.Second); cl.Nodes[0].Stats().Peers[cl.Addrs[1]].FetchLatency.Count() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the abandoned fetch did not end")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	other := keyOwnedBy(t, cl, 1, slow)
+	if v, err := caches[0].Get(context.Background(), other); err != nil || v != "value-"+other {
+		t.Fatalf("Get = %q, %v", v, err)
+	}
+	if st := caches[0].Stats(); st.FallbackLoads != 0 {
+		t.Fatalf("the owner was skipped after a caller gave up: %+v", st)
+	}
+}
