@@ -242,17 +242,3 @@ func controllerSlice(s *corev1.Service, name string, port int32, eps ...discover
 		},
 	}
 }
-
-// hasAll reports whether s contains every one of want.
-func hasAll(s []string, want ...string) bool {
-	for _, w := range want {
-		found := false
-		for _, x := range s {
-			found = found || x == w
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
-}

@@ -394,16 +394,17 @@ func TestRealColdStart(t *testing.T) {
 	var addrs []string
 	for i := range 3 {
 		m := discoverytest.NewMember(t, loads)
-		host, portStr, _ := net.SplitHostPort(m.Node.Self())
+		_, portStr, _ := net.SplitHostPort(m.Node.Self())
 		port, _ := strconv.Atoi(portStr)
 		name := fmt.Sprint("gc-", i)
-		p := &pod{m: m, slice: controllerSlice(s, svc+"-"+name, int32(port), podEndpoint(name, host, starting))}
+		// A slice each: every node has a port of its own (see onLoopback).
+		p := &pod{m: m, slice: controllerSlice(s, svc+"-"+name, int32(port), podEndpoint(name, fmt.Sprint("10.244.0.", i+1), starting))}
 		create(t, admin, p.slice)
 		pods = append(pods, p)
 		addrs = append(addrs, m.Node.Self())
 	}
 	for _, p := range pods {
-		p.m.Run(newSource(t, gck8s.Config{Client: admin, Namespace: ns, Service: svc, PortName: "groupcache"}), nil,
+		p.m.Run(onLoopback(newSource(t, gck8s.Config{Client: admin, Namespace: ns, Service: svc, PortName: "groupcache"})), nil,
 			discovery.WithDebounce(10*time.Millisecond))
 	}
 
@@ -453,4 +454,32 @@ func probe(t *testing.T, addr string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// onLoopback wraps src, a source of slices that list the test's pods at made-up pod IPs (the API
+// server refuses loopback addresses in EndpointSlices), and reports every address as 127.0.0.1
+// with its port: each test pod is a node on 127.0.0.1 with a port of its own.
+func onLoopback(src discovery.Source) discovery.Source {
+	return discovery.SourceFunc(func(ctx context.Context, updates chan<- discovery.Update) error {
+		inner := make(chan discovery.Update)
+		done := make(chan error, 1)
+		go func() { done <- src.Watch(ctx, inner) }()
+		for {
+			select {
+			case u := <-inner:
+				peers := make([]string, len(u.Peers)) // u.Peers is the source's: not to be modified
+				for i, p := range u.Peers {
+					_, port, _ := net.SplitHostPort(p)
+					peers[i] = net.JoinHostPort("127.0.0.1", port)
+				}
+				u.Peers = peers
+				select {
+				case updates <- u:
+				case <-ctx.Done():
+				}
+			case err := <-done:
+				return err
+			}
+		}
+	})
 }
