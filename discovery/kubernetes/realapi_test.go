@@ -5,7 +5,6 @@ package kubernetes_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,8 +18,8 @@ import (
 
 	"github.com/typedcache/groupcache/discovery"
 	gck8s "github.com/typedcache/groupcache/discovery/kubernetes"
+	"github.com/typedcache/groupcache/discovery/kubernetes/internal/kubetest"
 	"github.com/typedcache/groupcache/internal/discoverytest"
-	"github.com/typedcache/groupcache/peer"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -37,13 +36,13 @@ import (
 // account's token, as InCluster reads it).
 func TestRealManifests(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t, 1)
-	admin := c.admin()
-	ns := newNamespace(t, admin, map[string]string{
+	c := kubetest.Start(t, 1)
+	admin := c.Admin()
+	ns := kubetest.Namespace(t, admin, map[string]string{
 		"pod-security.kubernetes.io/enforce": "restricted",
 		"pod-security.kubernetes.io/warn":    "restricted",
 	})
-	ap := newApplier(t, c.servers[0].config(adminToken))
+	ap := newApplier(t, c.Servers[0].Config(kubetest.AdminToken))
 
 	files := []string{"deployment.yaml", "rbac.yaml", "service.yaml"}
 	all, err := filepath.Glob(filepath.Join(examplesDir, "*.yaml"))
@@ -130,23 +129,23 @@ func podOf(t *testing.T, deployment *unstructured.Unstructured) *unstructured.Un
 // Service's endpoints and follows their changes; the same token reads nothing else.
 func TestRealRoleSuffices(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t, 1)
-	admin := c.admin()
-	ns := newNamespace(t, admin, nil)
-	ap := newApplier(t, c.servers[0].config(adminToken))
+	c := kubetest.Start(t, 1)
+	admin := c.Admin()
+	ns := kubetest.Namespace(t, admin, nil)
+	ap := newApplier(t, c.Servers[0].Config(kubetest.AdminToken))
 	for _, obj := range manifests(t, "rbac.yaml") {
 		if _, _, err := ap.apply(ns, obj, false); err != nil {
 			t.Fatalf("apply %s %s: %v", obj.GetKind(), obj.GetName(), err)
 		}
 	}
-	s := createService(t, admin, ns)
-	sl := controllerSlice(s, svc+"-x7k2p", 8080, podEndpoint("gc-0", "10.244.0.10", podReady), podEndpoint("gc-1", "10.244.0.11", podReady))
+	s := kubetest.Service(t, admin, ns, svc)
+	sl := kubetest.Slice(s, svc+"-x7k2p", 8080, kubetest.Endpoint("gc-0", "10.244.0.10", kubetest.Ready), kubetest.Endpoint("gc-1", "10.244.0.11", kubetest.Ready))
 	create(t, admin, sl)
 
-	sa := c.servers[0].client(saToken(t, admin, ns, "groupcache"))
+	sa := c.Servers[0].Client(kubetest.SAToken(t, admin, ns, "groupcache"))
 	w := watch(t, newSource(t, gck8s.Config{Client: sa, Namespace: ns, Service: svc, PortName: "groupcache"}))
 	w.expect("10.244.0.10:8080", "10.244.0.11:8080")
-	sl.Endpoints[1] = podEndpoint("gc-1", "10.244.0.11", leaving)
+	sl.Endpoints[1] = kubetest.Endpoint("gc-1", "10.244.0.11", kubetest.Leaving)
 	update(t, admin, sl)
 	w.expect("10.244.0.10:8080")
 
@@ -169,11 +168,11 @@ func TestRealRoleSuffices(t *testing.T) {
 // streams the initial list over a watch (sendInitialEvents) and lists only where a server cannot.
 func TestRealMissingVerbReported(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t, 1)
-	admin := c.admin()
-	ns := newNamespace(t, admin, nil)
-	s := createService(t, admin, ns)
-	create(t, admin, controllerSlice(s, svc+"-x7k2p", 8080, podEndpoint("gc-0", "10.244.0.10", podReady)))
+	c := kubetest.Start(t, 1)
+	admin := c.Admin()
+	ns := kubetest.Namespace(t, admin, nil)
+	s := kubetest.Service(t, admin, ns, svc)
+	create(t, admin, kubetest.Slice(s, svc+"-x7k2p", 8080, kubetest.Endpoint("gc-0", "10.244.0.10", kubetest.Ready)))
 	for _, tc := range []struct {
 		verbs []string
 		want  string // in the error; "" for none
@@ -184,8 +183,8 @@ func TestRealMissingVerbReported(t *testing.T) {
 		{verbs: []string{"get"}, want: `cannot list resource "endpointslices" in API group "discovery.k8s.io"`},
 	} {
 		t.Run(strings.Join(tc.verbs, ","), func(t *testing.T) {
-			account := roleFor(t, admin, ns, "reader-"+strings.Join(tc.verbs, "-"), tc.verbs...)
-			client := c.servers[0].client(saToken(t, admin, ns, account))
+			account := kubetest.RoleFor(t, admin, ns, "reader-"+strings.Join(tc.verbs, "-"), tc.verbs...)
+			client := c.Servers[0].Client(kubetest.SAToken(t, admin, ns, account))
 			w := watch(t, newSource(t, gck8s.Config{Client: client, Namespace: ns, Service: svc, PortName: "groupcache"}))
 			if tc.want == "" {
 				w.expect("10.244.0.10:8080")
@@ -217,58 +216,58 @@ func TestRealMissingVerbReported(t *testing.T) {
 // slices), and the set follows: pods join when ready and leave when not ready or terminating.
 func TestRealEndpointSliceChanges(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t, 1)
-	admin := c.admin()
-	ns := newNamespace(t, admin, nil)
-	s := createService(t, admin, ns)
+	c := kubetest.Start(t, 1)
+	admin := c.Admin()
+	ns := kubetest.Namespace(t, admin, nil)
+	s := kubetest.Service(t, admin, ns, svc)
 	const p0, p1, p2, p3 = "10.244.0.10:8080", "10.244.0.11:8080", "10.244.1.12:8080", "10.244.2.13:8080"
-	a := controllerSlice(s, svc+"-aaaaa", 8080, podEndpoint("gc-0", "10.244.0.10", starting), podEndpoint("gc-1", "10.244.0.11", starting))
-	b := controllerSlice(s, svc+"-bbbbb", 8080, podEndpoint("gc-2", "10.244.1.12", starting))
+	a := kubetest.Slice(s, svc+"-aaaaa", 8080, kubetest.Endpoint("gc-0", "10.244.0.10", kubetest.Starting), kubetest.Endpoint("gc-1", "10.244.0.11", kubetest.Starting))
+	b := kubetest.Slice(s, svc+"-bbbbb", 8080, kubetest.Endpoint("gc-2", "10.244.1.12", kubetest.Starting))
 	create(t, admin, a)
 	create(t, admin, b)
-	other := controllerSlice(s, "other-ccccc", 8080, podEndpoint("other-0", "10.244.9.9", podReady))
+	other := kubetest.Slice(s, "other-ccccc", 8080, kubetest.Endpoint("other-0", "10.244.9.9", kubetest.Ready))
 	other.Labels[discoveryv1.LabelServiceName] = "other"
 	create(t, admin, other)
 
 	w := watch(t, newSource(t, gck8s.Config{Client: admin, Namespace: ns, Service: svc, PortName: "groupcache"}))
-	w.expect() // nothing ready yet
+	w.expect(p0, p1, p2) // none ready yet: the pods starting (a cold start)
 
-	// The pods pass their readiness probes, one, then two at once.
-	a.Endpoints[0] = podEndpoint("gc-0", "10.244.0.10", podReady)
+	// The pods pass their readiness probes, one (then only the ready one counts), then two at once.
+	a.Endpoints[0] = kubetest.Endpoint("gc-0", "10.244.0.10", kubetest.Ready)
 	update(t, admin, a)
 	w.expect(p0)
-	a.Endpoints[1] = podEndpoint("gc-1", "10.244.0.11", podReady)
-	b.Endpoints[0] = podEndpoint("gc-2", "10.244.1.12", podReady)
+	a.Endpoints[1] = kubetest.Endpoint("gc-1", "10.244.0.11", kubetest.Ready)
+	b.Endpoints[0] = kubetest.Endpoint("gc-2", "10.244.1.12", kubetest.Ready)
 	update(t, admin, a)
 	update(t, admin, b)
 	w.until(p0, p1, p2)
 
 	// One fails its probe, then passes again.
-	b.Endpoints[0] = podEndpoint("gc-2", "10.244.1.12", unready)
+	b.Endpoints[0] = kubetest.Endpoint("gc-2", "10.244.1.12", kubetest.Unready)
 	update(t, admin, b)
 	w.expect(p0, p1)
-	b.Endpoints[0] = podEndpoint("gc-2", "10.244.1.12", podReady)
+	b.Endpoints[0] = kubetest.Endpoint("gc-2", "10.244.1.12", kubetest.Ready)
 	update(t, admin, b)
 	w.expect(p0, p1, p2)
 
 	// Scale-out: the controller adds a slice.
-	d := controllerSlice(s, svc+"-ddddd", 8080, podEndpoint("gc-3", "10.244.2.13", podReady))
+	d := kubetest.Slice(s, svc+"-ddddd", 8080, kubetest.Endpoint("gc-3", "10.244.2.13", kubetest.Ready))
 	create(t, admin, d)
 	w.expect(p0, p1, p2, p3)
 
 	// A pod is deleted: terminating while its probe still passes (serving), then not serving,
 	// then gone from its slice. It leaves the set at the first step.
-	a.Endpoints[0] = podEndpoint("gc-0", "10.244.0.10", leaving)
+	a.Endpoints[0] = kubetest.Endpoint("gc-0", "10.244.0.10", kubetest.Leaving)
 	update(t, admin, a)
 	w.expect(p1, p2, p3)
-	a.Endpoints[0] = podEndpoint("gc-0", "10.244.0.10", leavingDown)
+	a.Endpoints[0] = kubetest.Endpoint("gc-0", "10.244.0.10", kubetest.LeavingDown)
 	update(t, admin, a)
 	a.Endpoints = a.Endpoints[1:]
 	update(t, admin, a)
 
 	// The controller moves gc-2 from slice b to slice d (it packs endpoints into fewer slices):
 	// added to d first, then removed from b. It stays in the set throughout.
-	d.Endpoints = append(d.Endpoints, podEndpoint("gc-2", "10.244.1.12", podReady))
+	d.Endpoints = append(d.Endpoints, kubetest.Endpoint("gc-2", "10.244.1.12", kubetest.Ready))
 	update(t, admin, d)
 	b.Endpoints = nil
 	update(t, admin, b)
@@ -296,51 +295,54 @@ func TestRealEndpointSliceChanges(t *testing.T) {
 // the restarted server's watch cache, or compacted away in etcd when the watch cache is off, as
 // for a resource the cache is disabled for); it lists again, and the source reports the new set.
 // It never reports an empty set meanwhile (only errors, if anything, which discovery.Run ignores,
-// keeping the node's last good set). The server stops gracefully (SIGTERM: it ends the watches
-// it serves) or crashes (SIGKILL: the connection breaks).
+// keeping the node's last good set). The server crashes (SIGKILL: the connection breaks, and the
+// informer resumes its watch once the server is back) or stops gracefully (SIGTERM: it ends the
+// watches it serves; the informer may then resume its watch, or list again at once if the server,
+// shutting down, ends its next watch within a second).
 func TestRealWatchExpiresAndServerRestarts(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		name  string
-		stop  syscall.Signal
-		flags []string
+		name    string
+		stop    syscall.Signal
+		flags   []string
+		expires bool // the watch must expire (410 Gone)
 	}{
-		{"restart", syscall.SIGTERM, nil},
-		{"crash", syscall.SIGKILL, nil},
-		{"restart without watch cache", syscall.SIGTERM, []string{"--watch-cache=false"}},
+		{"crash", syscall.SIGKILL, nil, true},
+		{"crash without watch cache", syscall.SIGKILL, []string{"--watch-cache=false"}, true},
+		{"restart", syscall.SIGTERM, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := startCluster(t, 2, tc.flags...)
-			via0, via1 := c.servers[0].client(adminToken), c.servers[1].client(adminToken)
-			ns := newNamespace(t, via0, nil)
-			s := createService(t, via0, ns)
+			c := kubetest.Start(t, 2, tc.flags...)
+			via0, via1 := c.Servers[0].Client(kubetest.AdminToken), c.Servers[1].Client(kubetest.AdminToken)
+			ns := kubetest.Namespace(t, via0, nil)
+			s := kubetest.Service(t, via0, ns, svc)
 			const p0, p1, p2, p3 = "10.244.0.10:8080", "10.244.0.11:8080", "10.244.1.12:8080", "10.244.2.13:8080"
-			a := controllerSlice(s, svc+"-aaaaa", 8080, podEndpoint("gc-0", "10.244.0.10", podReady), podEndpoint("gc-1", "10.244.0.11", podReady))
-			b := controllerSlice(s, svc+"-bbbbb", 8080, podEndpoint("gc-2", "10.244.1.12", starting))
+			a := kubetest.Slice(s, svc+"-aaaaa", 8080, kubetest.Endpoint("gc-0", "10.244.0.10", kubetest.Ready), kubetest.Endpoint("gc-1", "10.244.0.11", kubetest.Ready))
+			b := kubetest.Slice(s, svc+"-bbbbb", 8080, kubetest.Endpoint("gc-2", "10.244.1.12", kubetest.Starting))
 			create(t, via0, a)
 			create(t, via0, b)
 
-			logs := &syncBuffer{}
+			logs := &kubetest.Buffer{}
 			logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			w := watch(t, newSource(t, gck8s.Config{Client: via0, Namespace: ns, Service: svc, PortName: "groupcache", Logger: logger}))
 			w.expect(p0, p1)
 			// A change seen through the watch: the informer now resumes the watch from its
 			// resourceVersion when it ends.
-			b.Endpoints[0] = podEndpoint("gc-2", "10.244.1.12", podReady)
+			b.Endpoints[0] = kubetest.Endpoint("gc-2", "10.244.1.12", kubetest.Ready)
 			update(t, via0, b)
 			w.expect(p0, p1, p2)
 
-			c.servers[0].stop(tc.stop)
-			a.Endpoints[0] = podEndpoint("gc-0", "10.244.0.10", leaving)
+			c.Servers[0].Stop(tc.stop)
+			a.Endpoints[0] = kubetest.Endpoint("gc-0", "10.244.0.10", kubetest.Leaving)
 			update(t, via1, a)
-			create(t, via1, controllerSlice(s, svc+"-ddddd", 8080, podEndpoint("gc-3", "10.244.2.13", podReady)))
+			create(t, via1, kubetest.Slice(s, svc+"-ddddd", 8080, kubetest.Endpoint("gc-3", "10.244.2.13", kubetest.Ready)))
 			for i := range 20 { // more history for the compaction to drop
 				b.Annotations = map[string]string{"test/revision": strconv.Itoa(i)}
 				update(t, via1, b)
 			}
-			c.compact()
-			c.servers[0].start()
+			c.Compact()
+			c.Servers[0].Start()
 
 			errs := 0
 			for {
@@ -355,19 +357,19 @@ func TestRealWatchExpiresAndServerRestarts(t *testing.T) {
 				break
 			}
 			// The watch is live again: a change through the restarted server is seen.
-			b.Endpoints[0] = podEndpoint("gc-2", "10.244.1.12", unready)
+			b.Endpoints[0] = kubetest.Endpoint("gc-2", "10.244.1.12", kubetest.Unready)
 			update(t, via0, b)
 			w.expect(p1, p3)
 
 			var expired []string
-			for _, l := range strings.Split(logs.tail(1<<20), "\n") {
+			for _, l := range strings.Split(logs.Tail(1<<20), "\n") {
 				if strings.Contains(l, "too old") {
 					expired = append(expired, l)
 				}
 			}
 			t.Logf("%d error updates while the server was down; the watch expired: %q", errs, expired)
-			if len(expired) == 0 {
-				t.Errorf("the informer's watch did not expire (no 410 Gone in its logs): the test no longer covers expiry; logs:\n%s", logs.tail(8000))
+			if tc.expires && len(expired) == 0 {
+				t.Errorf("the informer's watch did not expire (no 410 Gone in its logs): the test no longer covers expiry; logs:\n%s", logs.Tail(8000))
 			}
 		})
 	}
@@ -380,10 +382,10 @@ func TestRealWatchExpiresAndServerRestarts(t *testing.T) {
 // three: none stays alone, and every key is then loaded once in the cluster.
 func TestRealColdStart(t *testing.T) {
 	t.Parallel()
-	c := startCluster(t, 1)
-	admin := c.admin()
-	ns := newNamespace(t, admin, nil)
-	s := createService(t, admin, ns)
+	c := kubetest.Start(t, 1)
+	admin := c.Admin()
+	ns := kubetest.Namespace(t, admin, nil)
+	s := kubetest.Service(t, admin, ns, svc)
 	loads := new(discoverytest.LoadCount)
 	type pod struct {
 		m     *discoverytest.Member
@@ -398,13 +400,13 @@ func TestRealColdStart(t *testing.T) {
 		port, _ := strconv.Atoi(portStr)
 		name := fmt.Sprint("gc-", i)
 		// A slice each: every node has a port of its own (see onLoopback).
-		p := &pod{m: m, slice: controllerSlice(s, svc+"-"+name, int32(port), podEndpoint(name, fmt.Sprint("10.244.0.", i+1), starting))}
+		p := &pod{m: m, slice: kubetest.Slice(s, svc+"-"+name, int32(port), kubetest.Endpoint(name, fmt.Sprint("10.244.0.", i+1), kubetest.Starting))}
 		create(t, admin, p.slice)
 		pods = append(pods, p)
 		addrs = append(addrs, m.Node.Self())
 	}
 	for _, p := range pods {
-		p.m.Run(onLoopback(newSource(t, gck8s.Config{Client: admin, Namespace: ns, Service: svc, PortName: "groupcache"})), nil,
+		p.m.Run(kubetest.OnLoopback(newSource(t, gck8s.Config{Client: admin, Namespace: ns, Service: svc, PortName: "groupcache"})), nil,
 			discovery.WithDebounce(10*time.Millisecond))
 	}
 
@@ -419,12 +421,12 @@ func TestRealColdStart(t *testing.T) {
 			if p.ready {
 				continue
 			}
-			code, body := probe(t, p.m.Node.Self())
+			code, body := kubetest.Probe(t, p.m.Node.Self())
 			answers = append(answers, fmt.Sprintf("gc-%d: %d %s", i, code, body))
 			if code == http.StatusOK {
 				p.ready = true
 				readyPods++
-				p.slice.Endpoints[0] = podEndpoint(fmt.Sprint("gc-", i), p.slice.Endpoints[0].Addresses[0], podReady)
+				p.slice.Endpoints[0] = kubetest.Endpoint(fmt.Sprint("gc-", i), p.slice.Endpoints[0].Addresses[0], kubetest.Ready)
 				update(t, admin, p.slice)
 			}
 		}
@@ -441,45 +443,4 @@ func TestRealColdStart(t *testing.T) {
 		p.m.GetKeys(t, "k", keys)
 	}
 	loads.CheckSpread(t, keys, 3)
-}
-
-// probe asks a node's readiness probe, as the kubelet does, and returns the status code and the
-// answer.
-func probe(t *testing.T, addr string) (int, string) {
-	t.Helper()
-	resp, err := plainClient().Get("http://" + addr + peer.DefaultBasePath + "readyz")
-	if err != nil {
-		t.Fatalf("probe %s: %v", addr, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(b))
-}
-
-// onLoopback wraps src, a source of slices that list the test's pods at made-up pod IPs (the API
-// server refuses loopback addresses in EndpointSlices), and reports every address as 127.0.0.1
-// with its port: each test pod is a node on 127.0.0.1 with a port of its own.
-func onLoopback(src discovery.Source) discovery.Source {
-	return discovery.SourceFunc(func(ctx context.Context, updates chan<- discovery.Update) error {
-		inner := make(chan discovery.Update)
-		done := make(chan error, 1)
-		go func() { done <- src.Watch(ctx, inner) }()
-		for {
-			select {
-			case u := <-inner:
-				peers := make([]string, len(u.Peers)) // u.Peers is the source's: not to be modified
-				for i, p := range u.Peers {
-					_, port, _ := net.SplitHostPort(p)
-					peers[i] = net.JoinHostPort("127.0.0.1", port)
-				}
-				u.Peers = peers
-				select {
-				case updates <- u:
-				case <-ctx.Done():
-				}
-			case err := <-done:
-				return err
-			}
-		}
-	})
 }

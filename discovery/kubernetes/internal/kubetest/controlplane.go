@@ -1,6 +1,14 @@
 //go:build linux
 
-package kubernetes_test
+// Package kubetest is the Kubernetes control plane that the tests of this module start, and what
+// they need to play the parts of a cluster they do not run: the EndpointSlice controller (slices
+// written as it writes them) and the kubelet (readiness probes, ServiceAccount tokens).
+//
+// The control plane is real: an etcd server and kube-apiservers on 127.0.0.1, RBAC authorization
+// on, built from source at the versions pinned in testdata/controlplane by its build.sh, which
+// ./test.sh runs (the binaries are cached: see BinDir). Without the binaries, Start skips the
+// test, saying how to build them. Imported by tests only.
+package kubetest
 
 import (
 	"bytes"
@@ -10,6 +18,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -28,35 +37,34 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// The real-API-server tests start a control plane of their own: an etcd server and one or more
-// kube-apiservers on 127.0.0.1, built from source at the versions pinned in
-// testdata/controlplane by its build.sh, which ./test.sh runs (the binaries are cached: see
-// controlPlaneDir). Without the binaries these tests skip, saying how to build them.
-
-// binDirEnv names the directory holding kube-apiserver and etcd, instead of the cache directory
+// BinDirEnv names the directory holding kube-apiserver and etcd, instead of the cache directory
 // build.sh uses by default.
-const binDirEnv = "GROUPCACHE_K8S_BIN_DIR"
+const BinDirEnv = "GROUPCACHE_K8S_BIN_DIR"
 
-// adminToken authenticates the test itself, a member of system:masters, through a static token
+// AdminToken authenticates the test itself, a member of system:masters, through a static token
 // file: the workloads' own identities are ServiceAccounts, with tokens from the TokenRequest API.
-const adminToken = "groupcache-test-admin"
+const AdminToken = "groupcache-test-admin"
 
 // startTimeout bounds the start of a server: generous, since the machine running the tests may be
 // loaded (an idle one starts kube-apiserver in about 2 s).
 const startTimeout = 90 * time.Second
 
-// controlPlaneDir returns the directory where build.sh puts the binaries: $GROUPCACHE_K8S_BIN_DIR,
+// BinDir returns the directory where build.sh puts the binaries: $GROUPCACHE_K8S_BIN_DIR,
 // or groupcache-k8s/kube-apiserver-<version>-etcd-<version> in the user's cache directory, with
 // the versions the go.mod files of testdata/controlplane pin.
-func controlPlaneDir() (string, error) {
-	if d := os.Getenv(binDirEnv); d != "" {
+func BinDir() (string, error) {
+	if d := os.Getenv(BinDirEnv); d != "" {
 		return d, nil
 	}
-	k8s, err := pinnedVersion("testdata/controlplane/kube-apiserver/go.mod", "k8s.io/kubernetes")
+	testdata, err := testdataDir()
 	if err != nil {
 		return "", err
 	}
-	etcd, err := pinnedVersion("testdata/controlplane/etcd/go.mod", "go.etcd.io/etcd/server/v3")
+	k8s, err := pinnedVersion(filepath.Join(testdata, "kube-apiserver", "go.mod"), "k8s.io/kubernetes")
+	if err != nil {
+		return "", err
+	}
+	etcd, err := pinnedVersion(filepath.Join(testdata, "etcd", "go.mod"), "go.etcd.io/etcd/server/v3")
 	if err != nil {
 		return "", err
 	}
@@ -65,6 +73,26 @@ func controlPlaneDir() (string, error) {
 		return "", err
 	}
 	return filepath.Join(cache, "groupcache-k8s", "kube-apiserver-"+k8s+"-etcd-"+etcd), nil
+}
+
+// testdataDir returns the module's testdata/controlplane directory, looked for from the working
+// directory (a test's: its package's directory) upwards.
+func testdataDir() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		d := filepath.Join(dir, "testdata", "controlplane")
+		if _, err := os.Stat(filepath.Join(d, "build.sh")); err == nil {
+			return d, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("testdata/controlplane not found above the working directory")
+		}
+		dir = parent
+	}
 }
 
 // pinnedVersion returns the version of module that the go.mod file modFile requires.
@@ -81,15 +109,15 @@ func pinnedVersion(modFile, module string) (string, error) {
 	return string(m[1]), nil
 }
 
-// controlPlane is what the tests need to start clusters: the paths of the two binaries.
+// controlPlane is the paths of the two binaries.
 type controlPlane struct {
 	apiserver, etcd string
 }
 
-// needControlPlane returns the binaries, or skips the test when they are not built.
-func needControlPlane(t *testing.T) controlPlane {
+// need returns the binaries, or skips the test when they are not built.
+func need(t testing.TB) controlPlane {
 	t.Helper()
-	dir, err := controlPlaneDir()
+	dir, err := BinDir()
 	if err != nil {
 		t.Skipf("real-API-server test skipped: %v", err)
 	}
@@ -103,21 +131,21 @@ func needControlPlane(t *testing.T) controlPlane {
 	return cp
 }
 
-// cluster is a control plane started by a test: one etcd server and the kube-apiservers on it
+// Cluster is a control plane started by a test: one etcd server and the kube-apiservers on it
 // (several make a highly available control plane, as production clusters run), all on
 // 127.0.0.1, RBAC authorization on, stopped when the test ends.
-type cluster struct {
-	t       *testing.T
+type Cluster struct {
+	t       testing.TB
 	cp      controlPlane
 	dir     string
 	etcd    *process
 	etcdURL string
-	servers []*apiServer
+	Servers []*APIServer
 }
 
-// apiServer is one kube-apiserver of a cluster.
-type apiServer struct {
-	c     *cluster
+// APIServer is one kube-apiserver of a Cluster.
+type APIServer struct {
+	c     *Cluster
 	i     int
 	port  int
 	args  []string
@@ -125,17 +153,17 @@ type apiServer struct {
 	caPEM []byte   // the self-signed serving certificate it made, and its CA
 }
 
-// startCluster starts etcd and n kube-apiservers with the extra flags given, and waits until
+// Start starts etcd and n kube-apiservers with the extra flags given, and waits until
 // every server is ready.
-func startCluster(t *testing.T, n int, flags ...string) *cluster {
+func Start(t testing.TB, n int, flags ...string) *Cluster {
 	t.Helper()
-	c := &cluster{t: t, cp: needControlPlane(t), dir: t.TempDir()}
+	c := &Cluster{t: t, cp: need(t), dir: t.TempDir()}
 	t.Cleanup(c.stopAll)
 	c.startEtcd()
 	c.writeCredentials()
 	for i := range n {
-		a := &apiServer{c: c, i: i}
-		c.servers = append(c.servers, a)
+		a := &APIServer{c: c, i: i}
+		c.Servers = append(c.Servers, a)
 		a.port = freePort(t)
 		certDir := filepath.Join(c.dir, fmt.Sprint("apiserver-", i))
 		a.args = append([]string{
@@ -156,13 +184,13 @@ func startCluster(t *testing.T, n int, flags ...string) *cluster {
 			// and exits only after its shutdown timeout, a minute.
 			"--shutdown-watch-termination-grace-period=2s",
 		}, flags...)
-		a.start()
+		a.Start()
 	}
 	return c
 }
 
 // startEtcd starts the cluster's etcd server and waits until it is healthy.
-func (c *cluster) startEtcd() {
+func (c *Cluster) startEtcd() {
 	c.t.Helper()
 	client, peer := freePort(c.t), freePort(c.t)
 	c.etcdURL = fmt.Sprint("http://127.0.0.1:", client)
@@ -179,7 +207,7 @@ func (c *cluster) startEtcd() {
 	)
 	c.waitFor(c.etcd, "etcd", func() error {
 		var health struct{ Health string }
-		if err := getJSON(plainClient(), c.etcdURL+"/health", &health); err != nil {
+		if err := getJSON(PlainClient(), c.etcdURL+"/health", &health); err != nil {
 			return err
 		}
 		if health.Health != "true" {
@@ -191,7 +219,7 @@ func (c *cluster) startEtcd() {
 
 // writeCredentials writes the service-account signing key (shared by the servers, so that each
 // accepts the tokens of the others) and the static token of the test's administrator.
-func (c *cluster) writeCredentials() {
+func (c *Cluster) writeCredentials() {
 	c.t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -204,7 +232,7 @@ func (c *cluster) writeCredentials() {
 	files := map[string][]byte{
 		"sa.key":     pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
 		"sa.pub":     pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}),
-		"tokens.csv": []byte(adminToken + ",test-admin,test-admin,system:masters\n"),
+		"tokens.csv": []byte(AdminToken + ",test-admin,test-admin,system:masters\n"),
 	}
 	for name, b := range files {
 		if err := os.WriteFile(filepath.Join(c.dir, name), b, 0o600); err != nil {
@@ -213,8 +241,8 @@ func (c *cluster) writeCredentials() {
 	}
 }
 
-// start starts the server (again) and waits until it is ready.
-func (a *apiServer) start() {
+// Start starts the server again, after Stop, and waits until it is ready.
+func (a *APIServer) Start() {
 	c := a.c
 	c.t.Helper()
 	a.proc = startProcess(c.t, fmt.Sprint("kube-apiserver ", a.i), c.cp.apiserver, a.args...)
@@ -229,7 +257,7 @@ func (a *apiServer) start() {
 		if err != nil {
 			return err
 		}
-		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Authorization", "Bearer "+AdminToken)
 		resp, err := a.httpClient().Do(req)
 		if err != nil {
 			return err
@@ -243,18 +271,18 @@ func (a *apiServer) start() {
 	})
 }
 
-// stop stops the server with sig, SIGTERM (graceful: it ends the watches it serves, as in a
+// Stop stops the server with sig, SIGTERM (graceful: it ends the watches it serves, as in a
 // restart or an upgrade) or SIGKILL (a crash), and waits for it to exit.
-func (a *apiServer) stop(sig syscall.Signal) {
+func (a *APIServer) Stop(sig syscall.Signal) {
 	if a.proc != nil {
 		a.proc.stop(sig)
 		a.proc = nil
 	}
 }
 
-func (a *apiServer) url() string { return fmt.Sprint("https://127.0.0.1:", a.port) }
+func (a *APIServer) url() string { return fmt.Sprint("https://127.0.0.1:", a.port) }
 
-func (a *apiServer) httpClient() *http.Client {
+func (a *APIServer) httpClient() *http.Client {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(a.caPEM)
 	return &http.Client{
@@ -264,8 +292,8 @@ func (a *apiServer) httpClient() *http.Client {
 	}
 }
 
-// config returns a client configuration for this server with the given bearer token.
-func (a *apiServer) config(token string) *rest.Config {
+// Config returns a client configuration for this server with the given bearer token.
+func (a *APIServer) Config(token string) *rest.Config {
 	return &rest.Config{
 		Host:            a.url(),
 		BearerToken:     token,
@@ -274,23 +302,23 @@ func (a *apiServer) config(token string) *rest.Config {
 	}
 }
 
-// client returns a clientset for this server with the given bearer token.
-func (a *apiServer) client(token string) kubernetes.Interface {
+// Client returns a clientset for this server with the given bearer token.
+func (a *APIServer) Client(token string) kubernetes.Interface {
 	a.c.t.Helper()
-	cs, err := kubernetes.NewForConfig(a.config(token))
+	cs, err := kubernetes.NewForConfig(a.Config(token))
 	if err != nil {
 		a.c.t.Fatal(err)
 	}
 	return cs
 }
 
-// admin returns a clientset of the test's administrator on the first server.
-func (c *cluster) admin() kubernetes.Interface { return c.servers[0].client(adminToken) }
+// Admin returns a clientset of the test's administrator on the first server.
+func (c *Cluster) Admin() kubernetes.Interface { return c.Servers[0].Client(AdminToken) }
 
-// compact compacts etcd's history up to its current revision (as kube-apiserver does every five
+// Compact compacts etcd's history up to its current revision (as kube-apiserver does every five
 // minutes, and etcd's own auto-compaction): a watch from an older revision then fails with
 // "required revision has been compacted", which kube-apiserver turns into 410 Gone.
-func (c *cluster) compact() {
+func (c *Cluster) Compact() {
 	c.t.Helper()
 	var rng struct{ Header struct{ Revision string } }
 	if err := postJSON(c.etcdURL+"/v3/kv/range", `{"key":"AA=="}`, &rng); err != nil {
@@ -305,7 +333,7 @@ func (c *cluster) compact() {
 
 // waitFor waits until ready returns nil, failing the test if p exits first or it takes longer
 // than startTimeout.
-func (c *cluster) waitFor(p *process, name string, ready func() error) {
+func (c *Cluster) waitFor(p *process, name string, ready func() error) {
 	c.t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	for {
@@ -315,28 +343,28 @@ func (c *cluster) waitFor(p *process, name string, ready func() error) {
 		}
 		select {
 		case <-p.exited:
-			c.t.Fatalf("%s exited before it was ready: %v; its output:\n%s", name, p.cmd.ProcessState, p.log.tail(6000))
+			c.t.Fatalf("%s exited before it was ready: %v; its output:\n%s", name, p.cmd.ProcessState, p.log.Tail(6000))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("%s not ready after %v: %v; its output:\n%s", name, startTimeout, err, p.log.tail(6000))
+			c.t.Fatalf("%s not ready after %v: %v; its output:\n%s", name, startTimeout, err, p.log.Tail(6000))
 		}
 	}
 }
 
 // stopAll stops the servers, then etcd, and prints their output if the test failed.
-func (c *cluster) stopAll() {
-	for _, a := range c.servers {
+func (c *Cluster) stopAll() {
+	for _, a := range c.Servers {
 		if a.proc != nil {
 			if c.t.Failed() {
-				c.t.Logf("kube-apiserver %d output:\n%s", a.i, a.proc.log.tail(6000))
+				c.t.Logf("kube-apiserver %d output:\n%s", a.i, a.proc.log.Tail(6000))
 			}
 			a.proc.stop(syscall.SIGKILL)
 		}
 	}
 	if c.etcd != nil {
 		if c.t.Failed() {
-			c.t.Logf("etcd output:\n%s", c.etcd.log.tail(3000))
+			c.t.Logf("etcd output:\n%s", c.etcd.log.Tail(3000))
 		}
 		c.etcd.stop(syscall.SIGKILL)
 	}
@@ -346,12 +374,12 @@ func (c *cluster) stopAll() {
 type process struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when it has exited
-	log    *syncBuffer   // its output
+	log    *Buffer       // its output
 }
 
-func startProcess(t *testing.T, name, bin string, args ...string) *process {
+func startProcess(t testing.TB, name, bin string, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(bin, args...), exited: make(chan struct{}), log: &syncBuffer{}}
+	p := &process{cmd: exec.Command(bin, args...), exited: make(chan struct{}), log: &Buffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -375,7 +403,7 @@ func (p *process) stop(sig syscall.Signal) {
 	}
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -385,9 +413,9 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// plainClient is an HTTP client that keeps no idle connection (goleak checks that no goroutine
+// PlainClient is an HTTP client that keeps no idle connection (goleak checks that no goroutine
 // outlives the tests).
-func plainClient() *http.Client {
+func PlainClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
 }
 
@@ -405,7 +433,7 @@ func getJSON(c *http.Client, url string, v any) error {
 
 // postJSON posts body to etcd's JSON gateway and decodes the answer into v, if not nil.
 func postJSON(url, body string, v any) error {
-	resp, err := plainClient().Post(url, "application/json", strings.NewReader(body))
+	resp, err := PlainClient().Post(url, "application/json", strings.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -420,20 +448,20 @@ func postJSON(url, body string, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes (a server's stdout and stderr).
-type syncBuffer struct {
+// Buffer is a bytes.Buffer safe for concurrent writes (a server's stdout and stderr).
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-// tail returns the last n bytes written.
-func (b *syncBuffer) tail(n int) string {
+// Tail returns the last n bytes written.
+func (b *Buffer) Tail(n int) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.buf.String()
