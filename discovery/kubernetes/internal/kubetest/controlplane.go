@@ -41,6 +41,10 @@ import (
 // build.sh uses by default.
 const BinDirEnv = "GROUPCACHE_K8S_BIN_DIR"
 
+// SkipEnv, set to 1, skips the tests that need the control plane (./test.sh sets it when the
+// binaries cannot be built).
+const SkipEnv = "GROUPCACHE_SKIP_KUBE_APISERVER"
+
 // AdminToken authenticates the test itself, a member of system:masters, through a static token
 // file: the workloads' own identities are ServiceAccounts, with tokens from the TokenRequest API.
 const AdminToken = "groupcache-test-admin"
@@ -117,6 +121,9 @@ type controlPlane struct {
 // need returns the binaries, or skips the test when they are not built.
 func need(t testing.TB) controlPlane {
 	t.Helper()
+	if os.Getenv(SkipEnv) == "1" {
+		t.Skipf("real-API-server test skipped: %s=1", SkipEnv)
+	}
 	dir, err := BinDir()
 	if err != nil {
 		t.Skipf("real-API-server test skipped: %v", err)
@@ -125,7 +132,7 @@ func need(t testing.TB) controlPlane {
 	for _, bin := range []string{cp.apiserver, cp.etcd} {
 		if _, err := os.Stat(bin); err != nil {
 			t.Skipf("real-API-server test skipped: %v; build kube-apiserver and etcd with "+
-				"testdata/controlplane/build.sh (several minutes, once; ./test.sh runs it)", err)
+				"discovery/kubernetes/testdata/controlplane/build.sh (several minutes, once; ./test.sh runs it)", err)
 		}
 	}
 	return cp
