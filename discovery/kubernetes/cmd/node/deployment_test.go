@@ -55,7 +55,7 @@ func preStop(t *testing.T, c *corev1.Container) time.Duration {
 	return time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
 }
 
-// The environment that deployment.yaml sets is exactly what the program reads, its annotations
+// The environment that deployment.yaml sets is exactly what the program reads (but for TLS), its annotations
 // and ports agree with the program and the Service, and the probes ask the node's handler.
 func TestDeploymentMatchesProgram(t *testing.T) {
 	d, c := deployment(t)
@@ -84,10 +84,11 @@ func TestDeploymentMatchesProgram(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
+	// GROUPCACHE_TLS_DIR belongs to the TLS variant (README.md), which mounts the certificates.
 	want := []string{envPodIP, envNamespace, envService, envPortName, envPort, envSecret, envSecretAccepted}
 	slices.Sort(want)
 	if !slices.Equal(names, want) {
-		t.Errorf("the container's environment %v, the program reads %v", names, want)
+		t.Errorf("the container's environment %v, the program reads %v (and %s with TLS)", names, want, envTLSDir)
 	}
 
 	if len(c.Ports) != 1 || c.Ports[0].Name != "groupcache" || tmpl.Annotations["groupcache/port"] != strconv.Itoa(int(c.Ports[0].ContainerPort)) {

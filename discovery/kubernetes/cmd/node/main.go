@@ -6,13 +6,19 @@
 //	GET /stats       the node's peer set and counters, and the cache's statistics, as JSON
 //
 // Settings come from the environment, filled by the downward API in deployment.yaml: POD_IP,
-// POD_NAMESPACE, GROUPCACHE_SERVICE, GROUPCACHE_PORT_NAME and GROUPCACHE_PORT; and from the
-// Secret "groupcache": GROUPCACHE_SECRET, the shared secret the pods prove to each other, and
-// GROUPCACHE_SECRET_ACCEPTED, optional, another secret also accepted while a new one rolls out.
+// POD_NAMESPACE, GROUPCACHE_SERVICE, GROUPCACHE_PORT_NAME and GROUPCACHE_PORT. The pods
+// authenticate each other with a shared secret, from the Secret "groupcache": GROUPCACHE_SECRET,
+// the secret they prove, and GROUPCACHE_SECRET_ACCEPTED, optional, another secret also accepted
+// while a new one rolls out; or with mutual TLS, when GROUPCACHE_TLS_DIR names a directory of
+// certificate files in cert-manager's layout (tls.crt, tls.key, ca.crt), the pod's certificate
+// being read again at each new connection so that a renewed one is used without a restart; or
+// both. With TLS, the port serves HTTPS only, the probes and the application too.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -20,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -57,6 +64,7 @@ const (
 	envPort           = "GROUPCACHE_PORT"
 	envSecret         = "GROUPCACHE_SECRET"
 	envSecretAccepted = "GROUPCACHE_SECRET_ACCEPTED"
+	envTLSDir         = "GROUPCACHE_TLS_DIR"
 )
 
 // config is the program's settings.
@@ -68,6 +76,7 @@ type config struct {
 	port      string // the port the node listens on
 	secret    string // proved to the peers
 	accepted  string // also accepted from them, if not empty
+	tlsDir    string // the pod's certificate files, if not empty
 }
 
 func configFromEnv() config {
@@ -79,6 +88,7 @@ func configFromEnv() config {
 		port:      os.Getenv(envPort),
 		secret:    os.Getenv(envSecret),
 		accepted:  os.Getenv(envSecretAccepted),
+		tlsDir:    os.Getenv(envTLSDir),
 	}
 }
 
@@ -101,12 +111,12 @@ func start(ctx context.Context, log *slog.Logger, cfg config) error {
 // the other pods' rings have dropped it); then it leaves gracefully. l is closed when run returns.
 func run(ctx context.Context, log *slog.Logger, cfg config, l net.Listener, src discovery.Source) error {
 	defer l.Close()
-	secret, err := cfg.peerSecret()
+	auth, serverTLS, err := cfg.peerAuth()
 	if err != nil {
 		return err
 	}
 	self := net.JoinHostPort(cfg.podIP, cfg.port)
-	node, err := groupcache.NewNode(self, groupcache.WithNodeLogger(log), groupcache.WithPeerOptions(secret))
+	node, err := groupcache.NewNode(self, groupcache.WithNodeLogger(log), groupcache.WithPeerOptions(auth...))
 	if err != nil {
 		return err
 	}
@@ -118,7 +128,15 @@ func run(ctx context.Context, log *slog.Logger, cfg config, l net.Listener, src 
 	defer pages.Close()
 	srv := &http.Server{Handler: newMux(node, pages), ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(l) }()
+	if serverTLS != nil {
+		// The node checks the client certificates itself, over HTTP/1.1 (docs/security.md,
+		// "Serving on your own http.Server").
+		srv.TLSConfig = serverTLS
+		srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		go func() { serveErr <- srv.ServeTLS(l, "", "") }()
+	} else {
+		go func() { serveErr <- srv.Serve(l) }()
+	}
 
 	// The ring follows the ready pods of the Service until the pod is told to stop.
 	dctx, stopDiscovery := context.WithCancel(ctx)
@@ -188,15 +206,64 @@ func newMux(node *groupcache.Node, pages *groupcache.Cache[string, string]) *htt
 	return mux
 }
 
-// peerSecret returns the option that makes the pods prove the Secret's value to each other: pods
-// talk over the pod network, which other workloads reach too.
-func (c config) peerSecret() (peer.SharedOption, error) {
-	if c.secret == "" {
-		return nil, errors.New(envSecret + " is empty: create the Secret groupcache (see examples/kubernetes/README.md)")
+// peerAuth returns the options that make the pods authenticate each other (they talk over the
+// pod network, which other workloads reach too): the shared secret, mutual TLS, or both; and the
+// TLS configuration of the HTTP server, nil without TLS.
+func (c config) peerAuth() ([]peer.Option, *tls.Config, error) {
+	var opts []peer.Option
+	if c.secret != "" {
+		var accepted [][]byte
+		if c.accepted != "" {
+			accepted = append(accepted, []byte(c.accepted))
+		}
+		opts = append(opts, peer.WithSecret([]byte(c.secret), accepted...))
 	}
-	var accepted [][]byte
-	if c.accepted != "" {
-		accepted = append(accepted, []byte(c.accepted))
+	var serverTLS *tls.Config
+	if c.tlsDir != "" {
+		files := certFiles(c.tlsDir)
+		ca, err := files.ca()
+		if err != nil {
+			return nil, nil, err
+		}
+		opts = append(opts, peer.WithTLS(&tls.Config{RootCAs: ca, ClientCAs: ca,
+			GetCertificate: files.serverCert, GetClientCertificate: files.clientCert}))
+		serverTLS = &tls.Config{GetCertificate: files.serverCert, ClientCAs: ca, ClientAuth: tls.RequestClientCert,
+			NextProtos: []string{"http/1.1"}}
 	}
-	return peer.WithSecret([]byte(c.secret), accepted...), nil
+	if len(opts) == 0 {
+		return nil, nil, errors.New(envSecret + " and " + envTLSDir +
+			" are empty: create the Secret groupcache, or mount certificates (see examples/kubernetes/README.md)")
+	}
+	return opts, serverTLS, nil
+}
+
+// certFiles is a directory of certificate files as cert-manager writes them: tls.crt (the pod's
+// certificate, then its chain), tls.key and ca.crt.
+type certFiles string
+
+// cert reads the pod's certificate and key: at each new connection, so that a renewed
+// certificate is used from then on.
+func (f certFiles) cert() (*tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(filepath.Join(string(f), "tls.crt"), filepath.Join(string(f), "tls.key"))
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (f certFiles) serverCert(*tls.ClientHelloInfo) (*tls.Certificate, error)        { return f.cert() }
+func (f certFiles) clientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return f.cert() }
+
+// ca reads the cluster's CA, once: replacing it takes a restart (docs/security.md, "Rotating
+// certificates").
+func (f certFiles) ca() (*x509.CertPool, error) {
+	b, err := os.ReadFile(filepath.Join(string(f), "ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, errors.New(filepath.Join(string(f), "ca.crt") + " holds no PEM certificate")
+	}
+	return pool, nil
 }

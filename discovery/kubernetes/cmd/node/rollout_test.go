@@ -4,10 +4,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -22,6 +26,8 @@ import (
 
 	gck8s "github.com/typedcache/groupcache/discovery/kubernetes"
 	"github.com/typedcache/groupcache/discovery/kubernetes/internal/kubetest"
+	"github.com/typedcache/groupcache/internal/testpki"
+	"github.com/typedcache/groupcache/peer"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -43,6 +49,8 @@ type deploymentSim struct {
 	svc     *corev1.Service
 	preStop time.Duration
 	next    int // the next pod's number
+	scheme  string
+	http    *http.Client // the kubelet's and the clients'
 
 	mu    sync.Mutex
 	ready []*simPod // the pods the Service routes to
@@ -51,6 +59,7 @@ type deploymentSim struct {
 // simPod is one pod.
 type simPod struct {
 	name, ip, addr string
+	tlsDir         string // its certificate files, with TLS
 	slice          *discoveryv1.EndpointSlice
 	sigterm        context.CancelFunc
 	exited         chan error // receives run's result
@@ -64,7 +73,7 @@ func newDeploymentSim(t *testing.T, preStop time.Duration) *deploymentSim {
 	ns := kubetest.Namespace(t, admin, nil)
 	kubetest.RoleFor(t, admin, ns, "groupcache", roleVerbs(t)...)
 	return &deploymentSim{
-		t: t, admin: admin, preStop: preStop,
+		t: t, admin: admin, preStop: preStop, scheme: "http", http: kubetest.PlainClient(),
 		sa:  c.Servers[0].Client(kubetest.SAToken(t, admin, ns, "groupcache")),
 		svc: kubetest.Service(t, admin, ns, "groupcache"),
 	}
@@ -90,9 +99,85 @@ func roleVerbs(t *testing.T) []string {
 	}
 }
 
-// start starts a pod with the given secrets and waits until it is ready: the kubelet's probe
-// passes and the controller marks its endpoint ready. The Service then routes to it.
-func (d *deploymentSim) start(secret, accepted string) *simPod {
+// withSecret makes a pod prove secret and accept accepted too.
+func withSecret(secret, accepted string) func(*config) {
+	return func(c *config) { c.secret, c.accepted = secret, accepted }
+}
+
+// useTLS makes the kubelet and the clients speak HTTPS to the pods, trusting the CAs.
+func (d *deploymentSim) useTLS(cas ...*testpki.CA) {
+	pool := x509.NewCertPool()
+	for _, ca := range cas {
+		pool.AddCert(must(x509.ParseCertificate(ca.CertDER())))
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	d.t.Cleanup(tr.CloseIdleConnections) // goleak checks that no goroutine outlives the tests
+	d.scheme = "https"
+	d.http = &http.Client{Timeout: 10 * time.Second, Transport: tr}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// withTLS gives a pod certificate files in a directory of its own, as cert-manager writes them:
+// its certificate from issuer, and the CA it trusts, the cluster's.
+func (d *deploymentSim) withTLS(issuer, cluster *testpki.CA) func(*config) {
+	return func(c *config) {
+		c.tlsDir = d.t.TempDir()
+		writeCert(d.t, c.tlsDir, issuer, cluster)
+	}
+}
+
+// writeCert writes into dir a new certificate from issuer for 127.0.0.1 (tls.crt, tls.key) and
+// the certificate of the CA trusted (ca.crt), all three replaced at once, as Kubernetes updates
+// the files of a volume (a Secret's, or the CSI driver's of cert-manager): each file is a link
+// into a directory that a link swapped atomically designates.
+func writeCert(t *testing.T, dir string, issuer, trusted *testpki.CA) {
+	t.Helper()
+	cert, err := issuer.Node("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.MkdirTemp(dir, "..data-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}),
+		"tls.key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}),
+		"ca.crt":  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: trusted.CertDER()}),
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(data, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := filepath.Join(dir, "..data")
+	if err := os.Symlink(filepath.Base(data), link+"-new"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(link+"-new", link); err != nil {
+		t.Fatal(err)
+	}
+	for name := range files {
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrExist) {
+			t.Fatal(err)
+		}
+	}
+}
+
+// start starts a pod, its authentication set by auth, and waits until it is ready: the
+// kubelet's probe passes and the controller marks its endpoint ready. The Service then routes to
+// it.
+func (d *deploymentSim) start(auth func(*config)) *simPod {
 	t := d.t
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -107,8 +192,9 @@ func (d *deploymentSim) start(secret, accepted string) *simPod {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := config{podIP: "127.0.0.1", namespace: d.svc.Namespace, service: d.svc.Name, portName: "groupcache", port: port,
-		secret: secret, accepted: accepted}
+	cfg := config{podIP: "127.0.0.1", namespace: d.svc.Namespace, service: d.svc.Name, portName: "groupcache", port: port}
+	auth(&cfg)
+	p.tlsDir = cfg.tlsDir
 	ctx, sigterm := context.WithCancel(context.Background())
 	p.sigterm = sigterm
 	log := slog.New(slog.NewTextHandler(p.log, nil))
@@ -128,12 +214,12 @@ func (d *deploymentSim) start(secret, accepted string) *simPod {
 	defer probes.Stop()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		code, body := kubetest.Probe(t, p.addr)
-		if code == http.StatusOK {
+		code, body, err := d.get(p.addr, peer.DefaultBasePath+"readyz")
+		if err == nil && code == http.StatusOK {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after 30 s: %d %s", p.name, code, body)
+			t.Fatalf("%s not ready after 30 s: %d %s %v", p.name, code, body, err)
 		}
 		<-probes.C
 	}
@@ -166,7 +252,7 @@ func (d *deploymentSim) remove(p *simPod) <-chan removal {
 		defer look.Stop()
 	wait:
 		for {
-			if r.dropped < 0 && !inAnyRing(others, p.addr) {
+			if r.dropped < 0 && !d.inAnyRing(others, p.addr) {
 				r.dropped = time.Since(start)
 			}
 			select {
@@ -175,7 +261,7 @@ func (d *deploymentSim) remove(p *simPod) <-chan removal {
 				break wait
 			}
 		}
-		r.stats, r.statsErr = readStats(p.addr)
+		r.stats, r.statsErr = d.stats(p.addr)
 		p.sigterm()
 		r.err = <-p.exited
 		p.exited <- r.err // for the cleanup
@@ -221,31 +307,43 @@ func (d *deploymentSim) update(s *discoveryv1.EndpointSlice) {
 }
 
 // inAnyRing reports whether one of pods (those that answer) has addr in its ring.
-func inAnyRing(pods []*simPod, addr string) bool {
+func (d *deploymentSim) inAnyRing(pods []*simPod, addr string) bool {
 	for _, q := range pods {
-		if s, err := readStats(q.addr); err == nil && slices.Contains(s.Peers, addr) {
+		if s, err := d.stats(q.addr); err == nil && slices.Contains(s.Peers, addr) {
 			return true
 		}
 	}
 	return false
 }
 
-func readStats(addr string) (stats, error) {
+// stats returns a pod's /stats.
+func (d *deploymentSim) stats(addr string) (stats, error) {
 	var s stats
-	resp, err := kubetest.PlainClient().Get("http://" + addr + "/stats")
+	code, body, err := d.get(addr, "/stats")
 	if err != nil {
 		return s, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return s, errors.New(resp.Status)
+	if code != http.StatusOK {
+		return s, fmt.Errorf("%d %s", code, body)
 	}
-	return s, json.NewDecoder(resp.Body).Decode(&s)
+	return s, json.Unmarshal(body, &s)
+}
+
+// get sends GET path to a pod, over HTTPS with TLS, and returns the status code and the body.
+func (d *deploymentSim) get(addr, path string) (int, []byte, error) {
+	resp, err := d.http.Get(d.scheme + "://" + addr + path)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
 }
 
 // clients send GET /get requests to the ready pods, as through the Service, until stop; they
 // count the requests and the failures (any answer but 200, or no answer).
 type clients struct {
+	d                  *deploymentSim
 	requests, failures atomic.Int64
 	firstFailure       atomic.Value // string
 	stop               chan struct{}
@@ -253,7 +351,7 @@ type clients struct {
 }
 
 func (d *deploymentSim) clients(n int) *clients {
-	c := &clients{stop: make(chan struct{})}
+	c := &clients{d: d, stop: make(chan struct{})}
 	for range n {
 		c.wg.Go(func() {
 			for {
@@ -274,13 +372,9 @@ func (d *deploymentSim) clients(n int) *clients {
 
 func (c *clients) get(addr, key string) {
 	c.requests.Add(1)
-	resp, err := kubetest.PlainClient().Get("http://" + addr + "/get?key=" + key)
-	if err == nil {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("%s: %s", resp.Status, body)
-		}
+	code, body, err := c.d.get(addr, "/get?key="+key)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("%d: %s", code, body)
 	}
 	if err != nil {
 		c.failures.Add(1)
@@ -303,11 +397,11 @@ func (c *clients) halt(t *testing.T) {
 // rollout replaces every pod of old by a new one with the given secrets, as the Deployment does
 // with maxSurge 1 and maxUnavailable 0: a new pod, once ready, then the removal of an old one
 // (which runs on: preStop does not hold the rollout up). It returns the new pods and the removals.
-func (d *deploymentSim) rollout(old []*simPod, secret, accepted string) ([]*simPod, []removal) {
+func (d *deploymentSim) rollout(old []*simPod, auth func(*config)) ([]*simPod, []removal) {
 	var pods []*simPod
 	var pending []<-chan removal
 	for _, p := range old {
-		pods = append(pods, d.start(secret, accepted))
+		pods = append(pods, d.start(auth))
 		pending = append(pending, d.remove(p))
 	}
 	var removals []removal
@@ -326,10 +420,10 @@ func TestRollingUpdate(t *testing.T) {
 	const secret = "a shared secret of 32 bytes....."
 	var pods []*simPod
 	for range 3 {
-		pods = append(pods, d.start(secret, ""))
+		pods = append(pods, d.start(withSecret(secret, "")))
 	}
 	cl := d.clients(4)
-	pods, removals := d.rollout(pods, secret, "")
+	pods, removals := d.rollout(pods, withSecret(secret, ""))
 	cl.halt(t)
 	for _, r := range removals {
 		t.Logf("%s: dropped from the other rings %v after its endpoint turned terminating (preStop %v)", r.pod.name, r.dropped, d.preStop)
@@ -343,7 +437,7 @@ func TestRollingUpdate(t *testing.T) {
 	}
 	slices.Sort(want)
 	for _, p := range pods {
-		if s, err := readStats(p.addr); err != nil || !slices.Equal(s.Peers, want) {
+		if s, err := d.stats(p.addr); err != nil || !slices.Equal(s.Peers, want) {
 			t.Errorf("%s: peers %v (%v), want %v", p.name, s.Peers, err, want)
 		}
 	}
@@ -359,52 +453,112 @@ func TestSecretRotation(t *testing.T) {
 	const oldSecret, newSecret = "the old secret of 32 bytes......", "the new secret of 32 bytes......"
 	var pods []*simPod
 	for range 3 {
-		pods = append(pods, d.start(oldSecret, ""))
+		pods = append(pods, d.start(withSecret(oldSecret, "")))
 	}
 	cl := d.clients(2)
-	refused := func(step string, removals []removal) int64 {
-		var n, served int64
-		for _, r := range removals {
-			if r.statsErr != nil {
-				t.Errorf("%s: stats of %s: %v", step, r.pod.name, r.statsErr)
-			}
-			n += r.stats.Node.Server.Refused
-			served += r.stats.Node.Server.Requests
-		}
-		if served == 0 {
-			t.Errorf("%s: the replaced pods served no peer request: the step was not exercised", step)
-		}
-		return n
-	}
 	for _, step := range []struct{ secret, accepted string }{{oldSecret, newSecret}, {newSecret, oldSecret}, {newSecret, ""}} {
 		var removals []removal
-		pods, removals = d.rollout(pods, step.secret, step.accepted)
-		if n := refused(fmt.Sprintf("%+v", step), removals); n > 0 {
+		pods, removals = d.rollout(pods, withSecret(step.secret, step.accepted))
+		if n := refusedBy(t, fmt.Sprintf("%+v", step), removals); n > 0 {
 			t.Errorf("step %q accepting %q: %d connections refused by the pods it replaced", step.secret, step.accepted, n)
 		}
 	}
 	cl.halt(t)
 	for _, p := range pods {
-		if st, err := readStats(p.addr); err != nil || st.Node.Server.Refused > 0 {
+		if st, err := d.stats(p.addr); err != nil || st.Node.Server.Refused > 0 {
 			t.Errorf("%s after the rotation: %d connections refused (%v)", p.name, st.Node.Server.Refused, err)
 		}
 	}
 
 	// The wrong order: a pod proving a secret that the running pods do not accept yet. Its
 	// requests for the keys they own are refused.
-	bad := d.start("a secret nobody accepts yet.....", newSecret)
+	bad := d.start(withSecret("a secret nobody accepts yet.....", newSecret))
 	for i := range 50 {
 		cl.get(bad.addr, fmt.Sprint("page-", i))
 	}
+	if d.refusedNow(pods) == 0 {
+		t.Errorf("a pod proving a secret the others do not accept was not refused: the test cannot see refusals")
+	}
+}
+
+// refusedBy returns how many connections the removed pods refused, checking that they served
+// peers at all.
+func refusedBy(t *testing.T, step string, removals []removal) int64 {
+	t.Helper()
+	var n, served int64
+	for _, r := range removals {
+		if r.statsErr != nil {
+			t.Errorf("%s: stats of %s: %v", step, r.pod.name, r.statsErr)
+		}
+		n += r.stats.Node.Server.Refused
+		served += r.stats.Node.Server.Requests
+	}
+	if served == 0 {
+		t.Errorf("%s: the replaced pods served no peer request: the step was not exercised", step)
+	}
+	return n
+}
+
+// refusedNow returns how many connections the pods have refused.
+func (d *deploymentSim) refusedNow(pods []*simPod) int64 {
+	d.t.Helper()
 	var n int64
 	for _, p := range pods {
-		st, err := readStats(p.addr)
+		st, err := d.stats(p.addr)
 		if err != nil {
-			t.Fatal(err)
+			d.t.Fatal(err)
 		}
 		n += st.Node.Server.Refused
 	}
-	if n == 0 {
-		t.Errorf("a pod proving a secret the others do not accept was not refused: the test cannot see refusals")
+	return n
+}
+
+// With mutual TLS instead of the secret: every pod reads its certificate files in cert-manager's
+// layout (GROUPCACHE_TLS_DIR) and serves HTTPS on its port (probes and application too). A rolling
+// update fails no request and no connection between pods is refused. A certificate renewed in
+// place (the files replaced) is served from the next connection on, without a restart. A pod whose
+// certificate another CA issued is refused.
+func TestTLSRollingUpdate(t *testing.T) {
+	ca, other := must(testpki.New()), must(testpki.New())
+	d := newDeploymentSim(t, 0)
+	d.useTLS(ca, other)
+	var pods []*simPod
+	for range 3 {
+		pods = append(pods, d.start(d.withTLS(ca, ca)))
 	}
+	cl := d.clients(2)
+	pods, removals := d.rollout(pods, d.withTLS(ca, ca))
+	if n := refusedBy(t, "rollout", removals); n > 0 {
+		t.Errorf("%d connections refused during the rollout", n)
+	}
+
+	before := servedSerial(t, pods[0].addr, ca)
+	writeCert(t, pods[0].tlsDir, ca, ca)
+	if after := servedSerial(t, pods[0].addr, ca); after == before {
+		t.Errorf("%s still serves the certificate %s after its renewal", pods[0].name, before)
+	}
+	cl.halt(t)
+	if n := d.refusedNow(pods); n > 0 {
+		t.Errorf("%d connections refused after the rollout", n)
+	}
+
+	foreign := d.start(d.withTLS(other, ca))
+	for i := range 50 {
+		cl.get(foreign.addr, fmt.Sprint("page-", i))
+	}
+	if d.refusedNow(pods) == 0 {
+		t.Errorf("a pod with a certificate of another CA was not refused: the test cannot see refusals")
+	}
+}
+
+// servedSerial returns the serial number of the certificate the pod at addr serves on a new
+// connection.
+func servedSerial(t *testing.T, addr string, ca *testpki.CA) string {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
 }
