@@ -138,7 +138,7 @@ func New(cfg Config) (*Source, error) {
 // InCluster returns a Source for a process running in a pod: it talks to the API server with the
 // pod's service account (rest.InClusterConfig) and watches the Service in namespace, "" meaning
 // the pod's own namespace. portName "" uses the only port of each slice. The service account
-// needs get, list and watch on endpointslices (group discovery.k8s.io) in that namespace.
+// needs list and watch on endpointslices (group discovery.k8s.io) in that namespace.
 func InCluster(namespace, service, portName string) (*Source, error) {
 	rc, err := rest.InClusterConfig()
 	if err != nil {
