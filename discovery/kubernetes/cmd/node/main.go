@@ -149,6 +149,8 @@ func run(ctx context.Context, log *slog.Logger, cfg config, l net.Listener, src 
 	case err := <-serveErr:
 		return err
 	}
+	stopDiscovery() // the ring stays as it is while the node leaves
+	wg.Wait()
 	return leave(log, node, srv)
 }
 
