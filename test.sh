@@ -24,6 +24,19 @@ if ! command -v chromium >/dev/null 2>&1; then
 	echo "== chromium not found: the status page's browser tests are SKIPPED (install Debian's chromium to run them)"
 fi
 
+# The Kubernetes discovery tests (discovery/kubernetes) start a real kube-apiserver and etcd, built
+# from source once (about 5 minutes on 2 idle cores) into a cache directory that later runs reuse,
+# by discovery/kubernetes/testdata/controlplane/build.sh. GROUPCACHE_SKIP_KUBE_APISERVER=1 skips
+# them; so does a failed build.
+if [ "${GROUPCACHE_SKIP_KUBE_APISERVER:-}" = 1 ]; then
+	echo "== GROUPCACHE_SKIP_KUBE_APISERVER=1: the real-API-server tests of discovery/kubernetes are SKIPPED"
+elif ! cpdir=$(discovery/kubernetes/testdata/controlplane/build.sh); then
+	echo "== kube-apiserver or etcd could not be built: the real-API-server tests of discovery/kubernetes are SKIPPED"
+	export GROUPCACHE_SKIP_KUBE_APISERVER=1
+else
+	echo "== kube-apiserver and etcd for the discovery/kubernetes tests: $cpdir"
+fi
+
 status=0
 while IFS= read -r mod; do
 	dir=$(dirname "$mod")

@@ -13,12 +13,15 @@
 //	if err != nil { ... }
 //	discovery.Run(ctx, node, src) // until ctx ends
 //
-// The pod's service account needs get, list and watch on endpointslices in the group
+// The pod's service account needs list and watch on endpointslices in the group
 // discovery.k8s.io, in the Service's namespace.
 //
 // Readiness follows the EndpointSlice API: an endpoint whose conditions.ready is true, or nil
 // (unknown, which consumers are to take as ready), is reported unless conditions.terminating is
-// true; ready false (a pod failing its readiness probe, or terminating) is not.
+// true; ready false (a pod failing its readiness probe, or terminating) is not. While no endpoint
+// is ready, as when every pod of the Service starts at once, those not ready and not terminating
+// are reported instead: a pod turns ready only once its node has a peer set, so the pods starting
+// get one ring of them all, and the set narrows to the ready ones as they turn ready.
 //
 // New's errors for an invalid Config wrap groupcache.ErrInvalidOption; the package has no errors
 // of its own.

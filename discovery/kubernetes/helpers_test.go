@@ -11,6 +11,7 @@ import (
 	gck8s "github.com/typedcache/groupcache/discovery/kubernetes"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 )
 
@@ -210,21 +211,21 @@ func client(t *testing.T, objs ...*discoveryv1.EndpointSlice) *fake.Clientset {
 	return c
 }
 
-func create(t *testing.T, c *fake.Clientset, s *discoveryv1.EndpointSlice) {
+func create(t *testing.T, c kubernetes.Interface, s *discoveryv1.EndpointSlice) {
 	t.Helper()
 	if _, err := c.DiscoveryV1().EndpointSlices(s.Namespace).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create slice %s: %v", s.Name, err)
 	}
 }
 
-func update(t *testing.T, c *fake.Clientset, s *discoveryv1.EndpointSlice) {
+func update(t *testing.T, c kubernetes.Interface, s *discoveryv1.EndpointSlice) {
 	t.Helper()
 	if _, err := c.DiscoveryV1().EndpointSlices(s.Namespace).Update(context.Background(), s, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("update slice %s: %v", s.Name, err)
 	}
 }
 
-func remove(t *testing.T, c *fake.Clientset, namespace, name string) {
+func remove(t *testing.T, c kubernetes.Interface, namespace, name string) {
 	t.Helper()
 	if err := c.DiscoveryV1().EndpointSlices(namespace).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 		t.Fatalf("delete slice %s: %v", name, err)

@@ -138,7 +138,7 @@ func New(cfg Config) (*Source, error) {
 // InCluster returns a Source for a process running in a pod: it talks to the API server with the
 // pod's service account (rest.InClusterConfig) and watches the Service in namespace, "" meaning
 // the pod's own namespace. portName "" uses the only port of each slice. The service account
-// needs get, list and watch on endpointslices (group discovery.k8s.io) in that namespace.
+// needs list and watch on endpointslices (group discovery.k8s.io) in that namespace.
 func InCluster(namespace, service, portName string) (*Source, error) {
 	rc, err := rest.InClusterConfig()
 	if err != nil {
@@ -322,9 +322,10 @@ func (w *watch) delivered(u discovery.Update) {
 
 // peers computes the peer set from the cached EndpointSlices: the "host:port" addresses of their
 // ready, non-terminating endpoints, sorted and without duplicates (an endpoint may be listed in two
-// slices for a while). Slices of other services, or of another address type than the configured
-// one, are ignored. Problems (a slice without the wanted port, an invalid address) are logged
-// when they differ from those last logged, kept in *warned.
+// slices for a while); when none is ready, those of the endpoints not ready and not terminating
+// either (see startingPeers). Slices of other services, or of another address type than the
+// configured one, are ignored. Problems (a slice without the wanted port, an invalid address) are
+// logged when they differ from those last logged, kept in *warned.
 //
 // Readiness follows the EndpointSlice API: conditions.ready nil means unknown and is taken as
 // ready, as Kubernetes' own consumers do; ready false (a pod failing its readiness probe, or
@@ -332,7 +333,7 @@ func (w *watch) delivered(u discovery.Update) {
 // ready is true (which happens for a Service with publishNotReadyAddresses): a terminating pod
 // is leaving the ring anyway. The first of an endpoint's addresses is used, as the API allows.
 func (s *Source) peers(objs []any, warned *string) []string {
-	peers := []string{}
+	ready, starting := []string{}, []string{}
 	var problems []string
 	for _, o := range objs {
 		sl, ok := o.(*discoveryv1.EndpointSlice)
@@ -345,16 +346,38 @@ func (s *Source) peers(objs []any, warned *string) []string {
 			continue
 		}
 		for _, ep := range sl.Endpoints {
-			addr, problem := endpointAddr(sl, ep, port)
-			if problem != "" {
-				problems = append(problems, sl.Name+": "+problem)
+			st := state(ep.Conditions)
+			if st == leavingEndpoint {
+				continue
 			}
-			if addr != "" {
-				peers = append(peers, addr)
+			addr, problem := endpointAddr(sl, ep, port)
+			switch {
+			case problem != "":
+				problems = append(problems, sl.Name+": "+problem)
+			case addr == "":
+			case st == readyEndpoint:
+				ready = append(ready, addr)
+			default:
+				starting = append(starting, addr)
 			}
 		}
 	}
 	s.warn(problems, warned)
+	return startingPeers(ready, starting)
+}
+
+// startingPeers returns the ready endpoints' addresses, sorted and deduplicated; or, when there
+// are none, those of the endpoints that are not ready but not leaving either. The latter is a
+// cold start: every pod of the Service is starting, and each turns ready only once its node has
+// a peer set (Node's readyz). Reporting nothing would leave every pod unready for good, since
+// discovery.Run keeps a node without a peer set rather than apply an empty one; the pods that are
+// starting are the cluster about to be, so each node gets one ring of them all, turns ready, and
+// the set then narrows to the ready pods.
+func startingPeers(ready, starting []string) []string {
+	peers := ready
+	if len(peers) == 0 {
+		peers = starting
+	}
 	slices.Sort(peers)
 	return slices.Compact(peers)
 }
@@ -373,10 +396,10 @@ func (s *Source) counts(sl *discoveryv1.EndpointSlice) bool {
 	return len(sl.Endpoints) > 0 // a Service without endpoints keeps an empty slice, often without ports
 }
 
-// endpointAddr returns the "host:port" address of ep, an endpoint of sl: "" if it is not ready or
-// has no address, and a problem if its address is invalid.
+// endpointAddr returns the "host:port" address of ep, an endpoint of sl: "" if it has no address,
+// and a problem if its address is invalid.
 func endpointAddr(sl *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint, port int) (addr, problem string) {
-	if !ready(ep.Conditions) || len(ep.Addresses) == 0 {
+	if len(ep.Addresses) == 0 {
 		return "", ""
 	}
 	host := ep.Addresses[0]
@@ -437,11 +460,22 @@ func (s *Source) slicePort(sl *discoveryv1.EndpointSlice) (int, string) {
 	}
 }
 
-// ready reports whether an endpoint should receive traffic: ready true or unknown (nil), and not
-// terminating.
-func ready(c discoveryv1.EndpointConditions) bool {
-	if c.Ready != nil && !*c.Ready {
-		return false
+// endpointState is what an endpoint's conditions make of it.
+type endpointState int
+
+const (
+	readyEndpoint    endpointState = iota // ready true or unknown (nil), and not terminating
+	startingEndpoint                      // ready false, not terminating: starting, or failing its readiness probe
+	leavingEndpoint                       // terminating, whatever its readiness
+)
+
+// state classifies an endpoint by its conditions.
+func state(c discoveryv1.EndpointConditions) endpointState {
+	switch {
+	case c.Terminating != nil && *c.Terminating:
+		return leavingEndpoint
+	case c.Ready != nil && !*c.Ready:
+		return startingEndpoint
 	}
-	return c.Terminating == nil || !*c.Terminating
+	return readyEndpoint
 }

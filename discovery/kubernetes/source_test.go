@@ -337,6 +337,30 @@ func TestListErrorsReported(t *testing.T) {
 	})
 }
 
+// A cold start: while no endpoint is ready, the set is that of the endpoints not ready and not
+// terminating (the pods starting), so that each node gets a ring of them all and can turn ready;
+// terminating ones never count. Once one is ready, the set is the ready ones only.
+func TestColdStartReportsStartingPods(t *testing.T) {
+	t.Parallel()
+	s := slice("gc-1", svc, nil, notReady("10.0.0.2"), notReady("10.0.0.1"), terminating("10.0.0.3"))
+	c := client(t, s)
+	w := watch(t, newSource(t, gck8s.Config{Client: c, PortName: "groupcache"}))
+	w.expect("10.0.0.1:8080", "10.0.0.2:8080")
+
+	s.Endpoints[1] = ep("10.0.0.1")
+	update(t, c, s)
+	w.expect("10.0.0.1:8080")
+	s.Endpoints[0] = ep("10.0.0.2")
+	update(t, c, s)
+	w.expect("10.0.0.1:8080", "10.0.0.2:8080")
+
+	// All terminating (the Deployment deleted): nothing is left, and discovery.Run keeps the
+	// node's last set.
+	s.Endpoints = []discoveryv1.Endpoint{terminating("10.0.0.1"), terminating("10.0.0.2"), terminating("10.0.0.3")}
+	update(t, c, s)
+	w.expect()
+}
+
 // Several Watch calls on one Source run independent informers.
 func TestConcurrentWatches(t *testing.T) {
 	t.Parallel()
