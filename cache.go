@@ -102,6 +102,8 @@ type Cache[K comparable, V any] struct {
 	fresh      freshCounters
 	cluster    clusterCounters
 
+	epoch    time.Time                // when the cache was made: the origin of mono
+	ownClock bool                     // WithClock gave the clock: entries' ages are by it, not mono
 	tracer   observe.Tracer           // nil: none (WithTracer)
 	onRemove func(K, V, store.Reason) // nil: none (WithRemovalListener)
 	obs      cacheObs                 // latencies, evictions, failures
@@ -116,7 +118,7 @@ type item[V any] struct {
 	v      V
 	wire   *wireForm // nil without a node, in the hot store, and for a cached "not found"
 	meta   *itemMeta // nil for a plain value: a hit checks one pointer
-	stored int64     // when it was stored, unix nanoseconds by the cache's clock: its age at eviction
+	stored int64     // when it was stored (Cache.date), for its age at eviction
 }
 
 // itemMeta is what an entry that is not a plain value carries.
@@ -215,6 +217,7 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.epoch, c.ownClock = time.Now(), s.now != nil
 	log := s.logger
 	if log == nil {
 		log = slog.Default()

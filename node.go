@@ -62,6 +62,7 @@ type Node struct {
 
 	misnames atomic.Int64     // connections to peers that named themselves otherwise
 	serving  observe.Recorder // latency of the peers' requests for values served here
+	epoch    time.Time        // when the node was made: the origin of mono
 	known    atomic.Bool      // the peer set was given (WithPeers or SetPeers): readyz
 	leaving  atomic.Bool      // Shutdown has begun: readyz
 	done     chan struct{}    // closed by Close
@@ -217,6 +218,7 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		}
 	}
 	n := &Node{
+		epoch:    time.Now(),
 		done:     make(chan struct{}),
 		self:     self,
 		log:      s.logger,
@@ -663,8 +665,12 @@ func (n *Node) Stats() NodeStats {
 	return st
 }
 
-// served records the latency of a peer's request for values that arrived at start.
-func (n *Node) served(start time.Time) { n.serving.Record(time.Since(start)) }
+// mono returns the time since the node was made by the monotonic clock: one clock read, for
+// latencies.
+func (n *Node) mono() time.Duration { return time.Since(n.epoch) }
+
+// served records the latency of a peer's request for values that arrived at start (by mono).
+func (n *Node) served(start time.Duration) { n.serving.Record(n.mono() - start) }
 
 // misnamed counts a connection to the peer at addr that names itself claim, and logs it.
 func (n *Node) misnamed(addr, claim string) {
@@ -751,7 +757,7 @@ type nodeBackend struct{ n *Node }
 var _ peer.Backend = nodeBackend{}
 
 func (b nodeBackend) Get(ctx context.Context, cache string, key []byte) (peer.Value, error) {
-	defer b.n.served(time.Now())
+	defer b.n.served(b.n.mono())
 	c, err := b.cache(cache)
 	if err != nil {
 		return peer.Value{}, err
@@ -762,7 +768,7 @@ func (b nodeBackend) Get(ctx context.Context, cache string, key []byte) (peer.Va
 // GetInline answers a request from the main store when it can without waiting (a hit, a cached
 // "not found"); otherwise the server calls Get on a goroutine of its own.
 func (b nodeBackend) GetInline(cache string, key []byte) (peer.Value, bool, error) {
-	start := time.Now()
+	start := b.n.mono()
 	c, err := b.cache(cache)
 	if err != nil {
 		return peer.Value{}, true, err
@@ -794,7 +800,7 @@ func (b nodeBackend) PeekMany(_ context.Context, cache string, keys [][]byte) ([
 
 // GetMany answers a batch request: one result per key, loading the keys missed here together.
 func (b nodeBackend) GetMany(ctx context.Context, cache string, keys [][]byte) ([]peer.Result, error) {
-	defer b.n.served(time.Now())
+	defer b.n.served(b.n.mono())
 	c, err := b.cache(cache)
 	if err != nil {
 		return nil, err
