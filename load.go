@@ -242,7 +242,6 @@ func (c *Cache[K, V]) put(s *store.Store[K, item[V]], m *miss[K, V], it item[V],
 	if c.closed.Load() || !c.current(m.st) {
 		return false
 	}
-	it.stored = c.date()
 	s.Set(m.key, it, size, expires) // false only for a size over the store's bound, which maxValue rules out
 	if c.closed.Load() || !c.current(m.st) {
 		s.Remove(m.key)

@@ -55,16 +55,6 @@ func (n *Node) peerRecord(addr string) *peerRecord {
 // clock read, where time.Now makes two (the wall clock's and the monotonic one).
 func (c *Cache[K, V]) mono() time.Duration { return time.Since(c.epoch) }
 
-// date returns the time now, in nanoseconds, by the clock that dates entries for their age at
-// eviction: the cache's own clock when WithClock gave one, else mono's (cheaper, and never
-// stepped).
-func (c *Cache[K, V]) date() int64 {
-	if c.ownClock {
-		return c.now().UnixNano()
-	}
-	return int64(c.mono())
-}
-
 // noEnd ends a span that no tracer started.
 func noEnd(error) {}
 
@@ -149,7 +139,7 @@ func (c *Cache[K, V]) removed(r store.Removal[K, item[V]]) {
 			r.Reason = store.Expired // kept past its TTL for stale-while-revalidate
 		} else {
 			c.obs.evictedFresh.Add(1)
-			c.obs.evictionAge.Record(time.Duration(c.date() - r.Value.stored))
+			c.obs.evictionAge.Record(r.Age)
 		}
 	}
 	if c.onRemove != nil && r.Value.failure() == nil {
