@@ -105,6 +105,7 @@ type Cache[K comparable, V any] struct {
 	fresh      freshCounters
 	cluster    clusterCounters
 
+	epoch    time.Time                // when the cache was made: the origin of mono
 	tracer   observe.Tracer           // nil: none (WithTracer)
 	onRemove func(K, V, store.Reason) // nil: none (WithRemovalListener)
 	obs      cacheObs                 // latencies, evictions, failures
@@ -116,10 +117,9 @@ type Cache[K comparable, V any] struct {
 //
 // The value is held inline (an item is stored by value), so a hit reads one entry and no more.
 type item[V any] struct {
-	v      V
-	wire   *wireForm // nil without a node, in the hot store, and for a cached "not found"
-	meta   *itemMeta // nil for a plain value: a hit checks one pointer
-	stored int64     // when it was stored, unix nanoseconds by the cache's clock: its age at eviction
+	v    V
+	wire *wireForm // nil without a node, in the hot store, and for a cached "not found"
+	meta *itemMeta // nil for a plain value: a hit checks one pointer
 }
 
 // itemMeta is what an entry that is not a plain value carries.
@@ -218,6 +218,7 @@ func build[K comparable, V any](name string, loader Loader[K, V], s *settings) (
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.epoch = time.Now()
 	log := s.logger
 	if log == nil {
 		log = slog.Default()

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/zeebo/xxh3"
 
@@ -77,7 +76,7 @@ func (c *Cache[K, V]) fetch(ctx context.Context, owner string, m *miss[K, V]) (V
 	var val peer.Value
 	var err error
 	ctx, end := c.span(ctx, observe.Span{Step: observe.Fetch, Peer: owner})
-	start := time.Now()
+	start := c.mono()
 	at := c.now().UnixNano() // the value's lifetime counts from here (see peerExpiry)
 	if m.lb != nil {
 		val, err = c.node.client.GetInto(ctx, owner, c.name, m.kb, m.lb.wire[:0])

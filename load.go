@@ -242,7 +242,6 @@ func (c *Cache[K, V]) put(s *store.Store[K, item[V]], m *miss[K, V], it item[V],
 	if c.closed.Load() || !c.current(m.st) {
 		return false
 	}
-	it.stored = c.now().UnixNano()
 	s.Set(m.key, it, size, expires) // false only for a size over the store's bound, which maxValue rules out
 	if c.closed.Load() || !c.current(m.st) {
 		s.Remove(m.key)
@@ -332,13 +331,13 @@ func (c *Cache[K, V]) releaseLoad() { <-c.loadSlots }
 
 // loadHere calls the loader, records its latency, and turns a panic into a *PanicError.
 func (c *Cache[K, V]) loadHere(ctx context.Context, key K) (v V, err error) {
-	defer c.loaded(time.Now())
+	defer c.loaded(c.mono())
 	defer c.recoverInto(&err, "loader")
 	return c.loader.Load(ctx, key)
 }
 
-// loaded records the latency of a loader call that started at start.
-func (c *Cache[K, V]) loaded(start time.Time) { c.obs.loadLatency.Record(time.Since(start)) }
+// loaded records the latency of a loader call that started at start (by mono).
+func (c *Cache[K, V]) loaded(start time.Duration) { c.obs.loadLatency.Record(c.mono() - start) }
 
 // measure returns the item for v and its cost: the sizer's answer or the encoded size, plus the
 // key length, plus on a node the size of the wire form kept with it.

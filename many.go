@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"iter"
 	"sync"
-	"time"
 
 	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
@@ -197,7 +196,7 @@ func (c *Cache[K, V]) fetchMany(ctx context.Context, owner string, b *batch[K, V
 		c.cluster.remoteGets.Add(int64(len(chunk)))
 		at := c.now().UnixNano()
 		fctx, end := c.span(ctx, observe.Span{Step: observe.Fetch, Peer: owner, Keys: len(kbs)})
-		start := time.Now()
+		start := c.mono()
 		rs, err := c.node.client.GetMany(fctx, owner, c.name, kbs)
 		c.fetched(ctx, owner, start, err)
 		end(err)
@@ -351,7 +350,7 @@ func (c *Cache[K, V]) callBatch(ctx context.Context, keys []K) (ls []Loaded[V], 
 		return nil, err
 	}
 	defer c.releaseLoad()
-	defer c.loaded(time.Now())
+	defer c.loaded(c.mono())
 	defer c.recoverInto(&err, "batch loader")
 	return c.batch.LoadMany(ctx, keys)
 }

@@ -64,11 +64,11 @@ type Node struct {
 
 	misnames atomic.Int64     // connections to peers that named themselves otherwise
 	serving  observe.Recorder // latency of the peers' requests for values served here
+	epoch    time.Time        // when the node was made: the origin of mono, and NodeStats.Started
 	known    atomic.Bool      // the peer set was given (WithPeers or SetPeers): readyz
 	leaving  atomic.Bool      // Shutdown has begun: readyz
 	done     chan struct{}    // closed by Close
 	closing  sync.Once
-	started  time.Time // when NewNode made the node: NodeStats.Started
 }
 
 // handoffRing is the ring that was in force before the last peer-set change, and until when a new
@@ -225,7 +225,7 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 		}
 	}
 	n := &Node{
-		started:  time.Now(),
+		epoch:    time.Now(),
 		done:     make(chan struct{}),
 		self:     self,
 		log:      s.logger,
@@ -660,7 +660,7 @@ type NodeStats struct {
 // no lock on any Get path and is cheap enough for a metrics scrape.
 func (n *Node) Stats() NodeStats {
 	st := NodeStats{Server: n.server.Stats(), Client: n.client.Stats(), Misnamed: n.misnames.Load(),
-		Started: n.started, ServeLatency: n.serving.Snapshot()}
+		Started: n.epoch, ServeLatency: n.serving.Snapshot()}
 	caches := *n.caches.Load()
 	st.Caches = make(map[string]Stats, len(caches))
 	lists := make([][]observe.Failure, 0, len(caches))
@@ -690,8 +690,12 @@ func (n *Node) Stats() NodeStats {
 	return st
 }
 
-// served records the latency of a peer's request for values that arrived at start.
-func (n *Node) served(start time.Time) { n.serving.Record(time.Since(start)) }
+// mono returns the time since the node was made by the monotonic clock: one clock read, for
+// latencies.
+func (n *Node) mono() time.Duration { return time.Since(n.epoch) }
+
+// served records the latency of a peer's request for values that arrived at start (by mono).
+func (n *Node) served(start time.Duration) { n.serving.Record(n.mono() - start) }
 
 // misnamed counts a connection to the peer at addr that names itself claim, and logs it.
 func (n *Node) misnamed(addr, claim string) {
@@ -787,7 +791,7 @@ type nodeBackend struct{ n *Node }
 var _ peer.Backend = nodeBackend{}
 
 func (b nodeBackend) Get(ctx context.Context, cache string, key []byte) (peer.Value, error) {
-	defer b.n.served(time.Now())
+	defer b.n.served(b.n.mono())
 	c, err := b.cache(cache)
 	if err != nil {
 		return peer.Value{}, err
@@ -798,7 +802,7 @@ func (b nodeBackend) Get(ctx context.Context, cache string, key []byte) (peer.Va
 // GetInline answers a request from the main store when it can without waiting (a hit, a cached
 // "not found"); otherwise the server calls Get on a goroutine of its own.
 func (b nodeBackend) GetInline(cache string, key []byte) (peer.Value, bool, error) {
-	start := time.Now()
+	start := b.n.mono()
 	c, err := b.cache(cache)
 	if err != nil {
 		return peer.Value{}, true, err
@@ -830,7 +834,7 @@ func (b nodeBackend) PeekMany(_ context.Context, cache string, keys [][]byte) ([
 
 // GetMany answers a batch request: one result per key, loading the keys missed here together.
 func (b nodeBackend) GetMany(ctx context.Context, cache string, keys [][]byte) ([]peer.Result, error) {
-	defer b.n.served(time.Now())
+	defer b.n.served(b.n.mono())
 	c, err := b.cache(cache)
 	if err != nil {
 		return nil, err

@@ -51,6 +51,10 @@ func (n *Node) peerRecord(addr string) *peerRecord {
 	return v.(*peerRecord)
 }
 
+// mono returns the time since the cache was made by the monotonic clock, for latencies: one
+// clock read, where time.Now makes two (the wall clock's and the monotonic one).
+func (c *Cache[K, V]) mono() time.Duration { return time.Since(c.epoch) }
+
 // noEnd ends a span that no tracer started.
 func noEnd(error) {}
 
@@ -84,11 +88,11 @@ func (c *Cache[K, V]) waited(ctx context.Context, start time.Time, keys int, err
 	end(err)
 }
 
-// fetched records a request for values to peer, made with ctx, that started at start and
-// failed with err (nil on success): its latency, for the cache and the peer, and its failure,
-// unless its caller gave up on it (ctx cancelled).
-func (c *Cache[K, V]) fetched(ctx context.Context, peer string, start time.Time, err error) {
-	d := time.Since(start)
+// fetched records a request for values to peer, made with ctx, that started at start (by mono)
+// and failed with err (nil on success): its latency, for the cache and the peer, and its
+// failure, unless its caller gave up on it (ctx cancelled).
+func (c *Cache[K, V]) fetched(ctx context.Context, peer string, start time.Duration, err error) {
+	d := c.mono() - start
 	c.obs.fetchLatency.Record(d)
 	c.node.peerRecord(peer).fetch.Record(d)
 	if err != nil && !errors.Is(ctx.Err(), context.Canceled) {
@@ -131,12 +135,11 @@ func (c *Cache[K, V]) loadFailure(err error) {
 // listener of values.
 func (c *Cache[K, V]) removed(r store.Removal[K, item[V]]) {
 	if r.Reason == store.Evicted {
-		now := c.now().UnixNano()
-		if mark := r.Value.staleMark(); mark != 0 && now >= mark {
+		if mark := r.Value.staleMark(); mark != 0 && c.now().UnixNano() >= mark {
 			r.Reason = store.Expired // kept past its TTL for stale-while-revalidate
 		} else {
 			c.obs.evictedFresh.Add(1)
-			c.obs.evictionAge.Record(time.Duration(now - r.Value.stored))
+			c.obs.evictionAge.Record(r.Age)
 		}
 	}
 	if c.onRemove != nil && r.Value.failure() == nil {

@@ -187,11 +187,10 @@ func TestEvictedFresh(t *testing.T) {
 			if st.EvictedFresh != 20 || st.EvictionAge.Count() != 20 {
 				t.Fatalf("EvictedFresh = %d with %d ages, want 20", st.EvictedFresh, st.EvictionAge.Count())
 			}
-			// Each entry was stored a whole number of seconds before its eviction: at least 1 s,
-			// and at most 10 s in a cache of 10 entries loaded one a second... or longer for the
-			// entries the policy kept a while.
-			if mean := st.EvictionAge.Mean(); mean < time.Second || mean > 30*time.Second || st.EvictionAge.Sum%time.Second != 0 {
-				t.Fatalf("eviction ages: mean %v, sum %v", mean, st.EvictionAge.Sum)
+			// The clock moves a second per key, and every entry was evicted at least a second
+			// after it was stored (ages are measured to within 67 ms).
+			if mean := st.EvictionAge.Mean(); mean < time.Second-70*time.Millisecond || mean > 30*time.Second {
+				t.Fatalf("eviction ages: mean %v, counts %v", mean, st.EvictionAge.Counts)
 			}
 		})
 	}

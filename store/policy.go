@@ -127,10 +127,15 @@ func (x *expiry) past(at int64) bool {
 	if at == 0 {
 		return false
 	}
+	return x.time() >= at
+}
+
+// time returns the time of the eviction, read once.
+func (x *expiry) time() int64 {
 	if !x.ready {
 		x.t, x.ready = x.now(), true
 	}
-	return x.t >= at
+	return x.t
 }
 
 // evictOne removes one entry to make room for a new one of need bytes, which will enter the
@@ -258,6 +263,6 @@ func (s *Store[K, V]) dropHashed(e *entry[K, V], h uint64, x *expiry) {
 		if x.past(e.expiresAt) {
 			reason = Expired
 		}
-		s.report(e, reason)
+		s.report(e, reason, x.time())
 	}
 }

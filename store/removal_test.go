@@ -1,10 +1,10 @@
 package store
 
 import (
-	"slices"
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // removals records what OnRemove is told.
@@ -27,8 +27,8 @@ func (r *removals) take() []Removal[int, string] {
 	return got
 }
 
-// TestOnRemoveReasons: every way an entry leaves is reported once, with its reason, key and
-// value.
+// TestOnRemoveReasons: every way an entry leaves is reported once, with its reason, key, value
+// and age.
 func TestOnRemoveReasons(t *testing.T) {
 	t.Parallel()
 	clk := &fakeClock{}
@@ -36,23 +36,31 @@ func TestOnRemoveReasons(t *testing.T) {
 	var rec removals
 	const entries = 4
 	s := mustNew[int, string](t, Config[int, string]{MaxBytes: entries * (10 + EntryOverhead), Shards: 1, Now: clk.Now, OnRemove: rec.add})
+	// expect checks the removals reported; each want's Age is the true age, which the report
+	// gives to within a unit of the date (2^26 ns).
 	expect := func(name string, want ...Removal[int, string]) {
 		t.Helper()
 		got := rec.take()
-		if !slices.Equal(got, want) {
+		if len(got) != len(want) {
 			t.Fatalf("%s: OnRemove told %+v, want %+v", name, got, want)
+		}
+		for i := range got {
+			g, w := got[i], want[i]
+			if g.Key != w.Key || g.Value != w.Value || g.Reason != w.Reason || (g.Age-w.Age).Abs() > 1<<ageShift {
+				t.Fatalf("%s: OnRemove told %+v, want %+v", name, got, want)
+			}
 		}
 	}
 
 	s.Set(1, "one", 10, 0)
 	clk.ns.Add(int64(time.Second))
 	s.Set(1, "uno", 10, 0)
-	expect("replaced", Removal[int, string]{Key: 1, Value: "one", Reason: Replaced})
+	expect("replaced", Removal[int, string]{Key: 1, Value: "one", Reason: Replaced, Age: time.Second})
 
 	s.Set(2, "two", 10, clk.Now()+int64(time.Second))
 	clk.ns.Add(int64(2 * time.Second))
 	s.Set(2, "dos", 10, 0)
-	expect("replaced after its expiry", Removal[int, string]{Key: 2, Value: "two", Reason: Expired})
+	expect("replaced after its expiry", Removal[int, string]{Key: 2, Value: "two", Reason: Expired, Age: 2 * time.Second})
 
 	s.Remove(2)
 	expect("removed", Removal[int, string]{Key: 2, Value: "dos", Reason: Explicit})
@@ -62,7 +70,7 @@ func TestOnRemoveReasons(t *testing.T) {
 	expect("removed again")
 
 	s.Set(1, "big", entries*(10+EntryOverhead), 0) // larger than the store: refused, the old value goes
-	expect("refused", Removal[int, string]{Key: 1, Value: "uno", Reason: Replaced})
+	expect("refused", Removal[int, string]{Key: 1, Value: "uno", Reason: Replaced, Age: 2 * time.Second})
 
 	// Fill the store, then one more: the policy evicts one entry, fresh.
 	for k := 10; k < 10+entries; k++ {
@@ -71,8 +79,8 @@ func TestOnRemoveReasons(t *testing.T) {
 	clk.ns.Add(int64(time.Minute))
 	s.Set(99, "new", 10, 0)
 	got := rec.take()
-	if len(got) != 1 || got[0].Reason != Evicted || got[0].Key < 10 || got[0].Key >= 10+entries {
-		t.Fatalf("eviction: OnRemove told %+v, want one of keys 10..13 evicted", got)
+	if len(got) != 1 || got[0].Reason != Evicted || got[0].Key < 10 || got[0].Key >= 10+entries || (got[0].Age-time.Minute).Abs() > 1<<ageShift {
+		t.Fatalf("eviction: OnRemove told %+v, want one of keys 10..13 evicted at the age of 1m", got)
 	}
 
 	// An entry met by the policy past its expiry is reported expired.
@@ -84,7 +92,7 @@ func TestOnRemoveReasons(t *testing.T) {
 	}
 	clk.ns.Add(10)
 	s.Set(99, "new", 10, 0)
-	expect("expired", Removal[int, string]{Key: 1, Value: "short", Reason: Expired})
+	expect("expired", Removal[int, string]{Key: 1, Value: "short", Reason: Expired, Age: 10})
 
 	clk.ns.Add(5)
 	s.Clear()
@@ -201,6 +209,28 @@ func TestReasonString(t *testing.T) {
 	for r, want := range map[Reason]string{Explicit: "explicit", Expired: "expired", Evicted: "evicted", Replaced: "replaced", 0: "unknown", 9: "unknown"} {
 		if r.String() != want {
 			t.Errorf("Reason(%d).String() = %q, want %q", r, r.String(), want)
+		}
+	}
+}
+
+// TestDatedEntriesAreNoLarger: the date lives in what would be padding; an entry of a string key
+// and a word-sized value stays one 64-byte cache line.
+func TestDatedEntriesAreNoLarger(t *testing.T) {
+	if n := unsafe.Sizeof(entry[string, int]{}); n != 64 {
+		t.Fatalf("entry[string, int] is %d bytes, want 64", n)
+	}
+}
+
+// TestAges: ages are right to within a unit, across the 24-bit wrap of the date.
+func TestAges(t *testing.T) {
+	for _, c := range []struct{ born, now int64 }{
+		{0, 0}, {1000, 1000 + int64(time.Second)}, {int64(time.Hour), int64(time.Hour + 90*time.Minute)},
+		{1<<(ageShift+24) - 5, 1<<(ageShift+24) + int64(time.Minute)}, // the date wraps meanwhile
+		{1234567890123456789, 1234567890123456789 + int64(12*24*time.Hour)},
+	} {
+		got, want := ageAt(dateOf(c.born), c.now), time.Duration(c.now-c.born)
+		if (got - want).Abs() >= 1<<ageShift {
+			t.Errorf("born %d, now %d: age %v, want %v", c.born, c.now, got, want)
 		}
 	}
 }

@@ -42,7 +42,8 @@ type Config[K comparable, V any] struct {
 	// more, so an identity hash of integers is fine).
 	Hash func(K) uint64
 	// Now returns the current time in unix nanoseconds. nil means time.Now().UnixNano(). It is
-	// called only for entries that have an expiry.
+	// called for entries that have an expiry and, with OnRemove, once per Set to date the entry
+	// (see Removal.Age).
 	Now func() int64
 	// OnRemove, when not nil, is told of every entry that leaves the store, with the reason
 	// (see Reason). It is called after the store's lock is released, on the goroutine whose call
@@ -85,6 +86,29 @@ type Removal[K comparable, V any] struct {
 	Key    K
 	Value  V
 	Reason Reason
+	// Age is how long the entry was in the store, from the Set that stored it, by Config.Now:
+	// to within about 67 ms, and modulo about 13 days (an entry keeps its date in 3 bytes that
+	// would otherwise be padding, in units of 2^26 ns).
+	Age time.Duration
+}
+
+// Entries keep their date (Set's time) in 3 bytes, in units of 2^ageShift ns (about 67 ms),
+// modulo 2^24 units (about 13 days): the padding after the queue byte, so dating entries makes
+// them no larger.
+const ageShift = 26
+
+// dateOf returns the date of an entry stored at now (unix nanoseconds).
+func dateOf(now int64) [3]byte {
+	u := uint32(now >> ageShift)
+	return [3]byte{byte(u), byte(u >> 8), byte(u >> 16)}
+}
+
+// ageAt returns the age at now of an entry dated born: the units between the two, which is the
+// true age to within one unit.
+func ageAt(born [3]byte, now int64) time.Duration {
+	b := uint32(born[0]) | uint32(born[1])<<8 | uint32(born[2])<<16
+	d := (uint32(now>>ageShift) - b) & (1<<24 - 1)
+	return time.Duration(d) << ageShift
 }
 
 // DefaultShards is the number of shards used when Config.Shards is 0: 16 per GOMAXPROCS, rounded
@@ -123,8 +147,9 @@ type entry[K comparable, V any] struct {
 	val       V
 	expiresAt int64
 	freq      atomic.Int32
-	queue     uint8 // guarded by Store.mu
-	size      int64 // cost + EntryOverhead
+	queue     uint8   // guarded by Store.mu
+	born      [3]byte // its date (dateOf), with Config.OnRemove; in what would be padding
+	size      int64   // cost + EntryOverhead
 	prev      *entry[K, V]
 	next      *entry[K, V]
 	// The key's hash is not kept here: it is in the table slot, and writers recompute it when
@@ -284,6 +309,11 @@ func (s *Store[K, V]) Set(k K, v V, cost int64, expiresAt int64) (stored bool) {
 
 // set stores ne, whose key hashes to h, evicting what it must first. Caller holds mu.
 func (s *Store[K, V]) set(ne *entry[K, V], h uint64) {
+	var now int64
+	if s.onRemove != nil {
+		now = s.now()
+		ne.born = dateOf(now)
+	}
 	sh := s.shardOf(h)
 	if i, _ := sh.tab.Load().lookup(h, ne.key, s.tomb); i >= 0 {
 		old := sh.tab.Load().slots[i].e.Load()
@@ -302,10 +332,10 @@ func (s *Store[K, V]) set(ne *entry[K, V], h uint64) {
 			s.bytes.Store(s.used)
 			if s.onRemove != nil {
 				reason := Replaced
-				if old.expiresAt != 0 && s.now() >= old.expiresAt {
+				if old.expiresAt != 0 && now >= old.expiresAt {
 					reason = Expired
 				}
-				s.report(old, reason)
+				s.report(old, reason, now)
 			}
 			return
 		}
@@ -358,7 +388,9 @@ func (s *Store[K, V]) removeKey(k K, h uint64, reason Reason) bool {
 	s.unlink(e)
 	sh.remove(e, h, s.tomb)
 	s.release(e)
-	s.report(e, reason)
+	if s.onRemove != nil {
+		s.report(e, reason, s.now())
+	}
 	return true
 }
 
@@ -379,12 +411,16 @@ func (s *Store[K, V]) clear() {
 		sh.tab.Store(newTable[K, V](minTableSize))
 		sh.live, sh.tombs = 0, 0
 	}
+	var now int64
+	if s.onRemove != nil {
+		now = s.now()
+	}
 	// Unlink everything so that a reader still holding an old table pins only its own entries.
 	for _, l := range []*list[K, V]{&s.small, &s.prob, &s.prot} {
 		for e := l.head; e != nil; {
 			next := e.next
 			e.prev, e.next, e.queue = nil, nil, qNone
-			s.report(e, Explicit)
+			s.report(e, Explicit, now)
 			e = next
 		}
 		*l = list[K, V]{}
@@ -395,10 +431,11 @@ func (s *Store[K, V]) clear() {
 	s.items.Store(0)
 }
 
-// report records that e left the store for reason, for OnRemove. Caller holds mu.
-func (s *Store[K, V]) report(e *entry[K, V], reason Reason) {
+// report records that e left the store for reason at now (unix nanoseconds), for OnRemove.
+// Caller holds mu.
+func (s *Store[K, V]) report(e *entry[K, V], reason Reason, now int64) {
 	if s.onRemove != nil {
-		s.removed = append(s.removed, Removal[K, V]{Key: e.key, Value: e.val, Reason: reason})
+		s.removed = append(s.removed, Removal[K, V]{Key: e.key, Value: e.val, Reason: reason, Age: ageAt(e.born, now)})
 	}
 }
 
