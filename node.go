@@ -243,13 +243,14 @@ func NewNode(self string, opts ...NodeOption) (*Node, error) {
 	if err := n.initPeers(append(s.peers, self)); err != nil {
 		return nil, err
 	}
-	server, err := peer.NewServer(nodeBackend{n}, append([]peer.ServerOption{peer.WithServerLogger(n.log),
+	trace := peer.WithTraceContext(traceInject, traceExtract)
+	server, err := peer.NewServer(nodeBackend{n}, append([]peer.ServerOption{peer.WithServerLogger(n.log), trace,
 		peer.WithAuthorizer(n.authorize), peer.WithSelf(n.self)}, s.serverOptions...)...)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	n.server = server
-	if n.client, err = peer.NewClient(append([]peer.ClientOption{peer.WithSelf(n.self), peer.WithObserver(observer{n})},
+	if n.client, err = peer.NewClient(append([]peer.ClientOption{peer.WithSelf(n.self), peer.WithObserver(observer{n}), trace},
 		s.clientOptions...)...); err != nil {
 		server.Close()
 		return nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)

@@ -1,6 +1,7 @@
 package groupcache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -58,14 +59,46 @@ func (c *Cache[K, V]) mono() time.Duration { return time.Since(c.epoch) }
 // noEnd ends a span that no tracer started.
 func noEnd(error) {}
 
-// span starts a span of the cache's tracer, when it has one: s's step, with the cache's name.
+// span starts a span of the cache's tracer, when it has one: s's step, with the cache's name. With
+// a tracer that propagates (observe.Propagator), a Serve span is the child of the span of the peer
+// that asked, when the request carried its trace context, and the context of a Fetch or Handoff
+// span carries the tracer, so that the node's client sends the span's trace context (traceInject).
 func (c *Cache[K, V]) span(ctx context.Context, s observe.Span) (context.Context, func(error)) {
 	if c.tracer == nil {
 		return ctx, noEnd
 	}
 	s.Cache = c.name
 	s.Keys = max(s.Keys, 1)
-	return c.tracer.Start(ctx, s)
+	p, propagates := c.tracer.(observe.Propagator)
+	if b, ok := ctx.Value(remoteTraceKey{}).([]byte); ok && propagates && s.Step == observe.Serve {
+		ctx = p.Extract(ctx, b)
+	}
+	ctx, end := c.tracer.Start(ctx, s)
+	if propagates && (s.Step == observe.Fetch || s.Step == observe.Handoff) {
+		ctx = context.WithValue(ctx, propagatorKey{}, p)
+	}
+	return ctx, end
+}
+
+// propagatorKey keys the tracer whose span's trace context a request to a peer carries;
+// remoteTraceKey the trace context a peer's request carried.
+type propagatorKey struct{}
+type remoteTraceKey struct{}
+
+// traceInject is the node's client's peer.WithTraceContext injector: the trace context of the
+// span of a Fetch or Handoff whose cache traces with an observe.Propagator, else nothing.
+func traceInject(ctx context.Context) []byte {
+	if p, ok := ctx.Value(propagatorKey{}).(observe.Propagator); ok {
+		return p.Inject(ctx)
+	}
+	return nil
+}
+
+// traceExtract is the node's server's peer.WithTraceContext extractor: it keeps a copy of the
+// trace context a request carried, for the served cache's tracer (span), which alone knows how
+// to read it.
+func traceExtract(ctx context.Context, b []byte) context.Context {
+	return context.WithValue(ctx, remoteTraceKey{}, bytes.Clone(b))
 }
 
 // waitStart returns the time a caller starts waiting for its flight when the cache has a

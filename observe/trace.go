@@ -66,6 +66,21 @@ type Tracer interface {
 	Start(ctx context.Context, s Span) (context.Context, func(err error))
 }
 
+// Propagator is a Tracer whose traces cross nodes: a cache whose tracer is one sends the trace
+// context of its Fetch and Handoff spans with the request (Inject: at most 1 KiB, in W3C Trace
+// Context text, the traceparent then optionally a line feed and the tracestate), and a node
+// serving a request that carries one gives the cache's Serve span that parent (Extract). Caller,
+// owner and loader are then one trace. Nodes that do not trace send nothing and ignore what they
+// receive.
+type Propagator interface {
+	Tracer
+	// Inject returns the trace context of ctx's span to send to a peer, or nil.
+	Inject(ctx context.Context) []byte
+	// Extract returns ctx with the remote span of b, a peer's Inject, as the parent of the spans
+	// started from it. b is the tracer's to keep.
+	Extract(ctx context.Context, b []byte) context.Context
+}
+
 // TracerFunc adapts a function to the Tracer interface.
 type TracerFunc func(ctx context.Context, s Span) (context.Context, func(err error))
 

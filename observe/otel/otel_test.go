@@ -116,8 +116,9 @@ func childOf(t *testing.T, child, parent sdktrace.ReadOnlySpan) {
 
 // TestSpansOnTwoNodes: a Get of a key the other node owns makes, on the caller, a get_miss span
 // with a fetch (a client span naming the peer) in it, and on the owner a serve span (a server
-// span, a trace of its own until the wire carries the trace context) with the load in it and the
-// loader's own span in that; errors set the spans' status, "not found" does not.
+// span, the child of the caller's fetch: the request carried its trace context) with the load in
+// it and the loader's own span in that: one trace; errors set the spans' status, "not found" does
+// not.
 func TestSpansOnTwoNodes(t *testing.T) {
 	cl, nodes := twoNodes(t)
 	ctx := context.Background()
@@ -137,9 +138,10 @@ func TestSpansOnTwoNodes(t *testing.T) {
 	}
 	owner := byName(t, nodes[1].spans)
 	serve, load, query := owner["groupcache.serve"], owner["groupcache.load"], owner["query"]
-	if serve == nil || load == nil || query == nil || serve.SpanKind() != trace.SpanKindServer || serve.Parent().IsValid() {
+	if serve == nil || load == nil || query == nil || serve.SpanKind() != trace.SpanKindServer || !serve.Parent().IsRemote() {
 		t.Fatalf("owner's spans: %v", owner)
 	}
+	childOf(t, serve, fetch)
 	childOf(t, load, serve)
 	childOf(t, query, load)
 	if h := owner["groupcache.handoff"]; h != nil {

@@ -3,9 +3,11 @@ package otel
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/typedcache/groupcache"
@@ -25,12 +27,39 @@ const (
 
 // NewTracer returns an observe.Tracer that makes spans with tp's tracer of this package's scope.
 // A step that ends with an error records it and sets the span's status to Error, except a "not
-// found" (groupcache.ErrNotFound), an answer, which sets groupcache.not_found instead.
+// found" (groupcache.ErrNotFound), an answer, which sets groupcache.not_found instead. It is an
+// observe.Propagator: requests to peers carry the W3C trace context of their fetch span, so that
+// the owner's serve span is its child, and one trace runs from the caller to the owner's loader.
 func NewTracer(tp trace.TracerProvider) observe.Tracer {
 	return tracer{tp.Tracer(scope)}
 }
 
 type tracer struct{ t trace.Tracer }
+
+// traceContext is the W3C Trace Context propagator (traceparent and tracestate).
+var traceContext = propagation.TraceContext{}
+
+// Inject returns the traceparent of ctx's span, and its tracestate after a line feed when it has
+// one; nil when ctx has no valid span.
+func (tracer) Inject(ctx context.Context) []byte {
+	c := propagation.MapCarrier{}
+	traceContext.Inject(ctx, c)
+	tp, ts := c.Get("traceparent"), c.Get("tracestate")
+	switch {
+	case tp == "":
+		return nil
+	case ts == "":
+		return []byte(tp)
+	}
+	return []byte(tp + "\n" + ts)
+}
+
+// Extract returns ctx with the remote span context that b, a peer's Inject, describes; ctx as it
+// is when b is not a valid trace context.
+func (tracer) Extract(ctx context.Context, b []byte) context.Context {
+	tp, ts, _ := strings.Cut(string(b), "\n")
+	return traceContext.Extract(ctx, propagation.MapCarrier{"traceparent": tp, "tracestate": ts})
+}
 
 // Start starts the span of step s.
 func (t tracer) Start(ctx context.Context, s observe.Span) (context.Context, func(error)) {
