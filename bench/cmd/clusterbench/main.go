@@ -136,6 +136,7 @@ func systems() []spec {
 		{"oursview", func(n int) system { o := newOurs(n, ""); o.view = true; return o }},
 		{"ourssecret", func(n int) system { return newOurs(n, "secret") }},
 		{"ourstls", func(n int) system { return newOurs(n, "tls") }},
+		{"ourstraced", func(n int) system { return newOurs(n, "traced") }},
 		{"gc", func(n int) system { return newGC(n) }},
 	}
 }
@@ -165,9 +166,9 @@ func printRemoteHits(sizes []int, specs []spec) {
 		}
 	}
 	if len(security) > 0 {
-		fmt.Println("\nThe cost of security: each mode against plaintext, ratios taken within one round, medians shown.")
+		fmt.Println("\nThe cost of security and of tracing: each mode against plaintext without a tracer, ratios taken within one round, medians shown.")
 		fmt.Println()
-		fmt.Println("| value | mode | p50 (1 caller) / plaintext | ops/s (16) / plaintext |")
+		fmt.Println("| value | mode | p50 (1 caller) / plain | ops/s (16) / plain |")
 		fmt.Println("|---|---|---|---|")
 		for _, row := range security {
 			fmt.Println(row)
@@ -175,11 +176,11 @@ func printRemoteHits(sizes []int, specs []spec) {
 	}
 }
 
-// securityRows returns, for each authenticated system measured, its p50 and throughput as ratios
-// to the plaintext system's in the same round.
+// securityRows returns, for each authenticated or traced system measured, its p50 and throughput
+// as ratios to the plaintext, untraced system's in the same round.
 func securityRows(size int, rs rounds) []string {
 	var rows []string
-	for _, name := range []string{"ourssecret", "ourstls"} {
+	for _, name := range []string{"ourssecret", "ourstls", "ourstraced"} {
 		_, ok := rs[0][name]
 		if _, plain := rs[0]["ours"]; !ok || !plain {
 			continue

@@ -16,6 +16,7 @@ import (
 	"github.com/typedcache/groupcache"
 	"github.com/typedcache/groupcache/codec"
 	"github.com/typedcache/groupcache/hash"
+	"github.com/typedcache/groupcache/observe"
 	"github.com/typedcache/groupcache/peer"
 )
 
@@ -106,19 +107,32 @@ type ourCluster struct {
 	addrs    []string
 	size     int    // of the values
 	auth     string // "", "secret" or "tls"
+	traced   bool   // the measuring cache has an OpenTelemetry tracer (newTracer)
 }
 
 func startOurCluster(size int, auth string) *ourCluster {
 	l := listenLoopback()
 	// The measuring node keeps no copies of remote values, so every Get of a remote key is a
 	// remote hit.
+	// "traced" is the plaintext cluster whose measuring cache has an OpenTelemetry tracer.
+	traced := auth == "traced"
+	if traced {
+		auth = ""
+	}
 	opts := append(peerOptions(clientOptions()), authOptions(auth)...)
+	cacheOpts := []groupcache.Option{groupcache.WithHotFraction(0)}
+	stopTracer := func() {}
+	if traced {
+		var tracer observe.Tracer
+		tracer, stopTracer = newTracer()
+		cacheOpts = append(cacheOpts, groupcache.WithTracer(tracer))
+	}
 	local := newOurNode(l.Addr().String(), size, []groupcache.NodeOption{groupcache.WithPeerOptions(opts...)},
-		groupcache.WithHotFraction(0))
+		cacheOpts...)
 	srv := newServer(local.handler(), serverTLS(auth))
 	go serve(srv, l)
 	c := &ourCluster{local: local, children: []*child{startChild("node", size, auth), startChild("node", size, auth)},
-		size: size, auth: auth}
+		size: size, auth: auth, traced: traced}
 	c.addrs = []string{l.Addr().String(), c.children[0].addr, c.children[1].addr}
 	q := url.Values{"peers": {strings.Join(c.addrs, ",")}}
 	for _, ch := range c.children {
@@ -132,6 +146,7 @@ func startOurCluster(size int, auth string) *ourCluster {
 		local.cache.Close()
 		local.node.Close()
 		srv.Close()
+		stopTracer()
 	}
 	return c
 }
@@ -155,6 +170,9 @@ func (o *ours) name() string {
 		name += ", shared secret"
 	case "tls":
 		name += ", mutual TLS"
+	}
+	if o.traced {
+		name += ", traced"
 	}
 	return name + connsName()
 }
