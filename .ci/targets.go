@@ -8,9 +8,7 @@
 //   - functions of cyclomatic complexity over 15, as gocyclo reports them;
 //   - the exported identifiers of the root package: top-level funcs, exported methods of
 //     exported types, types, consts and vars;
-//   - the exported vars named Err* in every package but main and those under internal/, which
-//     export nothing to users (a package that re-exports one of theirs, as peer does wire's,
-//     counts it once).
+//   - the exported vars named Err* in every package but main.
 package main
 
 import (
@@ -25,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 )
@@ -183,7 +180,7 @@ func (f *figures) genDecl(dir string, d *ast.GenDecl) {
 				if dir == rootPackageDir {
 					f.rootExported++
 				}
-				if d.Tok == token.VAR && strings.HasPrefix(id.Name, "Err") && !isInternal(dir) {
+				if d.Tok == token.VAR && strings.HasPrefix(id.Name, "Err") {
 					f.sentinels = append(f.sentinels, dir+": "+id.Name)
 				}
 			}
@@ -191,10 +188,6 @@ func (f *figures) genDecl(dir string, d *ast.GenDecl) {
 	}
 }
 
-// isInternal reports whether dir is an internal package's (its path has an "internal" element).
-func isInternal(dir string) bool {
-	return slices.Contains(strings.Split(dir, "/"), "internal")
-}
 
 // funcName is d's name as gocyclo prints it: "F", "T.M" or "(*T).M".
 func funcName(d *ast.FuncDecl) string {

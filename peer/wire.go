@@ -54,9 +54,9 @@ const (
 // context ended, a closed Client): the caller may fall back. ErrInvalidOption: NewServer or
 // NewClient was given an invalid option or argument.
 var (
-	ErrProtocol      = wire.ErrProtocol
-	ErrUnavailable   = wire.ErrUnavailable
-	ErrInvalidOption = wire.ErrInvalidOption
+	ErrProtocol      = wire.Sentinels.Protocol
+	ErrUnavailable   = wire.Sentinels.Unavailable
+	ErrInvalidOption = wire.Sentinels.InvalidOption
 )
 
 // StatusOf returns the Status of the first *Error in err's chain that has one, or StatusOK (for

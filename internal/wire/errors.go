@@ -85,19 +85,25 @@ func (s Status) String() string {
 
 // Sentinel errors, matched with errors.Is. They name failures of the exchange itself; what a peer
 // answered (or the same condition found on this side) is an *Error's Status, read with StatusOf.
+// Package peer exports them (peer.errProtocol, ...); here they are unexported, so that each has
+// one exported name.
 var (
-	// ErrProtocol: a peer sent malformed or unexpected bytes (bad handshake, bad frame).
-	ErrProtocol = errors.New("peer: protocol error")
-	// ErrInvalidOption: peer.NewServer or peer.NewClient was given an invalid option or argument.
-	ErrInvalidOption = errors.New("peer: invalid option")
-	// ErrUnavailable: a network-level failure: could not connect, the connection broke, the
+	// errProtocol: a peer sent malformed or unexpected bytes (bad handshake, bad frame).
+	errProtocol = errors.New("peer: protocol error")
+	// errInvalidOption: peer.NewServer or peer.NewClient was given an invalid option or argument.
+	errInvalidOption = errors.New("peer: invalid option")
+	// errUnavailable: a network-level failure: could not connect, the connection broke, the
 	// request timed out, the caller's context ended, or the peer.Client was closed. The owner may
 	// be down or slow; the caller may fall back (for example load the value itself).
-	ErrUnavailable = errors.New("peer: unavailable")
+	errUnavailable = errors.New("peer: unavailable")
 )
 
+// Sentinels are the sentinel errors for package peer to export, the one place they are named
+// outside this package.
+var Sentinels = struct{ Protocol, Unavailable, InvalidOption error }{errProtocol, errUnavailable, errInvalidOption}
+
 // StatusOf returns the Status of the first *Error in err's chain that has one (see Error), or
-// StatusOK: for nil, ErrUnavailable, ErrProtocol and errors of other packages.
+// StatusOK: for nil, errUnavailable, errProtocol and errors of other packages.
 func StatusOf(err error) Status {
 	switch e := err.(type) {
 	case *Error:
@@ -120,8 +126,8 @@ func StatusOf(err error) Status {
 // Error is the error type of package peer (and of this one). Status is what the peer answered, or
 // the same condition found on this side (a request or reply over this side's limits, a reply of
 // another version); it is StatusOK for failures of the exchange itself, where Err matches
-// ErrUnavailable (and wraps the cause: a net.Error, a context's error, net.ErrClosed) or
-// ErrProtocol.
+// errUnavailable (and wraps the cause: a net.Error, a context's error, net.ErrClosed) or
+// errProtocol.
 type Error struct {
 	Peer   string // the peer's address ("host:port"); empty when no peer was involved
 	Op     Op     // the operation; zero when unknown

@@ -413,7 +413,7 @@ func tooLarge[T int | uint64](n T, limit int) error {
 
 func badRequest(msg string) error { return &Error{Status: StatusBadRequest, Msg: msg} }
 
-func ProtocolError(msg string) error { return &Error{Err: ErrProtocol, Msg: msg} }
+func ProtocolError(msg string) error { return &Error{Err: errProtocol, Msg: msg} }
 
 // field reads a uvarint-length-prefixed field of at most limit bytes from b, or says what is wrong.
 func field(b []byte, limit int) (f, rest []byte, problem string) {
@@ -492,7 +492,7 @@ func cutMessage(msg string) string {
 
 // ParseResponse parses a response frame (without its stream prefix), strictly as ParseRequest.
 // Errors are *Error values: StatusBadVersion, StatusTooLarge for a value over lim (decoded, for a
-// compressed one), ErrProtocol for anything else. It never panics. Value.Data aliases frame.
+// compressed one), errProtocol for anything else. It never panics. Value.Data aliases frame.
 func ParseResponse(frame []byte, lim Limits) (Response, error) {
 	maxValue := Resolve(lim).MaxValueBytes
 	r, off, err := ParseResponseHead(frame, len(frame), maxValue)

@@ -232,22 +232,22 @@ func TestParseResponseErrors(t *testing.T) {
 		lim   Limits
 		want  error
 	}{
-		{"empty", "", Limits{}, ErrProtocol},
+		{"empty", "", Limits{}, errProtocol},
 		{"version", "01 00 00 00 00", Limits{}, ErrVersion},
-		{"short", "02 00", Limits{}, ErrProtocol},
-		{"unknown status", "02 0a 00 00", Limits{}, ErrProtocol},
-		{"unknown flag", "02 00 04 00 00", Limits{}, ErrProtocol},
-		{"flags on error", "02 01 01 00", Limits{}, ErrProtocol},
-		{"no message", "02 00 00", Limits{}, ErrProtocol},
-		{"no value", "02 00 00 00", Limits{}, ErrProtocol},
-		{"value truncated", "02 00 00 00 03 6161", Limits{}, ErrProtocol},
-		{"trailing", "02 00 00 00 01 61 61", Limits{}, ErrProtocol},
-		{"trailing on error", "02 01 00 00 00", Limits{}, ErrProtocol},
-		{"expiry truncated", "02 00 02 0000", Limits{}, ErrProtocol},
-		{"zero expiry", "02 00 02 0000000000000000 00 00", Limits{}, ErrProtocol},
-		{"message over limit", "02 05 00 810800", Limits{}, ErrProtocol},
+		{"short", "02 00", Limits{}, errProtocol},
+		{"unknown status", "02 0a 00 00", Limits{}, errProtocol},
+		{"unknown flag", "02 00 04 00 00", Limits{}, errProtocol},
+		{"flags on error", "02 01 01 00", Limits{}, errProtocol},
+		{"no message", "02 00 00", Limits{}, errProtocol},
+		{"no value", "02 00 00 00", Limits{}, errProtocol},
+		{"value truncated", "02 00 00 00 03 6161", Limits{}, errProtocol},
+		{"trailing", "02 00 00 00 01 61 61", Limits{}, errProtocol},
+		{"trailing on error", "02 01 00 00 00", Limits{}, errProtocol},
+		{"expiry truncated", "02 00 02 0000", Limits{}, errProtocol},
+		{"zero expiry", "02 00 02 0000000000000000 00 00", Limits{}, errProtocol},
+		{"message over limit", "02 05 00 810800", Limits{}, errProtocol},
 		{"value over limit", "02 00 00 00 03 616161", Limits{MaxValueBytes: 2}, ErrTooLarge},
-		{"bad compressed header", "02 00 01 00 01 ff", Limits{}, ErrProtocol},
+		{"bad compressed header", "02 00 01 00 01 ff", Limits{}, errProtocol},
 		{"bomb", bombFrame, Limits{MaxValueBytes: 1 << 19}, ErrTooLarge},
 		{"bomb under the value limit", bombFrame, Limits{}, ErrTooLarge},
 		{"compressed over the value limit", mibFrame, Limits{MaxValueBytes: 1 << 19}, ErrTooLarge},
@@ -279,14 +279,14 @@ func TestErrorMatching(t *testing.T) {
 			t.Errorf("StatusOf(joined %v) = %v", err, got)
 		}
 	}
-	if StatusOf(nil) != StatusOK || StatusOf(errors.New("x")) != StatusOK || StatusOf(&Error{Err: ErrUnavailable}) != StatusOK {
+	if StatusOf(nil) != StatusOK || StatusOf(errors.New("x")) != StatusOK || StatusOf(&Error{Err: errUnavailable}) != StatusOK {
 		t.Error("StatusOf of an error without a status")
 	}
 	if errors.Is(&Error{}, nil) {
 		t.Error("zero Error matches nil")
 	}
-	err := &Error{Peer: "h:1", Op: OpGet, Err: WrapCause(ErrUnavailable, errors.New("dial refused"))}
-	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrProtocol) {
+	err := &Error{Peer: "h:1", Op: OpGet, Err: WrapCause(errUnavailable, errors.New("dial refused"))}
+	if !errors.Is(err, errUnavailable) || errors.Is(err, errProtocol) {
 		t.Errorf("%v", err)
 	}
 	if got, want := err.Error(), "peer: h:1: get: unavailable: dial refused"; got != want {

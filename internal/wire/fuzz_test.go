@@ -112,7 +112,7 @@ func FuzzParseBatch(f *testing.F) {
 			rs, err := ParseBatch(body, int(n), lim)
 			if err != nil {
 				var pe *Error
-				if !errors.As(err, &pe) || !errors.Is(err, ErrProtocol) || rs != nil {
+				if !errors.As(err, &pe) || !errors.Is(err, errProtocol) || rs != nil {
 					t.Fatalf("unexpected error %T %v", err, err)
 				}
 				continue
@@ -167,7 +167,7 @@ func FuzzParseResponse(f *testing.F) {
 			if err != nil {
 				var pe *Error
 				if !errors.As(err, &pe) ||
-					!(errors.Is(err, ErrProtocol) || StatusOf(err) == StatusBadVersion || StatusOf(err) == StatusTooLarge) {
+					!(errors.Is(err, errProtocol) || StatusOf(err) == StatusBadVersion || StatusOf(err) == StatusTooLarge) {
 					t.Fatalf("unexpected error %T %v", err, err)
 				}
 				continue
@@ -189,7 +189,7 @@ func FuzzParseResponse(f *testing.F) {
 					if n != len(raw) {
 						t.Fatalf("decoded %d bytes, header says %d", len(raw), n)
 					}
-				} else if !errors.Is(err, ErrProtocol) && !(n > 1<<16 && StatusOf(err) == StatusTooLarge) {
+				} else if !errors.Is(err, errProtocol) && !(n > 1<<16 && StatusOf(err) == StatusTooLarge) {
 					t.Fatalf("Raw: %v", err)
 				}
 			} else if len(r.Value.Data) > l.MaxValueBytes {
@@ -215,7 +215,7 @@ func FuzzValueRaw(f *testing.F) {
 		}
 		switch {
 		case err != nil:
-			if StatusOf(err) != StatusTooLarge && !errors.Is(err, ErrProtocol) {
+			if StatusOf(err) != StatusTooLarge && !errors.Is(err, errProtocol) {
 				t.Fatalf("unexpected error %v", err)
 			}
 			if !compressed && StatusOf(err) != StatusTooLarge {
@@ -266,7 +266,7 @@ func checkHeadAgrees(t *testing.T, frame []byte, lim Limits, r Response, err err
 		}
 	case herr == nil:
 		// Only the value's S2 header is checked after the head.
-		if !hr.Value.Compressed || !(errors.Is(err, ErrProtocol) || StatusOf(err) == StatusTooLarge) {
+		if !hr.Value.Compressed || !(errors.Is(err, errProtocol) || StatusOf(err) == StatusTooLarge) {
 			t.Fatalf("head ok, frame: %v", err)
 		}
 	default:
@@ -277,7 +277,7 @@ func checkHeadAgrees(t *testing.T, frame []byte, lim Limits, r Response, err err
 }
 
 func errorKind(err error) error {
-	for _, k := range []error{ErrVersion, ErrTooLarge, ErrProtocol} {
+	for _, k := range []error{ErrVersion, ErrTooLarge, errProtocol} {
 		if matches(err, k) {
 			return k
 		}

@@ -319,8 +319,8 @@ func TestParseBatchErrors(t *testing.T) {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
 			rs, err := ParseBatch(hexFrame(t, c.body), c.n, Limits{})
 			var pe *Error
-			if !errors.As(err, &pe) || !errors.Is(err, ErrProtocol) || rs != nil {
-				t.Fatalf("got %v, %v; want ErrProtocol", rs, err)
+			if !errors.As(err, &pe) || !errors.Is(err, errProtocol) || rs != nil {
+				t.Fatalf("got %v, %v; want errProtocol", rs, err)
 			}
 			t.Log(err)
 		})

@@ -12,7 +12,7 @@ var (
 	ErrInternal     = &Error{Status: StatusInternal}
 	ErrBadRequest   = &Error{Status: StatusBadRequest}
 	ErrVersion      = &Error{Status: StatusBadVersion}
-	ErrClosed       = ErrUnavailable
+	ErrClosed       = errUnavailable
 )
 
 // matches reports whether err has want's status (for a shorthand above) or matches want.

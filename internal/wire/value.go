@@ -71,7 +71,7 @@ func (v Value) RawInto(dst []byte, limit int) ([]byte, error) {
 	}
 	out, err := s2.Decode(dst[:n], v.Data)
 	if err != nil {
-		return nil, &Error{Err: ErrProtocol, Msg: "compressed value: " + err.Error()}
+		return nil, &Error{Err: errProtocol, Msg: "compressed value: " + err.Error()}
 	}
 	return out, nil
 }
@@ -142,7 +142,7 @@ func entryLen(st Status, v *Value, msg string) int {
 }
 
 // ParseBatch parses the batch body of a reply answering n keys, strictly as ParseResponse; a
-// malformed one matches ErrProtocol. An entry over lim fails alone (StatusTooLarge).
+// malformed one matches errProtocol. An entry over lim fails alone (StatusTooLarge).
 func ParseBatch(b []byte, n int, lim Limits) ([]Result, error) {
 	maxValue := Resolve(lim).MaxValueBytes
 	count, k := uvarint(b)

@@ -132,7 +132,7 @@ func TestRawMalformed(t *testing.T) {
 		"garbage":    append([]byte{0x10}, 0xff, 0xff, 0xff, 0xff),
 	} {
 		_, err := Value{Data: data, Compressed: true}.Raw(0)
-		if !errors.Is(err, ErrProtocol) {
+		if !errors.Is(err, errProtocol) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
