@@ -137,6 +137,7 @@ func systems() []spec {
 		{"ourssecret", func(n int) system { return newOurs(n, "secret") }},
 		{"ourstls", func(n int) system { return newOurs(n, "tls") }},
 		{"ourstraced", func(n int) system { return newOurs(n, "traced") }},
+		{"ourstracedall", func(n int) system { return newOurs(n, "tracedall") }},
 		{"gc", func(n int) system { return newGC(n) }},
 	}
 }
@@ -180,7 +181,7 @@ func printRemoteHits(sizes []int, specs []spec) {
 // as ratios to the plaintext, untraced system's in the same round.
 func securityRows(size int, rs rounds) []string {
 	var rows []string
-	for _, name := range []string{"ourssecret", "ourstls", "ourstraced"} {
+	for _, name := range []string{"ourssecret", "ourstls", "ourstraced", "ourstracedall"} {
 		_, ok := rs[0][name]
 		if _, plain := rs[0]["ours"]; !ok || !plain {
 			continue

@@ -108,14 +108,17 @@ type ourCluster struct {
 	size     int    // of the values
 	auth     string // "", "secret" or "tls"
 	traced   bool   // the measuring cache has an OpenTelemetry tracer (newTracer)
+	// tracedAll: the tracer samples every miss, not 1%
+	tracedAll bool
 }
 
 func startOurCluster(size int, auth string) *ourCluster {
 	l := listenLoopback()
 	// The measuring node keeps no copies of remote values, so every Get of a remote key is a
 	// remote hit.
-	// "traced" is the plaintext cluster whose measuring cache has an OpenTelemetry tracer.
-	traced := auth == "traced"
+	// "traced" and "tracedall" are the plaintext cluster whose measuring cache has an
+	// OpenTelemetry tracer, sampling 1% of the misses or all of them.
+	traced, all := strings.HasPrefix(auth, "traced"), auth == "tracedall"
 	if traced {
 		auth = ""
 	}
@@ -124,7 +127,7 @@ func startOurCluster(size int, auth string) *ourCluster {
 	stopTracer := func() {}
 	if traced {
 		var tracer observe.Tracer
-		tracer, stopTracer = newTracer()
+		tracer, stopTracer = newTracer(all)
 		cacheOpts = append(cacheOpts, groupcache.WithTracer(tracer))
 	}
 	local := newOurNode(l.Addr().String(), size, []groupcache.NodeOption{groupcache.WithPeerOptions(opts...)},
@@ -132,7 +135,7 @@ func startOurCluster(size int, auth string) *ourCluster {
 	srv := newServer(local.handler(), serverTLS(auth))
 	go serve(srv, l)
 	c := &ourCluster{local: local, children: []*child{startChild("node", size, auth), startChild("node", size, auth)},
-		size: size, auth: auth, traced: traced}
+		size: size, auth: auth, traced: traced, tracedAll: all}
 	c.addrs = []string{l.Addr().String(), c.children[0].addr, c.children[1].addr}
 	q := url.Values{"peers": {strings.Join(c.addrs, ",")}}
 	for _, ch := range c.children {
@@ -171,8 +174,11 @@ func (o *ours) name() string {
 	case "tls":
 		name += ", mutual TLS"
 	}
-	if o.traced {
-		name += ", traced"
+	switch {
+	case o.tracedAll:
+		name += ", traced (every miss)"
+	case o.traced:
+		name += ", traced (1% of misses)"
 	}
 	return name + connsName()
 }

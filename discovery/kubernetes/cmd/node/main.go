@@ -166,7 +166,15 @@ func leave(log *slog.Logger, node *groupcache.Node, srv *http.Server) error {
 	}
 	ctx2, cancel2 := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel2()
-	if err := srv.Shutdown(ctx2); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err := srv.Shutdown(ctx2)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// What is left (a request still running, a connection that has not sent its first
+		// request: a TLS server waits 5 s for those) is cut now, as the kubelet would a little
+		// later.
+		log.Warn("connections still open after the stop timeout; closing them", "timeout", stopTimeout)
+		err = srv.Close()
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

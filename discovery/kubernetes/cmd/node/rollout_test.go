@@ -382,7 +382,12 @@ func (c *clients) get(addr, key string) {
 	}
 }
 
+// halt stops the clients once they have made at least 100 requests (a loaded machine may need
+// longer than the rollout for that), and checks that none failed.
 func (c *clients) halt(t *testing.T) {
+	for deadline := time.Now().Add(time.Minute); c.requests.Load() < 100 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	close(c.stop)
 	c.wg.Wait()
 	t.Logf("%d requests, %d failed", c.requests.Load(), c.failures.Load())
