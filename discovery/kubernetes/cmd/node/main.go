@@ -157,7 +157,7 @@ func run(ctx context.Context, log *slog.Logger, cfg config, l net.Listener, src 
 // leave makes the node leave the cluster, then stops the HTTP server. There is nothing to
 // deregister: the pod's endpoint has been terminating since its deletion. The node tells the
 // peers still connected that it leaves (they load its keys themselves from then on) and answers
-// their requests in flight; then the application's own requests get to finish.
+// their requests in flight; then the application's own requests get the stop timeout to finish.
 func leave(log *slog.Logger, node *groupcache.Node, srv *http.Server) error {
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
