@@ -188,7 +188,6 @@ func (f *figures) genDecl(dir string, d *ast.GenDecl) {
 	}
 }
 
-
 // funcName is d's name as gocyclo prints it: "F", "T.M" or "(*T).M".
 func funcName(d *ast.FuncDecl) string {
 	if d.Recv == nil || len(d.Recv.List) == 0 {
