@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/typedcache/groupcache"
@@ -37,7 +39,7 @@ func writePage(w io.Writer, rep Report) error {
 	for _, p := range rep.Peers {
 		v.Peers = append(v.Peers, peerView{p, rep.Node.Peers[p.Addr]})
 	}
-	for _, name := range sortedKeys(rep.Node.Caches) {
+	for _, name := range slices.Sorted(maps.Keys(rep.Node.Caches)) {
 		v.Caches = append(v.Caches, cacheView{name, rep.Node.Caches[name], rep.Rates[name]})
 	}
 	return page.Execute(w, v)

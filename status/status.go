@@ -20,6 +20,7 @@ package status
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -147,7 +148,7 @@ func (h *handler) report() Report {
 		UptimeSeconds: now.Sub(st.Started).Seconds(),
 		Node:          st,
 	}
-	for _, p := range sortedKeys(st.Peers) { // the ring of this snapshot, self included
+	for _, p := range slices.Sorted(maps.Keys(st.Peers)) { // the ring of this snapshot, self included
 		peer := Peer{Addr: p, Self: p == rep.Self}
 		if h.peerURL != nil {
 			peer.URL = h.peerURL(p)
@@ -156,14 +157,4 @@ func (h *handler) report() Report {
 	}
 	h.rates.fill(&rep, now)
 	return rep
-}
-
-// sortedKeys returns the keys of m, sorted.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

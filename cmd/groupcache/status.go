@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -119,7 +120,7 @@ func stats(args []string, out io.Writer) error {
 	total := map[string]groupcache.Stats{}
 	totalRates := map[string]status.Rates{}
 	for _, rep := range reps {
-		for _, name := range sortedKeys(rep.Node.Caches) {
+		for _, name := range slices.Sorted(maps.Keys(rep.Node.Caches)) {
 			st, r := rep.Node.Caches[name], rep.Rates[name]
 			statsRow(tw, rep.Self, name, st, r)
 			total[name] = add(total[name], st)
@@ -131,7 +132,7 @@ func stats(args []string, out io.Writer) error {
 		}
 	}
 	if len(reps) > 1 {
-		for _, name := range sortedKeys(total) {
+		for _, name := range slices.Sorted(maps.Keys(total)) {
 			statsRow(tw, fmt.Sprintf("all %d", len(reps)), name, total[name], totalRates[name])
 		}
 	}
@@ -162,15 +163,6 @@ func add(a, b groupcache.Stats) groupcache.Stats {
 	a.Evictions += b.Evictions
 	a.PeerRequests += b.PeerRequests
 	return a
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // peers prints the peer set of the node whose status page is at ADDR: each peer's state, share
