@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -180,14 +178,10 @@ func (c *Cache[K, V]) removed(r store.Removal[K, item[V]]) {
 	}
 }
 
-// tellRemoved calls the removal listener, recovering and logging a panic in it.
+// tellRemoved calls the removal listener; a panic in it is logged and recorded (recoverInto),
+// and goes no further.
 func (c *Cache[K, V]) tellRemoved(key K, v V, reason store.Reason) {
-	defer func() {
-		if r := recover(); r != nil {
-			pe := &PanicError{Value: r, Stack: debug.Stack(), in: "removal listener"}
-			c.log.Error("panic in removal listener", slog.Any("panic", r), slog.String("stack", string(pe.Stack)))
-			c.failed("", pe)
-		}
-	}()
+	var panicked error
+	defer c.recoverInto(&panicked, "removal listener")
 	c.onRemove(key, v, reason)
 }
